@@ -1,0 +1,1 @@
+//! Filled in by the app-sessions work (issue 2).

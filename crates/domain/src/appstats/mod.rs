@@ -1,0 +1,136 @@
+//! Workspace app sessions: the report type, its wire shape, and the rules
+//! that turn a stream of reports into database rows.
+
+pub mod collector;
+pub mod reporter;
+pub mod rollup;
+mod wire;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// Longest `slug_or_port` accepted; longer values are not app slugs or ports.
+pub const MAX_SLUG_OR_PORT_LEN: usize = 1024;
+/// Largest request count one report may carry. Rolled-up sums of many such
+/// reports still fit the store's signed 64-bit counters.
+pub const MAX_REQUESTS_PER_REPORT: u64 = u32::MAX as u64;
+
+/// How a user reached an app.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AccessMethod {
+    Path,
+    Subdomain,
+    Terminal,
+}
+
+impl AccessMethod {
+    pub const ALL: [AccessMethod; 3] = [Self::Path, Self::Subdomain, Self::Terminal];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Path => "path",
+            Self::Subdomain => "subdomain",
+            Self::Terminal => "terminal",
+        }
+    }
+}
+
+impl std::fmt::Display for AccessMethod {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for AccessMethod {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|m| m.as_str() == s)
+            .ok_or_else(|| format!("unknown access method {s:?} (expected path, subdomain or terminal)"))
+    }
+}
+
+/// One app session as a workspace proxy reports it, and also one row of the
+/// app stats table (rows always carry an end time).
+///
+/// The JSON shape is the Go proxy's: RFC 3339 timestamps with nanoseconds, and
+/// an open session's end time sent as Go's zero time `0001-01-01T00:00:00Z`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct StatsReport {
+    pub user_id: Uuid,
+    pub workspace_id: Uuid,
+    pub agent_id: Uuid,
+    pub access_method: AccessMethod,
+    pub slug_or_port: String,
+    pub session_id: Uuid,
+    #[serde(with = "wire::go_time")]
+    pub session_started_at: OffsetDateTime,
+    /// `None` while the session is open.
+    #[serde(with = "wire::go_time_opt", default)]
+    pub session_ended_at: Option<OffsetDateTime>,
+    pub requests: u64,
+}
+
+/// Why a report was refused, naming the offending field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct InvalidReport {
+    pub field: &'static str,
+    pub reason: String,
+}
+
+impl StatsReport {
+    /// The store's identity of a row: (user, agent, session).
+    pub fn row_key(&self) -> (Uuid, Uuid, Uuid) {
+        (self.user_id, self.agent_id, self.session_id)
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.session_ended_at.is_none()
+    }
+
+    /// Checks what serde cannot: ranges and relations between fields.
+    pub fn validate(&self) -> Result<(), InvalidReport> {
+        let invalid = |field, reason: &str| {
+            Err(InvalidReport {
+                field,
+                reason: reason.to_owned(),
+            })
+        };
+        if self.session_id.is_nil() {
+            return invalid("session_id", "must not be the nil UUID");
+        }
+        if self.session_started_at.year() < 1970 {
+            return invalid("session_started_at", "must be set (got a time before 1970)");
+        }
+        if let Some(end) = self.session_ended_at
+            && end < self.session_started_at
+        {
+            return invalid("session_ended_at", "must not be before session_started_at");
+        }
+        if self.slug_or_port.len() > MAX_SLUG_OR_PORT_LEN {
+            return invalid("slug_or_port", "longer than 1024 bytes");
+        }
+        if self.requests > MAX_REQUESTS_PER_REPORT {
+            return invalid("requests", "larger than 4294967295");
+        }
+        Ok(())
+    }
+
+    /// Applies a later write of the same row the way every store must: end
+    /// time and request count are replaced only when the incoming write is not
+    /// older and not smaller, so replays and reordered writes are harmless.
+    pub fn apply_guarded(&mut self, incoming: &StatsReport) {
+        if incoming.session_ended_at >= self.session_ended_at && incoming.requests >= self.requests {
+            self.session_ended_at = incoming.session_ended_at;
+            self.requests = incoming.requests;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,139 @@
+use super::*;
+use time::macros::datetime;
+
+const GO_PAYLOAD_OPEN: &str = r#"{
+    "user_id": "8a1b7f1e-0d5e-4d5e-9f3c-1a2b3c4d5e6f",
+    "workspace_id": "2c9e3a44-5b6c-4d7e-8f90-a1b2c3d4e5f6",
+    "agent_id": "3d0f4b55-6c7d-4e8f-9a01-b2c3d4e5f6a7",
+    "access_method": "subdomain",
+    "slug_or_port": "code-server",
+    "session_id": "4e1a5c66-7d8e-4f9a-8b12-c3d4e5f6a7b8",
+    "session_started_at": "2026-11-25T10:15:30.123456789Z",
+    "session_ended_at": "0001-01-01T00:00:00Z",
+    "requests": 7
+}"#;
+
+fn sample() -> StatsReport {
+    serde_json::from_str(GO_PAYLOAD_OPEN).unwrap()
+}
+
+#[test]
+fn decodes_go_payload_with_zero_end_time_as_open() {
+    let report = sample();
+    assert_eq!(report.access_method, AccessMethod::Subdomain);
+    assert_eq!(
+        report.session_started_at,
+        datetime!(2026-11-25 10:15:30.123456789 UTC)
+    );
+    assert_eq!(report.session_ended_at, None);
+    assert!(report.is_open());
+    assert_eq!(report.requests, 7);
+}
+
+#[test]
+fn encodes_open_session_as_go_zero_time_and_round_trips() {
+    let report = sample();
+    let json = serde_json::to_value(&report).unwrap();
+    assert_eq!(json["session_ended_at"], "0001-01-01T00:00:00Z");
+    assert_eq!(json["session_started_at"], "2026-11-25T10:15:30.123456789Z");
+    let back: StatsReport = serde_json::from_value(json).unwrap();
+    assert_eq!(back, report);
+}
+
+#[test]
+fn missing_or_null_end_time_means_open_and_offsets_are_kept() {
+    let mut json: serde_json::Value = serde_json::from_str(GO_PAYLOAD_OPEN).unwrap();
+    json.as_object_mut().unwrap().remove("session_ended_at");
+    assert_eq!(
+        serde_json::from_value::<StatsReport>(json.clone())
+            .unwrap()
+            .session_ended_at,
+        None
+    );
+    json["session_ended_at"] = serde_json::Value::Null;
+    assert_eq!(
+        serde_json::from_value::<StatsReport>(json.clone())
+            .unwrap()
+            .session_ended_at,
+        None
+    );
+    json["session_ended_at"] = "2026-11-25T11:15:30+01:00".into();
+    let closed: StatsReport = serde_json::from_value(json).unwrap();
+    assert_eq!(closed.session_ended_at, Some(datetime!(2026-11-25 10:15:30 UTC)));
+}
+
+#[test]
+fn rejects_unknown_access_method_and_bad_timestamps() {
+    let mut json: serde_json::Value = serde_json::from_str(GO_PAYLOAD_OPEN).unwrap();
+    json["access_method"] = "ssh".into();
+    let err = serde_json::from_value::<StatsReport>(json)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("ssh"), "{err}");
+
+    let mut json: serde_json::Value = serde_json::from_str(GO_PAYLOAD_OPEN).unwrap();
+    json["session_started_at"] = "yesterday".into();
+    let err = serde_json::from_value::<StatsReport>(json)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("RFC 3339"), "{err}");
+}
+
+#[test]
+fn validate_names_the_offending_field() {
+    let mut report = sample();
+    assert_eq!(report.validate(), Ok(()));
+
+    report.session_ended_at = Some(report.session_started_at - time::Duration::SECOND);
+    assert_eq!(report.validate().unwrap_err().field, "session_ended_at");
+
+    let mut report = sample();
+    report.requests = MAX_REQUESTS_PER_REPORT + 1;
+    assert_eq!(report.validate().unwrap_err().field, "requests");
+
+    let mut report = sample();
+    report.session_id = Uuid::nil();
+    assert_eq!(report.validate().unwrap_err().field, "session_id");
+
+    let mut report = sample();
+    report.session_started_at = datetime!(0001-01-01 00:00 UTC);
+    assert_eq!(report.validate().unwrap_err().field, "session_started_at");
+
+    let mut report = sample();
+    report.slug_or_port = "x".repeat(MAX_SLUG_OR_PORT_LEN + 1);
+    assert_eq!(report.validate().unwrap_err().field, "slug_or_port");
+}
+
+#[test]
+fn guarded_apply_replaces_only_with_newer_and_larger() {
+    let mut row = sample();
+    row.session_ended_at = Some(datetime!(2026-11-25 10:20 UTC));
+    row.requests = 10;
+
+    let mut older = row.clone();
+    older.session_ended_at = Some(datetime!(2026-11-25 10:19 UTC));
+    older.requests = 20;
+    let mut smaller = row.clone();
+    smaller.session_ended_at = Some(datetime!(2026-11-25 10:30 UTC));
+    smaller.requests = 5;
+    let mut later = row.clone();
+    later.session_ended_at = Some(datetime!(2026-11-25 10:25 UTC));
+    later.requests = 12;
+
+    let mut stored = row.clone();
+    stored.apply_guarded(&older);
+    stored.apply_guarded(&smaller);
+    assert_eq!(stored, row);
+    stored.apply_guarded(&later);
+    assert_eq!(stored, later);
+    stored.apply_guarded(&later);
+    assert_eq!(stored, later, "a replay changes nothing");
+}
+
+#[test]
+fn access_method_parses_its_own_names_only() {
+    for method in AccessMethod::ALL {
+        assert_eq!(method.as_str().parse::<AccessMethod>(), Ok(method));
+    }
+    assert!("PATH".parse::<AccessMethod>().is_err());
+}

@@ -1,0 +1,55 @@
+//! Network-boundary usage: what agents' boundaries allowed and denied.
+
+pub mod tracker;
+
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// What one replica tracked since its last successful flush.
+///
+/// `seq` numbers a replica's deltas: a delta is retried with the same `seq`
+/// until it is acknowledged, and the store applies each `seq` once, so a
+/// flush whose acknowledgement was lost is not counted twice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BoundaryDelta {
+    pub replica_id: Uuid,
+    pub seq: u64,
+    pub allowed: u64,
+    pub denied: u64,
+    /// Distinct workspaces seen in this delta.
+    pub workspace_ids: Vec<Uuid>,
+    /// Distinct owners seen in this delta.
+    pub user_ids: Vec<Uuid>,
+    /// The tracking interval the delta covers.
+    pub tracked_from: OffsetDateTime,
+    pub tracked_to: OffsetDateTime,
+}
+
+impl BoundaryDelta {
+    pub fn is_empty(&self) -> bool {
+        self.allowed == 0 && self.denied == 0 && self.workspace_ids.is_empty() && self.user_ids.is_empty()
+    }
+}
+
+/// Whether the store applied a delta or had already applied that `seq`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlushOutcome {
+    Applied,
+    Duplicate,
+}
+
+/// Totals of one period across all replicas, with exact unique counts.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
+pub struct BoundaryUsageSummary {
+    pub unique_workspaces: u64,
+    pub unique_users: u64,
+    pub allowed_requests: u64,
+    pub denied_requests: u64,
+    /// Replicas that contributed to the period.
+    pub replicas: u64,
+    /// Earliest and latest tracking time of the flushed deltas, if any.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub tracked_from: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub tracked_to: Option<OffsetDateTime>,
+}

@@ -1,0 +1,1 @@
+//! Filled in by the boundary work (issue 2).

@@ -1,0 +1,18 @@
+//! The pure domain of tally.
+//!
+//! Everything here is deterministic given its inputs: time comes from an
+//! injected [`Clock`], storage and delivery go through the [`ports`] traits,
+//! and no module performs I/O. The app crate wires adapters into these ports.
+
+pub mod appstats;
+pub mod authz;
+pub mod boundary;
+pub mod clock;
+pub mod error;
+pub mod ports;
+pub mod telemetry;
+
+pub use appstats::{AccessMethod, StatsReport};
+pub use authz::{Action, Authorized, Resource, Role, Subject};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use error::{Forbidden, StoreError};

@@ -1,0 +1,1 @@
+//! Filled in by the telemetry work (issue 2).
