@@ -1,0 +1,162 @@
+//! Replicas flushing from separate tasks while periods close.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tally_domain::boundary::{BoundaryUsageSummary, FlushOutcome};
+use tally_domain::ports::Store;
+use tally_domain::telemetry::{PeriodCloseOutcome, Snapshot};
+use tokio::task::JoinSet;
+use uuid::Uuid;
+
+use super::fixtures::*;
+
+/// Closers stop here at the latest, so the final close always wins.
+const MAX_RACED_PERIOD: i64 = 5_000;
+/// After every period the closers reach: closes whatever is left.
+const LAST_PERIOD: i64 = MAX_RACED_PERIOD + 1;
+
+/// Closes successive periods as fast as it can until `done`; returns the
+/// snapshots it won.
+async fn closer(store: Arc<dyn Store>, done: Arc<AtomicBool>) -> Vec<Snapshot> {
+    let replica = Uuid::new_v4();
+    let mut won = Vec::new();
+    let mut k = 1;
+    while !done.load(Ordering::Acquire) && k <= MAX_RACED_PERIOD {
+        if let PeriodCloseOutcome::Closed(s) = store.close_period(&close_of(k, replica)).await.unwrap() {
+            won.push(s);
+        }
+        k += 1;
+        tokio::task::yield_now().await;
+    }
+    won
+}
+
+/// Runs `replicas` (each a future of flushes) alongside `closers` closer
+/// tasks, then closes what is left; returns every snapshot taken.
+async fn race<F>(store: &Arc<dyn Store>, replicas: Vec<F>, closers: usize) -> Vec<Snapshot>
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    let done = Arc::new(AtomicBool::new(false));
+    let mut closing = JoinSet::new();
+    for _ in 0..closers {
+        closing.spawn(closer(Arc::clone(store), Arc::clone(&done)));
+    }
+    let mut flushing = JoinSet::new();
+    for r in replicas {
+        flushing.spawn(r);
+    }
+    while let Some(joined) = flushing.join_next().await {
+        joined.expect("a replica task panicked");
+    }
+    done.store(true, Ordering::Release);
+    let mut snapshots = Vec::new();
+    while let Some(joined) = closing.join_next().await {
+        snapshots.extend(joined.expect("a closer task panicked"));
+    }
+    snapshots.push(must_close(&**store, LAST_PERIOD).await);
+    assert_eq!(
+        store.boundary_usage_summary().await.unwrap(),
+        BoundaryUsageSummary::default(),
+        "the last close left data behind"
+    );
+
+    let mut listed = store.list_snapshots(NO_LIMIT).await.unwrap();
+    listed.sort_by_key(|s| s.period_end);
+    snapshots.sort_by_key(|s| s.period_end);
+    assert_eq!(listed, snapshots, "the outbox holds exactly the snapshots the closes returned");
+    let ends: HashSet<_> = snapshots.iter().map(|s| s.period_end).collect();
+    assert_eq!(ends.len(), snapshots.len(), "two snapshots for one period");
+    snapshots
+}
+
+/// A flush racing with a period switch lands wholly in one period: each
+/// delta carries one allowed, two denied, and one workspace and one user
+/// nobody else sends, so in every snapshot those four numbers agree.
+pub async fn period_switch_is_atomic_against_flushes(store: Arc<dyn Store>) {
+    const REPLICAS: u64 = 4;
+    const DELTAS: u64 = 150;
+    let replicas = (0..REPLICAS)
+        .map(|_| {
+            let store = Arc::clone(&store);
+            async move {
+                let replica = Uuid::new_v4();
+                for seq in 1..=DELTAS {
+                    let mine = ids(2);
+                    let d = delta(replica, seq, (1, 2), &mine[..1], &mine[1..], (T0, T0 + secs(1)));
+                    assert_eq!(store.flush_boundary_usage(&d).await.unwrap(), FlushOutcome::Applied);
+                    tokio::task::yield_now().await;
+                }
+            }
+        })
+        .collect();
+    let snapshots = race(&store, replicas, 1).await;
+
+    for s in &snapshots {
+        let u = &s.usage;
+        assert_eq!(
+            (u.unique_workspaces, u.unique_users, u.denied_requests),
+            (u.allowed_requests, u.allowed_requests, 2 * u.allowed_requests),
+            "a delta was split across periods: {s:?}"
+        );
+        assert!(u.replicas <= REPLICAS);
+    }
+    let total: u64 = snapshots.iter().map(|s| s.usage.allowed_requests).sum();
+    assert_eq!(total, REPLICAS * DELTAS, "every delta in exactly one snapshot");
+}
+
+/// Several replicas flush from separate tasks, replaying some deltas as a
+/// lost acknowledgement would, over shared workspaces and users, while two
+/// replicas race to close the same periods: the snapshots hold exactly what
+/// was flushed, once, and no period is closed twice.
+pub async fn replicas_flush_while_periods_close(store: Arc<dyn Store>) {
+    const REPLICAS: u64 = 4;
+    const DELTAS: u64 = 100;
+    let workspaces = Arc::new(ids(20));
+    let users = Arc::new(ids(5));
+    let shape = |r: u64, seq: u64| (seq % 7 + 1 + r, seq % 3);
+    let replicas = (0..REPLICAS)
+        .map(|r| {
+            let (store, workspaces, users) = (Arc::clone(&store), Arc::clone(&workspaces), Arc::clone(&users));
+            async move {
+                let replica = Uuid::new_v4();
+                for seq in 1..=DELTAS {
+                    let i = (seq * (r + 1)) as usize;
+                    let ws = [workspaces[i % 20], workspaces[(i + 7) % 20]];
+                    let us = [users[i % 5]];
+                    let at = T0 + secs(seq as i64);
+                    let d = delta(replica, seq, shape(r, seq), &ws, &us, (at, at + secs(1)));
+                    assert_eq!(store.flush_boundary_usage(&d).await.unwrap(), FlushOutcome::Applied);
+                    if seq % 3 == 0 {
+                        // The acknowledgement was lost; the tracker sends it again.
+                        let again = store.flush_boundary_usage(&d).await.unwrap();
+                        assert_eq!(again, FlushOutcome::Duplicate);
+                    }
+                    tokio::task::yield_now().await;
+                }
+            }
+        })
+        .collect();
+    let snapshots = race(&store, replicas, 2).await;
+
+    let (mut allowed, mut denied) = (0, 0);
+    for r in 0..REPLICAS {
+        for seq in 1..=DELTAS {
+            let (a, d) = shape(r, seq);
+            allowed += a;
+            denied += d;
+        }
+    }
+    let sum = |f: fn(&Snapshot) -> u64| snapshots.iter().map(f).sum::<u64>();
+    assert_eq!(sum(|s| s.usage.allowed_requests), allowed);
+    assert_eq!(sum(|s| s.usage.denied_requests), denied);
+    for s in &snapshots {
+        assert!(s.usage.unique_workspaces <= 20 && s.usage.unique_users <= 5, "{s:?}");
+        assert!(s.usage.replicas <= REPLICAS, "{s:?}");
+        let empty = s.usage.allowed_requests == 0;
+        assert_eq!(empty, s.usage.unique_workspaces == 0, "ids without counts: {s:?}");
+        assert_eq!(empty, s.usage.replicas == 0, "replicas without counts: {s:?}");
+    }
+}
