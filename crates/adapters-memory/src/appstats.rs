@@ -116,12 +116,16 @@ impl InsightsStore for MemoryStore {
                 if !range.overlaps(start, end) {
                     continue;
                 }
-                let acc = apps.entry((row.access_method, row.slug_or_port.as_str())).or_default();
+                let acc = apps
+                    .entry((row.access_method, row.slug_or_port.as_str()))
+                    .or_default();
                 acc.users.insert(row.user_id);
                 acc.sessions += 1;
                 acc.requests = acc.requests.saturating_add(row.requests);
                 let micros = range.clipped(start, end).whole_microseconds();
-                acc.micros = acc.micros.saturating_add(u64::try_from(micros).unwrap_or(u64::MAX));
+                acc.micros = acc
+                    .micros
+                    .saturating_add(u64::try_from(micros).unwrap_or(u64::MAX));
             }
             apps.into_iter()
                 .map(|((access_method, slug), acc)| AppUsage {
@@ -135,8 +139,16 @@ impl InsightsStore for MemoryStore {
                 .collect()
         };
         usage.sort_by(|a, b| {
-            (Reverse(a.unique_users), Reverse(a.session_micros), a.access_method.as_str())
-                .cmp(&(Reverse(b.unique_users), Reverse(b.session_micros), b.access_method.as_str()))
+            (
+                Reverse(a.unique_users),
+                Reverse(a.session_micros),
+                a.access_method.as_str(),
+            )
+                .cmp(&(
+                    Reverse(b.unique_users),
+                    Reverse(b.session_micros),
+                    b.access_method.as_str(),
+                ))
                 .then_with(|| a.slug_or_port.as_bytes().cmp(b.slug_or_port.as_bytes()))
         });
         Ok(usage)

@@ -68,11 +68,13 @@ fn validate_delta(delta: &BoundaryDelta) -> Result<(), StoreError> {
 
 /// `a + b` if it fits a PostgreSQL `bigint`.
 fn add_counter(a: u64, b: u64, field: &str, replica: Uuid) -> Result<u64, StoreError> {
-    a.checked_add(b).filter(|&sum| sum <= PG_BIGINT_MAX).ok_or_else(|| {
-        StoreError::Invalid(format!(
-            "boundary usage of replica {replica}: {field}: counter would exceed 9223372036854775807"
-        ))
-    })
+    a.checked_add(b)
+        .filter(|&sum| sum <= PG_BIGINT_MAX)
+        .ok_or_else(|| {
+            StoreError::Invalid(format!(
+                "boundary usage of replica {replica}: {field}: counter would exceed 9223372036854775807"
+            ))
+        })
 }
 
 impl TelemetryState {
@@ -145,7 +147,9 @@ impl BoundaryUsageStore for MemoryStore {
     }
 
     async fn delete_boundary_usage_by_replica(&self, replica_id: Uuid) -> Result<u64, StoreError> {
-        Ok(u64::from(self.telemetry.lock().replicas.remove(&replica_id).is_some()))
+        Ok(u64::from(
+            self.telemetry.lock().replicas.remove(&replica_id).is_some(),
+        ))
     }
 }
 

@@ -2,7 +2,7 @@ use std::sync::Arc;
 
 use tally_domain::boundary::BoundaryDelta;
 use tally_domain::ports::{BoundaryUsageStore, TelemetryStore};
-use tally_domain::telemetry::{PeriodClose, PeriodCloseOutcome, Period};
+use tally_domain::telemetry::{Period, PeriodClose, PeriodCloseOutcome};
 use time::macros::datetime;
 use time::{Duration, UtcOffset};
 use uuid::Uuid;
@@ -79,7 +79,8 @@ fn flushes_from_os_threads_all_count() {
                 let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
                 let replica = Uuid::new_v4();
                 for seq in 1..=500 {
-                    rt.block_on(store.flush_boundary_usage(&delta(replica, seq))).unwrap();
+                    rt.block_on(store.flush_boundary_usage(&delta(replica, seq)))
+                        .unwrap();
                 }
             })
         })

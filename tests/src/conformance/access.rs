@@ -30,31 +30,69 @@ pub async fn access_control_refuses_and_leaves_the_store_untouched(store: Arc<dy
     let replica = Uuid::new_v4();
     let w = ids(1);
     let d = delta(replica, 1, (4, 1), &w, &w, (T0, T0 + mins(1)));
-    let stats = write_of(vec![row(Who::new(), AccessMethod::Path, "code", T0, T0 + secs(5), 3)], 8);
+    let stats = write_of(
+        vec![row(Who::new(), AccessMethod::Path, "code", T0, T0 + secs(5), 3)],
+        8,
+    );
     let workspace = stats.last_used[0].0;
 
     let mut not_tracker: Vec<Subject> = USERS.to_vec();
-    not_tracker.extend([Subject::WorkspaceAgent, Subject::WorkspaceProxy, Subject::SystemRestricted]);
+    not_tracker.extend([
+        Subject::WorkspaceAgent,
+        Subject::WorkspaceProxy,
+        Subject::SystemRestricted,
+    ]);
     for subject in not_tracker {
         let as_subject = Authorized::new(Arc::clone(&store), subject);
-        assert_forbidden(as_subject.flush_boundary_usage(&d).await, subject, "flush boundary usage");
-        assert_forbidden(as_subject.boundary_usage_summary().await, subject, "read boundary usage");
+        assert_forbidden(
+            as_subject.flush_boundary_usage(&d).await,
+            subject,
+            "flush boundary usage",
+        );
+        assert_forbidden(
+            as_subject.boundary_usage_summary().await,
+            subject,
+            "read boundary usage",
+        );
         assert_forbidden(
             as_subject.delete_boundary_usage_by_replica(replica).await,
             subject,
             "delete boundary usage",
         );
-        assert_forbidden(as_subject.close_period(&close_of(1, replica)).await, subject, "close a period");
+        assert_forbidden(
+            as_subject.close_period(&close_of(1, replica)).await,
+            subject,
+            "close a period",
+        );
     }
-    for subject in USERS.into_iter().chain([Subject::WorkspaceAgent, Subject::BoundaryUsageTracker]) {
+    for subject in USERS
+        .into_iter()
+        .chain([Subject::WorkspaceAgent, Subject::BoundaryUsageTracker])
+    {
         let as_subject = Authorized::new(Arc::clone(&store), subject);
-        assert_forbidden(as_subject.write_app_stats(&stats).await, subject, "write app stats");
+        assert_forbidden(
+            as_subject.write_app_stats(&stats).await,
+            subject,
+            "write app stats",
+        );
     }
-    for subject in [Subject::WorkspaceAgent, Subject::WorkspaceProxy, Subject::User(Role::Member)] {
+    for subject in [
+        Subject::WorkspaceAgent,
+        Subject::WorkspaceProxy,
+        Subject::User(Role::Member),
+    ] {
         let as_subject = Authorized::new(Arc::clone(&store), subject);
         assert_forbidden(as_subject.app_usage(all_time()).await, subject, "read app usage");
-        assert_forbidden(as_subject.app_stats(all_time(), 10).await, subject, "read app stats");
-        assert_forbidden(as_subject.workspace_last_used(workspace).await, subject, "read last used");
+        assert_forbidden(
+            as_subject.app_stats(all_time(), 10).await,
+            subject,
+            "read app stats",
+        );
+        assert_forbidden(
+            as_subject.workspace_last_used(workspace).await,
+            subject,
+            "read last used",
+        );
         assert_forbidden(as_subject.list_snapshots(10).await, subject, "read snapshots");
         assert_forbidden(
             as_subject
@@ -76,7 +114,10 @@ pub async fn access_control_refuses_and_leaves_the_store_untouched(store: Arc<dy
     assert_eq!(all_rows(store).await, vec![]);
     assert_eq!(store.workspace_last_used(workspace).await.unwrap(), None);
     assert_eq!(store.list_snapshots(10).await.unwrap(), vec![]);
-    assert_eq!(store.flush_boundary_usage(&d).await.unwrap(), FlushOutcome::Applied);
+    assert_eq!(
+        store.flush_boundary_usage(&d).await.unwrap(),
+        FlushOutcome::Applied
+    );
     assert!(matches!(
         store.close_period(&close_of(1, replica)).await.unwrap(),
         PeriodCloseOutcome::Closed(_)
@@ -94,16 +135,28 @@ pub async fn access_control_lets_each_subject_do_its_job(store: Arc<dyn Store>) 
     let replica = Uuid::new_v4();
     let w = ids(1);
     let d = delta(replica, 1, (4, 1), &w, &w, (T0, T0 + mins(1)));
-    assert_eq!(tracker.flush_boundary_usage(&d).await.unwrap(), FlushOutcome::Applied);
-    assert_eq!(tracker.boundary_usage_summary().await.unwrap().allowed_requests, 4);
+    assert_eq!(
+        tracker.flush_boundary_usage(&d).await.unwrap(),
+        FlushOutcome::Applied
+    );
+    assert_eq!(
+        tracker.boundary_usage_summary().await.unwrap().allowed_requests,
+        4
+    );
     let PeriodCloseOutcome::Closed(snapshot) = tracker.close_period(&close_of(1, replica)).await.unwrap()
     else {
         panic!("the tracker could not close a fresh period");
     };
     assert_eq!(snapshot.usage.allowed_requests, 4);
-    assert_eq!(tracker.delete_boundary_usage_by_replica(replica).await.unwrap(), 1);
+    assert_eq!(
+        tracker.delete_boundary_usage_by_replica(replica).await.unwrap(),
+        1
+    );
 
-    let stats = write_of(vec![row(Who::new(), AccessMethod::Path, "code", T0, T0 + secs(5), 3)], 8);
+    let stats = write_of(
+        vec![row(Who::new(), AccessMethod::Path, "code", T0, T0 + secs(5), 3)],
+        8,
+    );
     system.write_app_stats(&stats).await.unwrap();
     assert_eq!(auditor.app_stats(all_time(), 10).await.unwrap().len(), 1);
     assert_eq!(auditor.app_usage(all_time()).await.unwrap().len(), 1);

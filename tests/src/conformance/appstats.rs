@@ -20,20 +20,55 @@ pub async fn upsert_keeps_the_newest_and_largest(store: Arc<dyn Store>) {
     store.write_app_stats(&write(&first)).await.unwrap();
     assert_eq!(all_rows(store).await, expect(T0 + secs(10), 5), "first write");
 
-    store.write_app_stats(&write(&later(&first, T0 + secs(20), 7))).await.unwrap();
-    assert_eq!(all_rows(store).await, expect(T0 + secs(20), 7), "newer and larger wins");
+    store
+        .write_app_stats(&write(&later(&first, T0 + secs(20), 7)))
+        .await
+        .unwrap();
+    assert_eq!(
+        all_rows(store).await,
+        expect(T0 + secs(20), 7),
+        "newer and larger wins"
+    );
 
-    store.write_app_stats(&write(&later(&first, T0 + secs(15), 9))).await.unwrap();
-    assert_eq!(all_rows(store).await, expect(T0 + secs(20), 7), "an older end is ignored");
+    store
+        .write_app_stats(&write(&later(&first, T0 + secs(15), 9)))
+        .await
+        .unwrap();
+    assert_eq!(
+        all_rows(store).await,
+        expect(T0 + secs(20), 7),
+        "an older end is ignored"
+    );
 
-    store.write_app_stats(&write(&later(&first, T0 + secs(30), 6))).await.unwrap();
-    assert_eq!(all_rows(store).await, expect(T0 + secs(20), 7), "fewer requests are ignored");
+    store
+        .write_app_stats(&write(&later(&first, T0 + secs(30), 6)))
+        .await
+        .unwrap();
+    assert_eq!(
+        all_rows(store).await,
+        expect(T0 + secs(20), 7),
+        "fewer requests are ignored"
+    );
 
-    store.write_app_stats(&write(&later(&first, T0 + secs(20), 8))).await.unwrap();
-    assert_eq!(all_rows(store).await, expect(T0 + secs(20), 8), "same end, more requests wins");
+    store
+        .write_app_stats(&write(&later(&first, T0 + secs(20), 8)))
+        .await
+        .unwrap();
+    assert_eq!(
+        all_rows(store).await,
+        expect(T0 + secs(20), 8),
+        "same end, more requests wins"
+    );
 
-    store.write_app_stats(&write(&later(&first, T0 + secs(25), 8))).await.unwrap();
-    assert_eq!(all_rows(store).await, expect(T0 + secs(25), 8), "later end, same requests wins");
+    store
+        .write_app_stats(&write(&later(&first, T0 + secs(25), 8)))
+        .await
+        .unwrap();
+    assert_eq!(
+        all_rows(store).await,
+        expect(T0 + secs(25), 8),
+        "later end, same requests wins"
+    );
 
     // Same (user, agent, session) but other columns changed: they are kept.
     let moved = tally_domain::StatsReport {
@@ -56,7 +91,11 @@ pub async fn upsert_keeps_the_newest_and_largest(store: Arc<dyn Store>) {
         ..first.clone()
     };
     store.write_app_stats(&write(&other_agent)).await.unwrap();
-    assert_eq!(all_rows(store).await.len(), 2, "(user, agent, session) is the key");
+    assert_eq!(
+        all_rows(store).await.len(),
+        2,
+        "(user, agent, session) is the key"
+    );
 }
 
 /// Writing the same thing twice leaves the store as the first write did.
@@ -67,7 +106,14 @@ pub async fn replaying_a_write_changes_nothing(store: Arc<dyn Store>) {
         .map(|i| {
             let start = T0 + secs(7 * i);
             let method = [Path, Subdomain, Terminal][i as usize % 3];
-            row(people[i as usize % 10], method, &format!("app{}", i % 4), start, start + secs(90), i as u64)
+            row(
+                people[i as usize % 10],
+                method,
+                &format!("app{}", i % 4),
+                start,
+                start + secs(90),
+                i as u64,
+            )
         })
         .collect();
     let write = write_of(rows, 8);
@@ -78,7 +124,11 @@ pub async fn replaying_a_write_changes_nothing(store: Arc<dyn Store>) {
 
     store.write_app_stats(&write).await.unwrap();
     store.write_app_stats(&write).await.unwrap();
-    assert_eq!(observe(store, &people).await, before, "a replayed write changed the store");
+    assert_eq!(
+        observe(store, &people).await,
+        before,
+        "a replayed write changed the store"
+    );
 }
 
 type Observed = (
@@ -103,11 +153,29 @@ async fn observe(store: &dyn Store, people: &[Who]) -> Observed {
 pub async fn batch_boundaries_write_every_row_and_bump_every_workspace(store: Arc<dyn Store>) {
     let store = &*store;
     let mut expected = Vec::new();
-    let cases = [(4, 8), (4, 9), (4, 4), (4, 3), (1, 1), (1, 5), (1024, 2048), (1024, 1025)];
+    let cases = [
+        (4, 8),
+        (4, 9),
+        (4, 4),
+        (4, 3),
+        (1, 1),
+        (1, 5),
+        (1024, 2048),
+        (1024, 1025),
+    ];
     for (case, (batch_size, n)) in cases.into_iter().enumerate() {
         let start = T0 + mins(case as i64);
         let rows: Vec<_> = (0..n)
-            .map(|i| row(Who::new(), Path, "code", start, start + secs(1 + i as i64 % 50), 1 + i as u64))
+            .map(|i| {
+                row(
+                    Who::new(),
+                    Path,
+                    "code",
+                    start,
+                    start + secs(1 + i as i64 % 50),
+                    1 + i as u64,
+                )
+            })
             .collect();
         let write = write_of(rows, batch_size);
         assert_eq!(write.last_used.len(), n);
@@ -140,7 +208,10 @@ pub async fn duplicates_in_one_write_are_applied_in_order(store: Arc<dyn Store>)
         let c = row(Who::new(), Path, "c", start, e(1), 1);
         // An existing row that refuses the first duplicate but takes the second.
         let d = row(Who::new(), Path, "d", start, e(2), 10);
-        store.write_app_stats(&write_of(vec![d.clone()], batch_size)).await.unwrap();
+        store
+            .write_app_stats(&write_of(vec![d.clone()], batch_size))
+            .await
+            .unwrap();
 
         let rows = vec![
             later(&a, e(2), 5),
@@ -177,7 +248,10 @@ pub async fn duplicates_in_one_write_are_applied_in_order(store: Arc<dyn Store>)
 pub async fn invalid_writes_change_nothing(store: Arc<dyn Store>) {
     let store = &*store;
     let existing = row(Who::new(), Path, "code", T0, T0 + secs(10), 5);
-    store.write_app_stats(&write_of(vec![existing.clone()], 4)).await.unwrap();
+    store
+        .write_app_stats(&write_of(vec![existing.clone()], 4))
+        .await
+        .unwrap();
     let before_rows = all_rows(store).await;
     let existing_used = store.workspace_last_used(existing.workspace_id).await.unwrap();
 
@@ -215,7 +289,10 @@ pub async fn invalid_writes_change_nothing(store: Arc<dyn Store>) {
     // The edges are valid: a zero-length session, and i64::MAX requests.
     let zero = row(Who::new(), Path, "zero", start, start, 0);
     let max = row(Who::new(), Path, "max", start, start + secs(1), i64::MAX as u64);
-    store.write_app_stats(&write_of(vec![zero.clone(), max.clone()], 1)).await.unwrap();
+    store
+        .write_app_stats(&write_of(vec![zero.clone(), max.clone()], 1))
+        .await
+        .unwrap();
     let mut want = before_rows;
     want.extend([stored(&zero), stored(&max)]);
     assert_eq!(by_key(all_rows(store).await), by_key(want));
@@ -265,10 +342,16 @@ pub async fn timestamps_are_stored_to_the_microsecond(store: Arc<dyn Store>) {
     let start = T0 + time::Duration::nanoseconds(1_123_456_789);
     let end = T0 + time::Duration::nanoseconds(2_000_000_999);
     let first = row(Who::new(), Terminal, "", start, end, 4);
-    store.write_app_stats(&write_of(vec![first.clone()], 16)).await.unwrap();
+    store
+        .write_app_stats(&write_of(vec![first.clone()], 16))
+        .await
+        .unwrap();
     let rows = all_rows(store).await;
     assert_eq!(rows.len(), 1);
-    assert_eq!(rows[0].session_started_at, T0 + time::Duration::microseconds(1_123_456));
+    assert_eq!(
+        rows[0].session_started_at,
+        T0 + time::Duration::microseconds(1_123_456)
+    );
     assert_eq!(rows[0].session_ended_at, Some(T0 + secs(2)));
     assert_eq!(
         store.workspace_last_used(first.workspace_id).await.unwrap(),
@@ -279,5 +362,8 @@ pub async fn timestamps_are_stored_to_the_microsecond(store: Arc<dyn Store>) {
     let replay = later(&first, end - time::Duration::nanoseconds(500), 6);
     store.write_app_stats(&write_of(vec![replay], 16)).await.unwrap();
     let rows = all_rows(store).await;
-    assert_eq!((rows[0].session_ended_at, rows[0].requests), (Some(T0 + secs(2)), 6));
+    assert_eq!(
+        (rows[0].session_ended_at, rows[0].requests),
+        (Some(T0 + secs(2)), 6)
+    );
 }

@@ -66,7 +66,10 @@ where
     let mut listed = store.list_snapshots(NO_LIMIT).await.unwrap();
     listed.sort_by_key(|s| s.period_end);
     snapshots.sort_by_key(|s| s.period_end);
-    assert_eq!(listed, snapshots, "the outbox holds exactly the snapshots the closes returned");
+    assert_eq!(
+        listed, snapshots,
+        "the outbox holds exactly the snapshots the closes returned"
+    );
     let ends: HashSet<_> = snapshots.iter().map(|s| s.period_end).collect();
     assert_eq!(ends.len(), snapshots.len(), "two snapshots for one period");
     snapshots
@@ -86,7 +89,10 @@ pub async fn period_switch_is_atomic_against_flushes(store: Arc<dyn Store>) {
                 for seq in 1..=DELTAS {
                     let mine = ids(2);
                     let d = delta(replica, seq, (1, 2), &mine[..1], &mine[1..], (T0, T0 + secs(1)));
-                    assert_eq!(store.flush_boundary_usage(&d).await.unwrap(), FlushOutcome::Applied);
+                    assert_eq!(
+                        store.flush_boundary_usage(&d).await.unwrap(),
+                        FlushOutcome::Applied
+                    );
                     tokio::task::yield_now().await;
                 }
             }
@@ -119,7 +125,8 @@ pub async fn replicas_flush_while_periods_close(store: Arc<dyn Store>) {
     let shape = |r: u64, seq: u64| (seq % 7 + 1 + r, seq % 3);
     let replicas = (0..REPLICAS)
         .map(|r| {
-            let (store, workspaces, users) = (Arc::clone(&store), Arc::clone(&workspaces), Arc::clone(&users));
+            let (store, workspaces, users) =
+                (Arc::clone(&store), Arc::clone(&workspaces), Arc::clone(&users));
             async move {
                 let replica = Uuid::new_v4();
                 for seq in 1..=DELTAS {
@@ -128,7 +135,10 @@ pub async fn replicas_flush_while_periods_close(store: Arc<dyn Store>) {
                     let us = [users[i % 5]];
                     let at = T0 + secs(seq as i64);
                     let d = delta(replica, seq, shape(r, seq), &ws, &us, (at, at + secs(1)));
-                    assert_eq!(store.flush_boundary_usage(&d).await.unwrap(), FlushOutcome::Applied);
+                    assert_eq!(
+                        store.flush_boundary_usage(&d).await.unwrap(),
+                        FlushOutcome::Applied
+                    );
                     if seq % 3 == 0 {
                         // The acknowledgement was lost; the tracker sends it again.
                         let again = store.flush_boundary_usage(&d).await.unwrap();
@@ -153,7 +163,10 @@ pub async fn replicas_flush_while_periods_close(store: Arc<dyn Store>) {
     assert_eq!(sum(|s| s.usage.allowed_requests), allowed);
     assert_eq!(sum(|s| s.usage.denied_requests), denied);
     for s in &snapshots {
-        assert!(s.usage.unique_workspaces <= 20 && s.usage.unique_users <= 5, "{s:?}");
+        assert!(
+            s.usage.unique_workspaces <= 20 && s.usage.unique_users <= 5,
+            "{s:?}"
+        );
         assert!(s.usage.replicas <= REPLICAS, "{s:?}");
         let empty = s.usage.allowed_requests == 0;
         assert_eq!(empty, s.usage.unique_workspaces == 0, "ids without counts: {s:?}");

@@ -8,7 +8,14 @@ use uuid::Uuid;
 
 use super::fixtures::*;
 
-fn usage(method: AccessMethod, slug: &str, users: u64, sessions: u64, requests: u64, minutes: u64) -> AppUsage {
+fn usage(
+    method: AccessMethod,
+    slug: &str,
+    users: u64,
+    sessions: u64,
+    requests: u64,
+    minutes: u64,
+) -> AppUsage {
     AppUsage {
         access_method: method,
         slug_or_port: slug.to_owned(),
@@ -44,7 +51,14 @@ pub async fn app_usage_counts_users_sessions_requests_and_clipped_time(store: Ar
         row(u3, Subdomain, "a", from + mins(3), from + mins(8), 1),
         row(u2, Terminal, "", from + mins(10), from + mins(15), 2),
         // Outside the range: ended just before it, started at its end.
-        row(u1, Path, "gone", from - mins(60), from - time::Duration::microseconds(1), 100),
+        row(
+            u1,
+            Path,
+            "gone",
+            from - mins(60),
+            from - time::Duration::microseconds(1),
+            100,
+        ),
         row(u1, Path, "later", to, to + mins(10), 100),
         row(u3, Path, "code", to + mins(1), to + mins(2), 100),
     ];
@@ -78,10 +92,17 @@ pub async fn app_usage_counts_users_sessions_requests_and_clipped_time(store: Ar
     let who = Who::new();
     let short = row(who, Terminal, "clip", start, start + mins(1), 1);
     store.write_app_stats(&write_of(vec![short], 5)).await.unwrap();
-    let cut = TimeRange::new(start + mins(1) - time::Duration::nanoseconds(1_500), start + mins(2)).unwrap();
+    let cut = TimeRange::new(
+        start + mins(1) - time::Duration::nanoseconds(1_500),
+        start + mins(2),
+    )
+    .unwrap();
     let got = store.app_usage(cut).await.unwrap();
     assert_eq!(got.len(), 1);
-    assert_eq!(got[0].session_micros, 2, "a range starting 1.5 µs before the end starts 2 µs before it once truncated");
+    assert_eq!(
+        got[0].session_micros, 2,
+        "a range starting 1.5 µs before the end starts 2 µs before it once truncated"
+    );
 }
 
 /// Stored rows of sessions overlapping a range: oldest start first, then by

@@ -16,7 +16,10 @@ pub async fn a_period_is_closed_once(store: Arc<dyn Store>) {
     let store = &*store;
     let (r1, r2) = (Uuid::new_v4(), Uuid::new_v4());
     let first = must_close(store, 1).await;
-    assert_eq!((first.period_start, first.period_end), (period(1).start, period(1).end));
+    assert_eq!(
+        (first.period_start, first.period_end),
+        (period(1).start, period(1).end)
+    );
     assert_eq!(first.event_type, BOUNDARY_USAGE_EVENT);
 
     let w = ids(1);
@@ -69,7 +72,10 @@ pub async fn closing_a_period_snapshots_and_resets_it(store: Arc<dyn Store>) {
     store.flush_boundary_usage(&d1).await.unwrap();
     store.flush_boundary_usage(&d2).await.unwrap();
     let totals = store.boundary_usage_summary().await.unwrap();
-    assert_eq!((totals.unique_workspaces, totals.unique_users, totals.replicas), (3, 1, 2));
+    assert_eq!(
+        (totals.unique_workspaces, totals.unique_users, totals.replicas),
+        (3, 1, 2)
+    );
 
     let close = PeriodClose {
         now: period(0).end + time::Duration::nanoseconds(1_234_567_890),
@@ -97,7 +103,10 @@ pub async fn closing_a_period_snapshots_and_resets_it(store: Arc<dyn Store>) {
     );
 
     // Sequences survive the switch: a late replay of seq 1 is not counted again.
-    assert_eq!(store.flush_boundary_usage(&d1).await.unwrap(), FlushOutcome::Duplicate);
+    assert_eq!(
+        store.flush_boundary_usage(&d1).await.unwrap(),
+        FlushOutcome::Duplicate
+    );
     assert_eq!(
         store.boundary_usage_summary().await.unwrap(),
         BoundaryUsageSummary::default()
@@ -105,7 +114,10 @@ pub async fn closing_a_period_snapshots_and_resets_it(store: Arc<dyn Store>) {
 
     // A workspace of the last period counts again in the new one.
     let d3 = delta(r1, 2, (1, 0), &w[0..1], &[], (T0 + mins(31), T0 + mins(32)));
-    assert_eq!(store.flush_boundary_usage(&d3).await.unwrap(), FlushOutcome::Applied);
+    assert_eq!(
+        store.flush_boundary_usage(&d3).await.unwrap(),
+        FlushOutcome::Applied
+    );
     let want = BoundaryUsageSummary {
         unique_workspaces: 1,
         unique_users: 0,
