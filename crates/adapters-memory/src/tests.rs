@@ -94,3 +94,5 @@ fn flushes_from_os_threads_all_count() {
     assert_eq!(summary.unique_workspaces, 2000);
     assert_eq!(summary.replicas, 4);
 }
+
+mod props;
