@@ -55,6 +55,22 @@ fn stored(row: &StatsReport) -> StatsReport {
     }
 }
 
+/// What [`StatsReport::apply_guarded`] reads of an incoming row, stored
+/// precision, without copying the slug (the existing row keeps its own).
+fn guarded_columns(row: &StatsReport) -> StatsReport {
+    StatsReport {
+        user_id: row.user_id,
+        workspace_id: row.workspace_id,
+        agent_id: row.agent_id,
+        access_method: row.access_method,
+        slug_or_port: String::new(),
+        session_id: row.session_id,
+        session_started_at: pg_time(row.session_started_at),
+        session_ended_at: row.session_ended_at.map(pg_time),
+        requests: row.requests,
+    }
+}
+
 /// The row's session as a closed interval (rows always have an end).
 fn span(row: &StatsReport) -> (OffsetDateTime, OffsetDateTime) {
     let start = row.session_started_at;
@@ -75,12 +91,14 @@ impl AppStatsStore for MemoryStore {
         let mut state = self.apps.lock();
         // Batches only matter to PostgreSQL's statement size; applying rows
         // in order gives the same result as applying batch after batch.
+        state.rows.reserve(write.rows.len());
         for row in &write.rows {
-            let row = stored(row);
             match state.rows.entry(row.row_key()) {
-                hashbrown::hash_map::Entry::Occupied(mut existing) => existing.get_mut().apply_guarded(&row),
+                hashbrown::hash_map::Entry::Occupied(mut existing) => {
+                    existing.get_mut().apply_guarded(&guarded_columns(row));
+                }
                 hashbrown::hash_map::Entry::Vacant(slot) => {
-                    slot.insert(row);
+                    slot.insert(stored(row));
                 }
             }
         }
