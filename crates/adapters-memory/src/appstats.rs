@@ -88,7 +88,7 @@ fn pg_range(range: TimeRange) -> TimeRange {
 impl AppStatsStore for MemoryStore {
     async fn write_app_stats(&self, write: &AppStatsWrite) -> Result<(), StoreError> {
         validate(write)?;
-        let mut state = self.apps.lock();
+        let mut state = self.apps.write();
         // Batches only matter to PostgreSQL's statement size; applying rows
         // in order gives the same result as applying batch after batch.
         state.rows.reserve(write.rows.len());
@@ -127,7 +127,7 @@ impl InsightsStore for MemoryStore {
     async fn app_usage(&self, range: TimeRange) -> Result<Vec<AppUsage>, StoreError> {
         let range = pg_range(range);
         let mut usage: Vec<AppUsage> = {
-            let state = self.apps.lock();
+            let state = self.apps.read();
             let mut apps: Map<(AccessMethod, &str), UsageAcc> = Map::default();
             for row in state.rows.values() {
                 let (start, end) = span(row);
@@ -175,7 +175,7 @@ impl InsightsStore for MemoryStore {
     async fn app_stats(&self, range: TimeRange, limit: usize) -> Result<Vec<StatsReport>, StoreError> {
         let range = pg_range(range);
         let mut rows: Vec<StatsReport> = {
-            let state = self.apps.lock();
+            let state = self.apps.read();
             state
                 .rows
                 .values()
@@ -186,12 +186,17 @@ impl InsightsStore for MemoryStore {
                 .cloned()
                 .collect()
         };
-        rows.sort_by_key(|r| (r.session_started_at, r.session_id, r.user_id, r.agent_id));
-        rows.truncate(limit);
+        let order = |r: &StatsReport| (r.session_started_at, r.session_id, r.user_id, r.agent_id);
+        if limit < rows.len() {
+            // Only the first `limit` need sorting.
+            rows.select_nth_unstable_by_key(limit, order);
+            rows.truncate(limit);
+        }
+        rows.sort_unstable_by_key(order);
         Ok(rows)
     }
 
     async fn workspace_last_used(&self, workspace_id: Uuid) -> Result<Option<OffsetDateTime>, StoreError> {
-        Ok(self.apps.lock().last_used.get(&workspace_id).copied())
+        Ok(self.apps.read().last_used.get(&workspace_id).copied())
     }
 }

@@ -71,7 +71,7 @@ mod boundary;
 #[cfg(test)]
 mod tests;
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use time::{OffsetDateTime, UtcOffset};
 
 type Map<K, V> = hashbrown::HashMap<K, V, foldhash::fast::RandomState>;
@@ -80,8 +80,8 @@ type Set<K> = hashbrown::HashSet<K, foldhash::fast::RandomState>;
 /// Every store port in memory. Share it as `Arc<MemoryStore>`.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
-    /// App stat rows and last-used times.
-    apps: Mutex<appstats::AppsState>,
+    /// App stat rows and last-used times; readers share it.
+    apps: RwLock<appstats::AppsState>,
     /// Boundary usage, period locks and the outbox: one lock, so a period
     /// close is atomic against flushes.
     telemetry: Mutex<boundary::TelemetryState>,
