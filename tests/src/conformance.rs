@@ -63,6 +63,7 @@ macro_rules! conformance_suite {
             access_control_lets_each_subject_do_its_job,
             period_switch_is_atomic_against_flushes,
             replicas_flush_while_periods_close,
+            concurrent_writes_of_the_same_rows_converge,
         );
     };
     (@cases $factory:path; $($case:ident),* $(,)?) => {

@@ -24,7 +24,8 @@ async fn closer(store: Arc<dyn Store>, done: Arc<AtomicBool>) -> Vec<Snapshot> {
     let mut won = Vec::new();
     let mut k = 1;
     while !done.load(Ordering::Acquire) && k <= MAX_RACED_PERIOD {
-        if let PeriodCloseOutcome::Closed(s) = store.close_period(&close_of(k, replica)).await.unwrap() {
+        let close = close_of(k, replica);
+        if let PeriodCloseOutcome::Closed(s) = retrying("close", || store.close_period(&close)).await {
             won.push(s);
         }
         k += 1;
@@ -89,10 +90,8 @@ pub async fn period_switch_is_atomic_against_flushes(store: Arc<dyn Store>) {
                 for seq in 1..=DELTAS {
                     let mine = ids(2);
                     let d = delta(replica, seq, (1, 2), &mine[..1], &mine[1..], (T0, T0 + secs(1)));
-                    assert_eq!(
-                        store.flush_boundary_usage(&d).await.unwrap(),
-                        FlushOutcome::Applied
-                    );
+                    let outcome = retrying("flush", || store.flush_boundary_usage(&d)).await;
+                    assert_eq!(outcome, FlushOutcome::Applied);
                     tokio::task::yield_now().await;
                 }
             }
@@ -135,13 +134,11 @@ pub async fn replicas_flush_while_periods_close(store: Arc<dyn Store>) {
                     let us = [users[i % 5]];
                     let at = T0 + secs(seq as i64);
                     let d = delta(replica, seq, shape(r, seq), &ws, &us, (at, at + secs(1)));
-                    assert_eq!(
-                        store.flush_boundary_usage(&d).await.unwrap(),
-                        FlushOutcome::Applied
-                    );
+                    let outcome = retrying("flush", || store.flush_boundary_usage(&d)).await;
+                    assert_eq!(outcome, FlushOutcome::Applied);
                     if seq % 3 == 0 {
                         // The acknowledgement was lost; the tracker sends it again.
-                        let again = store.flush_boundary_usage(&d).await.unwrap();
+                        let again = retrying("replay", || store.flush_boundary_usage(&d)).await;
                         assert_eq!(again, FlushOutcome::Duplicate);
                     }
                     tokio::task::yield_now().await;
@@ -171,5 +168,72 @@ pub async fn replicas_flush_while_periods_close(store: Arc<dyn Store>) {
         let empty = s.usage.allowed_requests == 0;
         assert_eq!(empty, s.usage.unique_workspaces == 0, "ids without counts: {s:?}");
         assert_eq!(empty, s.usage.replicas == 0, "replicas without counts: {s:?}");
+    }
+}
+
+/// Calls `op` until it succeeds, retrying only what the store calls
+/// retryable (a deadlock or serialization failure), as every caller may.
+async fn retrying<T, F, Fut>(what: &str, mut op: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, tally_domain::StoreError>>,
+{
+    let mut attempts = 0;
+    loop {
+        match op().await {
+            Ok(value) => return value,
+            Err(e) if e.is_retryable() && attempts < 20 => attempts += 1,
+            Err(e) => panic!("{what}: {e} (after {attempts} retries)"),
+        }
+    }
+}
+
+/// Replicas writing the same rows and workspaces at once, each in its own
+/// order (as when a proxy retries through another replica): every write
+/// goes through, and the store ends at the newest value of each row and
+/// the latest last-used time of each workspace.
+pub async fn concurrent_writes_of_the_same_rows_converge(store: Arc<dyn Store>) {
+    const WRITERS: i64 = 4;
+    const WRITES: i64 = 25;
+    let people: Vec<Who> = (0..5).map(|_| Who::new()).collect();
+    let base: Vec<_> = (0..40)
+        .map(|i| {
+            let method = tally_domain::AccessMethod::Path;
+            row(people[i % 5], method, &format!("app{}", i % 3), T0, T0, 0)
+        })
+        .collect();
+    let base = Arc::new(base);
+    let mut writers = JoinSet::new();
+    for t in 0..WRITERS {
+        let (store, base) = (Arc::clone(&store), Arc::clone(&base));
+        writers.spawn(async move {
+            for i in 0..WRITES {
+                let v = i * WRITERS + t;
+                let mut rows: Vec<_> = base.iter().map(|r| later(r, T0 + secs(v), v as u64)).collect();
+                let len = rows.len();
+                rows.rotate_left((t * 7) as usize % len);
+                if t % 2 == 1 {
+                    rows.reverse();
+                }
+                let write = write_of(rows, 16);
+                retrying("concurrent write", || store.write_app_stats(&write)).await;
+            }
+        });
+    }
+    while let Some(joined) = writers.join_next().await {
+        joined.expect("a writer task panicked");
+    }
+    let newest = WRITES * WRITERS - 1;
+    let want: Vec<_> = base
+        .iter()
+        .map(|r| stored(&later(r, T0 + secs(newest), newest as u64)))
+        .collect();
+    assert_eq!(by_key(all_rows(&*store).await), by_key(want));
+    for who in &people {
+        assert_eq!(
+            store.workspace_last_used(who.workspace).await.unwrap(),
+            Some(T0 + secs(newest)),
+            "last used of a workspace written concurrently"
+        );
     }
 }
