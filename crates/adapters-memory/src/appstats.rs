@@ -8,7 +8,7 @@ use tally_domain::{AccessMethod, StatsReport, StoreError};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::{Map, MemoryStore, PG_BIGINT_MAX, Set, pg_time};
+use crate::{Map, MemoryStore, PG_BIGINT_MAX, Set, pg_time, pg_time_ceil};
 
 type RowKey = (Uuid, Uuid, Uuid);
 
@@ -77,10 +77,12 @@ fn span(row: &StatsReport) -> (OffsetDateTime, OffsetDateTime) {
     (start, row.session_ended_at.unwrap_or(start))
 }
 
+/// The range with its bounds rounded up to whole microseconds: filtering
+/// stored times with it is filtering with the exact range.
 fn pg_range(range: TimeRange) -> TimeRange {
     TimeRange {
-        from: pg_time(range.from),
-        to: pg_time(range.to),
+        from: pg_time_ceil(range.from),
+        to: pg_time_ceil(range.to),
     }
 }
 

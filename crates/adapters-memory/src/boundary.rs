@@ -10,7 +10,7 @@ use tally_domain::telemetry::{PeriodClose, PeriodCloseOutcome, Snapshot};
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
-use crate::{Map, MemoryStore, PG_BIGINT_MAX, Set, pg_time};
+use crate::{Map, MemoryStore, PG_BIGINT_MAX, Set, pg_time, pg_time_ceil};
 
 #[derive(Debug, Default)]
 pub(crate) struct TelemetryState {
@@ -105,12 +105,6 @@ impl TelemetryState {
         }
         self.workspaces.clear();
         self.users.clear();
-    }
-
-    fn entry(&mut self, id: Uuid) -> Result<&mut OutboxEntry, StoreError> {
-        self.outbox
-            .get_mut(&id)
-            .ok_or_else(|| StoreError::Invalid(format!("snapshot_id: no snapshot {id} in the outbox")))
     }
 }
 
@@ -211,8 +205,8 @@ impl TelemetryStore for MemoryStore {
         lease: Duration,
         limit: usize,
     ) -> Result<Vec<Snapshot>, StoreError> {
-        let until = pg_time(now + lease);
         let now = pg_time(now);
+        let until = pg_time(now + lease);
         let mut state = self.telemetry.lock();
         let mut claimable: Vec<&mut OutboxEntry> = state
             .outbox
@@ -237,11 +231,11 @@ impl TelemetryStore for MemoryStore {
         _claimer: Uuid,
         at: OffsetDateTime,
     ) -> Result<(), StoreError> {
-        let mut state = self.telemetry.lock();
-        let entry = state.entry(snapshot_id)?;
-        entry.snapshot.published_at.get_or_insert(pg_time(at));
-        entry.claimed_by = None;
-        entry.claimed_until = None;
+        if let Some(entry) = self.telemetry.lock().outbox.get_mut(&snapshot_id) {
+            entry.snapshot.published_at.get_or_insert(pg_time(at));
+            entry.claimed_by = None;
+            entry.claimed_until = None;
+        }
         Ok(())
     }
 
@@ -252,8 +246,9 @@ impl TelemetryStore for MemoryStore {
         error: &str,
     ) -> Result<(), StoreError> {
         let mut state = self.telemetry.lock();
-        let entry = state.entry(snapshot_id)?;
-        if entry.claimed_by == Some(claimer) {
+        if let Some(entry) = state.outbox.get_mut(&snapshot_id)
+            && entry.claimed_by == Some(claimer)
+        {
             entry.claimed_by = None;
             entry.claimed_until = None;
             entry.snapshot.publish_attempts = entry.snapshot.publish_attempts.saturating_add(1);
@@ -270,7 +265,8 @@ impl TelemetryStore for MemoryStore {
     }
 
     async fn prune_telemetry_locks(&self, before: OffsetDateTime) -> Result<u64, StoreError> {
-        let before = pg_time(before);
+        // Stored ends are whole microseconds: `< before` is `< ceil(before)`.
+        let before = pg_time_ceil(before);
         let mut state = self.telemetry.lock();
         let mut pruned = 0;
         for ends in state.locks.values_mut() {

@@ -10,9 +10,14 @@
 //!
 //! # Semantics where the port docs leave room (the PostgreSQL store matches)
 //!
-//! - **Precision.** Every timestamp is stored truncated to whole microseconds
-//!   (PostgreSQL's `timestamptz`) and returned in UTC. Timestamp *arguments*
-//!   (ranges, `now`, `before`, `at`) are truncated the same way before use.
+//! - **Precision.** Every timestamp is stored truncated (floored) to whole
+//!   microseconds (PostgreSQL's `timestamptz`) and returned in UTC; so are
+//!   the `now` of a claim (`claimed_until = floor(floor(now) + lease)`) and
+//!   the `at` of a publish. Bounds that are only compared with stored times
+//!   (insights ranges, the `before` of a lock prune) are compared exactly,
+//!   which for whole-microsecond values is comparing with the bound rounded
+//!   up to a whole microsecond; session time is clipped to those rounded-up
+//!   bounds, so it is a whole number of microseconds.
 //! - **App stats** ([`AppStatsStore::write_app_stats`]): all or nothing. The
 //!   whole write is validated first; `batch_size == 0`, a row without an end
 //!   time, a row ending before it starts, or a row with more than `i64::MAX`
@@ -47,8 +52,8 @@
 //!   `published_at` and clears the claim whoever holds it;
 //!   [`TelemetryStore::release_snapshot_claim`] acts only for the current
 //!   claimer (otherwise it is a no-op): clears the claim, counts the attempt
-//!   and keeps the error. Both are [`StoreError::Invalid`] for an unknown
-//!   snapshot id. [`TelemetryStore::list_snapshots`] orders by period end,
+//!   and keeps the error. Both do nothing for an unknown snapshot id.
+//!   [`TelemetryStore::list_snapshots`] orders by period end,
 //!   then id, descending. Locks are pruned when their period end is strictly
 //!   before `before`.
 //! - **Insights.** `app_usage` groups overlapping rows by (method, slug),
@@ -99,6 +104,18 @@ pub(crate) fn pg_time(t: OffsetDateTime) -> OffsetDateTime {
     t.replace_nanosecond(nanos - nanos % 1_000)
         .expect("dropping sub-microsecond digits keeps the nanosecond in range")
         .to_offset(UtcOffset::UTC)
+}
+
+/// The smallest whole-microsecond time not before `t`, in UTC. For a stored
+/// (whole microsecond) `x`, `x < t` iff `x < pg_time_ceil(t)`, and likewise
+/// for `>=`: comparing against it is comparing against `t` exactly.
+pub(crate) fn pg_time_ceil(t: OffsetDateTime) -> OffsetDateTime {
+    let floor = pg_time(t);
+    if floor == t {
+        floor
+    } else {
+        floor + time::Duration::microseconds(1)
+    }
 }
 
 /// The largest value a PostgreSQL `bigint` column holds.

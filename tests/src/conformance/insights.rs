@@ -87,22 +87,37 @@ pub async fn app_usage_counts_users_sessions_requests_and_clipped_time(store: Ar
     let empty = TimeRange::new(T0 - mins(600), T0 - mins(500)).unwrap();
     assert_eq!(store.app_usage(empty).await.unwrap(), vec![]);
 
-    // Clipping in whole microseconds: a range cutting 1.5 µs into a session.
+    // Range bounds are exact (nanoseconds) against stored microseconds, so
+    // they act as if rounded up to a whole microsecond; clipped time is
+    // whole microseconds.
     let start = T0 + mins(1000);
     let who = Who::new();
     let short = row(who, Terminal, "clip", start, start + mins(1), 1);
     store.write_app_stats(&write_of(vec![short], 5)).await.unwrap();
-    let cut = TimeRange::new(
-        start + mins(1) - time::Duration::nanoseconds(1_500),
-        start + mins(2),
-    )
-    .unwrap();
-    let got = store.app_usage(cut).await.unwrap();
-    assert_eq!(got.len(), 1);
+    let ns = time::Duration::nanoseconds;
+    let clip = |from, to| async move {
+        let got = store.app_usage(TimeRange::new(from, to).unwrap()).await.unwrap();
+        assert!(got.len() <= 1, "{got:?}");
+        got.first().map(|u| u.session_micros)
+    };
+    let end = start + mins(1);
     assert_eq!(
-        got[0].session_micros, 2,
-        "a range starting 1.5 µs before the end starts 2 µs before it once truncated"
+        clip(end - ns(1_500), end + mins(1)).await,
+        Some(1),
+        "starts 1.5 µs before the end"
     );
+    assert_eq!(
+        clip(end + ns(1), end + mins(1)).await,
+        None,
+        "starts 1 ns after the end"
+    );
+    assert_eq!(clip(end, end + mins(1)).await, Some(0), "starts at the end");
+    assert_eq!(
+        clip(start - mins(1), start + ns(500)).await,
+        Some(1),
+        "ends 500 ns after the start"
+    );
+    assert_eq!(clip(start - mins(1), start).await, None, "ends at the start");
 }
 
 /// Stored rows of sessions overlapping a range: oldest start first, then by
