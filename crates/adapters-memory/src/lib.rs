@@ -24,8 +24,11 @@
 //!   requests is [`StoreError::Invalid`] naming the row and field, and
 //!   nothing is written. Rows are upserted by (user, agent, session) with
 //!   [`StatsReport::apply_guarded`]; an existing row keeps its other columns
-//!   (workspace, method, slug, start). Duplicate keys in one write are applied
-//!   in order. `last_used` entries move a workspace's time forward only
+//!   (workspace, method, slug, start). Duplicate keys in one write (the
+//!   reporter merges them first, so only a careless caller sends them) are
+//!   applied in order, as if each row were its own write, whatever the batch
+//!   size; PostgreSQL, which refuses a key twice in one statement, must put
+//!   a key's k-th occurrence in a later statement than its (k-1)-th. `last_used` entries move a workspace's time forward only
 //!   (`GREATEST`); a workspace listed twice ends at the later time.
 //! - **Boundary usage** ([`BoundaryUsageStore`]): one row per replica with its
 //!   counters, its last applied `seq` and the tracking range of the current
@@ -48,7 +51,7 @@
 //!   and the snapshot put in the outbox. An empty period gets a zero snapshot.
 //! - **Outbox.** Claimable: unpublished and unclaimed or `claimed_until <=
 //!   now`; ordered by period end, then id, ascending; `claimed_until = now +
-//!   lease`. [`TelemetryStore::mark_snapshot_published`] keeps the first
+//!   lease` (see Precision). [`TelemetryStore::mark_snapshot_published`] keeps the first
 //!   `published_at` and clears the claim whoever holds it;
 //!   [`TelemetryStore::release_snapshot_claim`] acts only for the current
 //!   claimer (otherwise it is a no-op): clears the claim, counts the attempt
