@@ -1,27 +1,85 @@
 //! The rollup state machine of SPEC §2: pure, driven by the `now` it is given.
 //!
-//! CONTRACT (stub, to be implemented): public API below is fixed; bodies are not.
+//! Sessions live in their group (start truncated to the window, user,
+//! workspace, agent, access method, slug or port). A session's reports all
+//! carry the start and identity the proxy fixed when the session began, so a
+//! report's own fields name its group, and the session is found by id inside
+//! it. Each group keeps its key once and a 48-byte record per session.
 
+mod group;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use hashbrown::HashTable;
 use time::{Duration, OffsetDateTime};
 
+use self::group::{FastState, Group, GroupKey, OPEN, RolledUp, Session, flags, key_hash};
 use super::StatsReport;
+use crate::telemetry::truncate;
 
 /// Default rollup window.
 pub const DEFAULT_ROLLUP_WINDOW: Duration = Duration::minutes(1);
+
+/// What [`Rollup::collect_within`] did with a report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Collected {
+    /// A session seen for the first time joined its group.
+    New,
+    /// A tracked session took the report's newer end time or request count.
+    Updated,
+    /// The report was not newer than what is held (a replay or a reordered
+    /// older report): nothing changed.
+    Unchanged,
+    /// Taking it would have gone past the budget; nothing changed.
+    Dropped,
+}
+
+/// Rows of one flush. The last `provisional` rows are open sessions reported
+/// with `now` as their end; the rollup reports those sessions again at every
+/// later flush, so a failed delivery need not keep them.
+#[derive(Debug, Default)]
+pub(crate) struct RollupRows {
+    pub rows: Vec<StatsReport>,
+    pub provisional: usize,
+}
 
 /// Tracked sessions grouped by (start truncated to the window, user,
 /// workspace, agent, access method, slug or port).
 #[derive(Debug)]
 pub struct Rollup {
     window: Duration,
+    window_ns: i64,
+    hasher: FastState,
+    groups: HashTable<Group>,
+    /// Interned slugs: groups share one allocation per distinct slug.
+    slugs: HashSet<Arc<str>, FastState>,
+    /// Sessions open or waiting to be reported.
+    live: usize,
+    /// Sessions done and kept only to recognise replays.
+    done: usize,
+    /// Groups whose rolled-up record changed outside a rollup.
+    changed_groups: usize,
 }
 
 impl Rollup {
     /// # Panics
-    /// If `window` is not positive.
+    /// If `window` is not positive, or longer than 100 years.
     pub fn new(window: Duration) -> Self {
         assert!(window.is_positive(), "rollup window must be positive");
-        Self { window }
+        assert!(window <= Duration::days(36_525), "rollup window must be at most 100 years");
+        Self {
+            window,
+            window_ns: window.whole_nanoseconds() as i64,
+            hasher: FastState::default(),
+            groups: HashTable::new(),
+            slugs: HashSet::default(),
+            live: 0,
+            done: 0,
+            changed_groups: 0,
+        }
     }
 
     pub fn window(&self) -> Duration {
@@ -30,25 +88,248 @@ impl Rollup {
 
     /// Tracks a report by session id (see SPEC §2 "Collect").
     pub fn collect(&mut self, report: StatsReport) {
-        let _ = report;
-        todo!("issue 2: rollup collect")
+        self.collect_within(&report, usize::MAX);
+    }
+
+    /// Like [`Rollup::collect`], but refuses a report whose tracking would
+    /// take [`Rollup::reserved_units`] past `budget`: a new session (two
+    /// units, three with a new group), a later report of a session already
+    /// reported alone (one unit), or more requests for a rolled-up session
+    /// (one unit per group). Updates of live sessions are always taken.
+    pub fn collect_within(&mut self, report: &StatsReport, budget: usize) -> Collected {
+        let start_ns = report.session_started_at.unix_timestamp_nanos();
+        let group_ns = start_ns - start_ns.rem_euclid(i128::from(self.window_ns));
+        let end_off = match report.session_ended_at {
+            None => OPEN,
+            Some(end) => clamp_off(end.unix_timestamp_nanos() - group_ns),
+        };
+        let hash = key_hash(&self.hasher, group_ns, report);
+        let reserved = self.reserved_units();
+        let Some(group) = self.groups.find_mut(hash, |g| g.key.matches(group_ns, report)) else {
+            if reserved.saturating_add(3) > budget {
+                return Collected::Dropped;
+            }
+            let mut group = Group::new(hash, self.group_key(group_ns, report), self.group_start(report));
+            group.push(&self.hasher, new_session(report, start_ns - group_ns, end_off));
+            self.groups.insert_unique(hash, group, |g| g.hash);
+            self.live += 1;
+            return Collected::New;
+        };
+        let Some(slot) = group.find(&self.hasher, report.session_id) else {
+            if reserved.saturating_add(2) > budget {
+                return Collected::Dropped;
+            }
+            group.push(&self.hasher, new_session(report, start_ns - group_ns, end_off));
+            self.live += 1;
+            return Collected::New;
+        };
+        let session = &mut group.sessions[slot];
+        // The store's guarded rule: only a report that is not older and not
+        // smaller replaces what is held, so replays change nothing.
+        if end_off < session.end_off || report.requests < session.requests {
+            return Collected::Unchanged;
+        }
+        if end_off == session.end_off && report.requests == session.requests {
+            return Collected::Unchanged;
+        }
+        if !session.is_done() {
+            session.end_off = end_off;
+            session.requests = report.requests;
+            return Collected::Updated;
+        }
+        if session.has(flags::ROLLED) {
+            // Already counted in the rolled-up record: add only what is new.
+            let added = report.requests - session.requests;
+            if added > 0 && !group.rolled_changed {
+                if reserved.saturating_add(1) > budget {
+                    return Collected::Dropped;
+                }
+                group.rolled_changed = true;
+                self.changed_groups += 1;
+            }
+            session.end_off = end_off;
+            session.requests = report.requests;
+            if let Some(rolled) = &mut group.rolled {
+                rolled.requests += added;
+            }
+            return Collected::Updated;
+        }
+        // Reported alone and done: it becomes live again to report the news.
+        if reserved.saturating_add(1) > budget {
+            return Collected::Dropped;
+        }
+        session.end_off = end_off;
+        session.requests = report.requests;
+        session.flags &= !flags::DONE;
+        group.live += 1;
+        self.live += 1;
+        self.done -= 1;
+        Collected::Updated
     }
 
     /// One flush's worth of rows at `now` (see SPEC §2 "Rollup").
     pub fn rollup(&mut self, now: OffsetDateTime) -> Vec<StatsReport> {
-        let _ = now;
-        todo!("issue 2: rollup")
+        self.rollup_rows(now, false).rows
     }
 
     /// The final rollup on close: like [`Rollup::rollup`], but open sessions
     /// of any age are reported with `now` as their provisional end.
     pub fn rollup_final(&mut self, now: OffsetDateTime) -> Vec<StatsReport> {
-        let _ = now;
-        todo!("issue 2: final rollup")
+        self.rollup_rows(now, true).rows
     }
 
-    /// Sessions currently held (open or waiting), for the memory cap.
+    /// Sessions currently held: open, waiting to be reported, or done and
+    /// kept until their group goes so that replays are recognised.
     pub fn tracked_sessions(&self) -> usize {
-        todo!("issue 2: tracked sessions")
+        self.live + self.done
+    }
+
+    /// Groups currently held.
+    pub fn groups(&self) -> usize {
+        self.groups.len()
+    }
+
+    /// Worst-case memory units of what is held, counting for each live
+    /// session the row it may yet leave in a failed flush's backlog, and for
+    /// each group its rolled-up row: `2 × live + done + groups + changed
+    /// groups`. A rollup never increases this plus the rows it returns
+    /// (provisional rows aside), which is what makes a memory cap exact.
+    pub fn reserved_units(&self) -> usize {
+        2 * self.live + self.done + self.groups.len() + self.changed_groups
+    }
+
+    pub(crate) fn rollup_rows(&mut self, now: OffsetDateTime, is_final: bool) -> RollupRows {
+        let now_ns = now.unix_timestamp_nanos();
+        let window_ns = self.window_ns;
+        let window = self.window;
+        let mut rows = Vec::new();
+        let mut provisional = Vec::new();
+        let (mut live, mut done, mut changed_groups) = (self.live, self.done, self.changed_groups);
+        self.groups.retain(|g| {
+            let now_off = clamp_off(now_ns - g.key.start_ns);
+            if g.live > 0 || g.rolled_changed {
+                let mut changed = std::mem::take(&mut g.rolled_changed);
+                if changed {
+                    changed_groups -= 1;
+                }
+                let mut rolled = g.rolled;
+                let mut still_live = 0;
+                for s in g.sessions.iter_mut().filter(|s| !s.is_done()) {
+                    if s.is_open() {
+                        let young = now_off.saturating_sub(s.start_off) <= window_ns;
+                        if young && !is_final && !s.has(flags::INDIVIDUAL) {
+                            still_live += 1;
+                            continue;
+                        }
+                        s.flags |= flags::INDIVIDUAL;
+                        still_live += 1;
+                        provisional.push(row(&g.key, g.start, s, now.max(g.start + nanos(s.start_off))));
+                    } else if !s.has(flags::INDIVIDUAL) && s.end_off.saturating_sub(s.start_off) <= window_ns {
+                        let r = rolled.get_or_insert(RolledUp {
+                            session_id: s.id,
+                            requests: 0,
+                        });
+                        r.requests += s.requests;
+                        s.flags |= flags::DONE | flags::ROLLED;
+                        changed = true;
+                    } else {
+                        s.flags |= flags::DONE | flags::INDIVIDUAL;
+                        rows.push(row(&g.key, g.start, s, g.start + nanos(s.end_off)));
+                    }
+                }
+                let finished = g.live - still_live;
+                live -= finished as usize;
+                done += finished as usize;
+                g.live = still_live;
+                g.rolled = rolled;
+                if changed && let Some(r) = rolled {
+                    rows.push(rolled_row(&g.key, g.start, r, window));
+                }
+            }
+            // Late data may still come for one more window after the
+            // rolled-up record's end.
+            let keep = g.live > 0 || now_off.saturating_sub(window_ns) <= window_ns;
+            if !keep {
+                done -= g.sessions.len();
+            }
+            keep
+        });
+        (self.live, self.done, self.changed_groups) = (live, done, changed_groups);
+        let provisional_len = provisional.len();
+        rows.append(&mut provisional);
+        RollupRows {
+            rows,
+            provisional: provisional_len,
+        }
+    }
+
+    fn group_key(&mut self, start_ns: i128, r: &StatsReport) -> GroupKey {
+        let slug = match self.slugs.get(r.slug_or_port.as_str()) {
+            Some(slug) => slug.clone(),
+            None => {
+                let slug: Arc<str> = Arc::from(r.slug_or_port.as_str());
+                self.slugs.insert(slug.clone());
+                slug
+            }
+        };
+        GroupKey {
+            start_ns,
+            user_id: r.user_id,
+            workspace_id: r.workspace_id,
+            agent_id: r.agent_id,
+            access_method: r.access_method,
+            slug_or_port: slug,
+        }
+    }
+
+    fn group_start(&self, r: &StatsReport) -> OffsetDateTime {
+        truncate(r.session_started_at, self.window)
+    }
+}
+
+fn new_session(r: &StatsReport, start_off: i128, end_off: i64) -> Session {
+    Session {
+        id: r.session_id,
+        start_off: start_off as i64,
+        end_off,
+        requests: r.requests,
+        flags: 0,
+    }
+}
+
+/// Offsets beyond ±292 years from the group's start saturate.
+fn clamp_off(ns: i128) -> i64 {
+    ns.clamp(i128::from(i64::MIN) + 1, i128::from(i64::MAX)) as i64
+}
+
+fn nanos(off: i64) -> Duration {
+    Duration::nanoseconds(off)
+}
+
+fn row(key: &GroupKey, start: OffsetDateTime, s: &Session, end: OffsetDateTime) -> StatsReport {
+    StatsReport {
+        user_id: key.user_id,
+        workspace_id: key.workspace_id,
+        agent_id: key.agent_id,
+        access_method: key.access_method,
+        slug_or_port: String::from(&*key.slug_or_port),
+        session_id: s.id,
+        session_started_at: start + nanos(s.start_off),
+        session_ended_at: Some(end),
+        requests: s.requests,
+    }
+}
+
+fn rolled_row(key: &GroupKey, start: OffsetDateTime, r: RolledUp, window: Duration) -> StatsReport {
+    StatsReport {
+        user_id: key.user_id,
+        workspace_id: key.workspace_id,
+        agent_id: key.agent_id,
+        access_method: key.access_method,
+        slug_or_port: String::from(&*key.slug_or_port),
+        session_id: r.session_id,
+        session_started_at: start,
+        session_ended_at: Some(start + window),
+        requests: r.requests,
     }
 }
