@@ -4,7 +4,7 @@
 //! workspace, agent, access method, slug or port). A session's reports all
 //! carry the start and identity the proxy fixed when the session began, so a
 //! report's own fields name its group, and the session is found by id inside
-//! it. Each group keeps its key once and a 48-byte record per session.
+//! it. Each group keeps its key once and a 56-byte record per session.
 
 mod group;
 #[cfg(test)]
@@ -223,7 +223,8 @@ impl Rollup {
                         }
                         s.flags |= flags::INDIVIDUAL;
                         still_live += 1;
-                        provisional.push(row(&g.key, g.start, s, now.max(g.start + nanos(s.start_off))));
+                        s.floor_off = now_off.max(s.start_off);
+                        provisional.push(row(&g.key, g.start, s, g.start + nanos(s.floor_off)));
                     } else if !s.has(flags::INDIVIDUAL) && s.end_off.saturating_sub(s.start_off) <= window_ns {
                         let r = rolled.get_or_insert(RolledUp {
                             session_id: s.id,
@@ -234,7 +235,7 @@ impl Rollup {
                         changed = true;
                     } else {
                         s.flags |= flags::DONE | flags::INDIVIDUAL;
-                        rows.push(row(&g.key, g.start, s, g.start + nanos(s.end_off)));
+                        rows.push(row(&g.key, g.start, s, g.start + nanos(s.end_off.max(s.floor_off))));
                     }
                 }
                 let finished = g.live - still_live;
@@ -261,6 +262,31 @@ impl Rollup {
             rows,
             provisional: provisional_len,
         }
+    }
+
+    /// Checks the counters and flags against the groups.
+    #[cfg(test)]
+    pub(crate) fn check_invariants(&self) {
+        let (mut live, mut done) = (0, 0);
+        for g in &self.groups {
+            let g_live = g.sessions.iter().filter(|s| !s.is_done()).count();
+            assert_eq!(g.live as usize, g_live);
+            assert!(!g.sessions.is_empty());
+            live += g_live;
+            done += g.sessions.len() - g_live;
+            for s in &g.sessions {
+                assert!(
+                    !(s.has(flags::ROLLED) && s.has(flags::INDIVIDUAL)),
+                    "session {} both rolled up and reported alone",
+                    s.id
+                );
+                assert!(!s.has(flags::ROLLED) || s.is_done());
+                assert!(!s.is_done() || !s.is_open());
+            }
+        }
+        assert_eq!((live, done), (self.live, self.done));
+        let changed = self.groups.iter().filter(|g| g.rolled_changed).count();
+        assert_eq!(changed, self.changed_groups);
     }
 
     fn group_key(&mut self, start_ns: i128, r: &StatsReport) -> GroupKey {
@@ -292,6 +318,7 @@ fn new_session(r: &StatsReport, start_off: i128, end_off: i64) -> Session {
         id: r.session_id,
         start_off: start_off as i64,
         end_off,
+        floor_off: i64::MIN,
         requests: r.requests,
         flags: 0,
     }

@@ -30,7 +30,7 @@ pub(super) mod flags {
     pub const ROLLED: u8 = 4;
 }
 
-/// One session inside a group: 48 bytes.
+/// One session inside a group: 56 bytes.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Session {
     pub id: Uuid,
@@ -38,6 +38,10 @@ pub(super) struct Session {
     pub start_off: i64,
     /// Nanoseconds from the group's start to the session's end, or [`OPEN`].
     pub end_off: i64,
+    /// The latest provisional end reported for it while open, or `i64::MIN`.
+    /// Its closed row never ends earlier: the store's guarded rule would
+    /// refuse a row whose end moved backwards, and its requests with it.
+    pub floor_off: i64,
     pub requests: u64,
     pub flags: u8,
 }

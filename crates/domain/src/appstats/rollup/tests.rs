@@ -108,7 +108,11 @@ fn a_session_reported_alone_is_never_rolled_up_even_if_it_closes_short() {
     // The proxy's close says it ended 20 s after it began.
     let close = closed(1, T0 + secs(10), T0 + secs(30), 2);
     r.collect(close.clone());
-    assert_eq!(r.rollup(T0 + secs(90)), vec![close.clone()]);
+    // Its row keeps the provisional end already reported (see below).
+    assert_eq!(
+        r.rollup(T0 + secs(90)),
+        vec![closed(1, T0 + secs(10), now, 2)]
+    );
     // And a replay of the close, while the group is held, changes nothing.
     r.collect(close);
     assert_eq!(r.rollup(T0 + secs(100)), vec![]);
@@ -333,4 +337,20 @@ fn seed_bug_4_final_rollup_reports_young_open_sessions() {
     let mut expected = open(1, T0 + secs(50), 6);
     expected.session_ended_at = Some(now);
     assert_eq!(rows, vec![expected]);
+}
+
+#[test]
+fn a_closed_row_never_ends_before_a_provisional_end_already_reported() {
+    // The store refuses a write whose end moved backwards, requests and all.
+    let mut r = rollup();
+    r.collect(open(1, T0, 1));
+    let now = T0 + secs(200);
+    assert_eq!(r.rollup(now)[0].session_ended_at, Some(now));
+    r.collect(closed(1, T0, T0 + secs(150), 5));
+    assert_eq!(r.rollup(T0 + secs(230)), vec![closed(1, T0, now, 5)]);
+    // A close that ends later than the provisional end keeps its own end.
+    r.collect(open(2, T0, 1));
+    r.rollup(now);
+    r.collect(closed(2, T0, T0 + secs(220), 5));
+    assert_eq!(r.rollup(T0 + secs(230)), vec![closed(2, T0, T0 + secs(220), 5)]);
 }
