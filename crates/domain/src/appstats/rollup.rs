@@ -69,7 +69,10 @@ impl Rollup {
     /// If `window` is not positive, or longer than 100 years.
     pub fn new(window: Duration) -> Self {
         assert!(window.is_positive(), "rollup window must be positive");
-        assert!(window <= Duration::days(36_525), "rollup window must be at most 100 years");
+        assert!(
+            window <= Duration::days(36_525),
+            "rollup window must be at most 100 years"
+        );
         Self {
             window,
             window_ns: window.whole_nanoseconds() as i64,
@@ -225,7 +228,8 @@ impl Rollup {
                         still_live += 1;
                         s.floor_off = now_off.max(s.start_off);
                         provisional.push(row(&g.key, g.start, s, g.start + nanos(s.floor_off)));
-                    } else if !s.has(flags::INDIVIDUAL) && s.end_off.saturating_sub(s.start_off) <= window_ns {
+                    } else if !s.has(flags::INDIVIDUAL) && s.end_off.saturating_sub(s.start_off) <= window_ns
+                    {
                         let r = rolled.get_or_insert(RolledUp {
                             session_id: s.id,
                             requests: 0,
@@ -235,7 +239,12 @@ impl Rollup {
                         changed = true;
                     } else {
                         s.flags |= flags::DONE | flags::INDIVIDUAL;
-                        rows.push(row(&g.key, g.start, s, g.start + nanos(s.end_off.max(s.floor_off))));
+                        rows.push(row(
+                            &g.key,
+                            g.start,
+                            s,
+                            g.start + nanos(s.end_off.max(s.floor_off)),
+                        ));
                     }
                 }
                 let finished = g.live - still_live;

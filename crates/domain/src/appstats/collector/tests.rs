@@ -45,7 +45,11 @@ fn config() -> CollectorConfig {
     }
 }
 
-fn collector(config: CollectorConfig, reporter: impl Reporter + 'static, clock: &ManualClock) -> Arc<StatsCollector> {
+fn collector(
+    config: CollectorConfig,
+    reporter: impl Reporter + 'static,
+    clock: &ManualClock,
+) -> Arc<StatsCollector> {
     StatsCollector::new(config, Arc::new(reporter), Arc::new(clock.clone()))
 }
 
@@ -60,7 +64,11 @@ fn flaky_reporter(failures: usize) -> (MockReporter, Calls) {
     reporter.expect_report().returning(move |rows| {
         let mut seen = seen.lock();
         seen.push(rows.to_vec());
-        if seen.len() <= failures { Err(unavailable()) } else { Ok(()) }
+        if seen.len() <= failures {
+            Err(unavailable())
+        } else {
+            Ok(())
+        }
     });
     (reporter, calls)
 }
@@ -77,8 +85,14 @@ async fn flush_reports_the_rollup_and_counts() {
     assert_eq!(calls.len(), 1);
     assert_eq!(calls[0], vec![report(1, T0, Some(T0 + secs(60)), 5)]);
     let stats = c.stats();
-    assert_eq!((stats.collected, stats.rows_reported, stats.tracked_sessions), (2, 1, 2));
-    assert_eq!((stats.backlog_rows, stats.dropped, stats.failed_flushes), (0, 0, 0));
+    assert_eq!(
+        (stats.collected, stats.rows_reported, stats.tracked_sessions),
+        (2, 1, 2)
+    );
+    assert_eq!(
+        (stats.backlog_rows, stats.dropped, stats.failed_flushes),
+        (0, 0, 0)
+    );
 }
 
 #[tokio::test]
@@ -134,11 +148,17 @@ async fn a_failed_report_becomes_the_backlog_and_is_retried_first_whole() {
     assert_eq!(c.stats().backlog_rows, 1);
     c.collect(long);
     clock.set(T0 + secs(210));
-    assert!(c.flush().await.is_err(), "the backlog fails again: nothing new is tried");
+    assert!(
+        c.flush().await.is_err(),
+        "the backlog fails again: nothing new is tried"
+    );
     assert_eq!(c.stats().backlog_rows, 1);
     c.flush().await.unwrap();
     let stats = c.stats();
-    assert_eq!((stats.backlog_rows, stats.failed_flushes, stats.rows_reported), (0, 2, 2));
+    assert_eq!(
+        (stats.backlog_rows, stats.failed_flushes, stats.rows_reported),
+        (0, 2, 2)
+    );
 }
 
 #[tokio::test]
@@ -166,7 +186,10 @@ async fn close_reports_open_sessions_with_the_close_time_and_stops_the_loop() {
     clock.set(T0 + secs(20));
     c.close().await.unwrap();
     task.await.unwrap();
-    assert_eq!(*calls.lock(), vec![vec![report(1, T0 + secs(5), Some(T0 + secs(20)), 3)]]);
+    assert_eq!(
+        *calls.lock(),
+        vec![vec![report(1, T0 + secs(5), Some(T0 + secs(20)), 3)]]
+    );
 }
 
 /// Seed bug 3: while the backlog kept failing the seed held every new
@@ -188,7 +211,12 @@ async fn seed_bug_3_memory_is_capped_while_reporting_fails_and_drops_are_counted
     for minute in 0..20 {
         let start = T0 + Duration::minutes(minute);
         for n in 0..10 {
-            c.collect(report(u128::from(minute as u64 * 100 + n), start, Some(start + secs(90)), 1));
+            c.collect(report(
+                u128::from(minute as u64 * 100 + n),
+                start,
+                Some(start + secs(90)),
+                1,
+            ));
         }
         clock.set(start + secs(100));
         let _ = c.flush().await;
@@ -258,7 +286,11 @@ async fn after_failures_the_loop_backs_off_exponentially_then_recovers_and_loses
     reporter.expect_report().returning(move |rows| {
         let mut seen = seen.lock();
         seen.push((tokio::time::Instant::now(), rows.to_vec()));
-        if seen.len() <= 4 { Err(unavailable()) } else { Ok(()) }
+        if seen.len() <= 4 {
+            Err(unavailable())
+        } else {
+            Ok(())
+        }
     });
     let c = collector(
         CollectorConfig {
@@ -281,7 +313,11 @@ async fn after_failures_the_loop_backs_off_exponentially_then_recovers_and_loses
     let mut previous = begin;
     let mut gaps = Vec::new();
     for (at, rows) in times.iter() {
-        assert_eq!(*rows, vec![report(1, T0, Some(T0 + secs(60)), 4)], "the same backlog");
+        assert_eq!(
+            *rows,
+            vec![report(1, T0, Some(T0 + secs(60)), 4)],
+            "the same backlog"
+        );
         gaps.push((*at - previous).as_secs_f64());
         previous = *at;
     }

@@ -70,7 +70,10 @@ async fn a_row_without_end_time_is_refused_naming_the_field() {
     let mut open = row(1, 10, 100, NOW, 1);
     open.session_ended_at = None;
     let err = reporter(store, 8).report(&[open]).await.unwrap_err();
-    assert!(matches!(&err, StoreError::Invalid(m) if m.contains("session_ended_at")), "{err}");
+    assert!(
+        matches!(&err, StoreError::Invalid(m) if m.contains("session_ended_at")),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -139,8 +142,15 @@ async fn seed_bug_5_duplicates_are_merged_with_the_guarded_rule_in_order() {
         .await
         .unwrap();
     let write = &writes.lock()[0];
-    assert_eq!(write.rows, vec![newer, other], "one row per key, guarded, first-seen order");
-    assert_eq!(write.last_used, vec![(Uuid::from_u128(10), NOW - Duration::minutes(2))]);
+    assert_eq!(
+        write.rows,
+        vec![newer, other],
+        "one row per key, guarded, first-seen order"
+    );
+    assert_eq!(
+        write.last_used,
+        vec![(Uuid::from_u128(10), NOW - Duration::minutes(2))]
+    );
 }
 
 #[test]

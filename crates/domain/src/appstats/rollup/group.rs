@@ -160,9 +160,8 @@ impl Group {
         let hasher = |&slot: &u32| id_hash(state, &sessions[slot as usize].id);
         if len == LINEAR_MAX + 1 {
             self.index.reserve(len * 2, hasher);
-            for slot in 0..len - 1 {
-                let id = sessions[slot].id;
-                self.index.insert_unique(id_hash(state, &id), slot as u32, hasher);
+            for (slot, s) in sessions[..len - 1].iter().enumerate() {
+                self.index.insert_unique(id_hash(state, &s.id), slot as u32, hasher);
             }
         }
         let slot = (len - 1) as u32;

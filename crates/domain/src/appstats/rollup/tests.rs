@@ -85,7 +85,11 @@ fn long_closed_sessions_are_reported_alone_and_not_again() {
 fn young_open_sessions_wait_and_old_ones_are_reported_with_now_and_kept() {
     let mut r = rollup();
     r.collect(open(1, T0 + secs(10), 1));
-    assert_eq!(r.rollup(T0 + secs(70)), vec![], "exactly one window old still waits");
+    assert_eq!(
+        r.rollup(T0 + secs(70)),
+        vec![],
+        "exactly one window old still waits"
+    );
     let now = T0 + secs(71);
     let mut provisional = open(1, T0 + secs(10), 1);
     provisional.session_ended_at = Some(now);
@@ -109,10 +113,7 @@ fn a_session_reported_alone_is_never_rolled_up_even_if_it_closes_short() {
     let close = closed(1, T0 + secs(10), T0 + secs(30), 2);
     r.collect(close.clone());
     // Its row keeps the provisional end already reported (see below).
-    assert_eq!(
-        r.rollup(T0 + secs(90)),
-        vec![closed(1, T0 + secs(10), now, 2)]
-    );
+    assert_eq!(r.rollup(T0 + secs(90)), vec![closed(1, T0 + secs(10), now, 2)]);
     // And a replay of the close, while the group is held, changes nothing.
     r.collect(close);
     assert_eq!(r.rollup(T0 + secs(100)), vec![]);
@@ -287,7 +288,11 @@ fn provisional_rows_come_last_and_are_counted() {
 #[test]
 fn budget_refuses_new_sessions_but_never_updates_of_live_ones() {
     let mut r = rollup();
-    assert_eq!(r.collect_within(&open(1, T0, 1), 2), Collected::Dropped, "new group needs 3");
+    assert_eq!(
+        r.collect_within(&open(1, T0, 1), 2),
+        Collected::Dropped,
+        "new group needs 3"
+    );
     assert_eq!(r.collect_within(&open(1, T0, 1), 3), Collected::New);
     assert_eq!(r.reserved_units(), 3);
     assert_eq!(r.collect_within(&open(2, T0, 1), 4), Collected::Dropped);
