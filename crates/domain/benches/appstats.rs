@@ -1,0 +1,107 @@
+//! App-session benchmarks: collect and rollup at fleet scale. Inputs are
+//! generated before timing; see BENCHMARKS.md for the numbers.
+
+use std::hint::black_box;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use tally_domain::StatsReport;
+use tally_domain::appstats::collector::{CollectorConfig, StatsCollector};
+use tally_domain::appstats::rollup::{DEFAULT_ROLLUP_WINDOW, Rollup};
+use tally_domain::clock::ManualClock;
+use tally_domain::error::StoreError;
+use tally_domain::ports::Reporter;
+use time::Duration;
+
+mod fleet;
+use fleet::{Fleet, T0, rollup_now};
+
+const SESSIONS: u64 = 1_000_000;
+
+#[derive(Debug)]
+struct NoReporter;
+
+#[async_trait]
+impl Reporter for NoReporter {
+    async fn report(&self, _reports: &[StatsReport]) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+fn collector() -> Arc<StatsCollector> {
+    let config = CollectorConfig {
+        max_buffered: usize::MAX,
+        ..CollectorConfig::default()
+    };
+    StatsCollector::new(config, Arc::new(NoReporter), Arc::new(ManualClock::new(T0)))
+}
+
+fn collect(c: &mut Criterion) {
+    let mut fleet = Fleet::new();
+    let closed = fleet.one_window(SESSIONS, Some(Duration::seconds(10)));
+    let open = fleet.one_window(SESSIONS / 2, None);
+    let closing: Vec<_> = open
+        .iter()
+        .map(|r| StatsReport {
+            session_ended_at: Some(r.session_started_at + Duration::seconds(10)),
+            ..r.clone()
+        })
+        .collect();
+
+    let mut group = c.benchmark_group("appstats");
+    group.sample_size(10);
+    group.warm_up_time(std::time::Duration::from_secs(1));
+    group.measurement_time(std::time::Duration::from_secs(8));
+    group.throughput(Throughput::Elements(SESSIONS));
+
+    group.bench_function("collect_closed", |b| {
+        b.iter_batched(
+            || (collector(), closed.clone()),
+            |(collector, reports)| {
+                for r in reports {
+                    collector.collect(r);
+                }
+                collector
+            },
+            BatchSize::PerIteration,
+        )
+    });
+
+    group.bench_function("collect_open_then_close", |b| {
+        b.iter_batched(
+            || (collector(), open.clone(), closing.clone()),
+            |(collector, open, closing)| {
+                for r in open.into_iter().chain(closing) {
+                    collector.collect(r);
+                }
+                collector
+            },
+            BatchSize::PerIteration,
+        )
+    });
+
+    for (name, closed) in [("rollup_1m", true), ("rollup_open_1m", false)] {
+        let reports: Vec<_> = (0..SESSIONS).map(|k| fleet.ten_windows(k, closed)).collect();
+        group.bench_function(name, |b| {
+            b.iter_batched(
+                || {
+                    let mut rollup = Rollup::new(DEFAULT_ROLLUP_WINDOW);
+                    for r in &reports {
+                        rollup.collect_within(r, usize::MAX);
+                    }
+                    rollup
+                },
+                |mut rollup| {
+                    let rows = rollup.rollup(black_box(rollup_now()));
+                    (rollup, rows)
+                },
+                BatchSize::PerIteration,
+            )
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, collect);
+criterion_main!(benches);
