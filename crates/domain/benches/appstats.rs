@@ -81,15 +81,53 @@ fn collect(c: &mut Criterion) {
         )
     });
 
+    // The work collect defers to the next flush: applying the inbox.
+    group.bench_function("apply_closed_batch", |b| {
+        b.iter_batched(
+            || Rollup::new(DEFAULT_ROLLUP_WINDOW),
+            |mut rollup| {
+                rollup.collect_batch(&closed, usize::MAX);
+                rollup
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    group.bench_function("apply_closed_one_by_one", |b| {
+        b.iter_batched(
+            || Rollup::new(DEFAULT_ROLLUP_WINDOW),
+            |mut rollup| {
+                for r in &closed {
+                    rollup.collect_within(r, usize::MAX);
+                }
+                rollup
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    // Everything a report costs: collect, then one flush (apply, rollup,
+    // a reporter that does nothing).
+    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    group.bench_function("collect_closed_then_flush", |b| {
+        b.iter_batched(
+            || (collector(), closed.clone()),
+            |(collector, reports)| {
+                for r in reports {
+                    collector.collect(r);
+                }
+                runtime.block_on(collector.flush()).unwrap();
+                collector
+            },
+            BatchSize::PerIteration,
+        )
+    });
+
     for (name, closed) in [("rollup_1m", true), ("rollup_open_1m", false)] {
         let reports: Vec<_> = (0..SESSIONS).map(|k| fleet.ten_windows(k, closed)).collect();
         group.bench_function(name, |b| {
             b.iter_batched(
                 || {
                     let mut rollup = Rollup::new(DEFAULT_ROLLUP_WINDOW);
-                    for r in &reports {
-                        rollup.collect_within(r, usize::MAX);
-                    }
+                    rollup.collect_batch(&reports, usize::MAX);
                     rollup
                 },
                 |mut rollup| {

@@ -1,11 +1,13 @@
 //! The collector service around [`Rollup`]: concurrent collect, flush loop,
 //! backlog with backoff, memory cap, final flush on close.
 //!
-//! `collect` takes one short lock on the rollup state and never awaits.
-//! Flushes are serialized by an async lock held across the report, so the
-//! state lock is never held while the reporter runs.
+//! `collect` appends to an inbox under a short lock and never awaits; the
+//! next flush applies the inbox to the rollup in one batch. Flushes are
+//! serialized by an async lock held across the report; the state lock is
+//! never held while the reporter runs.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use parking_lot::Mutex;
@@ -64,11 +66,21 @@ pub struct StatsCollector {
     config: CollectorConfig,
     reporter: Arc<dyn Reporter>,
     clock: Arc<dyn Clock>,
+    /// Reports not yet applied to the rollup. `collect` only appends here,
+    /// so its critical section is a push; flushes apply it in one batch.
+    inbox: Mutex<Vec<StatsReport>>,
+    /// Upper bound of the state's [`Rollup::reserved_units`] plus pending
+    /// rows, plus three units for each report taken from the inbox and not
+    /// yet applied. Written with the state lock held.
+    reserved: AtomicUsize,
     state: Mutex<State>,
     /// Serializes flushes; held across the reporter call.
     flushing: tokio::sync::Mutex<()>,
     stop: watch::Sender<bool>,
 }
+
+/// A report not yet applied may start a new session in a new group.
+const UNITS_PER_QUEUED_REPORT: usize = 3;
 
 #[derive(Debug)]
 struct State {
@@ -78,11 +90,19 @@ struct State {
     /// Rows in the backlog or being reported right now: they count against
     /// the cap until delivered.
     pending_rows: usize,
+    /// The last applied inbox, emptied, to swap in with its capacity.
+    spare: Vec<StatsReport>,
     collected: u64,
     rows_reported: u64,
     dropped: u64,
     failed_flushes: u64,
     last_flush_seconds: f64,
+}
+
+impl State {
+    fn units(&self) -> usize {
+        self.rollup.reserved_units() + self.pending_rows
+    }
 }
 
 impl std::fmt::Debug for StatsCollector {
@@ -101,6 +121,7 @@ impl StatsCollector {
             rollup: Rollup::new(config.rollup_window),
             backlog: Vec::new(),
             pending_rows: 0,
+            spare: Vec::new(),
             collected: 0,
             rows_reported: 0,
             dropped: 0,
@@ -111,6 +132,8 @@ impl StatsCollector {
             config,
             reporter,
             clock,
+            inbox: Mutex::new(Vec::new()),
+            reserved: AtomicUsize::new(0),
             state,
             flushing: tokio::sync::Mutex::new(()),
             stop: watch::Sender::new(false),
@@ -119,15 +142,24 @@ impl StatsCollector {
 
     /// Takes a report; never waits on I/O. Callable from many tasks.
     pub fn collect(&self, report: StatsReport) {
-        {
-            let mut state = self.state.lock();
-            let budget = self.config.max_buffered.saturating_sub(state.pending_rows);
-            match state.rollup.collect_within(&report, budget) {
-                Collected::Dropped => state.dropped += 1,
-                _ => state.collected += 1,
-            }
+        let mut inbox = self.inbox.lock();
+        let queued = (inbox.len() + 1).saturating_mul(UNITS_PER_QUEUED_REPORT);
+        if self.reserved.load(Ordering::Acquire).saturating_add(queued) <= self.config.max_buffered {
+            inbox.push(report);
+            return;
         }
-        // The report's string is freed outside the lock.
+        // Near the cap: apply what is queued, then decide exactly. The inbox
+        // lock stays held so that no later report overtakes this one.
+        let mut state = self.state.lock();
+        self.apply_inbox(&mut inbox, &mut state);
+        let budget = self.config.max_buffered.saturating_sub(state.pending_rows);
+        match state.rollup.collect_within(&report, budget) {
+            Collected::Dropped => state.dropped += 1,
+            _ => state.collected += 1,
+        }
+        self.reserved.store(state.units(), Ordering::Release);
+        drop(state);
+        drop(inbox);
         drop(report);
     }
 
@@ -182,16 +214,51 @@ impl StatsCollector {
     }
 
     pub fn stats(&self) -> CollectorStats {
+        let inbox = self.inbox.lock();
         let state = self.state.lock();
         CollectorStats {
-            collected: state.collected,
+            collected: state.collected + inbox.len() as u64,
             rows_reported: state.rows_reported,
             dropped: state.dropped,
             failed_flushes: state.failed_flushes,
-            tracked_sessions: state.rollup.tracked_sessions(),
+            // Each queued report may be a new session.
+            tracked_sessions: state.rollup.tracked_sessions() + inbox.len(),
             backlog_rows: state.pending_rows,
             last_flush_seconds: state.last_flush_seconds,
         }
+    }
+
+    /// Moves the inbox into the rollup. Takes the state lock before letting
+    /// go of the inbox, so batches are applied in the order they were taken.
+    fn drain(&self) -> parking_lot::MutexGuard<'_, State> {
+        let mut inbox = self.inbox.lock();
+        let mut state = self.state.lock();
+        if inbox.is_empty() {
+            return state;
+        }
+        let mut batch = std::mem::replace(&mut *inbox, std::mem::take(&mut state.spare));
+        let held = batch.len() * UNITS_PER_QUEUED_REPORT;
+        self.reserved.fetch_add(held, Ordering::AcqRel);
+        drop(inbox);
+        let budget = self.config.max_buffered.saturating_sub(state.pending_rows);
+        let outcome = state.rollup.collect_batch(&batch, budget);
+        state.collected += outcome.taken() as u64;
+        state.dropped += outcome.dropped as u64;
+        self.reserved.store(state.units(), Ordering::Release);
+        batch.clear();
+        state.spare = batch;
+        state
+    }
+
+    fn apply_inbox(&self, inbox: &mut Vec<StatsReport>, state: &mut State) {
+        if inbox.is_empty() {
+            return;
+        }
+        let budget = self.config.max_buffered.saturating_sub(state.pending_rows);
+        let outcome = state.rollup.collect_batch(inbox, budget);
+        state.collected += outcome.taken() as u64;
+        state.dropped += outcome.dropped as u64;
+        inbox.clear();
     }
 
     async fn flush_with(&self, is_final: bool) -> Result<(), StoreError> {
@@ -216,12 +283,14 @@ impl StatsCollector {
             let mut state = self.state.lock();
             state.pending_rows -= backlog.len();
             state.rows_reported += backlog.len() as u64;
+            self.reserved.store(state.units(), Ordering::Release);
         }
         let out = {
             let now = self.clock.now();
-            let mut state = self.state.lock();
+            let mut state = self.drain();
             let out = state.rollup.rollup_rows(now, is_final);
-            state.pending_rows += out.rows.len() - out.provisional;
+            state.pending_rows += out.rows.len() - out.provisional.len();
+            self.reserved.store(state.units(), Ordering::Release);
             out
         };
         if out.rows.is_empty() {
@@ -229,21 +298,29 @@ impl StatsCollector {
         }
         let result = self.reporter.report(&out.rows).await;
         let mut state = self.state.lock();
-        let mut rows = out.rows;
-        match result {
+        let definitive = out.rows.len() - out.provisional.len();
+        let result = match result {
             Ok(()) => {
-                state.pending_rows -= rows.len() - out.provisional;
-                state.rows_reported += rows.len() as u64;
+                state.pending_rows -= definitive;
+                state.rows_reported += out.rows.len() as u64;
                 Ok(())
             }
             Err(error) => {
                 // Open sessions' rows are superseded: every later rollup
                 // reports those sessions again with a later end.
-                rows.truncate(rows.len() - out.provisional);
+                let mut rows = Vec::with_capacity(definitive);
+                let mut provisional = out.provisional.iter().peekable();
+                for (i, row) in out.rows.into_iter().enumerate() {
+                    if provisional.next_if_eq(&&i).is_none() {
+                        rows.push(row);
+                    }
+                }
                 state.backlog = rows;
                 Err(error)
             }
-        }
+        };
+        self.reserved.store(state.units(), Ordering::Release);
+        result
     }
 }
 

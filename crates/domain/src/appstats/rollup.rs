@@ -4,21 +4,21 @@
 //! workspace, agent, access method, slug or port). A session's reports all
 //! carry the start and identity the proxy fixed when the session began, so a
 //! report's own fields name its group, and the session is found by id inside
-//! it. Each group keeps its key once and a 56-byte record per session.
+//! it. Each group keeps its key once (the slug interned) and a 56-byte record
+//! per session. Batches are applied group by group for cache locality.
 
+mod batch;
 mod group;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashSet;
-use std::sync::Arc;
-
 use hashbrown::HashTable;
 use time::{Duration, OffsetDateTime};
 
-use self::group::{FastState, Group, GroupKey, OPEN, RolledUp, Session, flags, key_hash};
+use self::group::{FastState, Group, GroupKey, Prepared, RolledUp, Session, Slugs, clamp_off, flags};
 use super::StatsReport;
-use crate::telemetry::truncate;
+
+pub use self::batch::BatchCollected;
 
 /// Default rollup window.
 pub const DEFAULT_ROLLUP_WINDOW: Duration = Duration::minutes(1);
@@ -33,17 +33,19 @@ pub enum Collected {
     /// The report was not newer than what is held (a replay or a reordered
     /// older report): nothing changed.
     Unchanged,
-    /// Taking it would have gone past the budget; nothing changed.
+    /// Taking it would have gone past the budget, or its start lies outside
+    /// the years 1678 to 2262; nothing changed.
     Dropped,
 }
 
-/// Rows of one flush. The last `provisional` rows are open sessions reported
-/// with `now` as their end; the rollup reports those sessions again at every
-/// later flush, so a failed delivery need not keep them.
+/// Rows of one flush. The rows at the `provisional` indices (ascending) are
+/// open sessions reported with `now` as their end; the rollup reports those
+/// sessions again at every later flush, so a failed delivery need not keep
+/// them.
 #[derive(Debug, Default)]
 pub(crate) struct RollupRows {
     pub rows: Vec<StatsReport>,
-    pub provisional: usize,
+    pub provisional: Vec<usize>,
 }
 
 /// Tracked sessions grouped by (start truncated to the window, user,
@@ -54,14 +56,15 @@ pub struct Rollup {
     window_ns: i64,
     hasher: FastState,
     groups: HashTable<Group>,
-    /// Interned slugs: groups share one allocation per distinct slug.
-    slugs: HashSet<Arc<str>, FastState>,
+    slugs: Slugs,
     /// Sessions open or waiting to be reported.
     live: usize,
     /// Sessions done and kept only to recognise replays.
     done: usize,
     /// Groups whose rolled-up record changed outside a rollup.
     changed_groups: usize,
+    /// Scratch buffers of batch collection, kept to avoid page faults.
+    scratch: batch::Scratch,
 }
 
 impl Rollup {
@@ -69,19 +72,17 @@ impl Rollup {
     /// If `window` is not positive, or longer than 100 years.
     pub fn new(window: Duration) -> Self {
         assert!(window.is_positive(), "rollup window must be positive");
-        assert!(
-            window <= Duration::days(36_525),
-            "rollup window must be at most 100 years"
-        );
+        assert!(window <= Duration::days(36_525), "rollup window must be at most 100 years");
         Self {
             window,
             window_ns: window.whole_nanoseconds() as i64,
             hasher: FastState::default(),
             groups: HashTable::new(),
-            slugs: HashSet::default(),
+            slugs: Slugs::default(),
             live: 0,
             done: 0,
             changed_groups: 0,
+            scratch: batch::Scratch::default(),
         }
     }
 
@@ -100,49 +101,57 @@ impl Rollup {
     /// reported alone (one unit), or more requests for a rolled-up session
     /// (one unit per group). Updates of live sessions are always taken.
     pub fn collect_within(&mut self, report: &StatsReport, budget: usize) -> Collected {
-        let start_ns = report.session_started_at.unix_timestamp_nanos();
-        let group_ns = start_ns - start_ns.rem_euclid(i128::from(self.window_ns));
-        let end_off = match report.session_ended_at {
-            None => OPEN,
-            Some(end) => clamp_off(end.unix_timestamp_nanos() - group_ns),
+        let slug = self.slugs.intern(&self.hasher, &report.slug_or_port);
+        let outcome = match Prepared::new(report, slug, self.window_ns, &self.hasher) {
+            Some(p) => self.apply(&p, budget),
+            None => Collected::Dropped,
         };
-        let hash = key_hash(&self.hasher, group_ns, report);
+        if outcome != Collected::New {
+            self.slugs.sweep_one(slug);
+        }
+        outcome
+    }
+
+    fn apply(&mut self, p: &Prepared, budget: usize) -> Collected {
         let reserved = self.reserved_units();
-        let Some(group) = self.groups.find_mut(hash, |g| g.key.matches(group_ns, report)) else {
+        let Some(group) = self.groups.find_mut(p.hash, |g| g.key.matches(p)) else {
             if reserved.saturating_add(3) > budget {
                 return Collected::Dropped;
             }
-            let mut group = Group::new(hash, self.group_key(group_ns, report), self.group_start(report));
-            group.push(&self.hasher, new_session(report, start_ns - group_ns, end_off));
-            self.groups.insert_unique(hash, group, |g| g.hash);
+            let start = OffsetDateTime::from_unix_timestamp_nanos(i128::from(p.group_ns))
+                .expect("a nanosecond timestamp in i64 is a valid time");
+            let mut group = Group::new(p.hash, p.key(), start);
+            group.push(&self.hasher, p.session());
+            self.groups.insert_unique(p.hash, group, |g| g.hash);
+            self.slugs.add_group(p.slug);
             self.live += 1;
             return Collected::New;
         };
-        let Some(slot) = group.find(&self.hasher, report.session_id) else {
+        let Some(slot) = group.find(&self.hasher, p.session_id) else {
             if reserved.saturating_add(2) > budget {
                 return Collected::Dropped;
             }
-            group.push(&self.hasher, new_session(report, start_ns - group_ns, end_off));
+            group.push(&self.hasher, p.session());
             self.live += 1;
             return Collected::New;
         };
         let session = &mut group.sessions[slot];
         // The store's guarded rule: only a report that is not older and not
         // smaller replaces what is held, so replays change nothing.
-        if end_off < session.end_off || report.requests < session.requests {
+        if p.end_off < session.end_off || p.requests < session.requests {
             return Collected::Unchanged;
         }
-        if end_off == session.end_off && report.requests == session.requests {
+        if p.end_off == session.end_off && p.requests == session.requests {
             return Collected::Unchanged;
         }
         if !session.is_done() {
-            session.end_off = end_off;
-            session.requests = report.requests;
+            session.end_off = p.end_off;
+            session.requests = p.requests;
             return Collected::Updated;
         }
         if session.has(flags::ROLLED) {
             // Already counted in the rolled-up record: add only what is new.
-            let added = report.requests - session.requests;
+            let added = p.requests - session.requests;
             if added > 0 && !group.rolled_changed {
                 if reserved.saturating_add(1) > budget {
                     return Collected::Dropped;
@@ -150,8 +159,8 @@ impl Rollup {
                 group.rolled_changed = true;
                 self.changed_groups += 1;
             }
-            session.end_off = end_off;
-            session.requests = report.requests;
+            session.end_off = p.end_off;
+            session.requests = p.requests;
             if let Some(rolled) = &mut group.rolled {
                 rolled.requests += added;
             }
@@ -161,8 +170,8 @@ impl Rollup {
         if reserved.saturating_add(1) > budget {
             return Collected::Dropped;
         }
-        session.end_off = end_off;
-        session.requests = report.requests;
+        session.end_off = p.end_off;
+        session.requests = p.requests;
         session.flags &= !flags::DONE;
         group.live += 1;
         self.live += 1;
@@ -170,7 +179,8 @@ impl Rollup {
         Collected::Updated
     }
 
-    /// One flush's worth of rows at `now` (see SPEC §2 "Rollup").
+    /// One flush's worth of rows at `now` (see SPEC §2 "Rollup"), in no
+    /// particular order.
     pub fn rollup(&mut self, now: OffsetDateTime) -> Vec<StatsReport> {
         self.rollup_rows(now, false).rows
     }
@@ -205,12 +215,15 @@ impl Rollup {
         let now_ns = now.unix_timestamp_nanos();
         let window_ns = self.window_ns;
         let window = self.window;
-        let mut rows = Vec::new();
+        // An upper bound; pages never written cost nothing.
+        let mut rows = Vec::with_capacity(self.live + self.groups.len());
         let mut provisional = Vec::new();
         let (mut live, mut done, mut changed_groups) = (self.live, self.done, self.changed_groups);
+        let slugs = &mut self.slugs;
         self.groups.retain(|g| {
-            let now_off = clamp_off(now_ns - g.key.start_ns);
+            let now_off = clamp_off(now_ns - i128::from(g.key.start_ns));
             if g.live > 0 || g.rolled_changed {
+                let slug = slugs.text(g.key.slug);
                 let mut changed = std::mem::take(&mut g.rolled_changed);
                 if changed {
                     changed_groups -= 1;
@@ -227,7 +240,8 @@ impl Rollup {
                         s.flags |= flags::INDIVIDUAL;
                         still_live += 1;
                         s.floor_off = now_off.max(s.start_off);
-                        provisional.push(row(&g.key, g.start, s, g.start + nanos(s.floor_off)));
+                        provisional.push(rows.len());
+                        rows.push(row(&g.key, slug, g.start, s, s.floor_off));
                     } else if !s.has(flags::INDIVIDUAL) && s.end_off.saturating_sub(s.start_off) <= window_ns
                     {
                         let r = rolled.get_or_insert(RolledUp {
@@ -239,12 +253,7 @@ impl Rollup {
                         changed = true;
                     } else {
                         s.flags |= flags::DONE | flags::INDIVIDUAL;
-                        rows.push(row(
-                            &g.key,
-                            g.start,
-                            s,
-                            g.start + nanos(s.end_off.max(s.floor_off)),
-                        ));
+                        rows.push(row(&g.key, slug, g.start, s, s.end_off.max(s.floor_off)));
                     }
                 }
                 let finished = g.live - still_live;
@@ -253,7 +262,7 @@ impl Rollup {
                 g.live = still_live;
                 g.rolled = rolled;
                 if changed && let Some(r) = rolled {
-                    rows.push(rolled_row(&g.key, g.start, r, window));
+                    rows.push(rolled_row(&g.key, slug, g.start, r, window));
                 }
             }
             // Late data may still come for one more window after the
@@ -261,16 +270,12 @@ impl Rollup {
             let keep = g.live > 0 || now_off.saturating_sub(window_ns) <= window_ns;
             if !keep {
                 done -= g.sessions.len();
+                slugs.remove_group(g.key.slug);
             }
             keep
         });
         (self.live, self.done, self.changed_groups) = (live, done, changed_groups);
-        let provisional_len = provisional.len();
-        rows.append(&mut provisional);
-        RollupRows {
-            rows,
-            provisional: provisional_len,
-        }
+        RollupRows { rows, provisional }
     }
 
     /// Checks the counters and flags against the groups.
@@ -296,73 +301,39 @@ impl Rollup {
         assert_eq!((live, done), (self.live, self.done));
         let changed = self.groups.iter().filter(|g| g.rolled_changed).count();
         assert_eq!(changed, self.changed_groups);
+        let mut slugs: Vec<u32> = self.groups.iter().map(|g| g.key.slug).collect();
+        slugs.sort_unstable();
+        slugs.dedup();
+        assert_eq!(slugs.len(), self.slugs.len(), "every interned slug is used by a group");
     }
 
-    fn group_key(&mut self, start_ns: i128, r: &StatsReport) -> GroupKey {
-        let slug = match self.slugs.get(r.slug_or_port.as_str()) {
-            Some(slug) => slug.clone(),
-            None => {
-                let slug: Arc<str> = Arc::from(r.slug_or_port.as_str());
-                self.slugs.insert(slug.clone());
-                slug
-            }
-        };
-        GroupKey {
-            start_ns,
-            user_id: r.user_id,
-            workspace_id: r.workspace_id,
-            agent_id: r.agent_id,
-            access_method: r.access_method,
-            slug_or_port: slug,
-        }
-    }
-
-    fn group_start(&self, r: &StatsReport) -> OffsetDateTime {
-        truncate(r.session_started_at, self.window)
-    }
-}
-
-fn new_session(r: &StatsReport, start_off: i128, end_off: i64) -> Session {
-    Session {
-        id: r.session_id,
-        start_off: start_off as i64,
-        end_off,
-        floor_off: i64::MIN,
-        requests: r.requests,
-        flags: 0,
-    }
-}
-
-/// Offsets beyond ±292 years from the group's start saturate.
-fn clamp_off(ns: i128) -> i64 {
-    ns.clamp(i128::from(i64::MIN) + 1, i128::from(i64::MAX)) as i64
 }
 
 fn nanos(off: i64) -> Duration {
     Duration::nanoseconds(off)
 }
 
-fn row(key: &GroupKey, start: OffsetDateTime, s: &Session, end: OffsetDateTime) -> StatsReport {
+fn row(key: &GroupKey, slug: &str, start: OffsetDateTime, s: &Session, end_off: i64) -> StatsReport {
     StatsReport {
         user_id: key.user_id,
         workspace_id: key.workspace_id,
         agent_id: key.agent_id,
         access_method: key.access_method,
-        slug_or_port: String::from(&*key.slug_or_port),
+        slug_or_port: slug.to_owned(),
         session_id: s.id,
         session_started_at: start + nanos(s.start_off),
-        session_ended_at: Some(end),
+        session_ended_at: Some(start + nanos(end_off)),
         requests: s.requests,
     }
 }
 
-fn rolled_row(key: &GroupKey, start: OffsetDateTime, r: RolledUp, window: Duration) -> StatsReport {
+fn rolled_row(key: &GroupKey, slug: &str, start: OffsetDateTime, r: RolledUp, window: Duration) -> StatsReport {
     StatsReport {
         user_id: key.user_id,
         workspace_id: key.workspace_id,
         agent_id: key.agent_id,
         access_method: key.access_method,
-        slug_or_port: String::from(&*key.slug_or_port),
+        slug_or_port: slug.to_owned(),
         session_id: r.session_id,
         session_started_at: start,
         session_ended_at: Some(start + window),

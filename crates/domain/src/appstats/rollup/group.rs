@@ -1,8 +1,7 @@
 //! Compact storage of one rollup group: the key fields once, and a small
 //! record per session (times as nanosecond offsets from the group's start).
 
-use std::hash::{BuildHasher, Hash, Hasher};
-use std::sync::Arc;
+use std::hash::{BuildHasher, Hasher};
 
 use hashbrown::HashTable;
 use time::OffsetDateTime;
@@ -73,36 +72,195 @@ pub(super) struct RolledUp {
 #[derive(Debug)]
 pub(super) struct GroupKey {
     /// Start truncated to the window, in Unix nanoseconds.
-    pub start_ns: i128,
+    pub start_ns: i64,
     pub user_id: Uuid,
     pub workspace_id: Uuid,
     pub agent_id: Uuid,
     pub access_method: AccessMethod,
-    pub slug_or_port: Arc<str>,
+    /// Interned in [`Slugs`].
+    pub slug: u32,
 }
 
 impl GroupKey {
-    pub fn matches(&self, start_ns: i128, r: &StatsReport) -> bool {
-        self.start_ns == start_ns
-            && self.user_id == r.user_id
-            && self.workspace_id == r.workspace_id
-            && self.agent_id == r.agent_id
-            && self.access_method == r.access_method
-            && *self.slug_or_port == *r.slug_or_port
+    pub fn matches(&self, p: &Prepared) -> bool {
+        self.start_ns == p.group_ns
+            && self.user_id == p.user_id
+            && self.workspace_id == p.workspace_id
+            && self.agent_id == p.agent_id
+            && self.access_method == p.access_method
+            && self.slug == p.slug
     }
 }
 
-/// Hash of a group key given as the report's fields, so lookups need no
-/// allocation. Stored in the group, so rehashing never recomputes it.
-pub(super) fn key_hash(state: &FastState, start_ns: i128, r: &StatsReport) -> u64 {
-    let mut h = state.build_hasher();
-    h.write_i128(start_ns);
-    r.user_id.hash(&mut h);
-    r.workspace_id.hash(&mut h);
-    r.agent_id.hash(&mut h);
-    h.write_u8(r.access_method as u8);
-    h.write(r.slug_or_port.as_bytes());
-    h.finish()
+/// A report reduced to what the rollup needs, its group's hash computed.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Prepared {
+    pub hash: u64,
+    pub group_ns: i64,
+    pub start_off: i64,
+    pub end_off: i64,
+    pub requests: u64,
+    pub user_id: Uuid,
+    pub workspace_id: Uuid,
+    pub agent_id: Uuid,
+    pub session_id: Uuid,
+    pub slug: u32,
+    pub access_method: AccessMethod,
+}
+
+impl Prepared {
+    /// `None` if the start is outside the nanosecond range (years 1678 to 2262).
+    pub fn new(r: &StatsReport, slug: u32, window_ns: i64, state: &FastState) -> Option<Self> {
+        let start_ns = i64::try_from(r.session_started_at.unix_timestamp_nanos()).ok()?;
+        // The floor of `crate::telemetry::truncate`, in integers.
+        let group_ns = start_ns.checked_sub(start_ns.rem_euclid(window_ns))?;
+        let end_off = match r.session_ended_at {
+            None => OPEN,
+            Some(end) => clamp_off(end.unix_timestamp_nanos() - i128::from(group_ns)),
+        };
+        let mut h = state.build_hasher();
+        h.write_i64(group_ns);
+        h.write_u128(r.user_id.as_u128());
+        h.write_u128(r.workspace_id.as_u128());
+        h.write_u128(r.agent_id.as_u128());
+        h.write_u8(r.access_method as u8);
+        h.write_u32(slug);
+        Some(Self {
+            hash: h.finish(),
+            group_ns,
+            start_off: start_ns - group_ns,
+            end_off,
+            requests: r.requests,
+            user_id: r.user_id,
+            workspace_id: r.workspace_id,
+            agent_id: r.agent_id,
+            session_id: r.session_id,
+            slug,
+            access_method: r.access_method,
+        })
+    }
+
+    pub fn key(&self) -> GroupKey {
+        GroupKey {
+            start_ns: self.group_ns,
+            user_id: self.user_id,
+            workspace_id: self.workspace_id,
+            agent_id: self.agent_id,
+            access_method: self.access_method,
+            slug: self.slug,
+        }
+    }
+
+    pub fn session(&self) -> Session {
+        Session {
+            id: self.session_id,
+            start_off: self.start_off,
+            end_off: self.end_off,
+            floor_off: i64::MIN,
+            requests: self.requests,
+            flags: 0,
+        }
+    }
+}
+
+/// Offsets beyond ±292 years from the group's start saturate.
+pub(super) fn clamp_off(ns: i128) -> i64 {
+    ns.clamp(i128::from(i64::MIN) + 1, i128::from(i64::MAX)) as i64
+}
+
+/// Interned slugs: each distinct slug is stored once, however many groups
+/// use it, and forgotten when the last of them goes.
+#[derive(Debug, Default)]
+pub(super) struct Slugs {
+    ids: HashTable<u32>,
+    entries: Vec<SlugEntry>,
+    free: Vec<u32>,
+}
+
+#[derive(Debug)]
+struct SlugEntry {
+    text: Box<str>,
+    hash: u64,
+    groups: u32,
+}
+
+impl Slugs {
+    pub fn intern(&mut self, state: &FastState, text: &str) -> u32 {
+        let hash = state.hash_one(text);
+        let entries = &self.entries;
+        if let Some(&id) = self.ids.find(hash, |&id| &*entries[id as usize].text == text) {
+            return id;
+        }
+        let entry = SlugEntry {
+            text: text.into(),
+            hash,
+            groups: 0,
+        };
+        let id = match self.free.pop() {
+            Some(id) => {
+                self.entries[id as usize] = entry;
+                id
+            }
+            None => {
+                self.entries.push(entry);
+                (self.entries.len() - 1) as u32
+            }
+        };
+        let entries = &self.entries;
+        self.ids
+            .insert_unique(hash, id, |&id| entries[id as usize].hash);
+        id
+    }
+
+    pub fn text(&self, id: u32) -> &str {
+        &self.entries[id as usize].text
+    }
+
+    pub fn add_group(&mut self, id: u32) {
+        self.entries[id as usize].groups += 1;
+    }
+
+    pub fn remove_group(&mut self, id: u32) {
+        let entry = &mut self.entries[id as usize];
+        entry.groups -= 1;
+        if entry.groups == 0 {
+            self.forget(id);
+        }
+    }
+
+    /// Forgets a slug interned for a report that formed no group.
+    pub fn sweep_one(&mut self, id: u32) {
+        if self.entries[id as usize].groups == 0 {
+            self.forget(id);
+        }
+    }
+
+    /// Forgets slugs interned for reports that formed no group.
+    pub fn sweep(&mut self) {
+        let unused: Vec<u32> = self
+            .ids
+            .iter()
+            .copied()
+            .filter(|&id| self.entries[id as usize].groups == 0)
+            .collect();
+        for id in unused {
+            self.forget(id);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    fn forget(&mut self, id: u32) {
+        let entry = &mut self.entries[id as usize];
+        let hash = entry.hash;
+        entry.text = Box::default();
+        if let Ok(slot) = self.ids.find_entry(hash, |&other| other == id) {
+            slot.remove();
+        }
+        self.free.push(id);
+    }
 }
 
 fn id_hash(state: &FastState, id: &Uuid) -> u64 {

@@ -275,14 +275,14 @@ fn a_provisional_end_is_never_before_the_start() {
 }
 
 #[test]
-fn provisional_rows_come_last_and_are_counted() {
+fn provisional_rows_are_marked_by_index() {
     let mut r = rollup();
     r.collect(open(1, T0, 1));
     r.collect(closed(2, T0, T0 + secs(300), 1));
     let out = r.rollup_rows(T0 + secs(301), false);
     assert_eq!(out.rows.len(), 2);
-    assert_eq!(out.provisional, 1);
-    assert_eq!(out.rows[1].session_id, sid(1));
+    assert_eq!(out.provisional.len(), 1);
+    assert_eq!(out.rows[out.provisional[0]].session_id, sid(1));
 }
 
 #[test]

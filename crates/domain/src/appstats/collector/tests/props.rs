@@ -360,8 +360,69 @@ fn run_collector(plans: Vec<Plan>, ops: Vec<Op>, cap: usize) {
     });
 }
 
+/// Batches give the same rows as one-by-one collection (budget unlimited).
+fn run_batches(plans: Vec<Plan>, ops: Vec<Op>, bits: u32) {
+    let mut one = Rollup::new(WINDOW);
+    let mut batched = Rollup::new(WINDOW);
+    batched.force_bucket_bits(bits);
+    let mut run = Run::new(plans);
+    let mut batch = Vec::new();
+    let sorted = |mut rows: Vec<StatsReport>| {
+        rows.sort_by_key(|r| (r.session_id, r.session_started_at));
+        rows
+    };
+    let flush = |one: &mut Rollup, batched: &mut Rollup, batch: &mut Vec<StatsReport>, now, is_final| {
+        let taken = batched.collect_batch(batch, usize::MAX);
+        assert_eq!(taken.taken(), batch.len());
+        batch.clear();
+        batched.check_invariants();
+        let (a, b) = if is_final {
+            (one.rollup_final(now), batched.rollup_final(now))
+        } else {
+            (one.rollup(now), batched.rollup(now))
+        };
+        assert_eq!(sorted(a), sorted(b));
+        assert_eq!(one.reserved_units(), batched.reserved_units());
+    };
+    for op in ops {
+        match op {
+            Op::Send(i) => {
+                if let Some(r) = run.send(i) {
+                    one.collect_within(&r, usize::MAX);
+                    batch.push(r);
+                }
+            }
+            Op::Replay(k) => {
+                if let Some(r) = run.replay(k) {
+                    one.collect_within(&r, usize::MAX);
+                    batch.push(r);
+                }
+            }
+            Op::Flush { advance_s, .. } => {
+                run.now += Duration::seconds(advance_s);
+                run.last_flush = Some(run.now);
+                flush(&mut one, &mut batched, &mut batch, run.now, false);
+            }
+        }
+    }
+    for r in run.remaining() {
+        one.collect_within(&r, usize::MAX);
+        batch.push(r);
+    }
+    flush(&mut one, &mut batched, &mut batch, run.now, true);
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn batch_collection_matches_one_by_one(
+        plans in plans(),
+        ops in ops(),
+        bits in 0u32..4,
+    ) {
+        run_batches(plans, ops, bits);
+    }
 
     #[test]
     fn rollup_conserves_requests_and_never_rolls_up_a_session_reported_alone(
