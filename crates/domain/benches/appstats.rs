@@ -3,9 +3,10 @@
 
 use std::hint::black_box;
 use std::sync::Arc;
+use std::time::Instant;
 
 use async_trait::async_trait;
-use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BatchSize, Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
 use tally_domain::StatsReport;
 use tally_domain::appstats::collector::{CollectorConfig, StatsCollector};
 use tally_domain::appstats::rollup::{DEFAULT_ROLLUP_WINDOW, Rollup};
@@ -29,12 +30,41 @@ impl Reporter for NoReporter {
     }
 }
 
-fn collector() -> Arc<StatsCollector> {
+fn collector_with_clock() -> (Arc<StatsCollector>, ManualClock) {
     let config = CollectorConfig {
         max_buffered: usize::MAX,
         ..CollectorConfig::default()
     };
-    StatsCollector::new(config, Arc::new(NoReporter), Arc::new(ManualClock::new(T0)))
+    let clock = ManualClock::new(T0);
+    let collector = StatsCollector::new(config, Arc::new(NoReporter), Arc::new(clock.clone()));
+    (collector, clock)
+}
+
+fn collector() -> Arc<StatsCollector> {
+    collector_with_clock().0
+}
+
+/// Times `collect` of `inputs()` on a long-lived collector, flushing (not
+/// timed) after each round with the clock an hour later, so every round
+/// starts empty but with the inbox buffers of a collector that has run.
+fn steady_collect(b: &mut criterion::Bencher<'_>, inputs: &dyn Fn() -> Vec<StatsReport>) {
+    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let (collector, clock) = collector_with_clock();
+    let mut round = || {
+        let reports = inputs();
+        let started = Instant::now();
+        for r in reports {
+            collector.collect(r);
+        }
+        let took = started.elapsed();
+        clock.advance(Duration::hours(1));
+        runtime.block_on(collector.flush()).unwrap();
+        took
+    };
+    // Two rounds warm both inbox buffers (they are swapped at each flush).
+    round();
+    round();
+    b.iter_custom(|iters| (0..iters).map(|_| round()).sum());
 }
 
 fn collect(c: &mut Criterion) {
@@ -50,29 +80,22 @@ fn collect(c: &mut Criterion) {
         .collect();
 
     let mut group = c.benchmark_group("appstats");
+    // One iteration per sample: each takes a whole 1M-report run.
+    group.sampling_mode(SamplingMode::Flat);
     group.sample_size(10);
-    group.warm_up_time(std::time::Duration::from_secs(1));
-    group.measurement_time(std::time::Duration::from_secs(8));
+    group.warm_up_time(std::time::Duration::from_millis(1));
+    group.measurement_time(std::time::Duration::from_secs(1));
     group.throughput(Throughput::Elements(SESSIONS));
 
-    group.bench_function("collect_closed", |b| {
+    group.bench_function("collect_closed", |b| steady_collect(b, &|| closed.clone()));
+    group.bench_function("collect_open_then_close", |b| {
+        steady_collect(b, &|| open.iter().chain(&closing).cloned().collect())
+    });
+    group.bench_function("collect_closed_cold", |b| {
         b.iter_batched(
             || (collector(), closed.clone()),
             |(collector, reports)| {
                 for r in reports {
-                    collector.collect(r);
-                }
-                collector
-            },
-            BatchSize::PerIteration,
-        )
-    });
-
-    group.bench_function("collect_open_then_close", |b| {
-        b.iter_batched(
-            || (collector(), open.clone(), closing.clone()),
-            |(collector, open, closing)| {
-                for r in open.into_iter().chain(closing) {
                     collector.collect(r);
                 }
                 collector

@@ -33,7 +33,13 @@ impl Fleet {
     }
 
     /// A session of `user` on app `app`, started at `start`; ids are random.
-    pub fn report(&mut self, user: u128, app: u64, start: OffsetDateTime, end: Option<OffsetDateTime>) -> StatsReport {
+    pub fn report(
+        &mut self,
+        user: u128,
+        app: u64,
+        start: OffsetDateTime,
+        end: Option<OffsetDateTime>,
+    ) -> StatsReport {
         StatsReport {
             user_id: Uuid::from_u128(0x1_0000 + user),
             workspace_id: Uuid::from_u128(0x2_0000 + user),

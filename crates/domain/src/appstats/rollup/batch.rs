@@ -66,7 +66,13 @@ impl Rollup {
         out
     }
 
-    fn collect_chunk(&mut self, chunk: &[StatsReport], budget: usize, s: &mut Scratch, out: &mut BatchCollected) {
+    fn collect_chunk(
+        &mut self,
+        chunk: &[StatsReport],
+        budget: usize,
+        s: &mut Scratch,
+        out: &mut BatchCollected,
+    ) {
         s.prepared.clear();
         for r in chunk {
             let slug = self.slugs.intern(&self.hasher, &r.slug_or_port);
@@ -100,7 +106,10 @@ impl Rollup {
             s.starts[i] += s.starts[i - 1];
         }
         s.sorted.clear();
-        s.sorted.resize(s.prepared.len(), s.prepared.first().copied().unwrap_or_else(|| unreachable!()));
+        s.sorted.resize(
+            s.prepared.len(),
+            s.prepared.first().copied().unwrap_or_else(|| unreachable!()),
+        );
         for p in &s.prepared {
             let at = &mut s.starts[bucket(p)];
             s.sorted[*at] = *p;

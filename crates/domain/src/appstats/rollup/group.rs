@@ -207,8 +207,7 @@ impl Slugs {
             }
         };
         let entries = &self.entries;
-        self.ids
-            .insert_unique(hash, id, |&id| entries[id as usize].hash);
+        self.ids.insert_unique(hash, id, |&id| entries[id as usize].hash);
         id
     }
 
@@ -248,6 +247,7 @@ impl Slugs {
         }
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.ids.len()
     }
@@ -281,6 +281,8 @@ pub(super) struct Group {
     pub rolled_changed: bool,
     /// Sessions not yet done (open, or closed and waiting to be reported).
     pub live: u32,
+    /// Emptied by a rollup and about to be removed.
+    pub gone: bool,
 }
 
 impl Group {
@@ -294,7 +296,15 @@ impl Group {
             rolled: None,
             rolled_changed: false,
             live: 0,
+            gone: false,
         }
+    }
+
+    /// Frees the sessions; the group is removed right after.
+    pub fn release(&mut self) -> usize {
+        self.gone = true;
+        self.index = HashTable::new();
+        std::mem::take(&mut self.sessions).len()
     }
 
     pub fn find(&self, state: &FastState, id: Uuid) -> Option<usize> {
@@ -319,7 +329,8 @@ impl Group {
         if len == LINEAR_MAX + 1 {
             self.index.reserve(len * 2, hasher);
             for (slot, s) in sessions[..len - 1].iter().enumerate() {
-                self.index.insert_unique(id_hash(state, &s.id), slot as u32, hasher);
+                self.index
+                    .insert_unique(id_hash(state, &s.id), slot as u32, hasher);
             }
         }
         let slot = (len - 1) as u32;
