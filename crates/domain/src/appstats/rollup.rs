@@ -15,7 +15,7 @@ mod tests;
 use hashbrown::HashTable;
 use time::{Duration, OffsetDateTime};
 
-use self::group::{FastState, Group, GroupKey, Prepared, RolledUp, Session, Slugs, clamp_off, flags};
+use self::group::{BufferPool, FastState, Group, GroupKey, Prepared, RolledUp, Session, Slugs, clamp_off, flags};
 use super::StatsReport;
 
 pub use self::batch::BatchCollected;
@@ -65,6 +65,7 @@ pub struct Rollup {
     changed_groups: usize,
     /// Scratch buffers of batch collection, kept to avoid page faults.
     scratch: batch::Scratch,
+    pool: BufferPool,
 }
 
 impl Rollup {
@@ -86,6 +87,7 @@ impl Rollup {
             done: 0,
             changed_groups: 0,
             scratch: batch::Scratch::default(),
+            pool: BufferPool::default(),
         }
     }
 
@@ -123,11 +125,12 @@ impl Rollup {
             }
             let start = OffsetDateTime::from_unix_timestamp_nanos(i128::from(p.group_ns))
                 .expect("a nanosecond timestamp in i64 is a valid time");
-            let mut group = Group::new(p.hash, p.key(), start);
+            let mut group = Group::new(p.hash, p.key(), start, self.pool.take());
             group.push(&self.hasher, p.session());
             self.groups.insert_unique(p.hash, group, |g| g.hash);
             self.slugs.add_group(p.slug);
             self.live += 1;
+            self.pool.note_held(self.live + self.done);
             return Collected::New;
         };
         let Some(slot) = group.find(&self.hasher, p.session_id) else {
@@ -136,6 +139,7 @@ impl Rollup {
             }
             group.push(&self.hasher, p.session());
             self.live += 1;
+            self.pool.note_held(self.live + self.done);
             return Collected::New;
         };
         let session = &mut group.sessions[slot];
@@ -240,7 +244,7 @@ impl Rollup {
             }
             touch(&batch);
             for g in &mut batch {
-                pass.group(g, &self.slugs, &mut out);
+                pass.group(g, &self.slugs, &mut self.pool, &mut out);
             }
         }
         drop(batch);
@@ -323,7 +327,7 @@ struct Pass {
 }
 
 impl Pass {
-    fn group(&mut self, g: &mut Group, slugs: &Slugs, out: &mut RollupRows) {
+    fn group(&mut self, g: &mut Group, slugs: &Slugs, pool: &mut BufferPool, out: &mut RollupRows) {
         let window_ns = self.window_ns;
         let now_off = clamp_off(self.now_ns - i128::from(g.key.start_ns));
         if g.live > 0 || g.rolled_changed {
@@ -370,7 +374,9 @@ impl Pass {
         // Late data may still come for one more window after the
         // rolled-up record's end.
         if g.live == 0 && now_off.saturating_sub(window_ns) > window_ns {
-            self.released += g.release();
+            let sessions = g.release();
+            self.released += sessions.len();
+            pool.give(sessions);
             self.emptied += 1;
         }
     }

@@ -286,12 +286,13 @@ pub(super) struct Group {
 }
 
 impl Group {
-    pub fn new(hash: u64, key: GroupKey, start: OffsetDateTime) -> Self {
+    pub fn new(hash: u64, key: GroupKey, start: OffsetDateTime, sessions: Vec<Session>) -> Self {
+        debug_assert!(sessions.is_empty());
         Self {
             hash,
             key,
             start,
-            sessions: Vec::new(),
+            sessions,
             index: HashTable::new(),
             rolled: None,
             rolled_changed: false,
@@ -300,11 +301,11 @@ impl Group {
         }
     }
 
-    /// Frees the sessions; the group is removed right after.
-    pub fn release(&mut self) -> usize {
+    /// Gives up the sessions; the group is removed right after.
+    pub fn release(&mut self) -> Vec<Session> {
         self.gone = true;
         self.index = HashTable::new();
-        std::mem::take(&mut self.sessions).len()
+        std::mem::take(&mut self.sessions)
     }
 
     pub fn find(&self, state: &FastState, id: Uuid) -> Option<usize> {
@@ -336,5 +337,40 @@ impl Group {
         let slot = (len - 1) as u32;
         self.index
             .insert_unique(id_hash(state, &sessions[len - 1].id), slot, hasher);
+    }
+}
+
+/// Session buffers of dropped groups, kept for new groups: freeing them one
+/// by one cost half of a rollup's time, and new groups keep coming. Holds no
+/// more slots than the most sessions ever held at once.
+#[derive(Debug, Default)]
+pub(super) struct BufferPool {
+    buffers: Vec<Vec<Session>>,
+    slots: usize,
+    high_water: usize,
+}
+
+impl BufferPool {
+    pub fn note_held(&mut self, sessions: usize) {
+        self.high_water = self.high_water.max(sessions);
+    }
+
+    pub fn take(&mut self) -> Vec<Session> {
+        match self.buffers.pop() {
+            Some(buffer) => {
+                self.slots -= buffer.capacity();
+                buffer
+            }
+            None => Vec::new(),
+        }
+    }
+
+    pub fn give(&mut self, mut buffer: Vec<Session>) {
+        if buffer.capacity() == 0 || self.slots + buffer.capacity() > self.high_water {
+            return;
+        }
+        buffer.clear();
+        self.slots += buffer.capacity();
+        self.buffers.push(buffer);
     }
 }
