@@ -50,7 +50,7 @@ fn collector() -> Arc<StatsCollector> {
 fn steady_collect(b: &mut criterion::Bencher<'_>, inputs: &dyn Fn() -> Vec<StatsReport>) {
     let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
     let (collector, clock) = collector_with_clock();
-    let mut round = || {
+    let round = || {
         let reports = inputs();
         let started = Instant::now();
         for r in reports {

@@ -15,7 +15,9 @@ mod tests;
 use hashbrown::HashTable;
 use time::{Duration, OffsetDateTime};
 
-use self::group::{BufferPool, FastState, Group, GroupKey, Prepared, RolledUp, Session, Slugs, clamp_off, flags};
+use self::group::{
+    BufferPool, FastState, Group, GroupKey, Prepared, RolledUp, Session, Slugs, clamp_off, flags,
+};
 use super::StatsReport;
 
 pub use self::batch::BatchCollected;
