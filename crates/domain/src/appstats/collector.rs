@@ -28,12 +28,14 @@ pub const DEFAULT_MAX_BUFFERED: usize = 1_000_000;
 pub struct CollectorConfig {
     pub rollup_window: Duration,
     pub report_interval: std::time::Duration,
-    /// Cap on tracked sessions plus backlog rows; reports beyond it are
-    /// dropped and counted. Admission reserves room for the worst case, so
-    /// the cap holds even after failed flushes: a live session takes two
-    /// units (itself and the row it may leave in the backlog), a session
-    /// kept to recognise replays one, a group one (its rolled-up row), a
-    /// backlog row one. See [`Rollup::reserved_units`].
+    /// Cap on tracked sessions plus backlog rows; reports of new sessions
+    /// beyond it are dropped and counted. Admission reserves room for the
+    /// worst case, so the cap holds even after failed flushes: a live
+    /// session takes two units (itself and the row it may leave in the
+    /// backlog), a session kept to recognise replays one, a group one (its
+    /// rolled-up row), a backlog row one, and a report queued for the next
+    /// flush three (it may open a session in a new group). See
+    /// [`Rollup::reserved_units`].
     pub max_buffered: usize,
     /// First retry delay after a failed flush; doubles up to `report_interval`.
     pub retry_min_delay: std::time::Duration,
@@ -53,11 +55,17 @@ impl Default for CollectorConfig {
 /// Counters for metrics and tests.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct CollectorStats {
+    /// Reports taken (including replays and those queued for the next flush).
     pub collected: u64,
+    /// Rows delivered to the reporter.
     pub rows_reported: u64,
+    /// Reports refused by the memory cap.
     pub dropped: u64,
     pub failed_flushes: u64,
+    /// Sessions held, plus reports queued for the next flush (each may be a
+    /// new session).
     pub tracked_sessions: usize,
+    /// Rows waiting in the backlog or being reported.
     pub backlog_rows: usize,
     pub last_flush_seconds: f64,
 }
