@@ -91,6 +91,13 @@ impl FakeStore {
         self.inner.lock().flush_faults.push_back(fault);
     }
 
+    /// Drops faults no call consumed (a flush with nothing to send).
+    pub fn clear_faults(&self) {
+        let mut inner = self.inner.lock();
+        inner.flush_faults.clear();
+        inner.close_faults.clear();
+    }
+
     /// The next `close_period` call fails this way.
     pub fn fail_next_close(&self, fault: Fault) {
         self.inner.lock().close_faults.push_back(fault);
