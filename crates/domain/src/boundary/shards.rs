@@ -68,7 +68,9 @@ pub(crate) struct Stripes {
 impl std::fmt::Debug for Stripes {
     // The id sets can be large; their contents help nobody in a log line.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Stripes").field("stripes", &self.stripes.len()).finish_non_exhaustive()
+        f.debug_struct("Stripes")
+            .field("stripes", &self.stripes.len())
+            .finish_non_exhaustive()
     }
 }
 

@@ -159,7 +159,9 @@ impl BoundaryTracker {
         if let Some(delta) = &state.unacked {
             usage.allowed = usage.allowed.saturating_add(delta.allowed);
             usage.denied = usage.denied.saturating_add(delta.denied);
-            usage.workspaces.extend(delta.workspace_ids.iter().map(|id| id.as_u128()));
+            usage
+                .workspaces
+                .extend(delta.workspace_ids.iter().map(|id| id.as_u128()));
             usage.users.extend(delta.user_ids.iter().map(|id| id.as_u128()));
         }
         PendingUsage {

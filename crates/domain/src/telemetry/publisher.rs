@@ -38,7 +38,9 @@ pub async fn publish_pending<S: TelemetryStore + ?Sized, K: SnapshotSink + ?Size
     if limit == 0 {
         return Ok(round);
     }
-    let claimed = store.claim_unpublished_snapshots(claimer, now, lease, limit).await?;
+    let claimed = store
+        .claim_unpublished_snapshots(claimer, now, lease, limit)
+        .await?;
     for snapshot in &claimed {
         match sink.publish(snapshot).await {
             Ok(()) => {

@@ -52,8 +52,16 @@ async fn the_step_closes_the_period_that_just_ended_for_boundary_usage() {
                 && !c.snapshot_id.is_nil()
         })
         .times(1)
-        .returning(|c| Ok(PeriodCloseOutcome::Closed(snapshot(c.snapshot_id.as_u128(), c.period))));
-    let got = snapshot_step(&store, replica, now, INTERVAL).await.unwrap().unwrap();
+        .returning(|c| {
+            Ok(PeriodCloseOutcome::Closed(snapshot(
+                c.snapshot_id.as_u128(),
+                c.period,
+            )))
+        });
+    let got = snapshot_step(&store, replica, now, INTERVAL)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(got.period_end, datetime!(2026-11-25 10:30 UTC));
 }
 
@@ -74,12 +82,22 @@ async fn the_step_passes_store_errors_on_and_refuses_a_non_positive_interval() {
         .expect_close_period()
         .times(1)
         .returning(|_| Err(StoreError::Unavailable("down".into())));
-    assert!(snapshot_step(&store, id(1), t0(), INTERVAL).await.unwrap_err().is_retryable());
+    assert!(
+        snapshot_step(&store, id(1), t0(), INTERVAL)
+            .await
+            .unwrap_err()
+            .is_retryable()
+    );
 
     let mut store = MockTelemetryStore::new();
     store.expect_close_period().never();
-    let err = snapshot_step(&store, id(1), t0(), Duration::ZERO).await.unwrap_err();
-    assert!(err.to_string().contains("snapshot interval must be positive"), "{err}");
+    let err = snapshot_step(&store, id(1), t0(), Duration::ZERO)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("snapshot interval must be positive"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -96,7 +114,9 @@ async fn one_replica_per_period_wins_and_an_older_period_is_refused() {
     assert_eq!(first.usage.allowed_requests, 2);
     assert_eq!(second, None);
     // A replica with a slow clock asking for the period before.
-    let late = snapshot_step(&store, id(3), now - INTERVAL, INTERVAL).await.unwrap();
+    let late = snapshot_step(&store, id(3), now - INTERVAL, INTERVAL)
+        .await
+        .unwrap();
     assert_eq!(late, None);
     assert_eq!(store.snapshots().len(), 1);
 }
@@ -127,7 +147,13 @@ async fn published_snapshots_are_marked_and_failed_ones_released_with_the_error(
         .expect_claim_unpublished_snapshots()
         .with(eq(claimer), eq(now), eq(DEFAULT_CLAIM_LEASE), eq(10))
         .times(1)
-        .returning(move |_, _, _, _| Ok(vec![snapshot(1, period), snapshot(2, period), snapshot(3, period)]));
+        .returning(move |_, _, _, _| {
+            Ok(vec![
+                snapshot(1, period),
+                snapshot(2, period),
+                snapshot(3, period),
+            ])
+        });
     let mut sink = MockSnapshotSink::new();
     sink.expect_publish().times(3).returning(|s| {
         if s.id == id(2) {
@@ -148,7 +174,9 @@ async fn published_snapshots_are_marked_and_failed_ones_released_with_the_error(
         .withf(move |sid, c, err| *sid == id(2) && *c == claimer && err.contains("HTTP 500"))
         .times(1)
         .returning(|_, _, _| Ok(()));
-    let round = publish_pending(&store, &sink, claimer, now, DEFAULT_CLAIM_LEASE, 10).await.unwrap();
+    let round = publish_pending(&store, &sink, claimer, now, DEFAULT_CLAIM_LEASE, 10)
+        .await
+        .unwrap();
     assert_eq!(
         round,
         PublishRound {
@@ -195,7 +223,9 @@ async fn a_zero_limit_does_nothing() {
     let mut store = MockTelemetryStore::new();
     store.expect_claim_unpublished_snapshots().never();
     let sink = MockSnapshotSink::new();
-    let round = publish_pending(&store, &sink, id(1), t0(), DEFAULT_CLAIM_LEASE, 0).await.unwrap();
+    let round = publish_pending(&store, &sink, id(1), t0(), DEFAULT_CLAIM_LEASE, 0)
+        .await
+        .unwrap();
     assert_eq!(round, PublishRound::default());
 }
 
@@ -206,15 +236,27 @@ async fn a_claim_left_by_a_crashed_replica_is_retried_after_its_lease() {
     let snap = next_period(&store, &clock).await;
     let now = t0() + Duration::minutes(30);
     // Replica 1 claims and dies before publishing.
-    let claimed = store.claim_unpublished_snapshots(id(1), now, DEFAULT_CLAIM_LEASE, 10).await.unwrap();
-    assert_eq!(claimed.len(), 1);
-    let sink = RecordingSink::failing(vec![]);
-    let during = publish_pending(&store, &sink, id(2), now + Duration::seconds(30), DEFAULT_CLAIM_LEASE, 10)
+    let claimed = store
+        .claim_unpublished_snapshots(id(1), now, DEFAULT_CLAIM_LEASE, 10)
         .await
         .unwrap();
+    assert_eq!(claimed.len(), 1);
+    let sink = RecordingSink::failing(vec![]);
+    let during = publish_pending(
+        &store,
+        &sink,
+        id(2),
+        now + Duration::seconds(30),
+        DEFAULT_CLAIM_LEASE,
+        10,
+    )
+    .await
+    .unwrap();
     assert_eq!(during, PublishRound::default(), "the lease still holds");
     let after = now + DEFAULT_CLAIM_LEASE;
-    let round = publish_pending(&store, &sink, id(2), after, DEFAULT_CLAIM_LEASE, 10).await.unwrap();
+    let round = publish_pending(&store, &sink, id(2), after, DEFAULT_CLAIM_LEASE, 10)
+        .await
+        .unwrap();
     assert_eq!(round.published, 1);
     assert_eq!(sink.successes(), HashMap::from([(snap.id, 1)]));
     let listed = store.list_snapshots(10).await.unwrap();

@@ -38,7 +38,10 @@ fn totals_are_exact_with_threads_tracking_while_flushes_and_closes_run() {
         for (r, t) in trackers.iter().enumerate() {
             let (store, clock, done) = (&store, &clock, &done);
             s.spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_time()
+                    .build()
+                    .unwrap();
                 let mut round = 0u32;
                 while round < 30 || !done.load(Ordering::Acquire) {
                     round += 1;
@@ -49,9 +52,10 @@ fn totals_are_exact_with_threads_tracking_while_flushes_and_closes_run() {
                         _ => {}
                     }
                     let _ = rt.block_on(t.flush(store));
-                    if r == 0 && round % 4 == 0 {
+                    if r == 0 && round.is_multiple_of(4) {
                         clock.advance(INTERVAL);
-                        rt.block_on(snapshot_step(store, id(1), clock.now(), INTERVAL)).unwrap();
+                        rt.block_on(snapshot_step(store, id(1), clock.now(), INTERVAL))
+                            .unwrap();
                     }
                     std::thread::yield_now();
                 }

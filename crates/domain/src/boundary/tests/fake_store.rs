@@ -110,7 +110,12 @@ impl FakeStore {
 
     /// Every snapshot written, oldest first; the i-th closed period i.
     pub fn snapshots(&self) -> Vec<Snapshot> {
-        self.inner.lock().outbox.iter().map(|o| o.snapshot.clone()).collect()
+        self.inner
+            .lock()
+            .outbox
+            .iter()
+            .map(|o| o.snapshot.clone())
+            .collect()
     }
 
     pub fn last_error(&self, snapshot_id: Uuid) -> Option<String> {

@@ -13,8 +13,8 @@ use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
 use crate::clock::{Clock, ManualClock};
-use crate::telemetry::snapshot::snapshot_step;
 use crate::telemetry::Snapshot;
+use crate::telemetry::snapshot::snapshot_step;
 
 use super::tracker::BoundaryTracker;
 use fake_store::FakeStore;

@@ -205,7 +205,12 @@ async fn run(replicas: usize, ops: Vec<Op>) -> Result<(), TestCaseError> {
     }
     clock.advance(INTERVAL);
     let now = clock.now();
-    prop_assert!(snapshot_step(&store, id(1), now, INTERVAL).await.unwrap().is_some());
+    prop_assert!(
+        snapshot_step(&store, id(1), now, INTERVAL)
+            .await
+            .unwrap()
+            .is_some()
+    );
     model.close(Period::last_ended(now, INTERVAL), None);
 
     // Per period: counts and exact uniques as the model says they landed.

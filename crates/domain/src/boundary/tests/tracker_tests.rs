@@ -240,7 +240,10 @@ async fn usage_tracked_between_the_last_flush_and_a_period_reset_lands_in_the_ne
     let first = next_period(&store, &clock).await;
     t.flush(&store).await.unwrap();
     let second = next_period(&store, &clock).await;
-    assert_eq!((first.usage.allowed_requests, first.usage.unique_workspaces), (2, 1));
+    assert_eq!(
+        (first.usage.allowed_requests, first.usage.unique_workspaces),
+        (2, 1)
+    );
     assert_eq!(
         (
             second.usage.allowed_requests,
