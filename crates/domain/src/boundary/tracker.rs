@@ -151,7 +151,8 @@ impl BoundaryTracker {
     }
 
     /// Everything tracked and not yet acknowledged: the unacknowledged delta
-    /// plus what was tracked since, ids counted once across both.
+    /// plus what was tracked since, ids counted once across both. Copies the
+    /// id sets, so it costs O(distinct ids): for metrics, not for hot paths.
     pub fn pending(&self) -> PendingUsage {
         // State first, then stripes: the order `flush` takes them in.
         let state = self.state.lock();
