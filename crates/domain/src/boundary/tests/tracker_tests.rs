@@ -3,7 +3,6 @@
 //! reset or a failed flush.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
 use parking_lot::Mutex;
@@ -287,93 +286,6 @@ async fn the_resent_delta_is_acknowledged_even_if_nothing_new_was_tracked() {
         TrackerFlush::Flushed(FlushOutcome::Applied)
     );
     assert_eq!(t.flush(&store).await.unwrap(), TrackerFlush::Nothing);
-}
-
-/// A store call that never answers, to cancel a flush mid-way.
-struct Hanging;
-
-#[async_trait]
-impl BoundaryUsageStore for Hanging {
-    async fn flush_boundary_usage(&self, _: &BoundaryDelta) -> Result<FlushOutcome, StoreError> {
-        std::future::pending().await
-    }
-    async fn boundary_usage_summary(&self) -> Result<BoundaryUsageSummary, StoreError> {
-        std::future::pending().await
-    }
-    async fn delete_boundary_usage_by_replica(&self, _: uuid::Uuid) -> Result<u64, StoreError> {
-        std::future::pending().await
-    }
-}
-
-#[tokio::test(start_paused = true)]
-async fn a_cancelled_flush_loses_nothing() {
-    let clock = ManualClock::new(t0());
-    let t = tracker(1, &clock);
-    t.track(id(10), id(1), 3, 0);
-    let cancelled = tokio::time::timeout(std::time::Duration::from_secs(1), t.flush(&Hanging)).await;
-    assert!(cancelled.is_err(), "the flush was cut off");
-    assert_eq!(t.pending().allowed, 3);
-    let store = FakeStore::new();
-    t.flush(&store).await.unwrap();
-    let applied = store.applied();
-    assert_eq!(counts(&applied[0].1), (1, 3, 0));
-}
-
-/// Records overlapping store calls; each call yields to the scheduler.
-struct Overlap {
-    store: FakeStore,
-    busy: AtomicBool,
-    overlapped: AtomicBool,
-}
-
-#[async_trait]
-impl BoundaryUsageStore for Overlap {
-    async fn flush_boundary_usage(&self, delta: &BoundaryDelta) -> Result<FlushOutcome, StoreError> {
-        if self.busy.swap(true, Ordering::SeqCst) {
-            self.overlapped.store(true, Ordering::SeqCst);
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-        let outcome = self.store.flush_boundary_usage(delta).await;
-        self.busy.store(false, Ordering::SeqCst);
-        outcome
-    }
-    async fn boundary_usage_summary(&self) -> Result<BoundaryUsageSummary, StoreError> {
-        self.store.boundary_usage_summary().await
-    }
-    async fn delete_boundary_usage_by_replica(&self, replica_id: uuid::Uuid) -> Result<u64, StoreError> {
-        self.store.delete_boundary_usage_by_replica(replica_id).await
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_flushes_do_not_interleave() {
-    let clock = ManualClock::new(t0());
-    let t = tracker(1, &clock);
-    let store = Arc::new(Overlap {
-        store: FakeStore::new(),
-        busy: AtomicBool::new(false),
-        overlapped: AtomicBool::new(false),
-    });
-    let tasks: Vec<_> = (0..4)
-        .map(|_| {
-            let (t, store) = (t.clone(), store.clone());
-            tokio::spawn(async move {
-                for _ in 0..20 {
-                    t.track(id(10), id(1), 1, 0);
-                    t.flush(&*store).await.unwrap();
-                }
-            })
-        })
-        .collect();
-    for task in tasks {
-        task.await.unwrap();
-    }
-    assert!(!store.overlapped.load(Ordering::SeqCst));
-    let applied = store.store.applied();
-    let seqs: Vec<u64> = applied.iter().map(|(_, d)| d.seq).collect();
-    let expected: Vec<u64> = (1..=seqs.len() as u64).collect();
-    assert_eq!(seqs, expected, "applied in seq order, none skipped");
-    assert_eq!(applied.iter().map(|(_, d)| d.allowed).sum::<u64>(), 80);
 }
 
 #[tokio::test]
