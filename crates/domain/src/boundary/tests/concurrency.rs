@@ -3,8 +3,8 @@
 //! cancelled flush loses nothing.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Barrier};
 
 use async_trait::async_trait;
 
@@ -20,7 +20,7 @@ use crate::telemetry::snapshot::snapshot_step;
 
 const REPLICAS: u128 = 2;
 const THREADS_PER_REPLICA: u128 = 2;
-const CALLS: u128 = 40_000;
+const CALLS: u128 = 150_000;
 
 #[test]
 fn totals_are_exact_with_threads_tracking_while_flushes_and_closes_run() {
@@ -28,13 +28,20 @@ fn totals_are_exact_with_threads_tracking_while_flushes_and_closes_run() {
     let store = FakeStore::new();
     let trackers: Vec<_> = (1..=REPLICAS).map(|r| tracker(r, &clock)).collect();
     let done = AtomicBool::new(false);
+    // Everyone starts together, so flushes overlap the tracking.
+    let start = Barrier::new((REPLICAS * THREADS_PER_REPLICA + REPLICAS) as usize);
 
     std::thread::scope(|s| {
         let mut workers = Vec::new();
         for t in &trackers {
             for thread in 0..THREADS_PER_REPLICA {
+                let start = &start;
                 workers.push(s.spawn(move || {
+                    start.wait();
                     for i in 0..CALLS {
+                        if i.is_multiple_of(1000) {
+                            std::thread::yield_now();
+                        }
                         // Workspaces overlap across threads and replicas.
                         let ws = (i * 7 + thread) % 500;
                         t.track(id(10_000 + ws), id(20_000 + ws % 50), 3, 1);
@@ -43,16 +50,16 @@ fn totals_are_exact_with_threads_tracking_while_flushes_and_closes_run() {
             }
         }
         for (r, t) in trackers.iter().enumerate() {
-            let (store, clock, done) = (&store, &clock, &done);
+            let (store, clock, done, start) = (&store, &clock, &done, &start);
             s.spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_time()
-                    .build()
-                    .unwrap();
+                let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+                start.wait();
                 let mut round = 0u32;
                 while round < 30 || !done.load(Ordering::Acquire) {
                     round += 1;
-                    // Faults hit whichever flush reaches the store next.
+                    // A fault hits whichever flush reaches the store next;
+                    // unconsumed ones are dropped so they do not pile up.
+                    store.clear_faults();
                     match round % 7 {
                         2 => store.fail_next_flush(Fault::FailBefore),
                         5 => store.fail_next_flush(Fault::LostAck),
@@ -92,6 +99,10 @@ fn totals_are_exact_with_threads_tracking_while_flushes_and_closes_run() {
 
     // Uniques per period are those of the deltas that landed in it.
     let applied = store.applied();
+    assert!(
+        applied.len() > trackers.len(),
+        "flushes ran while threads tracked"
+    );
     let mut all = BTreeSet::new();
     for (g, snap) in snapshots.iter().enumerate() {
         let ws: BTreeSet<_> = applied
