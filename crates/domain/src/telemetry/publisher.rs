@@ -25,7 +25,9 @@ pub struct PublishRound {
 /// the claim back so a later round retries it.
 ///
 /// A store error ends the round at once and is returned; snapshots still
-/// claimed by it become free again when their lease expires.
+/// claimed by it become free again when their lease expires. If marking a
+/// delivered snapshot fails it is delivered again later: delivery is at
+/// least once, and the snapshot id lets the receiver drop a repeat.
 pub async fn publish_pending<S: TelemetryStore + ?Sized, K: SnapshotSink + ?Sized>(
     store: &S,
     sink: &K,

@@ -203,3 +203,45 @@ async fn concurrent_flushes_do_not_interleave() {
     assert_eq!(seqs, expected, "applied in seq order, none skipped");
     assert_eq!(applied.iter().map(|(_, d)| d.allowed).sum::<u64>(), 80);
 }
+
+/// Says when a flush reached it, then never answers.
+#[derive(Default)]
+struct Stuck {
+    entered: AtomicBool,
+}
+
+#[async_trait]
+impl BoundaryUsageStore for Stuck {
+    async fn flush_boundary_usage(&self, _: &BoundaryDelta) -> Result<FlushOutcome, StoreError> {
+        self.entered.store(true, Ordering::SeqCst);
+        std::future::pending().await
+    }
+    async fn boundary_usage_summary(&self) -> Result<BoundaryUsageSummary, StoreError> {
+        std::future::pending().await
+    }
+    async fn delete_boundary_usage_by_replica(&self, _: uuid::Uuid) -> Result<u64, StoreError> {
+        std::future::pending().await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn track_and_pending_do_not_wait_for_a_flush_stuck_on_the_store() {
+    let clock = ManualClock::new(t0());
+    let t = tracker(1, &clock);
+    t.track(id(10), id(1), 1, 0);
+    let store = Arc::new(Stuck::default());
+    let stuck = {
+        let (t, store) = (t.clone(), store.clone());
+        tokio::spawn(async move { t.flush(&store).await })
+    };
+    while !store.entered.load(Ordering::SeqCst) {
+        tokio::task::yield_now().await;
+    }
+    t.track(id(11), id(2), 2, 0);
+    assert_eq!(t.pending().allowed, 3);
+    stuck.abort();
+    let store = FakeStore::new();
+    t.flush(&store).await.unwrap();
+    let seqs: Vec<(u64, u64)> = store.applied().iter().map(|(_, d)| (d.seq, d.allowed)).collect();
+    assert_eq!(seqs, vec![(1, 1), (2, 2)], "the stuck delta first, then the rest");
+}
