@@ -28,19 +28,6 @@ const UPSERT: &str = "INSERT INTO workspace_app_stats AS t (user_id, agent_id, s
     WHERE excluded.session_ended_at >= t.session_ended_at AND excluded.requests >= t.requests \
       AND (excluded.session_ended_at, excluded.requests) IS DISTINCT FROM (t.session_ended_at, t.requests)";
 
-/// Which keys of a batch are already stored (1-based positions).
-const EXISTING: &str = "SELECT k.i FROM unnest($1::uuid[], $2::uuid[], $3::uuid[]) WITH ORDINALITY AS k(u, a, s, i) \
-    WHERE EXISTS (SELECT 1 FROM workspace_app_stats t \
-                  WHERE t.user_id = k.u AND t.agent_id = k.a AND t.session_id = k.s)";
-
-/// The same guard as [`UPSERT`] for rows known to exist.
-const GUARDED_UPDATE: &str = "UPDATE workspace_app_stats AS t \
-    SET session_ended_at = i.ended, requests = i.requests \
-    FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::timestamptz[], $5::int8[]) AS i(u, a, s, ended, requests) \
-    WHERE t.user_id = i.u AND t.agent_id = i.a AND t.session_id = i.s \
-      AND i.ended >= t.session_ended_at AND i.requests >= t.requests \
-      AND (i.ended, i.requests) IS DISTINCT FROM (t.session_ended_at, t.requests)";
-
 /// Last-used times move forward only.
 const TOUCH_WORKSPACES: &str = "INSERT INTO workspaces AS w (id, last_used_at) \
     SELECT * FROM unnest($1::uuid[], $2::timestamptz[]) \
@@ -146,8 +133,8 @@ impl AppStatsStore for PgStore {
         }
         if self.write_mode == AppStatsWriteMode::Copy {
             match self.write_once(&prepared, AppStatsWriteMode::Copy).await {
-                // Another writer inserted one of our new keys between the
-                // lookup and the COPY: redo it all with the upsert.
+                // Some row already exists (an update, a replay, or a
+                // concurrent writer): redo the whole write as upserts.
                 Err(e) if is_unique_violation(&e) => {}
                 other => return other.map_err(map_sqlx_error),
             }
@@ -180,8 +167,12 @@ impl PgStore {
 
 async fn upsert_batch(conn: &mut PgConnection, batch: &[Row<'_>]) -> Result<(), sqlx::Error> {
     let n = batch.len();
-    let (mut users, mut agents, mut sessions, mut workspaces) =
-        (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    let (mut users, mut agents, mut sessions, mut workspaces) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
     let (mut methods, mut slugs, mut started, mut ended, mut requests) = (
         Vec::with_capacity(n),
         Vec::with_capacity(n),
@@ -215,58 +206,31 @@ async fn upsert_batch(conn: &mut PgConnection, batch: &[Row<'_>]) -> Result<(), 
     Ok(())
 }
 
+/// Binary COPY of rows assumed new: fails with a unique violation (and
+/// the caller redoes the write as upserts) if one exists.
 async fn copy_batch(conn: &mut PgConnection, batch: &[Row<'_>]) -> Result<(), sqlx::Error> {
-    let users: Vec<Uuid> = batch.iter().map(|r| r.user).collect();
-    let agents: Vec<Uuid> = batch.iter().map(|r| r.agent).collect();
-    let sessions: Vec<Uuid> = batch.iter().map(|r| r.session).collect();
-    let existing: Vec<i64> = sqlx::query_scalar(EXISTING)
-        .bind(&users)
-        .bind(&agents)
-        .bind(&sessions)
-        .fetch_all(&mut *conn)
+    let mut buf = CopyBuf::with_capacity(batch.len() * 160);
+    for r in batch {
+        buf.tuple(9)
+            .uuid(r.user)
+            .uuid(r.agent)
+            .uuid(r.session)
+            .uuid(r.workspace)
+            .text(r.method)
+            .text(r.slug)
+            .timestamptz(r.started)
+            .timestamptz(r.ended)
+            .int8(r.requests);
+    }
+    let mut copy = conn
+        .copy_in_raw(&format!(
+            "COPY workspace_app_stats ({COLUMNS}) FROM STDIN (FORMAT binary)"
+        ))
         .await?;
-
-    let mut is_new = vec![true; batch.len()];
-    for i in &existing {
-        if let Some(flag) = usize::try_from(*i - 1).ok().and_then(|i| is_new.get_mut(i)) {
-            *flag = false;
-        }
+    if let Err(e) = copy.send(buf.finish()).await {
+        let _ = copy.abort("send failed").await;
+        return Err(e);
     }
-
-    if !existing.is_empty() {
-        let old = || batch.iter().zip(&is_new).filter(|(_, new)| !**new).map(|(r, _)| r);
-        sqlx::query(GUARDED_UPDATE)
-            .bind(old().map(|r| r.user).collect::<Vec<_>>())
-            .bind(old().map(|r| r.agent).collect::<Vec<_>>())
-            .bind(old().map(|r| r.session).collect::<Vec<_>>())
-            .bind(old().map(|r| r.ended).collect::<Vec<_>>())
-            .bind(old().map(|r| r.requests).collect::<Vec<_>>())
-            .execute(&mut *conn)
-            .await?;
-    }
-
-    if existing.len() < batch.len() {
-        let mut buf = CopyBuf::with_capacity(batch.len() * 160);
-        for r in batch.iter().zip(&is_new).filter(|(_, new)| **new).map(|(r, _)| r) {
-            buf.tuple(9)
-                .uuid(r.user)
-                .uuid(r.agent)
-                .uuid(r.session)
-                .uuid(r.workspace)
-                .text(r.method)
-                .text(r.slug)
-                .timestamptz(r.started)
-                .timestamptz(r.ended)
-                .int8(r.requests);
-        }
-        let mut copy = conn
-            .copy_in_raw(&format!("COPY workspace_app_stats ({COLUMNS}) FROM STDIN (FORMAT binary)"))
-            .await?;
-        if let Err(e) = copy.send(buf.finish()).await {
-            let _ = copy.abort("send failed").await;
-            return Err(e);
-        }
-        copy.finish().await?;
-    }
+    copy.finish().await?;
     Ok(())
 }

@@ -53,7 +53,10 @@ fn sorted_ids(ids: &[Uuid]) -> Vec<Uuid> {
 }
 
 pub(crate) async fn summary(conn: &mut PgConnection) -> Result<BoundaryUsageSummary, StoreError> {
-    let row = sqlx::query(SUMMARY).fetch_one(conn).await.map_err(map_sqlx_error)?;
+    let row = sqlx::query(SUMMARY)
+        .fetch_one(conn)
+        .await
+        .map_err(map_sqlx_error)?;
     let get = |name: &str| -> Result<i64, StoreError> { row.try_get(name).map_err(map_sqlx_error) };
     Ok(BoundaryUsageSummary {
         unique_workspaces: to_u64(get("unique_workspaces")?, "unique_workspaces")?,
@@ -112,11 +115,13 @@ impl BoundaryUsageStore for PgStore {
             .map_err(map_sqlx_error)?;
         }
         if !users.is_empty() {
-            sqlx::query("INSERT INTO boundary_usage_users (user_id) SELECT unnest($1::uuid[]) ON CONFLICT DO NOTHING")
-                .bind(&users)
-                .execute(&mut *tx)
-                .await
-                .map_err(map_sqlx_error)?;
+            sqlx::query(
+                "INSERT INTO boundary_usage_users (user_id) SELECT unnest($1::uuid[]) ON CONFLICT DO NOTHING",
+            )
+            .bind(&users)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_sqlx_error)?;
         }
         tx.commit().await.map_err(map_sqlx_error)?;
         Ok(FlushOutcome::Applied)

@@ -29,9 +29,10 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 /// BENCHMARKS.md for why [`AppStatsWriteMode::Copy`] is the default.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum AppStatsWriteMode {
-    /// Per batch: look up which keys exist, guarded `UPDATE` of those, binary
-    /// `COPY` of the new ones. If another writer inserts one of the new keys
-    /// first, the whole write is redone with [`AppStatsWriteMode::Upsert`].
+    /// Optimistic: each batch is one binary `COPY`, as if every row were new.
+    /// If any row already exists (an update, a replay, a concurrent writer),
+    /// the unique key refuses it and the whole write is redone, in a new
+    /// transaction, with [`AppStatsWriteMode::Upsert`].
     #[default]
     Copy,
     /// Per batch: one `INSERT ... SELECT FROM unnest(...) ON CONFLICT DO

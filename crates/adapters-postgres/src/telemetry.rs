@@ -62,12 +62,14 @@ impl TelemetryStore for PgStore {
             .execute(&mut *tx)
             .await
             .map_err(map_sqlx_error)?;
-        let taken = sqlx::query("SELECT 1 FROM telemetry_locks WHERE event_type = $1 AND period_ending_at >= $2 LIMIT 1")
-            .bind(&close.event_type)
-            .bind(end)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(map_sqlx_error)?;
+        let taken = sqlx::query(
+            "SELECT 1 FROM telemetry_locks WHERE event_type = $1 AND period_ending_at >= $2 LIMIT 1",
+        )
+        .bind(&close.event_type)
+        .bind(end)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(map_sqlx_error)?;
         if taken.is_some() {
             return Ok(PeriodCloseOutcome::AlreadyClosed);
         }
@@ -158,8 +160,11 @@ impl TelemetryStore for PgStore {
         .fetch_all(self.pool())
         .await
         .map_err(map_sqlx_error)?;
-        let mut snapshots = rows.iter().map(snapshot_from_row).collect::<Result<Vec<_>, _>>()?;
-        snapshots.sort_by(|a, b| (a.period_end, a.id).cmp(&(b.period_end, b.id)));
+        let mut snapshots = rows
+            .iter()
+            .map(snapshot_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        snapshots.sort_by_key(|s| (s.period_end, s.id));
         Ok(snapshots)
     }
 
@@ -182,7 +187,12 @@ impl TelemetryStore for PgStore {
         Ok(())
     }
 
-    async fn release_snapshot_claim(&self, snapshot_id: Uuid, claimer: Uuid, error: &str) -> Result<(), StoreError> {
+    async fn release_snapshot_claim(
+        &self,
+        snapshot_id: Uuid,
+        claimer: Uuid,
+        error: &str,
+    ) -> Result<(), StoreError> {
         sqlx::query(
             "UPDATE telemetry_snapshots \
              SET claimed_by = NULL, claimed_until = NULL, publish_attempts = publish_attempts + 1, last_error = $3 \

@@ -27,7 +27,12 @@ pub(crate) fn to_u64(v: i64, what: &str) -> Result<u64, StoreError> {
 
 /// A count for a `bigint` column.
 pub(crate) fn to_i64(v: u64, what: &str) -> Result<i64, StoreError> {
-    i64::try_from(v).map_err(|_| StoreError::Invalid(format!("{what} {v} is larger than the store's maximum {}", i64::MAX)))
+    i64::try_from(v).map_err(|_| {
+        StoreError::Invalid(format!(
+            "{what} {v} is larger than the store's maximum {}",
+            i64::MAX
+        ))
+    })
 }
 
 /// A row limit for SQL `LIMIT`.

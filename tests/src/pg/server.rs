@@ -65,7 +65,10 @@ fn find_bin_dir() -> Result<PathBuf, String> {
         return if has_both(&dir) {
             Ok(dir)
         } else {
-            Err(format!("TALLY_TEST_PG_BIN={} holds no initdb and postgres", dir.display()))
+            Err(format!(
+                "TALLY_TEST_PG_BIN={} holds no initdb and postgres",
+                dir.display()
+            ))
         };
     }
     let mut candidates: Vec<PathBuf> = std::env::var_os("PATH")
@@ -95,10 +98,7 @@ fn find_bin_dir() -> Result<PathBuf, String> {
 /// The unprivileged account to run the server as when we are root
 /// (initdb and postgres refuse to run as root).
 fn server_account() -> Result<Option<(String, u32, u32)>, String> {
-    if fs::metadata("/proc/self")
-        .map(|m| m.uid() != 0)
-        .unwrap_or(true)
-    {
+    if fs::metadata("/proc/self").map(|m| m.uid() != 0).unwrap_or(true) {
         return Ok(None);
     }
     for user in ["postgres", "nobody"] {
@@ -113,7 +113,10 @@ fn server_account() -> Result<Option<(String, u32, u32)>, String> {
             return Ok(Some((user.to_owned(), uid, gid)));
         }
     }
-    Err("running as root and neither a `postgres` nor a `nobody` account exists to run the test server as".into())
+    Err(
+        "running as root and neither a `postgres` nor a `nobody` account exists to run the test server as"
+            .into(),
+    )
 }
 
 fn free_port() -> Result<u16, String> {
@@ -141,8 +144,12 @@ fn start_once(bin: &Path) -> Result<Cluster, String> {
     let data = dir.join("data");
     let log = dir.join("server.log");
     if let Some((_, uid, gid)) = &account {
-        std::os::unix::fs::chown(&dir, Some(*uid), Some(*gid))
-            .map_err(|e| cleanup(format!("cannot hand {} to the server account: {e}", dir.display())))?;
+        std::os::unix::fs::chown(&dir, Some(*uid), Some(*gid)).map_err(|e| {
+            cleanup(format!(
+                "cannot hand {} to the server account: {e}",
+                dir.display()
+            ))
+        })?;
     }
     // As root, run the server binaries through setpriv (it execs, so the
     // pid we signal is the server's own).
@@ -164,7 +171,17 @@ fn start_once(bin: &Path) -> Result<Cluster, String> {
     let out = as_account(&bin.join("initdb"))
         .arg("-D")
         .arg(&data)
-        .args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync", "--no-instructions"])
+        .args([
+            "-U",
+            "postgres",
+            "-A",
+            "trust",
+            "-E",
+            "UTF8",
+            "--locale=C",
+            "--no-sync",
+            "--no-instructions",
+        ])
         .env("TZ", "UTC")
         .stdin(Stdio::null())
         .output()
@@ -235,12 +252,16 @@ kill -0 {parent} 2>/dev/null || rm -rf {dir}
         }
         if let Ok(Some(status)) = watchdog.try_wait() {
             let text = fs::read_to_string(&log).unwrap_or_default();
-            return Err(cleanup(format!("the test server exited ({status}) while starting; its log:\n{text}")));
+            return Err(cleanup(format!(
+                "the test server exited ({status}) while starting; its log:\n{text}"
+            )));
         }
         if Instant::now() > deadline {
             // The watchdog stays and stops the server when this process exits.
             let text = fs::read_to_string(&log).unwrap_or_default();
-            return Err(format!("the test server was not ready after 60 s; its log:\n{text}"));
+            return Err(format!(
+                "the test server was not ready after 60 s; its log:\n{text}"
+            ));
         }
         std::thread::sleep(Duration::from_millis(50));
     }

@@ -41,7 +41,10 @@ async fn rows_are_stored_at_microsecond_precision() {
         let mut r = session(id(1), id(2), "code-server", 0, 30, 4);
         r.session_started_at += Duration::nanoseconds(1_234_567);
         r.session_ended_at = Some(r.session_started_at + Duration::nanoseconds(999));
-        f.store.write_app_stats(&write(vec![r.clone()], 10)).await.unwrap();
+        f.store
+            .write_app_stats(&write(vec![r.clone()], 10))
+            .await
+            .unwrap();
         let got = rows(&f.store).await;
         let mut want = r.clone();
         want.session_started_at = T0 + Duration::microseconds(1_234);
@@ -55,7 +58,10 @@ async fn the_upsert_is_guarded_and_keeps_other_columns() {
     for mode in MODES {
         let f = fixture_with(mode).await;
         let first = session(id(1), id(2), "app", 0, 60, 10);
-        f.store.write_app_stats(&write(vec![first.clone()], 10)).await.unwrap();
+        f.store
+            .write_app_stats(&write(vec![first.clone()], 10))
+            .await
+            .unwrap();
 
         // Later and larger: replaces end and requests, keeps the rest.
         let mut later = first.clone();
@@ -65,7 +71,11 @@ async fn the_upsert_is_guarded_and_keeps_other_columns() {
         later.workspace_id = id(99);
         f.store.write_app_stats(&write(vec![later], 10)).await.unwrap();
         let got = rows(&f.store).await;
-        assert_eq!(got[0].session_ended_at, Some(T0 + Duration::seconds(90)), "{mode:?}");
+        assert_eq!(
+            got[0].session_ended_at,
+            Some(T0 + Duration::seconds(90)),
+            "{mode:?}"
+        );
         assert_eq!(got[0].requests, 12);
         assert_eq!(got[0].slug_or_port, "app");
         assert_eq!(got[0].workspace_id, id(2));
@@ -77,7 +87,11 @@ async fn the_upsert_is_guarded_and_keeps_other_columns() {
             stale.requests = requests;
             f.store.write_app_stats(&write(vec![stale], 10)).await.unwrap();
             let got = rows(&f.store).await;
-            assert_eq!(got[0].session_ended_at, Some(T0 + Duration::seconds(90)), "{mode:?}");
+            assert_eq!(
+                got[0].session_ended_at,
+                Some(T0 + Duration::seconds(90)),
+                "{mode:?}"
+            );
             assert_eq!(got[0].requests, 12);
         }
     }
@@ -123,7 +137,11 @@ async fn last_used_never_moves_backwards() {
         assert_eq!(f.store.workspace_last_used(ws).await.unwrap(), None);
         f.store.write_app_stats(&only(at(100))).await.unwrap();
         f.store.write_app_stats(&only(at(50))).await.unwrap();
-        assert_eq!(f.store.workspace_last_used(ws).await.unwrap(), Some(at(100)), "{mode:?}");
+        assert_eq!(
+            f.store.workspace_last_used(ws).await.unwrap(),
+            Some(at(100)),
+            "{mode:?}"
+        );
         // The same workspace twice in one write: the later time wins.
         let w = AppStatsWrite {
             rows: vec![],
@@ -150,16 +168,24 @@ async fn invalid_writes_are_refused_whole() {
         long_slug.slug_or_port = "x".repeat(1025);
         let cases = [
             (write(vec![good.clone(), open], 1), "session_ended_at is not set"),
-            (write(vec![good.clone(), inverted], 1), "before session_started_at"),
+            (
+                write(vec![good.clone(), inverted], 1),
+                "before session_started_at",
+            ),
             (write(vec![good.clone(), huge], 1), "requests"),
-            (write(vec![good.clone(), good.clone()], 1), "same (user, agent, session)"),
+            (
+                write(vec![good.clone(), good.clone()], 1),
+                "same (user, agent, session)",
+            ),
             (write(vec![good.clone()], 0), "batch_size"),
             // Caught by the table's constraint, not by the adapter.
             (write(vec![good.clone(), long_slug], 1), "slug_or_port"),
         ];
         for (w, needle) in cases {
             match f.store.write_app_stats(&w).await {
-                Err(StoreError::Invalid(msg)) => assert!(msg.contains(needle), "{mode:?}: {msg:?} names {needle:?}"),
+                Err(StoreError::Invalid(msg)) => {
+                    assert!(msg.contains(needle), "{mode:?}: {msg:?} names {needle:?}")
+                }
                 other => panic!("{mode:?}: expected Invalid naming {needle:?}, got {other:?}"),
             }
             assert!(rows(&f.store).await.is_empty(), "{mode:?}: nothing written");
@@ -174,7 +200,9 @@ async fn invalid_writes_are_refused_whole() {
 async fn concurrent_writers_of_the_same_new_rows_all_succeed() {
     for mode in MODES {
         let f = fixture_with(mode).await;
-        let base: Vec<StatsReport> = (0..300).map(|i| session(id(i), id(5000 + i % 7), "app", 0, 10, 0)).collect();
+        let base: Vec<StatsReport> = (0..300)
+            .map(|i| session(id(i), id(5000 + i % 7), "app", 0, 10, 0))
+            .collect();
         let store = Arc::new(f.store.clone());
         let tasks: Vec<_> = (0..6u64)
             .map(|k| {
@@ -194,7 +222,10 @@ async fn concurrent_writers_of_the_same_new_rows_all_succeed() {
         }
         let got = rows(&f.store).await;
         assert_eq!(got.len(), 300);
-        assert!(got.iter().all(|r| r.requests == 50), "{mode:?}: the largest count wins");
+        assert!(
+            got.iter().all(|r| r.requests == 50),
+            "{mode:?}: the largest count wins"
+        );
     }
 }
 
@@ -214,7 +245,11 @@ async fn errors_of_a_closed_pool_are_retryable() {
 
 #[tokio::test]
 async fn an_unreachable_server_is_retryable() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let opts = tally_adapters_postgres::PgStoreOptions {
         acquire_timeout: std::time::Duration::from_secs(2),
         ..Default::default()

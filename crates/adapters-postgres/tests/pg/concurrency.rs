@@ -23,7 +23,10 @@ async fn flushes_land_wholly_in_one_period() {
                 for seq in 1..=FLUSHES {
                     let ws = 1_000_000 + r * 10_000 + u128::from(seq);
                     let d = delta(id(r), seq, 1, 0, &[ws], &[r], 0);
-                    assert_eq!(store.flush_boundary_usage(&d).await.unwrap(), FlushOutcome::Applied);
+                    assert_eq!(
+                        store.flush_boundary_usage(&d).await.unwrap(),
+                        FlushOutcome::Applied
+                    );
                 }
             })
         })
@@ -52,7 +55,11 @@ async fn flushes_land_wholly_in_one_period() {
     let ends: HashSet<_> = snaps.iter().map(|s| s.period_end).collect();
     assert_eq!(ends.len(), 41, "one snapshot per period");
     let total: u64 = snaps.iter().map(|s| s.usage.allowed_requests).sum();
-    assert_eq!(total, REPLICAS as u64 * FLUSHES, "every flush counted exactly once");
+    assert_eq!(
+        total,
+        REPLICAS as u64 * FLUSHES,
+        "every flush counted exactly once"
+    );
     for s in &snaps {
         assert_eq!(s.usage.unique_workspaces, s.usage.allowed_requests, "{s:?}");
         assert_eq!(s.usage.unique_users, s.usage.replicas, "{s:?}");

@@ -9,12 +9,12 @@ async fn app_usage_counts_overlapping_sessions_clipped_to_the_range() {
     let f = fixture().await;
     let s = &f.store;
     let mut rows = vec![
-        session(id(1), id(10), "code", 0, 600, 5),     // [0, 600]
-        session(id(1), id(10), "code", 100, 100, 1),   // same user again
-        session(id(2), id(11), "code", -300, 400, 2),  // starts before the range
+        session(id(1), id(10), "code", 0, 600, 5),      // [0, 600]
+        session(id(1), id(10), "code", 100, 100, 1),    // same user again
+        session(id(2), id(11), "code", -300, 400, 2),   // starts before the range
         session(id(3), id(12), "jupyter", 500, 900, 7), // ends after the range
-        session(id(4), id(13), "late", 1000, 10, 9),   // starts at `to`: out
-        session(id(5), id(14), "early", -100, 100, 9), // ends at `from`: in, 0 s
+        session(id(4), id(13), "late", 1000, 10, 9),    // starts at `to`: out
+        session(id(5), id(14), "early", -100, 100, 9),  // ends at `from`: in, 0 s
     ];
     rows[3].access_method = AccessMethod::Subdomain;
     s.write_app_stats(&AppStatsWrite {

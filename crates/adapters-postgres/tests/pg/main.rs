@@ -40,7 +40,14 @@ pub const MODES: [AppStatsWriteMode; 2] = [AppStatsWriteMode::Copy, AppStatsWrit
 pub const T0: OffsetDateTime = datetime!(2026-11-25 10:00 UTC);
 
 /// A closed session of `secs` seconds starting `start_secs` after [`T0`].
-pub fn session(user: Uuid, workspace: Uuid, slug: &str, start_secs: i64, secs: i64, requests: u64) -> StatsReport {
+pub fn session(
+    user: Uuid,
+    workspace: Uuid,
+    slug: &str,
+    start_secs: i64,
+    secs: i64,
+    requests: u64,
+) -> StatsReport {
     let start = T0 + Duration::seconds(start_secs);
     StatsReport {
         user_id: user,

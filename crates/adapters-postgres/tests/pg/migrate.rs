@@ -45,5 +45,8 @@ async fn the_schema_rejects_impossible_rows() {
             "{mapped:?}"
         );
     }
-    sqlx::query(&insert("terminal", 0, "0 s")).execute(store.pool()).await.unwrap();
+    sqlx::query(&insert("terminal", 0, "0 s"))
+        .execute(store.pool())
+        .await
+        .unwrap();
 }
