@@ -21,7 +21,7 @@ use rand::{Rng, SeedableRng};
 use sqlx::{Connection, PgConnection};
 use tally_adapters_postgres::{AppStatsWriteMode, PgStore, PgStoreOptions};
 use tally_domain::boundary::BoundaryDelta;
-use tally_domain::ports::{AppStatsStore, AppStatsWrite, BoundaryUsageStore, TelemetryStore};
+use tally_domain::ports::{AppStatsStore, AppStatsWrite, BoundaryUsageStore, InsightsStore, TelemetryStore, TimeRange};
 use tally_domain::telemetry::{BOUNDARY_USAGE_EVENT, Period, PeriodClose, PeriodCloseOutcome};
 use tally_domain::{AccessMethod, StatsReport};
 use tally_tests::pg::fresh_database;
@@ -172,6 +172,34 @@ fn rate(rows: usize, d: Duration) -> f64 {
     rows as f64 / d.as_secs_f64()
 }
 
+/// The read side over the written table: app usage of one hour and of the
+/// whole day, and one page of rows.
+async fn insights_queries(store: &PgStore) -> Vec<(&'static str, Duration)> {
+    sqlx::query("ANALYZE workspace_app_stats").execute(store.pool()).await.unwrap();
+    let hour = TimeRange::new(T0 + time::Duration::hours(12), T0 + time::Duration::hours(13)).unwrap();
+    let day = TimeRange::new(T0, T0 + time::Duration::days(1)).unwrap();
+    let mut out = vec![];
+    for (what, range, page) in [
+        ("app_usage, 1 hour", hour, false),
+        ("app_usage, whole day", day, false),
+        ("app_stats, 1 hour, first 1000 rows", hour, true),
+    ] {
+        let mut times = vec![];
+        for _ in 0..5 {
+            let t = Instant::now();
+            if page {
+                assert_eq!(store.app_stats(range, 1000).await.unwrap().len(), 1000);
+            } else {
+                assert_eq!(store.app_usage(range).await.unwrap().len(), 10);
+            }
+            times.push(t.elapsed());
+        }
+        times.sort();
+        out.push((what, times[2]));
+    }
+    out
+}
+
 async fn period_switch() -> Vec<Duration> {
     let mut times = Vec::new();
     for round in 0..5u64 {
@@ -238,6 +266,7 @@ async fn main() {
     }
 
     let mut table = vec![];
+    let mut insights = vec![];
     let copy_before = copy_limit(&rows).await;
     eprintln!("COPY limit: {:.0} rows/s", rate(n, copy_before));
     for mode in [AppStatsWriteMode::Copy, AppStatsWriteMode::Upsert] {
@@ -263,6 +292,9 @@ async fn main() {
                 eprintln!("{mode:?} batch {batch} {phase}: {:.0} rows/s", rate(n, d));
                 table.push((format!("{mode:?}"), batch, phase, d));
             }
+            if insights.is_empty() {
+                insights = insights_queries(&store).await;
+            }
         }
     }
     let copy_after = copy_limit(&rows).await;
@@ -284,6 +316,10 @@ async fn main() {
             rate(n, *d),
             copy.as_secs_f64() / d.as_secs_f64()
         );
+    }
+    println!("\ninsights over the table of {} rows (after ANALYZE), median of 5:", 2 * n - n / 10);
+    for (what, d) in &insights {
+        println!("- {what}: {:.1} ms", d.as_secs_f64() * 1e3);
     }
     let mut switch = period_switch().await;
     switch.sort();

@@ -35,6 +35,8 @@ const TOUCH_WORKSPACES: &str = "INSERT INTO workspaces AS w (id, last_used_at) \
 
 /// A validated row in column form.
 struct Row<'a> {
+    /// Position in the caller's list, for error messages.
+    index: usize,
     user: Uuid,
     agent: Uuid,
     session: Uuid,
@@ -65,7 +67,6 @@ impl<'a> Prepared<'a> {
             return Err(invalid("batch_size must be positive, got 0".into()));
         }
         let mut rows = Vec::with_capacity(write.rows.len());
-        let mut seen = HashMap::with_capacity(write.rows.len());
         for (i, r) in write.rows.iter().enumerate() {
             let Some(ended) = r.session_ended_at else {
                 return Err(invalid(format!(
@@ -87,13 +88,8 @@ impl<'a> Prepared<'a> {
                     i64::MAX
                 ))
             })?;
-            if let Some(first) = seen.insert(r.row_key(), i) {
-                return Err(invalid(format!(
-                    "rows {first} and {i} have the same (user, agent, session) = ({}, {}, {}); merge them before writing",
-                    r.user_id, r.agent_id, r.session_id
-                )));
-            }
             rows.push(Row {
+                index: i,
                 user: r.user_id,
                 agent: r.agent_id,
                 session: r.session_id,
@@ -104,6 +100,20 @@ impl<'a> Prepared<'a> {
                 ended: floor_micros(ended),
                 requests,
             });
+        }
+        // Key order: concurrent writers then take row locks in the same order
+        // (no deadlocks between them), index inserts have better locality,
+        // and duplicates are neighbours.
+        rows.sort_unstable_by_key(|r| (r.user, r.agent, r.session));
+        if let Some(w) = rows
+            .windows(2)
+            .find(|w| (w[0].user, w[0].agent, w[0].session) == (w[1].user, w[1].agent, w[1].session))
+        {
+            let (a, b) = (w[0].index.min(w[1].index), w[0].index.max(w[1].index));
+            return Err(invalid(format!(
+                "rows {a} and {b} have the same (user, agent, session) = ({}, {}, {}); merge them before writing",
+                w[0].user, w[0].agent, w[0].session
+            )));
         }
         // One entry per workspace (the latest time), in key order so
         // concurrent writers lock workspace rows in the same order.

@@ -83,7 +83,7 @@ fn find_bin_dir() -> Result<PathBuf, String> {
             Some((v, e.path().join("bin")))
         })
         .collect();
-    versioned.sort_by(|a, b| b.0.cmp(&a.0));
+    versioned.sort_by_key(|(v, _)| std::cmp::Reverse(*v));
     candidates.extend(versioned.into_iter().map(|(_, p)| p));
     candidates
         .into_iter()
