@@ -66,7 +66,7 @@ fn find_bin_dir() -> Result<PathBuf, String> {
             Ok(dir)
         } else {
             Err(format!(
-                "TALLY_TEST_PG_BIN={} holds no initdb and postgres",
+                "TALLY_TEST_PG_BIN={} holds no initdb and postgres: {INSTALL_HINT}",
                 dir.display()
             ))
         };
