@@ -8,8 +8,8 @@ CREATE TABLE workspaces (
 
 -- One row per app session (or per rolled-up minute of short sessions).
 -- The key is the (user, agent, session) the upsert is guarded on; there is no
--- surrogate id and no foreign key, so a row costs one heap tuple and two
--- index entries. fillfactor leaves room for HOT updates of open sessions'
+-- surrogate id and no foreign key, so a row costs one heap tuple and one
+-- btree entry. fillfactor leaves room for HOT updates of open sessions'
 -- request counts.
 CREATE TABLE workspace_app_stats (
     user_id uuid NOT NULL,
@@ -29,9 +29,14 @@ CREATE TABLE workspace_app_stats (
     CONSTRAINT workspace_app_stats_session_check CHECK (session_ended_at >= session_started_at)
 ) WITH (fillfactor = 90);
 
--- Insights ask for sessions overlapping [from, to): ended_at >= from is the
--- selective bound for the recent ranges operators look at.
-CREATE INDEX workspace_app_stats_session_ended_at_idx ON workspace_app_stats (session_ended_at);
+-- Insights ask for sessions overlapping [from, to): started_at < to AND
+-- ended_at >= from. Neither bound alone is selective (a btree on either
+-- column reads everything before `to` or after `from`), but rows arrive in
+-- time order, so a BRIN index on both columns keeps only the page ranges
+-- near the window, and costs next to nothing on insert (new pages are
+-- summarized later: autosummarize has autovacuum do it as ranges fill).
+CREATE INDEX workspace_app_stats_time_brin ON workspace_app_stats
+    USING brin (session_started_at, session_ended_at) WITH (pages_per_range = 32, autosummarize = on);
 
 -- Boundary usage of the current period, one row per replica. last_seq
 -- survives period resets so a retried delta is never applied twice.
