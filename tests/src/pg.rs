@@ -198,6 +198,48 @@ mod tests {
         assert_eq!(redact("postgres://u:p@h/x"), "postgres://u:***@h/x");
     }
 
+    /// Runs this test binary again as a child that starts a cluster and
+    /// exits; the server must be gone and its directory removed soon after.
+    #[test]
+    fn the_server_stops_when_the_test_process_exits() {
+        const CHILD: &str = "TALLY_PG_HARNESS_CHILD";
+        if std::env::var_os(CHILD).is_some() {
+            let c = Cluster::start().unwrap();
+            println!("CLUSTER {} {}", c.port, c.dir.display());
+            return;
+        }
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "pg::tests::the_server_stops_when_the_test_process_exits",
+                "--nocapture",
+            ])
+            .env(CHILD, "1")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let line = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("CLUSTER "))
+            .unwrap_or_else(|| panic!("the child started no cluster: {stdout}"));
+        let (port, dir) = line.split_once(' ').unwrap();
+        let port: u16 = port.parse().unwrap();
+        let dir = std::path::PathBuf::from(dir);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let listening = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
+            if !listening && !dir.exists() {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "server on port {port} still up or {} still there",
+                dir.display()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
     #[tokio::test]
     async fn fresh_databases_are_distinct_and_dropped() {
         let a = fresh_database().await;

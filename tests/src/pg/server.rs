@@ -34,6 +34,8 @@ const TEST_SETTINGS: &[(&str, &str)] = &[
 #[derive(Debug)]
 pub(super) struct Cluster {
     pub port: u16,
+    /// Holds the data directory, socket and log.
+    pub dir: PathBuf,
     _watchdog: Child,
 }
 
@@ -247,6 +249,7 @@ kill -0 {parent} 2>/dev/null || rm -rf {dir}
         if pidfile.lines().nth(7).map(str::trim) == Some("ready") {
             return Ok(Cluster {
                 port,
+                dir: dir.clone(),
                 _watchdog: watchdog,
             });
         }
