@@ -34,7 +34,8 @@ const TEST_SETTINGS: &[(&str, &str)] = &[
 #[derive(Debug)]
 pub(super) struct Cluster {
     pub port: u16,
-    /// Holds the data directory, socket and log.
+    /// Holds the data directory, socket and log (read by the harness's test).
+    #[cfg_attr(not(test), allow(dead_code))]
     pub dir: PathBuf,
     _watchdog: Child,
 }
