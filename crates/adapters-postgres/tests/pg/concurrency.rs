@@ -65,3 +65,26 @@ async fn flushes_land_wholly_in_one_period() {
         assert_eq!(s.usage.unique_users, s.usage.replicas, "{s:?}");
     }
 }
+
+/// Replicas racing to close the same period: exactly one wins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_replica_closes_a_period() {
+    let f = fixture().await;
+    f.store
+        .flush_boundary_usage(&delta(id(1), 1, 10, 2, &[1, 2], &[3], 0))
+        .await
+        .unwrap();
+    let racers: Vec<_> = (0..8)
+        .map(|_| {
+            let store = f.store.clone();
+            tokio::spawn(async move { close(&store, 0).await })
+        })
+        .collect();
+    let mut won = vec![];
+    for r in racers {
+        won.extend(r.await.unwrap());
+    }
+    assert_eq!(won.len(), 1, "one snapshot for the period");
+    assert_eq!(won[0].usage.allowed_requests, 10);
+    assert_eq!(f.store.list_snapshots(10).await.unwrap(), won);
+}
