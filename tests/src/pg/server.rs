@@ -135,9 +135,15 @@ fn shell_quote(p: &Path) -> String {
 
 fn start_once(bin: &Path) -> Result<Cluster, String> {
     let account = server_account()?;
+    // /tmp rather than TMPDIR: the server account must be able to reach the
+    // directory, and the socket path must stay under ~100 bytes.
+    let parent = match Path::new("/tmp") {
+        p if p.is_dir() => p.to_path_buf(),
+        _ => std::env::temp_dir(),
+    };
     let dir = tempfile::Builder::new()
         .prefix("tally-pg-")
-        .tempdir()
+        .tempdir_in(parent)
         .map_err(|e| format!("cannot create a temporary directory for the test server: {e}"))?
         .keep();
     let cleanup = |msg: String| {
