@@ -259,3 +259,60 @@ async fn an_unreachable_server_is_retryable() {
         .unwrap_err();
     assert!(err.is_retryable(), "{err:?}");
 }
+
+#[tokio::test]
+async fn a_write_mixing_new_and_stored_rows_applies_both() {
+    for mode in MODES {
+        let f = fixture_with(mode).await;
+        let stored: Vec<StatsReport> = (0..50)
+            .map(|i| session(id(i), id(900), "app", 0, 10, 5))
+            .collect();
+        f.store.write_app_stats(&write(stored.clone(), 16)).await.unwrap();
+        let mut next: Vec<StatsReport> = stored
+            .iter()
+            .map(|r| StatsReport {
+                requests: 6,
+                ..r.clone()
+            })
+            .collect();
+        next.extend((50..120).map(|i| session(id(i), id(901), "app", 0, 10, 1)));
+        f.store.write_app_stats(&write(next, 16)).await.unwrap();
+        let got = rows(&f.store).await;
+        assert_eq!(got.len(), 120, "{mode:?}");
+        assert_eq!(
+            got.iter().filter(|r| r.requests == 6).count(),
+            50,
+            "{mode:?}: updates applied"
+        );
+        assert_eq!(
+            got.iter().filter(|r| r.requests == 1).count(),
+            70,
+            "{mode:?}: new rows inserted"
+        );
+    }
+}
+
+/// A server that drops the store's connections: calls fail retryably at
+/// worst, and the pool recovers.
+#[tokio::test]
+async fn lost_connections_are_retryable_and_recovered() {
+    let f = fixture_with(AppStatsWriteMode::Copy).await;
+    assert_eq!(f.store.workspace_last_used(id(1)).await.unwrap(), None);
+    let admin = sqlx::PgPool::connect(f.db.admin_url()).await.unwrap();
+    let killed: Vec<bool> =
+        sqlx::query_scalar("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1")
+            .bind(&f.db.name)
+            .fetch_all(&admin)
+            .await
+            .unwrap();
+    assert!(!killed.is_empty(), "the store had a connection");
+    let w = write(vec![session(id(1), id(2), "a", 0, 1, 1)], 1);
+    match f.store.write_app_stats(&w).await {
+        Ok(()) => {}
+        Err(e) => {
+            assert!(e.is_retryable(), "{e:?}");
+            f.store.write_app_stats(&w).await.expect("the retry goes through");
+        }
+    }
+    assert!(f.store.workspace_last_used(id(2)).await.unwrap().is_some());
+}
