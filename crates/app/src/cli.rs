@@ -181,7 +181,11 @@ pub fn byte_size(s: &str) -> Result<usize, String> {
         "mib" => 1 << 20,
         "g" | "gb" => 1000 * 1000 * 1000,
         "gib" => 1 << 30,
-        other => return Err(format!("unknown size unit {other:?} (expected B, KiB, MiB, GiB, KB, MB, GB)")),
+        other => {
+            return Err(format!(
+                "unknown size unit {other:?} (expected B, KiB, MiB, GiB, KB, MB, GB)"
+            ));
+        }
     };
     let bytes = n.checked_mul(mult).ok_or_else(|| format!("{s:?} is too large"))?;
     if bytes == 0 {
@@ -249,7 +253,12 @@ mod tests {
 
     #[test]
     fn secrets_are_redacted_in_debug_output() {
-        let a = serve(&["--tokens", "admin=hunter2", "--database-url", "postgres://u:pw@h/db"]);
+        let a = serve(&[
+            "--tokens",
+            "admin=hunter2",
+            "--database-url",
+            "postgres://u:pw@h/db",
+        ]);
         let text = format!("{a:?}");
         assert!(!text.contains("hunter2") && !text.contains("pw@"), "{text}");
         assert_eq!(a.tokens.unwrap().expose(), "admin=hunter2");

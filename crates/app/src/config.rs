@@ -109,7 +109,8 @@ impl Tokens {
 
 /// Checks a PostgreSQL URL without echoing it (it may hold a password).
 pub fn check_database_url(raw: &str) -> Result<(), ConfigError> {
-    let url = url::Url::parse(raw).map_err(|e| ConfigError(format!("--database-url is not a valid URL: {e}")))?;
+    let url =
+        url::Url::parse(raw).map_err(|e| ConfigError(format!("--database-url is not a valid URL: {e}")))?;
     if !matches!(url.scheme(), "postgres" | "postgresql") {
         return Err(ConfigError(format!(
             "--database-url must start with postgres:// or postgresql://, got scheme {:?}",
@@ -133,7 +134,8 @@ pub fn redact_database_url(raw: &str) -> String {
 
 /// Checks the telemetry sink URL: http or https with a host.
 pub fn check_telemetry_url(raw: &str) -> Result<url::Url, ConfigError> {
-    let url = url::Url::parse(raw).map_err(|e| ConfigError(format!("--telemetry-url {raw:?} is not a valid URL: {e}")))?;
+    let url = url::Url::parse(raw)
+        .map_err(|e| ConfigError(format!("--telemetry-url {raw:?} is not a valid URL: {e}")))?;
     if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
         return Err(ConfigError(format!(
             "--telemetry-url must be an http:// or https:// URL with a host, got {raw:?}"

@@ -196,7 +196,10 @@ impl Background {
             tracing::info!(published = round.published, "snapshots published");
         }
         if round.failed > 0 {
-            tracing::warn!(failed = round.failed, "snapshot delivery failed; kept in the outbox");
+            tracing::warn!(
+                failed = round.failed,
+                "snapshot delivery failed; kept in the outbox"
+            );
         }
         Ok(round)
     }

@@ -41,18 +41,36 @@ pub fn handle() -> &'static PrometheusHandle {
 fn describe() {
     use metrics::{describe_counter, describe_gauge};
     describe_counter!(REPORTS_COLLECTED, "App stat reports accepted by the collector.");
-    describe_counter!(REPORTS_REFUSED, "App stat reports refused because the buffer was full.");
+    describe_counter!(
+        REPORTS_REFUSED,
+        "App stat reports refused because the buffer was full."
+    );
     describe_counter!(ROWS_WRITTEN, "App stat rows written to the store.");
-    describe_counter!(DROPPED, "App stat reports the collector dropped at its memory cap.");
-    describe_counter!(FAILED_FLUSHES, "Collector flushes that failed and left a backlog.");
-    describe_gauge!(BACKLOG_ROWS, "App stat rows waiting to be written after a failed flush.");
+    describe_counter!(
+        DROPPED,
+        "App stat reports the collector dropped at its memory cap."
+    );
+    describe_counter!(
+        FAILED_FLUSHES,
+        "Collector flushes that failed and left a backlog."
+    );
+    describe_gauge!(
+        BACKLOG_ROWS,
+        "App stat rows waiting to be written after a failed flush."
+    );
     describe_gauge!(TRACKED_SESSIONS, "App sessions held in memory.");
     describe_gauge!(FLUSH_SECONDS, "Duration of the last collector flush in seconds.");
     describe_counter!(BOUNDARY_TRACKED, "Boundary decisions tracked, by decision.");
-    describe_gauge!(BOUNDARY_PENDING, "Boundary decisions tracked but not yet flushed to the store.");
+    describe_gauge!(
+        BOUNDARY_PENDING,
+        "Boundary decisions tracked but not yet flushed to the store."
+    );
     describe_counter!(BOUNDARY_FLUSH_FAILURES, "Boundary tracker flushes that failed.");
     describe_counter!(SNAPSHOTS_CLOSED, "Telemetry periods this replica closed.");
-    describe_counter!(SNAPSHOTS_PUBLISHED, "Snapshots delivered to the sink by this replica.");
+    describe_counter!(
+        SNAPSHOTS_PUBLISHED,
+        "Snapshots delivered to the sink by this replica."
+    );
     describe_counter!(SNAPSHOT_PUBLISH_FAILURES, "Failed snapshot deliveries.");
     describe_counter!(HTTP_REQUESTS, "HTTP requests by method, route and status.");
 }

@@ -29,7 +29,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         None => Tokens::default(),
     };
     let sink: Arc<dyn SnapshotSink> = match &args.telemetry_url {
-        Some(raw) => Arc::new(HttpSink::new(check_telemetry_url(raw)?).map_err(|e| ConfigError(e.to_string()))?),
+        Some(raw) => {
+            Arc::new(HttpSink::new(check_telemetry_url(raw)?).map_err(|e| ConfigError(e.to_string()))?)
+        }
         None => Arc::new(LogSink),
     };
     if args.rollup_window < Duration::from_secs(1) {
@@ -164,7 +166,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if let Ok(Ok(round)) = tokio::time::timeout_at(deadline.into(), background.publish_once()).await
         && round.failed > 0
     {
-        tracing::warn!(failed = round.failed, "snapshots left in the outbox for another replica");
+        tracing::warn!(
+            failed = round.failed,
+            "snapshots left in the outbox for another replica"
+        );
     }
 
     let stats = collector.stats();
@@ -178,7 +183,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         clean,
         "shutdown complete"
     );
-    Ok(if clean { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if clean {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// Opens the store within `timeout`; every failure is a configuration error.

@@ -161,14 +161,20 @@ mod tests {
     #[tokio::test]
     async fn http_sink_retries_server_errors_then_succeeds() {
         let (url, calls) = receiver(2, StatusCode::SERVICE_UNAVAILABLE).await;
-        fast(HttpSink::new(url).unwrap()).publish(&snapshot()).await.unwrap();
+        fast(HttpSink::new(url).unwrap())
+            .publish(&snapshot())
+            .await
+            .unwrap();
         assert_eq!(calls.load(Ordering::SeqCst), 3);
     }
 
     #[tokio::test]
     async fn http_sink_gives_up_on_client_errors_at_once() {
         let (url, calls) = receiver(usize::MAX, StatusCode::BAD_REQUEST).await;
-        let err = fast(HttpSink::new(url).unwrap()).publish(&snapshot()).await.unwrap_err();
+        let err = fast(HttpSink::new(url).unwrap())
+            .publish(&snapshot())
+            .await
+            .unwrap_err();
         assert!(err.0.contains("400"), "{err}");
         assert_eq!(calls.load(Ordering::SeqCst), 1);
     }

@@ -33,9 +33,13 @@ pub fn presented_token(headers: &HeaderMap) -> Result<Option<&[u8]>, ApiError> {
         if bytes.len() > scheme_len && bytes[..scheme_len].eq_ignore_ascii_case(b"bearer ") {
             return Ok(Some(bytes[scheme_len..].trim_ascii()));
         }
-        return Err(ApiError::unauthorized("the Authorization header must be `Bearer <token>`"));
+        return Err(ApiError::unauthorized(
+            "the Authorization header must be `Bearer <token>`",
+        ));
     }
-    Ok(headers.get(CODER_SESSION_TOKEN).map(|v| v.as_bytes().trim_ascii()))
+    Ok(headers
+        .get(CODER_SESSION_TOKEN)
+        .map(|v| v.as_bytes().trim_ascii()))
 }
 
 pub fn authenticate(tokens: &Tokens, headers: &HeaderMap) -> Result<Subject, ApiError> {
@@ -109,7 +113,9 @@ mod tests {
     #[test]
     fn require_maps_the_access_rules_to_403() {
         let proxy = Caller(Subject::WorkspaceProxy);
-        proxy.require(Action::Create, Resource::WorkspaceAppStats).unwrap();
+        proxy
+            .require(Action::Create, Resource::WorkspaceAppStats)
+            .unwrap();
         let err = proxy.require(Action::Create, Resource::BoundaryLog).unwrap_err();
         assert_eq!(err.status, StatusCode::FORBIDDEN);
     }

@@ -18,7 +18,11 @@ use crate::metrics as m;
 
 /// Reads a JSON body of at most `limit` bytes: 415 for another content type,
 /// 413 when too large.
-pub async fn read_json_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<axum::body::Bytes, ApiError> {
+pub async fn read_json_body(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<axum::body::Bytes, ApiError> {
     check_json_content_type(headers)?;
     let too_large = || {
         ApiError::new(
@@ -42,7 +46,10 @@ pub async fn read_json_body(headers: &HeaderMap, body: Body, limit: usize) -> Re
             }
             source = s.source();
         }
-        ApiError::new(StatusCode::BAD_REQUEST, format!("cannot read the request body: {e}"))
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("cannot read the request body: {e}"),
+        )
     })
 }
 
@@ -73,9 +80,16 @@ fn check_json_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
 
 /// Deserializes JSON, naming the field that failed (`stats[3].session_ended_at`).
 pub fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    // serde would also take a struct from a JSON array; the API takes objects only.
+    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') => {}
+        None => return Err(ApiError::bad_field("body", "empty body: expected a JSON object")),
+        Some(_) => return Err(ApiError::bad_field("body", "expected a JSON object")),
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(decode_error)?;
-    de.end().map_err(|e| ApiError::bad_field("body", format!("invalid JSON: {e}")))?;
+    de.end()
+        .map_err(|e| ApiError::bad_field("body", format!("invalid JSON: {e}")))?;
     Ok(value)
 }
 
@@ -224,7 +238,10 @@ pub fn decode_boundary_logs(bytes: &[u8]) -> Result<BoundaryBatch, ApiError> {
     };
     for (field, n) in [("allowed", allowed), ("denied", denied)] {
         if n > MAX_REQUESTS_PER_REPORT {
-            return Err(ApiError::bad_field(field, format!("larger than {MAX_REQUESTS_PER_REPORT}")));
+            return Err(ApiError::bad_field(
+                field,
+                format!("larger than {MAX_REQUESTS_PER_REPORT}"),
+            ));
         }
     }
     Ok(BoundaryBatch {
@@ -246,7 +263,9 @@ pub async fn boundary_logs(
     let b = decode_boundary_logs(&bytes)?;
     // Nothing decided, nothing used: an empty batch counts no workspace.
     if b.allowed + b.denied > 0 {
-        state.tracker.track(b.workspace_id, b.owner_id, b.allowed, b.denied);
+        state
+            .tracker
+            .track(b.workspace_id, b.owner_id, b.allowed, b.denied);
         metrics::counter!(m::BOUNDARY_TRACKED, "decision" => "allowed").increment(b.allowed);
         metrics::counter!(m::BOUNDARY_TRACKED, "decision" => "denied").increment(b.denied);
     }

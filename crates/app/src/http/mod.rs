@@ -61,7 +61,10 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
         .route("/healthz", get(read::healthz))
         .route_layer(middleware::from_fn(count_requests))
         .fallback(not_found)
-        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, request_timeout))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            request_timeout,
+        ))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }
@@ -93,7 +96,10 @@ async fn not_found(request: Request) -> ApiError {
         "status" => "404",
     )
     .increment(1);
-    ApiError::new(StatusCode::NOT_FOUND, format!("no route for {}", request.uri().path()))
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        format!("no route for {}", request.uri().path()),
+    )
 }
 
 #[cfg(test)]

@@ -31,7 +31,8 @@ fn query_param<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str>
 }
 
 fn time_param(pairs: &[(String, String)], name: &str) -> Result<OffsetDateTime, ApiError> {
-    let raw = query_param(pairs, name).ok_or_else(|| ApiError::bad_field(name, "missing RFC 3339 timestamp"))?;
+    let raw =
+        query_param(pairs, name).ok_or_else(|| ApiError::bad_field(name, "missing RFC 3339 timestamp"))?;
     OffsetDateTime::parse(raw, &Rfc3339)
         .map_err(|e| ApiError::bad_field(name, format!("invalid RFC 3339 timestamp {raw:?}: {e}")))
 }
@@ -89,8 +90,8 @@ pub async fn last_used(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<LastUsed>, ApiError> {
-    let workspace_id =
-        Uuid::parse_str(&id).map_err(|e| ApiError::bad_field("workspace_id", format!("invalid UUID {id:?}: {e}")))?;
+    let workspace_id = Uuid::parse_str(&id)
+        .map_err(|e| ApiError::bad_field("workspace_id", format!("invalid UUID {id:?}: {e}")))?;
     let store = Authorized::new(state.store.clone(), caller.0);
     let last_used_at = store.workspace_last_used(workspace_id).await?;
     Ok(Json(LastUsed {
