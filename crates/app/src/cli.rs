@@ -17,7 +17,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the HTTP API and the background loops.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Simulate a fleet: several replicas over one store, a simulated clock,
     /// several telemetry periods, ending in a conservation check.
     Simulate(crate::simulate::SimulateArgs),
@@ -207,7 +207,7 @@ mod tests {
 
     fn serve(args: &[&str]) -> ServeArgs {
         match parse(&[&["serve"], args].concat()).unwrap().command {
-            Command::Serve(a) => a,
+            Command::Serve(a) => *a,
             other => panic!("expected serve, got {other:?}"),
         }
     }

@@ -25,7 +25,7 @@ pub const EXIT_CONFIG: u8 = 2;
 /// Runs a parsed command line.
 pub async fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        cli::Command::Serve(args) => serve::run(args).await,
+        cli::Command::Serve(args) => serve::run(*args).await,
         cli::Command::Simulate(args) => simulate::run(args).await,
         cli::Command::Migrate(args) => migrate::run(args).await,
     }

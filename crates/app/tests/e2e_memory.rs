@@ -1,4 +1,6 @@
 //! End-to-end: `tally serve` with the in-memory store, over loopback HTTP.
+// Tables of cases read best as tuples.
+#![allow(clippy::type_complexity)]
 
 mod common;
 

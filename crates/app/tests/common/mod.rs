@@ -1,5 +1,5 @@
 //! Runs `tally serve` as a child process on an ephemeral loopback port.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::too_many_arguments)]
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
