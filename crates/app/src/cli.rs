@@ -8,7 +8,13 @@ use uuid::Uuid;
 
 /// Usage telemetry for a fleet of cloud development workspaces.
 #[derive(Debug, Parser)]
-#[command(name = "tally", version, about, propagate_version = true)]
+#[command(
+    name = "tally",
+    version,
+    about,
+    propagate_version = true,
+    after_help = "Log level: TALLY_LOG or RUST_LOG (default: info). Configuration errors exit with code 2."
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

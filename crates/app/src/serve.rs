@@ -78,6 +78,18 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         clock,
     );
 
+    tracing::info!(
+        report_interval = %humantime::format_duration(args.report_interval),
+        rollup_window = %humantime::format_duration(args.rollup_window),
+        batch_size = args.batch_size,
+        max_buffered = args.max_buffered,
+        snapshot_interval = %humantime::format_duration(args.snapshot_interval),
+        tracker_flush_interval = %humantime::format_duration(args.tracker_flush_interval),
+        sink = args.telemetry_url.as_deref().unwrap_or("log"),
+        tokens = tokens.len(),
+        body_limit = args.body_limit,
+        "configuration"
+    );
     if tokens.is_empty() {
         tracing::warn!("no API tokens configured (--tokens / TALLY_TOKENS): every API call will be refused");
     }
