@@ -13,6 +13,7 @@ use uuid::Uuid;
     version,
     about,
     propagate_version = true,
+    args_override_self = true,
     after_help = "Log level: TALLY_LOG or RUST_LOG (default: info). Configuration errors exit with code 2."
 )]
 pub struct Cli {

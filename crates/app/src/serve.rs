@@ -152,12 +152,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         }
     }
 
+    tracing::info!("requests drained");
     // Everything accepted is now in the collector and tracker: stop the loops
     // and write it out.
     let _ = stop_tx.send(true);
     for handle in loops {
         let _ = handle.await;
     }
+    tracing::debug!("background loops stopped");
     let mut clean = true;
     match tokio::time::timeout_at(deadline.into(), collector.close()).await {
         Ok(Ok(())) => {}
@@ -170,7 +172,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             tracing::error!("final app stats flush timed out; buffered rows are lost");
         }
     }
-    let _ = collector_loop.await;
+    // The loop ends with `close`; do not let a stuck one hold up the exit.
+    let abort = collector_loop.abort_handle();
+    if tokio::time::timeout_at(deadline.into(), collector_loop).await.is_err() {
+        abort.abort();
+    }
     if !final_tracker_flush(&background, deadline).await {
         clean = false;
     }

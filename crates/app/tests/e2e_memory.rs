@@ -408,7 +408,7 @@ async fn sigterm_flushes_what_was_collected_and_exits_0() {
     assert_eq!(status, StatusCode::NO_CONTENT);
 
     server.signal("-TERM");
-    let (status, logs) = server.wait(Duration::from_secs(30));
+    let (status, logs) = server.wait(Duration::from_secs(10));
     assert_eq!(status.code(), Some(0), "{logs}");
     let last = logs
         .lines()
