@@ -256,3 +256,170 @@ pub fn to_time(d: Duration) -> time::Duration {
 pub fn to_std(d: time::Duration) -> Duration {
     Duration::try_from(d).unwrap_or(Duration::ZERO)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mockall::Sequence;
+    use tally_domain::ManualClock;
+    use tally_domain::boundary::FlushOutcome;
+    use tally_domain::ports::{MockSnapshotSink, MockStore, SinkError};
+    use tally_domain::telemetry::{BOUNDARY_USAGE_EVENT, PeriodCloseOutcome};
+    use time::macros::datetime;
+
+    const NOW: time::OffsetDateTime = datetime!(2026-11-25 10:30:00.5 UTC);
+
+    fn snapshot() -> Snapshot {
+        Snapshot {
+            id: Uuid::new_v4(),
+            event_type: BOUNDARY_USAGE_EVENT.into(),
+            period_start: datetime!(2026-11-25 10:00 UTC),
+            period_end: datetime!(2026-11-25 10:30 UTC),
+            usage: Default::default(),
+            created_at: NOW,
+            published_at: None,
+            publish_attempts: 0,
+        }
+    }
+
+    fn background(store: MockStore, sink: MockSnapshotSink) -> Background {
+        let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(NOW));
+        let replica_id = Uuid::new_v4();
+        Background::new(
+            LoopSettings {
+                replica_id,
+                snapshot_interval: Duration::from_secs(1800),
+                tracker_flush_interval: Duration::from_secs(10),
+                publish_interval: Duration::from_secs(5),
+                lock_retention: Duration::from_secs(7 * 86400),
+            },
+            Arc::new(store),
+            Arc::new(BoundaryTracker::new(replica_id, clock.clone())),
+            Arc::new(sink),
+            clock,
+        )
+    }
+
+    #[tokio::test]
+    async fn snapshot_step_flushes_own_usage_first_then_closes_the_ended_period() {
+        let mut store = MockStore::new();
+        let mut seq = Sequence::new();
+        store
+            .expect_flush_boundary_usage()
+            .withf(|d| d.allowed == 3 && d.denied == 1)
+            .times(1)
+            .in_sequence(&mut seq)
+            .returning(|_| Ok(FlushOutcome::Applied));
+        store
+            .expect_close_period()
+            .withf(|c| {
+                c.event_type == BOUNDARY_USAGE_EVENT
+                    && c.period.end == datetime!(2026-11-25 10:30 UTC)
+                    && c.period.start == datetime!(2026-11-25 10:00 UTC)
+            })
+            .times(1)
+            .in_sequence(&mut seq)
+            .returning(|_| Ok(PeriodCloseOutcome::Closed(snapshot())));
+        let bg = background(store, MockSnapshotSink::new());
+        bg.tracker.track(Uuid::new_v4(), Uuid::new_v4(), 3, 1);
+        let closed = bg.snapshot_once().await.unwrap();
+        assert_eq!(closed.unwrap().period_end, datetime!(2026-11-25 10:30 UTC));
+        assert_eq!(bg.tracker.pending().allowed, 0);
+    }
+
+    #[tokio::test]
+    async fn a_period_another_replica_closed_is_not_an_error() {
+        let mut store = MockStore::new();
+        store
+            .expect_close_period()
+            .returning(|_| Ok(PeriodCloseOutcome::AlreadyClosed));
+        let bg = background(store, MockSnapshotSink::new());
+        assert_eq!(bg.snapshot_once().await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_failed_tracker_flush_keeps_the_usage_and_the_step_still_runs() {
+        let mut store = MockStore::new();
+        store
+            .expect_flush_boundary_usage()
+            .returning(|_| Err(StoreError::Unavailable("down".into())));
+        store
+            .expect_close_period()
+            .returning(|_| Ok(PeriodCloseOutcome::AlreadyClosed));
+        let bg = background(store, MockSnapshotSink::new());
+        bg.tracker.track(Uuid::new_v4(), Uuid::new_v4(), 2, 0);
+        assert_eq!(bg.snapshot_once().await.unwrap(), None);
+        assert_eq!(bg.tracker.pending().allowed, 2);
+    }
+
+    #[tokio::test]
+    async fn published_snapshots_are_marked_and_failed_ones_released() {
+        let (ok, bad) = (snapshot(), snapshot());
+        let (ok_id, bad_id) = (ok.id, bad.id);
+        let mut store = MockStore::new();
+        store
+            .expect_claim_unpublished_snapshots()
+            .times(1)
+            .returning(move |_, now, _, _| {
+                assert_eq!(now, NOW);
+                Ok(vec![ok.clone(), bad.clone()])
+            });
+        store
+            .expect_mark_snapshot_published()
+            .withf(move |id, _, _| *id == ok_id)
+            .times(1)
+            .returning(|_, _, _| Ok(()));
+        store
+            .expect_release_snapshot_claim()
+            .withf(move |id, _, e| *id == bad_id && e.contains("503"))
+            .times(1)
+            .returning(|_, _, _| Ok(()));
+        let mut sink = MockSnapshotSink::new();
+        sink.expect_publish().returning(move |s| {
+            if s.id == bad_id {
+                Err(SinkError("answered 503".into()))
+            } else {
+                Ok(())
+            }
+        });
+        let round = background(store, sink).publish_once().await.unwrap();
+        assert_eq!(
+            round,
+            PublishRound {
+                published: 1,
+                failed: 1
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn locks_older_than_the_retention_are_pruned() {
+        let mut store = MockStore::new();
+        store
+            .expect_prune_telemetry_locks()
+            .withf(|before| *before == NOW - time::Duration::days(7))
+            .times(1)
+            .returning(|_| Ok(3));
+        assert_eq!(
+            background(store, MockSnapshotSink::new())
+                .prune_once()
+                .await
+                .unwrap(),
+            3
+        );
+    }
+
+    #[tokio::test]
+    async fn loops_stop_when_told() {
+        let bg = background(MockStore::new(), MockSnapshotSink::new());
+        let (tx, rx) = watch::channel(false);
+        let handles = bg.spawn(&rx);
+        tx.send(true).unwrap();
+        for h in handles {
+            tokio::time::timeout(Duration::from_secs(5), h)
+                .await
+                .unwrap()
+                .unwrap();
+        }
+    }
+}
