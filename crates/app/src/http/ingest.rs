@@ -86,6 +86,10 @@ pub fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiErro
         None => return Err(ApiError::bad_field("body", "empty body: expected a JSON object")),
         Some(_) => return Err(ApiError::bad_field("body", "expected a JSON object")),
     }
+    // Fast path without path tracking; bad input is decoded again to name the field.
+    if let Ok(value) = serde_json::from_slice(bytes) {
+        return Ok(value);
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(decode_error)?;
     de.end()
