@@ -174,7 +174,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     // The loop ends with `close`; do not let a stuck one hold up the exit.
     let abort = collector_loop.abort_handle();
-    if tokio::time::timeout_at(deadline.into(), collector_loop).await.is_err() {
+    if tokio::time::timeout_at(deadline.into(), collector_loop)
+        .await
+        .is_err()
+    {
         abort.abort();
     }
     if !final_tracker_flush(&background, deadline).await {
