@@ -77,7 +77,18 @@ async fn count_requests(request: Request, next: Next) -> Response {
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
     let method = request.method().as_str().to_owned();
-    let response = next.run(request).await;
+    // A refused upload may leave its body unread on the connection: tell an
+    // HTTP/1 client not to reuse it, or its next request could hit a closing
+    // connection.
+    let close =
+        request.method() == axum::http::Method::POST && request.version() <= axum::http::Version::HTTP_11;
+    let mut response = next.run(request).await;
+    if close && (response.status().is_client_error() || response.status().is_server_error()) {
+        response.headers_mut().insert(
+            axum::http::header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+    }
     metrics::counter!(
         crate::metrics::HTTP_REQUESTS,
         "method" => method,
