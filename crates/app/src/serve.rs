@@ -156,22 +156,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     // Everything accepted is now in the collector and tracker: stop the loops
     // and write it out.
     let _ = stop_tx.send(true);
-    for handle in loops {
-        let _ = handle.await;
+    let stopping = futures::future::join_all(loops);
+    if tokio::time::timeout_at(deadline.into(), stopping).await.is_err() {
+        tracing::warn!("background loops still busy at the shutdown timeout");
     }
     tracing::debug!("background loops stopped");
-    let mut clean = true;
-    match tokio::time::timeout_at(deadline.into(), collector.close()).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => {
-            clean = false;
-            tracing::error!(error = %e, "final app stats flush failed; buffered rows are lost");
-        }
-        Err(_) => {
-            clean = false;
-            tracing::error!("final app stats flush timed out; buffered rows are lost");
-        }
-    }
+    let mut clean = final_collector_flush(&collector, deadline).await;
     // The loop ends with `close`; do not let a stuck one hold up the exit.
     let abort = collector_loop.abort_handle();
     if tokio::time::timeout_at(deadline.into(), collector_loop)
@@ -221,6 +211,39 @@ async fn open_store_in_time(url: Option<&str>, timeout: Duration) -> Result<Arc<
             "cannot open the database {what}: no answer within {}",
             humantime::format_duration(timeout)
         ))),
+    }
+}
+
+/// Closes the collector; if that flush fails the rows stay in its backlog, so
+/// flushing is retried until it succeeds or the deadline passes.
+async fn final_collector_flush(collector: &StatsCollector, deadline: Instant) -> bool {
+    let mut result = tokio::time::timeout_at(deadline.into(), collector.close()).await;
+    let mut wait = Duration::from_millis(100);
+    loop {
+        match result {
+            Ok(Ok(())) => return true,
+            Ok(Err(e)) if Instant::now() + wait < deadline => {
+                tracing::warn!(error = %e, retry_in = ?wait, "final app stats flush failed; retrying");
+            }
+            Ok(Err(e)) => {
+                tracing::error!(
+                    error = %e,
+                    backlog_rows = collector.stats().backlog_rows,
+                    "final app stats flush failed; these rows are lost"
+                );
+                return false;
+            }
+            Err(_) => {
+                tracing::error!(
+                    backlog_rows = collector.stats().backlog_rows,
+                    "final app stats flush timed out; these rows are lost"
+                );
+                return false;
+            }
+        }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_secs(2));
+        result = tokio::time::timeout_at(deadline.into(), collector.flush()).await;
     }
 }
 
