@@ -496,3 +496,21 @@ async fn chunked_oversize_bodies_are_413_too() {
     let (status, body) = call(&app, req).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
 }
+
+#[tokio::test]
+async fn refused_uploads_close_the_connection_and_accepted_ones_keep_it() {
+    let app = app(MockStore::new());
+    let response = app
+        .clone()
+        .oneshot(post(APP_STATS_PATH, "atok", Some("application/json"), body_of(vec![])))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    assert_eq!(response.headers()["connection"], "close");
+    let response = app
+        .oneshot(post(APP_STATS_PATH, "ptok", Some("application/json"), body_of(vec![])))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    assert!(response.headers().get("connection").is_none());
+}
