@@ -74,14 +74,14 @@ fn request(c: &mut Criterion) {
         clock.clone(),
     );
     let app = router(
-        AppState {
+        AppState::new(
             store,
-            collector: collector.clone(),
-            tracker: Arc::new(BoundaryTracker::new(uuid::Uuid::new_v4(), clock)),
-            tokens: Tokens::parse("proxy=bench").unwrap(),
-            body_limit: 8 << 20,
-            max_buffered: usize::MAX / 2,
-        },
+            collector.clone(),
+            Arc::new(BoundaryTracker::new(uuid::Uuid::new_v4(), clock)),
+            Tokens::parse("proxy=bench").unwrap(),
+            8 << 20,
+            usize::MAX / 2,
+        ),
         std::time::Duration::from_secs(30),
     );
     // Distinct sessions per request, as a fleet would send; flushed now and

@@ -94,14 +94,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         tracing::warn!("no API tokens configured (--tokens / TALLY_TOKENS): every API call will be refused");
     }
     let app = router(
-        AppState {
+        AppState::new(
             store,
-            collector: collector.clone(),
+            collector.clone(),
             tracker,
             tokens,
-            body_limit: args.body_limit,
-            max_buffered: args.max_buffered as usize,
-        },
+            args.body_limit,
+            args.max_buffered as usize,
+        ),
         args.request_timeout,
     );
 

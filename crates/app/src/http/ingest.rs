@@ -158,15 +158,12 @@ pub async fn app_stats(
     }
     // Refuse the whole request rather than let the collector drop part of it:
     // the proxy keeps it and retries.
-    let stats = state.collector.stats();
-    let buffered = stats.tracked_sessions + stats.backlog_rows;
-    if buffered + reports.len() > state.max_buffered {
+    if !state.admission.try_admit(&state.collector, reports.len()) {
         metrics::counter!(m::REPORTS_REFUSED).increment(reports.len() as u64);
         tracing::warn!(
-            buffered,
             incoming = reports.len(),
-            cap = state.max_buffered,
-            "app stats refused: buffer full"
+            cap = state.admission.cap(),
+            "app stats refused: collector buffer full"
         );
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -1,5 +1,6 @@
 //! The HTTP API of SPEC §7 (axum).
 
+pub mod admission;
 pub mod auth;
 pub mod error;
 pub mod ingest;
@@ -37,7 +38,28 @@ pub struct AppState {
     pub tracker: Arc<BoundaryTracker>,
     pub tokens: Tokens,
     pub body_limit: usize,
-    pub max_buffered: usize,
+    /// Refuses app stats requests that might not fit the collector's cap.
+    pub admission: Arc<admission::Admission>,
+}
+
+impl AppState {
+    pub fn new(
+        store: Arc<dyn Store>,
+        collector: Arc<StatsCollector>,
+        tracker: Arc<BoundaryTracker>,
+        tokens: Tokens,
+        body_limit: usize,
+        max_buffered: usize,
+    ) -> Self {
+        Self {
+            store,
+            collector,
+            tracker,
+            tokens,
+            body_limit,
+            admission: Arc::new(admission::Admission::new(max_buffered)),
+        }
+    }
 }
 
 impl std::fmt::Debug for AppState {
@@ -45,7 +67,7 @@ impl std::fmt::Debug for AppState {
         f.debug_struct("AppState")
             .field("tokens", &self.tokens)
             .field("body_limit", &self.body_limit)
-            .field("max_buffered", &self.max_buffered)
+            .field("max_buffered", &self.admission.cap())
             .finish_non_exhaustive()
     }
 }

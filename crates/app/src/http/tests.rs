@@ -210,14 +210,14 @@ fn state(store: MockStore, body_limit: usize) -> AppState {
         Arc::new(MockReporter::new()),
         Arc::new(SystemClock),
     );
-    AppState {
-        store: Arc::new(store),
+    AppState::new(
+        Arc::new(store),
         collector,
-        tracker: Arc::new(BoundaryTracker::new(uuid::Uuid::new_v4(), Arc::new(SystemClock))),
-        tokens: crate::config::Tokens::parse(TOKENS).unwrap(),
+        Arc::new(BoundaryTracker::new(uuid::Uuid::new_v4(), Arc::new(SystemClock))),
+        crate::config::Tokens::parse(TOKENS).unwrap(),
         body_limit,
-        max_buffered: 1000,
-    }
+        1000,
+    )
 }
 
 async fn call(app: &Router, req: Request<Body>) -> (StatusCode, serde_json::Value) {
@@ -502,15 +502,50 @@ async fn refused_uploads_close_the_connection_and_accepted_ones_keep_it() {
     let app = app(MockStore::new());
     let response = app
         .clone()
-        .oneshot(post(APP_STATS_PATH, "atok", Some("application/json"), body_of(vec![])))
+        .oneshot(post(
+            APP_STATS_PATH,
+            "atok",
+            Some("application/json"),
+            body_of(vec![]),
+        ))
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
     assert_eq!(response.headers()["connection"], "close");
     let response = app
-        .oneshot(post(APP_STATS_PATH, "ptok", Some("application/json"), body_of(vec![])))
+        .oneshot(post(
+            APP_STATS_PATH,
+            "ptok",
+            Some("application/json"),
+            body_of(vec![]),
+        ))
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
     assert!(response.headers().get("connection").is_none());
+}
+
+#[tokio::test]
+async fn a_request_that_might_not_fit_the_buffer_is_refused_whole() {
+    let mut s = state(MockStore::new(), 1 << 20);
+    s.admission = Arc::new(admission::Admission::new(30));
+    let collector = s.collector.clone();
+    let app = router(s, std::time::Duration::from_secs(5));
+    let reports = |n: usize| {
+        body_of(
+            (0..n)
+                .map(|_| report_json(&uuid::Uuid::new_v4().to_string(), "0001-01-01T00:00:00Z", 1))
+                .collect(),
+        )
+    };
+    let json = Some("application/json");
+    let (status, body) = call(&app, post(APP_STATS_PATH, "ptok", json, reports(11))).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(collector.stats().collected, 0);
+    let (status, _) = call(&app, post(APP_STATS_PATH, "ptok", json, reports(10))).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(collector.stats().collected, 10);
+    let (status, _) = call(&app, post(APP_STATS_PATH, "ptok", json, reports(1))).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(collector.stats().dropped, 0);
 }
