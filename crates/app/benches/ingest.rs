@@ -22,7 +22,7 @@ fn batch_body(seed: u64) -> Vec<u8> {
         .map(|i| {
             let n = seed * BATCH as u64 + i;
             let method = ["path", "subdomain", "terminal"][(n % 3) as usize];
-            let ended = if n % 4 == 0 {
+            let ended = if n.is_multiple_of(4) {
                 "0001-01-01T00:00:00Z"
             } else {
                 "2026-11-25T10:15:50.5Z"
@@ -104,7 +104,7 @@ fn request(c: &mut Criterion) {
                     .unwrap();
                 let res = app.oneshot(req).await.unwrap();
                 assert_eq!(res.status(), 204);
-                if i % 1000 == 0 {
+                if i.is_multiple_of(1000) {
                     collector.flush().await.unwrap();
                 }
             }
