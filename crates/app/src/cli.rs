@@ -93,8 +93,9 @@ pub struct ServeArgs {
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub batch_size: u32,
 
-    /// Cap on sessions held in memory plus rows waiting to be written; a
-    /// request that would exceed it is refused with 503.
+    /// Cap on the collector's memory, in units (a held session counts 2-3, a
+    /// row waiting to be written 1); an app stats request that might not fit
+    /// is refused whole with 503 so the proxy retries it.
     #[arg(long, env = "TALLY_MAX_BUFFERED", default_value_t = 1_000_000,
           value_parser = clap::value_parser!(u64).range(1..=1_000_000_000))]
     pub max_buffered: u64,
