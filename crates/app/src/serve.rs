@@ -63,7 +63,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         reporter,
         clock.clone(),
     );
-    let tracker = Arc::new(BoundaryTracker::new(replica_id, clock.clone()));
+    // A replica id given again after a restart must not reuse its
+    // predecessor's delta numbers; the start time in microseconds is above them.
+    let first_seq = u64::try_from(clock.now().unix_timestamp_nanos() / 1000).unwrap_or(1);
+    let tracker = Arc::new(BoundaryTracker::new(replica_id, clock.clone()).starting_at_seq(first_seq));
     let background = Background::new(
         LoopSettings {
             replica_id,
