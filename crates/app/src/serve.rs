@@ -211,7 +211,7 @@ async fn open_store_in_time(url: Option<&str>, timeout: Duration) -> Result<Arc<
         Ok(Ok(store)) => Ok(store),
         Ok(Err(e)) => Err(ConfigError(format!("{e:#}"))),
         Err(_) => Err(ConfigError(format!(
-            "cannot open the database {what}: no answer within {}",
+            "cannot open the database {what}: not reachable within {} (is it running, is the URL right?)",
             humantime::format_duration(timeout)
         ))),
     }
