@@ -1,0 +1,390 @@
+//! The simulation proper: replicas over one store, driven by one manual clock.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::future::join_all;
+use indicatif::ProgressBar;
+use tally_domain::appstats::collector::{CollectorConfig, StatsCollector};
+use tally_domain::appstats::reporter::StoreReporter;
+use tally_domain::boundary::tracker::BoundaryTracker;
+use tally_domain::clock::Clock;
+use tally_domain::ports::{InsightsStore, Reporter, Store, TelemetryStore, TimeRange};
+use tally_domain::telemetry::publisher::{DEFAULT_CLAIM_LEASE, publish_pending};
+use tally_domain::telemetry::snapshot::snapshot_step;
+use tally_domain::{Authorized, ManualClock, Role, StatsReport, Subject};
+use time::{Duration, OffsetDateTime};
+use uuid::Uuid;
+
+use super::fleet::{DurationClass, Fleet, FleetSpec, PlannedSession, Workload};
+use super::outcome::{ExpectedPeriod, Faults, Outcome, Usage};
+use super::sink::RecordingSink;
+use super::timeline::{CLOSE_DELAY, Timeline};
+
+/// Everything a run needs besides the store.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    pub fleet: FleetSpec,
+    pub start: OffsetDateTime,
+    pub duration: Duration,
+    pub report_interval: Duration,
+    pub snapshot_interval: Duration,
+    pub batch_size: usize,
+    /// How often each replica flushes its boundary tracker (staggered).
+    pub tracker_flush_interval: Duration,
+}
+
+/// Most app stat rows read back for the check.
+const READ_LIMIT: usize = 50_000_000;
+/// Most snapshots claimed per publishing round.
+const PUBLISH_LIMIT: usize = 64;
+
+type SharedStore = Arc<dyn Store>;
+
+struct Replica {
+    id: Uuid,
+    collector: Arc<StatsCollector>,
+    tracker: BoundaryTracker,
+    /// What this replica tracked since its last acknowledged flush.
+    unflushed: Usage,
+}
+
+struct Sim<'a> {
+    config: &'a SimConfig,
+    fleet: &'a Fleet,
+    clock: ManualClock,
+    replicas: Vec<Replica>,
+    tracker_store: Authorized<SharedStore>,
+    system_store: Authorized<SharedStore>,
+    sink: RecordingSink,
+    /// Flushed to the store since the last period close.
+    current: Usage,
+    expected: Vec<ExpectedPeriod>,
+    winners: HashMap<OffsetDateTime, usize>,
+    faults: Faults,
+    reports_sent: u64,
+    boundary_batches: u64,
+    tracked: Usage,
+    publish_rounds: usize,
+}
+
+/// Runs the whole simulation against `store` and reads back what it holds.
+pub async fn simulate(
+    config: &SimConfig,
+    store: SharedStore,
+    progress: &ProgressBar,
+) -> anyhow::Result<Outcome> {
+    let timeline = Timeline::new(
+        config.start,
+        config.duration,
+        config.report_interval,
+        config.snapshot_interval,
+    )
+    .map_err(anyhow::Error::msg)?;
+    let fleet = Fleet::generate(&config.fleet);
+    let workload = Workload::generate(&fleet, &config.fleet, &timeline);
+    let began = Instant::now();
+
+    let clock = ManualClock::new(timeline.start);
+    let shared_clock: Arc<dyn Clock> = Arc::new(clock.clone());
+    let collector_config = CollectorConfig {
+        report_interval: config.report_interval.unsigned_abs(),
+        ..CollectorConfig::default()
+    };
+    let replicas = (0..config.fleet.replicas)
+        .map(|_| {
+            // Fresh ids each run: a store applies each (replica, seq) once.
+            let id = Uuid::new_v4();
+            let reporter: Arc<dyn Reporter> = Arc::new(StoreReporter::new(
+                Authorized::new(store.clone(), Subject::SystemRestricted),
+                config.batch_size,
+                shared_clock.clone(),
+            ));
+            Replica {
+                id,
+                collector: StatsCollector::new(collector_config.clone(), reporter, shared_clock.clone()),
+                tracker: BoundaryTracker::new(id, shared_clock.clone()),
+                unflushed: Usage::default(),
+            }
+        })
+        .collect();
+    let mut sim = Sim {
+        config,
+        fleet: &fleet,
+        clock,
+        replicas,
+        tracker_store: Authorized::new(store.clone(), Subject::BoundaryUsageTracker),
+        system_store: Authorized::new(store.clone(), Subject::SystemRestricted),
+        sink: RecordingSink::default(),
+        current: Usage::default(),
+        expected: Vec::new(),
+        winners: HashMap::new(),
+        faults: Faults::default(),
+        reports_sent: 0,
+        boundary_batches: 0,
+        tracked: Usage::default(),
+        publish_rounds: 0,
+    };
+
+    let ticks = timeline.ticks();
+    let closes: Vec<OffsetDateTime> = timeline.period_ends().iter().map(|&e| e + CLOSE_DELAY).collect();
+    let mut next_close = 0;
+    let mut last_sent = vec![0u64; workload.sessions.len()];
+    let mut active: Vec<usize> = Vec::new();
+    let mut next_session = 0;
+    let flush_every = (config.tracker_flush_interval.whole_nanoseconds()
+        / config.report_interval.whole_nanoseconds())
+    .max(1) as usize;
+
+    progress.set_length(ticks.len() as u64);
+    for (i, &tick) in ticks.iter().enumerate() {
+        // A close due strictly before this tick happens first; one due at the
+        // same instant happens after the tick's reports.
+        while next_close < closes.len() && closes[next_close] < tick {
+            sim.close_period(closes[next_close]).await;
+            next_close += 1;
+        }
+        sim.clock.set(tick);
+        while next_session < workload.sessions.len() && workload.sessions[next_session].start <= tick {
+            active.push(next_session);
+            next_session += 1;
+        }
+        active.retain(|&s| sim.send_report(&workload.sessions[s], tick, &mut last_sent[s]));
+        for batch in &workload.boundary[i] {
+            sim.track(batch.workspace, batch.replica, batch.allowed, batch.denied);
+        }
+        sim.flush_collectors().await;
+        // Each replica on its own schedule, staggered.
+        let due: Vec<usize> = (0..sim.replicas.len())
+            .filter(|r| (i + 1 + r) % flush_every == 0)
+            .collect();
+        sim.flush_trackers(&due).await;
+        progress.inc(1);
+        if i % 16 == 0 {
+            progress.set_message(format!("{} simulated", tick.time()));
+        }
+    }
+
+    // The end: final flush of every collector (open sessions with the close
+    // time as provisional end) and tracker, then close the remaining periods.
+    sim.clock.set(timeline.end);
+    for replica in &sim.replicas {
+        if let Err(e) = replica.collector.close().await {
+            tracing::warn!(error = %e, "final collector flush failed");
+            sim.faults.collector_flushes += 1;
+        }
+    }
+    let all: Vec<usize> = (0..sim.replicas.len()).collect();
+    sim.flush_trackers(&all).await;
+    for &close in &closes[next_close..] {
+        sim.close_period(close).await;
+    }
+    // Anything a failed round left behind.
+    sim.publish().await;
+    let wall = began.elapsed();
+    progress.finish_and_clear();
+
+    sim.read_back(&timeline, &workload, &last_sent, store, wall).await
+}
+
+impl Sim<'_> {
+    /// The sticky proxy reports one session at `tick`: open with its
+    /// cumulative requests so far, or closed with its end. Returns whether
+    /// the session is still open.
+    fn send_report(&mut self, session: &PlannedSession, tick: OffsetDateTime, last_sent: &mut u64) -> bool {
+        let end = session.end();
+        let closed = end <= tick;
+        let requests = session.requests_at(tick);
+        let workspace = &self.fleet.workspaces[session.workspace as usize];
+        let app = &self.fleet.apps[usize::from(session.app)];
+        self.replicas[usize::from(session.replica)]
+            .collector
+            .collect(StatsReport {
+                user_id: self.fleet.users[session.user as usize],
+                workspace_id: workspace.id,
+                agent_id: workspace.agent_id,
+                access_method: app.access_method,
+                slug_or_port: app.slug_or_port.clone(),
+                session_id: session.id,
+                session_started_at: session.start,
+                session_ended_at: closed.then_some(end),
+                requests,
+            });
+        self.reports_sent += 1;
+        *last_sent = requests;
+        !closed
+    }
+
+    fn track(&mut self, workspace: u32, replica: u16, allowed: u32, denied: u32) {
+        let ws = &self.fleet.workspaces[workspace as usize];
+        let r = &mut self.replicas[usize::from(replica)];
+        r.tracker.track(
+            ws.id,
+            self.fleet.users[ws.owner as usize],
+            allowed.into(),
+            denied.into(),
+        );
+        r.unflushed
+            .add(workspace, ws.owner, allowed.into(), denied.into());
+        self.tracked
+            .add(workspace, ws.owner, allowed.into(), denied.into());
+        self.boundary_batches += 1;
+    }
+
+    async fn flush_collectors(&mut self) {
+        let results = join_all(self.replicas.iter().map(|r| r.collector.flush())).await;
+        for e in results.into_iter().filter_map(Result::err) {
+            // The collector keeps the rows as its backlog; the next tick retries.
+            tracing::warn!(error = %e, "collector flush failed");
+            self.faults.collector_flushes += 1;
+        }
+    }
+
+    /// Flushes the trackers of `which` replicas concurrently; what a replica
+    /// had tracked joins the current period once the store acknowledged it.
+    async fn flush_trackers(&mut self, which: &[usize]) {
+        let store = &self.tracker_store;
+        let results = join_all(which.iter().map(|&r| self.replicas[r].tracker.flush(store))).await;
+        for (&r, result) in which.iter().zip(results) {
+            match result {
+                Ok(_) => self
+                    .current
+                    .absorb(std::mem::take(&mut self.replicas[r].unflushed)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "tracker flush failed");
+                    self.faults.tracker_flushes += 1;
+                }
+            }
+        }
+    }
+
+    /// Every replica wakes at `at`, flushes its tracker and races to close
+    /// the period that just ended; then one publishing round.
+    async fn close_period(&mut self, at: OffsetDateTime) {
+        self.clock.set(at);
+        let all: Vec<usize> = (0..self.replicas.len()).collect();
+        self.flush_trackers(&all).await;
+        let interval = self.config.snapshot_interval;
+        let store = &self.tracker_store;
+        let results = join_all(
+            self.replicas
+                .iter()
+                .map(|r| snapshot_step(store, r.id, at, interval)),
+        )
+        .await;
+        let period_end = tally_domain::telemetry::Period::last_ended(at, interval).end;
+        let mut won = 0;
+        for result in results {
+            match result {
+                Ok(Some(snapshot)) => {
+                    won += 1;
+                    self.expected.push(ExpectedPeriod {
+                        period_end: snapshot.period_end,
+                        usage: std::mem::take(&mut self.current),
+                    });
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "snapshot step failed");
+                    self.faults.snapshot_steps += 1;
+                }
+            }
+        }
+        *self.winners.entry(period_end).or_default() += won;
+        self.publish().await;
+    }
+
+    async fn publish(&mut self) {
+        let claimer = self.replicas[self.publish_rounds % self.replicas.len()].id;
+        self.publish_rounds += 1;
+        let now = self.clock.now();
+        match publish_pending(
+            &self.system_store,
+            &self.sink,
+            claimer,
+            now,
+            DEFAULT_CLAIM_LEASE,
+            PUBLISH_LIMIT,
+        )
+        .await
+        {
+            Ok(round) => self.faults.publishes += round.failed,
+            Err(e) => {
+                tracing::warn!(error = %e, "publishing round failed");
+                self.faults.publishes += 1;
+            }
+        }
+    }
+
+    async fn read_back(
+        self,
+        timeline: &Timeline,
+        workload: &Workload,
+        last_sent: &[u64],
+        store: SharedStore,
+        wall: std::time::Duration,
+    ) -> anyhow::Result<Outcome> {
+        let reader = Authorized::new(store, Subject::User(Role::Admin));
+        let last_end = *timeline.period_ends().last().expect("at least one period");
+        let everything = TimeRange::new(timeline.start - Duration::days(1), last_end + Duration::days(1))
+            .map_err(anyhow::Error::msg)?;
+        // Only this run's rows: a database may hold earlier runs. A rolled-up
+        // row carries the id of one of the sessions rolled into it.
+        let ours: HashSet<Uuid> = workload.sessions.iter().map(|s| s.id).collect();
+        let rows = reader.app_stats(everything, READ_LIMIT).await?;
+        let rows: Vec<&StatsReport> = rows.iter().filter(|r| ours.contains(&r.session_id)).collect();
+        let top_apps = reader
+            .app_usage(TimeRange::new(timeline.start, last_end).map_err(anyhow::Error::msg)?)
+            .await?;
+        let stored_snapshots = reader.list_snapshots(timeline.period_count() + 16).await?;
+
+        let mut mix = [0usize; 3];
+        for s in &workload.sessions {
+            mix[match DurationClass::of(s.duration) {
+                DurationClass::Short => 0,
+                DurationClass::Medium => 1,
+                DurationClass::Long => 2,
+            }] += 1;
+        }
+        let stats: Vec<_> = self.replicas.iter().map(|r| r.collector.stats()).collect();
+        let unflushed_left = self
+            .replicas
+            .iter()
+            .any(|r| r.tracker.pending() != Default::default());
+        let period_ends = timeline.period_ends();
+        Ok(Outcome {
+            timeline: *timeline,
+            fleet: self.config.fleet.clone(),
+            sessions: workload.sessions.len(),
+            session_mix: mix,
+            reports_sent: self.reports_sent,
+            requests_sent: last_sent.iter().sum(),
+            requests_stored: rows.iter().map(|r| r.requests).sum(),
+            rows_in_store: rows.len() as u64,
+            rows_reported: stats.iter().map(|s| s.rows_reported).sum(),
+            dropped: stats.iter().map(|s| s.dropped).sum(),
+            boundary_batches: self.boundary_batches,
+            tracked: self.tracked,
+            unflushed_left,
+            expected: self.expected,
+            published: self
+                .sink
+                .take()
+                .into_iter()
+                .filter(|s| period_ends.contains(&s.period_end))
+                .collect(),
+            stored_snapshots: stored_snapshots
+                .into_iter()
+                .filter(|s| period_ends.contains(&s.period_end))
+                .collect(),
+            winners: period_ends
+                .iter()
+                .map(|e| (*e, self.winners.get(e).copied().unwrap_or(0)))
+                .collect(),
+            top_apps,
+            faults: self.faults,
+            wall,
+        })
+    }
+}
