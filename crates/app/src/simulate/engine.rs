@@ -19,6 +19,7 @@ use uuid::Uuid;
 
 use super::fleet::{DurationClass, Fleet, FleetSpec, PlannedSession, Workload};
 use super::outcome::{ExpectedPeriod, Faults, Outcome, Usage};
+use super::render;
 use super::sink::RecordingSink;
 use super::timeline::{CLOSE_DELAY, Timeline};
 
@@ -162,7 +163,7 @@ pub async fn simulate(
         sim.flush_trackers(&due).await;
         progress.inc(1);
         if i % 16 == 0 {
-            progress.set_message(format!("{} simulated", tick.time()));
+            progress.set_message(format!("sim {}", render::hhmm(tick)));
         }
     }
 

@@ -209,6 +209,8 @@ pub struct Workload {
 
 /// Chance per tick that a running workspace's agent reports a batch.
 const BOUNDARY_BATCH_CHANCE: f64 = 0.25;
+/// Chance a short session comes with a burst of more short ones.
+const BURST_CHANCE: f64 = 0.3;
 /// Chance a session is opened by someone other than the workspace's owner.
 const SHARED_SESSION_CHANCE: f64 = 0.15;
 
@@ -230,34 +232,58 @@ impl Workload {
             WeightedIndex::new(fleet.workspaces.iter().map(|w| w.activity)).expect("at least one workspace");
         let traffic_micros = traffic.whole_microseconds() as i64;
 
-        let mut sessions: Vec<PlannedSession> = (0..count)
-            .map(|_| {
-                let workspace = ws_pick.sample(&mut rng);
-                let owner = fleet.workspaces[workspace].owner;
-                let user = if rng.random_bool(SHARED_SESSION_CHANCE) {
-                    rng.random_range(0..fleet.users.len()) as u32
+        let mut sessions: Vec<PlannedSession> = Vec::with_capacity(count);
+        while sessions.len() < count {
+            let workspace = ws_pick.sample(&mut rng);
+            let owner = fleet.workspaces[workspace].owner;
+            let user = if rng.random_bool(SHARED_SESSION_CHANCE) {
+                rng.random_range(0..fleet.users.len()) as u32
+            } else {
+                owner
+            };
+            let app = app_pick.sample(&mut rng) as u16;
+            let terminal = fleet.apps[usize::from(app)].access_method == AccessMethod::Terminal;
+            let first = PlannedSession {
+                id: uuid(&mut rng),
+                user,
+                workspace: workspace as u32,
+                app,
+                replica: rng.random_range(0..spec.replicas) as u16,
+                start: timeline.start + Duration::microseconds(rng.random_range(0..traffic_micros)),
+                duration: sample_duration(&mut rng),
+                base_requests: rng.random_range(1..if terminal { 3 } else { 40 }),
+                requests_per_sec: if terminal {
+                    rng.random_range(0.01..0.5)
                 } else {
-                    owner
-                };
-                let app = app_pick.sample(&mut rng) as u16;
-                let terminal = fleet.apps[usize::from(app)].access_method == AccessMethod::Terminal;
-                PlannedSession {
-                    id: uuid(&mut rng),
-                    user,
-                    workspace: workspace as u32,
-                    app,
-                    replica: rng.random_range(0..spec.replicas) as u16,
-                    start: timeline.start + Duration::microseconds(rng.random_range(0..traffic_micros)),
-                    duration: sample_duration(&mut rng),
-                    base_requests: rng.random_range(1..if terminal { 3 } else { 40 }),
-                    requests_per_sec: if terminal {
-                        rng.random_range(0.01..0.5)
-                    } else {
-                        rng.random_range(0.05..3.0)
-                    },
+                    rng.random_range(0.05..3.0)
+                },
+            };
+            // A short look often comes in a burst (reloads, reconnects): more
+            // short sessions of the same user and app through the same proxy
+            // within seconds, which the rollup folds into one row.
+            let burst = if DurationClass::of(first.duration) == DurationClass::Short
+                && rng.random_bool(BURST_CHANCE)
+            {
+                rng.random_range(1..=4).min(count - sessions.len() - 1)
+            } else {
+                0
+            };
+            for _ in 0..burst {
+                let start = first.start + Duration::microseconds(rng.random_range(0..20_000_000));
+                if start >= timeline.end {
+                    continue;
                 }
-            })
-            .collect();
+                let secs = rng.random_range(1.0f64..30.0);
+                sessions.push(PlannedSession {
+                    id: uuid(&mut rng),
+                    start,
+                    duration: Duration::microseconds((secs * 1e6) as i64),
+                    base_requests: rng.random_range(1..20),
+                    ..first.clone()
+                });
+            }
+            sessions.push(first);
+        }
         sessions.sort_by_key(|s| (s.start, s.id));
 
         // Which workspaces run in each period: their agents report boundary
@@ -435,6 +461,30 @@ mod tests {
             assert!(w.sessions.iter().any(|x| x.replica == r));
             assert!(w.boundary.iter().flatten().any(|b| b.replica == r));
         }
+    }
+
+    #[test]
+    fn some_short_sessions_come_in_bursts_the_rollup_can_fold() {
+        let s = spec(6);
+        let fleet = Fleet::generate(&s);
+        let w = Workload::generate(&fleet, &s, &timeline());
+        let minute = |t: OffsetDateTime| tally_domain::telemetry::truncate(t, Duration::minutes(1));
+        let mut groups = std::collections::HashMap::new();
+        for x in w
+            .sessions
+            .iter()
+            .filter(|x| DurationClass::of(x.duration) == DurationClass::Short)
+        {
+            *groups
+                .entry((minute(x.start), x.user, x.workspace, x.app, x.replica))
+                .or_insert(0) += 1;
+        }
+        let shared = groups.values().filter(|&&n| n > 1).count();
+        assert!(
+            shared * 20 > groups.len(),
+            "{shared} of {} groups hold several sessions",
+            groups.len()
+        );
     }
 
     #[test]

@@ -42,11 +42,11 @@ pub struct SimulateArgs {
     pub replicas: u16,
 
     /// Workspaces in the fleet (each with one agent).
-    #[arg(long, env = "TALLY_WORKSPACES", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    #[arg(long, env = "TALLY_WORKSPACES", default_value_t = 1200, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub workspaces: u32,
 
     /// Users in the fleet.
-    #[arg(long, env = "TALLY_USERS", default_value_t = 300, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    #[arg(long, env = "TALLY_USERS", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub users: u32,
 
     /// Apps (path, subdomain and terminal) workspaces expose.
@@ -237,7 +237,7 @@ async fn start_after_earlier_runs(
 fn progress_bar() -> ProgressBar {
     let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
     if let Ok(style) =
-        ProgressStyle::with_template("{spinner} {elapsed_precise} [{bar:40}] {pos}/{len} ticks, {msg}")
+        ProgressStyle::with_template("{spinner} {elapsed:>3} [{bar:30}] {pos}/{len} ticks {msg}")
     {
         bar.set_style(style.progress_chars("=> "));
     }

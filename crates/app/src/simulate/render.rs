@@ -29,7 +29,7 @@ fn minute(t: OffsetDateTime) -> String {
         .unwrap_or_else(|_| t.to_string())
 }
 
-fn hhmm(t: OffsetDateTime) -> String {
+pub fn hhmm(t: OffsetDateTime) -> String {
     t.format(format_description!("[hour]:[minute]"))
         .unwrap_or_else(|_| t.to_string())
 }
@@ -112,7 +112,7 @@ pub fn report(o: &Outcome, verdict: &Conservation) -> String {
     let _ = writeln!(out, "{snaps}");
 
     let _ = writeln!(out, "\nTop apps (by unique users, then session time)");
-    let mut apps = table(&["app", "users", "sessions", "requests", "session hours"]);
+    let mut apps = table(&["app", "users", "rows", "requests", "session hours"]);
     for a in o.top_apps.iter().take(TOP_APPS) {
         let label = if a.slug_or_port.is_empty() {
             a.access_method.to_string()
