@@ -8,7 +8,8 @@ use futures::future::join_all;
 use indicatif::ProgressBar;
 use tally_domain::appstats::collector::{CollectorConfig, StatsCollector};
 use tally_domain::appstats::reporter::StoreReporter;
-use tally_domain::boundary::tracker::BoundaryTracker;
+use tally_domain::boundary::FlushOutcome;
+use tally_domain::boundary::tracker::{BoundaryTracker, TrackerFlush};
 use tally_domain::clock::Clock;
 use tally_domain::ports::{InsightsStore, Reporter, Store, TelemetryStore, TimeRange};
 use tally_domain::telemetry::publisher::{DEFAULT_CLAIM_LEASE, publish_pending};
@@ -34,10 +35,14 @@ pub struct SimConfig {
     pub batch_size: usize,
     /// How often each replica flushes its boundary tracker (staggered).
     pub tracker_flush_interval: Duration,
+    /// Real time between tries of a failed store call.
+    pub retry_delay: std::time::Duration,
 }
 
 /// Most app stat rows read back for the check.
 const READ_LIMIT: usize = 50_000_000;
+/// Tries of a failing store call before the simulation moves on.
+const ATTEMPTS: u32 = 3;
 /// Most snapshots claimed per publishing round.
 const PUBLISH_LIMIT: usize = 64;
 
@@ -170,12 +175,7 @@ pub async fn simulate(
     // The end: final flush of every collector (open sessions with the close
     // time as provisional end) and tracker, then close the remaining periods.
     sim.clock.set(timeline.end);
-    for replica in &sim.replicas {
-        if let Err(e) = replica.collector.close().await {
-            tracing::warn!(error = %e, "final collector flush failed");
-            sim.faults.collector_flushes += 1;
-        }
-    }
+    sim.close_collectors().await;
     let all: Vec<usize> = (0..sim.replicas.len()).collect();
     sim.flush_trackers(&all).await;
     for &close in &closes[next_close..] {
@@ -242,22 +242,63 @@ impl Sim<'_> {
         }
     }
 
-    /// Flushes the trackers of `which` replicas concurrently; what a replica
-    /// had tracked joins the current period once the store acknowledged it.
-    async fn flush_trackers(&mut self, which: &[usize]) {
-        let store = &self.tracker_store;
-        let results = join_all(which.iter().map(|&r| self.replicas[r].tracker.flush(store))).await;
-        for (&r, result) in which.iter().zip(results) {
-            match result {
-                Ok(_) => self
-                    .current
-                    .absorb(std::mem::take(&mut self.replicas[r].unflushed)),
-                Err(e) => {
-                    tracing::warn!(error = %e, "tracker flush failed");
-                    self.faults.tracker_flushes += 1;
+    /// The final flush of every collector, open sessions included with the
+    /// close time as provisional end; retried while the store fails.
+    async fn close_collectors(&mut self) {
+        for r in 0..self.replicas.len() {
+            for attempt in 1..=ATTEMPTS {
+                match self.replicas[r].collector.close().await {
+                    Ok(()) => break,
+                    Err(e) => {
+                        tracing::warn!(error = %e, attempt, "final collector flush failed");
+                        self.faults.collector_flushes += 1;
+                        if attempt == ATTEMPTS {
+                            self.faults.unrecovered += 1;
+                        } else {
+                            tokio::time::sleep(self.config.retry_delay).await;
+                        }
+                    }
                 }
             }
         }
+    }
+
+    /// Flushes the trackers of `which` replicas concurrently; what a replica
+    /// had tracked joins the current period once the store acknowledged it.
+    /// A failed flush is retried at once: the tracker resends the same delta,
+    /// and as no period closes in between, attribution stays exact.
+    async fn flush_trackers(&mut self, which: &[usize]) {
+        let mut left: Vec<usize> = which.to_vec();
+        for attempt in 1..=ATTEMPTS {
+            let store = &self.tracker_store;
+            let results = join_all(left.iter().map(|&r| self.replicas[r].tracker.flush(store))).await;
+            let mut failed = Vec::new();
+            for (&r, result) in left.iter().zip(results) {
+                match result {
+                    Ok(flush) => {
+                        // A duplicate means an earlier attempt that reported
+                        // failure had landed, maybe before a period closed.
+                        if flush == TrackerFlush::Flushed(FlushOutcome::Duplicate) {
+                            self.faults.acks_lost += 1;
+                        }
+                        self.current
+                            .absorb(std::mem::take(&mut self.replicas[r].unflushed));
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, attempt, "tracker flush failed");
+                        self.faults.tracker_flushes += 1;
+                        failed.push(r);
+                    }
+                }
+            }
+            left = failed;
+            if left.is_empty() {
+                return;
+            }
+            tokio::time::sleep(self.config.retry_delay).await;
+        }
+        // Still held by the trackers: they go with a later flush.
+        self.faults.unrecovered += left.len();
     }
 
     /// Every replica wakes at `at`, flushes its tracker and races to close
@@ -267,30 +308,44 @@ impl Sim<'_> {
         let all: Vec<usize> = (0..self.replicas.len()).collect();
         self.flush_trackers(&all).await;
         let interval = self.config.snapshot_interval;
-        let store = &self.tracker_store;
-        let results = join_all(
-            self.replicas
-                .iter()
-                .map(|r| snapshot_step(store, r.id, at, interval)),
-        )
-        .await;
         let period_end = tally_domain::telemetry::Period::last_ended(at, interval).end;
         let mut won = 0;
-        for result in results {
-            match result {
-                Ok(Some(snapshot)) => {
-                    won += 1;
-                    self.expected.push(ExpectedPeriod {
-                        period_end: snapshot.period_end,
-                        usage: std::mem::take(&mut self.current),
-                    });
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    tracing::warn!(error = %e, "snapshot step failed");
-                    self.faults.snapshot_steps += 1;
+        let mut left = all;
+        for attempt in 1..=ATTEMPTS {
+            let store = &self.tracker_store;
+            let results = join_all(
+                left.iter()
+                    .map(|&r| snapshot_step(store, self.replicas[r].id, at, interval)),
+            )
+            .await;
+            let mut failed = Vec::new();
+            for (&r, result) in left.iter().zip(results) {
+                match result {
+                    Ok(Some(snapshot)) => {
+                        won += 1;
+                        self.expected.push(ExpectedPeriod {
+                            period_end: snapshot.period_end,
+                            usage: std::mem::take(&mut self.current),
+                        });
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, attempt, "snapshot step failed");
+                        self.faults.snapshot_steps += 1;
+                        failed.push(r);
+                    }
                 }
             }
+            left = failed;
+            if left.is_empty() {
+                break;
+            }
+            tokio::time::sleep(self.config.retry_delay).await;
+        }
+        self.faults.unrecovered += left.len();
+        if won == 0 && left.is_empty() {
+            // Everyone lost: the winner's success was reported as a failure.
+            self.faults.acks_lost += 1;
         }
         *self.winners.entry(period_end).or_default() += won;
         self.publish().await;

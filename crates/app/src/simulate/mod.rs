@@ -30,6 +30,8 @@ pub use timeline::Timeline;
 
 /// Where simulated time starts on an empty store: a Monday morning.
 pub const DEFAULT_START: OffsetDateTime = datetime!(2026-01-05 08:00 UTC);
+/// Real time between tries of a failed store call: the store may need a moment.
+const RETRY_DELAY: std::time::Duration = std::time::Duration::from_millis(200);
 /// Longest traffic span accepted.
 const MAX_DURATION: Duration = Duration::days(31);
 /// Most report ticks accepted (duration / report interval).
@@ -152,6 +154,7 @@ impl SimulateArgs {
             snapshot_interval: self.snapshot_interval,
             batch_size: self.batch_size as usize,
             tracker_flush_interval: self.tracker_flush_interval,
+            retry_delay: RETRY_DELAY,
         })
     }
 }

@@ -147,8 +147,9 @@ pub fn report(o: &Outcome, verdict: &Conservation) -> String {
     if f != Default::default() {
         let _ = writeln!(
             out,
-            "store faults retried: {} collector flushes, {} tracker flushes, {} snapshot steps, {} publishes",
-            f.collector_flushes, f.tracker_flushes, f.snapshot_steps, f.publishes
+            "store faults: {} collector flushes, {} tracker flushes, {} snapshot steps, {} publishes failed; \
+             {} unrecovered, {} lost acknowledgements",
+            f.collector_flushes, f.tracker_flushes, f.snapshot_steps, f.publishes, f.unrecovered, f.acks_lost
         );
     }
     let _ = writeln!(out, "{}", verdict.line);

@@ -10,6 +10,8 @@ use time::Duration;
 
 use super::*;
 
+mod flaky;
+
 fn small(seed: u64) -> SimConfig {
     SimConfig {
         fleet: FleetSpec {
@@ -26,6 +28,7 @@ fn small(seed: u64) -> SimConfig {
         snapshot_interval: Duration::minutes(30),
         batch_size: 64,
         tracker_flush_interval: Duration::minutes(1),
+        retry_delay: std::time::Duration::ZERO,
     }
 }
 
@@ -174,6 +177,16 @@ async fn the_check_fails_when_the_store_lost_something() {
     let mut two_winners = good;
     two_winners.winners[1].1 = 2;
     assert!(!two_winners.conservation().ok);
+
+    let mut twice = run_small(&small(5)).await;
+    let again = twice.stored_snapshots[0].clone();
+    twice.stored_snapshots.push(again);
+    let v = twice.conservation();
+    assert!(
+        v.problems.iter().any(|p| p.contains("2 snapshots in the store")),
+        "{:?}",
+        v.problems
+    );
 }
 
 #[derive(Debug, Parser)]
