@@ -1,1 +1,80 @@
 //! The store conformance suite (issue 3): written once, run against every adapter.
+//!
+//! Each case is a `pub async fn case(store: Arc<dyn Store>)` that panics when
+//! the store behaves differently from what the ports promise. Every case
+//! expects a fresh, empty store. [`conformance_suite!`](crate::conformance_suite)
+//! turns them all into tests for one adapter:
+//!
+//! ```ignore
+//! async fn fresh_store() -> tally_tests::StoreUnderTest { /* ... */ }
+//! tally_tests::conformance_suite!(fresh_store);
+//! ```
+//!
+//! The precise semantics checked here (where the port docs leave room) are
+//! written down in the `tally-adapters-memory` crate docs.
+
+mod access;
+mod appstats;
+mod boundary;
+mod concurrency;
+mod fixtures;
+mod insights;
+mod outbox;
+mod telemetry;
+
+pub use access::*;
+pub use appstats::*;
+pub use boundary::*;
+pub use concurrency::*;
+pub use insights::*;
+pub use outbox::*;
+pub use telemetry::*;
+
+/// Expands to one `#[tokio::test(flavor = "multi_thread", worker_threads = 2)]` per conformance case;
+/// each test calls `$factory().await` to get a fresh `StoreUnderTest`.
+///
+/// The calling crate needs `tokio` (with the `macros` and `rt-multi-thread`
+/// features) as a dependency.
+#[macro_export]
+macro_rules! conformance_suite {
+    ($factory:path) => {
+        $crate::conformance_suite!(@cases $factory;
+            upsert_keeps_the_newest_and_largest,
+            replaying_a_write_changes_nothing,
+            batch_boundaries_write_every_row_and_bump_every_workspace,
+            duplicates_in_one_write_are_applied_in_order,
+            invalid_writes_change_nothing,
+            last_used_moves_forward_only,
+            timestamps_are_stored_to_the_microsecond,
+            app_usage_counts_users_sessions_requests_and_clipped_time,
+            app_stats_lists_overlapping_rows_oldest_first,
+            boundary_deltas_add_up_with_exact_uniques_across_replicas,
+            a_replayed_delta_is_counted_once,
+            deleting_a_replica_forgets_its_counters_and_seq,
+            invalid_deltas_change_nothing,
+            a_period_is_closed_once,
+            closing_a_period_snapshots_and_resets_it,
+            an_empty_period_gets_a_zero_snapshot,
+            outbox_claims_leases_publishes_and_retries,
+            marking_published_is_idempotent_and_clears_the_claim,
+            unknown_snapshots_are_ignored,
+            pruning_locks_keeps_later_periods_closed,
+            access_control_refuses_and_leaves_the_store_untouched,
+            access_control_lets_each_subject_do_its_job,
+            period_switch_is_atomic_against_flushes,
+            replicas_flush_while_periods_close,
+            concurrent_writes_of_the_same_rows_converge,
+        );
+    };
+    (@cases $factory:path; $($case:ident),* $(,)?) => {
+        $(
+            #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let under_test: $crate::StoreUnderTest = $factory().await;
+                $crate::conformance::$case(::std::sync::Arc::clone(&under_test.store)).await;
+                // The guard (a throwaway database) outlives the case.
+                drop(under_test);
+            }
+        )*
+    };
+}

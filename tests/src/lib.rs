@@ -15,3 +15,19 @@ pub struct StoreUnderTest {
     /// Dropped with the test: removes the test's database, if any.
     pub guard: Box<dyn std::any::Any + Send>,
 }
+
+impl StoreUnderTest {
+    /// A store that needs nothing kept alive beside it (the in-memory one).
+    pub fn unguarded(store: Arc<dyn Store>) -> Self {
+        Self {
+            store,
+            guard: Box::new(()),
+        }
+    }
+}
+
+impl std::fmt::Debug for StoreUnderTest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreUnderTest").finish_non_exhaustive()
+    }
+}

@@ -1,6 +1,10 @@
 //! Network-boundary usage: what agents' boundaries allowed and denied.
 
+mod shards;
 pub mod tracker;
+
+#[cfg(test)]
+pub(crate) mod tests;
 
 use time::OffsetDateTime;
 use uuid::Uuid;

@@ -1,11 +1,14 @@
 //! The snapshot step of SPEC §4: once per period, one replica closes it.
 //!
-//! CONTRACT (stub, to be implemented): public API below is fixed; bodies are not.
+//! Every replica runs this each interval; the store's period lock lets one
+//! win. The winner's store call takes the lock, reads and resets the period's
+//! totals and writes the snapshot to the outbox in one atomic step, so the
+//! snapshot survives a crash or a sink outage and is published from there.
 
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{Period, Snapshot};
+use super::{BOUNDARY_USAGE_EVENT, Period, PeriodClose, PeriodCloseOutcome, Snapshot};
 use crate::error::StoreError;
 use crate::ports::TelemetryStore;
 
@@ -17,6 +20,27 @@ pub async fn snapshot_step<S: TelemetryStore + ?Sized>(
     now: OffsetDateTime,
     interval: time::Duration,
 ) -> Result<Option<Snapshot>, StoreError> {
-    let _ = (store, replica_id, now, interval, Period::last_ended);
-    todo!("issue 2: snapshot step")
+    if interval <= time::Duration::ZERO {
+        return Err(StoreError::Invalid(format!(
+            "snapshot interval must be positive, got {interval}"
+        )));
+    }
+    let close = PeriodClose {
+        event_type: BOUNDARY_USAGE_EVENT.to_owned(),
+        period: Period::last_ended(now, interval),
+        snapshot_id: Uuid::new_v4(),
+        replica_id,
+        now,
+    };
+    match store.close_period(&close).await? {
+        PeriodCloseOutcome::Closed(snapshot) => {
+            tracing::info!(
+                snapshot_id = %snapshot.id,
+                period_end = %close.period.end,
+                "closed telemetry period"
+            );
+            Ok(Some(snapshot))
+        }
+        PeriodCloseOutcome::AlreadyClosed => Ok(None),
+    }
 }

@@ -1,0 +1,204 @@
+//! App stat rows, last-used times and the insights read side.
+
+use std::cmp::Reverse;
+
+use async_trait::async_trait;
+use tally_domain::ports::{AppStatsStore, AppStatsWrite, AppUsage, InsightsStore, TimeRange};
+use tally_domain::{AccessMethod, StatsReport, StoreError};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::{Map, MemoryStore, PG_BIGINT_MAX, Set, pg_time, pg_time_ceil};
+
+type RowKey = (Uuid, Uuid, Uuid);
+
+#[derive(Debug, Default)]
+pub(crate) struct AppsState {
+    /// Keyed by (user, agent, session); every row has an end time.
+    rows: Map<RowKey, StatsReport>,
+    last_used: Map<Uuid, OffsetDateTime>,
+}
+
+/// Checks the whole write before anything is applied, so a refusal leaves
+/// the store untouched.
+fn validate(write: &AppStatsWrite) -> Result<(), StoreError> {
+    if write.batch_size == 0 {
+        return Err(StoreError::Invalid("batch_size: must be positive, got 0".into()));
+    }
+    for (i, row) in write.rows.iter().enumerate() {
+        let bad = |field: &str, reason: &str| {
+            Err(StoreError::Invalid(format!(
+                "row {i} (session {}): {field}: {reason}",
+                row.session_id
+            )))
+        };
+        match row.session_ended_at {
+            None => return bad("session_ended_at", "must be set on a stored row"),
+            Some(end) if pg_time(end) < pg_time(row.session_started_at) => {
+                return bad("session_ended_at", "must not be before session_started_at");
+            }
+            Some(_) => {}
+        }
+        if row.requests > PG_BIGINT_MAX {
+            return bad("requests", "larger than 9223372036854775807");
+        }
+    }
+    Ok(())
+}
+
+/// The row as the store keeps it.
+fn stored(row: &StatsReport) -> StatsReport {
+    StatsReport {
+        session_started_at: pg_time(row.session_started_at),
+        session_ended_at: row.session_ended_at.map(pg_time),
+        ..row.clone()
+    }
+}
+
+/// What [`StatsReport::apply_guarded`] reads of an incoming row, stored
+/// precision, without copying the slug (the existing row keeps its own).
+fn guarded_columns(row: &StatsReport) -> StatsReport {
+    StatsReport {
+        user_id: row.user_id,
+        workspace_id: row.workspace_id,
+        agent_id: row.agent_id,
+        access_method: row.access_method,
+        slug_or_port: String::new(),
+        session_id: row.session_id,
+        session_started_at: pg_time(row.session_started_at),
+        session_ended_at: row.session_ended_at.map(pg_time),
+        requests: row.requests,
+    }
+}
+
+/// The row's session as a closed interval (rows always have an end).
+fn span(row: &StatsReport) -> (OffsetDateTime, OffsetDateTime) {
+    let start = row.session_started_at;
+    (start, row.session_ended_at.unwrap_or(start))
+}
+
+/// The range with its bounds rounded up to whole microseconds: filtering
+/// stored times with it is filtering with the exact range.
+fn pg_range(range: TimeRange) -> TimeRange {
+    TimeRange {
+        from: pg_time_ceil(range.from),
+        to: pg_time_ceil(range.to),
+    }
+}
+
+#[async_trait]
+impl AppStatsStore for MemoryStore {
+    async fn write_app_stats(&self, write: &AppStatsWrite) -> Result<(), StoreError> {
+        validate(write)?;
+        let mut state = self.apps.write();
+        // Batches only matter to PostgreSQL's statement size; applying rows
+        // in order gives the same result as applying batch after batch.
+        state.rows.reserve(write.rows.len());
+        for row in &write.rows {
+            match state.rows.entry(row.row_key()) {
+                hashbrown::hash_map::Entry::Occupied(mut existing) => {
+                    existing.get_mut().apply_guarded(&guarded_columns(row));
+                }
+                hashbrown::hash_map::Entry::Vacant(slot) => {
+                    slot.insert(stored(row));
+                }
+            }
+        }
+        for &(workspace, at) in &write.last_used {
+            let at = pg_time(at);
+            state
+                .last_used
+                .entry(workspace)
+                .and_modify(|t| *t = (*t).max(at))
+                .or_insert(at);
+        }
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+struct UsageAcc {
+    users: Set<Uuid>,
+    sessions: u64,
+    requests: u64,
+    micros: u64,
+}
+
+#[async_trait]
+impl InsightsStore for MemoryStore {
+    async fn app_usage(&self, range: TimeRange) -> Result<Vec<AppUsage>, StoreError> {
+        let range = pg_range(range);
+        let mut usage: Vec<AppUsage> = {
+            let state = self.apps.read();
+            let mut apps: Map<(AccessMethod, &str), UsageAcc> = Map::default();
+            for row in state.rows.values() {
+                let (start, end) = span(row);
+                if !range.overlaps(start, end) {
+                    continue;
+                }
+                let acc = apps
+                    .entry((row.access_method, row.slug_or_port.as_str()))
+                    .or_default();
+                acc.users.insert(row.user_id);
+                acc.sessions += 1;
+                acc.requests = acc.requests.saturating_add(row.requests);
+                let micros = range.clipped(start, end).whole_microseconds();
+                acc.micros = acc
+                    .micros
+                    .saturating_add(u64::try_from(micros).unwrap_or(u64::MAX));
+            }
+            apps.into_iter()
+                .map(|((access_method, slug), acc)| AppUsage {
+                    access_method,
+                    slug_or_port: slug.to_owned(),
+                    unique_users: acc.users.len() as u64,
+                    sessions: acc.sessions,
+                    requests: acc.requests,
+                    session_micros: acc.micros,
+                })
+                .collect()
+        };
+        usage.sort_by(|a, b| {
+            (
+                Reverse(a.unique_users),
+                Reverse(a.session_micros),
+                a.access_method.as_str(),
+            )
+                .cmp(&(
+                    Reverse(b.unique_users),
+                    Reverse(b.session_micros),
+                    b.access_method.as_str(),
+                ))
+                .then_with(|| a.slug_or_port.as_bytes().cmp(b.slug_or_port.as_bytes()))
+        });
+        Ok(usage)
+    }
+
+    async fn app_stats(&self, range: TimeRange, limit: usize) -> Result<Vec<StatsReport>, StoreError> {
+        let range = pg_range(range);
+        let mut rows: Vec<StatsReport> = {
+            let state = self.apps.read();
+            state
+                .rows
+                .values()
+                .filter(|row| {
+                    let (start, end) = span(row);
+                    range.overlaps(start, end)
+                })
+                .cloned()
+                .collect()
+        };
+        let order = |r: &StatsReport| (r.session_started_at, r.session_id, r.user_id, r.agent_id);
+        if limit < rows.len() {
+            // Only the first `limit` need sorting.
+            rows.select_nth_unstable_by_key(limit, order);
+            rows.truncate(limit);
+        }
+        rows.sort_unstable_by_key(order);
+        Ok(rows)
+    }
+
+    async fn workspace_last_used(&self, workspace_id: Uuid) -> Result<Option<OffsetDateTime>, StoreError> {
+        Ok(self.apps.read().last_used.get(&workspace_id).copied())
+    }
+}

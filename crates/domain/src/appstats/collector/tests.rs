@@ -1,0 +1,401 @@
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use async_trait::async_trait;
+use mockall::Sequence;
+use time::OffsetDateTime;
+use time::macros::datetime;
+use uuid::Uuid;
+
+use super::*;
+use crate::appstats::AccessMethod;
+use crate::clock::ManualClock;
+use crate::ports::MockReporter;
+
+mod props;
+
+const T0: OffsetDateTime = datetime!(2026-11-25 10:00 UTC);
+
+fn secs(s: i64) -> Duration {
+    Duration::seconds(s)
+}
+
+fn report(n: u128, start: OffsetDateTime, end: Option<OffsetDateTime>, requests: u64) -> StatsReport {
+    StatsReport {
+        user_id: Uuid::from_u128(1),
+        workspace_id: Uuid::from_u128(2),
+        agent_id: Uuid::from_u128(3),
+        access_method: AccessMethod::Path,
+        slug_or_port: "code-server".into(),
+        session_id: Uuid::from_u128(0x100 + n),
+        session_started_at: start,
+        session_ended_at: end,
+        requests,
+    }
+}
+
+fn unavailable() -> StoreError {
+    StoreError::Unavailable("database down".into())
+}
+
+fn config() -> CollectorConfig {
+    CollectorConfig {
+        report_interval: std::time::Duration::from_secs(30),
+        retry_min_delay: std::time::Duration::from_secs(1),
+        ..CollectorConfig::default()
+    }
+}
+
+fn collector(
+    config: CollectorConfig,
+    reporter: impl Reporter + 'static,
+    clock: &ManualClock,
+) -> Arc<StatsCollector> {
+    StatsCollector::new(config, Arc::new(reporter), Arc::new(clock.clone()))
+}
+
+/// Calls as the reporter saw them, each with the session ids it carried.
+type Calls = Arc<Mutex<Vec<Vec<StatsReport>>>>;
+
+/// A mock reporter that fails its first `failures` calls and records all.
+fn flaky_reporter(failures: usize) -> (MockReporter, Calls) {
+    let calls: Calls = Arc::default();
+    let mut reporter = MockReporter::new();
+    let seen = calls.clone();
+    reporter.expect_report().returning(move |rows| {
+        let mut seen = seen.lock();
+        seen.push(rows.to_vec());
+        if seen.len() <= failures {
+            Err(unavailable())
+        } else {
+            Ok(())
+        }
+    });
+    (reporter, calls)
+}
+
+#[tokio::test]
+async fn flush_reports_the_rollup_and_counts() {
+    let clock = ManualClock::new(T0 + secs(30));
+    let (reporter, calls) = flaky_reporter(0);
+    let c = collector(config(), reporter, &clock);
+    c.collect(report(1, T0, Some(T0 + secs(10)), 2));
+    c.collect(report(2, T0, Some(T0 + secs(20)), 3));
+    c.flush().await.unwrap();
+    let calls = calls.lock();
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0], vec![report(1, T0, Some(T0 + secs(60)), 5)]);
+    let stats = c.stats();
+    assert_eq!(
+        (stats.collected, stats.rows_reported, stats.tracked_sessions),
+        (2, 1, 2)
+    );
+    assert_eq!(
+        (stats.backlog_rows, stats.dropped, stats.failed_flushes),
+        (0, 0, 0)
+    );
+}
+
+#[tokio::test]
+async fn a_flush_with_nothing_to_report_does_not_call_the_reporter() {
+    let clock = ManualClock::new(T0);
+    let mut reporter = MockReporter::new();
+    reporter.expect_report().never();
+    let c = collector(config(), reporter, &clock);
+    c.flush().await.unwrap();
+    c.collect(report(1, T0, None, 1));
+    c.flush().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_failed_report_becomes_the_backlog_and_is_retried_first_whole() {
+    let clock = ManualClock::new(T0 + secs(30));
+    let mut seq = Sequence::new();
+    let mut reporter = MockReporter::new();
+    let first = vec![report(1, T0, Some(T0 + secs(60)), 2)];
+    let long = report(2, T0 + secs(40), Some(T0 + secs(200)), 7);
+    let expected = first.clone();
+    reporter
+        .expect_report()
+        .times(1)
+        .in_sequence(&mut seq)
+        .withf(move |rows| rows == expected.as_slice())
+        .returning(|_| Err(unavailable()));
+    let expected = first.clone();
+    reporter
+        .expect_report()
+        .times(1)
+        .in_sequence(&mut seq)
+        .withf(move |rows| rows == expected.as_slice())
+        .returning(|_| Err(unavailable()));
+    let expected = first.clone();
+    reporter
+        .expect_report()
+        .times(1)
+        .in_sequence(&mut seq)
+        .withf(move |rows| rows == expected.as_slice())
+        .returning(|_| Ok(()));
+    let expected = vec![long.clone()];
+    reporter
+        .expect_report()
+        .times(1)
+        .in_sequence(&mut seq)
+        .withf(move |rows| rows == expected.as_slice())
+        .returning(|_| Ok(()));
+    let c = collector(config(), reporter, &clock);
+
+    c.collect(report(1, T0, Some(T0 + secs(10)), 2));
+    assert!(c.flush().await.is_err());
+    assert_eq!(c.stats().backlog_rows, 1);
+    c.collect(long);
+    clock.set(T0 + secs(210));
+    assert!(
+        c.flush().await.is_err(),
+        "the backlog fails again: nothing new is tried"
+    );
+    assert_eq!(c.stats().backlog_rows, 1);
+    c.flush().await.unwrap();
+    let stats = c.stats();
+    assert_eq!(
+        (stats.backlog_rows, stats.failed_flushes, stats.rows_reported),
+        (0, 2, 2)
+    );
+}
+
+#[tokio::test]
+async fn provisional_rows_of_a_failed_flush_are_reported_again_later_not_backlogged() {
+    let clock = ManualClock::new(T0 + secs(90));
+    let (reporter, calls) = flaky_reporter(1);
+    let c = collector(config(), reporter, &clock);
+    c.collect(report(1, T0, None, 1));
+    assert!(c.flush().await.is_err());
+    assert_eq!(c.stats().backlog_rows, 0);
+    clock.set(T0 + secs(120));
+    c.flush().await.unwrap();
+    let calls = calls.lock();
+    assert_eq!(calls.len(), 2);
+    assert_eq!(calls[1], vec![report(1, T0, Some(T0 + secs(120)), 1)]);
+}
+
+#[tokio::test]
+async fn close_reports_open_sessions_with_the_close_time_and_stops_the_loop() {
+    let clock = ManualClock::new(T0 + secs(10));
+    let (reporter, calls) = flaky_reporter(0);
+    let c = collector(config(), reporter, &clock);
+    let task = c.spawn();
+    c.collect(report(1, T0 + secs(5), None, 3));
+    clock.set(T0 + secs(20));
+    c.close().await.unwrap();
+    task.await.unwrap();
+    assert_eq!(
+        *calls.lock(),
+        vec![vec![report(1, T0 + secs(5), Some(T0 + secs(20)), 3)]]
+    );
+}
+
+/// Seed bug 3: while the backlog kept failing the seed held every new
+/// session in memory without bound.
+#[tokio::test]
+async fn seed_bug_3_memory_is_capped_while_reporting_fails_and_drops_are_counted() {
+    let clock = ManualClock::new(T0);
+    let mut reporter = MockReporter::new();
+    reporter.expect_report().returning(|_| Err(unavailable()));
+    let cap = 50;
+    let c = collector(
+        CollectorConfig {
+            max_buffered: cap,
+            ..config()
+        },
+        reporter,
+        &clock,
+    );
+    for minute in 0..20 {
+        let start = T0 + Duration::minutes(minute);
+        for n in 0..10 {
+            c.collect(report(
+                u128::from(minute as u64 * 100 + n),
+                start,
+                Some(start + secs(90)),
+                1,
+            ));
+        }
+        clock.set(start + secs(100));
+        let _ = c.flush().await;
+        let stats = c.stats();
+        assert!(
+            stats.tracked_sessions + stats.backlog_rows <= cap,
+            "minute {minute}: {stats:?}"
+        );
+    }
+    let stats = c.stats();
+    assert!(stats.dropped > 150, "{stats:?}");
+    assert_eq!(stats.collected + stats.dropped, 200);
+}
+
+#[tokio::test]
+async fn updates_of_tracked_sessions_are_taken_at_the_cap() {
+    let clock = ManualClock::new(T0);
+    let (reporter, calls) = flaky_reporter(0);
+    let c = collector(
+        CollectorConfig {
+            max_buffered: 3,
+            ..config()
+        },
+        reporter,
+        &clock,
+    );
+    c.collect(report(1, T0, None, 1));
+    c.collect(report(2, T0, None, 1));
+    c.collect(report(1, T0, Some(T0 + secs(5)), 4));
+    assert_eq!((c.stats().collected, c.stats().dropped), (2, 1));
+    clock.set(T0 + secs(10));
+    c.flush().await.unwrap();
+    assert_eq!(calls.lock()[0], vec![report(1, T0, Some(T0 + secs(60)), 4)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_loop_flushes_every_interval() {
+    let clock = ManualClock::new(T0);
+    let times = Arc::new(Mutex::new(Vec::new()));
+    let mut reporter = MockReporter::new();
+    let seen = times.clone();
+    reporter.expect_report().returning(move |_| {
+        seen.lock().push(tokio::time::Instant::now());
+        Ok(())
+    });
+    let c = collector(config(), reporter, &clock);
+    let begin = tokio::time::Instant::now();
+    let task = c.spawn();
+    // One long session between two ticks, so every flush has one row.
+    tokio::time::sleep(std::time::Duration::from_secs(15)).await;
+    for i in 0..3u128 {
+        c.collect(report(i, T0 - secs(300), Some(T0), 1));
+        tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+    }
+    c.close().await.unwrap();
+    task.await.unwrap();
+    let offsets: Vec<_> = times.lock().iter().map(|t| (*t - begin).as_secs()).collect();
+    assert_eq!(offsets, vec![30, 60, 90]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn after_failures_the_loop_backs_off_exponentially_then_recovers_and_loses_nothing() {
+    let clock = ManualClock::new(T0 + secs(10));
+    let times = Arc::new(Mutex::new(Vec::new()));
+    let mut reporter = MockReporter::new();
+    let seen = times.clone();
+    reporter.expect_report().returning(move |rows| {
+        let mut seen = seen.lock();
+        seen.push((tokio::time::Instant::now(), rows.to_vec()));
+        if seen.len() <= 4 {
+            Err(unavailable())
+        } else {
+            Ok(())
+        }
+    });
+    let c = collector(
+        CollectorConfig {
+            report_interval: std::time::Duration::from_secs(60),
+            retry_min_delay: std::time::Duration::from_secs(2),
+            ..config()
+        },
+        reporter,
+        &clock,
+    );
+    c.collect(report(1, T0, Some(T0 + secs(5)), 4));
+    let begin = tokio::time::Instant::now();
+    let task = c.spawn();
+    tokio::time::sleep(std::time::Duration::from_secs(300)).await;
+    c.close().await.unwrap();
+    task.await.unwrap();
+
+    let times = times.lock();
+    assert_eq!(times.len(), 5, "four failures, then success");
+    let mut previous = begin;
+    let mut gaps = Vec::new();
+    for (at, rows) in times.iter() {
+        assert_eq!(
+            *rows,
+            vec![report(1, T0, Some(T0 + secs(60)), 4)],
+            "the same backlog"
+        );
+        gaps.push((*at - previous).as_secs_f64());
+        previous = *at;
+    }
+    assert_eq!(gaps[0], 60.0, "first flush after one interval");
+    // Retries: 2 s, 4 s, 8 s, 16 s, each plus jitter of less than itself.
+    for (i, gap) in gaps[1..].iter().enumerate() {
+        let base = 2.0 * 2f64.powi(i as i32);
+        assert!((base..2.0 * base).contains(gap), "retry {i}: {gap} s");
+    }
+    assert_eq!(c.stats().failed_flushes, 4);
+    assert_eq!(c.stats().backlog_rows, 0);
+}
+
+/// A reporter that notices overlapping calls.
+#[derive(Debug, Default)]
+struct SlowReporter {
+    in_flight: AtomicUsize,
+    overlapped: AtomicUsize,
+    calls: AtomicUsize,
+}
+
+#[async_trait]
+impl Reporter for SlowReporter {
+    async fn report(&self, _reports: &[StatsReport]) -> Result<(), StoreError> {
+        if self.in_flight.fetch_add(1, Ordering::SeqCst) > 0 {
+            self.overlapped.fetch_add(1, Ordering::SeqCst);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn concurrent_flushes_are_serialized() {
+    let clock = ManualClock::new(T0 + Duration::hours(1));
+    let reporter = Arc::new(SlowReporter::default());
+    let c = StatsCollector::new(config(), reporter.clone(), Arc::new(clock.clone()));
+    for n in 0..8 {
+        c.collect(report(n, T0, None, 1));
+    }
+    let flushes: Vec<_> = (0..4)
+        .map(|_| {
+            let c = c.clone();
+            tokio::spawn(async move { c.flush().await })
+        })
+        .collect();
+    for f in flushes {
+        f.await.unwrap().unwrap();
+    }
+    assert_eq!(reporter.calls.load(Ordering::SeqCst), 4);
+    assert_eq!(reporter.overlapped.load(Ordering::SeqCst), 0);
+}
+
+#[test]
+fn collect_from_many_threads_counts_every_report() {
+    let clock = ManualClock::new(T0);
+    let c = collector(config(), MockReporter::new(), &clock);
+    std::thread::scope(|s| {
+        for t in 0..4u128 {
+            let c = &c;
+            s.spawn(move || {
+                for n in 0..1000 {
+                    c.collect(report(t * 10_000 + n, T0, None, 1));
+                }
+            });
+        }
+    });
+    assert_eq!(c.stats().collected, 4000);
+    assert_eq!(c.stats().tracked_sessions, 4000);
+}
+
+#[test]
+fn debug_output_names_the_collector_without_the_reporter() {
+    let clock = ManualClock::new(T0);
+    let c = collector(config(), MockReporter::new(), &clock);
+    let text = format!("{c:?}");
+    assert!(text.starts_with("StatsCollector"), "{text}");
+    assert!(text.contains("max_buffered"), "{text}");
+}

@@ -1,0 +1,376 @@
+//! Compact storage of one rollup group: the key fields once, and a small
+//! record per session (times as nanosecond offsets from the group's start).
+
+use std::hash::{BuildHasher, Hasher};
+
+use hashbrown::HashTable;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::appstats::{AccessMethod, StatsReport};
+
+/// `end_off` of a session that is still open; sorts before every end time,
+/// like `None` before `Some` in [`StatsReport::apply_guarded`].
+pub(super) const OPEN: i64 = i64::MIN;
+
+/// Groups up to this size are searched linearly; bigger ones get an index.
+const LINEAR_MAX: usize = 16;
+
+pub(super) type FastState = foldhash::fast::RandomState;
+
+/// Session record states, as bit flags.
+pub(super) mod flags {
+    /// Reported on its own at least once: never rolled up afterwards.
+    pub const INDIVIDUAL: u8 = 1;
+    /// Closed and fully reported (rolled up or reported alone); kept only to
+    /// recognise replays until its group is dropped.
+    pub const DONE: u8 = 2;
+    /// Its requests are in the group's rolled-up record.
+    pub const ROLLED: u8 = 4;
+}
+
+/// One session inside a group: 56 bytes.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Session {
+    pub id: Uuid,
+    /// Nanoseconds from the group's start to the session's start.
+    pub start_off: i64,
+    /// Nanoseconds from the group's start to the session's end, or [`OPEN`].
+    pub end_off: i64,
+    /// The latest provisional end reported for it while open, or `i64::MIN`.
+    /// Its closed row never ends earlier: the store's guarded rule would
+    /// refuse a row whose end moved backwards, and its requests with it.
+    pub floor_off: i64,
+    pub requests: u64,
+    pub flags: u8,
+}
+
+impl Session {
+    pub fn is_open(&self) -> bool {
+        self.end_off == OPEN
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.flags & flags::DONE != 0
+    }
+
+    pub fn has(&self, flag: u8) -> bool {
+        self.flags & flag != 0
+    }
+}
+
+/// The group's rolled-up record.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct RolledUp {
+    /// Borrowed from the first session rolled into it.
+    pub session_id: Uuid,
+    pub requests: u64,
+}
+
+/// The fields shared by every session of a group, which is also the
+/// database's unique key of a rolled-up row.
+#[derive(Debug)]
+pub(super) struct GroupKey {
+    /// Start truncated to the window, in Unix nanoseconds.
+    pub start_ns: i64,
+    pub user_id: Uuid,
+    pub workspace_id: Uuid,
+    pub agent_id: Uuid,
+    pub access_method: AccessMethod,
+    /// Interned in [`Slugs`].
+    pub slug: u32,
+}
+
+impl GroupKey {
+    pub fn matches(&self, p: &Prepared) -> bool {
+        self.start_ns == p.group_ns
+            && self.user_id == p.user_id
+            && self.workspace_id == p.workspace_id
+            && self.agent_id == p.agent_id
+            && self.access_method == p.access_method
+            && self.slug == p.slug
+    }
+}
+
+/// A report reduced to what the rollup needs, its group's hash computed.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Prepared {
+    pub hash: u64,
+    pub group_ns: i64,
+    pub start_off: i64,
+    pub end_off: i64,
+    pub requests: u64,
+    pub user_id: Uuid,
+    pub workspace_id: Uuid,
+    pub agent_id: Uuid,
+    pub session_id: Uuid,
+    pub slug: u32,
+    pub access_method: AccessMethod,
+}
+
+impl Prepared {
+    /// `None` if the start is outside the nanosecond range (years 1678 to 2262).
+    pub fn new(r: &StatsReport, slug: u32, window_ns: i64, state: &FastState) -> Option<Self> {
+        let start_ns = i64::try_from(r.session_started_at.unix_timestamp_nanos()).ok()?;
+        // The floor of `crate::telemetry::truncate`, in integers.
+        let group_ns = start_ns.checked_sub(start_ns.rem_euclid(window_ns))?;
+        let end_off = match r.session_ended_at {
+            None => OPEN,
+            Some(end) => clamp_off(end.unix_timestamp_nanos() - i128::from(group_ns)),
+        };
+        let mut h = state.build_hasher();
+        h.write_i64(group_ns);
+        h.write_u128(r.user_id.as_u128());
+        h.write_u128(r.workspace_id.as_u128());
+        h.write_u128(r.agent_id.as_u128());
+        h.write_u8(r.access_method as u8);
+        h.write_u32(slug);
+        Some(Self {
+            hash: h.finish(),
+            group_ns,
+            start_off: start_ns - group_ns,
+            end_off,
+            requests: r.requests,
+            user_id: r.user_id,
+            workspace_id: r.workspace_id,
+            agent_id: r.agent_id,
+            session_id: r.session_id,
+            slug,
+            access_method: r.access_method,
+        })
+    }
+
+    pub fn key(&self) -> GroupKey {
+        GroupKey {
+            start_ns: self.group_ns,
+            user_id: self.user_id,
+            workspace_id: self.workspace_id,
+            agent_id: self.agent_id,
+            access_method: self.access_method,
+            slug: self.slug,
+        }
+    }
+
+    pub fn session(&self) -> Session {
+        Session {
+            id: self.session_id,
+            start_off: self.start_off,
+            end_off: self.end_off,
+            floor_off: i64::MIN,
+            requests: self.requests,
+            flags: 0,
+        }
+    }
+}
+
+/// Offsets beyond ±292 years from the group's start saturate.
+pub(super) fn clamp_off(ns: i128) -> i64 {
+    ns.clamp(i128::from(i64::MIN) + 1, i128::from(i64::MAX)) as i64
+}
+
+/// Interned slugs: each distinct slug is stored once, however many groups
+/// use it, and forgotten when the last of them goes.
+#[derive(Debug, Default)]
+pub(super) struct Slugs {
+    ids: HashTable<u32>,
+    entries: Vec<SlugEntry>,
+    free: Vec<u32>,
+}
+
+#[derive(Debug)]
+struct SlugEntry {
+    text: Box<str>,
+    hash: u64,
+    groups: u32,
+}
+
+impl Slugs {
+    pub fn intern(&mut self, state: &FastState, text: &str) -> u32 {
+        let hash = state.hash_one(text);
+        let entries = &self.entries;
+        if let Some(&id) = self.ids.find(hash, |&id| &*entries[id as usize].text == text) {
+            return id;
+        }
+        let entry = SlugEntry {
+            text: text.into(),
+            hash,
+            groups: 0,
+        };
+        let id = match self.free.pop() {
+            Some(id) => {
+                self.entries[id as usize] = entry;
+                id
+            }
+            None => {
+                self.entries.push(entry);
+                (self.entries.len() - 1) as u32
+            }
+        };
+        let entries = &self.entries;
+        self.ids.insert_unique(hash, id, |&id| entries[id as usize].hash);
+        id
+    }
+
+    pub fn text(&self, id: u32) -> &str {
+        &self.entries[id as usize].text
+    }
+
+    pub fn add_group(&mut self, id: u32) {
+        self.entries[id as usize].groups += 1;
+    }
+
+    pub fn remove_group(&mut self, id: u32) {
+        let entry = &mut self.entries[id as usize];
+        entry.groups -= 1;
+        if entry.groups == 0 {
+            self.forget(id);
+        }
+    }
+
+    /// Forgets a slug interned for a report that formed no group.
+    pub fn sweep_one(&mut self, id: u32) {
+        if self.entries[id as usize].groups == 0 {
+            self.forget(id);
+        }
+    }
+
+    /// Forgets slugs interned for reports that formed no group.
+    pub fn sweep(&mut self) {
+        let unused: Vec<u32> = self
+            .ids
+            .iter()
+            .copied()
+            .filter(|&id| self.entries[id as usize].groups == 0)
+            .collect();
+        for id in unused {
+            self.forget(id);
+        }
+    }
+
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    fn forget(&mut self, id: u32) {
+        let entry = &mut self.entries[id as usize];
+        let hash = entry.hash;
+        entry.text = Box::default();
+        if let Ok(slot) = self.ids.find_entry(hash, |&other| other == id) {
+            slot.remove();
+        }
+        self.free.push(id);
+    }
+}
+
+fn id_hash(state: &FastState, id: &Uuid) -> u64 {
+    state.hash_one(id.as_u128())
+}
+
+#[derive(Debug)]
+pub(super) struct Group {
+    pub hash: u64,
+    pub key: GroupKey,
+    pub start: OffsetDateTime,
+    pub sessions: Vec<Session>,
+    /// Slots of `sessions` by session id, once the group outgrows a scan.
+    index: HashTable<u32>,
+    pub rolled: Option<RolledUp>,
+    /// The rolled-up record changed outside a rollup (a later report of a
+    /// rolled session carried more requests) and must be reported.
+    pub rolled_changed: bool,
+    /// Sessions not yet done (open, or closed and waiting to be reported).
+    pub live: u32,
+    /// Emptied by a rollup and about to be removed.
+    pub gone: bool,
+}
+
+impl Group {
+    pub fn new(hash: u64, key: GroupKey, start: OffsetDateTime, sessions: Vec<Session>) -> Self {
+        debug_assert!(sessions.is_empty());
+        Self {
+            hash,
+            key,
+            start,
+            sessions,
+            index: HashTable::new(),
+            rolled: None,
+            rolled_changed: false,
+            live: 0,
+            gone: false,
+        }
+    }
+
+    /// Gives up the sessions; the group is removed right after.
+    pub fn release(&mut self) -> Vec<Session> {
+        self.gone = true;
+        self.index = HashTable::new();
+        std::mem::take(&mut self.sessions)
+    }
+
+    pub fn find(&self, state: &FastState, id: Uuid) -> Option<usize> {
+        if self.sessions.len() <= LINEAR_MAX {
+            return self.sessions.iter().position(|s| s.id == id);
+        }
+        let sessions = &self.sessions;
+        self.index
+            .find(id_hash(state, &id), |&slot| sessions[slot as usize].id == id)
+            .map(|&slot| slot as usize)
+    }
+
+    pub fn push(&mut self, state: &FastState, session: Session) {
+        self.sessions.push(session);
+        self.live += 1;
+        let len = self.sessions.len();
+        if len <= LINEAR_MAX {
+            return;
+        }
+        let sessions = &self.sessions;
+        let hasher = |&slot: &u32| id_hash(state, &sessions[slot as usize].id);
+        if len == LINEAR_MAX + 1 {
+            self.index.reserve(len * 2, hasher);
+            for (slot, s) in sessions[..len - 1].iter().enumerate() {
+                self.index
+                    .insert_unique(id_hash(state, &s.id), slot as u32, hasher);
+            }
+        }
+        let slot = (len - 1) as u32;
+        self.index
+            .insert_unique(id_hash(state, &sessions[len - 1].id), slot, hasher);
+    }
+}
+
+/// Session buffers of dropped groups, kept for new groups: freeing them one
+/// by one cost half of a rollup's time, and new groups keep coming. Holds no
+/// more slots than the most sessions ever held at once.
+#[derive(Debug, Default)]
+pub(super) struct BufferPool {
+    buffers: Vec<Vec<Session>>,
+    slots: usize,
+    high_water: usize,
+}
+
+impl BufferPool {
+    pub fn note_held(&mut self, sessions: usize) {
+        self.high_water = self.high_water.max(sessions);
+    }
+
+    pub fn take(&mut self) -> Vec<Session> {
+        match self.buffers.pop() {
+            Some(buffer) => {
+                self.slots -= buffer.capacity();
+                buffer
+            }
+            None => Vec::new(),
+        }
+    }
+
+    pub fn give(&mut self, mut buffer: Vec<Session>) {
+        if buffer.capacity() == 0 || self.slots + buffer.capacity() > self.high_water {
+            return;
+        }
+        buffer.clear();
+        self.slots += buffer.capacity();
+        self.buffers.push(buffer);
+    }
+}

@@ -1,0 +1,235 @@
+//! The publisher: marks and releases against mocks, lease expiry on the
+//! fake store, and exactly-once publishing under a flaky sink.
+
+use std::collections::HashMap;
+
+use mockall::predicate::eq;
+use parking_lot::Mutex;
+use proptest::prelude::*;
+use time::{Duration, OffsetDateTime};
+use uuid::Uuid;
+
+use super::{INTERVAL, snapshot};
+use crate::boundary::tests::fake_store::FakeStore;
+use crate::boundary::tests::{id, next_period, t0};
+use crate::clock::{Clock, ManualClock};
+use crate::error::StoreError;
+use crate::ports::{MockSnapshotSink, MockTelemetryStore, SinkError, SnapshotSink, TelemetryStore};
+use crate::telemetry::publisher::{DEFAULT_CLAIM_LEASE, PublishRound, publish_pending};
+use crate::telemetry::{Period, Snapshot};
+
+#[tokio::test]
+async fn published_snapshots_are_marked_and_failed_ones_released_with_the_error() {
+    let now = t0();
+    let claimer = id(5);
+    let period = Period::last_ended(now, INTERVAL);
+    let mut store = MockTelemetryStore::new();
+    store
+        .expect_claim_unpublished_snapshots()
+        .with(eq(claimer), eq(now), eq(DEFAULT_CLAIM_LEASE), eq(10))
+        .times(1)
+        .returning(move |_, _, _, _| {
+            Ok(vec![
+                snapshot(1, period),
+                snapshot(2, period),
+                snapshot(3, period),
+            ])
+        });
+    let mut sink = MockSnapshotSink::new();
+    sink.expect_publish().times(3).returning(|s| {
+        if s.id == id(2) {
+            Err(SinkError("HTTP 500".into()))
+        } else {
+            Ok(())
+        }
+    });
+    for n in [1, 3] {
+        store
+            .expect_mark_snapshot_published()
+            .with(eq(id(n)), eq(claimer), eq(now))
+            .times(1)
+            .returning(|_, _, _| Ok(()));
+    }
+    store
+        .expect_release_snapshot_claim()
+        .withf(move |sid, c, err| *sid == id(2) && *c == claimer && err.contains("HTTP 500"))
+        .times(1)
+        .returning(|_, _, _| Ok(()));
+    let round = publish_pending(&store, &sink, claimer, now, DEFAULT_CLAIM_LEASE, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        round,
+        PublishRound {
+            published: 2,
+            failed: 1
+        }
+    );
+}
+
+#[tokio::test]
+async fn a_store_error_ends_the_round() {
+    let mut store = MockTelemetryStore::new();
+    store
+        .expect_claim_unpublished_snapshots()
+        .times(1)
+        .returning(|_, _, _, _| Err(StoreError::Unavailable("down".into())));
+    let mut sink = MockSnapshotSink::new();
+    sink.expect_publish().never();
+    assert!(
+        publish_pending(&store, &sink, id(1), t0(), DEFAULT_CLAIM_LEASE, 10)
+            .await
+            .unwrap_err()
+            .is_retryable()
+    );
+
+    let period = Period::last_ended(t0(), INTERVAL);
+    let mut store = MockTelemetryStore::new();
+    store
+        .expect_claim_unpublished_snapshots()
+        .returning(move |_, _, _, _| Ok(vec![snapshot(1, period), snapshot(2, period)]));
+    store
+        .expect_mark_snapshot_published()
+        .times(1)
+        .returning(|_, _, _| Err(StoreError::Unavailable("down".into())));
+    let mut sink = MockSnapshotSink::new();
+    sink.expect_publish().times(1).returning(|_| Ok(()));
+    publish_pending(&store, &sink, id(1), t0(), DEFAULT_CLAIM_LEASE, 10)
+        .await
+        .unwrap_err();
+}
+
+#[tokio::test]
+async fn a_zero_limit_does_nothing() {
+    let mut store = MockTelemetryStore::new();
+    store.expect_claim_unpublished_snapshots().never();
+    let sink = MockSnapshotSink::new();
+    let round = publish_pending(&store, &sink, id(1), t0(), DEFAULT_CLAIM_LEASE, 0)
+        .await
+        .unwrap();
+    assert_eq!(round, PublishRound::default());
+}
+
+#[tokio::test]
+async fn a_claim_left_by_a_crashed_replica_is_retried_after_its_lease() {
+    let clock = ManualClock::new(t0());
+    let store = FakeStore::new();
+    let snap = next_period(&store, &clock).await;
+    let now = t0() + Duration::minutes(30);
+    // Replica 1 claims and dies before publishing.
+    let claimed = store
+        .claim_unpublished_snapshots(id(1), now, DEFAULT_CLAIM_LEASE, 10)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    let sink = RecordingSink::failing(vec![]);
+    let during = publish_pending(
+        &store,
+        &sink,
+        id(2),
+        now + Duration::seconds(30),
+        DEFAULT_CLAIM_LEASE,
+        10,
+    )
+    .await
+    .unwrap();
+    assert_eq!(during, PublishRound::default(), "the lease still holds");
+    let after = now + DEFAULT_CLAIM_LEASE;
+    let round = publish_pending(&store, &sink, id(2), after, DEFAULT_CLAIM_LEASE, 10)
+        .await
+        .unwrap();
+    assert_eq!(round.published, 1);
+    assert_eq!(sink.successes(), HashMap::from([(snap.id, 1)]));
+    let listed = store.list_snapshots(10).await.unwrap();
+    assert_eq!(listed[0].published_at, Some(after));
+}
+
+/// A sink that fails by script (front first; success once it runs out)
+/// and counts successful deliveries per snapshot.
+#[derive(Debug)]
+struct RecordingSink {
+    script: Mutex<Vec<bool>>,
+    delivered: Mutex<HashMap<Uuid, usize>>,
+}
+
+impl RecordingSink {
+    fn failing(mut script: Vec<bool>) -> Self {
+        script.reverse();
+        Self {
+            script: Mutex::new(script),
+            delivered: Mutex::default(),
+        }
+    }
+
+    fn successes(&self) -> HashMap<Uuid, usize> {
+        self.delivered.lock().clone()
+    }
+}
+
+#[async_trait::async_trait]
+impl SnapshotSink for RecordingSink {
+    async fn publish(&self, snapshot: &Snapshot) -> Result<(), SinkError> {
+        if self.script.lock().pop().unwrap_or(false) {
+            return Err(SinkError("injected sink outage".into()));
+        }
+        *self.delivered.lock().entry(snapshot.id).or_default() += 1;
+        Ok(())
+    }
+}
+
+async fn publish_until_done(
+    snapshots: usize,
+    failures: Vec<bool>,
+    limits: Vec<usize>,
+) -> Result<(), TestCaseError> {
+    let clock = ManualClock::new(t0());
+    let store = FakeStore::new();
+    let mut ids = Vec::new();
+    for _ in 0..snapshots {
+        ids.push(next_period(&store, &clock).await.id);
+    }
+    let failures_scripted = failures.iter().filter(|f| **f).count();
+    let sink = RecordingSink::failing(failures);
+    let mut now: OffsetDateTime = clock.now();
+    let (mut published, mut failed) = (0, 0);
+    // Every failure costs at most one extra round.
+    for round in 0..(snapshots + failures_scripted + 1) {
+        let limit = limits[round % limits.len()];
+        let claimer = id(1 + (round % 2) as u128);
+        let r = publish_pending(&store, &sink, claimer, now, DEFAULT_CLAIM_LEASE, limit)
+            .await
+            .unwrap();
+        published += r.published;
+        failed += r.failed;
+        now += Duration::seconds(1);
+    }
+    let successes = sink.successes();
+    prop_assert_eq!(published, snapshots);
+    prop_assert_eq!(successes.len(), snapshots);
+    for sid in &ids {
+        prop_assert_eq!(successes.get(sid), Some(&1), "published exactly once");
+    }
+    let listed = store.list_snapshots(usize::MAX).await.unwrap();
+    prop_assert!(listed.iter().all(|s| s.published_at.is_some()));
+    let attempts: u32 = listed.iter().map(|s| s.publish_attempts).sum();
+    prop_assert_eq!(attempts as usize, failed);
+    prop_assert!(failed <= failures_scripted);
+    for s in listed.iter().filter(|s| s.publish_attempts > 0) {
+        prop_assert!(store.last_error(s.id).unwrap().contains("injected sink outage"));
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    #[test]
+    fn with_a_flaky_sink_every_snapshot_is_published_exactly_once(
+        snapshots in 0usize..8,
+        failures in prop::collection::vec(any::<bool>(), 0..30),
+        limits in prop::collection::vec(1usize..4, 1..4),
+    ) {
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        rt.block_on(publish_until_done(snapshots, failures, limits))?;
+    }
+}

@@ -1,0 +1,369 @@
+//! App stats writes: guarded upsert, batches, duplicates, atomicity, last used.
+
+use std::sync::Arc;
+
+use tally_domain::AccessMethod::{Path, Subdomain, Terminal};
+use tally_domain::ports::{AppStatsWrite, Store};
+use uuid::Uuid;
+
+use super::fixtures::*;
+
+/// A later write replaces end time and requests only when it is neither
+/// older nor smaller; the row's other columns are never rewritten.
+pub async fn upsert_keeps_the_newest_and_largest(store: Arc<dyn Store>) {
+    let store = &*store;
+    let who = Who::new();
+    let first = row(who, Path, "code", T0, T0 + secs(10), 5);
+    let write = |r: &tally_domain::StatsReport| write_of(vec![r.clone()], 16);
+    let expect = |end, requests| vec![stored(&later(&first, end, requests))];
+
+    store.write_app_stats(&write(&first)).await.unwrap();
+    assert_eq!(all_rows(store).await, expect(T0 + secs(10), 5), "first write");
+
+    store
+        .write_app_stats(&write(&later(&first, T0 + secs(20), 7)))
+        .await
+        .unwrap();
+    assert_eq!(
+        all_rows(store).await,
+        expect(T0 + secs(20), 7),
+        "newer and larger wins"
+    );
+
+    store
+        .write_app_stats(&write(&later(&first, T0 + secs(15), 9)))
+        .await
+        .unwrap();
+    assert_eq!(
+        all_rows(store).await,
+        expect(T0 + secs(20), 7),
+        "an older end is ignored"
+    );
+
+    store
+        .write_app_stats(&write(&later(&first, T0 + secs(30), 6)))
+        .await
+        .unwrap();
+    assert_eq!(
+        all_rows(store).await,
+        expect(T0 + secs(20), 7),
+        "fewer requests are ignored"
+    );
+
+    store
+        .write_app_stats(&write(&later(&first, T0 + secs(20), 8)))
+        .await
+        .unwrap();
+    assert_eq!(
+        all_rows(store).await,
+        expect(T0 + secs(20), 8),
+        "same end, more requests wins"
+    );
+
+    store
+        .write_app_stats(&write(&later(&first, T0 + secs(25), 8)))
+        .await
+        .unwrap();
+    assert_eq!(
+        all_rows(store).await,
+        expect(T0 + secs(25), 8),
+        "later end, same requests wins"
+    );
+
+    // Same (user, agent, session) but other columns changed: they are kept.
+    let moved = tally_domain::StatsReport {
+        workspace_id: Uuid::new_v4(),
+        access_method: Subdomain,
+        slug_or_port: "8080".into(),
+        session_started_at: T0 + secs(1),
+        ..later(&first, T0 + secs(40), 9)
+    };
+    store.write_app_stats(&write(&moved)).await.unwrap();
+    assert_eq!(
+        all_rows(store).await,
+        expect(T0 + secs(40), 9),
+        "only end and requests change"
+    );
+
+    // A different agent or user makes a different row.
+    let other_agent = tally_domain::StatsReport {
+        agent_id: Uuid::new_v4(),
+        ..first.clone()
+    };
+    store.write_app_stats(&write(&other_agent)).await.unwrap();
+    assert_eq!(
+        all_rows(store).await.len(),
+        2,
+        "(user, agent, session) is the key"
+    );
+}
+
+/// Writing the same thing twice leaves the store as the first write did.
+pub async fn replaying_a_write_changes_nothing(store: Arc<dyn Store>) {
+    let store = &*store;
+    let people: Vec<Who> = (0..10).map(|_| Who::new()).collect();
+    let rows: Vec<_> = (0..50)
+        .map(|i| {
+            let start = T0 + secs(7 * i);
+            let method = [Path, Subdomain, Terminal][i as usize % 3];
+            row(
+                people[i as usize % 10],
+                method,
+                &format!("app{}", i % 4),
+                start,
+                start + secs(90),
+                i as u64,
+            )
+        })
+        .collect();
+    let write = write_of(rows, 8);
+
+    store.write_app_stats(&write).await.unwrap();
+    let before = observe(store, &people).await;
+    assert_eq!(before.0, by_key(write.rows.iter().map(stored).collect()));
+
+    store.write_app_stats(&write).await.unwrap();
+    store.write_app_stats(&write).await.unwrap();
+    assert_eq!(
+        observe(store, &people).await,
+        before,
+        "a replayed write changed the store"
+    );
+}
+
+type Observed = (
+    Vec<tally_domain::StatsReport>,
+    Vec<tally_domain::ports::AppUsage>,
+    Vec<Option<time::OffsetDateTime>>,
+);
+
+/// Everything a reader can see of these people's app stats.
+async fn observe(store: &dyn Store, people: &[Who]) -> Observed {
+    let mut last_used = Vec::new();
+    for who in people {
+        last_used.push(store.workspace_last_used(who.workspace).await.unwrap());
+    }
+    let usage = store.app_usage(all_time()).await.unwrap();
+    (by_key(all_rows(store).await), usage, last_used)
+}
+
+/// Row counts that are exact multiples of the batch size, one over, one
+/// under, and batch size 1: every row lands and every workspace is bumped
+/// (the seed forgot all but the last partial batch's workspaces).
+pub async fn batch_boundaries_write_every_row_and_bump_every_workspace(store: Arc<dyn Store>) {
+    let store = &*store;
+    let mut expected = Vec::new();
+    let cases = [
+        (4, 8),
+        (4, 9),
+        (4, 4),
+        (4, 3),
+        (1, 1),
+        (1, 5),
+        (1024, 2048),
+        (1024, 1025),
+    ];
+    for (case, (batch_size, n)) in cases.into_iter().enumerate() {
+        let start = T0 + mins(case as i64);
+        let rows: Vec<_> = (0..n)
+            .map(|i| {
+                row(
+                    Who::new(),
+                    Path,
+                    "code",
+                    start,
+                    start + secs(1 + i as i64 % 50),
+                    1 + i as u64,
+                )
+            })
+            .collect();
+        let write = write_of(rows, batch_size);
+        assert_eq!(write.last_used.len(), n);
+        store.write_app_stats(&write).await.unwrap();
+        for &(workspace, at) in &write.last_used {
+            assert_eq!(
+                store.workspace_last_used(workspace).await.unwrap(),
+                Some(micros(at)),
+                "batch size {batch_size}, {n} rows: a workspace's last-used time was not set"
+            );
+        }
+        expected.extend(write.rows.iter().map(stored));
+        assert_eq!(
+            by_key(all_rows(store).await),
+            by_key(expected.clone()),
+            "batch size {batch_size}, {n} rows"
+        );
+    }
+}
+
+/// Rows with the same key in one write are applied one after the other, as
+/// if each were its own write, whatever the batch size.
+pub async fn duplicates_in_one_write_are_applied_in_order(store: Arc<dyn Store>) {
+    let store = &*store;
+    for batch_size in [1, 2, 16] {
+        let start = T0 + mins(batch_size as i64);
+        let e = |s| start + secs(s);
+        let a = row(Who::new(), Path, "a", start, e(2), 5);
+        let b = row(Who::new(), Path, "b", start, e(3), 4);
+        let c = row(Who::new(), Path, "c", start, e(1), 1);
+        // An existing row that refuses the first duplicate but takes the second.
+        let d = row(Who::new(), Path, "d", start, e(2), 10);
+        store
+            .write_app_stats(&write_of(vec![d.clone()], batch_size))
+            .await
+            .unwrap();
+
+        let rows = vec![
+            later(&a, e(2), 5),
+            later(&b, e(3), 4),
+            later(&c, e(1), 1),
+            later(&d, e(5), 5),
+            later(&a, e(3), 4),
+            later(&b, e(2), 5),
+            later(&c, e(2), 2),
+            later(&d, e(3), 12),
+            later(&c, e(3), 3),
+        ];
+        store.write_app_stats(&write_of(rows, batch_size)).await.unwrap();
+
+        let got = by_key(
+            all_rows(store)
+                .await
+                .into_iter()
+                .filter(|r| r.session_started_at == start)
+                .collect(),
+        );
+        let want = by_key(vec![
+            stored(&later(&a, e(2), 5)),
+            stored(&later(&b, e(3), 4)),
+            stored(&later(&c, e(3), 3)),
+            stored(&later(&d, e(3), 12)),
+        ]);
+        assert_eq!(got, want, "batch size {batch_size}");
+    }
+}
+
+/// A write with one bad row is refused whole, naming the problem, and
+/// changes nothing: not the rows before it, not the last-used times.
+pub async fn invalid_writes_change_nothing(store: Arc<dyn Store>) {
+    let store = &*store;
+    let existing = row(Who::new(), Path, "code", T0, T0 + secs(10), 5);
+    store
+        .write_app_stats(&write_of(vec![existing.clone()], 4))
+        .await
+        .unwrap();
+    let before_rows = all_rows(store).await;
+    let existing_used = store.workspace_last_used(existing.workspace_id).await.unwrap();
+
+    let fresh = row(Who::new(), Subdomain, "8080", T0, T0 + secs(30), 3);
+    let bump = later(&existing, T0 + mins(5), 50);
+    let start = T0 + mins(1);
+    let mut open = row(Who::new(), Path, "x", start, start, 1);
+    open.session_ended_at = None;
+    let backwards = row(Who::new(), Path, "x", start, start - secs(1), 1);
+    let huge = row(Who::new(), Path, "x", start, start + secs(1), i64::MAX as u64 + 1);
+
+    let cases = [
+        (open, 1, "session_ended_at", "a row without an end time"),
+        (backwards, 1, "session_ended_at", "a row ending before it starts"),
+        (huge, 1, "requests", "a request count above i64::MAX"),
+        (fresh.clone(), 0, "batch_size", "batch size 0"),
+    ];
+    for (bad, batch_size, field, what) in cases {
+        // Valid rows first, so earlier batches would have landed already.
+        let write = write_of(vec![fresh.clone(), bump.clone(), bad], batch_size);
+        assert_invalid(store.write_app_stats(&write).await, field, what);
+        assert_eq!(all_rows(store).await, before_rows, "{what}: rows changed");
+        assert_eq!(
+            store.workspace_last_used(existing.workspace_id).await.unwrap(),
+            existing_used,
+            "{what}: last used moved"
+        );
+        assert_eq!(
+            store.workspace_last_used(fresh.workspace_id).await.unwrap(),
+            None,
+            "{what}: last used set"
+        );
+    }
+
+    // The edges are valid: a zero-length session, and i64::MAX requests.
+    let zero = row(Who::new(), Path, "zero", start, start, 0);
+    let max = row(Who::new(), Path, "max", start, start + secs(1), i64::MAX as u64);
+    store
+        .write_app_stats(&write_of(vec![zero.clone(), max.clone()], 1))
+        .await
+        .unwrap();
+    let mut want = before_rows;
+    want.extend([stored(&zero), stored(&max)]);
+    assert_eq!(by_key(all_rows(store).await), by_key(want));
+}
+
+/// A workspace's last-used time never moves backwards, and an unknown
+/// workspace has none.
+pub async fn last_used_moves_forward_only(store: Arc<dyn Store>) {
+    let store = &*store;
+    let who = Who::new();
+    let bump = |at: time::OffsetDateTime, also: Vec<(Uuid, time::OffsetDateTime)>| {
+        let mut last_used = vec![(who.workspace, at)];
+        last_used.extend(also);
+        AppStatsWrite {
+            rows: vec![row(who, Path, "code", T0, at, 1)],
+            batch_size: 16,
+            last_used,
+        }
+    };
+    let used = || store.workspace_last_used(who.workspace);
+    assert_eq!(used().await.unwrap(), None, "never used");
+
+    store.write_app_stats(&bump(T0 + mins(20), vec![])).await.unwrap();
+    assert_eq!(used().await.unwrap(), Some(T0 + mins(20)));
+    store.write_app_stats(&bump(T0 + mins(10), vec![])).await.unwrap();
+    assert_eq!(used().await.unwrap(), Some(T0 + mins(20)), "moved backwards");
+    store.write_app_stats(&bump(T0 + mins(30), vec![])).await.unwrap();
+    assert_eq!(used().await.unwrap(), Some(T0 + mins(30)), "did not move forward");
+    store.write_app_stats(&bump(T0 + mins(30), vec![])).await.unwrap();
+    assert_eq!(used().await.unwrap(), Some(T0 + mins(30)));
+
+    // Listed twice in one write: the later time wins, in either order.
+    let twice = bump(T0 + mins(50), vec![(who.workspace, T0 + mins(40))]);
+    store.write_app_stats(&twice).await.unwrap();
+    assert_eq!(used().await.unwrap(), Some(T0 + mins(50)));
+    let twice = bump(T0 + mins(55), vec![(who.workspace, T0 + mins(60))]);
+    store.write_app_stats(&twice).await.unwrap();
+    assert_eq!(used().await.unwrap(), Some(T0 + mins(60)));
+
+    assert_eq!(store.workspace_last_used(Uuid::new_v4()).await.unwrap(), None);
+}
+
+/// Timestamps keep whole microseconds (PostgreSQL's precision); digits
+/// below that are dropped before the guard compares them.
+pub async fn timestamps_are_stored_to_the_microsecond(store: Arc<dyn Store>) {
+    let store = &*store;
+    let start = T0 + time::Duration::nanoseconds(1_123_456_789);
+    let end = T0 + time::Duration::nanoseconds(2_000_000_999);
+    let first = row(Who::new(), Terminal, "", start, end, 4);
+    store
+        .write_app_stats(&write_of(vec![first.clone()], 16))
+        .await
+        .unwrap();
+    let rows = all_rows(store).await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(
+        rows[0].session_started_at,
+        T0 + time::Duration::microseconds(1_123_456)
+    );
+    assert_eq!(rows[0].session_ended_at, Some(T0 + secs(2)));
+    assert_eq!(
+        store.workspace_last_used(first.workspace_id).await.unwrap(),
+        Some(T0 + secs(2))
+    );
+
+    // Older by 500 ns, more requests: the same microsecond, so not older.
+    let replay = later(&first, end - time::Duration::nanoseconds(500), 6);
+    store.write_app_stats(&write_of(vec![replay], 16)).await.unwrap();
+    let rows = all_rows(store).await;
+    assert_eq!(
+        (rows[0].session_ended_at, rows[0].requests),
+        (Some(T0 + secs(2)), 6)
+    );
+}
