@@ -42,7 +42,7 @@ macro_rules! conformance_suite {
             upsert_keeps_the_newest_and_largest,
             replaying_a_write_changes_nothing,
             batch_boundaries_write_every_row_and_bump_every_workspace,
-            duplicates_in_one_write_are_applied_in_order,
+            duplicates_in_one_write_are_refused_whole,
             invalid_writes_change_nothing,
             last_used_moves_forward_only,
             timestamps_are_stored_to_the_microsecond,

@@ -1,1 +1,263 @@
-//! The PostgreSQL test harness (issue 3): a throwaway server and a fresh database per test.
+//! The PostgreSQL test harness: a throwaway server and a fresh database per test.
+//!
+//! If `TALLY_TEST_DATABASE_URL` is set, databases are created on that server
+//! (its user needs `CREATEDB`). Otherwise the first call starts one cluster
+//! per test process from the local PostgreSQL binaries (PATH, then
+//! `/usr/lib/postgresql/*/bin`, or `TALLY_TEST_PG_BIN`), in a temporary
+//! directory on a free loopback port, as an unprivileged account when running
+//! as root; a watchdog stops it when the process exits. A missing PostgreSQL
+//! is an error (a panic in [`fresh_database`]), never a skip.
+//!
+//! ```no_run
+//! # async fn demo() {
+//! let db = tally_tests::pg::fresh_database().await;
+//! let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+//! # drop(pool);
+//! // `db` drops the database when it goes out of scope.
+//! # }
+//! ```
+
+mod server;
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use sqlx::{Connection, Executor, PgConnection};
+
+use server::Cluster;
+
+/// The variable naming an existing server to use instead of a throwaway one.
+pub const DATABASE_URL_VAR: &str = "TALLY_TEST_DATABASE_URL";
+
+/// Why the harness could not provide a database.
+#[derive(Debug, Clone)]
+pub struct HarnessError(pub String);
+
+impl std::fmt::Display for HarnessError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PostgreSQL test harness: {}", self.0)
+    }
+}
+
+impl std::error::Error for HarnessError {}
+
+/// One test's own database. Dropping it drops the database (best effort).
+#[derive(Debug)]
+pub struct TestDatabase {
+    /// Connection URL of the database.
+    pub url: String,
+    /// Its name on the server.
+    pub name: String,
+    admin_url: String,
+    keep: bool,
+}
+
+impl TestDatabase {
+    /// The URL of the server's maintenance database (superuser or CREATEDB).
+    pub fn admin_url(&self) -> &str {
+        &self.admin_url
+    }
+
+    /// Keeps the database after the test (for looking at it by hand).
+    pub fn keep(mut self) -> Self {
+        self.keep = true;
+        self
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        if self.keep {
+            return;
+        }
+        let admin = self.admin_url.clone();
+        let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_ident(&self.name));
+        // Drop may run inside or outside a runtime: use a thread of our own.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            rt.block_on(async {
+                let mut conn = PgConnection::connect(&admin).await.ok()?;
+                let _ = conn.execute(sql.as_str()).await;
+                conn.close().await.ok()
+            })
+        })
+        .join();
+    }
+}
+
+/// The admin URL of the server every test of this process uses.
+fn server() -> Result<String, HarnessError> {
+    static SERVER: OnceLock<Result<String, String>> = OnceLock::new();
+    SERVER
+        .get_or_init(|| match std::env::var(DATABASE_URL_VAR) {
+            Ok(url) if !url.is_empty() => Ok(url),
+            _ => {
+                static CLUSTER: OnceLock<Cluster> = OnceLock::new();
+                let cluster = Cluster::start()?;
+                Ok(CLUSTER.get_or_init(|| cluster).admin_url())
+            }
+        })
+        .clone()
+        .map_err(HarnessError)
+}
+
+/// The URL of the server's maintenance database, starting the throwaway
+/// server if needed.
+pub fn server_url() -> Result<String, HarnessError> {
+    server()
+}
+
+/// A new, empty database for one test.
+///
+/// # Panics
+/// When no server can be had, with a message saying what to install.
+pub async fn fresh_database() -> TestDatabase {
+    match try_fresh_database().await {
+        Ok(db) => db,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// Like [`fresh_database`], returning the error instead of panicking.
+pub async fn try_fresh_database() -> Result<TestDatabase, HarnessError> {
+    // Starting a cluster blocks (initdb, waiting for ready): keep it off the
+    // runtime's threads.
+    let admin_url = tokio::task::spawn_blocking(server)
+        .await
+        .map_err(|e| HarnessError(format!("server start-up panicked: {e}")))??;
+    let name = unique_name();
+    let mut conn = PgConnection::connect(&admin_url)
+        .await
+        .map_err(|e| HarnessError(format!("cannot connect to {}: {e}", redact(&admin_url))))?;
+    // FILE_COPY is much faster than PostgreSQL 15's default WAL_LOG for a
+    // small template; older servers do not know the option.
+    let quoted = quote_ident(&name);
+    let created = match conn
+        .execute(format!("CREATE DATABASE {quoted} STRATEGY = FILE_COPY").as_str())
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(_) => conn
+            .execute(format!("CREATE DATABASE {quoted}").as_str())
+            .await
+            .map(|_| ()),
+    };
+    let _ = conn.close().await;
+    created.map_err(|e| HarnessError(format!("cannot create database {name}: {e}")))?;
+    let url = database_url(&admin_url, &name)?;
+    Ok(TestDatabase {
+        url,
+        name,
+        admin_url,
+        keep: false,
+    })
+}
+
+fn unique_name() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("tally_test_{}_{n}_{nanos:x}", std::process::id())
+}
+
+fn database_url(admin_url: &str, name: &str) -> Result<String, HarnessError> {
+    let mut url = url::Url::parse(admin_url)
+        .map_err(|e| HarnessError(format!("{DATABASE_URL_VAR} is not a URL ({e})")))?;
+    url.set_path(&format!("/{name}"));
+    Ok(url.to_string())
+}
+
+fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
+
+fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_urls_keep_credentials_and_options() {
+        let url = database_url("postgres://u:p@h:5433/postgres?sslmode=disable", "t1").unwrap();
+        assert_eq!(url, "postgres://u:p@h:5433/t1?sslmode=disable");
+        assert_eq!(redact("postgres://u:p@h/x"), "postgres://u:***@h/x");
+    }
+
+    /// Runs this test binary again as a child that starts a cluster and
+    /// exits; the server must be gone and its directory removed soon after.
+    #[test]
+    fn the_server_stops_when_the_test_process_exits() {
+        const CHILD: &str = "TALLY_PG_HARNESS_CHILD";
+        if std::env::var_os(CHILD).is_some() {
+            let c = Cluster::start().unwrap();
+            println!("CLUSTER {} {}", c.port, c.dir.display());
+            return;
+        }
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "pg::tests::the_server_stops_when_the_test_process_exits",
+                "--nocapture",
+            ])
+            .env(CHILD, "1")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let line = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("CLUSTER "))
+            .unwrap_or_else(|| panic!("the child started no cluster: {stdout}"));
+        let (port, dir) = line.split_once(' ').unwrap();
+        let port: u16 = port.parse().unwrap();
+        let dir = std::path::PathBuf::from(dir);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let listening = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
+            if !listening && !dir.exists() {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "server on port {port} still up or {} still there",
+                dir.display()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
+    #[tokio::test]
+    async fn fresh_databases_are_distinct_and_dropped() {
+        let a = fresh_database().await;
+        let b = fresh_database().await;
+        assert_ne!(a.name, b.name);
+        let mut conn = PgConnection::connect(&a.url).await.unwrap();
+        let one: i32 = sqlx::query_scalar("SELECT 1").fetch_one(&mut conn).await.unwrap();
+        assert_eq!(one, 1);
+        conn.close().await.unwrap();
+        let (admin, name) = (a.admin_url().to_owned(), a.name.clone());
+        drop(a);
+        let mut conn = PgConnection::connect(&admin).await.unwrap();
+        let left: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_database WHERE datname = $1")
+            .bind(&name)
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(left, 0, "the dropped test database is gone");
+        drop(b);
+    }
+}

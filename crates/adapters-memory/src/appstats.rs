@@ -25,7 +25,17 @@ fn validate(write: &AppStatsWrite) -> Result<(), StoreError> {
     if write.batch_size == 0 {
         return Err(StoreError::Invalid("batch_size: must be positive, got 0".into()));
     }
+    let mut first_of: Map<RowKey, usize> = Map::default();
     for (i, row) in write.rows.iter().enumerate() {
+        // PostgreSQL cannot upsert one key twice in a statement; refuse it
+        // here too so both stores agree (the reporter merges duplicates).
+        if let Some(first) = first_of.insert(row.row_key(), i) {
+            let (user, agent, session) = row.row_key();
+            return Err(StoreError::Invalid(format!(
+                "rows {first} and {i} have the same (user, agent, session) = ({user}, {agent}, {session}); \
+                 merge them before writing"
+            )));
+        }
         let bad = |field: &str, reason: &str| {
             Err(StoreError::Invalid(format!(
                 "row {i} (session {}): {field}: {reason}",

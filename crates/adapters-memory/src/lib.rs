@@ -24,11 +24,10 @@
 //!   requests is [`StoreError::Invalid`] naming the row and field, and
 //!   nothing is written. Rows are upserted by (user, agent, session) with
 //!   [`StatsReport::apply_guarded`]; an existing row keeps its other columns
-//!   (workspace, method, slug, start). Duplicate keys in one write (the
-//!   reporter merges them first, so only a careless caller sends them) are
-//!   applied in order, as if each row were its own write, whatever the batch
-//!   size; PostgreSQL, which refuses a key twice in one statement, must put
-//!   a key's k-th occurrence in a later statement than its (k-1)-th. `last_used` entries move a workspace's time forward only
+//!   (workspace, method, slug, start). Two rows with the same key in one
+//!   write are [`StoreError::Invalid`] naming both rows, as in PostgreSQL,
+//!   which cannot upsert a key twice in one statement (the reporter merges
+//!   duplicates first). `last_used` entries move a workspace's time forward only
 //!   (`GREATEST`); a workspace listed twice ends at the later time.
 //! - **Boundary usage** ([`BoundaryUsageStore`]): one row per replica with its
 //!   counters, its last applied `seq` and the tracking range of the current

@@ -1,34 +1,115 @@
 //! The PostgreSQL store over sqlx, with embedded migrations.
 //!
-//! CONTRACT (stub, to be implemented): `PgStore` implementing every store port
-//! of `tally_domain::ports`; constructors below are fixed.
+//! [`PgStore`] implements every store port of [`tally_domain::ports`]. Each
+//! port method is one transaction; database errors are mapped onto
+//! [`StoreError`] (connection trouble, timeouts, serialization failures and
+//! deadlocks are [`StoreError::Unavailable`], i.e. retryable).
+
+mod appstats;
+mod boundary;
+mod copy;
+mod error;
+mod insights;
+mod telemetry;
+mod timeconv;
+
+use std::str::FromStr;
+use std::time::Duration;
 
 use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use tally_domain::StoreError;
+
+pub use error::map_sqlx_error;
+
+/// The migrations of `migrations/`, embedded in the binary.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// How [`PgStore`] writes app stat batches. Both give the same result; see
+/// BENCHMARKS.md for why [`AppStatsWriteMode::Copy`] is the default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AppStatsWriteMode {
+    /// Optimistic: each batch is one binary `COPY`, as if every row were new.
+    /// If any row already exists (an update, a replay, a concurrent writer),
+    /// the unique key refuses it and the whole write is redone, in a new
+    /// transaction, with [`AppStatsWriteMode::Upsert`].
+    #[default]
+    Copy,
+    /// Per batch: one `INSERT ... SELECT FROM unnest(...) ON CONFLICT DO
+    /// UPDATE ... WHERE guard` statement.
+    Upsert,
+}
+
+/// Connection settings beyond the URL.
+#[derive(Debug, Clone)]
+pub struct PgStoreOptions {
+    pub max_connections: u32,
+    pub acquire_timeout: Duration,
+    pub write_mode: AppStatsWriteMode,
+}
+
+impl Default for PgStoreOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 10,
+            acquire_timeout: Duration::from_secs(10),
+            write_mode: AppStatsWriteMode::default(),
+        }
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
+    write_mode: AppStatsWriteMode,
 }
 
 impl PgStore {
     /// Connects with a pool and applies pending migrations.
     pub async fn connect(database_url: &str) -> Result<Self, StoreError> {
-        let _ = database_url;
-        todo!("issue 3: connect")
+        Self::connect_with(database_url, PgStoreOptions::default()).await
+    }
+
+    /// Like [`PgStore::connect`], with pool size, timeouts and write mode.
+    pub async fn connect_with(database_url: &str, options: PgStoreOptions) -> Result<Self, StoreError> {
+        let connect = PgConnectOptions::from_str(database_url)
+            .map_err(|e| StoreError::Other(format!("bad database URL: {e}")))?
+            .application_name("tally");
+        let pool = PgPoolOptions::new()
+            .max_connections(options.max_connections.max(1))
+            .acquire_timeout(options.acquire_timeout)
+            .connect_with(connect)
+            .await
+            .map_err(map_sqlx_error)?;
+        let store = Self {
+            pool,
+            write_mode: options.write_mode,
+        };
+        store.migrate().await?;
+        Ok(store)
     }
 
     /// Wraps an existing pool; does not migrate.
     pub fn from_pool(pool: PgPool) -> Self {
-        Self { pool }
+        Self {
+            pool,
+            write_mode: AppStatsWriteMode::default(),
+        }
+    }
+
+    /// The same store writing app stats the given way.
+    pub fn with_write_mode(mut self, mode: AppStatsWriteMode) -> Self {
+        self.write_mode = mode;
+        self
     }
 
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }
 
-    /// Applies pending migrations; safe to run from several replicas at once.
+    /// Applies pending migrations; safe to run from several replicas at once
+    /// (sqlx's migrator holds a PostgreSQL advisory lock while it runs).
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        todo!("issue 3: migrate")
+        MIGRATOR.run(&self.pool).await.map_err(error::map_migrate_error)
     }
 }

@@ -2,14 +2,20 @@
 
 use std::sync::Arc;
 
+use anyhow::Context;
 use tally_adapters_memory::MemoryStore;
+use tally_adapters_postgres::PgStore;
 use tally_domain::ports::Store;
 
 /// The in-memory store when no URL is given, else PostgreSQL (migrated).
-/// TEMP: the PostgreSQL store does not implement the ports on main yet.
 pub async fn open_store(database_url: Option<&str>) -> anyhow::Result<Arc<dyn Store>> {
     match database_url {
         None => Ok(Arc::new(MemoryStore::new())),
-        Some(_) => anyhow::bail!("the PostgreSQL store is not wired on this branch yet"),
+        Some(url) => {
+            let store = PgStore::connect(url)
+                .await
+                .context("cannot open the PostgreSQL store")?;
+            Ok(Arc::new(store))
+        }
     }
 }

@@ -19,7 +19,9 @@ use crate::telemetry::{PeriodClose, PeriodCloseOutcome, Snapshot};
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct AppStatsWrite {
     /// Rows to upsert, each with an end time, and no two with the same
-    /// (user, agent, session): PostgreSQL rejects such a statement.
+    /// (user, agent, session): PostgreSQL cannot upsert a key twice in one
+    /// statement, so every store refuses such a write whole as
+    /// [`StoreError::Invalid`]. The reporter merges duplicates first.
     pub rows: Vec<StatsReport>,
     /// How many rows go into one statement.
     pub batch_size: usize,

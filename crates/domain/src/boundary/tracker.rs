@@ -39,8 +39,8 @@ pub enum TrackerFlush {
 /// Flush bookkeeping, changed only by the flush holding `flushing`.
 #[derive(Debug)]
 struct FlushState {
-    /// `seq` of the next new delta. Starts at 1 and only grows, so a replica
-    /// id must belong to one tracker for the life of the process.
+    /// `seq` of the next new delta. Starts at 1 (or where told) and only
+    /// grows, so a replica id must belong to one tracker at a time.
     next_seq: u64,
     /// End of the last acknowledged delta, or when the tracker was created.
     acked_to: OffsetDateTime,
@@ -85,6 +85,15 @@ impl BoundaryTracker {
                 unacked: None,
             }),
         }
+    }
+
+    /// Numbers this tracker's deltas from `first_seq` instead of 1. A
+    /// process that reuses a replica id after a restart must start above
+    /// every seq its predecessor sent, or the store would take its deltas
+    /// for duplicates; the time of start in microseconds is such a number.
+    pub fn starting_at_seq(self, first_seq: u64) -> Self {
+        self.state.lock().next_seq = first_seq.max(1);
+        self
     }
 
     pub fn replica_id(&self) -> Uuid {

@@ -10,7 +10,7 @@ use time::Duration;
 
 use super::fake_store::{FakeStore, Fault};
 use super::{id, next_period, t0, tracker};
-use crate::boundary::tracker::{PendingUsage, TrackerFlush};
+use crate::boundary::tracker::{BoundaryTracker, PendingUsage, TrackerFlush};
 use crate::boundary::{BoundaryDelta, BoundaryUsageSummary, FlushOutcome};
 use crate::clock::ManualClock;
 use crate::error::StoreError;
@@ -307,4 +307,33 @@ async fn pending_counts_the_unacknowledged_delta_and_new_usage_with_ids_once() {
             users: 1
         }
     );
+}
+
+#[tokio::test]
+async fn a_restarted_replica_starting_above_old_seqs_is_not_taken_for_a_duplicate() {
+    let clock = ManualClock::new(t0());
+    let store = FakeStore::new();
+    let before = tracker(1, &clock);
+    for _ in 0..3 {
+        before.track(id(10), id(1), 1, 0);
+        before.flush(&store).await.unwrap();
+    }
+    drop(before);
+
+    // Same replica id, numbered from 1 again: the store ignores it.
+    let naive = tracker(1, &clock);
+    naive.track(id(10), id(1), 7, 0);
+    assert_eq!(
+        naive.flush(&store).await.unwrap(),
+        TrackerFlush::Flushed(FlushOutcome::Duplicate)
+    );
+
+    let resumed = BoundaryTracker::new(id(1), Arc::new(clock.clone())).starting_at_seq(1_000);
+    resumed.track(id(10), id(1), 7, 0);
+    assert_eq!(
+        resumed.flush(&store).await.unwrap(),
+        TrackerFlush::Flushed(FlushOutcome::Applied)
+    );
+    let seqs: Vec<u64> = store.applied().iter().map(|(_, d)| d.seq).collect();
+    assert_eq!(seqs, vec![1, 2, 3, 1_000]);
 }

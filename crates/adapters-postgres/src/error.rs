@@ -1,0 +1,82 @@
+//! Mapping sqlx errors onto the domain's [`StoreError`].
+
+use sqlx::migrate::MigrateError;
+use tally_domain::StoreError;
+
+/// Classifies a sqlx error: retryable trouble is `Unavailable`, rejected
+/// data is `Invalid`, the rest is `Other`.
+pub fn map_sqlx_error(e: sqlx::Error) -> StoreError {
+    match &e {
+        sqlx::Error::Database(db) => {
+            let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
+            let msg = format!("{} (SQLSTATE {code})", db.message());
+            match classify(&code) {
+                Class::Retry => StoreError::Unavailable(msg),
+                Class::Invalid => StoreError::Invalid(msg),
+                Class::Other => StoreError::Other(msg),
+            }
+        }
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Protocol(_) => StoreError::Unavailable(e.to_string()),
+        _ => StoreError::Other(e.to_string()),
+    }
+}
+
+pub(crate) fn map_migrate_error(e: MigrateError) -> StoreError {
+    match e {
+        MigrateError::Execute(e) => map_sqlx_error(e),
+        MigrateError::ExecuteMigration(e, version) => match map_sqlx_error(e) {
+            StoreError::Unavailable(m) => StoreError::Unavailable(format!("migration {version}: {m}")),
+            other => StoreError::Other(format!("migration {version}: {other}")),
+        },
+        other => StoreError::Other(format!("migrations: {other}")),
+    }
+}
+
+/// Whether the error is a unique violation (SQLSTATE 23505).
+pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some("23505"))
+}
+
+enum Class {
+    Retry,
+    Invalid,
+    Other,
+}
+
+fn classify(code: &str) -> Class {
+    match code {
+        // serialization_failure, deadlock_detected, lock_not_available,
+        // query_canceled, admin/crash shutdown, cannot_connect_now
+        "40001" | "40P01" | "55P03" | "57014" | "57P01" | "57P02" | "57P03" => Class::Retry,
+        // cardinality_violation: a row affected twice by one statement
+        "21000" => Class::Invalid,
+        // connection exceptions, insufficient resources
+        c if c.starts_with("08") || c.starts_with("53") => Class::Retry,
+        // integrity constraint violations, data exceptions (out of range...)
+        c if c.starts_with("23") || c.starts_with("22") => Class::Invalid,
+        _ => Class::Other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_classified() {
+        assert!(matches!(classify("40001"), Class::Retry));
+        assert!(matches!(classify("40P01"), Class::Retry));
+        assert!(matches!(classify("08006"), Class::Retry));
+        assert!(matches!(classify("53300"), Class::Retry));
+        assert!(matches!(classify("23514"), Class::Invalid));
+        assert!(matches!(classify("22003"), Class::Invalid));
+        assert!(matches!(classify("42P01"), Class::Other));
+        assert!(map_sqlx_error(sqlx::Error::PoolTimedOut).is_retryable());
+        assert!(!map_sqlx_error(sqlx::Error::RowNotFound).is_retryable());
+    }
+}

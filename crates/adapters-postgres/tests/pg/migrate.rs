@@ -1,0 +1,52 @@
+use tally_adapters_postgres::PgStore;
+use tally_tests::pg::fresh_database;
+
+#[tokio::test]
+async fn replicas_can_migrate_at_once() {
+    let db = fresh_database().await;
+    let tasks: Vec<_> = (0..6)
+        .map(|_| {
+            let url = db.url.clone();
+            tokio::spawn(async move { PgStore::connect(&url).await.map(|s| s.pool().clone()) })
+        })
+        .collect();
+    let mut pools = Vec::new();
+    for t in tasks {
+        pools.push(t.await.unwrap().expect("every replica migrates"));
+    }
+    let store = PgStore::from_pool(pools[0].clone());
+    store.migrate().await.expect("migrating again is a no-op");
+    let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(applied, tally_adapters_postgres::MIGRATOR.iter().count() as i64);
+}
+
+#[tokio::test]
+async fn the_schema_rejects_impossible_rows() {
+    let db = fresh_database().await;
+    let store = PgStore::connect(&db.url).await.unwrap();
+    let insert = |method: &str, requests: i64, end_offset: &str| {
+        format!(
+            "INSERT INTO workspace_app_stats VALUES (gen_random_uuid(), gen_random_uuid(), gen_random_uuid(), \
+             gen_random_uuid(), '{method}', 'x', now(), now() + interval '{end_offset}', {requests})"
+        )
+    };
+    for (sql, constraint) in [
+        (insert("ssh", 1, "1 s"), "access_method"),
+        (insert("path", -1, "1 s"), "requests"),
+        (insert("path", 1, "-1 s"), "session"),
+    ] {
+        let err = sqlx::query(&sql).execute(store.pool()).await.unwrap_err();
+        let mapped = tally_adapters_postgres::map_sqlx_error(err);
+        assert!(
+            matches!(&mapped, tally_domain::StoreError::Invalid(m) if m.contains(constraint)),
+            "{mapped:?}"
+        );
+    }
+    sqlx::query(&insert("terminal", 0, "0 s"))
+        .execute(store.pool())
+        .await
+        .unwrap();
+}
