@@ -99,3 +99,51 @@ fn options_that_contradict_each_other_are_a_configuration_error() {
     );
     assert!(out.stdout.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_simulation_over_postgresql_passes_too() {
+    let db = tally_tests::pg::fresh_database().await;
+    let out = tally()
+        .args([
+            "simulate",
+            "--workspaces",
+            "20",
+            "--users",
+            "10",
+            "--apps",
+            "4",
+            "--duration",
+            "1h",
+        ])
+        .arg("--database-url")
+        .arg(&db.url)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "exit {:?}\n{stdout}\n{stderr}", out.status);
+    assert!(
+        stdout.starts_with("tally simulate: 3 replicas over PostgreSQL"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains(&db.url), "the URL stays out of the output");
+    let line = stdout.lines().find(|l| l.starts_with("conservation:")).unwrap();
+    assert!(line.starts_with("conservation: OK"), "{line}");
+    assert!(line.contains("snapshots=2 for 2 periods"), "{line}");
+}
+
+#[test]
+fn an_unreachable_database_is_a_configuration_error() {
+    let out = tally()
+        .args([
+            "simulate",
+            "--database-url",
+            "postgres://nobody:secret@127.0.0.1:1/none",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("secret"), "{stderr}");
+    assert!(out.stdout.is_empty());
+}

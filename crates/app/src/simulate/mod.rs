@@ -201,7 +201,7 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
 
 /// A database may hold earlier runs: start after their last period so this
 /// run's period locks are free, and refuse if a period is half-filled.
-async fn start_after_earlier_runs(
+pub(crate) async fn start_after_earlier_runs(
     store: &Arc<dyn Store>,
     start: OffsetDateTime,
     interval: Duration,

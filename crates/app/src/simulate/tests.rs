@@ -10,6 +10,7 @@ use time::Duration;
 
 use super::*;
 
+mod database;
 mod flaky;
 
 fn small(seed: u64) -> SimConfig {
