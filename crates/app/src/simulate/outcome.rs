@@ -43,6 +43,17 @@ pub struct ExpectedPeriod {
     pub usage: Usage,
 }
 
+/// Workspaces' last-used times as the store holds them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LastUsed {
+    /// Workspaces that had at least one session.
+    pub expected: usize,
+    /// Of those, how many have a last-used time inside the traffic.
+    pub set: usize,
+    /// A few of the others, for the report.
+    pub wrong: Vec<String>,
+}
+
 /// Store or sink calls that failed during the run and were retried.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Faults {
@@ -93,6 +104,7 @@ pub struct Outcome {
     /// Replicas that won the close of each period.
     pub winners: Vec<(OffsetDateTime, usize)>,
     pub top_apps: Vec<AppUsage>,
+    pub last_used: LastUsed,
     pub faults: Faults,
     pub wall: std::time::Duration,
 }
@@ -128,6 +140,14 @@ impl Outcome {
             problems.push(format!(
                 "boundary: tracked allowed={} denied={} but snapshots hold allowed={allowed} denied={denied}",
                 self.tracked.allowed, self.tracked.denied
+            ));
+        }
+        if self.last_used.set != self.last_used.expected {
+            problems.push(format!(
+                "last used: {} of {} workspaces with sessions have it set within the traffic ({})",
+                self.last_used.set,
+                self.last_used.expected,
+                self.last_used.wrong.join("; ")
             ));
         }
         if self.unflushed_left {

@@ -138,6 +138,12 @@ pub fn report(o: &Outcome, verdict: &Conservation) -> String {
     );
     let _ = writeln!(
         out,
+        "last used: set for {} of {} workspaces with sessions",
+        grouped(o.last_used.set as u64),
+        grouped(o.last_used.expected as u64),
+    );
+    let _ = writeln!(
+        out,
         "wall time: {secs:.2} s for {} simulated; throughput: {} reports/s, {} boundary batches/s",
         humantime::format_duration((o.timeline.end - o.timeline.start).unsigned_abs()),
         grouped((o.reports_sent as f64 / secs.max(1e-9)) as u64),

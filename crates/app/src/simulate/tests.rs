@@ -73,6 +73,8 @@ async fn a_small_run_conserves_everything_with_one_snapshot_per_period() {
         outcome.rows_in_store
     );
     assert!(!outcome.top_apps.is_empty());
+    assert!(outcome.last_used.expected > 0);
+    assert_eq!(outcome.last_used.set, outcome.last_used.expected);
     // Workspaces are seen by several replicas, yet counted once per period.
     for s in &outcome.published {
         assert!(s.usage.unique_workspaces <= 24 && s.usage.unique_users <= 15);
@@ -171,6 +173,15 @@ async fn the_check_fails_when_the_store_lost_something() {
         v.problems
             .iter()
             .any(|p| p.contains("(workspaces, users, allowed, denied)")),
+        "{:?}",
+        v.problems
+    );
+
+    let mut stale = good.clone();
+    stale.last_used.set -= 1;
+    let v = stale.conservation();
+    assert!(
+        v.problems.iter().any(|p| p.starts_with("last used:")),
         "{:?}",
         v.problems
     );

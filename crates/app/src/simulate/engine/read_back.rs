@@ -1,15 +1,15 @@
 //! After the run: read back what the store holds, for the report and check.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use tally_domain::ports::{InsightsStore, TelemetryStore, TimeRange};
 use tally_domain::{Authorized, Role, StatsReport, Subject};
-use time::Duration;
+use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
 use super::{READ_LIMIT, SharedStore, Sim};
 use crate::simulate::fleet::{DurationClass, Workload};
-use crate::simulate::outcome::Outcome;
+use crate::simulate::outcome::{LastUsed, Outcome};
 use crate::simulate::timeline::Timeline;
 
 impl Sim<'_> {
@@ -34,6 +34,30 @@ impl Sim<'_> {
             .app_usage(TimeRange::new(timeline.start, last_end).map_err(anyhow::Error::msg)?)
             .await?;
         let stored_snapshots = reader.list_snapshots(timeline.period_count() + 16).await?;
+
+        // Every workspace with a session must have been marked used, at a
+        // time between its first session's start and the end of traffic.
+        let mut first_start: HashMap<u32, OffsetDateTime> = HashMap::new();
+        for s in &workload.sessions {
+            first_start.entry(s.workspace).or_insert(s.start);
+        }
+        let mut last_used = LastUsed {
+            expected: first_start.len(),
+            ..LastUsed::default()
+        };
+        for (&w, &from) in &first_start {
+            let id = self.fleet.workspaces[w as usize].id;
+            match reader.workspace_last_used(id).await? {
+                Some(at) if at >= from && at <= timeline.end => last_used.set += 1,
+                other => {
+                    if last_used.wrong.len() < 5 {
+                        last_used.wrong.push(format!(
+                            "workspace {id}: last used {other:?}, first session at {from}"
+                        ));
+                    }
+                }
+            }
+        }
 
         let mut mix = [0usize; 3];
         for s in &workload.sessions {
@@ -79,6 +103,7 @@ impl Sim<'_> {
                 .map(|e| (*e, self.winners.get(e).copied().unwrap_or(0)))
                 .collect(),
             top_apps,
+            last_used,
             faults: self.faults,
             wall,
         })
