@@ -34,6 +34,8 @@ pub const DEFAULT_START: OffsetDateTime = datetime!(2026-01-05 08:00 UTC);
 const RETRY_DELAY: std::time::Duration = std::time::Duration::from_millis(200);
 /// Longest traffic span accepted.
 const MAX_DURATION: Duration = Duration::days(31);
+/// Most sessions a run may plan (they are generated up front).
+const MAX_SESSIONS: f64 = 20_000_000.0;
 /// Most report ticks accepted (duration / report interval).
 const MAX_TICKS: i128 = 1_000_000;
 
@@ -137,6 +139,16 @@ impl SimulateArgs {
                 "--duration {} / --report-interval {} gives more than {MAX_TICKS} ticks",
                 show(self.duration),
                 show(self.report_interval)
+            );
+        }
+        let sessions =
+            f64::from(self.users) * self.sessions_per_user_hour * self.duration.as_seconds_f64() / 3600.0;
+        if sessions > MAX_SESSIONS {
+            bail!(
+                "--users {} x --sessions-per-user-hour {} x --duration {} plans {sessions:.0} sessions, more than {MAX_SESSIONS}",
+                self.users,
+                self.sessions_per_user_hour,
+                show(self.duration)
             );
         }
         Ok(SimConfig {

@@ -247,6 +247,15 @@ fn bad_options_are_refused_naming_the_option() {
         err.contains("--report-interval") && err.contains("--snapshot-interval"),
         "{err}"
     );
+    let err = parse(&["--users", "1000000", "--duration", "30days"])
+        .unwrap()
+        .to_config()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("--users") && err.contains("--sessions-per-user-hour"),
+        "{err}"
+    );
     let err = parse(&["--duration", "40days"])
         .unwrap()
         .to_config()
