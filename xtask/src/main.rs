@@ -1,6 +1,8 @@
 //! Developer tasks: `cargo xtask <task>`. Each task is a thin, documented
 //! wrapper around cargo and the tally binary, so CI and people run the same.
 
+mod load;
+
 use std::process::{Command, ExitCode};
 
 use anyhow::{Context, bail};
@@ -22,6 +24,8 @@ enum Task {
         /// Only benchmarks whose name contains this.
         filter: Option<String>,
     },
+    /// Load-test a real `tally serve` over loopback (app stats, boundary logs).
+    Load(load::LoadArgs),
 }
 
 fn main() -> ExitCode {
@@ -49,6 +53,7 @@ fn run(task: Task) -> anyhow::Result<()> {
             }
             cargo(&args)
         }
+        Task::Load(args) => load::run(args),
     }
 }
 
