@@ -35,6 +35,12 @@ pub struct LoadArgs {
     /// Percent of app stat sessions sent open (Go's zero end time).
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u8).range(0..=100))]
     open_percent: u8,
+    /// Distinct app sessions, sent round after round with growing request
+    /// counts (rounded up to a multiple of 256 x batch). 0: every report a
+    /// new session, which fills the server's `--max-buffered` cap within
+    /// seconds, since done sessions are kept a rollup window for replays.
+    #[arg(long, default_value_t = 204_800)]
+    sessions: u64,
     /// PostgreSQL URL for the server (default: the in-memory store). Must be
     /// a throwaway database: the server migrates it and writes to it.
     #[arg(long, env = "TALLY_LOAD_DATABASE_URL")]
@@ -42,6 +48,14 @@ pub struct LoadArgs {
     /// Client runtime worker threads (the server runs on the same cores).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
     client_threads: u32,
+    /// The server's `--report-interval` (collector flushes to the store).
+    /// tally's default, 30s, cannot hold 30 s of this load under its
+    /// default `--max-buffered`, so the run would measure 503s.
+    #[arg(long, default_value = "1s")]
+    report_interval: String,
+    /// Extra argument for `tally serve` (repeat for several).
+    #[arg(long = "server-arg", allow_hyphen_values = true)]
+    server_args: Vec<String>,
     /// Use the existing target/release/tally instead of building it first.
     #[arg(long)]
     no_build: bool,
@@ -59,23 +73,27 @@ pub fn run(args: LoadArgs) -> anyhow::Result<()> {
     }
 
     // Generated before the server starts, so none of it is timed.
+    let now = time::OffsetDateTime::now_utc();
+    let sessions_per_round = POOL as u64 * u64::from(args.batch);
+    let cycles = args.sessions.div_ceil(sessions_per_round);
     let app_bodies = Arc::new(
         (0..POOL as u64)
-            .map(|seed| AppStatsBody::new(seed, args.batch, args.open_percent))
+            .map(|seed| AppStatsBody::new(seed, args.batch, args.open_percent, now))
             .collect::<Vec<_>>(),
     );
     let boundary_bodies: Arc<Vec<&'static [u8]>> =
         Arc::new((0..POOL as u64 * 16).map(boundary_body).collect());
 
-    let mut server = Server::start(&binary, args.database_url.as_deref())?;
+    let mut server = Server::start(&binary, args.database_url.as_deref(), &args)?;
     println!(
-        "tally at {} (store: {}), concurrency {}, {} s per phase, batch {}, {}% open",
+        "tally at {} (store: {}, report interval {}), concurrency {}, {} s per phase, batch {}, {}% open",
         server.addr,
         if args.database_url.is_some() {
             "postgres"
         } else {
             "memory"
         },
+        args.report_interval,
         args.concurrency,
         args.seconds,
         args.batch,
@@ -100,10 +118,14 @@ pub fn run(args: LoadArgs) -> anyhow::Result<()> {
             seconds: args.seconds,
             payload,
             client: client.clone(),
+            next: std::sync::atomic::AtomicU64::new(0),
         };
         let app = PhaseSpec {
             url: format!("{base}{APP_STATS_PATH}"),
-            ..phase("app stats", Payload::AppStats(app_bodies.clone(), args.batch))
+            ..phase(
+                "app stats",
+                Payload::AppStats(app_bodies.clone(), args.batch, cycles),
+            )
         }
         .run()
         .await;
@@ -142,17 +164,28 @@ fn workspace_root() -> PathBuf {
     manifest.parent().map_or(manifest.clone(), PathBuf::from)
 }
 
-/// One app stats body; `session_at` are the offsets of each report's
-/// session id, rewritten per request so that every session is new.
+/// One app stats body. `session_at` and `requests_at` are the offsets of
+/// each report's session id and (space-padded) request count, rewritten per
+/// request: the session id picks a session from the session space, and the
+/// count grows with each round, so a session sent again is a newer report
+/// of it (as a proxy re-reporting it), not a replay.
 struct AppStatsBody {
     bytes: Vec<u8>,
     session_at: Vec<usize>,
+    requests_at: Vec<(usize, u64)>,
 }
 
+const REQUESTS_WIDTH: usize = 10;
+
 impl AppStatsBody {
-    fn new(seed: u64, batch: u32, open_percent: u8) -> Self {
+    fn new(seed: u64, batch: u32, open_percent: u8, now: time::OffsetDateTime) -> Self {
+        let fmt = &time::format_description::well_known::Rfc3339;
         let mut bytes = br#"{"stats":["#.to_vec();
         let mut session_at = Vec::with_capacity(batch as usize);
+        let mut requests_at = Vec::with_capacity(batch as usize);
+        let started = (now - time::Duration::seconds(30))
+            .format(fmt)
+            .unwrap_or_default();
         for i in 0..u64::from(batch) {
             let n = seed * u64::from(batch) + i;
             if i > 0 {
@@ -164,7 +197,8 @@ impl AppStatsBody {
             let ended = if n % 100 < u64::from(open_percent) {
                 "0001-01-01T00:00:00Z".to_string()
             } else {
-                format!("2026-11-25T10:15:{:02}.5Z", 31 + n % 28)
+                let end = now - time::Duration::seconds(1 + (n % 25) as i64);
+                end.format(fmt).unwrap_or_default()
             };
             let head = format!(
                 r#"{{"user_id":"{}","workspace_id":"{}","agent_id":"{}","access_method":"{method}","slug_or_port":"app-{}","session_id":""#,
@@ -176,24 +210,34 @@ impl AppStatsBody {
             bytes.extend_from_slice(head.as_bytes());
             session_at.push(bytes.len());
             bytes.extend_from_slice(uuid(4, n).as_bytes());
-            let tail = format!(
-                r#"","session_started_at":"2026-11-25T10:15:30.123456789Z","session_ended_at":"{ended}","requests":{}}}"#,
-                n % 50
-            );
-            bytes.extend_from_slice(tail.as_bytes());
+            let mid =
+                format!(r#"","session_started_at":"{started}","session_ended_at":"{ended}","requests":"#);
+            bytes.extend_from_slice(mid.as_bytes());
+            requests_at.push((bytes.len(), n % 50));
+            bytes.extend_from_slice(&[b' '; REQUESTS_WIDTH]);
+            bytes.push(b'}');
         }
         bytes.extend_from_slice(b"]}");
-        Self { bytes, session_at }
+        Self {
+            bytes,
+            session_at,
+            requests_at,
+        }
     }
 
-    /// A copy with request number `req` in the first 12 hex digits of
-    /// every session id (the pool seed stays in the last 12).
-    fn render(&self, req: u64) -> Vec<u8> {
+    /// A copy for round `round`: `session` (< 2^48) in the first 12 hex
+    /// digits of every session id (the pool seed stays in the last 12),
+    /// and each request count raised by `round`.
+    fn render(&self, session: u64, round: u64) -> Vec<u8> {
         let mut out = self.bytes.clone();
-        let hex = format!("{:012x}", req & 0xffff_ffff_ffff);
+        let hex = format!("{:012x}", session & 0xffff_ffff_ffff);
         for &at in &self.session_at {
             out[at..at + 8].copy_from_slice(&hex.as_bytes()[..8]);
             out[at + 9..at + 13].copy_from_slice(&hex.as_bytes()[8..]);
+        }
+        for &(at, base) in &self.requests_at {
+            let count = format!("{:>REQUESTS_WIDTH$}", (base + round) % 1_000_000_000);
+            out[at..at + REQUESTS_WIDTH].copy_from_slice(count.as_bytes());
         }
         out
     }
@@ -218,7 +262,8 @@ fn boundary_body(n: u64) -> &'static [u8] {
 
 #[derive(Clone)]
 enum Payload {
-    AppStats(Arc<Vec<AppStatsBody>>, u32),
+    /// Bodies, batch size, rounds before session ids repeat (0: never).
+    AppStats(Arc<Vec<AppStatsBody>>, u32, u64),
     Boundary(Arc<Vec<&'static [u8]>>),
 }
 
@@ -232,7 +277,13 @@ impl Payload {
 
     fn body(&self, req: u64) -> reqwest::Body {
         match self {
-            Payload::AppStats(pool, _) => pool[req as usize % pool.len()].render(req).into(),
+            Payload::AppStats(pool, _, cycles) => {
+                let round = req / pool.len() as u64;
+                let session = if *cycles == 0 { round } else { round % cycles };
+                pool[(req % pool.len() as u64) as usize]
+                    .render(session, round)
+                    .into()
+            }
             Payload::Boundary(pool) => pool[req as usize % pool.len()].into(),
         }
     }
@@ -240,7 +291,7 @@ impl Payload {
     /// Items per request, for the per-item rate.
     fn items(&self) -> u64 {
         match self {
-            Payload::AppStats(_, batch) => u64::from(*batch),
+            Payload::AppStats(_, batch, _) => u64::from(*batch),
             Payload::Boundary(_) => 1,
         }
     }
@@ -253,6 +304,8 @@ struct PhaseSpec {
     seconds: u64,
     payload: Payload,
     client: reqwest::Client,
+    /// Request numbers, shared so that rounds advance together.
+    next: std::sync::atomic::AtomicU64,
 }
 
 struct PhaseResult {
@@ -279,9 +332,9 @@ impl PhaseSpec {
         let deadline = measure_from + Duration::from_secs(self.seconds);
         let spec = Arc::new(self);
         let workers: Vec<_> = (0..spec.concurrency)
-            .map(|w| {
+            .map(|_| {
                 let spec = spec.clone();
-                tokio::spawn(async move { spec.worker(w, measure_from, deadline).await })
+                tokio::spawn(async move { spec.worker(measure_from, deadline).await })
             })
             .collect();
         let mut total = WorkerResult::default();
@@ -312,16 +365,15 @@ impl PhaseSpec {
         }
     }
 
-    async fn worker(&self, w: u32, measure_from: Instant, deadline: Instant) -> WorkerResult {
+    async fn worker(&self, measure_from: Instant, deadline: Instant) -> WorkerResult {
         let mut r = WorkerResult::default();
         let token = format!("Bearer {}", self.payload.token());
-        let mut req_no = u64::from(w) << 32;
         loop {
             let sent = Instant::now();
             if sent >= deadline {
                 break;
             }
-            req_no += 1;
+            let req_no = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let res = self
                 .client
                 .post(&self.url)
@@ -408,10 +460,12 @@ struct ServerLog {
 }
 
 impl Server {
-    fn start(binary: &std::path::Path, database_url: Option<&str>) -> anyhow::Result<Self> {
+    fn start(binary: &std::path::Path, database_url: Option<&str>, args: &LoadArgs) -> anyhow::Result<Self> {
         let mut cmd = Command::new(binary);
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--tokens"])
             .arg(format!("proxy={PROXY_TOKEN},agent={AGENT_TOKEN}"))
+            .args(["--report-interval", &args.report_interval])
+            .args(&args.server_args)
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -508,9 +562,11 @@ mod tests {
 
     #[test]
     fn app_stats_body_is_json_with_fresh_session_ids() {
-        let body = AppStatsBody::new(3, 100, 10);
-        let a: serde_json::Value = serde_json::from_slice(&body.render(1)).unwrap();
-        let b: serde_json::Value = serde_json::from_slice(&body.render(2)).unwrap();
+        let body = AppStatsBody::new(3, 100, 10, time::OffsetDateTime::now_utc());
+        let a: serde_json::Value = serde_json::from_slice(&body.render(1, 1)).unwrap();
+        let b: serde_json::Value = serde_json::from_slice(&body.render(2, 7)).unwrap();
+        let requests = |v: &serde_json::Value| v["stats"][5]["requests"].as_u64().unwrap();
+        assert_eq!(requests(&b), requests(&a) + 6);
         let stats = a["stats"].as_array().unwrap();
         assert_eq!(stats.len(), 100);
         let open = stats
