@@ -51,8 +51,9 @@ pub struct LoadArgs {
     /// The server's `--report-interval` (collector flushes to the store).
     /// Queued reports count three units against tally's default
     /// `--max-buffered` (1,000,000), so at 200,000 reports/s its default 30s,
-    /// and even 1s, fill the cap and the run measures 503s.
-    #[arg(long, default_value = "250ms")]
+    /// and even 1s, fill the cap and the run measures 503s; 250ms still
+    /// refuses some on a busy machine.
+    #[arg(long, default_value = "100ms")]
     report_interval: String,
     /// Extra argument for `tally serve` (repeat for several).
     #[arg(long = "server-arg", allow_hyphen_values = true)]
