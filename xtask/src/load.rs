@@ -2,22 +2,25 @@
 //! concurrency and prints sustained throughput, p50/p99 latency and errors,
 //! first for app stats (batches of Go-shaped reports), then boundary logs.
 
+mod payload;
+mod server;
+
 use std::collections::BTreeMap;
-use std::io::{BufRead as _, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::bail;
+
+use payload::{AppStatsBody, boundary_body};
+use server::Server;
 
 const PROXY_TOKEN: &str = "load-proxy";
 const AGENT_TOKEN: &str = "load-agent";
 const APP_STATS_PATH: &str = "/api/v2/workspaceproxies/me/app-stats";
 const BOUNDARY_LOGS_PATH: &str = "/api/v2/workspaceagents/me/boundary-logs";
-/// Distinct bodies per phase; app stat bodies also get fresh session ids
-/// per request (see [`AppStatsBody::render`]).
+/// Distinct bodies per phase; app stat bodies get their session ids and
+/// request counts rewritten per request (see [`AppStatsBody::render`]).
 const POOL: usize = 256;
 const USERS: u64 = 1000;
 
@@ -164,102 +167,6 @@ pub fn run(args: LoadArgs) -> anyhow::Result<()> {
 fn workspace_root() -> PathBuf {
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     manifest.parent().map_or(manifest.clone(), PathBuf::from)
-}
-
-/// One app stats body. `session_at` and `requests_at` are the offsets of
-/// each report's session id and (space-padded) request count, rewritten per
-/// request: the session id picks a session from the session space, and the
-/// count grows with each round, so a session sent again is a newer report
-/// of it (as a proxy re-reporting it), not a replay.
-struct AppStatsBody {
-    bytes: Vec<u8>,
-    session_at: Vec<usize>,
-    requests_at: Vec<(usize, u64)>,
-}
-
-const REQUESTS_WIDTH: usize = 10;
-
-impl AppStatsBody {
-    fn new(seed: u64, batch: u32, open_percent: u8, now: time::OffsetDateTime) -> Self {
-        let fmt = &time::format_description::well_known::Rfc3339;
-        let mut bytes = br#"{"stats":["#.to_vec();
-        let mut session_at = Vec::with_capacity(batch as usize);
-        let mut requests_at = Vec::with_capacity(batch as usize);
-        let started = (now - time::Duration::seconds(30))
-            .format(fmt)
-            .unwrap_or_default();
-        for i in 0..u64::from(batch) {
-            let n = seed * u64::from(batch) + i;
-            if i > 0 {
-                bytes.push(b',');
-            }
-            let u = n.wrapping_mul(7919) % USERS;
-            let method = ["path", "subdomain", "terminal"][(n % 3) as usize];
-            // Mostly short closed sessions, some still open (Go's zero time).
-            let ended = if n % 100 < u64::from(open_percent) {
-                "0001-01-01T00:00:00Z".to_string()
-            } else {
-                let end = now - time::Duration::seconds(1 + (n % 25) as i64);
-                end.format(fmt).unwrap_or_default()
-            };
-            let head = format!(
-                r#"{{"user_id":"{}","workspace_id":"{}","agent_id":"{}","access_method":"{method}","slug_or_port":"app-{}","session_id":""#,
-                uuid(1, u),
-                uuid(2, u),
-                uuid(3, u),
-                n % 10,
-            );
-            bytes.extend_from_slice(head.as_bytes());
-            session_at.push(bytes.len());
-            bytes.extend_from_slice(uuid(4, n).as_bytes());
-            let mid =
-                format!(r#"","session_started_at":"{started}","session_ended_at":"{ended}","requests":"#);
-            bytes.extend_from_slice(mid.as_bytes());
-            requests_at.push((bytes.len(), n % 50));
-            bytes.extend_from_slice(&[b' '; REQUESTS_WIDTH]);
-            bytes.push(b'}');
-        }
-        bytes.extend_from_slice(b"]}");
-        Self {
-            bytes,
-            session_at,
-            requests_at,
-        }
-    }
-
-    /// A copy for round `round`: `session` (< 2^48) in the first 12 hex
-    /// digits of every session id (the pool seed stays in the last 12),
-    /// and each request count raised by `round`.
-    fn render(&self, session: u64, round: u64) -> Vec<u8> {
-        let mut out = self.bytes.clone();
-        let hex = format!("{:012x}", session & 0xffff_ffff_ffff);
-        for &at in &self.session_at {
-            out[at..at + 8].copy_from_slice(&hex.as_bytes()[..8]);
-            out[at + 9..at + 13].copy_from_slice(&hex.as_bytes()[8..]);
-        }
-        for &(at, base) in &self.requests_at {
-            let count = format!("{:>REQUESTS_WIDTH$}", (base + round) % 1_000_000_000);
-            out[at..at + REQUESTS_WIDTH].copy_from_slice(count.as_bytes());
-        }
-        out
-    }
-}
-
-/// A version-4-shaped UUID from a kind and a number.
-fn uuid(kind: u64, n: u64) -> String {
-    format!("00000000-0000-4{kind:03x}-8000-{:012x}", n & 0xffff_ffff_ffff)
-}
-
-fn boundary_body(n: u64) -> &'static [u8] {
-    let u = n.wrapping_mul(7919) % USERS;
-    let body = format!(
-        r#"{{"workspace_id":"{}","owner_id":"{}","allowed":{},"denied":{}}}"#,
-        uuid(2, u),
-        uuid(1, u),
-        1 + n % 40,
-        n % 5,
-    );
-    Box::leak(body.into_bytes().into_boxed_slice())
 }
 
 #[derive(Clone)]
@@ -444,171 +351,5 @@ impl PhaseResult {
         for (e, n) in &self.errors {
             println!("  {n} x {e}");
         }
-    }
-}
-
-/// The `tally serve` child: its address, and its stderr drained by a thread
-/// (a full pipe would stall the server) that keeps WARN/ERROR lines.
-struct Server {
-    child: Child,
-    addr: String,
-    log: Arc<ServerLog>,
-}
-
-/// WARN/ERROR lines: how many, and the first few.
-#[derive(Default)]
-struct ServerLog {
-    bad: std::sync::Mutex<(u64, Vec<String>)>,
-}
-
-impl Server {
-    fn start(binary: &std::path::Path, database_url: Option<&str>, args: &LoadArgs) -> anyhow::Result<Self> {
-        let mut cmd = Command::new(binary);
-        cmd.args(["serve", "--listen", "127.0.0.1:0", "--tokens"])
-            .arg(format!("proxy={PROXY_TOKEN},agent={AGENT_TOKEN}"))
-            .args(["--report-interval", &args.report_interval])
-            .args(&args.server_args)
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        if let Some(url) = database_url {
-            cmd.arg("--database-url").arg(url);
-        }
-        let mut child = cmd
-            .spawn()
-            .with_context(|| format!("could not start {}", binary.display()))?;
-        let stderr = child.stderr.take().context("no stderr pipe")?;
-        let log = Arc::new(ServerLog::default());
-        let (addr_tx, addr_rx) = mpsc::channel::<String>();
-        let thread_log = log.clone();
-        std::thread::spawn(move || {
-            let mut addr_tx = Some(addr_tx);
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if let Some(rest) = line.split_once("listening on ").map(|(_, r)| r)
-                    && let Some(tx) = addr_tx.take()
-                {
-                    let addr = rest.split_whitespace().next().unwrap_or_default();
-                    let _ = tx.send(addr.to_string());
-                }
-                if line.contains(" WARN ") || line.contains(" ERROR ") {
-                    let mut bad = thread_log.bad.lock().unwrap_or_else(|e| e.into_inner());
-                    bad.0 += 1;
-                    if bad.1.len() < 5 {
-                        bad.1.push(line);
-                    }
-                } else if addr_tx.is_some() {
-                    // Before it listens, anything else may explain a failure.
-                    eprintln!("tally: {line}");
-                }
-            }
-        });
-        let addr = match addr_rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(addr) => addr,
-            Err(_) => {
-                let _ = child.kill();
-                let status = child.wait()?;
-                bail!("tally serve did not log `listening on ADDR` within 60 s (exit: {status})");
-            }
-        };
-        if !addr.starts_with("127.0.0.1:") {
-            let _ = child.kill();
-            bail!("tally serve listens on {addr:?}, not a loopback address");
-        }
-        Ok(Self { child, addr, log })
-    }
-
-    /// SIGTERM, then waits up to 60 s for the graceful shutdown.
-    fn stop(&mut self) -> anyhow::Result<ExitStatus> {
-        let pid = self.child.id().to_string();
-        let kill = Command::new("kill").args(["-TERM", &pid]).status()?;
-        if !kill.success() {
-            bail!("kill -TERM {pid} failed: {kill}");
-        }
-        let until = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = self.child.try_wait()? {
-                return Ok(status);
-            }
-            if Instant::now() > until {
-                let _ = self.child.kill();
-                bail!("tally serve did not exit within 60 s of SIGTERM; killed");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn bad_lines(&self) -> u64 {
-        self.log.bad.lock().unwrap_or_else(|e| e.into_inner()).0
-    }
-
-    fn last_bad_lines(&self) -> Vec<String> {
-        self.log.bad.lock().unwrap_or_else(|e| e.into_inner()).1.clone()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        // Never leave a server behind when the run fails half-way.
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn app_stats_body_is_json_with_fresh_session_ids() {
-        let body = AppStatsBody::new(3, 100, 10, time::OffsetDateTime::now_utc());
-        let a: serde_json::Value = serde_json::from_slice(&body.render(1, 1)).unwrap();
-        let b: serde_json::Value = serde_json::from_slice(&body.render(2, 7)).unwrap();
-        let requests = |v: &serde_json::Value| v["stats"][5]["requests"].as_u64().unwrap();
-        assert_eq!(requests(&b), requests(&a) + 6);
-        let stats = a["stats"].as_array().unwrap();
-        assert_eq!(stats.len(), 100);
-        let open = stats
-            .iter()
-            .filter(|s| s["session_ended_at"] == "0001-01-01T00:00:00Z")
-            .count();
-        assert_eq!(open, 10);
-        let ids = |v: &serde_json::Value| -> Vec<String> {
-            v["stats"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|s| s["session_id"].as_str().unwrap().to_string())
-                .collect()
-        };
-        let (ia, ib) = (ids(&a), ids(&b));
-        assert!(ia.iter().all(|id| id.len() == 36 && uuid_shaped(id)));
-        assert!(ia.iter().zip(&ib).all(|(x, y)| x != y));
-        let mut unique = ia.clone();
-        unique.sort();
-        unique.dedup();
-        assert_eq!(unique.len(), 100);
-    }
-
-    #[test]
-    fn boundary_body_is_json_with_counts() {
-        let v: serde_json::Value = serde_json::from_slice(boundary_body(7)).unwrap();
-        assert_eq!(v["allowed"], 8);
-        assert_eq!(v["denied"], 2);
-        assert!(uuid_shaped(v["workspace_id"].as_str().unwrap()));
-    }
-
-    fn uuid_shaped(s: &str) -> bool {
-        s.len() == 36
-            && s.char_indices().all(|(i, c)| {
-                if [8, 13, 18, 23].contains(&i) {
-                    c == '-'
-                } else {
-                    c.is_ascii_hexdigit()
-                }
-            })
     }
 }
