@@ -75,7 +75,9 @@ impl Admission {
             .saturating_add(need);
         if total > self.cap {
             self.since.fetch_sub(need, Ordering::AcqRel);
-            // Figures may be stale after a flush freed room: look again once.
+            // Figures may be stale after a flush freed room, and queued
+            // reports are counted at their worst: apply them, look again once.
+            collector.apply_queued();
             let fresh = collector.stats();
             if Self::units(&fresh).saturating_add(need) > self.cap {
                 return false;

@@ -221,6 +221,14 @@ impl StatsCollector {
         self.flush_with(true).await
     }
 
+    /// Applies the queued reports to the rollup now instead of at the next
+    /// flush. Queued reports are held at their worst case; applied ones
+    /// (updates of known sessions, most of all) usually take far less, so
+    /// this frees room under the cap without any I/O.
+    pub fn apply_queued(&self) {
+        drop(self.drain());
+    }
+
     pub fn stats(&self) -> CollectorStats {
         let inbox = self.inbox.lock();
         let state = self.state.lock();

@@ -438,3 +438,26 @@ fn debug_output_names_the_collector_without_the_reporter() {
     assert!(text.starts_with("StatsCollector"), "{text}");
     assert!(text.contains("max_buffered"), "{text}");
 }
+
+#[test]
+fn applying_queued_updates_frees_room_without_reporting() {
+    let clock = ManualClock::new(T0);
+    // A reporter with no expectations: any report would panic.
+    let c = collector(config(), MockReporter::new(), &clock);
+    for requests in 1..=100 {
+        c.collect(report(1, T0, None, requests));
+    }
+    assert_eq!(
+        c.stats().tracked_sessions,
+        100,
+        "100 queued reports, each maybe a new session"
+    );
+    c.apply_queued();
+    let stats = c.stats();
+    assert_eq!(
+        stats.tracked_sessions, 1,
+        "the updates folded into the one session"
+    );
+    assert_eq!(stats.collected, 100);
+    assert_eq!(stats.rows_reported, 0);
+}
