@@ -1,0 +1,286 @@
+//! Command line: every option is also read from a `TALLY_` environment variable.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use uuid::Uuid;
+
+/// Usage telemetry for a fleet of cloud development workspaces.
+#[derive(Debug, Parser)]
+#[command(
+    name = "tally",
+    version,
+    about,
+    propagate_version = true,
+    args_override_self = true,
+    after_help = "Log level: TALLY_LOG or RUST_LOG (default: info). Configuration errors exit with code 2."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP API and the background loops.
+    Serve(Box<ServeArgs>),
+    /// Simulate a fleet: several replicas over one store, a simulated clock,
+    /// several telemetry periods, ending in a conservation check.
+    Simulate(crate::simulate::SimulateArgs),
+    /// Apply the PostgreSQL migrations and exit.
+    Migrate(MigrateArgs),
+}
+
+/// A value that must never reach logs or error messages (tokens, URLs with
+/// passwords). Parsing never fails, so clap never echoes it back.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_owned()))
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on; port 0 picks a free port (the bound address is
+    /// logged as `listening on ADDR`).
+    #[arg(long, env = "TALLY_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// PostgreSQL URL (postgres://...). Without it the in-memory store is used.
+    #[arg(long, env = "TALLY_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<Secret>,
+
+    /// How long to wait for the database at start-up.
+    #[arg(long, env = "TALLY_CONNECT_TIMEOUT", default_value = "10s", value_parser = positive_duration)]
+    pub connect_timeout: Duration,
+
+    /// This replica's id (a UUID); generated when absent.
+    #[arg(long, env = "TALLY_REPLICA_ID")]
+    pub replica_id: Option<Uuid>,
+
+    /// How often collected app stats are written to the store.
+    #[arg(long, env = "TALLY_REPORT_INTERVAL", default_value = "30s", value_parser = positive_duration)]
+    pub report_interval: Duration,
+
+    /// Closed sessions no longer than this are rolled up per window.
+    #[arg(long, env = "TALLY_ROLLUP_WINDOW", default_value = "1m", value_parser = positive_duration)]
+    pub rollup_window: Duration,
+
+    /// Rows per database statement.
+    #[arg(long, env = "TALLY_BATCH_SIZE", default_value_t = 1024,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub batch_size: u32,
+
+    /// Cap on the collector's memory, in units (a held session counts 2-3, a
+    /// row waiting to be written 1); an app stats request that might not fit
+    /// is refused whole with 503 so the proxy retries it.
+    #[arg(long, env = "TALLY_MAX_BUFFERED", default_value_t = 1_000_000,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000_000))]
+    pub max_buffered: u64,
+
+    /// Telemetry period; periods end at multiples of it (counted from the
+    /// Unix epoch).
+    #[arg(long, env = "TALLY_SNAPSHOT_INTERVAL", default_value = "30m", value_parser = positive_duration)]
+    pub snapshot_interval: Duration,
+
+    /// How often tracked boundary usage is written to the store.
+    #[arg(long, env = "TALLY_TRACKER_FLUSH_INTERVAL", default_value = "10s", value_parser = positive_duration)]
+    pub tracker_flush_interval: Duration,
+
+    /// How often the snapshot outbox is checked for unpublished snapshots.
+    #[arg(long, env = "TALLY_PUBLISH_INTERVAL", default_value = "5s", value_parser = positive_duration)]
+    pub publish_interval: Duration,
+
+    /// Period locks older than this are pruned.
+    #[arg(long, env = "TALLY_LOCK_RETENTION", default_value = "7days", value_parser = positive_duration)]
+    pub lock_retention: Duration,
+
+    /// HTTP endpoint receiving each snapshot as a JSON POST (with retries).
+    /// Without it snapshots are written to the log.
+    #[arg(long, env = "TALLY_TELEMETRY_URL")]
+    pub telemetry_url: Option<String>,
+
+    /// API tokens as ROLE=TOKEN pairs separated by commas; roles: proxy,
+    /// agent, member, reader (auditor), admin. Prefer the environment
+    /// variable so tokens stay out of process listings.
+    #[arg(long, env = "TALLY_TOKENS", hide_env_values = true)]
+    pub tokens: Option<Secret>,
+
+    /// Largest accepted request body, e.g. 8MiB, 512KiB, 1000000.
+    #[arg(long, env = "TALLY_BODY_LIMIT", default_value = "8MiB", value_parser = byte_size)]
+    pub body_limit: usize,
+
+    /// Longest time a request may take before it is answered 408.
+    #[arg(long, env = "TALLY_REQUEST_TIMEOUT", default_value = "30s", value_parser = positive_duration)]
+    pub request_timeout: Duration,
+
+    /// Longest time the shutdown may take to drain requests and flush.
+    #[arg(long, env = "TALLY_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = positive_duration)]
+    pub shutdown_timeout: Duration,
+
+    /// Log as JSON lines instead of human-readable text.
+    #[arg(long, env = "TALLY_LOG_JSON")]
+    pub log_json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// PostgreSQL URL (postgres://...).
+    #[arg(long, env = "TALLY_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Secret,
+
+    /// How long to wait for the database.
+    #[arg(long, env = "TALLY_CONNECT_TIMEOUT", default_value = "10s", value_parser = positive_duration)]
+    pub connect_timeout: Duration,
+
+    /// Log as JSON lines instead of human-readable text.
+    #[arg(long, env = "TALLY_LOG_JSON")]
+    pub log_json: bool,
+}
+
+/// A humantime duration (`30s`, `1m`, `250ms`, `7days`) that is not zero.
+pub fn positive_duration(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("{e} (expected e.g. 30s, 1m, 250ms)"))?;
+    if d.is_zero() {
+        return Err("must be longer than zero".to_owned());
+    }
+    // Durations become `time::Duration`s and timestamps; keep them sane.
+    if d > Duration::from_secs(10 * 365 * 24 * 3600) {
+        return Err("longer than ten years".to_owned());
+    }
+    Ok(d)
+}
+
+/// A size in bytes with an optional unit: B, KB/KiB, MB/MiB, GB/GiB (case-insensitive).
+pub fn byte_size(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (expected e.g. 8MiB, 512KiB, 1000000)"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1000,
+        "kib" => 1 << 10,
+        "m" | "mb" => 1000 * 1000,
+        "mib" => 1 << 20,
+        "g" | "gb" => 1000 * 1000 * 1000,
+        "gib" => 1 << 30,
+        other => {
+            return Err(format!(
+                "unknown size unit {other:?} (expected B, KiB, MiB, GiB, KB, MB, GB)"
+            ));
+        }
+    };
+    let bytes = n.checked_mul(mult).ok_or_else(|| format!("{s:?} is too large"))?;
+    if bytes == 0 {
+        return Err("must be larger than zero".to_owned());
+    }
+    if bytes > 1 << 30 {
+        return Err(format!("{s:?} is larger than 1GiB"));
+    }
+    usize::try_from(bytes).map_err(|_| format!("{s:?} is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("tally").chain(args.iter().copied()))
+    }
+
+    fn serve(args: &[&str]) -> ServeArgs {
+        match parse(&[&["serve"], args].concat()).unwrap().command {
+            Command::Serve(a) => *a,
+            other => panic!("expected serve, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn serve_defaults_match_the_spec() {
+        let a = serve(&[]);
+        assert_eq!(a.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(a.report_interval, Duration::from_secs(30));
+        assert_eq!(a.rollup_window, Duration::from_secs(60));
+        assert_eq!(a.batch_size, 1024);
+        assert_eq!(a.snapshot_interval, Duration::from_secs(30 * 60));
+        assert_eq!(a.body_limit, 8 << 20);
+        assert_eq!(a.lock_retention, Duration::from_secs(7 * 24 * 3600));
+        assert!(a.database_url.is_none() && a.tokens.is_none() && !a.log_json);
+    }
+
+    #[test]
+    fn durations_and_sizes_are_parsed_and_checked() {
+        let a = serve(&[
+            "--report-interval",
+            "250ms",
+            "--snapshot-interval",
+            "2s",
+            "--body-limit",
+            "64KiB",
+        ]);
+        assert_eq!(a.report_interval, Duration::from_millis(250));
+        assert_eq!(a.snapshot_interval, Duration::from_secs(2));
+        assert_eq!(a.body_limit, 65536);
+        for bad in [
+            &["--report-interval", "soon"][..],
+            &["--rollup-window", "0s"],
+            &["--batch-size", "0"],
+            &["--body-limit", "8 parsecs"],
+            &["--listen", "nowhere"],
+            &["--replica-id", "not-a-uuid"],
+        ] {
+            let err = parse(&[&["serve"], bad].concat()).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_debug_output() {
+        let a = serve(&[
+            "--tokens",
+            "admin=hunter2",
+            "--database-url",
+            "postgres://u:pw@h/db",
+        ]);
+        let text = format!("{a:?}");
+        assert!(!text.contains("hunter2") && !text.contains("pw@"), "{text}");
+        assert_eq!(a.tokens.unwrap().expose(), "admin=hunter2");
+    }
+
+    #[test]
+    fn byte_sizes() {
+        assert_eq!(byte_size("1000"), Ok(1000));
+        assert_eq!(byte_size("1k"), Ok(1000));
+        assert_eq!(byte_size("2MiB"), Ok(2 << 20));
+        assert_eq!(byte_size("1 GiB"), Ok(1 << 30));
+        assert!(byte_size("0").is_err());
+        assert!(byte_size("2GiB").is_err());
+        assert!(byte_size("-1").is_err());
+        assert!(byte_size("99999999999999999999").is_err());
+    }
+}

@@ -1,0 +1,274 @@
+//! Submissions: app stats from workspace proxies, boundary logs from agents.
+//!
+//! A request is decoded and validated whole before anything is collected, so
+//! it is applied whole or not at all.
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use serde::Deserialize;
+use tally_domain::appstats::MAX_REQUESTS_PER_REPORT;
+use tally_domain::{Action, Resource, StatsReport};
+use uuid::Uuid;
+
+use super::AppState;
+use super::auth::Caller;
+use super::error::ApiError;
+use crate::metrics as m;
+
+/// Reads a JSON body of at most `limit` bytes: 415 for another content type,
+/// 413 when too large.
+pub async fn read_json_body(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<axum::body::Bytes, ApiError> {
+    check_json_content_type(headers)?;
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body larger than {limit} bytes"),
+        )
+    };
+    if let Some(len) = headers.get(header::CONTENT_LENGTH)
+        && let Some(len) = len.to_str().ok().and_then(|v| v.parse::<u64>().ok())
+        && len > limit as u64
+    {
+        return Err(too_large());
+    }
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        // `to_bytes` reports the limit as a boxed `LengthLimitError` somewhere
+        // in the source chain; anything else is a broken connection.
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+        while let Some(s) = source {
+            if s.is::<http_body_util::LengthLimitError>() {
+                return too_large();
+            }
+            source = s.source();
+        }
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("cannot read the request body: {e}"),
+        )
+    })
+}
+
+fn check_json_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "missing Content-Type: expected application/json",
+        ));
+    };
+    let essence = value
+        .to_str()
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json")) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("Content-Type {essence:?} is not supported: expected application/json"),
+        ))
+    }
+}
+
+/// Deserializes JSON, naming the field that failed (`stats[3].session_ended_at`).
+pub fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    // serde would also take a struct from a JSON array; the API takes objects only.
+    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') => {}
+        None => return Err(ApiError::bad_field("body", "empty body: expected a JSON object")),
+        Some(_) => return Err(ApiError::bad_field("body", "expected a JSON object")),
+    }
+    // Fast path without path tracking; bad input is decoded again to name the field.
+    if let Ok(value) = serde_json::from_slice(bytes) {
+        return Ok(value);
+    }
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(decode_error)?;
+    de.end()
+        .map_err(|e| ApiError::bad_field("body", format!("invalid JSON: {e}")))?;
+    Ok(value)
+}
+
+fn decode_error(e: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
+    let path = e.path().to_string();
+    let inner = e.into_inner();
+    let message = inner.to_string();
+    let mut field = if path == "." { String::new() } else { path };
+    // A missing field is reported at its parent; name the field itself.
+    if let Some(rest) = message.strip_prefix("missing field `")
+        && let Some(name) = rest.split('`').next()
+    {
+        if !field.is_empty() {
+            field.push('.');
+        }
+        field.push_str(name);
+    }
+    if field.is_empty() {
+        field.push_str("body");
+    }
+    let message = match inner.classify() {
+        serde_json::error::Category::Eof => format!("truncated JSON: {message}"),
+        serde_json::error::Category::Syntax => format!("invalid JSON: {message}"),
+        _ => message,
+    };
+    ApiError::bad_field(field, message)
+}
+
+#[derive(Debug, Deserialize)]
+struct AppStatsRequest {
+    // Go encodes a nil slice as `null`.
+    #[serde(deserialize_with = "null_as_empty")]
+    stats: Vec<StatsReport>,
+}
+
+fn null_as_empty<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Vec<T>, D::Error> {
+    Ok(Option::<Vec<T>>::deserialize(d)?.unwrap_or_default())
+}
+
+/// Decodes and validates a whole app stats request.
+pub fn decode_app_stats(bytes: &[u8]) -> Result<Vec<StatsReport>, ApiError> {
+    let request: AppStatsRequest = decode(bytes)?;
+    for (i, report) in request.stats.iter().enumerate() {
+        report
+            .validate()
+            .map_err(|e| ApiError::bad_field(format!("stats[{i}].{}", e.field), e.reason))?;
+    }
+    Ok(request.stats)
+}
+
+pub async fn app_stats(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<StatusCode, ApiError> {
+    caller.require(Action::Create, Resource::WorkspaceAppStats)?;
+    let bytes = read_json_body(&headers, body, state.body_limit).await?;
+    let reports = decode_app_stats(&bytes)?;
+    if reports.is_empty() {
+        return Ok(StatusCode::NO_CONTENT);
+    }
+    // Refuse the whole request rather than let the collector drop part of it:
+    // the proxy keeps it and retries.
+    if !state.admission.try_admit(&state.collector, reports.len()) {
+        metrics::counter!(m::REPORTS_REFUSED).increment(reports.len() as u64);
+        tracing::warn!(
+            incoming = reports.len(),
+            cap = state.admission.cap(),
+            "app stats refused: collector buffer full"
+        );
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many app stats buffered (the store may be unavailable); retry later",
+        ));
+    }
+    for report in reports {
+        state.collector.collect(report);
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// One boundary decision; other fields an agent sends are ignored.
+#[derive(Debug, Deserialize)]
+struct BoundaryLog {
+    decision: Decision,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Decision {
+    #[serde(alias = "allowed")]
+    Allow,
+    #[serde(alias = "denied")]
+    Deny,
+}
+
+#[derive(Debug, Deserialize)]
+struct BoundaryLogsRequest {
+    workspace_id: Uuid,
+    owner_id: Uuid,
+    allowed: Option<u64>,
+    denied: Option<u64>,
+    logs: Option<Vec<BoundaryLog>>,
+}
+
+/// A validated boundary logs request: what to track.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BoundaryBatch {
+    pub workspace_id: Uuid,
+    pub owner_id: Uuid,
+    pub allowed: u64,
+    pub denied: u64,
+}
+
+/// Decodes either pre-counted `allowed`/`denied` or a `logs` list of decisions.
+pub fn decode_boundary_logs(bytes: &[u8]) -> Result<BoundaryBatch, ApiError> {
+    let r: BoundaryLogsRequest = decode(bytes)?;
+    if r.workspace_id.is_nil() {
+        return Err(ApiError::bad_field("workspace_id", "must not be the nil UUID"));
+    }
+    if r.owner_id.is_nil() {
+        return Err(ApiError::bad_field("owner_id", "must not be the nil UUID"));
+    }
+    let (allowed, denied) = match (r.logs, r.allowed, r.denied) {
+        (Some(_), Some(_), _) | (Some(_), _, Some(_)) => {
+            return Err(ApiError::bad_field(
+                "logs",
+                "give either logs or allowed/denied counts, not both",
+            ));
+        }
+        (Some(logs), None, None) => logs.iter().fold((0, 0), |(a, d), log| match log.decision {
+            Decision::Allow => (a + 1, d),
+            Decision::Deny => (a, d + 1),
+        }),
+        (None, None, None) => {
+            return Err(ApiError::bad_field(
+                "allowed",
+                "missing decisions: give allowed/denied counts or a logs list",
+            ));
+        }
+        (None, a, d) => (a.unwrap_or(0), d.unwrap_or(0)),
+    };
+    for (field, n) in [("allowed", allowed), ("denied", denied)] {
+        if n > MAX_REQUESTS_PER_REPORT {
+            return Err(ApiError::bad_field(
+                field,
+                format!("larger than {MAX_REQUESTS_PER_REPORT}"),
+            ));
+        }
+    }
+    Ok(BoundaryBatch {
+        workspace_id: r.workspace_id,
+        owner_id: r.owner_id,
+        allowed,
+        denied,
+    })
+}
+
+pub async fn boundary_logs(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<StatusCode, ApiError> {
+    caller.require(Action::Create, Resource::BoundaryLog)?;
+    let bytes = read_json_body(&headers, body, state.body_limit).await?;
+    let b = decode_boundary_logs(&bytes)?;
+    // Nothing decided, nothing used: an empty batch counts no workspace.
+    if b.allowed + b.denied > 0 {
+        state
+            .tracker
+            .track(b.workspace_id, b.owner_id, b.allowed, b.denied);
+        metrics::counter!(m::BOUNDARY_TRACKED, "decision" => "allowed").increment(b.allowed);
+        metrics::counter!(m::BOUNDARY_TRACKED, "decision" => "denied").increment(b.denied);
+    }
+    Ok(StatusCode::NO_CONTENT)
+}

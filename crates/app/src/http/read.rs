@@ -1,0 +1,148 @@
+//! Read endpoints. Store reads go through [`Authorized`] with the caller's
+//! subject, so a refusal comes from the domain's access rules.
+
+use axum::Json;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use serde::Serialize;
+use tally_domain::Authorized;
+use tally_domain::ports::{AppUsage, InsightsStore, TelemetryStore, TimeRange};
+use tally_domain::telemetry::Snapshot;
+use tally_domain::{Action, Resource};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use uuid::Uuid;
+
+use super::AppState;
+use super::auth::Caller;
+use super::error::ApiError;
+
+pub const DEFAULT_SNAPSHOT_LIMIT: usize = 100;
+pub const MAX_SNAPSHOT_LIMIT: usize = 1000;
+
+fn query_pairs(raw: Option<String>) -> Vec<(String, String)> {
+    raw.map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .unwrap_or_default()
+}
+
+fn query_param<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+}
+
+fn time_param(pairs: &[(String, String)], name: &str) -> Result<OffsetDateTime, ApiError> {
+    let raw =
+        query_param(pairs, name).ok_or_else(|| ApiError::bad_field(name, "missing RFC 3339 timestamp"))?;
+    OffsetDateTime::parse(raw, &Rfc3339)
+        .map_err(|e| ApiError::bad_field(name, format!("invalid RFC 3339 timestamp {raw:?}: {e}")))
+}
+
+#[derive(Debug, Serialize)]
+pub struct AppUsageJson {
+    #[serde(flatten)]
+    pub usage: AppUsage,
+    pub session_seconds: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct AppInsights {
+    #[serde(with = "time::serde::rfc3339")]
+    pub from: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub to: OffsetDateTime,
+    pub apps: Vec<AppUsageJson>,
+}
+
+/// `GET /api/v2/insights/apps?from=RFC3339&to=RFC3339`
+pub async fn app_insights(
+    State(state): State<AppState>,
+    caller: Caller,
+    RawQuery(query): RawQuery,
+) -> Result<Json<AppInsights>, ApiError> {
+    let pairs = query_pairs(query);
+    let from = time_param(&pairs, "from")?;
+    let to = time_param(&pairs, "to")?;
+    let range = TimeRange::new(from, to).map_err(|e| ApiError::bad_field("to", e))?;
+    let store = Authorized::new(state.store.clone(), caller.0);
+    let apps = store
+        .app_usage(range)
+        .await?
+        .into_iter()
+        .map(|usage| AppUsageJson {
+            session_seconds: usage.session_micros as f64 / 1e6,
+            usage,
+        })
+        .collect();
+    Ok(Json(AppInsights { from, to, apps }))
+}
+
+#[derive(Debug, Serialize)]
+pub struct LastUsed {
+    pub workspace_id: Uuid,
+    /// `null` when the workspace was never used.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_used_at: Option<OffsetDateTime>,
+}
+
+/// `GET /api/v2/workspaces/{id}/last-used`
+pub async fn last_used(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<LastUsed>, ApiError> {
+    let workspace_id = Uuid::parse_str(&id)
+        .map_err(|e| ApiError::bad_field("workspace_id", format!("invalid UUID {id:?}: {e}")))?;
+    let store = Authorized::new(state.store.clone(), caller.0);
+    let last_used_at = store.workspace_last_used(workspace_id).await?;
+    Ok(Json(LastUsed {
+        workspace_id,
+        last_used_at,
+    }))
+}
+
+#[derive(Debug, Serialize)]
+pub struct Snapshots {
+    pub snapshots: Vec<Snapshot>,
+}
+
+/// `GET /api/v2/telemetry/snapshots?limit=N`, newest period first.
+pub async fn snapshots(
+    State(state): State<AppState>,
+    caller: Caller,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Snapshots>, ApiError> {
+    let pairs = query_pairs(query);
+    let limit = match query_param(&pairs, "limit") {
+        None => DEFAULT_SNAPSHOT_LIMIT,
+        Some(raw) => match raw.parse::<usize>() {
+            Ok(n) if (1..=MAX_SNAPSHOT_LIMIT).contains(&n) => n,
+            _ => {
+                return Err(ApiError::bad_field(
+                    "limit",
+                    format!("expected a whole number from 1 to {MAX_SNAPSHOT_LIMIT}, got {raw:?}"),
+                ));
+            }
+        },
+    };
+    let store = Authorized::new(state.store.clone(), caller.0);
+    let snapshots = store.list_snapshots(limit).await?;
+    Ok(Json(Snapshots { snapshots }))
+}
+
+/// `GET /healthz`, no token needed.
+pub async fn healthz() -> impl IntoResponse {
+    Json(serde_json::json!({"status": "ok"}))
+}
+
+/// `GET /metrics`: Prometheus text, for readers (auditor, admin).
+pub async fn metrics(State(state): State<AppState>, caller: Caller) -> Result<impl IntoResponse, ApiError> {
+    // Metrics are fleet-wide figures, so they need the right to read app stats.
+    caller.require(Action::Read, Resource::WorkspaceAppStats)?;
+    crate::metrics::record_state(&state.collector.stats(), &state.tracker.pending());
+    let body = crate::metrics::handle().render();
+    Ok((
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        body,
+    ))
+}

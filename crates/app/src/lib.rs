@@ -1,0 +1,32 @@
+//! The `tally` binary's library: configuration, HTTP API, background loops,
+//! sinks, metrics, and the wiring of the adapters into the domain.
+
+pub mod cli;
+pub mod config;
+pub mod http;
+pub mod loops;
+pub mod metrics;
+pub mod migrate;
+pub mod serve;
+pub mod simulate;
+pub mod sink;
+pub mod store;
+pub mod telemetry_log;
+
+pub use config::ConfigError;
+pub use store::open_store;
+pub use telemetry_log::init_tracing;
+
+use std::process::ExitCode;
+
+/// Exit code for configuration errors (also clap's code for usage errors).
+pub const EXIT_CONFIG: u8 = 2;
+
+/// Runs a parsed command line.
+pub async fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        cli::Command::Serve(args) => serve::run(*args).await,
+        cli::Command::Simulate(args) => simulate::run(args).await,
+        cli::Command::Migrate(args) => migrate::run(args).await,
+    }
+}

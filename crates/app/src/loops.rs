@@ -1,0 +1,425 @@
+//! Background loops of `tally serve`: tracker flush, snapshot step, outbox
+//! publisher, lock pruning. Failures are logged and retried, never fatal.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tally_domain::boundary::tracker::{BoundaryTracker, TrackerFlush};
+use tally_domain::ports::{SnapshotSink, Store, TelemetryStore};
+use tally_domain::telemetry::publisher::{DEFAULT_CLAIM_LEASE, PublishRound, publish_pending};
+use tally_domain::telemetry::snapshot::snapshot_step;
+use tally_domain::telemetry::{Period, Snapshot};
+use tally_domain::{Authorized, Clock, StoreError, Subject};
+use tokio::sync::{Mutex, Notify, watch};
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+use crate::metrics as m;
+
+/// Snapshots claimed per publishing round.
+const PUBLISH_BATCH: usize = 16;
+/// Longest wait between publishing attempts while the sink keeps failing.
+const MAX_PUBLISH_BACKOFF: Duration = Duration::from_secs(300);
+/// How often old period locks are pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+#[derive(Debug, Clone)]
+pub struct LoopSettings {
+    pub replica_id: Uuid,
+    pub snapshot_interval: Duration,
+    pub tracker_flush_interval: Duration,
+    pub publish_interval: Duration,
+    pub lock_retention: Duration,
+}
+
+/// What the loops share; also used by the shutdown sequence.
+#[derive(Clone)]
+pub struct Background {
+    pub settings: LoopSettings,
+    pub store: Arc<dyn Store>,
+    pub tracker: Arc<BoundaryTracker>,
+    pub sink: Arc<dyn SnapshotSink>,
+    pub clock: Arc<dyn Clock>,
+    /// One tracker flush at a time: the loop, the snapshot step and shutdown.
+    flush_lock: Arc<Mutex<()>>,
+    publish_now: Arc<Notify>,
+}
+
+impl std::fmt::Debug for Background {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Background")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Resolves once shutdown is requested (or the sender is gone).
+async fn stopped(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
+/// Sleeps for `d` unless shutdown comes first; returns false on shutdown.
+async fn sleep_or_stop(d: Duration, rx: &mut watch::Receiver<bool>) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(d) => true,
+        _ = stopped(rx) => false,
+    }
+}
+
+impl Background {
+    pub fn new(
+        settings: LoopSettings,
+        store: Arc<dyn Store>,
+        tracker: Arc<BoundaryTracker>,
+        sink: Arc<dyn SnapshotSink>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            settings,
+            store,
+            tracker,
+            sink,
+            clock,
+            flush_lock: Arc::new(Mutex::new(())),
+            publish_now: Arc::new(Notify::new()),
+        }
+    }
+
+    fn as_tracker(&self) -> Authorized<Arc<dyn Store>> {
+        Authorized::new(self.store.clone(), Subject::BoundaryUsageTracker)
+    }
+
+    fn as_system(&self) -> Authorized<Arc<dyn Store>> {
+        Authorized::new(self.store.clone(), Subject::SystemRestricted)
+    }
+
+    /// Starts every loop; they end when `stop` turns true.
+    pub fn spawn(&self, stop: &watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
+        vec![
+            tokio::spawn(self.clone().tracker_loop(stop.clone())),
+            tokio::spawn(self.clone().snapshot_loop(stop.clone())),
+            tokio::spawn(self.clone().publisher_loop(stop.clone())),
+            tokio::spawn(self.clone().prune_loop(stop.clone())),
+        ]
+    }
+
+    /// Flushes the tracker once; failures keep the delta for the next flush.
+    pub async fn flush_tracker(&self) -> Result<TrackerFlush, StoreError> {
+        let _guard = self.flush_lock.lock().await;
+        let result = self.tracker.flush(&self.as_tracker()).await;
+        if let Err(e) = &result {
+            metrics::counter!(m::BOUNDARY_FLUSH_FAILURES).increment(1);
+            tracing::warn!(error = %e, "boundary usage flush failed; kept for the next flush");
+        }
+        result
+    }
+
+    async fn tracker_loop(self, mut stop: watch::Receiver<bool>) {
+        while sleep_or_stop(self.settings.tracker_flush_interval, &mut stop).await {
+            let _ = self.flush_tracker().await;
+        }
+    }
+
+    /// Flushes this replica's tracker, then tries to close the period that
+    /// just ended. `Some` when this replica won the period.
+    pub async fn snapshot_once(&self) -> Result<Option<Snapshot>, StoreError> {
+        // Our own usage lands in the period being closed, as far as we can.
+        let _ = self.flush_tracker().await;
+        let interval = to_time(self.settings.snapshot_interval);
+        let snapshot = snapshot_step(
+            &self.as_tracker(),
+            self.settings.replica_id,
+            self.clock.now(),
+            interval,
+        )
+        .await?;
+        if let Some(s) = &snapshot {
+            metrics::counter!(m::SNAPSHOTS_CLOSED).increment(1);
+            tracing::info!(
+                snapshot_id = %s.id,
+                period_start = %s.period_start,
+                period_end = %s.period_end,
+                allowed = s.usage.allowed_requests,
+                denied = s.usage.denied_requests,
+                unique_workspaces = s.usage.unique_workspaces,
+                unique_users = s.usage.unique_users,
+                "telemetry period closed"
+            );
+            self.publish_now.notify_one();
+        }
+        Ok(snapshot)
+    }
+
+    async fn snapshot_loop(self, mut stop: watch::Receiver<bool>) {
+        let interval = to_time(self.settings.snapshot_interval);
+        loop {
+            let now = self.clock.now();
+            let end = Period::containing(now, interval).end;
+            // A little past the boundary, so `now` is surely in the next period.
+            let wait = to_std(end - now) + Duration::from_millis(20);
+            if !sleep_or_stop(wait, &mut stop).await {
+                return;
+            }
+            let mut retry = Duration::from_millis(500);
+            loop {
+                match self.snapshot_once().await {
+                    Ok(_) => break,
+                    Err(e) => tracing::warn!(error = %e, retry_in = ?retry, "snapshot step failed; retrying"),
+                }
+                // Past the next boundary the next round closes the later
+                // period, which then carries this one's usage.
+                if Period::containing(self.clock.now(), interval).start > end {
+                    break;
+                }
+                if !sleep_or_stop(retry, &mut stop).await {
+                    return;
+                }
+                retry = (retry * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+
+    /// One publishing round of the outbox.
+    pub async fn publish_once(&self) -> Result<PublishRound, StoreError> {
+        let round = publish_pending(
+            &self.as_system(),
+            &*self.sink,
+            self.settings.replica_id,
+            self.clock.now(),
+            DEFAULT_CLAIM_LEASE,
+            PUBLISH_BATCH,
+        )
+        .await?;
+        metrics::counter!(m::SNAPSHOTS_PUBLISHED).increment(round.published as u64);
+        metrics::counter!(m::SNAPSHOT_PUBLISH_FAILURES).increment(round.failed as u64);
+        if round.published > 0 {
+            tracing::info!(published = round.published, "snapshots published");
+        }
+        if round.failed > 0 {
+            tracing::warn!(
+                failed = round.failed,
+                "snapshot delivery failed; kept in the outbox"
+            );
+        }
+        Ok(round)
+    }
+
+    async fn publisher_loop(self, mut stop: watch::Receiver<bool>) {
+        let base = self.settings.publish_interval;
+        let mut delay = base;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = self.publish_now.notified() => {}
+                _ = stopped(&mut stop) => return,
+            }
+            delay = match self.publish_once().await {
+                Ok(round) if round.failed == 0 && round.published == PUBLISH_BATCH => Duration::ZERO,
+                Ok(round) if round.failed == 0 => base,
+                Ok(_) => (delay.max(base) * 2).min(MAX_PUBLISH_BACKOFF),
+                Err(e) => {
+                    tracing::warn!(error = %e, "snapshot outbox unavailable; retrying later");
+                    (delay.max(base) * 2).min(MAX_PUBLISH_BACKOFF)
+                }
+            };
+        }
+    }
+
+    /// Deletes period locks older than the retention.
+    pub async fn prune_once(&self) -> Result<u64, StoreError> {
+        let before = self.clock.now() - to_time(self.settings.lock_retention);
+        let pruned = self.as_system().prune_telemetry_locks(before).await?;
+        if pruned > 0 {
+            tracing::info!(pruned, "old telemetry locks pruned");
+        }
+        Ok(pruned)
+    }
+
+    async fn prune_loop(self, mut stop: watch::Receiver<bool>) {
+        let mut wait = Duration::from_secs(5);
+        while sleep_or_stop(wait, &mut stop).await {
+            wait = match self.prune_once().await {
+                Ok(_) => PRUNE_EVERY,
+                Err(e) => {
+                    tracing::warn!(error = %e, "pruning telemetry locks failed; retrying later");
+                    Duration::from_secs(60)
+                }
+            };
+        }
+    }
+}
+
+pub fn to_time(d: Duration) -> time::Duration {
+    time::Duration::try_from(d).unwrap_or(time::Duration::MAX)
+}
+
+pub fn to_std(d: time::Duration) -> Duration {
+    Duration::try_from(d).unwrap_or(Duration::ZERO)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mockall::Sequence;
+    use tally_domain::ManualClock;
+    use tally_domain::boundary::FlushOutcome;
+    use tally_domain::ports::{MockSnapshotSink, MockStore, SinkError};
+    use tally_domain::telemetry::{BOUNDARY_USAGE_EVENT, PeriodCloseOutcome};
+    use time::macros::datetime;
+
+    const NOW: time::OffsetDateTime = datetime!(2026-11-25 10:30:00.5 UTC);
+
+    fn snapshot() -> Snapshot {
+        Snapshot {
+            id: Uuid::new_v4(),
+            event_type: BOUNDARY_USAGE_EVENT.into(),
+            period_start: datetime!(2026-11-25 10:00 UTC),
+            period_end: datetime!(2026-11-25 10:30 UTC),
+            usage: Default::default(),
+            created_at: NOW,
+            published_at: None,
+            publish_attempts: 0,
+        }
+    }
+
+    fn background(store: MockStore, sink: MockSnapshotSink) -> Background {
+        let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(NOW));
+        let replica_id = Uuid::new_v4();
+        Background::new(
+            LoopSettings {
+                replica_id,
+                snapshot_interval: Duration::from_secs(1800),
+                tracker_flush_interval: Duration::from_secs(10),
+                publish_interval: Duration::from_secs(5),
+                lock_retention: Duration::from_secs(7 * 86400),
+            },
+            Arc::new(store),
+            Arc::new(BoundaryTracker::new(replica_id, clock.clone())),
+            Arc::new(sink),
+            clock,
+        )
+    }
+
+    #[tokio::test]
+    async fn snapshot_step_flushes_own_usage_first_then_closes_the_ended_period() {
+        let mut store = MockStore::new();
+        let mut seq = Sequence::new();
+        store
+            .expect_flush_boundary_usage()
+            .withf(|d| d.allowed == 3 && d.denied == 1)
+            .times(1)
+            .in_sequence(&mut seq)
+            .returning(|_| Ok(FlushOutcome::Applied));
+        store
+            .expect_close_period()
+            .withf(|c| {
+                c.event_type == BOUNDARY_USAGE_EVENT
+                    && c.period.end == datetime!(2026-11-25 10:30 UTC)
+                    && c.period.start == datetime!(2026-11-25 10:00 UTC)
+            })
+            .times(1)
+            .in_sequence(&mut seq)
+            .returning(|_| Ok(PeriodCloseOutcome::Closed(snapshot())));
+        let bg = background(store, MockSnapshotSink::new());
+        bg.tracker.track(Uuid::new_v4(), Uuid::new_v4(), 3, 1);
+        let closed = bg.snapshot_once().await.unwrap();
+        assert_eq!(closed.unwrap().period_end, datetime!(2026-11-25 10:30 UTC));
+        assert_eq!(bg.tracker.pending().allowed, 0);
+    }
+
+    #[tokio::test]
+    async fn a_period_another_replica_closed_is_not_an_error() {
+        let mut store = MockStore::new();
+        store
+            .expect_close_period()
+            .returning(|_| Ok(PeriodCloseOutcome::AlreadyClosed));
+        let bg = background(store, MockSnapshotSink::new());
+        assert_eq!(bg.snapshot_once().await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_failed_tracker_flush_keeps_the_usage_and_the_step_still_runs() {
+        let mut store = MockStore::new();
+        store
+            .expect_flush_boundary_usage()
+            .returning(|_| Err(StoreError::Unavailable("down".into())));
+        store
+            .expect_close_period()
+            .returning(|_| Ok(PeriodCloseOutcome::AlreadyClosed));
+        let bg = background(store, MockSnapshotSink::new());
+        bg.tracker.track(Uuid::new_v4(), Uuid::new_v4(), 2, 0);
+        assert_eq!(bg.snapshot_once().await.unwrap(), None);
+        assert_eq!(bg.tracker.pending().allowed, 2);
+    }
+
+    #[tokio::test]
+    async fn published_snapshots_are_marked_and_failed_ones_released() {
+        let (ok, bad) = (snapshot(), snapshot());
+        let (ok_id, bad_id) = (ok.id, bad.id);
+        let mut store = MockStore::new();
+        store
+            .expect_claim_unpublished_snapshots()
+            .times(1)
+            .returning(move |_, now, _, _| {
+                assert_eq!(now, NOW);
+                Ok(vec![ok.clone(), bad.clone()])
+            });
+        store
+            .expect_mark_snapshot_published()
+            .withf(move |id, _, _| *id == ok_id)
+            .times(1)
+            .returning(|_, _, _| Ok(()));
+        store
+            .expect_release_snapshot_claim()
+            .withf(move |id, _, e| *id == bad_id && e.contains("503"))
+            .times(1)
+            .returning(|_, _, _| Ok(()));
+        let mut sink = MockSnapshotSink::new();
+        sink.expect_publish().returning(move |s| {
+            if s.id == bad_id {
+                Err(SinkError("answered 503".into()))
+            } else {
+                Ok(())
+            }
+        });
+        let round = background(store, sink).publish_once().await.unwrap();
+        assert_eq!(
+            round,
+            PublishRound {
+                published: 1,
+                failed: 1
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn locks_older_than_the_retention_are_pruned() {
+        let mut store = MockStore::new();
+        store
+            .expect_prune_telemetry_locks()
+            .withf(|before| *before == NOW - time::Duration::days(7))
+            .times(1)
+            .returning(|_| Ok(3));
+        assert_eq!(
+            background(store, MockSnapshotSink::new())
+                .prune_once()
+                .await
+                .unwrap(),
+            3
+        );
+    }
+
+    #[tokio::test]
+    async fn loops_stop_when_told() {
+        let bg = background(MockStore::new(), MockSnapshotSink::new());
+        let (tx, rx) = watch::channel(false);
+        let handles = bg.spawn(&rx);
+        tx.send(true).unwrap();
+        for h in handles {
+            tokio::time::timeout(Duration::from_secs(5), h)
+                .await
+                .unwrap()
+                .unwrap();
+        }
+    }
+}

@@ -1,0 +1,88 @@
+//! Prometheus metrics: names, the process-wide recorder, and the render step
+//! that copies collector and tracker state into gauges at scrape time.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tally_domain::appstats::collector::CollectorStats;
+use tally_domain::boundary::tracker::PendingUsage;
+
+pub const REPORTS_COLLECTED: &str = "tally_app_stats_reports_collected_total";
+pub const REPORTS_REFUSED: &str = "tally_app_stats_reports_refused_total";
+pub const ROWS_WRITTEN: &str = "tally_app_stats_rows_written_total";
+pub const DROPPED: &str = "tally_app_stats_dropped_total";
+pub const FAILED_FLUSHES: &str = "tally_app_stats_failed_flushes_total";
+pub const BACKLOG_ROWS: &str = "tally_app_stats_backlog_rows";
+pub const TRACKED_SESSIONS: &str = "tally_app_stats_tracked_sessions";
+pub const FLUSH_SECONDS: &str = "tally_app_stats_last_flush_seconds";
+pub const BOUNDARY_TRACKED: &str = "tally_boundary_requests_tracked_total";
+pub const BOUNDARY_PENDING: &str = "tally_boundary_requests_pending";
+pub const BOUNDARY_FLUSH_FAILURES: &str = "tally_boundary_flush_failures_total";
+pub const SNAPSHOTS_CLOSED: &str = "tally_snapshots_closed_total";
+pub const SNAPSHOTS_PUBLISHED: &str = "tally_snapshots_published_total";
+pub const SNAPSHOT_PUBLISH_FAILURES: &str = "tally_snapshot_publish_failures_total";
+pub const HTTP_REQUESTS: &str = "tally_http_requests_total";
+
+/// The process-wide Prometheus recorder, installed on first use. Tests in one
+/// process share it.
+pub fn handle() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        if metrics::set_global_recorder(recorder).is_err() {
+            tracing::warn!("a metrics recorder was already installed; /metrics will be empty");
+        }
+        describe();
+        handle
+    })
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge};
+    describe_counter!(REPORTS_COLLECTED, "App stat reports accepted by the collector.");
+    describe_counter!(
+        REPORTS_REFUSED,
+        "App stat reports refused because the buffer was full."
+    );
+    describe_counter!(ROWS_WRITTEN, "App stat rows written to the store.");
+    describe_counter!(
+        DROPPED,
+        "App stat reports the collector dropped at its memory cap."
+    );
+    describe_counter!(
+        FAILED_FLUSHES,
+        "Collector flushes that failed and left a backlog."
+    );
+    describe_gauge!(
+        BACKLOG_ROWS,
+        "App stat rows waiting to be written after a failed flush."
+    );
+    describe_gauge!(TRACKED_SESSIONS, "App sessions held in memory.");
+    describe_gauge!(FLUSH_SECONDS, "Duration of the last collector flush in seconds.");
+    describe_counter!(BOUNDARY_TRACKED, "Boundary decisions tracked, by decision.");
+    describe_gauge!(
+        BOUNDARY_PENDING,
+        "Boundary decisions tracked but not yet flushed to the store."
+    );
+    describe_counter!(BOUNDARY_FLUSH_FAILURES, "Boundary tracker flushes that failed.");
+    describe_counter!(SNAPSHOTS_CLOSED, "Telemetry periods this replica closed.");
+    describe_counter!(
+        SNAPSHOTS_PUBLISHED,
+        "Snapshots delivered to the sink by this replica."
+    );
+    describe_counter!(SNAPSHOT_PUBLISH_FAILURES, "Failed snapshot deliveries.");
+    describe_counter!(HTTP_REQUESTS, "HTTP requests by method, route and status.");
+}
+
+/// Copies the collector's and tracker's own counters into the registry.
+pub fn record_state(collector: &CollectorStats, pending: &PendingUsage) {
+    metrics::counter!(REPORTS_COLLECTED).absolute(collector.collected);
+    metrics::counter!(ROWS_WRITTEN).absolute(collector.rows_reported);
+    metrics::counter!(DROPPED).absolute(collector.dropped);
+    metrics::counter!(FAILED_FLUSHES).absolute(collector.failed_flushes);
+    metrics::gauge!(BACKLOG_ROWS).set(collector.backlog_rows as f64);
+    metrics::gauge!(TRACKED_SESSIONS).set(collector.tracked_sessions as f64);
+    metrics::gauge!(FLUSH_SECONDS).set(collector.last_flush_seconds);
+    metrics::gauge!(BOUNDARY_PENDING).set((pending.allowed + pending.denied) as f64);
+}

@@ -1,0 +1,25 @@
+//! `tally migrate`: apply the PostgreSQL migrations and exit.
+
+use std::process::ExitCode;
+
+use crate::cli::MigrateArgs;
+use crate::config::{ConfigError, redact_database_url};
+
+pub async fn run(args: MigrateArgs) -> anyhow::Result<ExitCode> {
+    crate::telemetry_log::init_tracing(args.log_json);
+    let url = args.database_url.expose();
+    let what = redact_database_url(url);
+    // Connecting applies pending migrations.
+    match tokio::time::timeout(args.connect_timeout, crate::store::connect_postgres(url)).await {
+        Ok(Ok(_)) => {
+            tracing::info!(database = %what, "migrations applied");
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok(Err(e)) => Err(ConfigError(format!("{e:#}")).into()),
+        Err(_) => Err(ConfigError(format!(
+            "cannot open the database {what}: no answer within {}",
+            humantime::format_duration(args.connect_timeout)
+        ))
+        .into()),
+    }
+}

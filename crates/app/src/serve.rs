@@ -1,0 +1,294 @@
+//! `tally serve`: wiring, start-up checks, and the graceful shutdown.
+
+use std::future::IntoFuture as _;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tally_domain::appstats::collector::{CollectorConfig, StatsCollector};
+use tally_domain::appstats::reporter::StoreReporter;
+use tally_domain::boundary::tracker::{BoundaryTracker, TrackerFlush};
+use tally_domain::ports::{Reporter, SnapshotSink, Store};
+use tally_domain::{Authorized, Clock, Subject, SystemClock};
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use crate::cli::ServeArgs;
+use crate::config::{ConfigError, Tokens, check_telemetry_url, redact_database_url};
+use crate::http::{AppState, router};
+use crate::loops::{Background, LoopSettings, to_time};
+use crate::sink::{HttpSink, LogSink};
+
+/// Runs the server until SIGTERM or Ctrl-C. Start-up problems are
+/// [`ConfigError`]s (exit code 2).
+pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    crate::telemetry_log::init_tracing(args.log_json);
+
+    let tokens = match &args.tokens {
+        Some(spec) => Tokens::parse(spec.expose())?,
+        None => Tokens::default(),
+    };
+    let sink: Arc<dyn SnapshotSink> = match &args.telemetry_url {
+        Some(raw) => {
+            Arc::new(HttpSink::new(check_telemetry_url(raw)?).map_err(|e| ConfigError(e.to_string()))?)
+        }
+        None => Arc::new(LogSink),
+    };
+    if args.rollup_window < Duration::from_secs(1) {
+        return Err(ConfigError("--rollup-window must be at least 1s".into()).into());
+    }
+    let _ = crate::metrics::handle();
+
+    let database_url = args.database_url.as_ref().map(|s| s.expose());
+    let store = open_store_in_time(database_url, args.connect_timeout).await?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| ConfigError(format!("cannot listen on {}: {e}", args.listen)))?;
+    let addr = listener.local_addr()?;
+
+    let replica_id = args.replica_id.unwrap_or_else(Uuid::new_v4);
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let reporter: Arc<dyn Reporter> = Arc::new(StoreReporter::new(
+        Authorized::new(store.clone(), Subject::SystemRestricted),
+        args.batch_size as usize,
+        clock.clone(),
+    ));
+    let collector = StatsCollector::new(
+        CollectorConfig {
+            rollup_window: to_time(args.rollup_window),
+            report_interval: args.report_interval,
+            max_buffered: args.max_buffered as usize,
+            retry_min_delay: args.report_interval.min(Duration::from_secs(1)),
+        },
+        reporter,
+        clock.clone(),
+    );
+    let tracker = Arc::new(BoundaryTracker::new(replica_id, clock.clone()));
+    let background = Background::new(
+        LoopSettings {
+            replica_id,
+            snapshot_interval: args.snapshot_interval,
+            tracker_flush_interval: args.tracker_flush_interval,
+            publish_interval: args.publish_interval,
+            lock_retention: args.lock_retention,
+        },
+        store.clone(),
+        tracker.clone(),
+        sink,
+        clock,
+    );
+
+    tracing::info!(
+        report_interval = %humantime::format_duration(args.report_interval),
+        rollup_window = %humantime::format_duration(args.rollup_window),
+        batch_size = args.batch_size,
+        max_buffered = args.max_buffered,
+        snapshot_interval = %humantime::format_duration(args.snapshot_interval),
+        tracker_flush_interval = %humantime::format_duration(args.tracker_flush_interval),
+        sink = args.telemetry_url.as_deref().unwrap_or("log"),
+        tokens = tokens.len(),
+        body_limit = args.body_limit,
+        "configuration"
+    );
+    if tokens.is_empty() {
+        tracing::warn!("no API tokens configured (--tokens / TALLY_TOKENS): every API call will be refused");
+    }
+    let app = router(
+        AppState::new(
+            store,
+            collector.clone(),
+            tracker,
+            tokens,
+            args.body_limit,
+            args.max_buffered as usize,
+        ),
+        args.request_timeout,
+    );
+
+    let collector_loop = collector.spawn();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let loops = background.spawn(&stop_rx);
+
+    let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
+    let mut server = tokio::spawn(
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = drain_rx.await;
+            })
+            .into_future(),
+    );
+    tracing::info!(
+        %addr,
+        %replica_id,
+        store = database_url.map(redact_database_url).unwrap_or_else(|| "memory".into()),
+        "listening on {addr}"
+    );
+
+    // Serve until a signal (or until the server fails on its own).
+    let signal = tokio::select! {
+        s = shutdown_signal() => s,
+        r = &mut server => {
+            tracing::error!(result = ?r, "HTTP server stopped unexpectedly");
+            "server failure"
+        }
+    };
+    let deadline = Instant::now() + args.shutdown_timeout;
+    tracing::info!(signal, "shutting down: no new connections, draining requests");
+    tokio::spawn(async {
+        let s = shutdown_signal().await;
+        eprintln!("tally: second {s}: exiting at once");
+        std::process::exit(130);
+    });
+
+    let _ = drain_tx.send(());
+    if !server.is_finished() {
+        match tokio::time::timeout_at(deadline.into(), &mut server).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(result) => tracing::error!(result = ?result, "HTTP server ended with an error"),
+            Err(_) => {
+                tracing::warn!("requests still running at the shutdown timeout; cutting them off");
+                server.abort();
+            }
+        }
+    }
+
+    tracing::info!("requests drained");
+    // Everything accepted is now in the collector and tracker: stop the loops
+    // and write it out.
+    let _ = stop_tx.send(true);
+    let stopping = futures::future::join_all(loops);
+    if tokio::time::timeout_at(deadline.into(), stopping).await.is_err() {
+        tracing::warn!("background loops still busy at the shutdown timeout");
+    }
+    tracing::debug!("background loops stopped");
+    let mut clean = final_collector_flush(&collector, deadline).await;
+    // The loop ends with `close`; do not let a stuck one hold up the exit.
+    let abort = collector_loop.abort_handle();
+    if tokio::time::timeout_at(deadline.into(), collector_loop)
+        .await
+        .is_err()
+    {
+        abort.abort();
+    }
+    if !final_tracker_flush(&background, deadline).await {
+        clean = false;
+    }
+    // Snapshots another step left pending go out now if the sink is there.
+    if let Ok(Ok(round)) = tokio::time::timeout_at(deadline.into(), background.publish_once()).await
+        && round.failed > 0
+    {
+        tracing::warn!(
+            failed = round.failed,
+            "snapshots left in the outbox for another replica"
+        );
+    }
+
+    let stats = collector.stats();
+    let pending = background.tracker.pending();
+    tracing::info!(
+        reports_collected = stats.collected,
+        rows_written = stats.rows_reported,
+        dropped = stats.dropped,
+        backlog_rows = stats.backlog_rows,
+        boundary_pending = pending.allowed + pending.denied,
+        clean,
+        "shutdown complete"
+    );
+    Ok(if clean {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// Opens the store within `timeout`; every failure is a configuration error.
+async fn open_store_in_time(url: Option<&str>, timeout: Duration) -> Result<Arc<dyn Store>, ConfigError> {
+    let what = url.map(redact_database_url).unwrap_or_default();
+    match tokio::time::timeout(timeout, crate::store::open_store(url)).await {
+        Ok(Ok(store)) => Ok(store),
+        Ok(Err(e)) => Err(ConfigError(format!("{e:#}"))),
+        Err(_) => Err(ConfigError(format!(
+            "cannot open the database {what}: no answer within {}",
+            humantime::format_duration(timeout)
+        ))),
+    }
+}
+
+/// Closes the collector; if that flush fails the rows stay in its backlog, so
+/// flushing is retried until it succeeds or the deadline passes.
+async fn final_collector_flush(collector: &StatsCollector, deadline: Instant) -> bool {
+    let mut result = tokio::time::timeout_at(deadline.into(), collector.close()).await;
+    let mut wait = Duration::from_millis(100);
+    loop {
+        match result {
+            Ok(Ok(())) => return true,
+            Ok(Err(e)) if Instant::now() + wait < deadline => {
+                tracing::warn!(error = %e, retry_in = ?wait, "final app stats flush failed; retrying");
+            }
+            Ok(Err(e)) => {
+                tracing::error!(
+                    error = %e,
+                    backlog_rows = collector.stats().backlog_rows,
+                    "final app stats flush failed; these rows are lost"
+                );
+                return false;
+            }
+            Err(_) => {
+                tracing::error!(
+                    backlog_rows = collector.stats().backlog_rows,
+                    "final app stats flush timed out; these rows are lost"
+                );
+                return false;
+            }
+        }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_secs(2));
+        result = tokio::time::timeout_at(deadline.into(), collector.flush()).await;
+    }
+}
+
+/// Flushes the tracker, retrying until it succeeds or the deadline passes.
+async fn final_tracker_flush(background: &Background, deadline: Instant) -> bool {
+    let mut wait = Duration::from_millis(100);
+    loop {
+        match tokio::time::timeout_at(deadline.into(), background.flush_tracker()).await {
+            Ok(Ok(TrackerFlush::Nothing | TrackerFlush::Flushed(_))) => return true,
+            Ok(Err(_)) if Instant::now() + wait < deadline => {}
+            _ => {
+                let p = background.tracker.pending();
+                tracing::error!(
+                    allowed = p.allowed,
+                    denied = p.denied,
+                    "final boundary usage flush failed; these decisions are lost"
+                );
+                return false;
+            }
+        }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_secs(2));
+    }
+}
+
+/// Waits for Ctrl-C or SIGTERM and says which.
+pub async fn shutdown_signal() -> &'static str {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => "SIGINT",
+        _ = term => "SIGTERM",
+    }
+}

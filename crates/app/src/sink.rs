@@ -1,0 +1,198 @@
+//! Snapshot sinks: the log (default) and an HTTP endpoint.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use backon::{ExponentialBuilder, Retryable as _};
+use tally_domain::ports::{SinkError, SnapshotSink};
+use tally_domain::telemetry::Snapshot;
+
+/// Writes each snapshot as one JSON log line.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LogSink;
+
+#[async_trait]
+impl SnapshotSink for LogSink {
+    async fn publish(&self, snapshot: &Snapshot) -> Result<(), SinkError> {
+        let json = serde_json::to_string(snapshot).map_err(|e| SinkError(e.to_string()))?;
+        tracing::info!(
+            target: "tally::snapshot",
+            snapshot_id = %snapshot.id,
+            period_end = %snapshot.period_end,
+            snapshot = %json,
+            "telemetry snapshot"
+        );
+        Ok(())
+    }
+}
+
+/// POSTs each snapshot as JSON, retrying transient failures a few times; the
+/// outbox retries later beyond that. The snapshot id travels in the
+/// `Idempotency-Key` header so a receiver can drop a redelivery.
+#[derive(Debug, Clone)]
+pub struct HttpSink {
+    client: reqwest::Client,
+    url: url::Url,
+    backoff: ExponentialBuilder,
+}
+
+impl HttpSink {
+    pub fn new(url: url::Url) -> anyhow::Result<Self> {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .connect_timeout(Duration::from_secs(5))
+            .user_agent(concat!("tally/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Self {
+            client,
+            url,
+            backoff: ExponentialBuilder::new()
+                .with_min_delay(Duration::from_millis(200))
+                .with_max_delay(Duration::from_secs(5))
+                .with_max_times(3)
+                .with_jitter(),
+        })
+    }
+
+    /// Shorter retry delays, for tests.
+    pub fn with_backoff(mut self, backoff: ExponentialBuilder) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    async fn send_once(&self, snapshot: &Snapshot) -> Result<(), Attempt> {
+        let response = self
+            .client
+            .post(self.url.clone())
+            .header("Idempotency-Key", snapshot.id.to_string())
+            .json(snapshot)
+            .send()
+            .await
+            .map_err(|e| Attempt::Retry(format!("POST {} failed: {e}", self.url)))?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let message = format!("POST {} answered {status}", self.url);
+        if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+            Err(Attempt::Retry(message))
+        } else {
+            Err(Attempt::GiveUp(message))
+        }
+    }
+}
+
+enum Attempt {
+    Retry(String),
+    GiveUp(String),
+}
+
+#[async_trait]
+impl SnapshotSink for HttpSink {
+    async fn publish(&self, snapshot: &Snapshot) -> Result<(), SinkError> {
+        (|| self.send_once(snapshot))
+            .retry(self.backoff)
+            .when(|e| matches!(e, Attempt::Retry(_)))
+            .notify(|e, after| {
+                let (Attempt::Retry(m) | Attempt::GiveUp(m)) = e;
+                tracing::debug!(error = %m, retry_in = ?after, "snapshot delivery failed, retrying");
+            })
+            .await
+            .map_err(|(Attempt::Retry(m) | Attempt::GiveUp(m))| SinkError(m))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use axum::Router;
+    use axum::http::StatusCode;
+    use axum::routing::post;
+    use time::macros::datetime;
+
+    fn snapshot() -> Snapshot {
+        Snapshot {
+            id: uuid::Uuid::new_v4(),
+            event_type: "boundary_usage".into(),
+            period_start: datetime!(2026-11-25 10:00 UTC),
+            period_end: datetime!(2026-11-25 10:30 UTC),
+            usage: Default::default(),
+            created_at: datetime!(2026-11-25 10:30:01 UTC),
+            published_at: None,
+            publish_attempts: 0,
+        }
+    }
+
+    /// A receiver that answers `fail_first` times with `status`, then 204.
+    async fn receiver(fail_first: usize, status: StatusCode) -> (url::Url, Arc<AtomicUsize>) {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let c = calls.clone();
+        let app = Router::new().route(
+            "/snap",
+            post(move |body: axum::Json<serde_json::Value>| {
+                let c = c.clone();
+                async move {
+                    assert_eq!(body["event_type"], "boundary_usage");
+                    if c.fetch_add(1, Ordering::SeqCst) < fail_first {
+                        status
+                    } else {
+                        StatusCode::NO_CONTENT
+                    }
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (format!("http://{addr}/snap").parse().unwrap(), calls)
+    }
+
+    fn fast(sink: HttpSink) -> HttpSink {
+        sink.with_backoff(
+            ExponentialBuilder::new()
+                .with_min_delay(Duration::from_millis(5))
+                .with_max_times(3),
+        )
+    }
+
+    #[tokio::test]
+    async fn http_sink_retries_server_errors_then_succeeds() {
+        let (url, calls) = receiver(2, StatusCode::SERVICE_UNAVAILABLE).await;
+        fast(HttpSink::new(url).unwrap())
+            .publish(&snapshot())
+            .await
+            .unwrap();
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn http_sink_gives_up_on_client_errors_at_once() {
+        let (url, calls) = receiver(usize::MAX, StatusCode::BAD_REQUEST).await;
+        let err = fast(HttpSink::new(url).unwrap())
+            .publish(&snapshot())
+            .await
+            .unwrap_err();
+        assert!(err.0.contains("400"), "{err}");
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn http_sink_reports_an_unreachable_endpoint() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/snap", listener.local_addr().unwrap());
+        drop(listener);
+        let err = fast(HttpSink::new(url.parse().unwrap()).unwrap())
+            .publish(&snapshot())
+            .await
+            .unwrap_err();
+        assert!(err.0.contains("failed"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn log_sink_always_succeeds() {
+        LogSink.publish(&snapshot()).await.unwrap();
+    }
+}
