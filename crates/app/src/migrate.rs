@@ -17,7 +17,7 @@ pub async fn run(args: MigrateArgs) -> anyhow::Result<ExitCode> {
         }
         Ok(Err(e)) => Err(ConfigError(format!("{e:#}")).into()),
         Err(_) => Err(ConfigError(format!(
-            "cannot open the database {what}: no answer within {}",
+            "cannot open the database {what}: not reachable within {} (is it running, is the URL right?)",
             humantime::format_duration(args.connect_timeout)
         ))
         .into()),

@@ -63,7 +63,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         reporter,
         clock.clone(),
     );
-    let tracker = Arc::new(BoundaryTracker::new(replica_id, clock.clone()));
+    // A replica id given again after a restart must not reuse its
+    // predecessor's delta numbers; the start time in microseconds is above them.
+    let first_seq = u64::try_from(clock.now().unix_timestamp_nanos() / 1000).unwrap_or(1);
+    let tracker = Arc::new(BoundaryTracker::new(replica_id, clock.clone()).starting_at_seq(first_seq));
     let background = Background::new(
         LoopSettings {
             replica_id,
@@ -208,7 +211,7 @@ async fn open_store_in_time(url: Option<&str>, timeout: Duration) -> Result<Arc<
         Ok(Ok(store)) => Ok(store),
         Ok(Err(e)) => Err(ConfigError(format!("{e:#}"))),
         Err(_) => Err(ConfigError(format!(
-            "cannot open the database {what}: no answer within {}",
+            "cannot open the database {what}: not reachable within {} (is it running, is the URL right?)",
             humantime::format_duration(timeout)
         ))),
     }

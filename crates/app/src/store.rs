@@ -14,10 +14,7 @@ use crate::config::{check_database_url, redact_database_url};
 pub async fn open_store(database_url: Option<&str>) -> anyhow::Result<Arc<dyn Store>> {
     match database_url {
         None => Ok(Arc::new(MemoryStore::new())),
-        Some(url) => {
-            let _ = connect_postgres(url).await?;
-            anyhow::bail!("TEMP: pg store not wired")
-        }
+        Some(url) => Ok(Arc::new(connect_postgres(url).await?)),
     }
 }
 

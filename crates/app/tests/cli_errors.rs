@@ -80,11 +80,11 @@ fn unreachable_database_and_busy_port_exit_2() {
     let port = closed.local_addr().unwrap().port();
     drop(closed);
     let url = format!("postgres://tally:secretpw@127.0.0.1:{port}/tally");
-    let out = run(&["serve", "--database-url", &url, "--connect-timeout", "5s"], &[]);
+    let out = run(&["serve", "--database-url", &url, "--connect-timeout", "2s"], &[]);
     assert_config_error(&out, "127.0.0.1");
     assert!(!String::from_utf8_lossy(&out.stderr).contains("secretpw"));
     let out = run(
-        &["migrate", "--database-url", &url, "--connect-timeout", "5s"],
+        &["migrate", "--database-url", &url, "--connect-timeout", "2s"],
         &[],
     );
     assert_config_error(&out, "database");

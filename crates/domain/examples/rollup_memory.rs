@@ -2,7 +2,7 @@
 //! sessions in 100,000 groups, streamed into the rollup in batches (never
 //! all held as reports at once), then one rollup at start + 12 min 1 s.
 //!
-//! `cargo run --release -p tally-domain --example rollup_memory`
+//! `cargo run --release -p tally-domain --example rollup_memory [batch size, default 65536]`
 
 use tally_domain::appstats::rollup::{DEFAULT_ROLLUP_WINDOW, Rollup};
 
@@ -22,8 +22,12 @@ fn status(field: &str) -> String {
 fn main() {
     let mut fleet = fleet::Fleet::new();
     let mut rollup = Rollup::new(DEFAULT_ROLLUP_WINDOW);
-    // Reports arrive in inbox batches of 65,536, as a collector applies them.
-    let mut batch = Vec::with_capacity(1 << 16);
+    // Reports arrive in batches, as a collector applies its inbox.
+    let batch_size: usize = std::env::args()
+        .nth(1)
+        .map(|a| a.parse().expect("batch size must be a number"))
+        .unwrap_or(1 << 16);
+    let mut batch = Vec::with_capacity(batch_size);
     for k in 0..1_000_000 {
         batch.push(fleet.ten_windows(k, true));
         if batch.len() == batch.capacity() {

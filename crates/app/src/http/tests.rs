@@ -255,6 +255,9 @@ async fn health_needs_no_token_and_unknown_routes_are_json_404() {
     let app = app(MockStore::new());
     let (status, body) = call(&app, get("/healthz", None)).await;
     assert_eq!((status, body["status"].as_str()), (StatusCode::OK, Some("ok")));
+    let (status, body) = call(&app, get(APP_STATS_PATH, Some("ptok"))).await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    assert!(body["error"].as_str().unwrap().contains("GET"), "{body}");
     let (status, body) = call(&app, get("/api/v2/nothing", Some("rtok"))).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert!(body["error"].as_str().unwrap().contains("/api/v2/nothing"));

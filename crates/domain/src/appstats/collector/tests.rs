@@ -373,6 +373,45 @@ async fn concurrent_flushes_are_serialized() {
     assert_eq!(reporter.overlapped.load(Ordering::SeqCst), 0);
 }
 
+/// A reporter that waits until released.
+#[derive(Debug)]
+struct GatedReporter {
+    entered: tokio::sync::Notify,
+    release: tokio::sync::Notify,
+}
+
+#[async_trait]
+impl Reporter for GatedReporter {
+    async fn report(&self, _reports: &[StatsReport]) -> Result<(), StoreError> {
+        self.entered.notify_one();
+        self.release.notified().await;
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn collect_does_not_wait_for_a_flush_in_progress() {
+    let clock = ManualClock::new(T0 + secs(300));
+    let reporter = Arc::new(GatedReporter {
+        entered: tokio::sync::Notify::new(),
+        release: tokio::sync::Notify::new(),
+    });
+    let c = StatsCollector::new(config(), reporter.clone(), Arc::new(clock.clone()));
+    c.collect(report(1, T0, Some(T0 + secs(200)), 1));
+    let flushing = tokio::spawn({
+        let c = c.clone();
+        async move { c.flush().await }
+    });
+    reporter.entered.notified().await;
+    // The reporter is stuck; collect and stats still answer at once.
+    c.collect(report(2, T0, Some(T0 + secs(200)), 1));
+    assert_eq!(c.stats().collected, 2);
+    assert_eq!(c.stats().backlog_rows, 1, "the row being reported counts");
+    reporter.release.notify_one();
+    flushing.await.unwrap().unwrap();
+    assert_eq!(c.stats().backlog_rows, 0);
+}
+
 #[test]
 fn collect_from_many_threads_counts_every_report() {
     let clock = ManualClock::new(T0);

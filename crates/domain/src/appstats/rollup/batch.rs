@@ -7,8 +7,9 @@ use super::group::Prepared;
 use super::{Collected, Rollup};
 use crate::appstats::StatsReport;
 
-/// Reports prepared and bucketed at a time: bounds the scratch memory.
-const CHUNK: usize = 1 << 16;
+/// Reports prepared and bucketed at a time: bounds the scratch memory
+/// (two buffers of this many 112-byte records).
+const CHUNK: usize = 1 << 18;
 /// Aim for about this many groups per bucket: their hot parts fit in L2.
 const GROUPS_PER_BUCKET: usize = 128;
 const MAX_BUCKET_BITS: u32 = 12;

@@ -77,7 +77,7 @@ pub(super) struct GroupKey {
     pub workspace_id: Uuid,
     pub agent_id: Uuid,
     pub access_method: AccessMethod,
-    /// Interned in [`Slugs`].
+    /// Interned in [`super::storage::Slugs`].
     pub slug: u32,
 }
 
@@ -168,101 +168,6 @@ pub(super) fn clamp_off(ns: i128) -> i64 {
     ns.clamp(i128::from(i64::MIN) + 1, i128::from(i64::MAX)) as i64
 }
 
-/// Interned slugs: each distinct slug is stored once, however many groups
-/// use it, and forgotten when the last of them goes.
-#[derive(Debug, Default)]
-pub(super) struct Slugs {
-    ids: HashTable<u32>,
-    entries: Vec<SlugEntry>,
-    free: Vec<u32>,
-}
-
-#[derive(Debug)]
-struct SlugEntry {
-    text: Box<str>,
-    hash: u64,
-    groups: u32,
-}
-
-impl Slugs {
-    pub fn intern(&mut self, state: &FastState, text: &str) -> u32 {
-        let hash = state.hash_one(text);
-        let entries = &self.entries;
-        if let Some(&id) = self.ids.find(hash, |&id| &*entries[id as usize].text == text) {
-            return id;
-        }
-        let entry = SlugEntry {
-            text: text.into(),
-            hash,
-            groups: 0,
-        };
-        let id = match self.free.pop() {
-            Some(id) => {
-                self.entries[id as usize] = entry;
-                id
-            }
-            None => {
-                self.entries.push(entry);
-                (self.entries.len() - 1) as u32
-            }
-        };
-        let entries = &self.entries;
-        self.ids.insert_unique(hash, id, |&id| entries[id as usize].hash);
-        id
-    }
-
-    pub fn text(&self, id: u32) -> &str {
-        &self.entries[id as usize].text
-    }
-
-    pub fn add_group(&mut self, id: u32) {
-        self.entries[id as usize].groups += 1;
-    }
-
-    pub fn remove_group(&mut self, id: u32) {
-        let entry = &mut self.entries[id as usize];
-        entry.groups -= 1;
-        if entry.groups == 0 {
-            self.forget(id);
-        }
-    }
-
-    /// Forgets a slug interned for a report that formed no group.
-    pub fn sweep_one(&mut self, id: u32) {
-        if self.entries[id as usize].groups == 0 {
-            self.forget(id);
-        }
-    }
-
-    /// Forgets slugs interned for reports that formed no group.
-    pub fn sweep(&mut self) {
-        let unused: Vec<u32> = self
-            .ids
-            .iter()
-            .copied()
-            .filter(|&id| self.entries[id as usize].groups == 0)
-            .collect();
-        for id in unused {
-            self.forget(id);
-        }
-    }
-
-    #[cfg(test)]
-    pub fn len(&self) -> usize {
-        self.ids.len()
-    }
-
-    fn forget(&mut self, id: u32) {
-        let entry = &mut self.entries[id as usize];
-        let hash = entry.hash;
-        entry.text = Box::default();
-        if let Ok(slot) = self.ids.find_entry(hash, |&other| other == id) {
-            slot.remove();
-        }
-        self.free.push(id);
-    }
-}
-
 fn id_hash(state: &FastState, id: &Uuid) -> u64 {
     state.hash_one(id.as_u128())
 }
@@ -337,40 +242,5 @@ impl Group {
         let slot = (len - 1) as u32;
         self.index
             .insert_unique(id_hash(state, &sessions[len - 1].id), slot, hasher);
-    }
-}
-
-/// Session buffers of dropped groups, kept for new groups: freeing them one
-/// by one cost half of a rollup's time, and new groups keep coming. Holds no
-/// more slots than the most sessions ever held at once.
-#[derive(Debug, Default)]
-pub(super) struct BufferPool {
-    buffers: Vec<Vec<Session>>,
-    slots: usize,
-    high_water: usize,
-}
-
-impl BufferPool {
-    pub fn note_held(&mut self, sessions: usize) {
-        self.high_water = self.high_water.max(sessions);
-    }
-
-    pub fn take(&mut self) -> Vec<Session> {
-        match self.buffers.pop() {
-            Some(buffer) => {
-                self.slots -= buffer.capacity();
-                buffer
-            }
-            None => Vec::new(),
-        }
-    }
-
-    pub fn give(&mut self, mut buffer: Vec<Session>) {
-        if buffer.capacity() == 0 || self.slots + buffer.capacity() > self.high_water {
-            return;
-        }
-        buffer.clear();
-        self.slots += buffer.capacity();
-        self.buffers.push(buffer);
     }
 }

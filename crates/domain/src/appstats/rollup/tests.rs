@@ -359,3 +359,51 @@ fn a_closed_row_never_ends_before_a_provisional_end_already_reported() {
     r.collect(closed(2, T0, T0 + secs(220), 5));
     assert_eq!(r.rollup(T0 + secs(230)), vec![closed(2, T0, T0 + secs(220), 5)]);
 }
+
+#[test]
+fn slugs_are_interned_once_and_forgotten_with_their_last_group() {
+    let mut r = rollup();
+    for n in 0..30u128 {
+        let mut report = closed(n, T0 + secs(1), T0 + secs(2), 1);
+        report.slug_or_port = format!("app-{}", n % 3);
+        r.collect(report);
+    }
+    assert_eq!((r.groups(), r.slugs.len()), (3, 3));
+    r.check_invariants();
+    r.rollup(T0 + Duration::minutes(5));
+    assert_eq!((r.groups(), r.slugs.len()), (0, 0));
+    // A dropped report's slug is not kept either.
+    assert_eq!(r.collect_within(&open(99, T0, 1), 0), Collected::Dropped);
+    assert_eq!(r.slugs.len(), 0);
+    r.collect(open(100, T0, 1));
+    assert_eq!(r.rollup_final(T0 + secs(1))[0].slug_or_port, "code-server");
+}
+
+#[test]
+fn reports_starting_outside_the_nanosecond_range_are_dropped() {
+    let mut r = rollup();
+    let far = datetime!(2300-01-01 00:00 UTC);
+    assert_eq!(r.collect_within(&open(1, far, 1), usize::MAX), Collected::Dropped);
+    assert_eq!((r.groups(), r.tracked_sessions()), (0, 0));
+}
+
+#[test]
+fn groups_start_where_telemetry_truncate_says_also_before_1970() {
+    let mut r = Rollup::new(Duration::seconds(45));
+    let starts = [
+        datetime!(1969-12-31 23:59:30 UTC),
+        datetime!(1970-01-01 00:00:00 UTC),
+        datetime!(2026-11-25 10:00:44.999999999 UTC),
+        datetime!(2026-11-25 10:00:45 UTC),
+    ];
+    for (n, start) in starts.iter().enumerate() {
+        r.collect(closed(n as u128, *start, *start + secs(1), 1));
+    }
+    let rows = r.rollup(datetime!(2027-01-01 00:00 UTC));
+    for (n, start) in starts.iter().enumerate() {
+        let row = rows.iter().find(|row| row.session_id == sid(n as u128)).unwrap();
+        let expected = crate::telemetry::truncate(*start, Duration::seconds(45));
+        assert_eq!(row.session_started_at, expected, "{start}");
+        assert_eq!(row.session_ended_at, Some(expected + Duration::seconds(45)));
+    }
+}

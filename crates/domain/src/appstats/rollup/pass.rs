@@ -1,0 +1,178 @@
+//! One rollup pass over the groups (SPEC §2 "Rollup").
+
+use time::{Duration, OffsetDateTime};
+
+use super::group::{Group, GroupKey, RolledUp, Session, clamp_off, flags};
+use super::storage::{BufferPool, Slugs};
+use super::{Rollup, RollupRows};
+use crate::appstats::StatsReport;
+
+impl Rollup {
+    pub(crate) fn rollup_rows(&mut self, now: OffsetDateTime, is_final: bool) -> RollupRows {
+        // An upper bound; pages never written cost nothing.
+        let mut out = RollupRows {
+            rows: Vec::with_capacity(self.live + self.groups.len()),
+            provisional: Vec::new(),
+        };
+        let mut pass = Pass {
+            now_ns: now.unix_timestamp_nanos(),
+            window_ns: self.window_ns,
+            window: self.window,
+            is_final,
+            finished: 0,
+            released: 0,
+            changed_seen: 0,
+            emptied: 0,
+        };
+        let mut batch: Vec<&mut Group> = Vec::with_capacity(TOUCH_AHEAD);
+        let mut groups = self.groups.iter_mut();
+        loop {
+            batch.clear();
+            batch.extend(groups.by_ref().take(TOUCH_AHEAD));
+            if batch.is_empty() {
+                break;
+            }
+            touch(&batch);
+            for g in &mut batch {
+                pass.group(g, &self.slugs, &mut self.pool, &mut out);
+            }
+        }
+        drop(batch);
+        if pass.emptied > 0 {
+            let slugs = &mut self.slugs;
+            self.groups.retain(|g| {
+                if g.gone {
+                    slugs.remove_group(g.key.slug);
+                }
+                !g.gone
+            });
+        }
+        self.live -= pass.finished;
+        self.done = self.done + pass.finished - pass.released;
+        self.changed_groups -= pass.changed_seen;
+        out
+    }
+}
+
+/// Groups whose sessions are loaded together before being worked on.
+const TOUCH_AHEAD: usize = 8;
+
+/// Reads one byte of every session of the groups about to be processed, so
+/// their cache misses overlap instead of stalling one group at a time.
+fn touch(groups: &[&mut Group]) {
+    let mut sum = 0u8;
+    for g in groups.iter().filter(|g| g.live > 0) {
+        for s in &g.sessions {
+            sum ^= s.flags;
+        }
+    }
+    std::hint::black_box(sum);
+}
+
+/// One rollup pass over the groups.
+struct Pass {
+    now_ns: i128,
+    window_ns: i64,
+    window: Duration,
+    is_final: bool,
+    /// Sessions that became done.
+    finished: usize,
+    /// Done sessions freed with their group.
+    released: usize,
+    changed_seen: usize,
+    emptied: usize,
+}
+
+impl Pass {
+    fn group(&mut self, g: &mut Group, slugs: &Slugs, pool: &mut BufferPool, out: &mut RollupRows) {
+        let window_ns = self.window_ns;
+        let now_off = clamp_off(self.now_ns - i128::from(g.key.start_ns));
+        if g.live > 0 || g.rolled_changed {
+            let slug = slugs.text(g.key.slug);
+            let mut changed = std::mem::take(&mut g.rolled_changed);
+            if changed {
+                self.changed_seen += 1;
+            }
+            let mut rolled = g.rolled;
+            let mut still_live = 0;
+            for s in g.sessions.iter_mut().filter(|s| !s.is_done()) {
+                if s.is_open() {
+                    let young = now_off.saturating_sub(s.start_off) <= window_ns;
+                    if young && !self.is_final && !s.has(flags::INDIVIDUAL) {
+                        still_live += 1;
+                        continue;
+                    }
+                    s.flags |= flags::INDIVIDUAL;
+                    still_live += 1;
+                    s.floor_off = now_off.max(s.start_off);
+                    out.provisional.push(out.rows.len());
+                    out.rows.push(row(&g.key, slug, g.start, s, s.floor_off));
+                } else if !s.has(flags::INDIVIDUAL) && s.end_off.saturating_sub(s.start_off) <= window_ns {
+                    let r = rolled.get_or_insert(RolledUp {
+                        session_id: s.id,
+                        requests: 0,
+                    });
+                    r.requests += s.requests;
+                    s.flags |= flags::DONE | flags::ROLLED;
+                    changed = true;
+                } else {
+                    s.flags |= flags::DONE | flags::INDIVIDUAL;
+                    out.rows
+                        .push(row(&g.key, slug, g.start, s, s.end_off.max(s.floor_off)));
+                }
+            }
+            self.finished += (g.live - still_live) as usize;
+            g.live = still_live;
+            g.rolled = rolled;
+            if changed && let Some(r) = rolled {
+                out.rows.push(rolled_row(&g.key, slug, g.start, r, self.window));
+            }
+        }
+        // Late data may still come for one more window after the
+        // rolled-up record's end.
+        if g.live == 0 && now_off.saturating_sub(window_ns) > window_ns {
+            let sessions = g.release();
+            self.released += sessions.len();
+            pool.give(sessions);
+            self.emptied += 1;
+        }
+    }
+}
+
+fn nanos(off: i64) -> Duration {
+    Duration::nanoseconds(off)
+}
+
+fn row(key: &GroupKey, slug: &str, start: OffsetDateTime, s: &Session, end_off: i64) -> StatsReport {
+    StatsReport {
+        user_id: key.user_id,
+        workspace_id: key.workspace_id,
+        agent_id: key.agent_id,
+        access_method: key.access_method,
+        slug_or_port: slug.to_owned(),
+        session_id: s.id,
+        session_started_at: start + nanos(s.start_off),
+        session_ended_at: Some(start + nanos(end_off)),
+        requests: s.requests,
+    }
+}
+
+fn rolled_row(
+    key: &GroupKey,
+    slug: &str,
+    start: OffsetDateTime,
+    r: RolledUp,
+    window: Duration,
+) -> StatsReport {
+    StatsReport {
+        user_id: key.user_id,
+        workspace_id: key.workspace_id,
+        agent_id: key.agent_id,
+        access_method: key.access_method,
+        slug_or_port: slug.to_owned(),
+        session_id: r.session_id,
+        session_started_at: start,
+        session_ended_at: Some(start + window),
+        requests: r.requests,
+    }
+}
