@@ -131,7 +131,7 @@ async fn three_replicas_count_every_acknowledged_request_exactly_once() {
     };
     tokio::task::spawn_blocking(move || stop(last)).await.unwrap();
 
-    let acked = driver.acked.lock();
+    let acked = std::mem::take(&mut *driver.acked.lock());
     let rows = snapshots(&pool).await;
     eprintln!(
         "{seconds}s of load: {} boundary logs, {} app stats posts acknowledged; {} snapshots",
@@ -139,12 +139,19 @@ async fn three_replicas_count_every_acknowledged_request_exactly_once() {
         acked.app_posts,
         rows.len()
     );
-    assert!(acked.boundary_posts > 100 && acked.app_posts > 10, "too little load to prove anything");
+    assert!(
+        acked.boundary_posts > 100 && acked.app_posts > 10,
+        "too little load to prove anything"
+    );
 
     // Exactly one snapshot per period.
     let mut ends = HashSet::new();
     for r in &rows {
-        assert!(ends.insert(r.period_end), "two snapshots for period ending {}: {rows:#?}", r.period_end);
+        assert!(
+            ends.insert(r.period_end),
+            "two snapshots for period ending {}: {rows:#?}",
+            r.period_end
+        );
     }
 
     // Conservation: snapshots plus what is still unclosed is what was acknowledged.
@@ -158,8 +165,14 @@ async fn three_replicas_count_every_acknowledged_request_exactly_once() {
     let (rest_allowed, rest_denied): (i64, i64) = (rest.get("a"), rest.get("d"));
     let allowed: i64 = rows.iter().map(|r| r.allowed).sum::<i64>() + rest_allowed;
     let denied: i64 = rows.iter().map(|r| r.denied).sum::<i64>() + rest_denied;
-    assert_eq!(allowed as u64, acked.allowed, "allowed decisions; snapshots: {rows:#?}");
-    assert_eq!(denied as u64, acked.denied, "denied decisions; snapshots: {rows:#?}");
+    assert_eq!(
+        allowed as u64, acked.allowed,
+        "allowed decisions; snapshots: {rows:#?}"
+    );
+    assert_eq!(
+        denied as u64, acked.denied,
+        "denied decisions; snapshots: {rows:#?}"
+    );
 
     // Unique counts are exact: a workspace seen by several replicas counts once.
     for r in &rows {
@@ -167,15 +180,19 @@ async fn three_replicas_count_every_acknowledged_request_exactly_once() {
         assert!(r.unique_users <= USERS as i64, "{r:?}");
     }
     assert!(
-        rows.iter()
-            .any(|r| r.replicas >= 2 && r.unique_workspaces == WORKSPACES as i64 && r.unique_users == USERS as i64),
+        rows.iter().any(|r| r.replicas >= 2
+            && r.unique_workspaces == WORKSPACES as i64
+            && r.unique_users == USERS as i64),
         "no period where several replicas saw all workspaces and counted each once: {rows:#?}"
     );
 
     // The sink: the outage was felt, then each snapshot arrived exactly once.
-    let received = sink.received.lock();
+    let received = std::mem::take(&mut *sink.received.lock());
     assert_eq!(received.refused, SINK_OUTAGE);
-    assert!(rows.iter().any(|r| r.attempts > 0), "no failed attempt recorded: {rows:#?}");
+    assert!(
+        rows.iter().any(|r| r.attempts > 0),
+        "no failed attempt recorded: {rows:#?}"
+    );
     let mut by_id: HashMap<Uuid, &serde_json::Value> = HashMap::new();
     for (key, body) in &received.accepted {
         let id: Uuid = key.parse().unwrap_or_else(|_| panic!("Idempotency-Key {key:?}"));
@@ -191,7 +208,10 @@ async fn three_replicas_count_every_acknowledged_request_exactly_once() {
         assert_eq!(body["unique_workspaces"], r.unique_workspaces, "{body}");
     }
     let known: HashSet<Uuid> = rows.iter().map(|r| r.id).collect();
-    assert!(by_id.keys().all(|id| known.contains(id)), "the sink got a snapshot not in the outbox");
+    assert!(
+        by_id.keys().all(|id| known.contains(id)),
+        "the sink got a snapshot not in the outbox"
+    );
 
     // App stats: each session holds the highest count acknowledged for it,
     // whatever the replays and the replica that stopped.
@@ -202,12 +222,18 @@ async fn three_replicas_count_every_acknowledged_request_exactly_once() {
         .into_iter()
         .map(|r| (r.get("session_id"), r.get("requests")))
         .collect();
-    assert_eq!(stored.len(), acked.sessions.len(), "sessions stored vs acknowledged");
+    assert_eq!(
+        stored.len(),
+        acked.sessions.len(),
+        "sessions stored vs acknowledged"
+    );
     for (session, want) in &acked.sessions {
-        assert_eq!(stored.get(session).copied(), Some(*want as i64), "session {session}");
+        assert_eq!(
+            stored.get(session).copied(),
+            Some(*want as i64),
+            "session {session}"
+        );
     }
-    drop(received);
-    drop(acked);
     pool.close().await;
     drop(db);
 }

@@ -81,7 +81,10 @@ impl Driver {
             _ if retiring => Outcome::Dropped,
             Ok(r) => {
                 let status = r.status();
-                panic!("replica {replica} answered {status} on {path}: {}", r.text().await.unwrap_or_default())
+                panic!(
+                    "replica {replica} answered {status} on {path}: {}",
+                    r.text().await.unwrap_or_default()
+                )
             }
             Err(e) => panic!("replica {replica} failed on {path}: {e}"),
         }
