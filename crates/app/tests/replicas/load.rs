@@ -31,6 +31,13 @@ pub struct Acked {
     pub app_posts: u64,
     /// Highest acknowledged request count per session: what the store keeps.
     pub sessions: HashMap<Uuid, u64>,
+    /// The same, counting only replicas that are not retiring.
+    pub surviving: HashMap<Uuid, u64>,
+    /// Sessions whose open report the retiring replica acknowledged but whose
+    /// close only another replica did.
+    pub stranded_opens: std::collections::HashSet<Uuid>,
+    /// (when, allowed, denied) of each boundary log the retiring replica acknowledged.
+    pub retiring_boundary: Vec<(Instant, u64, u64)>,
 }
 
 pub struct Driver {
@@ -107,6 +114,9 @@ impl Driver {
             a.allowed += allowed;
             a.denied += denied;
             a.boundary_posts += 1;
+            if self.retiring == Some(replica) {
+                a.retiring_boundary.push((Instant::now(), allowed, denied));
+            }
         }
     }
 
@@ -134,19 +144,35 @@ impl Driver {
         };
         let open = report(None, OPEN_REQUESTS);
         let close = report(Some(now), CLOSED_REQUESTS);
-        for (target, body, requests) in [
+        let mut acks = [false; 3];
+        for (step, (target, body, requests)) in [
             (replica, &open, OPEN_REQUESTS),
             (replica, &close, CLOSED_REQUESTS),
             ((replica + 1) % n, &close, CLOSED_REQUESTS),
-        ] {
+        ]
+        .into_iter()
+        .enumerate()
+        {
             if let Outcome::Acked = self.post(target, APP_STATS, PROXY, body).await {
+                acks[step] = true;
                 let mut a = self.acked.lock();
                 a.app_posts += 1;
+                let surviving = self.retiring != Some(target);
                 for &(s, _) in &sessions {
                     let kept = a.sessions.entry(s).or_default();
                     *kept = (*kept).max(requests);
+                    if surviving {
+                        let kept = a.surviving.entry(s).or_default();
+                        *kept = (*kept).max(requests);
+                    }
                 }
             }
+        }
+        if self.retiring == Some(replica) && acks[0] && !acks[1] {
+            self.acked
+                .lock()
+                .stranded_opens
+                .extend(sessions.iter().map(|&(s, _)| s));
         }
     }
 
