@@ -36,6 +36,8 @@ pub struct Acked {
     /// Sessions whose open report the retiring replica acknowledged but whose
     /// close only another replica did.
     pub stranded_opens: std::collections::HashSet<Uuid>,
+    /// Sessions whose open report the retiring replica acknowledged.
+    pub retiring_opens: std::collections::HashSet<Uuid>,
     /// (when, allowed, denied) of each boundary log the retiring replica acknowledged.
     pub retiring_boundary: Vec<(Instant, u64, u64)>,
 }
@@ -168,11 +170,12 @@ impl Driver {
                 }
             }
         }
-        if self.retiring == Some(replica) && acks[0] && !acks[1] {
-            self.acked
-                .lock()
-                .stranded_opens
-                .extend(sessions.iter().map(|&(s, _)| s));
+        if self.retiring == Some(replica) && acks[0] {
+            let mut a = self.acked.lock();
+            a.retiring_opens.extend(sessions.iter().map(|&(s, _)| s));
+            if !acks[1] {
+                a.stranded_opens.extend(sessions.iter().map(|&(s, _)| s));
+            }
         }
     }
 
