@@ -26,6 +26,13 @@ enum Task {
     },
     /// Load-test a real `tally serve` over loopback (app stats, boundary logs).
     Load(load::LoadArgs),
+    /// Three `tally serve` replicas on one fresh PostgreSQL under load, with a
+    /// SIGTERM mid-load and a failing snapshot sink; checks conservation.
+    Replicas {
+        /// Seconds of load (the test's own default is 6).
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -54,13 +61,25 @@ fn run(task: Task) -> anyhow::Result<()> {
             cargo(&args)
         }
         Task::Load(args) => load::run(args),
+        Task::Replicas { seconds } => {
+            let seconds = seconds.to_string();
+            cargo_env(
+                &["test", "-p", "tally", "--test", "replicas", "--", "--nocapture"],
+                &[("TALLY_REPLICAS_SECONDS", &seconds)],
+            )
+        }
     }
 }
 
 fn cargo(args: &[&str]) -> anyhow::Result<()> {
+    cargo_env(args, &[])
+}
+
+fn cargo_env(args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(&cargo)
         .args(args)
+        .envs(env.iter().copied())
         .status()
         .with_context(|| format!("could not start {cargo}"))?;
     if !status.success() {

@@ -1,0 +1,353 @@
+//! Three `tally serve` replicas on one PostgreSQL under load, one of them
+//! stopped with SIGTERM mid-load, a snapshot sink that fails at first: every
+//! acknowledged request is counted exactly once, in exactly one snapshot per
+//! period, and every snapshot is delivered once.
+//!
+//! `TALLY_REPLICAS_SECONDS` sets the load duration (default 6 s);
+//! `cargo xtask replicas` runs a longer one.
+
+mod common;
+#[path = "replicas/load.rs"]
+mod load;
+#[path = "replicas/sink.rs"]
+mod sink;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use common::Server;
+use load::{Driver, USERS, WORKSPACES};
+use sqlx::Row as _;
+use uuid::Uuid;
+
+/// Sink requests answered 500 before it recovers; more than one publish
+/// round's retries, so the outbox has to try again later.
+const SINK_OUTAGE: u64 = 6;
+
+fn load_seconds() -> u64 {
+    match std::env::var("TALLY_REPLICAS_SECONDS") {
+        Ok(s) => s
+            .parse()
+            .unwrap_or_else(|_| panic!("TALLY_REPLICAS_SECONDS={s:?} is not a number of seconds")),
+        Err(_) => 6,
+    }
+}
+
+fn replica(db: &str, sink: &str) -> Server {
+    Server::start(&[
+        "--database-url",
+        db,
+        "--snapshot-interval",
+        "2s",
+        "--telemetry-url",
+        sink,
+    ])
+}
+
+fn stop(server: Server) {
+    server.signal("-TERM");
+    let (status, logs) = server.wait(Duration::from_secs(30));
+    assert_eq!(status.code(), Some(0), "{logs}");
+    assert!(logs.contains("shutdown complete"), "{logs}");
+}
+
+#[derive(Debug)]
+struct SnapshotRow {
+    id: Uuid,
+    period_end: time::OffsetDateTime,
+    unique_workspaces: i64,
+    unique_users: i64,
+    allowed: i64,
+    denied: i64,
+    replicas: i64,
+    published: bool,
+    attempts: i32,
+}
+
+async fn snapshots(pool: &sqlx::PgPool) -> Vec<SnapshotRow> {
+    sqlx::query(
+        "SELECT id, period_end, unique_workspaces, unique_users, allowed_requests, denied_requests, \
+         replicas, published_at IS NOT NULL AS published, publish_attempts \
+         FROM telemetry_snapshots ORDER BY period_end",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap()
+    .into_iter()
+    .map(|r| SnapshotRow {
+        id: r.get("id"),
+        period_end: r.get("period_end"),
+        unique_workspaces: r.get("unique_workspaces"),
+        unique_users: r.get("unique_users"),
+        allowed: r.get("allowed_requests"),
+        denied: r.get("denied_requests"),
+        replicas: r.get("replicas"),
+        published: r.get("published"),
+        attempts: r.get("publish_attempts"),
+    })
+    .collect()
+}
+
+/// How replica 2 is stopped halfway through the load.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Halt {
+    Term,
+    Kill,
+}
+
+/// What the killed replica may lose: the boundary logs it acknowledged in
+/// this window before SIGKILL (ten tracker flush intervals of 200 ms).
+const KILL_LOSS_WINDOW: Duration = Duration::from_secs(2);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_replicas_count_every_acknowledged_request_exactly_once() {
+    scenario(Halt::Term).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_replica_loses_at_most_what_it_acknowledged_since_its_last_flush() {
+    scenario(Halt::Kill).await;
+}
+
+async fn scenario(halt: Halt) {
+    let db = tally_tests::pg::fresh_database().await;
+    let url = db.url.to_string();
+    let sink = sink::Sink::start(SINK_OUTAGE).await;
+    let mut servers: Vec<Option<Server>> = (0..3).map(|_| Some(replica(&url, &sink.url()))).collect();
+    let addrs = servers.iter().map(|s| s.as_ref().unwrap().addr).collect();
+    // Replica 2 is stopped halfway through the load.
+    let driver = Driver::new(addrs, Some(2));
+
+    let seconds = load_seconds();
+    let until = Instant::now() + Duration::from_secs(seconds);
+    let run = {
+        let driver = driver.clone();
+        tokio::spawn(async move { driver.run(until, 4, 2).await })
+    };
+    tokio::time::sleep(Duration::from_millis(seconds * 500)).await;
+    driver.retiring_signalled.store(true, Ordering::SeqCst);
+    let retiring = servers[2].take().unwrap();
+    let killed_at = Instant::now();
+    let retired = tokio::task::spawn_blocking(move || match halt {
+        Halt::Term => stop(retiring),
+        Halt::Kill => {
+            retiring.signal("-KILL");
+            let (status, _) = retiring.wait(Duration::from_secs(10));
+            assert_eq!(status.code(), None, "killed by a signal");
+        }
+    });
+    run.await.unwrap();
+    retired.await.unwrap();
+    for server in servers.iter_mut() {
+        if let Some(s) = server.take() {
+            tokio::task::spawn_blocking(move || stop(s)).await.unwrap();
+        }
+    }
+
+    // One more replica, idle, publishes what the others left in the outbox.
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    if halt == Halt::Kill {
+        // The killed replica's publishing claims would hold its snapshots for
+        // the claim lease (1 min); let that time pass.
+        sqlx::query(
+            "UPDATE telemetry_snapshots SET claimed_until = now() \
+             WHERE published_at IS NULL AND claimed_until > now()",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    let last = replica(&url, &sink.url());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let delivered = loop {
+        let rows = snapshots(&pool).await;
+        if !rows.is_empty() && rows.iter().all(|r| r.published) {
+            break rows;
+        }
+        assert!(Instant::now() < deadline, "snapshots left unpublished: {rows:#?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    tokio::task::spawn_blocking(move || stop(last)).await.unwrap();
+
+    let acked = std::mem::take(&mut *driver.acked.lock());
+    let rows = snapshots(&pool).await;
+    eprintln!(
+        "{seconds}s of load: {} boundary logs, {} app stats posts acknowledged; {} snapshots, {} failed publish rounds",
+        acked.boundary_posts,
+        acked.app_posts,
+        rows.len(),
+        rows.iter().map(|r| r.attempts).sum::<i32>()
+    );
+    assert!(
+        acked.boundary_posts > 100 && acked.app_posts > 10,
+        "too little load to prove anything"
+    );
+
+    // Exactly one snapshot per period.
+    let mut ends = HashSet::new();
+    for r in &rows {
+        assert!(
+            ends.insert(r.period_end),
+            "two snapshots for period ending {}: {rows:#?}",
+            r.period_end
+        );
+    }
+
+    // Conservation: snapshots plus what is still unclosed is what was acknowledged.
+    let rest = sqlx::query(
+        "SELECT COALESCE(SUM(allowed_requests), 0)::bigint AS a, COALESCE(SUM(denied_requests), 0)::bigint AS d \
+         FROM boundary_usage_replicas",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let (rest_allowed, rest_denied): (i64, i64) = (rest.get("a"), rest.get("d"));
+    let allowed: i64 = rows.iter().map(|r| r.allowed).sum::<i64>() + rest_allowed;
+    let denied: i64 = rows.iter().map(|r| r.denied).sum::<i64>() + rest_denied;
+    match halt {
+        Halt::Term => {
+            assert_eq!(
+                allowed as u64, acked.allowed,
+                "allowed decisions; snapshots: {rows:#?}"
+            );
+            assert_eq!(
+                denied as u64, acked.denied,
+                "denied decisions; snapshots: {rows:#?}"
+            );
+        }
+        Halt::Kill => {
+            let (bound_allowed, bound_denied) = acked
+                .retiring_boundary
+                .iter()
+                .filter(|(t, _, _)| *t + KILL_LOSS_WINDOW >= killed_at)
+                .fold((0, 0), |(a, d), (_, a2, d2)| (a + a2, d + d2));
+            let lost_allowed = acked
+                .allowed
+                .checked_sub(allowed as u64)
+                .expect("more allowed counted than sent");
+            let lost_denied = acked
+                .denied
+                .checked_sub(denied as u64)
+                .expect("more denied counted than sent");
+            eprintln!(
+                "SIGKILL lost {lost_allowed} allowed / {lost_denied} denied; bound {bound_allowed} / {bound_denied} \
+                 (acknowledged by it in the last {KILL_LOSS_WINDOW:?})"
+            );
+            assert!(lost_allowed <= bound_allowed, "{lost_allowed} > {bound_allowed}");
+            assert!(lost_denied <= bound_denied, "{lost_denied} > {bound_denied}");
+        }
+    }
+
+    // Unique counts are exact: a workspace seen by several replicas counts once.
+    for r in &rows {
+        assert!(r.unique_workspaces <= WORKSPACES as i64, "{r:?}");
+        assert!(r.unique_users <= USERS as i64, "{r:?}");
+    }
+    assert!(
+        rows.iter().any(|r| r.replicas >= 2
+            && r.unique_workspaces == WORKSPACES as i64
+            && r.unique_users == USERS as i64),
+        "no period where several replicas saw all workspaces and counted each once: {rows:#?}"
+    );
+
+    // The sink: the outage was felt, then each snapshot arrived exactly once.
+    let received = std::mem::take(&mut *sink.received.lock());
+    assert_eq!(received.refused, SINK_OUTAGE);
+    let mut by_id: HashMap<Uuid, &serde_json::Value> = HashMap::new();
+    for (key, body) in &received.accepted {
+        let id: Uuid = key.parse().unwrap_or_else(|_| panic!("Idempotency-Key {key:?}"));
+        assert_eq!(body["id"], key.as_str(), "{body}");
+        // A killed replica may have delivered a snapshot without marking it.
+        if let Some(before) = by_id.insert(id, body) {
+            assert!(
+                halt == Halt::Kill && before == body,
+                "snapshot {id} delivered twice"
+            );
+        }
+    }
+    for r in &delivered {
+        let body = by_id
+            .get(&r.id)
+            .unwrap_or_else(|| panic!("published snapshot {} never reached the sink", r.id));
+        assert_eq!(body["allowed_requests"], r.allowed, "{body}");
+        assert_eq!(body["denied_requests"], r.denied, "{body}");
+        assert_eq!(body["unique_workspaces"], r.unique_workspaces, "{body}");
+    }
+    let known: HashSet<Uuid> = rows.iter().map(|r| r.id).collect();
+    assert!(
+        by_id.keys().all(|id| known.contains(id)),
+        "the sink got a snapshot not in the outbox"
+    );
+
+    // App stats: each session holds the highest count acknowledged for it,
+    // whatever the replays and the replica that stopped.
+    let stored: HashMap<Uuid, i64> = sqlx::query("SELECT session_id, requests FROM workspace_app_stats")
+        .fetch_all(&pool)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.get("session_id"), r.get("requests")))
+        .collect();
+    // KNOWN DEFECT, tolerated here and reported: when the stopped replica
+    // holds a session open and its close is acknowledged only by another
+    // replica, the stopped one's row (provisional end = its flush or shutdown
+    // time) can end later than the real close; the store then refuses the
+    // close (an end may not move back) and keeps the open count.
+    // A killed replica may also have written its provisional row between the
+    // open and the close it acknowledged, and never the close.
+    let exposed = match halt {
+        Halt::Term => &acked.stranded_opens,
+        Halt::Kill => &acked.retiring_opens,
+    };
+    let stranded = exposed
+        .iter()
+        .filter(|s| stored.get(s).copied() == Some(3))
+        .count();
+    eprintln!(
+        "{stranded} of {} exposed open sessions kept their open count (known defect)",
+        exposed.len()
+    );
+    let lowest_ok = |session: &Uuid, want: u64| {
+        if exposed.contains(session) {
+            want.min(3)
+        } else {
+            want
+        }
+    };
+    match halt {
+        Halt::Term => {
+            assert_eq!(
+                stored.len(),
+                acked.sessions.len(),
+                "sessions stored vs acknowledged"
+            );
+            for (session, &want) in &acked.sessions {
+                let got = stored.get(session).copied().unwrap_or(-1);
+                let ok = got == want as i64 || got == lowest_ok(session, want) as i64;
+                assert!(ok, "session {session}: stored {got}, acknowledged {want}");
+            }
+        }
+        Halt::Kill => {
+            // Only what the killed replica alone acknowledged may be missing
+            // (here nothing: every close is also replayed to another replica).
+            for (session, &got) in &stored {
+                let most = acked
+                    .sessions
+                    .get(session)
+                    .unwrap_or_else(|| panic!("unsent session {session}"));
+                assert!(got as u64 <= *most, "session {session}: {got} > {most}");
+            }
+            for session in acked.sessions.keys() {
+                let got = stored.get(session).copied().unwrap_or(0) as u64;
+                let floor = lowest_ok(session, acked.surviving.get(session).copied().unwrap_or(0));
+                assert!(
+                    got >= floor,
+                    "session {session}: {got} < {floor} acknowledged by a surviving replica"
+                );
+            }
+        }
+    }
+    pool.close().await;
+    drop(db);
+}
