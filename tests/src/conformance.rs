@@ -26,6 +26,7 @@ pub use access::*;
 pub use appstats::*;
 pub use boundary::*;
 pub use concurrency::*;
+pub use fixtures::write_of;
 pub use insights::*;
 pub use outbox::*;
 pub use telemetry::*;

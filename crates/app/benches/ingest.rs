@@ -80,7 +80,6 @@ fn request(c: &mut Criterion) {
             Arc::new(BoundaryTracker::new(uuid::Uuid::new_v4(), clock)),
             Tokens::parse("proxy=bench").unwrap(),
             8 << 20,
-            usize::MAX / 2,
         ),
         std::time::Duration::from_secs(30),
     );

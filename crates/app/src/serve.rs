@@ -97,14 +97,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         tracing::warn!("no API tokens configured (--tokens / TALLY_TOKENS): every API call will be refused");
     }
     let app = router(
-        AppState::new(
-            store,
-            collector.clone(),
-            tracker,
-            tokens,
-            args.body_limit,
-            args.max_buffered as usize,
-        ),
+        AppState::new(store, collector.clone(), tracker, tokens, args.body_limit),
         args.request_timeout,
     );
 

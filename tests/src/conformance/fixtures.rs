@@ -91,7 +91,7 @@ pub(crate) fn stored(row: &StatsReport) -> StatsReport {
 
 /// A write of `rows` with each workspace's latest end as its last-used time,
 /// as the reporter builds it.
-pub(crate) fn write_of(rows: Vec<StatsReport>, batch_size: usize) -> AppStatsWrite {
+pub fn write_of(rows: Vec<StatsReport>, batch_size: usize) -> AppStatsWrite {
     let mut last_used: Vec<(Uuid, OffsetDateTime)> = Vec::new();
     for r in &rows {
         let end = r.session_ended_at.unwrap_or(r.session_started_at);

@@ -4,7 +4,8 @@ use tally_adapters_postgres::{AppStatsWriteMode, PgStore};
 use tally_domain::ports::{AppStatsStore, AppStatsWrite, InsightsStore, TimeRange};
 use tally_domain::{StatsReport, StoreError};
 use time::Duration;
-use uuid::Uuid;
+
+use tally_tests::conformance::write_of as write;
 
 use super::{MODES, T0, fixture_with, id, session};
 
@@ -16,22 +17,6 @@ async fn rows(store: &PgStore) -> Vec<StatsReport> {
     let mut rows = store.app_stats(everything(), 1_000_000).await.unwrap();
     rows.sort_by_key(|r| r.row_key());
     rows
-}
-
-fn write(rows: Vec<StatsReport>, batch_size: usize) -> AppStatsWrite {
-    let mut last_used: Vec<(Uuid, time::OffsetDateTime)> = Vec::new();
-    for r in &rows {
-        let end = r.session_ended_at.unwrap_or(r.session_started_at);
-        match last_used.iter_mut().find(|(w, _)| *w == r.workspace_id) {
-            Some((_, t)) => *t = (*t).max(end),
-            None => last_used.push((r.workspace_id, end)),
-        }
-    }
-    AppStatsWrite {
-        rows,
-        batch_size,
-        last_used,
-    }
 }
 
 #[tokio::test]

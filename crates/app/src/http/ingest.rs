@@ -158,20 +158,14 @@ pub async fn app_stats(
     }
     // Refuse the whole request rather than let the collector drop part of it:
     // the proxy keeps it and retries.
-    if !state.admission.try_admit(&state.collector, reports.len()) {
-        metrics::counter!(m::REPORTS_REFUSED).increment(reports.len() as u64);
-        tracing::warn!(
-            incoming = reports.len(),
-            cap = state.admission.cap(),
-            "app stats refused: collector buffer full"
-        );
+    let incoming = reports.len();
+    if !state.collector.try_collect_all(reports) {
+        metrics::counter!(m::REPORTS_REFUSED).increment(incoming as u64);
+        tracing::warn!(incoming, "app stats refused: collector buffer full");
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "too many app stats buffered (the store may be unavailable); retry later",
         ));
-    }
-    for report in reports {
-        state.collector.collect(report);
     }
     Ok(StatusCode::NO_CONTENT)
 }

@@ -1,6 +1,5 @@
 //! The HTTP API of SPEC §7 (axum).
 
-pub mod admission;
 pub mod auth;
 pub mod error;
 pub mod ingest;
@@ -38,8 +37,6 @@ pub struct AppState {
     pub tracker: Arc<BoundaryTracker>,
     pub tokens: Tokens,
     pub body_limit: usize,
-    /// Refuses app stats requests that might not fit the collector's cap.
-    pub admission: Arc<admission::Admission>,
 }
 
 impl AppState {
@@ -49,7 +46,6 @@ impl AppState {
         tracker: Arc<BoundaryTracker>,
         tokens: Tokens,
         body_limit: usize,
-        max_buffered: usize,
     ) -> Self {
         Self {
             store,
@@ -57,7 +53,6 @@ impl AppState {
             tracker,
             tokens,
             body_limit,
-            admission: Arc::new(admission::Admission::new(max_buffered)),
         }
     }
 }
@@ -67,7 +62,6 @@ impl std::fmt::Debug for AppState {
         f.debug_struct("AppState")
             .field("tokens", &self.tokens)
             .field("body_limit", &self.body_limit)
-            .field("max_buffered", &self.admission.cap())
             .finish_non_exhaustive()
     }
 }

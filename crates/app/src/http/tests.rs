@@ -216,7 +216,6 @@ fn state(store: MockStore, body_limit: usize) -> AppState {
         Arc::new(BoundaryTracker::new(uuid::Uuid::new_v4(), Arc::new(SystemClock))),
         crate::config::Tokens::parse(TOKENS).unwrap(),
         body_limit,
-        1000,
     )
 }
 
@@ -531,7 +530,14 @@ async fn refused_uploads_close_the_connection_and_accepted_ones_keep_it() {
 #[tokio::test]
 async fn a_request_that_might_not_fit_the_buffer_is_refused_whole() {
     let mut s = state(MockStore::new(), 1 << 20);
-    s.admission = Arc::new(admission::Admission::new(30));
+    s.collector = StatsCollector::new(
+        CollectorConfig {
+            max_buffered: 30,
+            ..CollectorConfig::default()
+        },
+        Arc::new(MockReporter::new()),
+        Arc::new(SystemClock),
+    );
     let collector = s.collector.clone();
     let app = router(s, std::time::Duration::from_secs(5));
     let reports = |n: usize| {
@@ -548,7 +554,8 @@ async fn a_request_that_might_not_fit_the_buffer_is_refused_whole() {
     let (status, _) = call(&app, post(APP_STATS_PATH, "ptok", json, reports(10))).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     assert_eq!(collector.stats().collected, 10);
-    let (status, _) = call(&app, post(APP_STATS_PATH, "ptok", json, reports(1))).await;
+    let (status, _) = call(&app, post(APP_STATS_PATH, "ptok", json, reports(4))).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(collector.stats().collected, 10);
     assert_eq!(collector.stats().dropped, 0);
 }

@@ -221,12 +221,26 @@ impl StatsCollector {
         self.flush_with(true).await
     }
 
-    /// Applies the queued reports to the rollup now instead of at the next
-    /// flush. Queued reports are held at their worst case; applied ones
-    /// (updates of known sessions, most of all) usually take far less, so
-    /// this frees room under the cap without any I/O.
-    pub fn apply_queued(&self) {
-        drop(self.drain());
+    /// Takes all of `reports` or none of them: a request is applied whole or
+    /// refused whole (the caller answers "retry later"), never cut by the
+    /// cap. Each report is counted at its worst case; when that does not fit,
+    /// the queued reports are applied first (updates of known sessions take
+    /// far less room once applied) and the decision is made again. No I/O.
+    pub fn try_collect_all(&self, reports: Vec<StatsReport>) -> bool {
+        let need = reports.len().saturating_mul(UNITS_PER_QUEUED_REPORT);
+        let mut inbox = self.inbox.lock();
+        let queued = inbox.len().saturating_mul(UNITS_PER_QUEUED_REPORT);
+        let held = self.reserved.load(Ordering::Acquire).saturating_add(queued);
+        if held.saturating_add(need) > self.config.max_buffered {
+            let mut state = self.state.lock();
+            self.apply_inbox(&mut inbox, &mut state);
+            self.reserved.store(state.units(), Ordering::Release);
+            if state.units().saturating_add(need) > self.config.max_buffered {
+                return false;
+            }
+        }
+        inbox.extend(reports);
+        true
     }
 
     pub fn stats(&self) -> CollectorStats {

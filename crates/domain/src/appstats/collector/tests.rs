@@ -440,24 +440,30 @@ fn debug_output_names_the_collector_without_the_reporter() {
 }
 
 #[test]
-fn applying_queued_updates_frees_room_without_reporting() {
+fn a_batch_is_taken_whole_or_refused_whole() {
     let clock = ManualClock::new(T0);
+    let config = CollectorConfig {
+        max_buffered: 30,
+        ..config()
+    };
     // A reporter with no expectations: any report would panic.
-    let c = collector(config(), MockReporter::new(), &clock);
-    for requests in 1..=100 {
-        c.collect(report(1, T0, None, requests));
-    }
-    assert_eq!(
-        c.stats().tracked_sessions,
-        100,
-        "100 queued reports, each maybe a new session"
+    let c = collector(config, MockReporter::new(), &clock);
+    let open = |n: u128| report(n, T0, None, 1);
+
+    assert!(
+        !c.try_collect_all((0..11).map(open).collect()),
+        "33 units at worst"
     );
-    c.apply_queued();
+    assert_eq!(c.stats().collected, 0, "nothing of a refused batch is taken");
+    assert!(c.try_collect_all((0..10).map(open).collect()));
+    assert_eq!(c.stats().collected, 10);
+    assert!(!c.try_collect_all((10..14).map(open).collect()));
     let stats = c.stats();
-    assert_eq!(
-        stats.tracked_sessions, 1,
-        "the updates folded into the one session"
-    );
-    assert_eq!(stats.collected, 100);
-    assert_eq!(stats.rows_reported, 0);
+    assert_eq!((stats.collected, stats.dropped), (10, 0));
+
+    // Applied, the ten sessions of one group hold 21 units, not 30: three
+    // more reports fit at their worst case.
+    assert!(c.try_collect_all((0..3).map(|n| report(n, T0, None, 2)).collect()));
+    let stats = c.stats();
+    assert_eq!((stats.collected, stats.dropped, stats.rows_reported), (13, 0, 0));
 }
