@@ -1,5 +1,7 @@
 //! The load driver: boundary logs and app stats to several replicas
 //! round-robin, counting only what a replica acknowledged with 204.
+// Shared by several test binaries, each using part of it.
+#![allow(dead_code)]
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -19,7 +21,7 @@ use crate::common::{AGENT, APP_STATS, BOUNDARY_LOGS, PROXY, go_report};
 pub const WORKSPACES: usize = 5;
 pub const USERS: usize = 2;
 /// Sessions per app stats request.
-const BATCH: usize = 8;
+pub const BATCH: usize = 8;
 const OPEN_REQUESTS: u64 = 3;
 const CLOSED_REQUESTS: u64 = 7;
 
@@ -40,6 +42,19 @@ pub struct Acked {
     pub retiring_opens: std::collections::HashSet<Uuid>,
     /// (when, allowed, denied) of each boundary log the retiring replica acknowledged.
     pub retiring_boundary: Vec<(Instant, u64, u64)>,
+    /// What each replica (by index) acknowledged: what its metrics must show.
+    pub by_replica: HashMap<usize, ReplicaAcked>,
+}
+
+/// What one replica acknowledged with 204.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ReplicaAcked {
+    pub allowed: u64,
+    pub denied: u64,
+    pub boundary_posts: u64,
+    pub app_posts: u64,
+    /// App stat reports in those posts.
+    pub app_reports: u64,
 }
 
 pub struct Driver {
@@ -105,26 +120,46 @@ impl Driver {
         let replica = (i % self.replicas.len() as u64) as usize;
         let w = (i % WORKSPACES as u64) as usize;
         let (allowed, denied) = (i % 7 + 1, i % 3);
+        self.boundary(replica, self.workspaces[w], self.owner(w), allowed, denied)
+            .await;
+    }
+
+    /// Posts one boundary log (pre-counted decisions) to `replica`; true and
+    /// counted if it was acknowledged.
+    pub async fn boundary(
+        &self,
+        replica: usize,
+        workspace: Uuid,
+        owner: Uuid,
+        allowed: u64,
+        denied: u64,
+    ) -> bool {
         let body = serde_json::json!({
-            "workspace_id": self.workspaces[w],
-            "owner_id": self.owner(w),
+            "workspace_id": workspace,
+            "owner_id": owner,
             "allowed": allowed,
             "denied": denied,
         });
-        if let Outcome::Acked = self.post(replica, BOUNDARY_LOGS, AGENT, &body).await {
-            let mut a = self.acked.lock();
-            a.allowed += allowed;
-            a.denied += denied;
-            a.boundary_posts += 1;
-            if self.retiring == Some(replica) {
-                a.retiring_boundary.push((Instant::now(), allowed, denied));
-            }
+        let Outcome::Acked = self.post(replica, BOUNDARY_LOGS, AGENT, &body).await else {
+            return false;
+        };
+        let mut a = self.acked.lock();
+        a.allowed += allowed;
+        a.denied += denied;
+        a.boundary_posts += 1;
+        if self.retiring == Some(replica) {
+            a.retiring_boundary.push((Instant::now(), allowed, denied));
         }
+        let r = a.by_replica.entry(replica).or_default();
+        r.allowed += allowed;
+        r.denied += denied;
+        r.boundary_posts += 1;
+        true
     }
 
     /// A batch of long sessions: reported open, then closed, to one replica;
     /// the close is then replayed verbatim to the next replica.
-    async fn app_stats_once(&self) {
+    pub async fn app_stats_once(&self) {
         let i = self.next.fetch_add(1, Ordering::Relaxed);
         let n = self.replicas.len();
         let replica = (i % n as u64) as usize;
@@ -159,6 +194,9 @@ impl Driver {
                 acks[step] = true;
                 let mut a = self.acked.lock();
                 a.app_posts += 1;
+                let r = a.by_replica.entry(target).or_default();
+                r.app_posts += 1;
+                r.app_reports += sessions.len() as u64;
                 let surviving = self.retiring != Some(target);
                 for &(s, _) in &sessions {
                     let kept = a.sessions.entry(s).or_default();

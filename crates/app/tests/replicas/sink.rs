@@ -1,14 +1,20 @@
 //! An in-test snapshot receiver: answers 500 to the first requests (a sink
-//! outage), then 204, and records what it accepted.
+//! outage), or to every request during a time window, else 204, and records
+//! what it accepted and refused.
+// Shared by several test binaries, each using part of it.
+#![allow(dead_code)]
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use parking_lot::Mutex;
+use time::OffsetDateTime;
 
 #[derive(Debug, Default)]
 pub struct Received {
@@ -16,6 +22,12 @@ pub struct Received {
     pub refused: u64,
     /// (Idempotency-Key, body) of each request answered 204.
     pub accepted: Vec<(String, serde_json::Value)>,
+    /// When each of `accepted` arrived (same order).
+    pub accepted_at: Vec<OffsetDateTime>,
+    /// Requests answered 500, by Idempotency-Key.
+    pub refused_keys: HashMap<String, u64>,
+    /// The time-based outage `[from, until)`, if one was set.
+    pub outage: Option<(OffsetDateTime, OffsetDateTime)>,
 }
 
 #[derive(Debug, Clone)]
@@ -48,6 +60,15 @@ impl Sink {
     pub fn url(&self) -> String {
         format!("http://{}/snapshots", self.addr)
     }
+
+    /// From now on, refuses every request for `length`; returns when it ends
+    /// (wall clock).
+    pub fn outage(&self, length: Duration) -> OffsetDateTime {
+        let from = OffsetDateTime::now_utc();
+        let until = from + length;
+        self.received.lock().outage = Some((from, until));
+        until
+    }
 }
 
 async fn receive(
@@ -55,17 +76,23 @@ async fn receive(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> StatusCode {
-    let mut received = shared.received.lock();
-    if received.refused < shared.fail_first {
-        received.refused += 1;
-        return StatusCode::INTERNAL_SERVER_ERROR;
-    }
+    let now = OffsetDateTime::now_utc();
     let key = headers
         .get("idempotency-key")
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned();
+    let mut received = shared.received.lock();
+    let down = received
+        .outage
+        .is_some_and(|(from, until)| from <= now && now < until);
+    if down || received.refused < shared.fail_first {
+        received.refused += 1;
+        *received.refused_keys.entry(key).or_default() += 1;
+        return StatusCode::INTERNAL_SERVER_ERROR;
+    }
     let body = serde_json::from_slice(&body).expect("the sink gets JSON");
     received.accepted.push((key, body));
+    received.accepted_at.push(now);
     StatusCode::NO_CONTENT
 }

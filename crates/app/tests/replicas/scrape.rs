@@ -1,0 +1,141 @@
+//! Reads a replica's `/metrics` (Prometheus text) into samples.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use crate::common::READER;
+
+/// One sample line: name, labels, value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub value: f64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Metrics {
+    pub samples: Vec<Sample>,
+}
+
+impl Metrics {
+    /// Sum of the samples named `name` carrying all of `labels`; 0 if none
+    /// (a counter never incremented is not rendered).
+    pub fn get(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.samples
+            .iter()
+            .filter(|s| s.name == name)
+            .filter(|s| {
+                labels
+                    .iter()
+                    .all(|(k, v)| s.labels.get(*k).is_some_and(|x| x == v))
+            })
+            .map(|s| s.value)
+            .sum()
+    }
+
+    /// [`Self::get`] for a counter or a gauge holding a whole number.
+    pub fn count(&self, name: &str, labels: &[(&str, &str)]) -> u64 {
+        let v = self.get(name, labels);
+        assert!(
+            v >= 0.0 && v.fract() == 0.0,
+            "{name}{labels:?} = {v} is not a count"
+        );
+        v as u64
+    }
+}
+
+/// Scrapes `GET /metrics` of the replica at `addr`.
+pub async fn scrape(client: &reqwest::Client, addr: SocketAddr) -> Metrics {
+    let response = client
+        .get(format!("http://{addr}/metrics"))
+        .bearer_auth(READER)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET /metrics on {addr}: {e}"));
+    assert_eq!(
+        response.status(),
+        reqwest::StatusCode::OK,
+        "GET /metrics on {addr}"
+    );
+    parse(&response.text().await.unwrap())
+}
+
+/// Parses the Prometheus text format (comments skipped).
+pub fn parse(text: &str) -> Metrics {
+    let samples = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|line| parse_line(line).unwrap_or_else(|| panic!("unparsable metrics line {line:?}")))
+        .collect();
+    Metrics { samples }
+}
+
+fn parse_line(line: &str) -> Option<Sample> {
+    let name_end = line.find(['{', ' '])?;
+    let name = line[..name_end].to_owned();
+    let mut labels = BTreeMap::new();
+    let mut rest = &line[name_end..];
+    if let Some(inner) = rest.strip_prefix('{') {
+        // Label values are quoted and may hold `,` `}` or escaped quotes.
+        let mut chars = inner.char_indices();
+        let mut key = String::new();
+        loop {
+            let (i, c) = chars.next()?;
+            match c {
+                '}' => {
+                    rest = &inner[i + 1..];
+                    break;
+                }
+                ',' | ' ' => {}
+                '=' => {
+                    let (_, quote) = chars.next()?;
+                    if quote != '"' {
+                        return None;
+                    }
+                    let mut value = String::new();
+                    loop {
+                        let (_, c) = chars.next()?;
+                        match c {
+                            '\\' => match chars.next()?.1 {
+                                'n' => value.push('\n'),
+                                other => value.push(other),
+                            },
+                            '"' => break,
+                            c => value.push(c),
+                        }
+                    }
+                    labels.insert(std::mem::take(&mut key), value);
+                }
+                c => key.push(c),
+            }
+        }
+    }
+    // A timestamp may follow the value.
+    let value = rest.split_whitespace().next()?;
+    let value = match value {
+        "+Inf" => f64::INFINITY,
+        "-Inf" => f64::NEG_INFINITY,
+        v => v.parse().ok()?,
+    };
+    Some(Sample { name, labels, value })
+}
+
+#[test]
+fn parses_labels_with_braces_commas_and_escapes() {
+    let m = parse(
+        "# HELP x y\n\
+         tally_http_requests_total{method=\"GET\",route=\"/a/{id}/b,c\",status=\"200\"} 3\n\
+         tally_http_requests_total{method=\"POST\",route=\"q\\\"\",status=\"204\"} 4\n\
+         tally_app_stats_backlog_rows 0\n",
+    );
+    assert_eq!(m.count("tally_http_requests_total", &[]), 7);
+    assert_eq!(
+        m.count("tally_http_requests_total", &[("route", "/a/{id}/b,c")]),
+        3
+    );
+    assert_eq!(m.count("tally_http_requests_total", &[("route", "q\"")]), 4);
+    assert_eq!(m.count("tally_app_stats_backlog_rows", &[]), 0);
+    assert_eq!(m.count("absent", &[("a", "b")]), 0);
+}
