@@ -27,11 +27,15 @@ enum Task {
     /// Load-test a real `tally serve` over loopback (app stats, boundary logs).
     Load(load::LoadArgs),
     /// Three `tally serve` replicas on one fresh PostgreSQL under load, with a
-    /// SIGTERM mid-load and a failing snapshot sink; checks conservation.
+    /// SIGTERM or SIGKILL mid-load and a failing snapshot sink; checks
+    /// conservation, exact per-period figures and the metrics.
     Replicas {
         /// Seconds of load (the test's own default is 6).
         #[arg(long, default_value_t = 30)]
         seconds: u64,
+        /// Telemetry periods (2 s each) of the exact scenario (the test's own default is 5).
+        #[arg(long, default_value_t = 15)]
+        periods: u64,
     },
 }
 
@@ -61,11 +65,14 @@ fn run(task: Task) -> anyhow::Result<()> {
             cargo(&args)
         }
         Task::Load(args) => load::run(args),
-        Task::Replicas { seconds } => {
-            let seconds = seconds.to_string();
+        Task::Replicas { seconds, periods } => {
+            let (seconds, periods) = (seconds.to_string(), periods.to_string());
             cargo_env(
                 &["test", "-p", "tally", "--test", "replicas", "--", "--nocapture"],
-                &[("TALLY_REPLICAS_SECONDS", &seconds)],
+                &[
+                    ("TALLY_REPLICAS_SECONDS", &seconds),
+                    ("TALLY_REPLICAS_PERIODS", &periods),
+                ],
             )
         }
     }
