@@ -412,8 +412,10 @@ fn check_sink(
         .iter()
         .map(|end| ((*end - first.unwrap()).whole_milliseconds() / INTERVAL.as_millis() as i128) as i64)
         .collect();
+    let drained = received.accepted_at.iter().max().map(|&last| last - outage_end);
     eprintln!(
-        "sink: {} snapshots delivered once each, in period order {order:?}; {waited} were waiting when it recovered",
+        "sink: {} snapshots delivered once each, in period order {order:?}; {waited} were waiting when it \
+         recovered, the last delivered {drained:?} after",
         rows.len(),
     );
     assert!(waited >= 2, "only {waited} snapshots waited through the outage");
