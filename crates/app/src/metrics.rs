@@ -56,7 +56,7 @@ fn describe() {
     );
     describe_gauge!(
         BACKLOG_ROWS,
-        "App stat rows waiting to be written after a failed flush."
+        "App stat rows waiting to be written: left by a failed flush, or in the flush under way."
     );
     describe_gauge!(TRACKED_SESSIONS, "App sessions held in memory.");
     describe_gauge!(FLUSH_SECONDS, "Duration of the last collector flush in seconds.");

@@ -169,7 +169,7 @@ async fn scenario(halt: Halt) {
     let client = common::client();
     for (i, server) in servers.iter().enumerate() {
         if let Some(s) = server {
-            let mx = scrape::scrape(&client, s.addr).await;
+            let mx = scrape::settled(&client, s.addr).await;
             let want = driver
                 .acked
                 .lock()

@@ -61,6 +61,26 @@ pub async fn scrape(client: &reqwest::Client, addr: SocketAddr) -> Metrics {
     parse(&response.text().await.unwrap())
 }
 
+/// Scrapes until the replica has written out everything it accepted (no
+/// app stat rows waiting or being written, no boundary decisions unflushed),
+/// which it does on its own within a few flush intervals.
+pub async fn settled(client: &reqwest::Client, addr: SocketAddr) -> Metrics {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let mx = scrape(client, addr).await;
+        let backlog = mx.count(tally::metrics::BACKLOG_ROWS, &[]);
+        let pending = mx.count(tally::metrics::BOUNDARY_PENDING, &[]);
+        if backlog == 0 && pending == 0 {
+            return mx;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "replica {addr} still holds {backlog} app stat rows and {pending} boundary decisions unwritten"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 /// Parses the Prometheus text format (comments skipped).
 pub fn parse(text: &str) -> Metrics {
     let samples = text
