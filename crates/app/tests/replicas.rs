@@ -78,13 +78,14 @@ struct SnapshotRow {
     denied: i64,
     replicas: i64,
     published: bool,
+    published_at: Option<time::OffsetDateTime>,
     attempts: i32,
 }
 
 async fn snapshots(pool: &sqlx::PgPool) -> Vec<SnapshotRow> {
     sqlx::query(
         "SELECT id, period_start, period_end, created_at, unique_workspaces, unique_users, allowed_requests, denied_requests, \
-         replicas, published_at IS NOT NULL AS published, publish_attempts \
+         replicas, published_at IS NOT NULL AS published, published_at, publish_attempts \
          FROM telemetry_snapshots ORDER BY period_end",
     )
     .fetch_all(pool)
@@ -102,6 +103,7 @@ async fn snapshots(pool: &sqlx::PgPool) -> Vec<SnapshotRow> {
         denied: r.get("denied_requests"),
         replicas: r.get("replicas"),
         published: r.get("published"),
+        published_at: r.get("published_at"),
         attempts: r.get("publish_attempts"),
     })
     .collect()

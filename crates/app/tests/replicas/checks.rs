@@ -130,10 +130,15 @@ pub fn sink_outage(
         order.push(row.period_end);
     }
     let mut waited = 0;
+    // `published_at` is when the publishing round began, not the delivery.
+    let mut stamp_lag: f64 = 0.0;
     for r in rows {
         let at = delivered
             .get(&r.id)
             .unwrap_or_else(|| panic!("snapshot {} never reached the sink", r.id));
+        if let Some(p) = r.published_at {
+            stamp_lag = stamp_lag.max((*at - p).as_seconds_f64());
+        }
         if r.created_at < outage_end && *at >= outage_end {
             waited += 1;
         }
@@ -166,7 +171,7 @@ pub fn sink_outage(
         .map(|&last| (last - outage_end).as_seconds_f64());
     eprintln!(
         "sink: {} snapshots delivered once each, in period order {order:?}; {waited} were waiting when it \
-         recovered, the last of them delivered {:.1} s after",
+         recovered, the last of them delivered {:.1} s after; published_at up to {stamp_lag:.1} s before the delivery",
         rows.len(),
         drained.unwrap_or_default(),
     );
