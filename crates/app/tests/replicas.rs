@@ -1,7 +1,8 @@
 //! Three `tally serve` replicas on one PostgreSQL under load, one of them
 //! stopped with SIGTERM mid-load, a snapshot sink that fails at first: every
 //! acknowledged request is counted exactly once, in exactly one snapshot per
-//! period, and every snapshot is delivered once. A second, exact scenario
+//! period, and every snapshot is delivered once; the replicas that stayed
+//! count in their metrics what they acknowledged. A second, exact scenario
 //! (`replicas/exact.rs`) knows the period of every decision and checks each
 //! snapshot's figures and the replicas' metrics for equality, through a sink
 //! outage longer than three periods.

@@ -73,9 +73,10 @@ fn wall_to_instant(t: OffsetDateTime) -> Instant {
     Instant::now() + Duration::try_from(ahead).unwrap_or(Duration::ZERO)
 }
 
-/// Largest number of unpublished snapshots seen at once.
+/// What the driver saw of the outbox while polling it.
 #[derive(Debug, Default)]
 struct Outbox {
+    /// Most unpublished snapshots at once.
     max_waiting: i64,
     /// Longest time from a period's end to its snapshot row seen.
     slowest_close: Duration,
@@ -127,7 +128,7 @@ async fn settle_all(client: &reqwest::Client, driver: &Driver) -> Vec<Metrics> {
     all
 }
 
-/// Sends period `k`'s boundary logs (and app stats) until `until`; every
+/// Sends a period's boundary logs, for `workspaces` with their owners, (and app stats) until `until`; every
 /// workspace goes through every replica first, even past `until` (the flush
 /// check after the period is what makes the attribution certain).
 async fn send(driver: &Arc<Driver>, workspaces: Arc<Vec<(Uuid, Uuid)>>, until: Instant) -> Sent {
