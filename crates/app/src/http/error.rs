@@ -23,8 +23,12 @@ impl ApiError {
     }
 
     pub fn bad_field(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::with_field(StatusCode::BAD_REQUEST, field, message)
+    }
+
+    pub fn with_field(status: StatusCode, field: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
-            status: StatusCode::BAD_REQUEST,
+            status,
             message: message.into(),
             field: Some(field.into()),
         }

@@ -1,6 +1,7 @@
 //! The HTTP API of SPEC §7 (axum).
 
 pub mod auth;
+pub mod body;
 pub mod error;
 pub mod ingest;
 pub mod read;

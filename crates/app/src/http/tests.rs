@@ -338,6 +338,33 @@ async fn read_parameters_are_checked() {
         ("/api/v2/workspaces/not-a-uuid/last-used", "workspace_id"),
         ("/api/v2/telemetry/snapshots?limit=0", "limit"),
         ("/api/v2/telemetry/snapshots?limit=lots", "limit"),
+        // Unknown and repeated parameters are named, not ignored.
+        ("/api/v2/telemetry/snapshots?limt=5", "limt"),
+        ("/api/v2/telemetry/snapshots?limit=5&limit=6", "limit"),
+        (
+            "/api/v2/workspaces/4e1a5c66-7d8e-4f9a-8b12-c3d4e5f6a7b8/last-used?since=1",
+            "since",
+        ),
+        (
+            "/api/v2/insights/apps?from=2026-11-25T10:00:00Z&to=2026-11-25T11:00:00Z&app=x",
+            "app",
+        ),
+        // An offset's unescaped `+` arrives as a space.
+        (
+            "/api/v2/insights/apps?from=2026-11-25T10:00:00+01:00&to=2026-11-25T11:00:00Z",
+            "from",
+        ),
+        // Valid RFC 3339, but past year 9999 in UTC: refused, not a panic.
+        (
+            "/api/v2/insights/apps?from=9999-12-31T23:59:59-23:59&to=2026-11-25T11:00:00Z",
+            "from",
+        ),
+        (
+            "/api/v2/insights/apps?from=2026-11-25T10:00:00Z&to=9999-12-31T23:59:59-23:59",
+            "to",
+        ),
+        // A percent-encoded id that is not UTF-8: axum's rejection, as JSON.
+        ("/api/v2/workspaces/%FF/last-used", "workspace_id"),
     ] {
         let (status, body) = call(&app, get(uri, Some("admtok"))).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}: {body}");
@@ -548,8 +575,12 @@ async fn a_request_that_might_not_fit_the_buffer_is_refused_whole() {
         )
     };
     let json = Some("application/json");
+    // Eleven reports can never fit 30 units: 413 naming the limit, not a
+    // 503 the proxy would retry forever.
     let (status, body) = call(&app, post(APP_STATS_PATH, "ptok", json, reports(11))).await;
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+    assert_eq!(body["field"], "stats", "{body}");
+    assert!(body["error"].as_str().unwrap().contains("at most 10"), "{body}");
     assert_eq!(collector.stats().collected, 0);
     let (status, _) = call(&app, post(APP_STATS_PATH, "ptok", json, reports(10))).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
