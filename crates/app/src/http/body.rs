@@ -142,6 +142,34 @@ fn decode_error(e: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
     ApiError::bad_field(field, message)
 }
 
+/// A list item that must be a JSON object: serde would also build a struct
+/// from an array of its fields in order, which no client means to send.
+#[derive(Debug)]
+pub struct Object<T>(pub T);
+
+impl<'de, T: serde::Deserialize<'de>> serde::Deserialize<'de> for Object<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        T::deserialize(MapOnly(d)).map(Object)
+    }
+}
+
+/// Asks the inner deserializer for a map whatever the visitor wants.
+struct MapOnly<D>(D);
+
+impl<'de, D: serde::Deserializer<'de>> serde::Deserializer<'de> for MapOnly<D> {
+    type Error = D::Error;
+
+    fn deserialize_any<V: serde::de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
+        self.0.deserialize_map(visitor)
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+        bytes byte_buf option unit unit_struct newtype_struct seq tuple
+        tuple_struct map struct enum identifier ignored_any
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -150,7 +178,7 @@ mod tests {
     #[derive(Debug, serde::Deserialize)]
     #[allow(dead_code)]
     struct Outer {
-        items: Vec<Inner>,
+        items: Vec<Object<Inner>>,
     }
 
     #[derive(Debug, serde::Deserialize)]
@@ -175,6 +203,16 @@ mod tests {
         assert_eq!(field_of(b"{\"items\": [{\"n\": 1}] \xff}"), "body");
         assert_eq!(field_of(br#"{"items": [{"n": 1}]} {}"#), "body");
         assert_eq!(field_of(b"\xef\xbb\xbf{\"items\": []}"), "body");
+        // An item as an array of its fields is not an object.
+        assert_eq!(field_of(br#"{"items": [{"n": 1}, [2]]}"#), "items[1]");
+        assert_eq!(
+            decode::<Outer>(br#"{"items": [{"n": 1, "x": [2]}]}"#)
+                .unwrap()
+                .items[0]
+                .0
+                .n,
+            1
+        );
     }
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {

@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::auth::Caller;
+use super::body::Object;
 pub use super::body::{decode, read_json_body};
 use super::error::ApiError;
 use crate::metrics as m;
@@ -21,7 +22,7 @@ use crate::metrics as m;
 struct AppStatsRequest {
     // Go encodes a nil slice as `null`.
     #[serde(deserialize_with = "null_as_empty")]
-    stats: Vec<StatsReport>,
+    stats: Vec<Object<StatsReport>>,
 }
 
 fn null_as_empty<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Vec<T>, D::Error> {
@@ -31,12 +32,12 @@ fn null_as_empty<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: D) ->
 /// Decodes and validates a whole app stats request.
 pub fn decode_app_stats(bytes: &[u8]) -> Result<Vec<StatsReport>, ApiError> {
     let request: AppStatsRequest = decode(bytes)?;
-    for (i, report) in request.stats.iter().enumerate() {
+    for (i, Object(report)) in request.stats.iter().enumerate() {
         report
             .validate()
             .map_err(|e| ApiError::bad_field(format!("stats[{i}].{}", e.field), e.reason))?;
     }
-    Ok(request.stats)
+    Ok(request.stats.into_iter().map(|Object(r)| r).collect())
 }
 
 pub async fn app_stats(
@@ -99,7 +100,7 @@ struct BoundaryLogsRequest {
     owner_id: Uuid,
     allowed: Option<u64>,
     denied: Option<u64>,
-    logs: Option<Vec<BoundaryLog>>,
+    logs: Option<Vec<Object<BoundaryLog>>>,
 }
 
 /// A validated boundary logs request: what to track.
@@ -127,10 +128,12 @@ pub fn decode_boundary_logs(bytes: &[u8]) -> Result<BoundaryBatch, ApiError> {
                 "give either logs or allowed/denied counts, not both",
             ));
         }
-        (Some(logs), None, None) => logs.iter().fold((0, 0), |(a, d), log| match log.decision {
-            Decision::Allow => (a + 1, d),
-            Decision::Deny => (a, d + 1),
-        }),
+        (Some(logs), None, None) => logs
+            .iter()
+            .fold((0, 0), |(a, d), Object(log)| match log.decision {
+                Decision::Allow => (a + 1, d),
+                Decision::Deny => (a, d + 1),
+            }),
         (None, None, None) => {
             return Err(ApiError::bad_field(
                 "allowed",

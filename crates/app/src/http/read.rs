@@ -158,7 +158,7 @@ pub async fn snapshots(
             _ => {
                 return Err(ApiError::bad_field(
                     "limit",
-                    format!("expected a whole number from 1 to {MAX_SNAPSHOT_LIMIT}, got {raw:?}"),
+                    format!("limit must be a whole number from 1 to {MAX_SNAPSHOT_LIMIT}, got {raw:?}"),
                 ));
             }
         },

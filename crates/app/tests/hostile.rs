@@ -1,0 +1,123 @@
+//! Hostile input to every endpoint of `tally serve` (issue 5), against one
+//! server process with the in-memory store.
+//!
+//! Every malformed request gets a 4xx with a JSON body `{"error", "field"}`
+//! naming what is wrong: 400 for anything in the body or the query (syntax,
+//! types, missing or repeated fields, ranges), 413 past the body limit or
+//! the collector's per-request limit, 415 for a body that is not UTF-8 JSON
+//! (Content-Type, charset, Content-Encoding); 404 and 405 name the path in
+//! the message. After each case `/metrics` shows nothing more collected,
+//! dropped or tracked, and `/healthz` answers. At the end the read endpoints
+//! show exactly what the valid edge cases sent: empty lists store nothing,
+//! Go's `null`s are taken, unknown fields are ignored.
+
+#[path = "hostile/app_stats.rs"]
+mod app_stats;
+#[path = "hostile/boundary.rs"]
+mod boundary;
+mod common;
+#[path = "hostile/harness.rs"]
+mod harness;
+#[path = "hostile/reads.rs"]
+mod reads;
+#[path = "hostile/valid.rs"]
+mod valid;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use common::*;
+use harness::{Target, run_table, stored};
+use time::OffsetDateTime;
+
+#[tokio::test]
+async fn hostile_input_to_every_endpoint_is_refused_whole_and_the_server_keeps_serving() {
+    let server = Server::start(&[
+        "--body-limit",
+        "64KiB",
+        "--max-buffered",
+        "300",
+        "--snapshot-interval",
+        "2s",
+    ]);
+    let target = Target::new(&server);
+    let now = OffsetDateTime::now_utc();
+
+    let mut cases = app_stats::cases(now);
+    cases.extend(boundary::cases());
+    cases.extend(reads::cases());
+    run_table(&target, cases).await;
+    let after_refused = stored(&target).await;
+    assert_eq!(
+        (
+            after_refused.collected,
+            after_refused.allowed,
+            after_refused.denied
+        ),
+        (0.0, 0.0, 0.0)
+    );
+
+    let accepted = valid::run(&target, now).await;
+
+    // The insights show exactly the accepted apps, over any range.
+    let range = "from=1970-01-01T00:00:00Z&to=9999-12-30T00:00:00Z";
+    let want: BTreeSet<_> = accepted
+        .apps
+        .iter()
+        .map(|(method, slug, requests)| (method.to_string(), slug.to_string(), *requests))
+        .collect();
+    let insights = format!("/api/v2/insights/apps?{range}");
+    let apps = eventually(Duration::from_secs(15), "the accepted apps", || async {
+        let apps = valid::get(&target, &insights).await;
+        let got: BTreeSet<_> = apps["apps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| {
+                let s = |k: &str| a[k].as_str().unwrap().to_owned();
+                (
+                    s("access_method"),
+                    s("slug_or_port"),
+                    a["requests"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        (got == want).then_some(apps)
+    })
+    .await;
+    assert!(!apps.to_string().contains("must-not-appear"), "{apps}");
+
+    let last_used = |ws: uuid::Uuid| {
+        let target = target.clone();
+        async move { valid::get(&target, &format!("/api/v2/workspaces/{ws}/last-used")).await }
+    };
+    assert!(last_used(app_stats::POISON_WS).await["last_used_at"].is_null());
+    assert!(last_used(accepted.workspace).await["last_used_at"].is_string());
+
+    // Every boundary decision accepted, and no other, reaches the snapshots.
+    let want = (accepted.allowed, accepted.denied);
+    eventually(
+        Duration::from_secs(20),
+        "snapshots of the accepted decisions",
+        || async {
+            let body = valid::get(&target, "/api/v2/telemetry/snapshots?limit=1000").await;
+            let sums = body["snapshots"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .fold((0, 0), |(a, d), s| {
+                    let n = |k: &str| s[k].as_u64().unwrap();
+                    (a + n("allowed_requests"), d + n("denied_requests"))
+                });
+            (sums == want).then_some(())
+        },
+    )
+    .await;
+
+    let text = target.metrics().await;
+    assert_eq!(metric(&text, "tally_app_stats_dropped_total"), 0.0, "{text}");
+    assert_eq!(metric(&text, "tally_boundary_requests_pending"), 0.0, "{text}");
+    assert!(target.healthy().await);
+    let logs = server.logs();
+    assert!(!logs.contains("panicked"), "{logs}");
+}
