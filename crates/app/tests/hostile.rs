@@ -30,6 +30,32 @@ use common::*;
 use harness::{Target, run_table, stored};
 use time::OffsetDateTime;
 
+/// What reqwest will not send: a body that stalls, and bytes that are not HTTP.
+async fn raw_connections(target: &Target) {
+    let before = stored(target).await;
+    let head = format!(
+        "POST {APP_STATS} HTTP/1.1\r\nHost: tally\r\nAuthorization: Bearer {PROXY}\r\n\
+         Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{\"stats\": ["
+    );
+    let answer = target.raw(head.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    let body = answer.split("\r\n\r\n").nth(1).unwrap_or_default();
+    let error: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+    assert!(
+        error["error"].as_str().is_some_and(|e| e.contains("1s")),
+        "{answer}"
+    );
+
+    // Not HTTP at all: hyper answers 400 itself, before any route.
+    let answer = target.raw(b"\x16\x03\x01\x00\xa5 TLS hello?\r\n\r\n").await;
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 400"),
+        "{answer}"
+    );
+    assert_eq!(stored(target).await, before);
+    assert!(target.healthy().await);
+}
+
 #[tokio::test]
 async fn hostile_input_to_every_endpoint_is_refused_whole_and_the_server_keeps_serving() {
     let server = Server::start(&[
@@ -39,6 +65,8 @@ async fn hostile_input_to_every_endpoint_is_refused_whole_and_the_server_keeps_s
         "300",
         "--snapshot-interval",
         "2s",
+        "--request-timeout",
+        "1s",
     ]);
     let target = Target::new(&server);
     let now = OffsetDateTime::now_utc();
@@ -47,6 +75,7 @@ async fn hostile_input_to_every_endpoint_is_refused_whole_and_the_server_keeps_s
     cases.extend(boundary::cases());
     cases.extend(reads::cases());
     run_table(&target, cases).await;
+    raw_connections(&target).await;
     let after_refused = stored(&target).await;
     assert_eq!(
         (

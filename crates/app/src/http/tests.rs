@@ -590,3 +590,5 @@ async fn a_request_that_might_not_fit_the_buffer_is_refused_whole() {
     assert_eq!(collector.stats().collected, 10);
     assert_eq!(collector.stats().dropped, 0);
 }
+
+mod hostile;

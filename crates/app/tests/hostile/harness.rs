@@ -22,6 +22,7 @@ pub fn splice(value: &serde_json::Value, raw: &[u8]) -> Vec<u8> {
 pub struct Target {
     pub client: reqwest::Client,
     pub base: String,
+    pub addr: std::net::SocketAddr,
 }
 
 impl Target {
@@ -29,7 +30,20 @@ impl Target {
         Self {
             client: client(),
             base: server.url(""),
+            addr: server.addr,
         }
+    }
+
+    /// Writes `bytes` on a fresh connection, then returns what the server
+    /// answers until it closes the connection (or 10 s pass).
+    pub async fn raw(&self, bytes: &[u8]) -> String {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let mut stream = tokio::net::TcpStream::connect(self.addr).await.unwrap();
+        stream.write_all(bytes).await.unwrap();
+        let mut answer = Vec::new();
+        let read = stream.read_to_end(&mut answer);
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(10), read).await;
+        String::from_utf8_lossy(&answer).into_owned()
     }
 
     pub fn url(&self, path: &str) -> String {
