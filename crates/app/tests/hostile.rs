@@ -89,7 +89,8 @@ async fn hostile_input_to_every_endpoint_is_refused_whole_and_the_server_keeps_s
     let accepted = valid::run(&target, now).await;
 
     // The insights show exactly the accepted apps, over any range.
-    let range = "from=1970-01-01T00:00:00Z&to=9999-12-30T00:00:00Z";
+    // The widest range accepted.
+    let range = "from=0000-01-01T00:00:00Z&to=9999-12-31T23:59:59.999999Z";
     let want: BTreeSet<_> = accepted
         .apps
         .iter()
@@ -142,6 +143,11 @@ async fn hostile_input_to_every_endpoint_is_refused_whole_and_the_server_keeps_s
         },
     )
     .await;
+
+    // The limits of the snapshot list are accepted.
+    let one = valid::get(&target, "/api/v2/telemetry/snapshots?limit=1").await;
+    assert_eq!(one["snapshots"].as_array().unwrap().len(), 1, "{one}");
+    valid::get(&target, "/api/v2/telemetry/snapshots").await;
 
     let text = target.metrics().await;
     assert_eq!(metric(&text, "tally_app_stats_dropped_total"), 0.0, "{text}");

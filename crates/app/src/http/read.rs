@@ -68,8 +68,16 @@ fn time_param(pairs: &[(String, String)], name: &str) -> Result<OffsetDateTime, 
         };
         ApiError::bad_field(name, format!("invalid RFC 3339 timestamp {raw:?}: {e}{hint}"))
     })?;
+    // Stores compare at whole microseconds, rounding up: leave room for it.
+    const LATEST: OffsetDateTime = time::macros::datetime!(9999-12-31 23:59:59.999999 UTC);
     t.checked_to_offset(UtcOffset::UTC)
-        .ok_or_else(|| ApiError::bad_field(name, format!("timestamp {raw:?} is out of range in UTC")))
+        .filter(|t| *t <= LATEST)
+        .ok_or_else(|| {
+            ApiError::bad_field(
+                name,
+                format!("timestamp {raw:?} is after 9999-12-31T23:59:59.999999Z"),
+            )
+        })
 }
 
 #[derive(Debug, Serialize)]

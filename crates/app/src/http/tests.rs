@@ -363,6 +363,11 @@ async fn read_parameters_are_checked() {
             "/api/v2/insights/apps?from=2026-11-25T10:00:00Z&to=9999-12-31T23:59:59-23:59",
             "to",
         ),
+        // Within range, but rounding it up to a microsecond is not.
+        (
+            "/api/v2/insights/apps?from=2026-11-25T10:00:00Z&to=9999-12-31T23:59:59.9999995Z",
+            "to",
+        ),
         // A percent-encoded id that is not UTF-8: axum's rejection, as JSON.
         ("/api/v2/workspaces/%FF/last-used", "workspace_id"),
     ] {
