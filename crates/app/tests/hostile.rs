@@ -71,9 +71,13 @@ async fn hostile_input_to_every_endpoint_is_refused_whole_and_the_server_keeps_s
     let target = Target::new(&server);
     let now = OffsetDateTime::now_utc();
 
-    let mut cases = app_stats::cases(now);
-    cases.extend(boundary::cases());
-    cases.extend(reads::cases());
+    let tables = [app_stats::cases(now), boundary::cases(), reads::cases()];
+    let sizes = tables.iter().map(Vec::len).collect::<Vec<_>>();
+    eprintln!(
+        "cases: app stats {}, boundary logs {}, reads {}",
+        sizes[0], sizes[1], sizes[2]
+    );
+    let cases = tables.into_iter().flatten().collect();
     run_table(&target, cases).await;
     raw_connections(&target).await;
     let after_refused = stored(&target).await;
