@@ -145,6 +145,16 @@ pub async fn run(target: &Target, now: OffsetDateTime) -> Accepted {
         (1, 0, 0),
     )
     .await;
+    let mut no_end = report("subdomain", "no-end", 1);
+    no_end.as_object_mut().unwrap().remove("session_ended_at");
+    accepted(
+        target,
+        "no end time",
+        APP_STATS,
+        json!({"stats": [no_end]}),
+        (1, 0, 0),
+    )
+    .await;
     let max = report("terminal", "", 4_294_967_295);
     accepted(
         target,
@@ -200,6 +210,7 @@ pub async fn run(target: &Target, now: OffsetDateTime) -> Accepted {
             ("path", "at-the-limit", 100),
             ("path", "extra-fields", 3),
             ("subdomain", "null-end", 2),
+            ("subdomain", "no-end", 1),
             ("terminal", "", 4_294_967_295),
             ("path", "charset", 5),
         ],
