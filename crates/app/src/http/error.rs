@@ -1,4 +1,13 @@
 //! API errors: a status and a JSON body `{"error": "...", "field": "..."}`.
+//!
+//! The statuses for bad input, held by `tests/hostile.rs`: 400 for anything
+//! wrong in the body or the query (syntax, types, missing or repeated fields,
+//! ranges, unknown query parameters), `field` naming it as a path into the
+//! request (`stats[3].requests`, `logs[1].decision`, `limit`, `body` when no
+//! field can be named); 413 past the body limit (`body`) or past what the
+//! collector can take in one request (`stats`); 415 for a body that is not
+//! UTF-8 JSON (`Content-Type`, `Content-Encoding`); 404 and 405 name the path
+//! in the message; 408 when a request (its body) does not arrive in time.
 
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -23,8 +32,12 @@ impl ApiError {
     }
 
     pub fn bad_field(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::with_field(StatusCode::BAD_REQUEST, field, message)
+    }
+
+    pub fn with_field(status: StatusCode, field: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
-            status: StatusCode::BAD_REQUEST,
+            status,
             message: message.into(),
             field: Some(field.into()),
         }

@@ -5,7 +5,7 @@
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 use tally_domain::appstats::MAX_REQUESTS_PER_REPORT;
 use tally_domain::{Action, Resource, StatsReport};
@@ -13,120 +13,16 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::auth::Caller;
+use super::body::Object;
+pub use super::body::{decode, read_json_body};
 use super::error::ApiError;
 use crate::metrics as m;
-
-/// Reads a JSON body of at most `limit` bytes: 415 for another content type,
-/// 413 when too large.
-pub async fn read_json_body(
-    headers: &HeaderMap,
-    body: Body,
-    limit: usize,
-) -> Result<axum::body::Bytes, ApiError> {
-    check_json_content_type(headers)?;
-    let too_large = || {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("request body larger than {limit} bytes"),
-        )
-    };
-    if let Some(len) = headers.get(header::CONTENT_LENGTH)
-        && let Some(len) = len.to_str().ok().and_then(|v| v.parse::<u64>().ok())
-        && len > limit as u64
-    {
-        return Err(too_large());
-    }
-    axum::body::to_bytes(body, limit).await.map_err(|e| {
-        // `to_bytes` reports the limit as a boxed `LengthLimitError` somewhere
-        // in the source chain; anything else is a broken connection.
-        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
-        while let Some(s) = source {
-            if s.is::<http_body_util::LengthLimitError>() {
-                return too_large();
-            }
-            source = s.source();
-        }
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            format!("cannot read the request body: {e}"),
-        )
-    })
-}
-
-fn check_json_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
-    let Some(value) = headers.get(header::CONTENT_TYPE) else {
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "missing Content-Type: expected application/json",
-        ));
-    };
-    let essence = value
-        .to_str()
-        .unwrap_or("")
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    if essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json")) {
-        Ok(())
-    } else {
-        Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            format!("Content-Type {essence:?} is not supported: expected application/json"),
-        ))
-    }
-}
-
-/// Deserializes JSON, naming the field that failed (`stats[3].session_ended_at`).
-pub fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    // serde would also take a struct from a JSON array; the API takes objects only.
-    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
-        Some(b'{') => {}
-        None => return Err(ApiError::bad_field("body", "empty body: expected a JSON object")),
-        Some(_) => return Err(ApiError::bad_field("body", "expected a JSON object")),
-    }
-    // Fast path without path tracking; bad input is decoded again to name the field.
-    if let Ok(value) = serde_json::from_slice(bytes) {
-        return Ok(value);
-    }
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    let value = serde_path_to_error::deserialize(&mut de).map_err(decode_error)?;
-    de.end()
-        .map_err(|e| ApiError::bad_field("body", format!("invalid JSON: {e}")))?;
-    Ok(value)
-}
-
-fn decode_error(e: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
-    let path = e.path().to_string();
-    let inner = e.into_inner();
-    let message = inner.to_string();
-    let mut field = if path == "." { String::new() } else { path };
-    // A missing field is reported at its parent; name the field itself.
-    if let Some(rest) = message.strip_prefix("missing field `")
-        && let Some(name) = rest.split('`').next()
-    {
-        if !field.is_empty() {
-            field.push('.');
-        }
-        field.push_str(name);
-    }
-    if field.is_empty() {
-        field.push_str("body");
-    }
-    let message = match inner.classify() {
-        serde_json::error::Category::Eof => format!("truncated JSON: {message}"),
-        serde_json::error::Category::Syntax => format!("invalid JSON: {message}"),
-        _ => message,
-    };
-    ApiError::bad_field(field, message)
-}
 
 #[derive(Debug, Deserialize)]
 struct AppStatsRequest {
     // Go encodes a nil slice as `null`.
     #[serde(deserialize_with = "null_as_empty")]
-    stats: Vec<StatsReport>,
+    stats: Vec<Object<StatsReport>>,
 }
 
 fn null_as_empty<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Vec<T>, D::Error> {
@@ -136,12 +32,12 @@ fn null_as_empty<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: D) ->
 /// Decodes and validates a whole app stats request.
 pub fn decode_app_stats(bytes: &[u8]) -> Result<Vec<StatsReport>, ApiError> {
     let request: AppStatsRequest = decode(bytes)?;
-    for (i, report) in request.stats.iter().enumerate() {
+    for (i, Object(report)) in request.stats.iter().enumerate() {
         report
             .validate()
             .map_err(|e| ApiError::bad_field(format!("stats[{i}].{}", e.field), e.reason))?;
     }
-    Ok(request.stats)
+    Ok(request.stats.into_iter().map(|Object(r)| r).collect())
 }
 
 pub async fn app_stats(
@@ -155,6 +51,19 @@ pub async fn app_stats(
     let reports = decode_app_stats(&bytes)?;
     if reports.is_empty() {
         return Ok(StatusCode::NO_CONTENT);
+    }
+    // A request the collector could not take even when empty would be
+    // refused with 503 forever: say so once, naming the limit.
+    let max = state.collector.max_reports_per_call();
+    if reports.len() > max {
+        return Err(ApiError::with_field(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "stats",
+            format!(
+                "{} reports in one request; at most {max} fit the collector buffer (the server's --max-buffered): split the request",
+                reports.len()
+            ),
+        ));
     }
     // Refuse the whole request rather than let the collector drop part of it:
     // the proxy keeps it and retries.
@@ -191,7 +100,7 @@ struct BoundaryLogsRequest {
     owner_id: Uuid,
     allowed: Option<u64>,
     denied: Option<u64>,
-    logs: Option<Vec<BoundaryLog>>,
+    logs: Option<Vec<Object<BoundaryLog>>>,
 }
 
 /// A validated boundary logs request: what to track.
@@ -219,10 +128,12 @@ pub fn decode_boundary_logs(bytes: &[u8]) -> Result<BoundaryBatch, ApiError> {
                 "give either logs or allowed/denied counts, not both",
             ));
         }
-        (Some(logs), None, None) => logs.iter().fold((0, 0), |(a, d), log| match log.decision {
-            Decision::Allow => (a + 1, d),
-            Decision::Deny => (a, d + 1),
-        }),
+        (Some(logs), None, None) => logs
+            .iter()
+            .fold((0, 0), |(a, d), Object(log)| match log.decision {
+                Decision::Allow => (a + 1, d),
+                Decision::Deny => (a, d + 1),
+            }),
         (None, None, None) => {
             return Err(ApiError::bad_field(
                 "allowed",

@@ -1,6 +1,7 @@
 //! The HTTP API of SPEC §7 (axum).
 
 pub mod auth;
+pub mod body;
 pub mod error;
 pub mod ingest;
 pub mod read;
@@ -12,12 +13,11 @@ use axum::Router;
 use axum::extract::{MatchedPath, Request};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tally_domain::appstats::collector::StatsCollector;
 use tally_domain::boundary::tracker::BoundaryTracker;
 use tally_domain::ports::Store;
-use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::config::Tokens;
@@ -78,12 +78,37 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
         .route_layer(middleware::from_fn(count_requests))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            request_timeout,
-        ))
+        .layer(middleware::from_fn_with_state(request_timeout, deadline))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// Answers 408 (as JSON, like every error) when a request takes longer than
+/// `limit`, e.g. a client that stops sending its body.
+async fn deadline(
+    axum::extract::State(limit): axum::extract::State<Duration>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            let mut response = ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "request not completed within {}",
+                    humantime::format_duration(limit)
+                ),
+            )
+            .into_response();
+            // The rest of a stalled body may still be on the connection.
+            response.headers_mut().insert(
+                axum::http::header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
+            );
+            response
+        }
+    }
 }
 
 /// Counts requests by method, matched route and status.

@@ -2,6 +2,7 @@
 //! subject, so a refusal comes from the domain's access rules.
 
 use axum::Json;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
@@ -10,8 +11,8 @@ use tally_domain::Authorized;
 use tally_domain::ports::{AppUsage, InsightsStore, TelemetryStore, TimeRange};
 use tally_domain::telemetry::Snapshot;
 use tally_domain::{Action, Resource};
-use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
+use time::{OffsetDateTime, UtcOffset};
 use uuid::Uuid;
 
 use super::AppState;
@@ -21,20 +22,62 @@ use super::error::ApiError;
 pub const DEFAULT_SNAPSHOT_LIMIT: usize = 100;
 pub const MAX_SNAPSHOT_LIMIT: usize = 1000;
 
-fn query_pairs(raw: Option<String>) -> Vec<(String, String)> {
-    raw.map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect())
-        .unwrap_or_default()
+/// The query's parameters by name. An unknown or repeated name is refused
+/// rather than ignored, so a typo (`limt=5`) is not silently answered with
+/// the defaults.
+fn query_params(raw: Option<String>, known: &[&'static str]) -> Result<Vec<(String, String)>, ApiError> {
+    let pairs: Vec<(String, String)> = raw
+        .map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .unwrap_or_default();
+    for (i, (name, _)) in pairs.iter().enumerate() {
+        if !known.contains(&name.as_str()) {
+            let expected = if known.is_empty() {
+                "this endpoint takes no query parameters".to_owned()
+            } else {
+                format!("expected {}", known.join(", "))
+            };
+            return Err(ApiError::bad_field(
+                name.as_str(),
+                format!("unknown query parameter {name:?}: {expected}"),
+            ));
+        }
+        if pairs[..i].iter().any(|(n, _)| n == name) {
+            return Err(ApiError::bad_field(
+                name.as_str(),
+                format!("query parameter {name:?} given more than once"),
+            ));
+        }
+    }
+    Ok(pairs)
 }
 
 fn query_param<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
     pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
 }
 
+/// An RFC 3339 time, in UTC; refused when UTC cannot represent it.
 fn time_param(pairs: &[(String, String)], name: &str) -> Result<OffsetDateTime, ApiError> {
     let raw =
         query_param(pairs, name).ok_or_else(|| ApiError::bad_field(name, "missing RFC 3339 timestamp"))?;
-    OffsetDateTime::parse(raw, &Rfc3339)
-        .map_err(|e| ApiError::bad_field(name, format!("invalid RFC 3339 timestamp {raw:?}: {e}")))
+    let t = OffsetDateTime::parse(raw, &Rfc3339).map_err(|e| {
+        // An unescaped `+` of an offset arrives as a space.
+        let hint = if raw.contains(' ') {
+            " (write a + in a query string as %2B)"
+        } else {
+            ""
+        };
+        ApiError::bad_field(name, format!("invalid RFC 3339 timestamp {raw:?}: {e}{hint}"))
+    })?;
+    // Stores compare at whole microseconds, rounding up: leave room for it.
+    const LATEST: OffsetDateTime = time::macros::datetime!(9999-12-31 23:59:59.999999 UTC);
+    t.checked_to_offset(UtcOffset::UTC)
+        .filter(|t| *t <= LATEST)
+        .ok_or_else(|| {
+            ApiError::bad_field(
+                name,
+                format!("timestamp {raw:?} is after 9999-12-31T23:59:59.999999Z"),
+            )
+        })
 }
 
 #[derive(Debug, Serialize)]
@@ -59,7 +102,7 @@ pub async fn app_insights(
     caller: Caller,
     RawQuery(query): RawQuery,
 ) -> Result<Json<AppInsights>, ApiError> {
-    let pairs = query_pairs(query);
+    let pairs = query_params(query, &["from", "to"])?;
     let from = time_param(&pairs, "from")?;
     let to = time_param(&pairs, "to")?;
     let range = TimeRange::new(from, to).map_err(|e| ApiError::bad_field("to", e))?;
@@ -88,8 +131,12 @@ pub struct LastUsed {
 pub async fn last_used(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    path: Result<Path<String>, PathRejection>,
+    RawQuery(query): RawQuery,
 ) -> Result<Json<LastUsed>, ApiError> {
+    // axum's own rejection (a percent-encoded non-UTF-8 id) is plain text.
+    let Path(id) = path.map_err(|e| ApiError::bad_field("workspace_id", e.body_text()))?;
+    query_params(query, &[])?;
     let workspace_id = Uuid::parse_str(&id)
         .map_err(|e| ApiError::bad_field("workspace_id", format!("invalid UUID {id:?}: {e}")))?;
     let store = Authorized::new(state.store.clone(), caller.0);
@@ -111,7 +158,7 @@ pub async fn snapshots(
     caller: Caller,
     RawQuery(query): RawQuery,
 ) -> Result<Json<Snapshots>, ApiError> {
-    let pairs = query_pairs(query);
+    let pairs = query_params(query, &["limit"])?;
     let limit = match query_param(&pairs, "limit") {
         None => DEFAULT_SNAPSHOT_LIMIT,
         Some(raw) => match raw.parse::<usize>() {
@@ -119,7 +166,7 @@ pub async fn snapshots(
             _ => {
                 return Err(ApiError::bad_field(
                     "limit",
-                    format!("expected a whole number from 1 to {MAX_SNAPSHOT_LIMIT}, got {raw:?}"),
+                    format!("limit must be a whole number from 1 to {MAX_SNAPSHOT_LIMIT}, got {raw:?}"),
                 ));
             }
         },

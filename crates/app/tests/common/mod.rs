@@ -377,3 +377,12 @@ pub async fn post_and_read_back(client: &reqwest::Client, server: &Server, sc: &
     let last_used = OffsetDateTime::parse(last["last_used_at"].as_str().unwrap(), &Rfc3339).unwrap();
     assert!(last_used >= sc.t0 + time::Duration::seconds(300), "{last}");
 }
+
+/// The value of one series (`name` or `name{labels}`) in Prometheus text;
+/// 0 when it was never recorded.
+pub fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0.0)
+}

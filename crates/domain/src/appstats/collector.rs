@@ -221,6 +221,13 @@ impl StatsCollector {
         self.flush_with(true).await
     }
 
+    /// The most reports one [`StatsCollector::try_collect_all`] call can
+    /// take even with nothing buffered: a larger call is refused every time,
+    /// so retrying it is pointless.
+    pub fn max_reports_per_call(&self) -> usize {
+        self.config.max_buffered / UNITS_PER_QUEUED_REPORT
+    }
+
     /// Takes all of `reports` or none of them: a request is applied whole or
     /// refused whole (the caller answers "retry later"), never cut by the
     /// cap. Each report is counted at its worst case; when that does not fit,

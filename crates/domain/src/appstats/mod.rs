@@ -15,6 +15,10 @@ pub const MAX_SLUG_OR_PORT_LEN: usize = 1024;
 /// Largest request count one report may carry. Rolled-up sums of many such
 /// reports still fit the store's signed 64-bit counters.
 pub const MAX_REQUESTS_PER_REPORT: u64 = u32::MAX as u64;
+/// Latest session time accepted: the collector keeps times as `i64` Unix
+/// nanoseconds (2262-04-11T23:47:16.854775807Z), and a later time would be
+/// dropped or clamped after the request was acknowledged.
+pub const LATEST_SESSION_TIME: OffsetDateTime = time::macros::datetime!(2262-04-11 23:47:16.854775807 UTC);
 
 /// How a user reached an app.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -104,8 +108,14 @@ impl StatsReport {
         if self.session_id.is_nil() {
             return invalid("session_id", "must not be the nil UUID");
         }
-        if self.session_started_at.year() < 1970 {
+        if self.session_started_at < OffsetDateTime::UNIX_EPOCH {
             return invalid("session_started_at", "must be set (got a time before 1970)");
+        }
+        if self.session_started_at > LATEST_SESSION_TIME {
+            return invalid("session_started_at", "later than 2262-04-11T23:47:16Z");
+        }
+        if self.session_ended_at.is_some_and(|end| end > LATEST_SESSION_TIME) {
+            return invalid("session_ended_at", "later than 2262-04-11T23:47:16Z");
         }
         if let Some(end) = self.session_ended_at
             && end < self.session_started_at
@@ -114,6 +124,10 @@ impl StatsReport {
         }
         if self.slug_or_port.len() > MAX_SLUG_OR_PORT_LEN {
             return invalid("slug_or_port", "longer than 1024 bytes");
+        }
+        // PostgreSQL text cannot hold NUL: such a row could never be written.
+        if self.slug_or_port.contains('\0') {
+            return invalid("slug_or_port", "must not contain NUL characters");
         }
         if self.requests > MAX_REQUESTS_PER_REPORT {
             return invalid("requests", "larger than 4294967295");

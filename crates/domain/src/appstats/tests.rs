@@ -102,6 +102,26 @@ fn validate_names_the_offending_field() {
     let mut report = sample();
     report.slug_or_port = "x".repeat(MAX_SLUG_OR_PORT_LEN + 1);
     assert_eq!(report.validate().unwrap_err().field, "slug_or_port");
+
+    let mut report = sample();
+    report.slug_or_port = "code\0server".to_owned();
+    assert_eq!(report.validate().unwrap_err().field, "slug_or_port");
+}
+
+#[test]
+fn validate_refuses_times_the_collector_cannot_hold() {
+    let mut report = sample();
+    report.session_ended_at = Some(LATEST_SESSION_TIME);
+    assert_eq!(report.validate(), Ok(()));
+    report.session_ended_at = Some(LATEST_SESSION_TIME + time::Duration::NANOSECOND);
+    assert_eq!(report.validate().unwrap_err().field, "session_ended_at");
+
+    // The same instant written with a far negative offset: its local year is
+    // 9999 but it lies past every representable UTC nanosecond.
+    let mut report = sample();
+    report.session_started_at = datetime!(9999-12-31 23:59:59 -23:59);
+    report.session_ended_at = None;
+    assert_eq!(report.validate().unwrap_err().field, "session_started_at");
 }
 
 #[test]
@@ -136,4 +156,51 @@ fn access_method_parses_its_own_names_only() {
         assert_eq!(method.as_str().parse::<AccessMethod>(), Ok(method));
     }
     assert!("PATH".parse::<AccessMethod>().is_err());
+}
+
+proptest::proptest! {
+    /// What `validate` accepts the rollup can hold: a valid report is never
+    /// dropped for its times, whatever offset it was written in.
+    #[test]
+    fn valid_reports_are_never_dropped_by_the_rollup(
+        start_ns in proptest::prop_oneof![0i128..=86_400_000_000_000, 0i128..=i128::from(i64::MAX)],
+        len_ns in proptest::option::of(0i128..=i128::from(i64::MAX)),
+        offset_s in -86_399i32..=86_399,
+        window_s in 1i64..=86_400,
+    ) {
+        let offset = time::UtcOffset::from_whole_seconds(offset_s).unwrap();
+        let at = |ns: i128| OffsetDateTime::from_unix_timestamp_nanos(ns).unwrap().to_offset(offset);
+        let mut report = sample();
+        report.session_started_at = at(start_ns);
+        report.session_ended_at = len_ns.map(|len| at((start_ns + len).min(i128::from(i64::MAX))));
+        proptest::prop_assert_eq!(report.validate(), Ok(()));
+        let mut rollup = rollup::Rollup::new(time::Duration::seconds(window_s));
+        proptest::prop_assert_ne!(rollup.collect_within(&report, usize::MAX), rollup::Collected::Dropped);
+    }
+
+    /// Past the latest time, in any offset, a report is refused by name.
+    #[test]
+    fn times_past_the_latest_are_refused(
+        past_ns in 1i128..=1_000_000_000_000_000_000,
+        offset_s in -86_399i32..=86_399,
+        end in proptest::bool::ANY,
+    ) {
+        let offset = time::UtcOffset::from_whole_seconds(offset_s).unwrap();
+        let Some(late) = LATEST_SESSION_TIME
+            .checked_add(time::Duration::nanoseconds_i128(past_ns))
+            .and_then(|t| t.checked_to_offset(offset))
+        else {
+            return Ok(());
+        };
+        let mut report = sample();
+        let field = if end {
+            report.session_ended_at = Some(late);
+            "session_ended_at"
+        } else {
+            report.session_started_at = late;
+            report.session_ended_at = None;
+            "session_started_at"
+        };
+        proptest::prop_assert_eq!(report.validate().unwrap_err().field, field);
+    }
 }

@@ -450,6 +450,7 @@ fn a_batch_is_taken_whole_or_refused_whole() {
     let c = collector(config, MockReporter::new(), &clock);
     let open = |n: u128| report(n, T0, None, 1);
 
+    assert_eq!(c.max_reports_per_call(), 10);
     assert!(
         !c.try_collect_all((0..11).map(open).collect()),
         "33 units at worst"
