@@ -2,6 +2,7 @@
 //! publisher, lock pruning. Failures are logged and retried, never fatal.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tally_domain::boundary::tracker::{BoundaryTracker, TrackerFlush};
@@ -22,6 +23,10 @@ const PUBLISH_BATCH: usize = 16;
 const MAX_PUBLISH_BACKOFF: Duration = Duration::from_secs(300);
 /// How often old period locks are pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+/// Longest wait between tracker flushes while the store keeps failing (or
+/// the flush interval, if longer): a short interval must not turn an outage
+/// into a flood of failing calls and warnings.
+const MAX_TRACKER_BACKOFF: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone)]
 pub struct LoopSettings {
@@ -43,6 +48,8 @@ pub struct Background {
     /// One tracker flush at a time: the loop, the snapshot step and shutdown.
     flush_lock: Arc<Mutex<()>>,
     publish_now: Arc<Notify>,
+    /// Whether the last store call of the loops worked; logs the changes.
+    store_up: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for Background {
@@ -82,6 +89,16 @@ impl Background {
             clock,
             flush_lock: Arc::new(Mutex::new(())),
             publish_now: Arc::new(Notify::new()),
+            store_up: Arc::new(AtomicBool::new(true)),
+        }
+    }
+
+    /// Records the outcome of a store call: the `tally_store_up` gauge, and
+    /// a log line when the store comes back (each failure logs its own).
+    fn store_reached(&self, ok: bool) {
+        m::store_reached(ok);
+        if self.store_up.swap(ok, Ordering::AcqRel) != ok && ok {
+            tracing::info!("store reachable again");
         }
     }
 
@@ -107,6 +124,11 @@ impl Background {
     pub async fn flush_tracker(&self) -> Result<TrackerFlush, StoreError> {
         let _guard = self.flush_lock.lock().await;
         let result = self.tracker.flush(&self.as_tracker()).await;
+        match &result {
+            Ok(TrackerFlush::Nothing) => {}
+            Ok(TrackerFlush::Flushed(_)) => self.store_reached(true),
+            Err(_) => self.store_reached(false),
+        }
         if let Err(e) = &result {
             metrics::counter!(m::BOUNDARY_FLUSH_FAILURES).increment(1);
             tracing::warn!(error = %e, "boundary usage flush failed; kept for the next flush");
@@ -115,8 +137,14 @@ impl Background {
     }
 
     async fn tracker_loop(self, mut stop: watch::Receiver<bool>) {
-        while sleep_or_stop(self.settings.tracker_flush_interval, &mut stop).await {
-            let _ = self.flush_tracker().await;
+        let base = self.settings.tracker_flush_interval;
+        let most = base.max(MAX_TRACKER_BACKOFF);
+        let mut wait = base;
+        while sleep_or_stop(wait, &mut stop).await {
+            wait = match self.flush_tracker().await {
+                Ok(_) => base,
+                Err(_) => (wait * 2).min(most),
+            };
         }
     }
 
@@ -132,7 +160,9 @@ impl Background {
             self.clock.now(),
             interval,
         )
-        .await?;
+        .await
+        .inspect_err(|_| self.store_reached(false))?;
+        self.store_reached(true);
         if let Some(s) = &snapshot {
             metrics::counter!(m::SNAPSHOTS_CLOSED).increment(1);
             tracing::info!(
@@ -189,7 +219,9 @@ impl Background {
             DEFAULT_CLAIM_LEASE,
             PUBLISH_BATCH,
         )
-        .await?;
+        .await
+        .inspect_err(|_| self.store_reached(false))?;
+        self.store_reached(true);
         metrics::counter!(m::SNAPSHOTS_PUBLISHED).increment(round.published as u64);
         metrics::counter!(m::SNAPSHOT_PUBLISH_FAILURES).increment(round.failed as u64);
         if round.published > 0 {
@@ -228,7 +260,12 @@ impl Background {
     /// Deletes period locks older than the retention.
     pub async fn prune_once(&self) -> Result<u64, StoreError> {
         let before = self.clock.now() - to_time(self.settings.lock_retention);
-        let pruned = self.as_system().prune_telemetry_locks(before).await?;
+        let pruned = self
+            .as_system()
+            .prune_telemetry_locks(before)
+            .await
+            .inspect_err(|_| self.store_reached(false))?;
+        self.store_reached(true);
         if pruned > 0 {
             tracing::info!(pruned, "old telemetry locks pruned");
         }
@@ -421,5 +458,49 @@ mod tests {
                 .unwrap()
                 .unwrap();
         }
+    }
+
+    /// While the store fails fast, the tracker loop backs off (one call and
+    /// one warning per backoff step, not one per 200 ms); once it answers,
+    /// the kept usage is flushed and the loop returns to its interval.
+    #[tokio::test(start_paused = true)]
+    async fn the_tracker_loop_backs_off_while_the_store_fails_and_recovers() {
+        use std::sync::atomic::AtomicU32;
+        let calls = Arc::new(AtomicU32::new(0));
+        let down = Arc::new(AtomicBool::new(true));
+        let mut store = MockStore::new();
+        let (c, d) = (calls.clone(), down.clone());
+        store.expect_flush_boundary_usage().returning(move |_| {
+            c.fetch_add(1, Ordering::SeqCst);
+            if d.load(Ordering::SeqCst) {
+                Err(StoreError::Unavailable("connection refused".into()))
+            } else {
+                Ok(FlushOutcome::Applied)
+            }
+        });
+        let mut bg = background(store, MockSnapshotSink::new());
+        bg.settings.tracker_flush_interval = Duration::from_millis(200);
+        bg.tracker.track(Uuid::new_v4(), Uuid::new_v4(), 5, 1);
+        let (tx, mut rx) = watch::channel(false);
+        let task = tokio::spawn(bg.clone().tracker_loop(rx.clone()));
+
+        // 0.2 + 0.4 + 0.8 + 1.6 + 3.2 + 5 + 5 ... : 7 calls in 20 s, not 100.
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        let failing = calls.load(Ordering::SeqCst);
+        assert!((6..=8).contains(&failing), "{failing} calls in 20 s");
+        assert_eq!(bg.tracker.pending().allowed, 5, "kept while the store fails");
+
+        down.store(false, Ordering::SeqCst);
+        tokio::time::sleep(MAX_TRACKER_BACKOFF + Duration::from_millis(10)).await;
+        assert_eq!(bg.tracker.pending().allowed, 0, "flushed once the store answers");
+        assert!(bg.store_up.load(Ordering::SeqCst));
+        // Back to the interval: new usage goes out within it.
+        bg.tracker.track(Uuid::new_v4(), Uuid::new_v4(), 2, 0);
+        tokio::time::sleep(Duration::from_millis(450)).await;
+        assert_eq!(bg.tracker.pending().allowed, 0);
+
+        tx.send(true).unwrap();
+        stopped(&mut rx).await;
+        task.await.unwrap();
     }
 }

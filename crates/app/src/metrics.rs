@@ -22,6 +22,7 @@ pub const SNAPSHOTS_CLOSED: &str = "tally_snapshots_closed_total";
 pub const SNAPSHOTS_PUBLISHED: &str = "tally_snapshots_published_total";
 pub const SNAPSHOT_PUBLISH_FAILURES: &str = "tally_snapshot_publish_failures_total";
 pub const HTTP_REQUESTS: &str = "tally_http_requests_total";
+pub const STORE_UP: &str = "tally_store_up";
 
 /// The process-wide Prometheus recorder, installed on first use. Tests in one
 /// process share it.
@@ -73,6 +74,10 @@ fn describe() {
     );
     describe_counter!(SNAPSHOT_PUBLISH_FAILURES, "Failed snapshot deliveries.");
     describe_counter!(HTTP_REQUESTS, "HTTP requests by method, route and status.");
+    describe_gauge!(
+        STORE_UP,
+        "1 when the last store call of the background loops succeeded, 0 when it failed."
+    );
 }
 
 /// Copies the collector's and tracker's own counters into the registry.
@@ -85,4 +90,9 @@ pub fn record_state(collector: &CollectorStats, pending: &PendingUsage) {
     metrics::gauge!(TRACKED_SESSIONS).set(collector.tracked_sessions as f64);
     metrics::gauge!(FLUSH_SECONDS).set(collector.last_flush_seconds);
     metrics::gauge!(BOUNDARY_PENDING).set((pending.allowed + pending.denied) as f64);
+}
+
+/// Records whether a background store call worked: `tally_store_up`.
+pub fn store_reached(ok: bool) {
+    metrics::gauge!(STORE_UP).set(if ok { 1.0 } else { 0.0 });
 }

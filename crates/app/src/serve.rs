@@ -41,6 +41,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
 
     let database_url = args.database_url.as_ref().map(|s| s.expose());
     let store = open_store_in_time(database_url, args.connect_timeout).await?;
+    crate::metrics::store_reached(true);
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| ConfigError(format!("cannot listen on {}: {e}", args.listen)))?;
@@ -197,13 +198,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// Opens the store within `timeout`; every failure is a configuration error.
+/// Opens the store within `timeout`, waiting for a database that is down or
+/// still starting; every failure is a configuration error.
 async fn open_store_in_time(url: Option<&str>, timeout: Duration) -> Result<Arc<dyn Store>, ConfigError> {
     let what = url.map(redact_database_url).unwrap_or_default();
-    match tokio::time::timeout(timeout, crate::store::open_store(url)).await {
-        Ok(Ok(store)) => Ok(store),
-        Ok(Err(e)) => Err(ConfigError(format!("{e:#}"))),
-        Err(_) => Err(ConfigError(format!(
+    match crate::store::patiently(timeout, || crate::store::open_store(url)).await {
+        Some(Ok(store)) => Ok(store),
+        Some(Err(e)) => Err(ConfigError(format!("{e:#}"))),
+        None => Err(ConfigError(format!(
             "cannot open the database {what}: not reachable within {} (is it running, is the URL right?)",
             humantime::format_duration(timeout)
         ))),
