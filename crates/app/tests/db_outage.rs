@@ -4,7 +4,9 @@
 //! by themselves (no restart), drain their backlog, resume closing periods,
 //! and their metrics and logs show the outage.
 //!
-//! The database is a private cluster of this test (never
+//! One replica has a small collector cap: it refuses app stats (503, the
+//! proxy retries) once its buffer is full, and never acknowledges what it
+//! cannot keep. The database is a private cluster of this test (never
 //! `TALLY_TEST_DATABASE_URL`, which cannot be stopped).
 //! `TALLY_OUTAGE_LOAD_SECONDS` sets the load before and after the outage
 //! (default 4 s each).
@@ -24,8 +26,8 @@ use std::time::{Duration, Instant};
 use common::Server;
 use load::Driver;
 use scrape::{
-    APP_BACKLOG, APP_FAILED_FLUSHES, APP_ROWS_WRITTEN, BOUNDARY_FAILURES, BOUNDARY_PENDING, STORE_UP, Sample,
-    scrape,
+    APP_BACKLOG, APP_FAILED_FLUSHES, APP_ROWS_WRITTEN, BOUNDARY_FAILURES, BOUNDARY_PENDING, REPORTS_REFUSED,
+    STORE_UP, Sample, TRACKED_SESSIONS, scrape,
 };
 use sqlx::Row as _;
 use tally_tests::pg::{PrivateCluster, Shutdown};
@@ -43,16 +45,23 @@ fn seconds_from_env(var: &str, default: u64) -> u64 {
     }
 }
 
-fn replica(db: &str, sink: &str) -> Server {
-    Server::start(&[
+fn replica(db: &str, sink: &str, extra: &[&str]) -> Server {
+    let mut args = vec![
         "--database-url",
         db,
         "--snapshot-interval",
         "2s",
         "--telemetry-url",
         sink,
-    ])
+    ];
+    args.extend(extra);
+    Server::start(&args)
 }
+
+/// The last replica's collector memory cap: far above what it holds while
+/// the database is up (a few hundred units), reached within seconds of the
+/// outage, so that it refuses app stats (503) until the backlog drains.
+const SMALL_CAP: &str = "3000";
 
 /// The cluster call `f` off the runtime's threads (it blocks until done).
 async fn with_cluster(
@@ -130,7 +139,16 @@ async fn a_database_outage_loses_nothing_and_the_replicas_recover_by_themselves(
     let db = cluster.fresh_database().await;
     let url = db.url.clone();
     let sink = sink::Sink::start(0).await;
-    let servers: Vec<Server> = (0..REPLICAS).map(|_| replica(&url, &sink.url())).collect();
+    let servers: Vec<Server> = (0..REPLICAS)
+        .map(|i| {
+            let extra: &[&str] = if i == REPLICAS - 1 {
+                &["--max-buffered", SMALL_CAP]
+            } else {
+                &[]
+            };
+            replica(&url, &sink.url(), extra)
+        })
+        .collect();
     let driver = Driver::new(servers.iter().map(|s| s.addr).collect());
     let client = common::client();
     let run = {
@@ -161,6 +179,7 @@ async fn a_database_outage_loses_nothing_and_the_replicas_recover_by_themselves(
     let down_at = Instant::now();
     let mut max_backlog = [0.0f64; REPLICAS];
     let mut max_pending = [0.0f64; REPLICAS];
+    let mut max_tracked = [0.0f64; REPLICAS];
     let mut saw_down = [false; REPLICAS];
     let mut during = Vec::new();
     while down_at.elapsed() < outage {
@@ -169,6 +188,7 @@ async fn a_database_outage_loses_nothing_and_the_replicas_recover_by_themselves(
         for (i, s) in during.iter().enumerate() {
             max_backlog[i] = max_backlog[i].max(s.get(APP_BACKLOG));
             max_pending[i] = max_pending[i].max(s.get(BOUNDARY_PENDING));
+            max_tracked[i] = max_tracked[i].max(s.get(TRACKED_SESSIONS));
             saw_down[i] |= s.get(STORE_UP) == 0.0;
         }
     }
@@ -276,7 +296,8 @@ async fn a_database_outage_loses_nothing_and_the_replicas_recover_by_themselves(
          during the outage: {} boundary logs and {} app stats posts acknowledged, {} / {} refused (503)\n\
          failed flushes per replica: app stats {failed_app:?}, boundary {failed_boundary:?}\n\
          warnings per replica: app stats {warned_app:?}, boundary {warned_boundary:?}\n\
-         peak during the outage: app stats backlog rows {max_backlog:?}, boundary pending {max_pending:?}\n\
+         peak during the outage: app stats backlog rows {max_backlog:?}, sessions held {max_tracked:?}, \
+         boundary pending {max_pending:?}\n\
          backlog drained {drain_time:?} after the restart; {} snapshots",
         acked.total.boundary_acked,
         acked.allowed,
@@ -288,6 +309,15 @@ async fn a_database_outage_loses_nothing_and_the_replicas_recover_by_themselves(
         acked.outage.boundary_refused,
         acked.outage.app_refused,
         rows.len(),
+    );
+    // The capped replica refused app stats while it could not write them,
+    // and only then; every refused request was acknowledged on a retry.
+    assert!(acked.outage.app_refused > 0, "the capped replica refused nothing");
+    assert!(after[REPLICAS - 1].get(REPORTS_REFUSED) > 0.0);
+    assert_eq!(
+        before[REPLICAS - 1].get(REPORTS_REFUSED),
+        0.0,
+        "refused while the database was up"
     );
     assert!(
         acked.outage.boundary_acked + acked.outage.boundary_refused > 50

@@ -10,6 +10,8 @@ pub const APP_BACKLOG: &str = "tally_app_stats_backlog_rows";
 pub const APP_ROWS_WRITTEN: &str = "tally_app_stats_rows_written_total";
 pub const BOUNDARY_FAILURES: &str = "tally_boundary_flush_failures_total";
 pub const BOUNDARY_PENDING: &str = "tally_boundary_requests_pending";
+pub const REPORTS_REFUSED: &str = "tally_app_stats_reports_refused_total";
+pub const TRACKED_SESSIONS: &str = "tally_app_stats_tracked_sessions";
 pub const STORE_UP: &str = "tally_store_up";
 
 /// Samples without labels, by name; a metric not yet recorded is absent.
