@@ -9,9 +9,15 @@
 //! cannot keep. The database is a private cluster of this test (never
 //! `TALLY_TEST_DATABASE_URL`, which cannot be stopped).
 //! `TALLY_OUTAGE_LOAD_SECONDS` sets the load before and after the outage
-//! (default 4 s each).
+//! (default 4 s each); `TALLY_OUTAGE_SECONDS` must exceed the store's
+//! connection wait by a few seconds (at least 8). `db_outage/edges.rs`: a
+//! replica started, and one stopped, while the database is down.
 
+#[path = "db_outage/check.rs"]
+mod check;
 mod common;
+#[path = "db_outage/edges.rs"]
+mod edges;
 #[path = "db_outage/load.rs"]
 mod load;
 #[path = "db_outage/scrape.rs"]
@@ -19,7 +25,6 @@ mod scrape;
 #[path = "replicas/sink.rs"]
 mod sink;
 
-use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -29,10 +34,8 @@ use scrape::{
     APP_BACKLOG, APP_FAILED_FLUSHES, APP_ROWS_WRITTEN, BOUNDARY_FAILURES, BOUNDARY_PENDING, REPORTS_REFUSED,
     STORE_UP, Sample, TRACKED_SESSIONS, scrape,
 };
-use sqlx::Row as _;
 use tally_tests::pg::{PrivateCluster, Shutdown};
 use time::OffsetDateTime;
-use uuid::Uuid;
 
 const REPLICAS: usize = 3;
 
@@ -63,7 +66,7 @@ fn replica(db: &str, sink: &str, extra: &[&str]) -> Server {
 /// outage, so that it refuses app stats (503) until the backlog drains.
 const SMALL_CAP: &str = "3000";
 
-/// The cluster call `f` off the runtime's threads (it blocks until done).
+/// Runs `f` on the cluster off the runtime's threads (it blocks until done).
 async fn with_cluster(
     cluster: PrivateCluster,
     f: impl FnOnce(&mut PrivateCluster) + Send + 'static,
@@ -83,36 +86,6 @@ async fn scrape_all(client: &reqwest::Client, servers: &[Server]) -> Vec<Sample>
         samples.push(scrape(client, s.addr).await);
     }
     samples
-}
-
-#[derive(Debug)]
-struct SnapshotRow {
-    id: Uuid,
-    period_start: OffsetDateTime,
-    period_end: OffsetDateTime,
-    allowed: i64,
-    denied: i64,
-    published: bool,
-}
-
-async fn snapshots(pool: &sqlx::PgPool) -> Vec<SnapshotRow> {
-    sqlx::query(
-        "SELECT id, period_start, period_end, allowed_requests, denied_requests, \
-         published_at IS NOT NULL AS published FROM telemetry_snapshots ORDER BY period_end",
-    )
-    .fetch_all(pool)
-    .await
-    .unwrap()
-    .into_iter()
-    .map(|r| SnapshotRow {
-        id: r.get("id"),
-        period_start: r.get("period_start"),
-        period_end: r.get("period_end"),
-        allowed: r.get("allowed_requests"),
-        denied: r.get("denied_requests"),
-        published: r.get("published"),
-    })
-    .collect()
 }
 
 /// Lines of `log` holding `needle`.
@@ -177,6 +150,22 @@ async fn a_database_outage_loses_nothing_and_the_replicas_recover_by_themselves(
     driver.outage.store(true, Ordering::SeqCst);
     let cluster = with_cluster(cluster, |c| c.stop(Shutdown::Immediate).unwrap()).await;
     let down_at = Instant::now();
+    // A read needs the store: it fails, clearly and in bounded time.
+    let read = {
+        let (client, url) = (
+            client.clone(),
+            servers[0].url(&common::insights_path(
+                OffsetDateTime::now_utc() - time::Duration::hours(1),
+                OffsetDateTime::now_utc(),
+            )),
+        );
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let r = client.get(url).bearer_auth(common::READER).send().await.unwrap();
+            let status = r.status();
+            (status, r.text().await.unwrap(), started.elapsed())
+        })
+    };
     let mut max_backlog = [0.0f64; REPLICAS];
     let mut max_pending = [0.0f64; REPLICAS];
     let mut max_tracked = [0.0f64; REPLICAS];
@@ -192,6 +181,13 @@ async fn a_database_outage_loses_nothing_and_the_replicas_recover_by_themselves(
             saw_down[i] |= s.get(STORE_UP) == 0.0;
         }
     }
+    let (status, body, took) = read.await.unwrap();
+    assert_eq!(status, reqwest::StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(body.contains("retry later"), "{body}");
+    assert!(
+        took < tally::store::ACQUIRE_TIMEOUT + Duration::from_secs(2),
+        "a read took {took:?} to fail"
+    );
     let health = client
         .get(servers[0].url("/healthz"))
         .send()
@@ -251,7 +247,7 @@ async fn a_database_outage_loses_nothing_and_the_replicas_recover_by_themselves(
         || {
             let pool = &pool;
             async move {
-                let rows = snapshots(pool).await;
+                let rows = check::snapshots(pool).await;
                 let closed_after = rows.iter().any(|r| r.period_start >= load_ended);
                 (closed_after && rows.iter().all(|r| r.published)).then_some(rows)
             }
@@ -370,180 +366,15 @@ async fn a_database_outage_loses_nothing_and_the_replicas_recover_by_themselves(
     }
 
     // Exactly one snapshot per period, and periods closed after the outage.
-    let mut ends = HashSet::new();
-    for r in &rows {
-        assert!(
-            ends.insert(r.period_end),
-            "two snapshots for {}: {rows:#?}",
-            r.period_end
-        );
-    }
+    check::one_snapshot_per_period(&rows);
     let since_up = rows.iter().filter(|r| r.period_start >= up_wall).count();
     assert!(
         since_up >= 2,
         "periods did not resume after the outage: {rows:#?}"
     );
-
-    // Nothing acknowledged is lost: snapshots plus the unclosed rest.
-    let rest = sqlx::query(
-        "SELECT COALESCE(SUM(allowed_requests), 0)::bigint AS a, COALESCE(SUM(denied_requests), 0)::bigint AS d \
-         FROM boundary_usage_replicas",
-    )
-    .fetch_one(&pool)
-    .await
-    .unwrap();
-    let allowed: i64 = rows.iter().map(|r| r.allowed).sum::<i64>() + rest.get::<i64, _>("a");
-    let denied: i64 = rows.iter().map(|r| r.denied).sum::<i64>() + rest.get::<i64, _>("d");
-    assert_eq!(
-        allowed as u64, acked.allowed,
-        "allowed decisions; snapshots: {rows:#?}"
-    );
-    assert_eq!(
-        denied as u64, acked.denied,
-        "denied decisions; snapshots: {rows:#?}"
-    );
-
-    let stored: HashMap<Uuid, i64> = sqlx::query("SELECT session_id, requests FROM workspace_app_stats")
-        .fetch_all(&pool)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|r| (r.get("session_id"), r.get("requests")))
-        .collect();
-    assert_eq!(
-        stored.len(),
-        acked.sessions.len(),
-        "sessions stored vs acknowledged"
-    );
-    for (session, &want) in &acked.sessions {
-        assert_eq!(
-            stored.get(session).copied(),
-            Some(want as i64),
-            "session {session}"
-        );
-    }
-
-    // Each snapshot reached the sink once.
-    let received = std::mem::take(&mut *sink.received.lock());
-    let mut seen = HashSet::new();
-    for (key, body) in &received.accepted {
-        assert!(seen.insert(key.clone()), "snapshot {key} delivered twice");
-        assert_eq!(body["id"], key.as_str(), "{body}");
-    }
-    for r in &rows {
-        assert!(
-            seen.contains(&r.id.to_string()),
-            "snapshot {} never reached the sink",
-            r.id
-        );
-    }
-    pool.close().await;
-    drop(db);
-    drop(cluster);
-}
-
-/// Outages at the edges of a replica's life: it starts while the database
-/// is down (and waits for it, beyond one connection attempt), and it is
-/// stopped while the database is down with acknowledged usage in memory
-/// (and writes it once the database is back, before its shutdown timeout).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_replica_waits_for_the_database_at_start_and_at_shutdown() {
-    let cluster = tokio::task::spawn_blocking(PrivateCluster::new)
-        .await
-        .unwrap()
-        .unwrap_or_else(|e| panic!("{e}"));
-    let db = cluster.fresh_database().await;
-    let url = db.url.clone();
-    let cluster = with_cluster(cluster, |c| c.stop(Shutdown::Immediate).unwrap()).await;
-
-    let starting = {
-        let url = url.clone();
-        tokio::task::spawn_blocking(move || {
-            Server::start(&["--database-url", &url, "--connect-timeout", "60s"])
-        })
-    };
-    // Longer than one connection attempt may wait.
-    tokio::time::sleep(tally::store::ACQUIRE_TIMEOUT + Duration::from_secs(2)).await;
-    assert!(
-        !starting.is_finished(),
-        "tally serve listened without its database"
-    );
-    let cluster = with_cluster(cluster, |c| c.start().unwrap()).await;
-    let server = starting.await.unwrap();
-    assert!(
-        server.logs().contains("database not reachable yet"),
-        "{}",
-        server.logs()
-    );
-
-    // Down again; what is acknowledged now is only in the replica's memory.
-    let cluster = with_cluster(cluster, |c| c.stop(Shutdown::Immediate).unwrap()).await;
-    let client = common::client();
-    let (workspace, owner) = (Uuid::new_v4(), Uuid::new_v4());
-    let boundary = serde_json::json!({
-        "workspace_id": workspace, "owner_id": owner, "allowed": 40, "denied": 2,
-    });
-    let (status, body) =
-        common::post_json(&client, &server, common::BOUNDARY_LOGS, common::AGENT, &boundary).await;
-    assert_eq!(status, reqwest::StatusCode::NO_CONTENT, "{body}");
-    let now = OffsetDateTime::now_utc();
-    let start = now - time::Duration::minutes(10);
-    let sessions: Vec<Uuid> = (0..20).map(|_| Uuid::new_v4()).collect();
-    let stats: Vec<_> = sessions
-        .iter()
-        .map(|&s| common::go_report(owner, workspace, "terminal", "", s, start, Some(now), 5))
-        .collect();
-    let (status, body) = common::post_json(
-        &client,
-        &server,
-        common::APP_STATS,
-        common::PROXY,
-        &serde_json::json!({ "stats": stats }),
-    )
-    .await;
-    assert_eq!(status, reqwest::StatusCode::NO_CONTENT, "{body}");
-
-    // SIGTERM while the database is down; it comes back after the final
-    // flush failed once (a loop's store call in flight may hold the shutdown
-    // one acquire timeout first), within the shutdown timeout (30 s); the
-    // replica writes everything out.
-    server.signal("-TERM");
-    tokio::time::sleep(2 * tally::store::ACQUIRE_TIMEOUT + Duration::from_secs(2)).await;
-    let cluster = with_cluster(cluster, |c| c.start().unwrap()).await;
-    let (status, log) = tokio::task::spawn_blocking(move || server.wait(Duration::from_secs(40)))
-        .await
-        .unwrap();
-    assert_eq!(status.code(), Some(0), "{log}");
-    assert!(log.contains("final app stats flush failed; retrying"), "{log}");
-    assert!(log.contains("shutdown complete"), "{log}");
-
-    let pool = sqlx::PgPool::connect(&url).await.unwrap();
-    let (allowed, denied): (i64, i64) = sqlx::query_as(
-        "SELECT COALESCE(SUM(allowed_requests), 0)::bigint, COALESCE(SUM(denied_requests), 0)::bigint \
-         FROM boundary_usage_replicas",
-    )
-    .fetch_one(&pool)
-    .await
-    .unwrap();
-    let closed: i64 =
-        sqlx::query_scalar("SELECT COALESCE(SUM(allowed_requests), 0)::bigint FROM telemetry_snapshots")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-    assert_eq!(
-        (allowed + closed, denied),
-        (40, 2),
-        "boundary usage written at shutdown"
-    );
-    let stored: Vec<(Uuid, i64)> = sqlx::query_as("SELECT session_id, requests FROM workspace_app_stats")
-        .fetch_all(&pool)
-        .await
-        .unwrap();
-    assert_eq!(stored.len(), sessions.len(), "app stats written at shutdown");
-    assert!(
-        stored.iter().all(|(s, n)| sessions.contains(s) && *n == 5),
-        "{stored:?}"
-    );
+    // Nothing acknowledged is lost; each snapshot reached the sink once.
+    check::nothing_lost(&pool, &acked, &rows).await;
+    check::delivered_once(&sink, &rows);
     pool.close().await;
     drop(db);
     drop(cluster);
