@@ -78,6 +78,8 @@ impl Cluster {
             let mut cluster = init_once(&bin, extra.clone())?;
             match cluster.launch() {
                 Ok(()) => return Ok(cluster),
+                // Not ready in time: it runs on, its watchdog stops it at exit.
+                Err(e) if cluster.is_running() => return Err(e),
                 Err(e) => {
                     let _ = fs::remove_dir_all(&cluster.dir);
                     last = e;
