@@ -2,11 +2,11 @@
 //! publisher, lock pruning. Failures are logged and retried, never fatal.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use tally_domain::appstats::StatsReport;
 use tally_domain::boundary::tracker::{BoundaryTracker, TrackerFlush};
-use tally_domain::ports::{SnapshotSink, Store, TelemetryStore};
+use tally_domain::ports::{Reporter, SnapshotSink, Store, TelemetryStore};
 use tally_domain::telemetry::publisher::{DEFAULT_CLAIM_LEASE, PublishRound, publish_pending};
 use tally_domain::telemetry::snapshot::snapshot_step;
 use tally_domain::telemetry::{Period, Snapshot};
@@ -23,6 +23,10 @@ const PUBLISH_BATCH: usize = 16;
 const MAX_PUBLISH_BACKOFF: Duration = Duration::from_secs(300);
 /// How often old period locks are pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+/// Longest wait between publishing rounds while the outbox itself (the
+/// store) is unavailable, or the publish interval if longer: shorter than
+/// for a failing sink, so snapshots go out soon after the store is back.
+const MAX_OUTBOX_BACKOFF: Duration = Duration::from_secs(30);
 /// Longest wait between tracker flushes while the store keeps failing (or
 /// the flush interval, if longer): a short interval must not turn an outage
 /// into a flood of failing calls and warnings.
@@ -48,8 +52,6 @@ pub struct Background {
     /// One tracker flush at a time: the loop, the snapshot step and shutdown.
     flush_lock: Arc<Mutex<()>>,
     publish_now: Arc<Notify>,
-    /// Whether the last store call of the loops worked; logs the changes.
-    store_up: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for Background {
@@ -89,16 +91,6 @@ impl Background {
             clock,
             flush_lock: Arc::new(Mutex::new(())),
             publish_now: Arc::new(Notify::new()),
-            store_up: Arc::new(AtomicBool::new(true)),
-        }
-    }
-
-    /// Records the outcome of a store call: the `tally_store_up` gauge, and
-    /// a log line when the store comes back (each failure logs its own).
-    fn store_reached(&self, ok: bool) {
-        m::store_reached(ok);
-        if self.store_up.swap(ok, Ordering::AcqRel) != ok && ok {
-            tracing::info!("store reachable again");
         }
     }
 
@@ -124,10 +116,8 @@ impl Background {
     pub async fn flush_tracker(&self) -> Result<TrackerFlush, StoreError> {
         let _guard = self.flush_lock.lock().await;
         let result = self.tracker.flush(&self.as_tracker()).await;
-        match &result {
-            Ok(TrackerFlush::Nothing) => {}
-            Ok(TrackerFlush::Flushed(_)) => self.store_reached(true),
-            Err(_) => self.store_reached(false),
+        if !matches!(result, Ok(TrackerFlush::Nothing)) {
+            m::store_result(&result);
         }
         if let Err(e) = &result {
             metrics::counter!(m::BOUNDARY_FLUSH_FAILURES).increment(1);
@@ -160,9 +150,9 @@ impl Background {
             self.clock.now(),
             interval,
         )
-        .await
-        .inspect_err(|_| self.store_reached(false))?;
-        self.store_reached(true);
+        .await;
+        m::store_result(&snapshot);
+        let snapshot = snapshot?;
         if let Some(s) = &snapshot {
             metrics::counter!(m::SNAPSHOTS_CLOSED).increment(1);
             tracing::info!(
@@ -219,9 +209,9 @@ impl Background {
             DEFAULT_CLAIM_LEASE,
             PUBLISH_BATCH,
         )
-        .await
-        .inspect_err(|_| self.store_reached(false))?;
-        self.store_reached(true);
+        .await;
+        m::store_result(&round);
+        let round = round?;
         metrics::counter!(m::SNAPSHOTS_PUBLISHED).increment(round.published as u64);
         metrics::counter!(m::SNAPSHOT_PUBLISH_FAILURES).increment(round.failed as u64);
         if round.published > 0 {
@@ -250,8 +240,9 @@ impl Background {
                 Ok(round) if round.failed == 0 => base,
                 Ok(_) => (delay.max(base) * 2).min(MAX_PUBLISH_BACKOFF),
                 Err(e) => {
-                    tracing::warn!(error = %e, "snapshot outbox unavailable; retrying later");
-                    (delay.max(base) * 2).min(MAX_PUBLISH_BACKOFF)
+                    let next = (delay.max(base) * 2).min(MAX_OUTBOX_BACKOFF.max(base));
+                    tracing::warn!(error = %e, retry_in = ?next, "snapshot outbox unavailable; retrying later");
+                    next
                 }
             };
         }
@@ -260,12 +251,9 @@ impl Background {
     /// Deletes period locks older than the retention.
     pub async fn prune_once(&self) -> Result<u64, StoreError> {
         let before = self.clock.now() - to_time(self.settings.lock_retention);
-        let pruned = self
-            .as_system()
-            .prune_telemetry_locks(before)
-            .await
-            .inspect_err(|_| self.store_reached(false))?;
-        self.store_reached(true);
+        let pruned = self.as_system().prune_telemetry_locks(before).await;
+        m::store_result(&pruned);
+        let pruned = pruned?;
         if pruned > 0 {
             tracing::info!(pruned, "old telemetry locks pruned");
         }
@@ -283,6 +271,24 @@ impl Background {
                 }
             };
         }
+    }
+}
+
+/// The collector's reporter, recording each outcome in `tally_store_up`.
+pub struct WatchedReporter(pub Arc<dyn Reporter>);
+
+impl std::fmt::Debug for WatchedReporter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WatchedReporter").finish_non_exhaustive()
+    }
+}
+
+#[async_trait::async_trait]
+impl Reporter for WatchedReporter {
+    async fn report(&self, reports: &[StatsReport]) -> Result<(), StoreError> {
+        let result = self.0.report(reports).await;
+        m::store_result(&result);
+        result
     }
 }
 
@@ -465,7 +471,7 @@ mod tests {
     /// the kept usage is flushed and the loop returns to its interval.
     #[tokio::test(start_paused = true)]
     async fn the_tracker_loop_backs_off_while_the_store_fails_and_recovers() {
-        use std::sync::atomic::AtomicU32;
+        use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
         let calls = Arc::new(AtomicU32::new(0));
         let down = Arc::new(AtomicBool::new(true));
         let mut store = MockStore::new();
@@ -493,7 +499,6 @@ mod tests {
         down.store(false, Ordering::SeqCst);
         tokio::time::sleep(MAX_TRACKER_BACKOFF + Duration::from_millis(10)).await;
         assert_eq!(bg.tracker.pending().allowed, 0, "flushed once the store answers");
-        assert!(bg.store_up.load(Ordering::SeqCst));
         // Back to the interval: new usage goes out within it.
         bg.tracker.track(Uuid::new_v4(), Uuid::new_v4(), 2, 0);
         tokio::time::sleep(Duration::from_millis(450)).await;
@@ -501,6 +506,42 @@ mod tests {
 
         tx.send(true).unwrap();
         stopped(&mut rx).await;
+        task.await.unwrap();
+    }
+
+    /// A store outage backs the publisher off to at most 30 s (not the
+    /// 5 min a failing sink may take), so snapshots go out soon after.
+    #[tokio::test(start_paused = true)]
+    async fn the_publisher_retries_an_unavailable_outbox_within_30_s() {
+        use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+        let calls = Arc::new(AtomicU32::new(0));
+        let down = Arc::new(AtomicBool::new(true));
+        let mut store = MockStore::new();
+        let (c, d) = (calls.clone(), down.clone());
+        store
+            .expect_claim_unpublished_snapshots()
+            .returning(move |_, _, _, _| {
+                c.fetch_add(1, Ordering::SeqCst);
+                if d.load(Ordering::SeqCst) {
+                    Err(StoreError::Unavailable("connection refused".into()))
+                } else {
+                    Ok(vec![])
+                }
+            });
+        let bg = background(store, MockSnapshotSink::new());
+        let (tx, rx) = watch::channel(false);
+        let task = tokio::spawn(bg.clone().publisher_loop(rx));
+        tokio::time::sleep(Duration::from_secs(600)).await;
+        // 5 s, then 10, 20, 30, 30...: about 22 rounds in 10 min.
+        let failing = calls.load(Ordering::SeqCst);
+        assert!((18..=24).contains(&failing), "{failing} rounds in 10 min");
+        down.store(false, Ordering::SeqCst);
+        tokio::time::sleep(MAX_OUTBOX_BACKOFF + Duration::from_millis(10)).await;
+        assert!(
+            calls.load(Ordering::SeqCst) > failing,
+            "no round after the store came back"
+        );
+        tx.send(true).unwrap();
         task.await.unwrap();
     }
 }

@@ -2,8 +2,10 @@
 //! that copies collector and tracker state into gauges at scrape time.
 
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tally_domain::StoreError;
 use tally_domain::appstats::collector::CollectorStats;
 use tally_domain::boundary::tracker::PendingUsage;
 
@@ -92,7 +94,19 @@ pub fn record_state(collector: &CollectorStats, pending: &PendingUsage) {
     metrics::gauge!(BOUNDARY_PENDING).set((pending.allowed + pending.denied) as f64);
 }
 
-/// Records whether a background store call worked: `tally_store_up`.
-pub fn store_reached(ok: bool) {
-    metrics::gauge!(STORE_UP).set(if ok { 1.0 } else { 0.0 });
+/// Records the outcome of a store call made in the background (loops,
+/// collector flushes): the `tally_store_up` gauge, and a log line when the
+/// store answers again after failing (each failure logs its own warning).
+/// Only unavailability counts as down: a store that rejects data is up.
+pub fn store_result<T>(result: &Result<T, StoreError>) {
+    static UP: AtomicBool = AtomicBool::new(true);
+    let up = match result {
+        Ok(_) => true,
+        Err(e) if e.is_retryable() => false,
+        Err(_) => return,
+    };
+    metrics::gauge!(STORE_UP).set(if up { 1.0 } else { 0.0 });
+    if UP.swap(up, Ordering::AcqRel) != up && up {
+        tracing::info!("store reachable again");
+    }
 }

@@ -16,7 +16,7 @@ use uuid::Uuid;
 use crate::cli::ServeArgs;
 use crate::config::{ConfigError, Tokens, check_telemetry_url, redact_database_url};
 use crate::http::{AppState, router};
-use crate::loops::{Background, LoopSettings, to_time};
+use crate::loops::{Background, LoopSettings, WatchedReporter, to_time};
 use crate::sink::{HttpSink, LogSink};
 
 /// Runs the server until SIGTERM or Ctrl-C. Start-up problems are
@@ -41,7 +41,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
 
     let database_url = args.database_url.as_ref().map(|s| s.expose());
     let store = open_store_in_time(database_url, args.connect_timeout).await?;
-    crate::metrics::store_reached(true);
+    crate::metrics::store_result(&Ok::<(), tally_domain::StoreError>(()));
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| ConfigError(format!("cannot listen on {}: {e}", args.listen)))?;
@@ -49,11 +49,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
 
     let replica_id = args.replica_id.unwrap_or_else(Uuid::new_v4);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let reporter: Arc<dyn Reporter> = Arc::new(StoreReporter::new(
+    let reporter: Arc<dyn Reporter> = Arc::new(WatchedReporter(Arc::new(StoreReporter::new(
         Authorized::new(store.clone(), Subject::SystemRestricted),
         args.batch_size as usize,
         clock.clone(),
-    ));
+    ))));
     let collector = StatsCollector::new(
         CollectorConfig {
             rollup_window: to_time(args.rollup_window),
