@@ -8,10 +8,14 @@
 //! proxy retries) once its buffer is full, and never acknowledges what it
 //! cannot keep. The database is a private cluster of this test (never
 //! `TALLY_TEST_DATABASE_URL`, which cannot be stopped).
-//! `TALLY_OUTAGE_LOAD_SECONDS` sets the load before and after the outage
-//! (default 4 s each); `TALLY_OUTAGE_SECONDS` must exceed the store's
-//! connection wait by a few seconds (at least 8). `db_outage/edges.rs`: a
-//! replica started, and one stopped, while the database is down.
+//!
+//! Longer runs: `TALLY_OUTAGE_SECONDS` (at least 8: the outage must outlast
+//! the store's 5 s wait for a connection), `TALLY_OUTAGE_LOAD_SECONDS` (load
+//! before and after the outage, default 4 s each), `TALLY_OUTAGE_SHUTDOWN`
+//! (`immediate`, the default, or `fast` for a clean stop).
+//!
+//! `db_outage/edges.rs`: a replica started, and one stopped, while the
+//! database is down.
 
 #[path = "db_outage/check.rs"]
 mod check;
@@ -45,6 +49,16 @@ fn seconds_from_env(var: &str, default: u64) -> u64 {
             .parse()
             .unwrap_or_else(|_| panic!("{var}={s:?} is not a number of seconds")),
         Err(_) => default,
+    }
+}
+
+/// How the database goes down: `TALLY_OUTAGE_SHUTDOWN=fast` for a clean
+/// stop, else a crash (`immediate`).
+fn shutdown_from_env() -> Shutdown {
+    match std::env::var("TALLY_OUTAGE_SHUTDOWN").as_deref() {
+        Ok("fast") => Shutdown::Fast,
+        Ok("immediate") | Err(_) => Shutdown::Immediate,
+        Ok(other) => panic!("TALLY_OUTAGE_SHUTDOWN={other:?}: expected fast or immediate"),
     }
 }
 
@@ -148,7 +162,8 @@ async fn a_database_outage_loses_nothing_and_the_replicas_recover_by_themselves(
 
     // Down, as in a crash. Load goes on; the metrics are watched.
     driver.outage.store(true, Ordering::SeqCst);
-    let cluster = with_cluster(cluster, |c| c.stop(Shutdown::Immediate).unwrap()).await;
+    let how = shutdown_from_env();
+    let cluster = with_cluster(cluster, move |c| c.stop(how).unwrap()).await;
     let down_at = Instant::now();
     // A read needs the store: it fails, clearly and in bounded time.
     let read = {
@@ -292,7 +307,7 @@ async fn a_database_outage_loses_nothing_and_the_replicas_recover_by_themselves(
         .map(|l| count_lines(l, "boundary usage flush failed"))
         .collect();
     eprintln!(
-        "outage {outage:?}, load {load:?} before and after\n\
+        "outage {outage:?} ({how:?} stop), load {load:?} before and after\n\
          acknowledged: {} boundary logs ({} allowed, {} denied), {} app stats posts ({} sessions)\n\
          during the outage: {} boundary logs and {} app stats posts acknowledged, {} / {} refused (503)\n\
          failed flushes per replica: app stats {failed_app:?}, boundary {failed_boundary:?}\n\
