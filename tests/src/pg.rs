@@ -16,6 +16,25 @@
 //! // `db` drops the database when it goes out of scope.
 //! # }
 //! ```
+//!
+//! The shared server must stay up for every test of the process. A test that
+//! stops the database (an outage, a crash) starts a [`PrivateCluster`] of its
+//! own instead, the same way (local binaries, unprivileged account, free
+//! port, watchdog), never on `TALLY_TEST_DATABASE_URL`, which the harness
+//! cannot stop:
+//!
+//! ```no_run
+//! # async fn demo() {
+//! use tally_tests::pg::{PrivateCluster, Shutdown};
+//! let mut cluster = PrivateCluster::new().unwrap(); // blocks: initdb, start
+//! let db = cluster.fresh_database().await;
+//! cluster.stop(Shutdown::Immediate).unwrap(); // as in a crash
+//! // ... connections fail, new ones are refused ...
+//! cluster.start().unwrap(); // same data and port, after crash recovery
+//! # drop(db);
+//! // Dropping the cluster stops it and removes its directory.
+//! # }
+//! ```
 
 mod server;
 
