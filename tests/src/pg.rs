@@ -16,6 +16,25 @@
 //! // `db` drops the database when it goes out of scope.
 //! # }
 //! ```
+//!
+//! The shared server must stay up for every test of the process. A test that
+//! stops the database (an outage, a crash) starts a [`PrivateCluster`] of its
+//! own instead, the same way (local binaries, unprivileged account, free
+//! port, watchdog), never on `TALLY_TEST_DATABASE_URL`, which the harness
+//! cannot stop:
+//!
+//! ```no_run
+//! # async fn demo() {
+//! use tally_tests::pg::{PrivateCluster, Shutdown};
+//! let mut cluster = PrivateCluster::new().unwrap(); // blocks: initdb, start
+//! let db = cluster.fresh_database().await;
+//! cluster.stop(Shutdown::Immediate).unwrap(); // as in a crash
+//! // ... connections fail, new ones are refused ...
+//! cluster.start().unwrap(); // same data and port, after crash recovery
+//! # drop(db);
+//! // Dropping the cluster stops it and removes its directory.
+//! # }
+//! ```
 
 mod server;
 
@@ -25,6 +44,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use sqlx::{Connection, Executor, PgConnection};
 
 use server::Cluster;
+pub use server::Shutdown;
 
 /// The variable naming an existing server to use instead of a throwaway one.
 pub const DATABASE_URL_VAR: &str = "TALLY_TEST_DATABASE_URL";
@@ -128,6 +148,11 @@ pub async fn try_fresh_database() -> Result<TestDatabase, HarnessError> {
     let admin_url = tokio::task::spawn_blocking(server)
         .await
         .map_err(|e| HarnessError(format!("server start-up panicked: {e}")))??;
+    create_database(admin_url).await
+}
+
+/// A new database on the server of `admin_url`.
+async fn create_database(admin_url: String) -> Result<TestDatabase, HarnessError> {
     let name = unique_name();
     let mut conn = PgConnection::connect(&admin_url)
         .await
@@ -154,6 +179,83 @@ pub async fn try_fresh_database() -> Result<TestDatabase, HarnessError> {
         admin_url,
         keep: false,
     })
+}
+
+/// A cluster of one test's own, which it may stop and start again: for
+/// outages and crashes, which would break the other tests on the shared
+/// server. Started like the shared one (local binaries, unprivileged account
+/// when root, free loopback port, watchdog), always from the local binaries:
+/// `TALLY_TEST_DATABASE_URL` is not used.
+///
+/// Commits are synchronous here (the shared server skips that for speed), so
+/// a commit the server acknowledged survives [`Shutdown::Immediate`]; `fsync`
+/// stays off, which only matters if the machine itself crashes.
+///
+/// [`PrivateCluster::stop`] and [`PrivateCluster::start`] block until done;
+/// call them from `spawn_blocking` in async tests if the runtime has work to
+/// do meanwhile. Dropping the cluster stops the server and removes its
+/// directory.
+#[derive(Debug)]
+pub struct PrivateCluster {
+    cluster: Cluster,
+}
+
+impl PrivateCluster {
+    /// Creates and starts a new cluster (initdb, start, wait until ready).
+    pub fn new() -> Result<Self, HarnessError> {
+        Cluster::start_with(&[("synchronous_commit", "on")])
+            .map(|cluster| Self { cluster })
+            .map_err(HarnessError)
+    }
+
+    /// The URL of its maintenance database (superuser).
+    pub fn admin_url(&self) -> String {
+        self.cluster.admin_url()
+    }
+
+    /// The loopback port; the same across stops and starts.
+    pub fn port(&self) -> u16 {
+        self.cluster.port
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.cluster.is_running()
+    }
+
+    /// A new, empty database on this cluster, dropped with the returned
+    /// value (best effort: not if the cluster is stopped then).
+    ///
+    /// # Panics
+    /// When the database cannot be created (the cluster is stopped?).
+    pub async fn fresh_database(&self) -> TestDatabase {
+        match create_database(self.admin_url()).await {
+            Ok(db) => db,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// Stops the server and waits until it is gone: connections break, new
+    /// ones are refused. Data and port stay for [`PrivateCluster::start`].
+    pub fn stop(&mut self, how: Shutdown) -> Result<(), HarnessError> {
+        self.cluster.stop(how).map_err(HarnessError)
+    }
+
+    /// Starts the stopped server again (same data directory and port) and
+    /// waits until it accepts connections, crash recovery included.
+    pub fn start(&mut self) -> Result<(), HarnessError> {
+        self.cluster.restart().map_err(HarnessError)
+    }
+
+    /// The server's log so far (start-ups, shutdowns, recovery, errors).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.cluster.dir.join("server.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for PrivateCluster {
+    fn drop(&mut self) {
+        self.cluster.remove();
+    }
 }
 
 fn unique_name() -> String {
@@ -259,5 +361,78 @@ mod tests {
             .unwrap();
         assert_eq!(left, 0, "the dropped test database is gone");
         drop(b);
+    }
+
+    /// A private cluster stops (connections fail, the shared server is not
+    /// touched) and starts again on the same port with every committed row,
+    /// after a crash-like stop as after a clean one.
+    #[tokio::test]
+    async fn a_private_cluster_stops_and_starts_again_keeping_committed_data() {
+        let shared = fresh_database().await;
+        let mut cluster = tokio::task::spawn_blocking(PrivateCluster::new)
+            .await
+            .unwrap()
+            .unwrap();
+        let port = cluster.port();
+        let db = cluster.fresh_database().await;
+        let mut conn = PgConnection::connect(&db.url).await.unwrap();
+        conn.execute("CREATE TABLE t (n int)").await.unwrap();
+        let mut n = 0;
+        for how in [Shutdown::Immediate, Shutdown::Fast] {
+            n += 1;
+            sqlx::query("INSERT INTO t VALUES ($1)")
+                .bind(n)
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            let mut c = cluster;
+            cluster = tokio::task::spawn_blocking(move || {
+                c.stop(how).unwrap();
+                c
+            })
+            .await
+            .unwrap();
+            assert!(!cluster.is_running());
+            assert!(
+                sqlx::query("SELECT 1").execute(&mut conn).await.is_err(),
+                "the old connection is broken after {how:?}"
+            );
+            assert!(
+                PgConnection::connect(&db.url).await.is_err(),
+                "refused while stopped"
+            );
+            // The shared server is another one and stays up.
+            let mut other = PgConnection::connect(&shared.url).await.unwrap();
+            other.execute("SELECT 1").await.unwrap();
+            other.close().await.unwrap();
+
+            assert!(cluster.stop(how).is_err(), "stopping twice is an error");
+            let mut c = cluster;
+            cluster = tokio::task::spawn_blocking(move || {
+                c.start().unwrap();
+                c
+            })
+            .await
+            .unwrap();
+            assert_eq!(cluster.port(), port);
+            conn = PgConnection::connect(&db.url).await.unwrap();
+            let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM t")
+                .fetch_one(&mut conn)
+                .await
+                .unwrap();
+            assert_eq!(rows, n, "committed rows survive {how:?}");
+        }
+        assert!(cluster.start().is_err(), "starting a running cluster is an error");
+        assert!(
+            cluster.log().contains("database system is ready"),
+            "{}",
+            cluster.log()
+        );
+        conn.close().await.unwrap();
+        drop(db);
+        let dir = cluster.cluster.dir.clone();
+        drop(cluster);
+        assert!(!dir.exists(), "the private cluster's directory is removed");
+        assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
     }
 }

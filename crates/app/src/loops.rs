@@ -4,8 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tally_domain::appstats::StatsReport;
 use tally_domain::boundary::tracker::{BoundaryTracker, TrackerFlush};
-use tally_domain::ports::{SnapshotSink, Store, TelemetryStore};
+use tally_domain::ports::{Reporter, SnapshotSink, Store, TelemetryStore};
 use tally_domain::telemetry::publisher::{DEFAULT_CLAIM_LEASE, PublishRound, publish_pending};
 use tally_domain::telemetry::snapshot::snapshot_step;
 use tally_domain::telemetry::{Period, Snapshot};
@@ -22,6 +23,14 @@ const PUBLISH_BATCH: usize = 16;
 const MAX_PUBLISH_BACKOFF: Duration = Duration::from_secs(300);
 /// How often old period locks are pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+/// Longest wait between publishing rounds while the outbox itself (the
+/// store) is unavailable, or the publish interval if longer: shorter than
+/// for a failing sink, so snapshots go out soon after the store is back.
+const MAX_OUTBOX_BACKOFF: Duration = Duration::from_secs(30);
+/// Longest wait between tracker flushes while the store keeps failing (or
+/// the flush interval, if longer): a short interval must not turn an outage
+/// into a flood of failing calls and warnings.
+const MAX_TRACKER_BACKOFF: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone)]
 pub struct LoopSettings {
@@ -107,6 +116,9 @@ impl Background {
     pub async fn flush_tracker(&self) -> Result<TrackerFlush, StoreError> {
         let _guard = self.flush_lock.lock().await;
         let result = self.tracker.flush(&self.as_tracker()).await;
+        if !matches!(result, Ok(TrackerFlush::Nothing)) {
+            m::store_result(&result);
+        }
         if let Err(e) = &result {
             metrics::counter!(m::BOUNDARY_FLUSH_FAILURES).increment(1);
             tracing::warn!(error = %e, "boundary usage flush failed; kept for the next flush");
@@ -115,8 +127,14 @@ impl Background {
     }
 
     async fn tracker_loop(self, mut stop: watch::Receiver<bool>) {
-        while sleep_or_stop(self.settings.tracker_flush_interval, &mut stop).await {
-            let _ = self.flush_tracker().await;
+        let base = self.settings.tracker_flush_interval;
+        let most = base.max(MAX_TRACKER_BACKOFF);
+        let mut wait = base;
+        while sleep_or_stop(wait, &mut stop).await {
+            wait = match self.flush_tracker().await {
+                Ok(_) => base,
+                Err(_) => (wait * 2).min(most),
+            };
         }
     }
 
@@ -132,7 +150,9 @@ impl Background {
             self.clock.now(),
             interval,
         )
-        .await?;
+        .await;
+        m::store_result(&snapshot);
+        let snapshot = snapshot?;
         if let Some(s) = &snapshot {
             metrics::counter!(m::SNAPSHOTS_CLOSED).increment(1);
             tracing::info!(
@@ -189,7 +209,9 @@ impl Background {
             DEFAULT_CLAIM_LEASE,
             PUBLISH_BATCH,
         )
-        .await?;
+        .await;
+        m::store_result(&round);
+        let round = round?;
         metrics::counter!(m::SNAPSHOTS_PUBLISHED).increment(round.published as u64);
         metrics::counter!(m::SNAPSHOT_PUBLISH_FAILURES).increment(round.failed as u64);
         if round.published > 0 {
@@ -218,8 +240,9 @@ impl Background {
                 Ok(round) if round.failed == 0 => base,
                 Ok(_) => (delay.max(base) * 2).min(MAX_PUBLISH_BACKOFF),
                 Err(e) => {
-                    tracing::warn!(error = %e, "snapshot outbox unavailable; retrying later");
-                    (delay.max(base) * 2).min(MAX_PUBLISH_BACKOFF)
+                    let next = (delay.max(base) * 2).min(MAX_OUTBOX_BACKOFF.max(base));
+                    tracing::warn!(error = %e, retry_in = ?next, "snapshot outbox unavailable; retrying later");
+                    next
                 }
             };
         }
@@ -228,7 +251,9 @@ impl Background {
     /// Deletes period locks older than the retention.
     pub async fn prune_once(&self) -> Result<u64, StoreError> {
         let before = self.clock.now() - to_time(self.settings.lock_retention);
-        let pruned = self.as_system().prune_telemetry_locks(before).await?;
+        let pruned = self.as_system().prune_telemetry_locks(before).await;
+        m::store_result(&pruned);
+        let pruned = pruned?;
         if pruned > 0 {
             tracing::info!(pruned, "old telemetry locks pruned");
         }
@@ -246,6 +271,24 @@ impl Background {
                 }
             };
         }
+    }
+}
+
+/// The collector's reporter, recording each outcome in `tally_store_up`.
+pub struct WatchedReporter(pub Arc<dyn Reporter>);
+
+impl std::fmt::Debug for WatchedReporter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WatchedReporter").finish_non_exhaustive()
+    }
+}
+
+#[async_trait::async_trait]
+impl Reporter for WatchedReporter {
+    async fn report(&self, reports: &[StatsReport]) -> Result<(), StoreError> {
+        let result = self.0.report(reports).await;
+        m::store_result(&result);
+        result
     }
 }
 
@@ -421,5 +464,84 @@ mod tests {
                 .unwrap()
                 .unwrap();
         }
+    }
+
+    /// While the store fails fast, the tracker loop backs off (one call and
+    /// one warning per backoff step, not one per 200 ms); once it answers,
+    /// the kept usage is flushed and the loop returns to its interval.
+    #[tokio::test(start_paused = true)]
+    async fn the_tracker_loop_backs_off_while_the_store_fails_and_recovers() {
+        use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+        let calls = Arc::new(AtomicU32::new(0));
+        let down = Arc::new(AtomicBool::new(true));
+        let mut store = MockStore::new();
+        let (c, d) = (calls.clone(), down.clone());
+        store.expect_flush_boundary_usage().returning(move |_| {
+            c.fetch_add(1, Ordering::SeqCst);
+            if d.load(Ordering::SeqCst) {
+                Err(StoreError::Unavailable("connection refused".into()))
+            } else {
+                Ok(FlushOutcome::Applied)
+            }
+        });
+        let mut bg = background(store, MockSnapshotSink::new());
+        bg.settings.tracker_flush_interval = Duration::from_millis(200);
+        bg.tracker.track(Uuid::new_v4(), Uuid::new_v4(), 5, 1);
+        let (tx, mut rx) = watch::channel(false);
+        let task = tokio::spawn(bg.clone().tracker_loop(rx.clone()));
+
+        // 0.2 + 0.4 + 0.8 + 1.6 + 3.2 + 5 + 5 ... : 7 calls in 20 s, not 100.
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        let failing = calls.load(Ordering::SeqCst);
+        assert!((6..=8).contains(&failing), "{failing} calls in 20 s");
+        assert_eq!(bg.tracker.pending().allowed, 5, "kept while the store fails");
+
+        down.store(false, Ordering::SeqCst);
+        tokio::time::sleep(MAX_TRACKER_BACKOFF + Duration::from_millis(10)).await;
+        assert_eq!(bg.tracker.pending().allowed, 0, "flushed once the store answers");
+        // Back to the interval: new usage goes out within it.
+        bg.tracker.track(Uuid::new_v4(), Uuid::new_v4(), 2, 0);
+        tokio::time::sleep(Duration::from_millis(450)).await;
+        assert_eq!(bg.tracker.pending().allowed, 0);
+
+        tx.send(true).unwrap();
+        stopped(&mut rx).await;
+        task.await.unwrap();
+    }
+
+    /// A store outage backs the publisher off to at most 30 s (not the
+    /// 5 min a failing sink may take), so snapshots go out soon after.
+    #[tokio::test(start_paused = true)]
+    async fn the_publisher_retries_an_unavailable_outbox_within_30_s() {
+        use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+        let calls = Arc::new(AtomicU32::new(0));
+        let down = Arc::new(AtomicBool::new(true));
+        let mut store = MockStore::new();
+        let (c, d) = (calls.clone(), down.clone());
+        store
+            .expect_claim_unpublished_snapshots()
+            .returning(move |_, _, _, _| {
+                c.fetch_add(1, Ordering::SeqCst);
+                if d.load(Ordering::SeqCst) {
+                    Err(StoreError::Unavailable("connection refused".into()))
+                } else {
+                    Ok(vec![])
+                }
+            });
+        let bg = background(store, MockSnapshotSink::new());
+        let (tx, rx) = watch::channel(false);
+        let task = tokio::spawn(bg.clone().publisher_loop(rx));
+        tokio::time::sleep(Duration::from_secs(600)).await;
+        // 5 s, then 10, 20, 30, 30...: about 22 rounds in 10 min.
+        let failing = calls.load(Ordering::SeqCst);
+        assert!((18..=24).contains(&failing), "{failing} rounds in 10 min");
+        down.store(false, Ordering::SeqCst);
+        tokio::time::sleep(MAX_OUTBOX_BACKOFF + Duration::from_millis(10)).await;
+        assert!(
+            calls.load(Ordering::SeqCst) > failing,
+            "no round after the store came back"
+        );
+        tx.send(true).unwrap();
+        task.await.unwrap();
     }
 }

@@ -2,8 +2,10 @@
 //! that copies collector and tracker state into gauges at scrape time.
 
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tally_domain::StoreError;
 use tally_domain::appstats::collector::CollectorStats;
 use tally_domain::boundary::tracker::PendingUsage;
 
@@ -22,6 +24,7 @@ pub const SNAPSHOTS_CLOSED: &str = "tally_snapshots_closed_total";
 pub const SNAPSHOTS_PUBLISHED: &str = "tally_snapshots_published_total";
 pub const SNAPSHOT_PUBLISH_FAILURES: &str = "tally_snapshot_publish_failures_total";
 pub const HTTP_REQUESTS: &str = "tally_http_requests_total";
+pub const STORE_UP: &str = "tally_store_up";
 
 /// The process-wide Prometheus recorder, installed on first use. Tests in one
 /// process share it.
@@ -73,6 +76,10 @@ fn describe() {
     );
     describe_counter!(SNAPSHOT_PUBLISH_FAILURES, "Failed snapshot deliveries.");
     describe_counter!(HTTP_REQUESTS, "HTTP requests by method, route and status.");
+    describe_gauge!(
+        STORE_UP,
+        "1 when the last store call of the background loops succeeded, 0 when it failed."
+    );
 }
 
 /// Copies the collector's and tracker's own counters into the registry.
@@ -85,4 +92,21 @@ pub fn record_state(collector: &CollectorStats, pending: &PendingUsage) {
     metrics::gauge!(TRACKED_SESSIONS).set(collector.tracked_sessions as f64);
     metrics::gauge!(FLUSH_SECONDS).set(collector.last_flush_seconds);
     metrics::gauge!(BOUNDARY_PENDING).set((pending.allowed + pending.denied) as f64);
+}
+
+/// Records the outcome of a store call made in the background (loops,
+/// collector flushes): the `tally_store_up` gauge, and a log line when the
+/// store answers again after failing (each failure logs its own warning).
+/// Only unavailability counts as down: a store that rejects data is up.
+pub fn store_result<T>(result: &Result<T, StoreError>) {
+    static UP: AtomicBool = AtomicBool::new(true);
+    let up = match result {
+        Ok(_) => true,
+        Err(e) if e.is_retryable() => false,
+        Err(_) => return,
+    };
+    metrics::gauge!(STORE_UP).set(if up { 1.0 } else { 0.0 });
+    if UP.swap(up, Ordering::AcqRel) != up && up {
+        tracing::info!("store reachable again");
+    }
 }

@@ -10,13 +10,13 @@ pub async fn run(args: MigrateArgs) -> anyhow::Result<ExitCode> {
     let url = args.database_url.expose();
     let what = redact_database_url(url);
     // Connecting applies pending migrations.
-    match tokio::time::timeout(args.connect_timeout, crate::store::connect_postgres(url)).await {
-        Ok(Ok(_)) => {
+    match crate::store::patiently(args.connect_timeout, || crate::store::connect_postgres(url)).await {
+        Some(Ok(_)) => {
             tracing::info!(database = %what, "migrations applied");
             Ok(ExitCode::SUCCESS)
         }
-        Ok(Err(e)) => Err(ConfigError(format!("{e:#}")).into()),
-        Err(_) => Err(ConfigError(format!(
+        Some(Err(e)) => Err(ConfigError(format!("{e:#}")).into()),
+        None => Err(ConfigError(format!(
             "cannot open the database {what}: not reachable within {} (is it running, is the URL right?)",
             humantime::format_duration(args.connect_timeout)
         ))

@@ -16,7 +16,7 @@ use uuid::Uuid;
 use crate::cli::ServeArgs;
 use crate::config::{ConfigError, Tokens, check_telemetry_url, redact_database_url};
 use crate::http::{AppState, router};
-use crate::loops::{Background, LoopSettings, to_time};
+use crate::loops::{Background, LoopSettings, WatchedReporter, to_time};
 use crate::sink::{HttpSink, LogSink};
 
 /// Runs the server until SIGTERM or Ctrl-C. Start-up problems are
@@ -41,6 +41,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
 
     let database_url = args.database_url.as_ref().map(|s| s.expose());
     let store = open_store_in_time(database_url, args.connect_timeout).await?;
+    crate::metrics::store_result(&Ok::<(), tally_domain::StoreError>(()));
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| ConfigError(format!("cannot listen on {}: {e}", args.listen)))?;
@@ -48,11 +49,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
 
     let replica_id = args.replica_id.unwrap_or_else(Uuid::new_v4);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let reporter: Arc<dyn Reporter> = Arc::new(StoreReporter::new(
+    let reporter: Arc<dyn Reporter> = Arc::new(WatchedReporter(Arc::new(StoreReporter::new(
         Authorized::new(store.clone(), Subject::SystemRestricted),
         args.batch_size as usize,
         clock.clone(),
-    ));
+    ))));
     let collector = StatsCollector::new(
         CollectorConfig {
             rollup_window: to_time(args.rollup_window),
@@ -197,13 +198,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// Opens the store within `timeout`; every failure is a configuration error.
+/// Opens the store within `timeout`, waiting for a database that is down or
+/// still starting; every failure is a configuration error.
 async fn open_store_in_time(url: Option<&str>, timeout: Duration) -> Result<Arc<dyn Store>, ConfigError> {
     let what = url.map(redact_database_url).unwrap_or_default();
-    match tokio::time::timeout(timeout, crate::store::open_store(url)).await {
-        Ok(Ok(store)) => Ok(store),
-        Ok(Err(e)) => Err(ConfigError(format!("{e:#}"))),
-        Err(_) => Err(ConfigError(format!(
+    match crate::store::patiently(timeout, || crate::store::open_store(url)).await {
+        Some(Ok(store)) => Ok(store),
+        Some(Err(e)) => Err(ConfigError(format!("{e:#}"))),
+        None => Err(ConfigError(format!(
             "cannot open the database {what}: not reachable within {} (is it running, is the URL right?)",
             humantime::format_duration(timeout)
         ))),

@@ -1,13 +1,22 @@
 //! Opening the configured store.
 
+use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use tally_adapters_memory::MemoryStore;
-use tally_adapters_postgres::PgStore;
+use tally_adapters_postgres::{PgStore, PgStoreOptions};
+use tally_domain::StoreError;
 use tally_domain::ports::Store;
 
 use crate::config::{check_database_url, redact_database_url};
+
+/// How long a store call waits for a pool connection before it fails. Short,
+/// so that a database outage shows within seconds (a failed flush is
+/// counted, logged and retried, the data kept) rather than holding every
+/// loop for long; the pool keeps reconnecting meanwhile.
+pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The in-memory store when `database_url` is `None`, else PostgreSQL
 /// (connected, migrations applied). Errors never contain the password.
@@ -21,7 +30,77 @@ pub async fn open_store(database_url: Option<&str>) -> anyhow::Result<Arc<dyn St
 /// Connects to PostgreSQL and applies pending migrations.
 pub async fn connect_postgres(url: &str) -> anyhow::Result<PgStore> {
     check_database_url(url)?;
-    PgStore::connect(url)
+    let options = PgStoreOptions {
+        acquire_timeout: ACQUIRE_TIMEOUT,
+        ..PgStoreOptions::default()
+    };
+    PgStore::connect_with(url, options)
         .await
         .with_context(|| format!("cannot open the database {}", redact_database_url(url)))
+}
+
+/// Runs `open` until it succeeds or fails for good, trying again after
+/// retryable failures (the server is down or still starting); `None` when
+/// `timeout` passes first.
+pub async fn patiently<T, F, Fut>(timeout: Duration, mut open: F) -> Option<anyhow::Result<T>>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<T>>,
+{
+    let attempts = async {
+        let mut wait = Duration::from_millis(100);
+        loop {
+            match open().await {
+                Err(e)
+                    if e.downcast_ref::<StoreError>()
+                        .is_some_and(StoreError::is_retryable) =>
+                {
+                    tracing::info!(error = %format!("{e:#}"), retry_in = ?wait, "database not reachable yet");
+                }
+                done => return done,
+            }
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(Duration::from_secs(2));
+        }
+    };
+    tokio::time::timeout(timeout, attempts).await.ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    #[tokio::test(start_paused = true)]
+    async fn retryable_failures_are_retried_until_the_timeout() {
+        let calls = AtomicU32::new(0);
+        let opened = patiently(Duration::from_secs(10), || async {
+            if calls.fetch_add(1, Ordering::SeqCst) < 3 {
+                Err(anyhow::Error::new(StoreError::Unavailable("refused".into())).context("cannot open"))
+            } else {
+                Ok(7)
+            }
+        })
+        .await;
+        assert_eq!(opened.unwrap().unwrap(), 7);
+        assert_eq!(calls.load(Ordering::SeqCst), 4);
+
+        let never = patiently(Duration::from_secs(10), || async {
+            Err::<(), _>(anyhow::Error::new(StoreError::Unavailable("refused".into())))
+        })
+        .await;
+        assert!(never.is_none(), "gave up at the timeout");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn other_failures_end_at_once() {
+        let calls = AtomicU32::new(0);
+        let opened = patiently(Duration::from_secs(10), || async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Err::<(), _>(anyhow::anyhow!("bad URL"))
+        })
+        .await;
+        assert!(opened.unwrap().is_err());
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
 }

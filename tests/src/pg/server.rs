@@ -1,4 +1,5 @@
-//! A throwaway PostgreSQL cluster for one test process.
+//! A throwaway PostgreSQL cluster: the one shared by a test process, or a
+//! test's private one.
 //!
 //! The cluster lives in a temporary directory (data, unix socket, log) and
 //! listens on a free loopback port. Rust statics are never dropped, so the
@@ -29,15 +30,30 @@ const TEST_SETTINGS: &[(&str, &str)] = &[
     ("listen_addresses", "127.0.0.1"),
 ];
 
-/// A running cluster. Never dropped (it lives in a static); the watchdog
-/// stops it when the process exits.
+/// A running cluster. The shared one is never dropped (it lives in a
+/// static); the watchdog stops it when the process exits. A private one
+/// ([`super::PrivateCluster`]) may also be stopped and started again.
 #[derive(Debug)]
 pub(super) struct Cluster {
     pub port: u16,
-    /// Holds the data directory, socket and log (read by the harness's test).
-    #[cfg_attr(not(test), allow(dead_code))]
+    /// Holds the data directory, socket and log.
     pub dir: PathBuf,
-    _watchdog: Child,
+    bin: PathBuf,
+    account: Option<(String, u32, u32)>,
+    /// Settings after [`TEST_SETTINGS`], overriding them.
+    extra: Vec<(String, String)>,
+    /// The shell running the server; `None` while the server is stopped.
+    watchdog: Option<Child>,
+}
+
+/// How [`Cluster::stop`] ends the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shutdown {
+    /// SIGINT: roll back sessions, checkpoint, exit.
+    Fast,
+    /// SIGQUIT: every process exits at once, as in a crash; the next start
+    /// recovers from the WAL.
+    Immediate,
 }
 
 impl Cluster {
@@ -47,15 +63,174 @@ impl Cluster {
 
     /// Starts a cluster, retrying on a port that was taken in between.
     pub fn start() -> Result<Cluster, String> {
+        Self::start_with(&[])
+    }
+
+    /// Like [`Cluster::start`], with settings overriding [`TEST_SETTINGS`].
+    pub fn start_with(extra: &[(&str, &str)]) -> Result<Cluster, String> {
         let bin = find_bin_dir()?;
+        let extra: Vec<(String, String)> = extra
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
         let mut last = String::new();
         for _ in 0..3 {
-            match start_once(&bin) {
-                Ok(c) => return Ok(c),
-                Err(e) => last = e,
+            let mut cluster = init_once(&bin, extra.clone())?;
+            match cluster.launch() {
+                Ok(()) => return Ok(cluster),
+                // Not ready in time: it runs on, its watchdog stops it at exit.
+                Err(e) if cluster.is_running() => return Err(e),
+                Err(e) => {
+                    let _ = fs::remove_dir_all(&cluster.dir);
+                    last = e;
+                }
             }
         }
         Err(last)
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.watchdog.is_some()
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    fn log(&self) -> PathBuf {
+        self.dir.join("server.log")
+    }
+
+    /// Stops the server and waits until it is gone and the port is closed.
+    /// The data directory stays for [`Cluster::restart`].
+    pub fn stop(&mut self, how: Shutdown) -> Result<(), String> {
+        let Some(mut watchdog) = self.watchdog.take() else {
+            return Err("the test server is not running".into());
+        };
+        let pidfile = self.data().join("postmaster.pid");
+        let pid = fs::read_to_string(&pidfile)
+            .ok()
+            .and_then(|t| t.lines().next().map(|l| l.trim().to_owned()))
+            .filter(|p| p.parse::<u32>().is_ok())
+            .ok_or_else(|| format!("no server pid in {}", pidfile.display()))?;
+        let signal = match how {
+            Shutdown::Fast => "-INT",
+            Shutdown::Immediate => "-QUIT",
+        };
+        let sent = Command::new("kill")
+            .args([signal, &pid])
+            .status()
+            .map_err(|e| format!("cannot run kill: {e}"))?;
+        if !sent.success() {
+            return Err(format!("kill {signal} {pid} failed ({sent})"));
+        }
+        // The watchdog exits once the server is gone.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while watchdog.try_wait().map_err(|e| e.to_string())?.is_none() {
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "the test server did not stop within 60 s; its log:\n{}",
+                    fs::read_to_string(self.log()).unwrap_or_default()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // An immediate shutdown may leave the pid file; the server is gone,
+        // and a stale "ready" in it would fool the next start's wait.
+        let _ = fs::remove_file(&pidfile);
+        Ok(())
+    }
+
+    /// Starts the stopped server again on the same data and port, and waits
+    /// until it accepts connections (after crash recovery, if any).
+    pub fn restart(&mut self) -> Result<(), String> {
+        if self.is_running() {
+            return Err("the test server is already running".into());
+        }
+        self.launch()
+    }
+
+    /// Stops the server if it runs and removes its directory.
+    pub fn remove(&mut self) {
+        if self.is_running() {
+            let _ = self.stop(Shutdown::Fast);
+        }
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+
+    /// Starts the server under its watchdog and waits until it is ready.
+    fn launch(&mut self) -> Result<(), String> {
+        let (data, log, dir) = (self.data(), self.log(), self.dir.clone());
+        let mut server = vec![
+            "exec".to_owned(),
+            match &self.account {
+                Some((_, uid, gid)) => format!("setpriv --reuid={uid} --regid={gid} --clear-groups --"),
+                None => String::new(),
+            },
+            shell_quote(&self.bin.join("postgres")),
+            "-D".into(),
+            shell_quote(&data),
+            "-p".into(),
+            self.port.to_string(),
+            "-k".into(),
+            shell_quote(&dir),
+        ];
+        let extra = self.extra.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+        for (k, v) in TEST_SETTINGS.iter().copied().chain(extra) {
+            server.push(format!("-c {k}={v}"));
+        }
+        // The watchdog: polls the test process and stops the server (fast
+        // shutdown) once it is gone, then removes the directory. If the server
+        // stops by itself the directory stays for the test process to read
+        // the log (or to start the server again).
+        let script = format!(
+            r#"
+({server}) >>{log} 2>&1 </dev/null &
+pg=$!
+while kill -0 {parent} 2>/dev/null && kill -0 $pg 2>/dev/null; do sleep 1; done
+kill -INT $pg 2>/dev/null
+wait $pg
+kill -0 {parent} 2>/dev/null || rm -rf {dir}
+"#,
+            server = server.join(" "),
+            log = shell_quote(&log),
+            parent = std::process::id(),
+            dir = shell_quote(&dir),
+        );
+        let mut watchdog = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .env("TZ", "UTC")
+            .spawn()
+            .map_err(|e| format!("cannot start the server's watchdog shell: {e}"))?;
+
+        // Ready when postmaster.pid says so (PostgreSQL 10 and later).
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let pidfile = fs::read_to_string(data.join("postmaster.pid")).unwrap_or_default();
+            if pidfile.lines().nth(7).map(str::trim) == Some("ready") {
+                self.watchdog = Some(watchdog);
+                return Ok(());
+            }
+            if let Ok(Some(status)) = watchdog.try_wait() {
+                let text = fs::read_to_string(&log).unwrap_or_default();
+                return Err(format!(
+                    "the test server exited ({status}) while starting; its log:\n{text}"
+                ));
+            }
+            if Instant::now() > deadline {
+                // Kept: the watchdog stops the server when this process exits.
+                self.watchdog = Some(watchdog);
+                let text = fs::read_to_string(&log).unwrap_or_default();
+                return Err(format!(
+                    "the test server was not ready after 60 s; its log:\n{text}"
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 }
 
@@ -133,7 +308,8 @@ fn shell_quote(p: &Path) -> String {
     format!("'{}'", p.display().to_string().replace('\'', r"'\''"))
 }
 
-fn start_once(bin: &Path) -> Result<Cluster, String> {
+/// A new data directory (initdb) and a free port; not started yet.
+fn init_once(bin: &Path, extra: Vec<(String, String)>) -> Result<Cluster, String> {
     let account = server_account()?;
     // /tmp rather than TMPDIR: the server account must be able to reach the
     // directory, and the socket path must stay under ~100 bytes.
@@ -151,7 +327,6 @@ fn start_once(bin: &Path) -> Result<Cluster, String> {
         msg
     };
     let data = dir.join("data");
-    let log = dir.join("server.log");
     if let Some((_, uid, gid)) = &account {
         std::os::unix::fs::chown(&dir, Some(*uid), Some(*gid)).map_err(|e| {
             cleanup(format!(
@@ -160,24 +335,21 @@ fn start_once(bin: &Path) -> Result<Cluster, String> {
             ))
         })?;
     }
-    // As root, run the server binaries through setpriv (it execs, so the
-    // pid we signal is the server's own).
-    let as_account = |program: &Path| -> Command {
-        match &account {
-            Some((_, uid, gid)) => {
-                let mut c = Command::new("setpriv");
-                c.arg(format!("--reuid={uid}"))
-                    .arg(format!("--regid={gid}"))
-                    .arg("--clear-groups")
-                    .arg("--")
-                    .arg(program);
-                c
-            }
-            None => Command::new(program),
+    // As root, run initdb through setpriv (initdb refuses to run as root).
+    let initdb = bin.join("initdb");
+    let mut cmd = match &account {
+        Some((_, uid, gid)) => {
+            let mut c = Command::new("setpriv");
+            c.arg(format!("--reuid={uid}"))
+                .arg(format!("--regid={gid}"))
+                .arg("--clear-groups")
+                .arg("--")
+                .arg(&initdb);
+            c
         }
+        None => Command::new(&initdb),
     };
-
-    let out = as_account(&bin.join("initdb"))
+    let out = cmd
         .arg("-D")
         .arg(&data)
         .args([
@@ -194,7 +366,7 @@ fn start_once(bin: &Path) -> Result<Cluster, String> {
         .env("TZ", "UTC")
         .stdin(Stdio::null())
         .output()
-        .map_err(|e| cleanup(format!("cannot run {}: {e}", bin.join("initdb").display())))?;
+        .map_err(|e| cleanup(format!("cannot run {}: {e}", initdb.display())))?;
     if !out.status.success() {
         return Err(cleanup(format!(
             "initdb failed ({}): {}{}",
@@ -203,76 +375,13 @@ fn start_once(bin: &Path) -> Result<Cluster, String> {
             String::from_utf8_lossy(&out.stderr)
         )));
     }
-
     let port = free_port().map_err(cleanup)?;
-    let mut server = vec![
-        "exec".to_owned(),
-        match &account {
-            Some((_, uid, gid)) => format!("setpriv --reuid={uid} --regid={gid} --clear-groups --"),
-            None => String::new(),
-        },
-        shell_quote(&bin.join("postgres")),
-        "-D".into(),
-        shell_quote(&data),
-        "-p".into(),
-        port.to_string(),
-        "-k".into(),
-        shell_quote(&dir),
-    ];
-    for (k, v) in TEST_SETTINGS {
-        server.push(format!("-c {k}={v}"));
-    }
-    // The watchdog: polls the test process and stops the server (fast
-    // shutdown) once it is gone, then removes the directory. If the server
-    // dies by itself the directory stays for the test process to read the log.
-    let script = format!(
-        r#"
-({server}) >>{log} 2>&1 </dev/null &
-pg=$!
-while kill -0 {parent} 2>/dev/null && kill -0 $pg 2>/dev/null; do sleep 1; done
-kill -INT $pg 2>/dev/null
-wait $pg
-kill -0 {parent} 2>/dev/null || rm -rf {dir}
-"#,
-        server = server.join(" "),
-        log = shell_quote(&log),
-        parent = std::process::id(),
-        dir = shell_quote(&dir),
-    );
-    let mut watchdog = Command::new("sh")
-        .arg("-c")
-        .arg(script)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .env("TZ", "UTC")
-        .spawn()
-        .map_err(|e| cleanup(format!("cannot start the server's watchdog shell: {e}")))?;
-
-    // Ready when postmaster.pid says so (PostgreSQL 10 and later).
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let pidfile = fs::read_to_string(data.join("postmaster.pid")).unwrap_or_default();
-        if pidfile.lines().nth(7).map(str::trim) == Some("ready") {
-            return Ok(Cluster {
-                port,
-                dir: dir.clone(),
-                _watchdog: watchdog,
-            });
-        }
-        if let Ok(Some(status)) = watchdog.try_wait() {
-            let text = fs::read_to_string(&log).unwrap_or_default();
-            return Err(cleanup(format!(
-                "the test server exited ({status}) while starting; its log:\n{text}"
-            )));
-        }
-        if Instant::now() > deadline {
-            // The watchdog stays and stops the server when this process exits.
-            let text = fs::read_to_string(&log).unwrap_or_default();
-            return Err(format!(
-                "the test server was not ready after 60 s; its log:\n{text}"
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    Ok(Cluster {
+        port,
+        dir,
+        bin: bin.to_path_buf(),
+        account,
+        extra,
+        watchdog: None,
+    })
 }
