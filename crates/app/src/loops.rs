@@ -205,7 +205,7 @@ impl Background {
             &self.as_system(),
             &*self.sink,
             self.settings.replica_id,
-            self.clock.now(),
+            &*self.clock,
             DEFAULT_CLAIM_LEASE,
             PUBLISH_BATCH,
         )
@@ -430,7 +430,8 @@ mod tests {
             round,
             PublishRound {
                 published: 1,
-                failed: 1
+                failed: 1,
+                deferred: 0
             }
         );
     }

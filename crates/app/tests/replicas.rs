@@ -197,7 +197,7 @@ async fn scenario(halt: Halt) {
     let pool = sqlx::PgPool::connect(&url).await.unwrap();
     if halt == Halt::Kill {
         // The killed replica's publishing claims would hold its snapshots for
-        // the claim lease (1 min); let that time pass.
+        // the claim lease (5 min); let that time pass.
         sqlx::query(
             "UPDATE telemetry_snapshots SET claimed_until = now() \
              WHERE published_at IS NULL AND claimed_until > now()",

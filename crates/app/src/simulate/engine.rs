@@ -354,12 +354,11 @@ impl Sim<'_> {
     async fn publish(&mut self) {
         let claimer = self.replicas[self.publish_rounds % self.replicas.len()].id;
         self.publish_rounds += 1;
-        let now = self.clock.now();
         match publish_pending(
             &self.system_store,
             &self.sink,
             claimer,
-            now,
+            &self.clock,
             DEFAULT_CLAIM_LEASE,
             PUBLISH_LIMIT,
         )

@@ -4,25 +4,36 @@
 //! not publish it at once; a sink failure gives the claim back (with the
 //! error and an attempt count) for a later round, a success marks it
 //! published for good.
+//!
+//! A round stops sending once half its lease has gone: a delivery started
+//! before then ends (sink timeouts and retries included) well before the
+//! lease does, so another replica never takes over a claim that is still
+//! being sent. What the round did not reach is claimed again after the lease.
 
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
+use crate::clock::Clock;
 use crate::error::StoreError;
 use crate::ports::{SnapshotSink, TelemetryStore};
 
 /// How long a claim on a snapshot lasts before another replica may retry it.
-pub const DEFAULT_CLAIM_LEASE: Duration = Duration::minutes(1);
+/// Half of it must exceed the sink's slowest delivery (the HTTP sink: four
+/// tries of at most 10 s each).
+pub const DEFAULT_CLAIM_LEASE: Duration = Duration::minutes(5);
 
 /// What one publishing round did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PublishRound {
     pub published: usize,
     pub failed: usize,
+    /// Claimed but not sent: the round ran out of lease time.
+    pub deferred: usize,
 }
 
 /// Claims unpublished snapshots and sends each to the sink; a failure gives
-/// the claim back so a later round retries it.
+/// the claim back so a later round retries it. Each snapshot is marked
+/// published at the time its delivery succeeded.
 ///
 /// A store error ends the round at once and is returned; snapshots still
 /// claimed by it become free again when their lease expires. If marking a
@@ -32,7 +43,7 @@ pub async fn publish_pending<S: TelemetryStore + ?Sized, K: SnapshotSink + ?Size
     store: &S,
     sink: &K,
     claimer: Uuid,
-    now: OffsetDateTime,
+    clock: &(impl Clock + ?Sized),
     lease: Duration,
     limit: usize,
 ) -> Result<PublishRound, StoreError> {
@@ -40,13 +51,25 @@ pub async fn publish_pending<S: TelemetryStore + ?Sized, K: SnapshotSink + ?Size
     if limit == 0 {
         return Ok(round);
     }
+    let claimed_at = clock.now();
+    let send_until: OffsetDateTime = claimed_at + lease / 2;
     let claimed = store
-        .claim_unpublished_snapshots(claimer, now, lease, limit)
+        .claim_unpublished_snapshots(claimer, claimed_at, lease, limit)
         .await?;
-    for snapshot in &claimed {
+    for (sent, snapshot) in claimed.iter().enumerate() {
+        if clock.now() >= send_until {
+            round.deferred = claimed.len() - sent;
+            tracing::warn!(
+                deferred = round.deferred,
+                "publishing round out of lease time; the rest waits for the lease to end"
+            );
+            break;
+        }
         match sink.publish(snapshot).await {
             Ok(()) => {
-                store.mark_snapshot_published(snapshot.id, claimer, now).await?;
+                store
+                    .mark_snapshot_published(snapshot.id, claimer, clock.now())
+                    .await?;
                 round.published += 1;
             }
             Err(error) => {

@@ -55,14 +55,15 @@ async fn published_snapshots_are_marked_and_failed_ones_released_with_the_error(
         .withf(move |sid, c, err| *sid == id(2) && *c == claimer && err.contains("HTTP 500"))
         .times(1)
         .returning(|_, _, _| Ok(()));
-    let round = publish_pending(&store, &sink, claimer, now, DEFAULT_CLAIM_LEASE, 10)
+    let round = publish_pending(&store, &sink, claimer, &at(now), DEFAULT_CLAIM_LEASE, 10)
         .await
         .unwrap();
     assert_eq!(
         round,
         PublishRound {
             published: 2,
-            failed: 1
+            failed: 1,
+            deferred: 0
         }
     );
 }
@@ -77,7 +78,7 @@ async fn a_store_error_ends_the_round() {
     let mut sink = MockSnapshotSink::new();
     sink.expect_publish().never();
     assert!(
-        publish_pending(&store, &sink, id(1), t0(), DEFAULT_CLAIM_LEASE, 10)
+        publish_pending(&store, &sink, id(1), &at(t0()), DEFAULT_CLAIM_LEASE, 10)
             .await
             .unwrap_err()
             .is_retryable()
@@ -94,7 +95,7 @@ async fn a_store_error_ends_the_round() {
         .returning(|_, _, _| Err(StoreError::Unavailable("down".into())));
     let mut sink = MockSnapshotSink::new();
     sink.expect_publish().times(1).returning(|_| Ok(()));
-    publish_pending(&store, &sink, id(1), t0(), DEFAULT_CLAIM_LEASE, 10)
+    publish_pending(&store, &sink, id(1), &at(t0()), DEFAULT_CLAIM_LEASE, 10)
         .await
         .unwrap_err();
 }
@@ -104,7 +105,7 @@ async fn a_zero_limit_does_nothing() {
     let mut store = MockTelemetryStore::new();
     store.expect_claim_unpublished_snapshots().never();
     let sink = MockSnapshotSink::new();
-    let round = publish_pending(&store, &sink, id(1), t0(), DEFAULT_CLAIM_LEASE, 0)
+    let round = publish_pending(&store, &sink, id(1), &at(t0()), DEFAULT_CLAIM_LEASE, 0)
         .await
         .unwrap();
     assert_eq!(round, PublishRound::default());
@@ -127,7 +128,7 @@ async fn a_claim_left_by_a_crashed_replica_is_retried_after_its_lease() {
         &store,
         &sink,
         id(2),
-        now + Duration::seconds(30),
+        &at(now + Duration::seconds(30)),
         DEFAULT_CLAIM_LEASE,
         10,
     )
@@ -135,13 +136,72 @@ async fn a_claim_left_by_a_crashed_replica_is_retried_after_its_lease() {
     .unwrap();
     assert_eq!(during, PublishRound::default(), "the lease still holds");
     let after = now + DEFAULT_CLAIM_LEASE;
-    let round = publish_pending(&store, &sink, id(2), after, DEFAULT_CLAIM_LEASE, 10)
+    let round = publish_pending(&store, &sink, id(2), &at(after), DEFAULT_CLAIM_LEASE, 10)
         .await
         .unwrap();
     assert_eq!(round.published, 1);
     assert_eq!(sink.successes(), HashMap::from([(snap.id, 1)]));
     let listed = store.list_snapshots(10).await.unwrap();
     assert_eq!(listed[0].published_at, Some(after));
+}
+
+fn at(now: OffsetDateTime) -> ManualClock {
+    ManualClock::new(now)
+}
+
+/// A sink whose every delivery takes a quarter of the lease.
+#[derive(Debug)]
+struct SlowSink(ManualClock);
+
+#[async_trait::async_trait]
+impl SnapshotSink for SlowSink {
+    async fn publish(&self, _: &Snapshot) -> Result<(), SinkError> {
+        self.0.advance(DEFAULT_CLAIM_LEASE / 4);
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_round_stops_sending_at_half_its_lease_and_marks_each_at_its_delivery() {
+    let clock = ManualClock::new(t0());
+    let store = FakeStore::new();
+    for _ in 0..4 {
+        next_period(&store, &clock).await;
+    }
+    let start = clock.now();
+    let sink = SlowSink(clock.clone());
+    let round = publish_pending(&store, &sink, id(1), &clock, DEFAULT_CLAIM_LEASE, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        round,
+        PublishRound {
+            published: 2,
+            failed: 0,
+            deferred: 2
+        }
+    );
+    let mut marked: Vec<_> = store
+        .list_snapshots(10)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|s| s.published_at)
+        .collect();
+    marked.sort();
+    let quarter = DEFAULT_CLAIM_LEASE / 4;
+    assert_eq!(marked, vec![start + quarter, start + quarter * 2]);
+
+    // The unsent two stay claimed until the lease ends, then go out.
+    let again = publish_pending(&store, &sink, id(2), &clock, DEFAULT_CLAIM_LEASE, 10)
+        .await
+        .unwrap();
+    assert_eq!(again, PublishRound::default(), "still under the first lease");
+    clock.set(start + DEFAULT_CLAIM_LEASE);
+    let rest = publish_pending(&store, &sink, id(2), &clock, DEFAULT_CLAIM_LEASE, 10)
+        .await
+        .unwrap();
+    assert_eq!(rest.published, 2);
 }
 
 /// A sink that fails by script (front first; success once it runs out)
@@ -196,7 +256,7 @@ async fn publish_until_done(
     for round in 0..(snapshots + failures_scripted + 1) {
         let limit = limits[round % limits.len()];
         let claimer = id(1 + (round % 2) as u128);
-        let r = publish_pending(&store, &sink, claimer, now, DEFAULT_CLAIM_LEASE, limit)
+        let r = publish_pending(&store, &sink, claimer, &at(now), DEFAULT_CLAIM_LEASE, limit)
             .await
             .unwrap();
         published += r.published;
