@@ -40,7 +40,9 @@ pub use telemetry::*;
 macro_rules! conformance_suite {
     ($factory:path) => {
         $crate::conformance_suite!(@cases $factory;
-            upsert_keeps_the_newest_and_largest,
+            each_column_moves_forward_on_its_own,
+            a_handoff_keeps_the_close_requests_in_either_order,
+            write_order_does_not_matter,
             replaying_a_write_changes_nothing,
             batch_boundaries_write_every_row_and_bump_every_workspace,
             duplicates_in_one_write_are_refused_whole,

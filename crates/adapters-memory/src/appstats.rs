@@ -65,9 +65,9 @@ fn stored(row: &StatsReport) -> StatsReport {
     }
 }
 
-/// What [`StatsReport::apply_guarded`] reads of an incoming row, stored
+/// What [`StatsReport::merge_forward`] reads of an incoming row, stored
 /// precision, without copying the slug (the existing row keeps its own).
-fn guarded_columns(row: &StatsReport) -> StatsReport {
+fn merged_columns(row: &StatsReport) -> StatsReport {
     StatsReport {
         user_id: row.user_id,
         workspace_id: row.workspace_id,
@@ -106,8 +106,11 @@ impl AppStatsStore for MemoryStore {
         state.rows.reserve(write.rows.len());
         for row in &write.rows {
             match state.rows.entry(row.row_key()) {
+                // End and requests each move forward on their own, as in
+                // PostgreSQL's upsert; see `merge_forward` for why this
+                // deviates from SPEC §2's "not older and not smaller".
                 hashbrown::hash_map::Entry::Occupied(mut existing) => {
-                    existing.get_mut().apply_guarded(&guarded_columns(row));
+                    existing.get_mut().merge_forward(&merged_columns(row));
                 }
                 hashbrown::hash_map::Entry::Vacant(slot) => {
                     slot.insert(stored(row));

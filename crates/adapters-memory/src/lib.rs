@@ -23,8 +23,10 @@
 //!   time, a row ending before it starts, or a row with more than `i64::MAX`
 //!   requests is [`StoreError::Invalid`] naming the row and field, and
 //!   nothing is written. Rows are upserted by (user, agent, session) with
-//!   [`StatsReport::apply_guarded`]; an existing row keeps its other columns
-//!   (workspace, method, slug, start). Two rows with the same key in one
+//!   [`StatsReport::merge_forward`]: end time and requests each become the
+//!   larger of stored and incoming (so the order of writes never matters);
+//!   an existing row keeps its other columns (workspace, method, slug,
+//!   start). Two rows with the same key in one
 //!   write are [`StoreError::Invalid`] naming both rows, as in PostgreSQL,
 //!   which cannot upsert a key twice in one statement (the reporter merges
 //!   duplicates first). `last_used` entries move a workspace's time forward only
@@ -64,7 +66,7 @@
 //!   start, session id, user id, agent id.
 //!
 //! [`AppStatsStore::write_app_stats`]: tally_domain::ports::AppStatsStore::write_app_stats
-//! [`StatsReport::apply_guarded`]: tally_domain::StatsReport::apply_guarded
+//! [`StatsReport::merge_forward`]: tally_domain::StatsReport::merge_forward
 //! [`BoundaryUsageStore`]: tally_domain::ports::BoundaryUsageStore
 //! [`FlushOutcome::Duplicate`]: tally_domain::boundary::FlushOutcome::Duplicate
 //! [`StoreError::Invalid`]: tally_domain::StoreError::Invalid

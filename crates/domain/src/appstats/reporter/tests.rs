@@ -129,28 +129,98 @@ async fn seed_bug_2_every_touched_workspace_is_bumped_whatever_the_batching() {
 }
 
 /// Seed bug 5: the same (user, agent, session) twice in one statement made
-/// PostgreSQL reject the whole upsert.
+/// PostgreSQL reject the whole upsert. Duplicates are merged column by
+/// column: the latest end and the most requests, whichever rows carry them.
 #[tokio::test]
-async fn seed_bug_5_duplicates_are_merged_with_the_guarded_rule_in_order() {
+async fn seed_bug_5_duplicates_are_merged_column_by_column() {
     let (store, writes) = recording_store();
     let first = row(1, 10, 100, NOW - Duration::minutes(5), 4);
-    let newer = row(1, 10, 100, NOW - Duration::minutes(2), 9);
-    let stale = row(1, 10, 100, NOW - Duration::minutes(1), 3);
+    let most = row(1, 10, 100, NOW - Duration::minutes(2), 9);
+    let latest = row(1, 10, 100, NOW - Duration::minutes(1), 3);
     let other = row(2, 10, 101, NOW - Duration::minutes(3), 1);
     reporter(store, 8)
-        .report(&[first, other.clone(), newer.clone(), stale])
+        .report(&[first, other.clone(), most, latest])
         .await
         .unwrap();
     let write = &writes.lock()[0];
     assert_eq!(
         write.rows,
-        vec![newer, other],
-        "one row per key, guarded, first-seen order"
+        vec![row(1, 10, 100, NOW - Duration::minutes(1), 9), other],
+        "one row per key, each column at its maximum, first-seen order"
     );
     assert_eq!(
         write.last_used,
-        vec![(Uuid::from_u128(10), NOW - Duration::minutes(2))]
+        vec![(Uuid::from_u128(10), NOW - Duration::minutes(1))]
     );
+}
+
+/// The replica handoff: the open report's provisional end lies after the
+/// real close, which carries more requests. In one write, in either order,
+/// the close's requests are kept.
+#[tokio::test]
+async fn a_handoff_in_one_write_keeps_the_close_requests_in_either_order() {
+    let provisional = row(1, 10, 100, NOW - Duration::seconds(10), 3);
+    let close = row(1, 10, 100, NOW - Duration::seconds(40), 8);
+    let want = row(1, 10, 100, NOW - Duration::seconds(10), 8);
+    for order in [[&provisional, &close], [&close, &provisional]] {
+        let (store, writes) = recording_store();
+        let reports: Vec<_> = order.into_iter().cloned().collect();
+        reporter(store, 8).report(&reports).await.unwrap();
+        assert_eq!(writes.lock()[0].rows, vec![want.clone()]);
+    }
+}
+
+mod props {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Reports of three sessions (two sharing a workspace) with any end and
+    /// request count.
+    fn arb_reports() -> impl Strategy<Value = Vec<StatsReport>> {
+        prop::collection::vec((0u128..3, 0i64..600, 0u64..50), 0..24).prop_map(|v| {
+            v.into_iter()
+                .map(|(s, end_s, requests)| {
+                    row(s, 10 + s / 2, 100 + s, NOW - Duration::seconds(end_s), requests)
+                })
+                .collect()
+        })
+    }
+
+    fn rows_by_key(write: &AppStatsWrite) -> Vec<StatsReport> {
+        let mut rows = write.rows.clone();
+        rows.sort_by_key(StatsReport::row_key);
+        rows
+    }
+
+    fn prepared(reports: &[StatsReport]) -> AppStatsWrite {
+        let reporter = StoreReporter::new((), 4, Arc::new(ManualClock::new(NOW)));
+        reporter.prepare(reports).unwrap()
+    }
+
+    proptest! {
+        /// The merged rows and last-used times do not depend on the order of
+        /// the reports, and each row holds its key's latest end and most
+        /// requests.
+        #[test]
+        fn merging_duplicates_ignores_their_order(
+            (reports, shuffled) in arb_reports().prop_flat_map(|r| (Just(r.clone()), Just(r).prop_shuffle())),
+        ) {
+            let a = prepared(&reports);
+            let b = prepared(&shuffled);
+            prop_assert_eq!(rows_by_key(&a), rows_by_key(&b));
+            let mut used_a = a.last_used.clone();
+            let mut used_b = b.last_used.clone();
+            used_a.sort();
+            used_b.sort();
+            prop_assert_eq!(used_a, used_b);
+            for merged in &a.rows {
+                let same: Vec<_> = reports.iter().filter(|r| r.row_key() == merged.row_key()).collect();
+                prop_assert_eq!(merged.requests, same.iter().map(|r| r.requests).max().unwrap());
+                prop_assert_eq!(merged.session_ended_at, same.iter().map(|r| r.session_ended_at).max().unwrap());
+            }
+        }
+    }
 }
 
 #[test]

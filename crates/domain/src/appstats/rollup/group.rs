@@ -10,7 +10,7 @@ use uuid::Uuid;
 use crate::appstats::{AccessMethod, StatsReport};
 
 /// `end_off` of a session that is still open; sorts before every end time,
-/// like `None` before `Some` in [`StatsReport::apply_guarded`].
+/// like `None` before `Some` in [`StatsReport::merge_forward`].
 pub(super) const OPEN: i64 = i64::MIN;
 
 /// Groups up to this size are searched linearly; bigger ones get an index.
@@ -38,8 +38,8 @@ pub(super) struct Session {
     /// Nanoseconds from the group's start to the session's end, or [`OPEN`].
     pub end_off: i64,
     /// The latest provisional end reported for it while open, or `i64::MIN`.
-    /// Its closed row never ends earlier: the store's guarded rule would
-    /// refuse a row whose end moved backwards, and its requests with it.
+    /// Its closed row never ends earlier: the store keeps the later end
+    /// anyway (ends only move forward), so the row sent is the row stored.
     pub floor_off: i64,
     pub requests: u64,
     pub flags: u8,

@@ -145,6 +145,30 @@ fn replays_of_rolled_sessions_are_harmless_while_the_group_is_held() {
 }
 
 #[test]
+fn end_and_requests_move_forward_each_on_its_own() {
+    let mut r = rollup();
+    r.collect(open(1, T0, 1));
+    let now = T0 + secs(200);
+    r.rollup(now);
+    // An end later than held with fewer requests: only the end moves.
+    let later_fewer = closed(1, T0, T0 + secs(150), 0);
+    assert_eq!(r.collect_within(&later_fewer, usize::MAX), Collected::Updated);
+    // An earlier end with more requests: only the requests move.
+    let earlier_more = closed(1, T0, T0 + secs(120), 6);
+    assert_eq!(r.collect_within(&earlier_more, usize::MAX), Collected::Updated);
+    assert_eq!(r.collect_within(&earlier_more, usize::MAX), Collected::Unchanged);
+    assert_eq!(r.rollup(T0 + secs(230)), vec![closed(1, T0, now, 6)]);
+
+    // The same for a rolled-up session: its added requests are not lost.
+    let start = T0 + secs(600);
+    r.collect(closed(2, start + secs(5), start + secs(15), 2));
+    assert_eq!(r.rollup(start + secs(20)), vec![rolled_record(2, start, 2)]);
+    let earlier_more = closed(2, start + secs(5), start + secs(12), 5);
+    assert_eq!(r.collect_within(&earlier_more, usize::MAX), Collected::Updated);
+    assert_eq!(r.rollup(start + secs(30)), vec![rolled_record(2, start, 5)]);
+}
+
+#[test]
 fn more_requests_for_a_rolled_session_are_added_once() {
     let mut r = rollup();
     r.collect(closed(1, T0 + secs(5), T0 + secs(15), 2));
@@ -346,7 +370,7 @@ fn seed_bug_4_final_rollup_reports_young_open_sessions() {
 
 #[test]
 fn a_closed_row_never_ends_before_a_provisional_end_already_reported() {
-    // The store refuses a write whose end moved backwards, requests and all.
+    // The store keeps the later end anyway; the row sent is the row stored.
     let mut r = rollup();
     r.collect(open(1, T0, 1));
     let now = T0 + secs(200);

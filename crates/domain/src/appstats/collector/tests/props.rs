@@ -1,6 +1,6 @@
 //! Properties over random interleavings of open and closed reports, replays,
 //! flush times and reporter failures, checked against a model store that
-//! applies every delivered row with the guarded rule.
+//! merges every delivered row with the store's rule.
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
@@ -115,7 +115,7 @@ fn reports_of(i: usize, plan: &Plan) -> Vec<StatsReport> {
 }
 
 /// The store as every adapter must behave: rows keyed by (user, agent,
-/// session), later writes applied with the guarded rule.
+/// session), later writes merged with [`StatsReport::merge_forward`].
 #[derive(Debug, Default)]
 struct ModelStore {
     rows: HashMap<(Uuid, Uuid, Uuid), StatsReport>,
@@ -130,7 +130,7 @@ impl ModelStore {
             );
             self.rows
                 .entry(row.row_key())
-                .and_modify(|held| held.apply_guarded(row))
+                .and_modify(|held| held.merge_forward(row))
                 .or_insert_with(|| row.clone());
         }
     }
