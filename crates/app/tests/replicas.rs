@@ -334,34 +334,9 @@ async fn scenario(halt: Halt) {
     );
 
     // App stats: each session holds the highest count acknowledged for it,
-    // whatever the replays and the replica that stopped.
+    // whatever the replays, the replica that stopped and the order in which
+    // the replicas' provisional and final rows reached the store.
     let stored = checks::stored_sessions(&pool).await;
-    // KNOWN DEFECT, tolerated here and reported: when the stopped replica
-    // holds a session open and its close is acknowledged only by another
-    // replica, the stopped one's row (provisional end = its flush or shutdown
-    // time) can end later than the real close; the store then refuses the
-    // close (an end may not move back) and keeps the open count.
-    // A killed replica may also have written its provisional row between the
-    // open and the close it acknowledged, and never the close.
-    let exposed = match halt {
-        Halt::Term => &acked.stranded_opens,
-        Halt::Kill => &acked.retiring_opens,
-    };
-    let stranded = exposed
-        .iter()
-        .filter(|s| stored.get(s).copied() == Some(3))
-        .count();
-    eprintln!(
-        "{stranded} of {} exposed open sessions kept their open count (known defect)",
-        exposed.len()
-    );
-    let lowest_ok = |session: &Uuid, want: u64| {
-        if exposed.contains(session) {
-            want.min(3)
-        } else {
-            want
-        }
-    };
     match halt {
         Halt::Term => {
             assert_eq!(
@@ -371,8 +346,7 @@ async fn scenario(halt: Halt) {
             );
             for (session, &want) in &acked.sessions {
                 let got = stored.get(session).copied().unwrap_or(-1);
-                let ok = got == want as i64 || got == lowest_ok(session, want) as i64;
-                assert!(ok, "session {session}: stored {got}, acknowledged {want}");
+                assert_eq!(got, want as i64, "session {session}: stored vs acknowledged");
             }
         }
         Halt::Kill => {
@@ -387,7 +361,7 @@ async fn scenario(halt: Halt) {
             }
             for session in acked.sessions.keys() {
                 let got = stored.get(session).copied().unwrap_or(0) as u64;
-                let floor = lowest_ok(session, acked.surviving.get(session).copied().unwrap_or(0));
+                let floor = acked.surviving.get(session).copied().unwrap_or(0);
                 assert!(
                     got >= floor,
                     "session {session}: {got} < {floor} acknowledged by a surviving replica"

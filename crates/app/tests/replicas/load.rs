@@ -35,11 +35,6 @@ pub struct Acked {
     pub sessions: HashMap<Uuid, u64>,
     /// The same, counting only replicas that are not retiring.
     pub surviving: HashMap<Uuid, u64>,
-    /// Sessions whose open report the retiring replica acknowledged but whose
-    /// close only another replica did.
-    pub stranded_opens: std::collections::HashSet<Uuid>,
-    /// Sessions whose open report the retiring replica acknowledged.
-    pub retiring_opens: std::collections::HashSet<Uuid>,
     /// (when, allowed, denied) of each boundary log the retiring replica acknowledged.
     pub retiring_boundary: Vec<(Instant, u64, u64)>,
     /// What each replica (by index) acknowledged: what its metrics must show.
@@ -181,17 +176,12 @@ impl Driver {
         };
         let open = report(None, OPEN_REQUESTS);
         let close = report(Some(now), CLOSED_REQUESTS);
-        let mut acks = [false; 3];
-        for (step, (target, body, requests)) in [
+        for (target, body, requests) in [
             (replica, &open, OPEN_REQUESTS),
             (replica, &close, CLOSED_REQUESTS),
             ((replica + 1) % n, &close, CLOSED_REQUESTS),
-        ]
-        .into_iter()
-        .enumerate()
-        {
+        ] {
             if let Outcome::Acked = self.post(target, APP_STATS, PROXY, body).await {
-                acks[step] = true;
                 let mut a = self.acked.lock();
                 a.app_posts += 1;
                 let r = a.by_replica.entry(target).or_default();
@@ -206,13 +196,6 @@ impl Driver {
                         *kept = (*kept).max(requests);
                     }
                 }
-            }
-        }
-        if self.retiring == Some(replica) && acks[0] {
-            let mut a = self.acked.lock();
-            a.retiring_opens.extend(sessions.iter().map(|&(s, _)| s));
-            if !acks[1] {
-                a.stranded_opens.extend(sessions.iter().map(|&(s, _)| s));
             }
         }
     }
