@@ -37,6 +37,28 @@ enum Task {
         #[arg(long, default_value_t = 15)]
         periods: u64,
     },
+    /// The database crashed (or stopped cleanly) under load while three
+    /// replicas run, then restarted; a longer run of the CI outage test.
+    Outage {
+        /// Seconds the database stays down (the test's own default is 10).
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+        /// Seconds of load before and after the outage (the test's default is 4).
+        #[arg(long, default_value_t = 10)]
+        load_seconds: u64,
+        /// How the database goes down.
+        #[arg(long, value_enum, default_value_t = Shutdown::Immediate)]
+        shutdown: Shutdown,
+    },
+}
+
+/// How `cargo xtask outage` stops the database.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Shutdown {
+    /// A crash (`pg_ctl stop -m immediate`).
+    Immediate,
+    /// A clean stop (`pg_ctl stop -m fast`).
+    Fast,
 }
 
 fn main() -> ExitCode {
@@ -72,6 +94,25 @@ fn run(task: Task) -> anyhow::Result<()> {
                 &[
                     ("TALLY_REPLICAS_SECONDS", &seconds),
                     ("TALLY_REPLICAS_PERIODS", &periods),
+                ],
+            )
+        }
+        Task::Outage {
+            seconds,
+            load_seconds,
+            shutdown,
+        } => {
+            let (seconds, load_seconds) = (seconds.to_string(), load_seconds.to_string());
+            let shutdown = match shutdown {
+                Shutdown::Immediate => "immediate",
+                Shutdown::Fast => "fast",
+            };
+            cargo_env(
+                &["test", "-p", "tally", "--test", "db_outage", "--", "--nocapture"],
+                &[
+                    ("TALLY_OUTAGE_SECONDS", &seconds),
+                    ("TALLY_OUTAGE_LOAD_SECONDS", &load_seconds),
+                    ("TALLY_OUTAGE_SHUTDOWN", shutdown),
                 ],
             )
         }
