@@ -1,6 +1,7 @@
 //! Developer tasks: `cargo xtask <task>`. Each task is a thin, documented
 //! wrapper around cargo and the tally binary, so CI and people run the same.
 
+mod fuzz;
 mod load;
 
 use std::process::{Command, ExitCode};
@@ -33,6 +34,9 @@ enum Task {
         #[arg(long, default_value_t = 30)]
         seconds: u64,
     },
+    /// Fuzz the payload decoders (cargo-fuzz, crates/app/fuzz) for a bounded
+    /// time per target; installs cargo-fuzz if missing.
+    Fuzz(fuzz::FuzzArgs),
 }
 
 fn main() -> ExitCode {
@@ -68,6 +72,7 @@ fn run(task: Task) -> anyhow::Result<()> {
                 &[("TALLY_REPLICAS_SECONDS", &seconds)],
             )
         }
+        Task::Fuzz(args) => fuzz::run(args),
     }
 }
 
