@@ -34,7 +34,10 @@ pub fn run(args: FuzzArgs) -> anyhow::Result<()> {
     let targets: Vec<&str> = match args.target.as_deref() {
         None => TARGETS.to_vec(),
         Some(t) if TARGETS.contains(&t) => vec![t],
-        Some(t) => bail!("unknown fuzz target {t:?}: expected one of {}", TARGETS.join(", ")),
+        Some(t) => bail!(
+            "unknown fuzz target {t:?}: expected one of {}",
+            TARGETS.join(", ")
+        ),
     };
     ensure_cargo_fuzz()?;
     let app = workspace_root().join("crates/app");

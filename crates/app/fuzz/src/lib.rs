@@ -37,7 +37,10 @@ pub fn assert_report_invariants(i: usize, r: &StatsReport) {
         "report {i}: unset start accepted: {r:?}"
     );
     if let Some(end) = r.session_ended_at {
-        assert!(end >= r.session_started_at, "report {i}: ends before it starts: {r:?}");
+        assert!(
+            end >= r.session_started_at,
+            "report {i}: ends before it starts: {r:?}"
+        );
     }
     assert!(
         r.requests <= MAX_REQUESTS_PER_REPORT,
@@ -54,8 +57,8 @@ pub fn assert_report_invariants(i: usize, r: &StatsReport) {
 /// Re-encoding accepted reports as the Go proxy would and decoding them again
 /// gives the same reports: nothing is lost or changed on the way in.
 fn assert_app_stats_round_trip(reports: &[StatsReport]) {
-    let body = serde_json::to_vec(&serde_json::json!({ "stats": reports }))
-        .expect("accepted reports serialize");
+    let body =
+        serde_json::to_vec(&serde_json::json!({ "stats": reports })).expect("accepted reports serialize");
     match decode_app_stats(&body) {
         Ok(again) => assert_eq!(again, reports, "round trip changed the reports"),
         Err(e) => panic!(
@@ -73,8 +76,16 @@ pub fn check_boundary_logs(data: &[u8]) -> Result<BoundaryBatch, ApiError> {
             assert_json_object(data);
             assert!(!b.workspace_id.is_nil(), "nil workspace id accepted");
             assert!(!b.owner_id.is_nil(), "nil owner id accepted");
-            assert!(b.allowed <= MAX_REQUESTS_PER_REPORT, "allowed {} accepted", b.allowed);
-            assert!(b.denied <= MAX_REQUESTS_PER_REPORT, "denied {} accepted", b.denied);
+            assert!(
+                b.allowed <= MAX_REQUESTS_PER_REPORT,
+                "allowed {} accepted",
+                b.allowed
+            );
+            assert!(
+                b.denied <= MAX_REQUESTS_PER_REPORT,
+                "denied {} accepted",
+                b.denied
+            );
             assert_boundary_round_trip(b);
         }
         Err(e) => assert_client_error(data, e),
@@ -133,7 +144,10 @@ fn is_structurally_object(data: &[u8]) -> bool {
             f.write_str("an object")
         }
         fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-            while map.next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?.is_some() {}
+            while map
+                .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                .is_some()
+            {}
             Ok(())
         }
     }
@@ -165,7 +179,10 @@ pub fn assert_client_error(data: &[u8], e: &ApiError) {
         "refusal with status {}: {e:?}\nbody: {body}",
         e.status
     );
-    assert!(!e.message.trim().is_empty(), "refusal without a message: {e:?}\nbody: {body}");
+    assert!(
+        !e.message.trim().is_empty(),
+        "refusal without a message: {e:?}\nbody: {body}"
+    );
     // A field may be an unknown key, even " ": it still says where.
     match e.field.as_deref() {
         Some(f) if !f.is_empty() => {}

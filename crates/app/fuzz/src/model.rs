@@ -160,7 +160,10 @@ impl Request {
         };
         let mut parsed = Vec::with_capacity(reports.len());
         for (i, r) in reports.iter().enumerate() {
-            parsed.push(r.parse().map_err(|f| Refusal::Decode(format!("stats[{i}].{f}")))?);
+            parsed.push(
+                r.parse()
+                    .map_err(|f| Refusal::Decode(format!("stats[{i}].{f}")))?,
+            );
         }
         for (i, r) in parsed.iter().enumerate() {
             if let Some(f) = rule_broken(r) {
@@ -200,9 +203,15 @@ impl Report {
         put("workspace_id", self.workspace_id.as_ref().map(Id::json));
         put("agent_id", self.agent_id.as_ref().map(Id::json));
         put("access_method", self.access_method.as_ref().map(Method::json));
-        put("slug_or_port", self.slug_or_port.as_ref().map(|s| quote(&s.text())));
+        put(
+            "slug_or_port",
+            self.slug_or_port.as_ref().map(|s| quote(&s.text())),
+        );
         put("session_id", self.session_id.as_ref().map(Id::json));
-        put("session_started_at", self.session_started_at.as_ref().map(Stamp::json));
+        put(
+            "session_started_at",
+            self.session_started_at.as_ref().map(Stamp::json),
+        );
         put(
             "session_ended_at",
             match &self.session_ended_at {
@@ -228,11 +237,19 @@ impl Report {
     /// The report, or the field serde must name: the first wrong field in
     /// the body, else the first missing one in declaration order.
     fn parse(&self) -> Result<StatsReport, &'static str> {
-        let user_id = self.user_id.as_ref().map(|v| v.parse().ok_or("user_id")).transpose()?;
+        let user_id = self
+            .user_id
+            .as_ref()
+            .map(|v| v.parse().ok_or("user_id"))
+            .transpose()?;
         let workspace_id = (self.workspace_id.as_ref())
             .map(|v| v.parse().ok_or("workspace_id"))
             .transpose()?;
-        let agent_id = self.agent_id.as_ref().map(|v| v.parse().ok_or("agent_id")).transpose()?;
+        let agent_id = self
+            .agent_id
+            .as_ref()
+            .map(|v| v.parse().ok_or("agent_id"))
+            .transpose()?;
         let access_method = (self.access_method.as_ref())
             .map(|v| v.parse().ok_or("access_method"))
             .transpose()?;
@@ -252,7 +269,11 @@ impl Report {
                 (t != go_zero()).then_some(t)
             }
         };
-        let requests = self.requests.as_ref().map(|v| v.parse().ok_or("requests")).transpose()?;
+        let requests = self
+            .requests
+            .as_ref()
+            .map(|v| v.parse().ok_or("requests"))
+            .transpose()?;
         Ok(StatsReport {
             user_id: user_id.ok_or("user_id")?,
             workspace_id: workspace_id.ok_or("workspace_id")?,
@@ -352,9 +373,7 @@ impl Stamp {
         match self {
             Stamp::Parts(p) => p.value(),
             Stamp::GoZero(_) => Some(go_zero()),
-            Stamp::Text(s) => {
-                OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()
-            }
+            Stamp::Text(s) => OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok(),
             Stamp::Number(_) | Stamp::Null => None,
         }
     }
