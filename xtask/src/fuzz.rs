@@ -11,11 +11,17 @@ use std::process::Command;
 use anyhow::{Context, bail};
 
 /// The fuzz targets, as in `crates/app/fuzz/Cargo.toml`.
-pub const TARGETS: [&str; 3] = ["app_stats", "boundary_logs", "app_stats_structured"];
+pub const TARGETS: [&str; 4] = [
+    "app_stats",
+    "boundary_logs",
+    "app_stats_structured",
+    "boundary_logs_structured",
+];
 
 #[derive(Debug, clap::Args)]
 pub struct FuzzArgs {
-    /// Only this target (app_stats, boundary_logs, app_stats_structured).
+    /// Only this target (app_stats, boundary_logs, app_stats_structured,
+    /// boundary_logs_structured).
     #[arg(long)]
     target: Option<String>,
     /// Seconds of fuzzing per target.

@@ -2,6 +2,7 @@
 //! fuzz targets in `fuzz_targets/`. A broken property panics, which libFuzzer
 //! reports as a crash with the input saved under `artifacts/`.
 
+pub mod boundary_model;
 pub mod model;
 
 use tally::http::error::ApiError;

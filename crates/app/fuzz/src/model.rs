@@ -288,7 +288,7 @@ impl Report {
     }
 }
 
-fn quote(s: &str) -> String {
+pub(crate) fn quote(s: &str) -> String {
     serde_json::to_string(s).unwrap()
 }
 
@@ -301,7 +301,7 @@ fn go_zero() -> OffsetDateTime {
 }
 
 impl Id {
-    fn json(&self) -> String {
+    pub(crate) fn json(&self) -> String {
         match self {
             Id::Nil => quote(&Uuid::nil().to_string()),
             Id::Bytes(b, style) => {
@@ -318,7 +318,7 @@ impl Id {
         }
     }
 
-    fn parse(&self) -> Option<Uuid> {
+    pub(crate) fn parse(&self) -> Option<Uuid> {
         match self {
             Id::Nil => Some(Uuid::nil()),
             Id::Bytes(b, _) => Some(Uuid::from_bytes(*b)),
@@ -424,7 +424,7 @@ impl Parts {
 }
 
 impl Count {
-    fn json(&self) -> String {
+    pub(crate) fn json(&self) -> String {
         match self {
             Count::Small(n) => n.to_string(),
             Count::Any(n) => n.to_string(),
@@ -437,7 +437,7 @@ impl Count {
         }
     }
 
-    fn parse(&self) -> Option<u64> {
+    pub(crate) fn parse(&self) -> Option<u64> {
         match self {
             Count::Small(n) => Some(u64::from(*n)),
             Count::Any(n) => Some(*n),
