@@ -52,7 +52,9 @@ pub fn run(args: FuzzArgs) -> anyhow::Result<()> {
         let corpus = format!("fuzz/corpus/{target}");
         let scratch = format!("fuzz/target/corpus/{target}");
         let seeds = format!("fuzz/seeds/{target}");
-        std::fs::create_dir_all(app.join(&scratch)).context("creating the scratch corpus")?;
+        for dir in [&scratch, &corpus] {
+            std::fs::create_dir_all(app.join(dir)).with_context(|| format!("creating {dir}"))?;
+        }
         // The first directory receives new inputs; the others are read only.
         let mut dirs = vec![scratch.as_str(), corpus.as_str()];
         if app.join(&seeds).is_dir() {
