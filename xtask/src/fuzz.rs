@@ -158,3 +158,44 @@ fn workspace_root() -> PathBuf {
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     manifest.parent().map_or(manifest.clone(), PathBuf::from)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `TARGETS` lists exactly the `[[bin]]` targets of the fuzz crate.
+    #[test]
+    fn targets_match_the_fuzz_manifest() {
+        let manifest = std::fs::read_to_string(workspace_root().join("crates/app/fuzz/Cargo.toml")).unwrap();
+        let mut in_bin = false;
+        let mut bins = Vec::new();
+        for line in manifest.lines().map(str::trim) {
+            if line.starts_with('[') {
+                in_bin = line == "[[bin]]";
+            } else if in_bin && let Some(name) = line.strip_prefix("name = ") {
+                bins.push(name.trim_matches('"').to_owned());
+            }
+        }
+        bins.sort();
+        let mut targets: Vec<String> = TARGETS.iter().map(|t| (*t).to_owned()).collect();
+        targets.sort();
+        assert_eq!(bins, targets);
+        for t in TARGETS {
+            let source = format!("crates/app/fuzz/fuzz_targets/{t}.rs");
+            assert!(workspace_root().join(&source).is_file(), "{source} missing");
+        }
+    }
+
+    #[test]
+    fn an_unknown_target_is_refused_before_anything_runs() {
+        let args = FuzzArgs {
+            target: Some("app-stats".into()),
+            seconds: 1,
+            sanitizer: "address".into(),
+            save: false,
+        };
+        let e = run(args).unwrap_err().to_string();
+        assert!(e.contains("unknown fuzz target \"app-stats\""), "{e}");
+        assert!(e.contains("boundary_logs_structured"), "{e}");
+    }
+}
