@@ -1,6 +1,7 @@
 //! Developer tasks: `cargo xtask <task>`. Each task is a thin, documented
 //! wrapper around cargo and the tally binary, so CI and people run the same.
 
+mod fuzz;
 mod load;
 
 use std::process::{Command, ExitCode};
@@ -50,6 +51,9 @@ enum Task {
         #[arg(long, value_enum, default_value_t = Shutdown::Immediate)]
         shutdown: Shutdown,
     },
+    /// Fuzz the payload decoders (cargo-fuzz, crates/app/fuzz) for a bounded
+    /// time per target; installs cargo-fuzz if missing.
+    Fuzz(fuzz::FuzzArgs),
 }
 
 /// How `cargo xtask outage` stops the database.
@@ -77,6 +81,19 @@ fn run(task: Task) -> anyhow::Result<()> {
         Task::Ci => {
             cargo(&["fmt", "--all", "--", "--check"])?;
             cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])?;
+            // The fuzz crate is a workspace of its own: lint it, don't fuzz.
+            let fuzz = "crates/app/fuzz/Cargo.toml";
+            cargo(&["fmt", "--manifest-path", fuzz, "--", "--check"])?;
+            cargo(&[
+                "clippy",
+                "--locked",
+                "--manifest-path",
+                fuzz,
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ])?;
             cargo(&["test", "--workspace"])
         }
         Task::Bench { filter } => {
@@ -116,6 +133,7 @@ fn run(task: Task) -> anyhow::Result<()> {
                 ],
             )
         }
+        Task::Fuzz(args) => fuzz::run(args),
     }
 }
 
