@@ -174,15 +174,23 @@ impl Request {
     }
 }
 
+/// The latest session time the collector can hold (nanoseconds in an i64).
+fn latest() -> OffsetDateTime {
+    tally_domain::appstats::LATEST_SESSION_TIME
+}
+
 /// The domain's rules, written out again, in `validate`'s order.
 fn rule_broken(r: &StatsReport) -> Option<&'static str> {
     if r.session_id.is_nil() {
         Some("session_id")
-    } else if r.session_started_at.year() < 1970 {
+    } else if r.session_started_at < OffsetDateTime::UNIX_EPOCH || r.session_started_at > latest() {
         Some("session_started_at")
-    } else if r.session_ended_at.is_some_and(|end| end < r.session_started_at) {
+    } else if r
+        .session_ended_at
+        .is_some_and(|end| end > latest() || end < r.session_started_at)
+    {
         Some("session_ended_at")
-    } else if r.slug_or_port.len() > MAX_SLUG {
+    } else if r.slug_or_port.len() > MAX_SLUG || r.slug_or_port.contains('\0') {
         Some("slug_or_port")
     } else if r.requests > MAX_REQUESTS {
         Some("requests")

@@ -96,13 +96,33 @@ pub fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiErro
     }
     // Fast path without path tracking; bad input is decoded again to name the field.
     if let Ok(value) = serde_json::from_slice(bytes) {
+        check_skipped_text(bytes)?;
         return Ok(value);
     }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(decode_error)?;
     de.end()
         .map_err(|e| ApiError::bad_field("body", format!("invalid JSON: {e}")))?;
+    check_skipped_text(bytes)?;
     Ok(value)
+}
+
+/// serde_json checks the strings it decodes but not those of ignored
+/// fields: a body accepted whole must still be UTF-8 JSON text, without
+/// lone surrogate escapes (RFC 8259 §8.1, §8.2).
+fn check_skipped_text(bytes: &[u8]) -> Result<(), ApiError> {
+    if let Err(e) = std::str::from_utf8(bytes) {
+        return Err(ApiError::bad_field(
+            "body",
+            format!("invalid UTF-8 at byte {}", e.valid_up_to()),
+        ));
+    }
+    // Only a body with an escape can hide a lone surrogate; parse it fully.
+    if memchr::memmem::find(bytes, b"\\u").is_some() {
+        serde_json::from_slice::<serde_json::Value>(bytes)
+            .map_err(|e| ApiError::bad_field("body", format!("invalid JSON text: {e}")))?;
+    }
+    Ok(())
 }
 
 fn decode_error(e: serde_path_to_error::Error<serde_json::Error>) -> ApiError {

@@ -135,6 +135,21 @@ fn malformed_app_stats_name_the_offending_field() {
 }
 
 #[test]
+fn text_in_ignored_fields_must_still_be_valid() {
+    for body in [
+        b"{\"x\":\"\xff\",\"stats\":[]}".as_slice(),
+        br#"{"x":"\ud800","stats":[]}"#,
+        br#"{"stats":[],"x":{"y":["\uDC00"]}}"#,
+    ] {
+        let err = decode_app_stats(body).unwrap_err();
+        assert_eq!(err.status, StatusCode::BAD_REQUEST);
+        assert_eq!(err.field.as_deref(), Some("body"), "{}", err.message);
+    }
+    let ok = br#"{"x":"caf\u00e9 \ud83d\ude00 \\u","stats":[]}"#;
+    assert!(decode_app_stats(ok).unwrap().is_empty());
+}
+
+#[test]
 fn boundary_logs_are_counted_or_taken_precounted() {
     let ws = uuid::Uuid::new_v4();
     let owner = uuid::Uuid::new_v4();

@@ -236,6 +236,17 @@ pub fn cases(now: OffsetDateTime) -> Vec<Case> {
         b"{\"stats\": [], \"\xff\": 1}".to_vec(),
         "body",
     ));
+    // In an unknown field serde skips: found by the fuzzer.
+    cases.push(post(
+        "invalid UTF-8 in an ignored field",
+        [b"{\"x\": \"\xff\", ".as_slice(), &r.many(1)[1..]].concat(),
+        "body",
+    ));
+    cases.push(post(
+        "lone surrogate in an ignored field",
+        [br#"{"x": "\ud800", "#.as_slice(), &r.many(1)[1..]].concat(),
+        "body",
+    ));
     cases.push(post(
         "a byte order mark",
         [b"\xef\xbb\xbf".as_slice(), &r.many(1)].concat(),

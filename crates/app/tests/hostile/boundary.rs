@@ -23,6 +23,12 @@ fn with(mut body: Value, pointer: &str, raw: impl AsRef<[u8]>) -> Vec<u8> {
     splice(&body, raw.as_ref())
 }
 
+/// `body` with an unknown field `x`, for [`with`] to fill.
+fn with_extra(mut body: Value) -> Value {
+    body["x"] = Value::Null;
+    body
+}
+
 fn without(mut body: Value, key: &str) -> Vec<u8> {
     body.as_object_mut().unwrap().remove(key);
     body.to_string().into_bytes()
@@ -151,6 +157,17 @@ pub fn cases() -> Vec<Case> {
     cases.push(post(
         "invalid UTF-8 between tokens",
         with(counts(), "/denied", b"1 \xff"),
+        "body",
+    ));
+    // In an unknown field serde skips: found by the fuzzer.
+    cases.push(post(
+        "invalid UTF-8 in an ignored field",
+        with(with_extra(counts()), "/x", b"\"\xff\""),
+        "body",
+    ));
+    cases.push(post(
+        "lone surrogate in an ignored field",
+        with(with_extra(counts()), "/x", br#""\udfff""#),
         "body",
     ));
 
