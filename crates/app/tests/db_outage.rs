@@ -24,7 +24,7 @@ mod common;
 mod edges;
 #[path = "db_outage/load.rs"]
 mod load;
-#[path = "db_outage/scrape.rs"]
+#[path = "replicas/scrape.rs"]
 mod scrape;
 #[path = "replicas/sink.rs"]
 mod sink;
@@ -34,9 +34,11 @@ use std::time::{Duration, Instant};
 
 use common::Server;
 use load::Driver;
-use scrape::{
-    APP_BACKLOG, APP_FAILED_FLUSHES, APP_ROWS_WRITTEN, BOUNDARY_FAILURES, BOUNDARY_PENDING, REPORTS_REFUSED,
-    STORE_UP, Sample, TRACKED_SESSIONS, scrape,
+use scrape::{Metrics, scrape};
+use tally::metrics::{
+    BACKLOG_ROWS as APP_BACKLOG, BOUNDARY_FLUSH_FAILURES as BOUNDARY_FAILURES, BOUNDARY_PENDING,
+    FAILED_FLUSHES as APP_FAILED_FLUSHES, REPORTS_REFUSED, ROWS_WRITTEN as APP_ROWS_WRITTEN, STORE_UP,
+    TRACKED_SESSIONS,
 };
 use tally_tests::pg::{PrivateCluster, Shutdown};
 use time::OffsetDateTime;
@@ -94,7 +96,7 @@ async fn with_cluster(
     .unwrap()
 }
 
-async fn scrape_all(client: &reqwest::Client, servers: &[Server]) -> Vec<Sample> {
+async fn scrape_all(client: &reqwest::Client, servers: &[Server]) -> Vec<Metrics> {
     let mut samples = Vec::new();
     for s in servers {
         samples.push(scrape(client, s.addr).await);
@@ -148,16 +150,16 @@ async fn a_database_outage_loses_nothing_and_the_replicas_recover_by_themselves(
     let before = scrape_all(&client, &servers).await;
     for (i, s) in before.iter().enumerate() {
         assert_eq!(
-            s.get(APP_FAILED_FLUSHES),
+            s.get(APP_FAILED_FLUSHES, &[]),
             0.0,
             "replica {i} before the outage: {s:?}"
         );
         assert_eq!(
-            s.get(BOUNDARY_FAILURES),
+            s.get(BOUNDARY_FAILURES, &[]),
             0.0,
             "replica {i} before the outage: {s:?}"
         );
-        assert_eq!(s.get(STORE_UP), 1.0, "replica {i} before the outage: {s:?}");
+        assert_eq!(s.get(STORE_UP, &[]), 1.0, "replica {i} before the outage: {s:?}");
     }
 
     // Down, as in a crash. Load goes on; the metrics are watched.
@@ -190,10 +192,10 @@ async fn a_database_outage_loses_nothing_and_the_replicas_recover_by_themselves(
         tokio::time::sleep(Duration::from_millis(500).min(outage)).await;
         during = scrape_all(&client, &servers).await;
         for (i, s) in during.iter().enumerate() {
-            max_backlog[i] = max_backlog[i].max(s.get(APP_BACKLOG));
-            max_pending[i] = max_pending[i].max(s.get(BOUNDARY_PENDING));
-            max_tracked[i] = max_tracked[i].max(s.get(TRACKED_SESSIONS));
-            saw_down[i] |= s.get(STORE_UP) == 0.0;
+            max_backlog[i] = max_backlog[i].max(s.get(APP_BACKLOG, &[]));
+            max_pending[i] = max_pending[i].max(s.get(BOUNDARY_PENDING, &[]));
+            max_tracked[i] = max_tracked[i].max(s.get(TRACKED_SESSIONS, &[]));
+            saw_down[i] |= s.get(STORE_UP, &[]) == 0.0;
         }
     }
     let (status, body, took) = read.await.unwrap();
@@ -227,9 +229,9 @@ async fn a_database_outage_loses_nothing_and_the_replicas_recover_by_themselves(
         async move {
             let now = scrape_all(client, servers).await;
             let ok = now.iter().zip(during).all(|(s, d)| {
-                s.get(APP_BACKLOG) == 0.0
-                    && s.get(STORE_UP) == 1.0
-                    && s.get(APP_ROWS_WRITTEN) > d.get(APP_ROWS_WRITTEN)
+                s.get(APP_BACKLOG, &[]) == 0.0
+                    && s.get(STORE_UP, &[]) == 1.0
+                    && s.get(APP_ROWS_WRITTEN, &[]) > d.get(APP_ROWS_WRITTEN, &[])
             });
             ok.then_some(now)
         }
@@ -242,16 +244,9 @@ async fn a_database_outage_loses_nothing_and_the_replicas_recover_by_themselves(
     let load_ended = OffsetDateTime::now_utc();
 
     // Idle: the boundary usage is flushed too.
-    common::eventually(Duration::from_secs(10), "boundary usage to be flushed", || {
-        let (client, servers) = (&client, &servers);
-        async move {
-            let now = scrape_all(client, servers).await;
-            now.iter()
-                .all(|s| s.get(BOUNDARY_PENDING) == 0.0 && s.get(APP_BACKLOG) == 0.0)
-                .then_some(())
-        }
-    })
-    .await;
+    for s in &servers {
+        scrape::settled(&client, s.addr).await;
+    }
 
     // Periods resume: one after the last acknowledged request is closed (so
     // it holds everything), and every snapshot is published.
@@ -296,8 +291,8 @@ async fn a_database_outage_loses_nothing_and_the_replicas_recover_by_themselves(
         eprintln!("replica 0: {line}");
     }
     let acked = std::mem::take(&mut *driver.acked.lock());
-    let failed_app: Vec<f64> = after.iter().map(|s| s.get(APP_FAILED_FLUSHES)).collect();
-    let failed_boundary: Vec<f64> = after.iter().map(|s| s.get(BOUNDARY_FAILURES)).collect();
+    let failed_app: Vec<f64> = after.iter().map(|s| s.get(APP_FAILED_FLUSHES, &[])).collect();
+    let failed_boundary: Vec<f64> = after.iter().map(|s| s.get(BOUNDARY_FAILURES, &[])).collect();
     let warned_app: Vec<usize> = logs
         .iter()
         .map(|l| count_lines(l, "app stats flush failed"))
@@ -329,9 +324,9 @@ async fn a_database_outage_loses_nothing_and_the_replicas_recover_by_themselves(
     // The capped replica refused app stats while it could not write them,
     // and only then; every refused request was acknowledged on a retry.
     assert!(acked.outage.app_refused > 0, "the capped replica refused nothing");
-    assert!(after[REPLICAS - 1].get(REPORTS_REFUSED) > 0.0);
+    assert!(after[REPLICAS - 1].get(REPORTS_REFUSED, &[]) > 0.0);
     assert_eq!(
-        before[REPLICAS - 1].get(REPORTS_REFUSED),
+        before[REPLICAS - 1].get(REPORTS_REFUSED, &[]),
         0.0,
         "refused while the database was up"
     );
@@ -345,11 +340,11 @@ async fn a_database_outage_loses_nothing_and_the_replicas_recover_by_themselves(
     // The metrics showed it, on every replica, and show the recovery.
     for i in 0..REPLICAS {
         assert!(
-            during[i].get(APP_FAILED_FLUSHES) > 0.0,
+            during[i].get(APP_FAILED_FLUSHES, &[]) > 0.0,
             "replica {i}: no failed app stats flush counted during the outage"
         );
         assert!(
-            during[i].get(BOUNDARY_FAILURES) > 0.0,
+            during[i].get(BOUNDARY_FAILURES, &[]) > 0.0,
             "replica {i}: no failed boundary flush counted during the outage"
         );
         assert!(
@@ -364,8 +359,13 @@ async fn a_database_outage_loses_nothing_and_the_replicas_recover_by_themselves(
             saw_down[i],
             "replica {i}: {STORE_UP} never went to 0 during the outage"
         );
-        assert_eq!(drained[i].get(APP_BACKLOG), 0.0);
-        assert_eq!(after[i].get(STORE_UP), 1.0, "replica {i} after: {:?}", after[i]);
+        assert_eq!(drained[i].get(APP_BACKLOG, &[]), 0.0);
+        assert_eq!(
+            after[i].get(STORE_UP, &[]),
+            1.0,
+            "replica {i} after: {:?}",
+            after[i]
+        );
         // The log says so, once per failed flush, backing off: not a flood.
         assert!(
             warned_app[i] >= 1 && warned_boundary[i] >= 1,

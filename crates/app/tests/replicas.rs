@@ -28,8 +28,8 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use common::Server;
+use common::db::{SnapshotRow, snapshots, stored_sessions, unclosed_boundary};
 use load::{Driver, USERS, WORKSPACES};
-use sqlx::Row as _;
 use uuid::Uuid;
 
 /// Sink requests answered 500 before it recovers; more than one publish
@@ -65,49 +65,6 @@ fn stop(server: Server) {
     let (status, logs) = server.wait(Duration::from_secs(30));
     assert_eq!(status.code(), Some(0), "{logs}");
     assert!(logs.contains("shutdown complete"), "{logs}");
-}
-
-#[derive(Debug)]
-struct SnapshotRow {
-    id: Uuid,
-    period_start: time::OffsetDateTime,
-    period_end: time::OffsetDateTime,
-    created_at: time::OffsetDateTime,
-    unique_workspaces: i64,
-    unique_users: i64,
-    allowed: i64,
-    denied: i64,
-    replicas: i64,
-    published: bool,
-    published_at: Option<time::OffsetDateTime>,
-    attempts: i32,
-}
-
-async fn snapshots(pool: &sqlx::PgPool) -> Vec<SnapshotRow> {
-    sqlx::query(
-        "SELECT id, period_start, period_end, created_at, unique_workspaces, unique_users, allowed_requests, denied_requests, \
-         replicas, published_at IS NOT NULL AS published, published_at, publish_attempts \
-         FROM telemetry_snapshots ORDER BY period_end",
-    )
-    .fetch_all(pool)
-    .await
-    .unwrap()
-    .into_iter()
-    .map(|r| SnapshotRow {
-        id: r.get("id"),
-        period_start: r.get("period_start"),
-        period_end: r.get("period_end"),
-        created_at: r.get("created_at"),
-        unique_workspaces: r.get("unique_workspaces"),
-        unique_users: r.get("unique_users"),
-        allowed: r.get("allowed_requests"),
-        denied: r.get("denied_requests"),
-        replicas: r.get("replicas"),
-        published: r.get("published"),
-        published_at: r.get("published_at"),
-        attempts: r.get("publish_attempts"),
-    })
-    .collect()
 }
 
 /// How replica 2 is stopped halfway through the load.
@@ -243,14 +200,7 @@ async fn scenario(halt: Halt) {
     }
 
     // Conservation: snapshots plus what is still unclosed is what was acknowledged.
-    let rest = sqlx::query(
-        "SELECT COALESCE(SUM(allowed_requests), 0)::bigint AS a, COALESCE(SUM(denied_requests), 0)::bigint AS d \
-         FROM boundary_usage_replicas",
-    )
-    .fetch_one(&pool)
-    .await
-    .unwrap();
-    let (rest_allowed, rest_denied): (i64, i64) = (rest.get("a"), rest.get("d"));
+    let (rest_allowed, rest_denied) = unclosed_boundary(&pool).await;
     let allowed: i64 = rows.iter().map(|r| r.allowed).sum::<i64>() + rest_allowed;
     let denied: i64 = rows.iter().map(|r| r.denied).sum::<i64>() + rest_denied;
     match halt {
@@ -336,7 +286,7 @@ async fn scenario(halt: Halt) {
     // App stats: each session holds the highest count acknowledged for it,
     // whatever the replays, the replica that stopped and the order in which
     // the replicas' provisional and final rows reached the store.
-    let stored = checks::stored_sessions(&pool).await;
+    let stored = stored_sessions(&pool).await;
     match halt {
         Halt::Term => {
             assert_eq!(

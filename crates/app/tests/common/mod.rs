@@ -1,6 +1,8 @@
 //! Runs `tally serve` as a child process on an ephemeral loopback port.
 #![allow(dead_code, clippy::too_many_arguments)]
 
+pub mod db;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};

@@ -1,43 +1,11 @@
 //! What must hold in the database and at the sink after the outage.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
-use sqlx::Row as _;
-use time::OffsetDateTime;
-use uuid::Uuid;
-
+pub use crate::common::db::{SnapshotRow, snapshots};
+use crate::common::db::{stored_sessions, unclosed_boundary};
 use crate::load::Acked;
 use crate::sink::Sink;
-
-#[derive(Debug)]
-pub struct SnapshotRow {
-    pub id: Uuid,
-    pub period_start: OffsetDateTime,
-    pub period_end: OffsetDateTime,
-    pub allowed: i64,
-    pub denied: i64,
-    pub published: bool,
-}
-
-pub async fn snapshots(pool: &sqlx::PgPool) -> Vec<SnapshotRow> {
-    sqlx::query(
-        "SELECT id, period_start, period_end, allowed_requests, denied_requests, \
-         published_at IS NOT NULL AS published FROM telemetry_snapshots ORDER BY period_end",
-    )
-    .fetch_all(pool)
-    .await
-    .unwrap()
-    .into_iter()
-    .map(|r| SnapshotRow {
-        id: r.get("id"),
-        period_start: r.get("period_start"),
-        period_end: r.get("period_end"),
-        allowed: r.get("allowed_requests"),
-        denied: r.get("denied_requests"),
-        published: r.get("published"),
-    })
-    .collect()
-}
 
 /// No two snapshots for one period.
 pub fn one_snapshot_per_period(rows: &[SnapshotRow]) {
@@ -55,15 +23,9 @@ pub fn one_snapshot_per_period(rows: &[SnapshotRow]) {
 /// exactly; every acknowledged session is stored with its highest
 /// acknowledged count, and nothing else is.
 pub async fn nothing_lost(pool: &sqlx::PgPool, acked: &Acked, rows: &[SnapshotRow]) {
-    let rest = sqlx::query(
-        "SELECT COALESCE(SUM(allowed_requests), 0)::bigint AS a, COALESCE(SUM(denied_requests), 0)::bigint AS d \
-         FROM boundary_usage_replicas",
-    )
-    .fetch_one(pool)
-    .await
-    .unwrap();
-    let allowed: i64 = rows.iter().map(|r| r.allowed).sum::<i64>() + rest.get::<i64, _>("a");
-    let denied: i64 = rows.iter().map(|r| r.denied).sum::<i64>() + rest.get::<i64, _>("d");
+    let (rest_allowed, rest_denied) = unclosed_boundary(pool).await;
+    let allowed: i64 = rows.iter().map(|r| r.allowed).sum::<i64>() + rest_allowed;
+    let denied: i64 = rows.iter().map(|r| r.denied).sum::<i64>() + rest_denied;
     assert_eq!(
         allowed as u64, acked.allowed,
         "allowed decisions; snapshots: {rows:#?}"
@@ -73,13 +35,7 @@ pub async fn nothing_lost(pool: &sqlx::PgPool, acked: &Acked, rows: &[SnapshotRo
         "denied decisions; snapshots: {rows:#?}"
     );
 
-    let stored: HashMap<Uuid, i64> = sqlx::query("SELECT session_id, requests FROM workspace_app_stats")
-        .fetch_all(pool)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|r| (r.get("session_id"), r.get("requests")))
-        .collect();
+    let stored = stored_sessions(pool).await;
     assert_eq!(
         stored.len(),
         acked.sessions.len(),

@@ -85,13 +85,7 @@ async fn a_replica_waits_for_the_database_at_start_and_at_shutdown() {
     assert!(log.contains("shutdown complete"), "{log}");
 
     let pool = sqlx::PgPool::connect(&url).await.unwrap();
-    let (allowed, denied): (i64, i64) = sqlx::query_as(
-        "SELECT COALESCE(SUM(allowed_requests), 0)::bigint, COALESCE(SUM(denied_requests), 0)::bigint \
-         FROM boundary_usage_replicas",
-    )
-    .fetch_one(&pool)
-    .await
-    .unwrap();
+    let (allowed, denied) = crate::common::db::unclosed_boundary(&pool).await;
     let closed: i64 =
         sqlx::query_scalar("SELECT COALESCE(SUM(allowed_requests), 0)::bigint FROM telemetry_snapshots")
             .fetch_one(&pool)

@@ -3,13 +3,13 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use sqlx::Row as _;
 use tally::http::{APP_STATS_PATH, BOUNDARY_LOGS_PATH};
 use tally::metrics as m;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::SnapshotRow;
+use crate::common::db::stored_sessions;
 use crate::load::{Acked, ReplicaAcked};
 use crate::scrape::Metrics;
 
@@ -70,17 +70,6 @@ pub fn replica_metrics(i: usize, mx: &Metrics, want: ReplicaAcked) {
     ] {
         assert_eq!(mx.count(name, &[]), 0, "replica {i}: {what}");
     }
-}
-
-/// The stored app stats sessions, by session id.
-pub async fn stored_sessions(pool: &sqlx::PgPool) -> HashMap<Uuid, i64> {
-    sqlx::query("SELECT session_id, requests FROM workspace_app_stats")
-        .fetch_all(pool)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|r| (r.get("session_id"), r.get("requests")))
-        .collect()
 }
 
 /// With no replica stopped early, every session holds exactly the highest
