@@ -76,6 +76,12 @@ pub struct ServeArgs {
     #[arg(long, env = "TALLY_CONNECT_TIMEOUT", default_value = "10s", value_parser = positive_duration)]
     pub connect_timeout: Duration,
 
+    /// Longest time one store call may take once connected; past it the call
+    /// counts as the database being unavailable (retried, kept, reported),
+    /// so a database behind a network blackhole cannot wedge the loops.
+    #[arg(long, env = "TALLY_STORE_TIMEOUT", default_value = "30s", value_parser = positive_duration)]
+    pub store_timeout: Duration,
+
     /// This replica's id (a UUID); generated when absent.
     #[arg(long, env = "TALLY_REPLICA_ID")]
     pub replica_id: Option<Uuid>,
@@ -230,6 +236,7 @@ mod tests {
         assert_eq!(a.snapshot_interval, Duration::from_secs(30 * 60));
         assert_eq!(a.body_limit, 8 << 20);
         assert_eq!(a.lock_retention, Duration::from_secs(7 * 24 * 3600));
+        assert_eq!(a.store_timeout, Duration::from_secs(30));
         assert!(a.database_url.is_none() && a.tokens.is_none() && !a.log_json);
     }
 
@@ -246,9 +253,15 @@ mod tests {
         assert_eq!(a.report_interval, Duration::from_millis(250));
         assert_eq!(a.snapshot_interval, Duration::from_secs(2));
         assert_eq!(a.body_limit, 65536);
+        assert_eq!(
+            serve(&["--store-timeout", "2s"]).store_timeout,
+            Duration::from_secs(2)
+        );
         for bad in [
             &["--report-interval", "soon"][..],
             &["--rollup-window", "0s"],
+            &["--store-timeout", "0s"],
+            &["--store-timeout", "never"],
             &["--batch-size", "0"],
             &["--body-limit", "8 parsecs"],
             &["--listen", "nowhere"],

@@ -3,6 +3,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod deadline;
 pub mod http;
 pub mod loops;
 pub mod metrics;

@@ -15,6 +15,7 @@ use uuid::Uuid;
 
 use crate::cli::ServeArgs;
 use crate::config::{ConfigError, Tokens, check_telemetry_url, redact_database_url};
+use crate::deadline::DeadlineStore;
 use crate::http::{AppState, router};
 use crate::loops::{Background, LoopSettings, WatchedReporter, to_time};
 use crate::sink::{HttpSink, LogSink};
@@ -41,6 +42,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
 
     let database_url = args.database_url.as_ref().map(|s| s.expose());
     let store = open_store_in_time(database_url, args.connect_timeout).await?;
+    // Every call from here on (loops, shutdown flushes, reads) ends within
+    // the store timeout: a blackholed database shows as unavailable.
+    let store: Arc<dyn Store> = Arc::new(DeadlineStore::new(store, args.store_timeout));
     crate::metrics::store_result(&Ok::<(), tally_domain::StoreError>(()));
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -89,6 +93,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         max_buffered = args.max_buffered,
         snapshot_interval = %humantime::format_duration(args.snapshot_interval),
         tracker_flush_interval = %humantime::format_duration(args.tracker_flush_interval),
+        store_timeout = %humantime::format_duration(args.store_timeout),
         sink = args.telemetry_url.as_deref().unwrap_or("log"),
         tokens = tokens.len(),
         body_limit = args.body_limit,
