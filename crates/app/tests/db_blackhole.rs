@@ -1,0 +1,325 @@
+//! The database disappears behind a network blackhole during load: a proxy
+//! between `tally serve` and PostgreSQL keeps every connection open but
+//! forwards nothing for `FREEZE` (no refusal, no reset: queries just wait).
+//! With `--store-timeout 2s` each store call gives up after 2 s, so the
+//! replicas report the outage (`tally_store_up` 0, failed flushes counted, a
+//! warning naming the timeout), keep taking ingest, lose nothing they
+//! acknowledged once the network heals, drain their backlog, resume closing
+//! periods and stop cleanly.
+//!
+//! When the proxy thaws, the bytes it held back are delivered (see
+//! `db_blackhole/proxy.rs`): calls the replicas gave up on may still apply,
+//! and their retries must not count anything twice.
+
+// Shared with the outage tests; not every helper is used here.
+#[allow(dead_code)]
+#[path = "db_outage/check.rs"]
+mod check;
+#[allow(dead_code)]
+mod common;
+#[allow(dead_code)]
+#[path = "db_outage/load.rs"]
+mod load;
+#[path = "db_blackhole/proxy.rs"]
+mod proxy;
+#[allow(dead_code)]
+#[path = "replicas/scrape.rs"]
+mod scrape;
+#[allow(dead_code)]
+#[path = "replicas/sink.rs"]
+mod sink;
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use common::Server;
+use load::Driver;
+use proxy::Proxy;
+use scrape::{Metrics, scrape};
+use tally::metrics::{
+    BACKLOG_ROWS as APP_BACKLOG, BOUNDARY_FLUSH_FAILURES as BOUNDARY_FAILURES, BOUNDARY_PENDING,
+    FAILED_FLUSHES as APP_FAILED_FLUSHES, ROWS_WRITTEN as APP_ROWS_WRITTEN, STORE_UP,
+};
+use time::OffsetDateTime;
+
+const REPLICAS: usize = 2;
+const STORE_TIMEOUT: Duration = Duration::from_secs(2);
+const FREEZE: Duration = Duration::from_secs(8);
+const LOAD: Duration = Duration::from_secs(3);
+
+/// The server address a database URL names.
+fn server_of(url: &str) -> SocketAddr {
+    let u = url::Url::parse(url).unwrap();
+    let host = u
+        .host_str()
+        .unwrap_or_else(|| panic!("the test database must be reached over TCP, got {url}"));
+    (host, u.port().unwrap_or(5432))
+        .to_socket_addrs()
+        .unwrap()
+        .next()
+        .unwrap()
+}
+
+/// `url` with its host and port replaced by `to`'s.
+fn through(url: &str, to: SocketAddr) -> String {
+    let mut u = url::Url::parse(url).unwrap();
+    u.set_host(Some(&to.ip().to_string())).unwrap();
+    u.set_port(Some(to.port())).unwrap();
+    u.to_string()
+}
+
+async fn scrape_all(client: &reqwest::Client, servers: &[Server]) -> Vec<Metrics> {
+    let mut samples = Vec::new();
+    for s in servers {
+        samples.push(scrape(client, s.addr).await);
+    }
+    samples
+}
+
+/// Each snapshot in the outbox reached the sink, under its own idempotency
+/// key; a delivery repeated after an ambiguous timeout (at-least-once)
+/// carries the same key and body. Returns how many were repeated.
+fn delivered_at_least_once(sink: &sink::Sink, rows: &[check::SnapshotRow]) -> usize {
+    let received = std::mem::take(&mut *sink.received.lock());
+    let mut seen: HashMap<String, serde_json::Value> = HashMap::new();
+    let mut repeats = 0;
+    for (key, body) in received.accepted {
+        assert_eq!(body["id"], key.as_str(), "{body}");
+        if let Some(first) = seen.get(&key) {
+            assert_eq!(*first, body, "snapshot {key} delivered with two bodies");
+            repeats += 1;
+        } else {
+            seen.insert(key, body);
+        }
+    }
+    for r in rows {
+        assert!(
+            seen.contains_key(&r.id.to_string()),
+            "snapshot {} never reached the sink",
+            r.id
+        );
+    }
+    assert_eq!(
+        seen.len(),
+        rows.len(),
+        "the sink got a snapshot not in the outbox"
+    );
+    repeats
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_blackholed_database_is_reported_retried_and_loses_nothing() {
+    let db = tally_tests::pg::fresh_database().await;
+    let proxy = Proxy::start(server_of(&db.url)).await;
+    let url = through(&db.url, proxy.addr);
+    let sink = sink::Sink::start(0).await;
+    let timeout = humantime::format_duration(STORE_TIMEOUT).to_string();
+    let servers: Vec<Server> = (0..REPLICAS)
+        .map(|_| {
+            Server::start(&[
+                "--database-url",
+                &url,
+                "--snapshot-interval",
+                "2s",
+                "--store-timeout",
+                &timeout,
+                "--telemetry-url",
+                &sink.url(),
+            ])
+        })
+        .collect();
+    let driver = Driver::new(servers.iter().map(|s| s.addr).collect());
+    let client = common::client();
+    let run = {
+        let driver = driver.clone();
+        tokio::spawn(async move { driver.run(4, 2).await })
+    };
+
+    tokio::time::sleep(LOAD).await;
+    let before = scrape_all(&client, &servers).await;
+    for (i, s) in before.iter().enumerate() {
+        assert_eq!(s.get(STORE_UP, &[]), 1.0, "replica {i} before: {s:?}");
+        assert_eq!(s.get(APP_FAILED_FLUSHES, &[]), 0.0, "replica {i} before: {s:?}");
+        assert_eq!(s.get(BOUNDARY_FAILURES, &[]), 0.0, "replica {i} before: {s:?}");
+    }
+
+    // Blackhole: every connection stays open, nothing gets through.
+    driver.outage.store(true, Ordering::SeqCst);
+    proxy.freeze();
+    let frozen_at = Instant::now();
+    let read = {
+        let url = servers[0].url(&common::insights_path(
+            OffsetDateTime::now_utc() - time::Duration::hours(1),
+            OffsetDateTime::now_utc(),
+        ));
+        let client = client.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let r = client.get(url).bearer_auth(common::READER).send().await.unwrap();
+            let status = r.status();
+            (status, r.text().await.unwrap(), started.elapsed())
+        })
+    };
+    let mut saw_down = [false; REPLICAS];
+    let mut max_backlog = [0.0f64; REPLICAS];
+    let mut max_pending = [0.0f64; REPLICAS];
+    let mut during = Vec::new();
+    while frozen_at.elapsed() < FREEZE {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        during = scrape_all(&client, &servers).await;
+        for (i, s) in during.iter().enumerate() {
+            saw_down[i] |= s.get(STORE_UP, &[]) == 0.0;
+            max_backlog[i] = max_backlog[i].max(s.get(APP_BACKLOG, &[]));
+            max_pending[i] = max_pending[i].max(s.get(BOUNDARY_PENDING, &[]));
+        }
+    }
+    let (status, body, took) = read.await.unwrap();
+    assert_eq!(status, reqwest::StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(body.contains("retry later"), "{body}");
+    assert!(
+        took < STORE_TIMEOUT + Duration::from_secs(2),
+        "a read took {took:?} to fail"
+    );
+
+    // The network heals; tally is not restarted.
+    proxy.unfreeze();
+    driver.outage.store(false, Ordering::SeqCst);
+    let thawed_at = Instant::now();
+    let thawed_wall = OffsetDateTime::now_utc();
+    let drained = common::eventually(Duration::from_secs(20), "the backlog to drain", || {
+        let (client, servers, during) = (&client, &servers, &during);
+        async move {
+            let now = scrape_all(client, servers).await;
+            let ok = now.iter().zip(during).all(|(s, d)| {
+                s.get(APP_BACKLOG, &[]) == 0.0
+                    && s.get(STORE_UP, &[]) == 1.0
+                    && s.get(APP_ROWS_WRITTEN, &[]) > d.get(APP_ROWS_WRITTEN, &[])
+            });
+            ok.then_some(now)
+        }
+    })
+    .await;
+    let drain_time = thawed_at.elapsed();
+    tokio::time::sleep(Duration::from_secs(2).saturating_sub(drain_time)).await;
+    driver.stop.store(true, Ordering::SeqCst);
+    run.await.unwrap();
+    let load_ended = OffsetDateTime::now_utc();
+    for s in &servers {
+        scrape::settled(&client, s.addr).await;
+    }
+
+    // Periods resume: one after the last acknowledged request closes, and
+    // every snapshot goes out.
+    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    let rows = common::eventually(
+        Duration::from_secs(15),
+        "a period after the load, published",
+        || {
+            let pool = &pool;
+            async move {
+                let rows = check::snapshots(pool).await;
+                let closed_after = rows.iter().any(|r| r.period_start >= load_ended);
+                (closed_after && rows.iter().all(|r| r.published)).then_some(rows)
+            }
+        },
+    )
+    .await;
+
+    let after = scrape_all(&client, &servers).await;
+    let mut logs = Vec::new();
+    for (i, server) in servers.into_iter().enumerate() {
+        server.signal("-TERM");
+        let (status, log) = tokio::task::spawn_blocking(move || server.wait(Duration::from_secs(30)))
+            .await
+            .unwrap();
+        assert_eq!(status.code(), Some(0), "replica {i}:\n{log}");
+        assert!(log.contains("shutdown complete"), "replica {i}:\n{log}");
+        assert!(!log.contains("panicked"), "replica {i}:\n{log}");
+        let errors = log
+            .lines()
+            .filter(|l| l.contains(" ERROR ") && !l.contains("tower_http::trace::on_failure"));
+        assert_eq!(errors.count(), 0, "replica {i}:\n{log}");
+        logs.push(log);
+    }
+    for line in logs[0].lines().filter(|l| l.contains("WARN")) {
+        eprintln!("replica 0: {line}");
+    }
+
+    let acked = std::mem::take(&mut *driver.acked.lock());
+    let timed_out: Vec<usize> = logs
+        .iter()
+        .map(|l| l.lines().filter(|l| l.contains("timed out after 2s")).count())
+        .collect();
+    let failed_app: Vec<f64> = after.iter().map(|s| s.get(APP_FAILED_FLUSHES, &[])).collect();
+    let failed_boundary: Vec<f64> = after.iter().map(|s| s.get(BOUNDARY_FAILURES, &[])).collect();
+    let repeats = delivered_at_least_once(&sink, &rows);
+    eprintln!(
+        "blackhole {FREEZE:?}, store timeout {STORE_TIMEOUT:?}, load {LOAD:?} before\n\
+         acknowledged: {} boundary logs ({} allowed, {} denied), {} app stats posts ({} sessions)\n\
+         during the blackhole: {} boundary logs and {} app stats posts acknowledged, {} / {} refused (503)\n\
+         failed flushes per replica: app stats {failed_app:?}, boundary {failed_boundary:?}\n\
+         timeout warnings per replica: {timed_out:?}\n\
+         peak during the blackhole: app stats backlog rows {max_backlog:?}, boundary pending {max_pending:?}\n\
+         backlog drained {drain_time:?} after the thaw; {} snapshots, {repeats} delivered again",
+        acked.total.boundary_acked,
+        acked.allowed,
+        acked.denied,
+        acked.total.app_acked,
+        acked.sessions.len(),
+        acked.outage.boundary_acked,
+        acked.outage.app_acked,
+        acked.outage.boundary_refused,
+        acked.outage.app_refused,
+        rows.len(),
+    );
+    assert!(
+        acked.outage.boundary_acked > 50 && acked.outage.app_acked > 10,
+        "too little load acknowledged during the blackhole: {:?}",
+        acked.outage
+    );
+
+    for i in 0..REPLICAS {
+        assert!(
+            saw_down[i],
+            "replica {i}: {STORE_UP} never went to 0 in the blackhole"
+        );
+        assert!(
+            during[i].get(APP_FAILED_FLUSHES, &[]) > 0.0,
+            "replica {i}: no failed app stats flush counted in the blackhole"
+        );
+        assert!(
+            during[i].get(BOUNDARY_FAILURES, &[]) > 0.0,
+            "replica {i}: no failed boundary flush counted in the blackhole"
+        );
+        assert!(max_backlog[i] > 0.0, "replica {i}: no app stats backlog seen");
+        assert!(
+            max_pending[i] > 0.0,
+            "replica {i}: no boundary usage pending seen"
+        );
+        assert_eq!(drained[i].get(APP_BACKLOG, &[]), 0.0);
+        assert_eq!(
+            after[i].get(STORE_UP, &[]),
+            1.0,
+            "replica {i} after: {:?}",
+            after[i]
+        );
+        assert!(timed_out[i] >= 1, "replica {i}: no timeout warning:\n{}", logs[i]);
+        assert!(
+            logs[i].contains("store reachable again"),
+            "replica {i}:\n{}",
+            logs[i]
+        );
+    }
+
+    check::one_snapshot_per_period(&rows);
+    assert!(
+        rows.iter().filter(|r| r.period_start >= thawed_wall).count() >= 2,
+        "periods did not resume after the blackhole: {rows:#?}"
+    );
+    check::nothing_lost(&pool, &acked, &rows).await;
+    pool.close().await;
+    drop(proxy);
+    drop(db);
+}
