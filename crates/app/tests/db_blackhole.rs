@@ -15,7 +15,6 @@
 #[allow(dead_code)]
 #[path = "db_outage/check.rs"]
 mod check;
-#[allow(dead_code)]
 mod common;
 #[allow(dead_code)]
 #[path = "db_outage/load.rs"]
@@ -25,7 +24,6 @@ mod proxy;
 #[allow(dead_code)]
 #[path = "replicas/scrape.rs"]
 mod scrape;
-#[allow(dead_code)]
 #[path = "replicas/sink.rs"]
 mod sink;
 
