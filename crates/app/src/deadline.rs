@@ -340,4 +340,43 @@ mod tests {
             Err(StoreError::Invalid(_))
         ));
     }
+
+    /// The loops see a blackholed database as unavailable, in bounded time,
+    /// and keep what they could not write for the next flush.
+    #[tokio::test(start_paused = true)]
+    async fn a_tracker_flush_into_a_blackhole_fails_at_the_deadline_and_keeps_the_usage() {
+        use crate::loops::{Background, LoopSettings};
+        use tally_domain::boundary::tracker::BoundaryTracker;
+        use tally_domain::ports::MockSnapshotSink;
+        use tally_domain::{Clock, ManualClock};
+
+        let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(OffsetDateTime::UNIX_EPOCH));
+        let replica_id = Uuid::new_v4();
+        let bg = Background::new(
+            LoopSettings {
+                replica_id,
+                snapshot_interval: Duration::from_secs(1800),
+                tracker_flush_interval: Duration::from_secs(10),
+                publish_interval: Duration::from_secs(5),
+                lock_retention: Duration::from_secs(86400),
+            },
+            Arc::new(silent(Duration::from_secs(2))),
+            Arc::new(BoundaryTracker::new(replica_id, clock.clone())),
+            Arc::new(MockSnapshotSink::new()),
+            clock,
+        );
+        bg.tracker.track(Uuid::new_v4(), Uuid::new_v4(), 3, 1);
+        let started = tokio::time::Instant::now();
+        assert_timed_out(bg.flush_tracker().await.unwrap_err(), "flush_boundary_usage");
+        assert_eq!(started.elapsed(), Duration::from_secs(2));
+        assert_eq!(
+            (bg.tracker.pending().allowed, bg.tracker.pending().denied),
+            (3, 1)
+        );
+        assert_timed_out(
+            bg.publish_once().await.unwrap_err(),
+            "claim_unpublished_snapshots",
+        );
+        assert_timed_out(bg.prune_once().await.unwrap_err(), "prune_telemetry_locks");
+    }
 }

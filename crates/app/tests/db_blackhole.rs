@@ -46,6 +46,8 @@ const REPLICAS: usize = 2;
 const STORE_TIMEOUT: Duration = Duration::from_secs(2);
 const FREEZE: Duration = Duration::from_secs(8);
 const LOAD: Duration = Duration::from_secs(3);
+/// The blackhole outlasts a SIGTERM by this much in the shutdown test.
+const HEAL_AFTER_SIGNAL: Duration = Duration::from_secs(7);
 
 /// The server address a database URL names.
 fn server_of(url: &str) -> SocketAddr {
@@ -107,27 +109,34 @@ fn delivered_at_least_once(sink: &sink::Sink, rows: &[check::SnapshotRow]) -> us
     repeats
 }
 
+/// The tests load the machine hard: one at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn replica(url: &str, sink: &sink::Sink, extra: &[&str]) -> Server {
+    let timeout = humantime::format_duration(STORE_TIMEOUT).to_string();
+    let sink = sink.url();
+    let mut args = vec![
+        "--database-url",
+        url,
+        "--snapshot-interval",
+        "2s",
+        "--store-timeout",
+        &timeout,
+        "--telemetry-url",
+        &sink,
+    ];
+    args.extend(extra);
+    Server::start(&args)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_blackholed_database_is_reported_retried_and_loses_nothing() {
+    let _serial = SERIAL.lock().await;
     let db = tally_tests::pg::fresh_database().await;
     let proxy = Proxy::start(server_of(&db.url)).await;
     let url = through(&db.url, proxy.addr);
     let sink = sink::Sink::start(0).await;
-    let timeout = humantime::format_duration(STORE_TIMEOUT).to_string();
-    let servers: Vec<Server> = (0..REPLICAS)
-        .map(|_| {
-            Server::start(&[
-                "--database-url",
-                &url,
-                "--snapshot-interval",
-                "2s",
-                "--store-timeout",
-                &timeout,
-                "--telemetry-url",
-                &sink.url(),
-            ])
-        })
-        .collect();
+    let servers: Vec<Server> = (0..REPLICAS).map(|_| replica(&url, &sink, &[])).collect();
     let driver = Driver::new(servers.iter().map(|s| s.addr).collect());
     let client = common::client();
     let run = {
@@ -316,6 +325,72 @@ async fn a_blackholed_database_is_reported_retried_and_loses_nothing() {
         rows.iter().filter(|r| r.period_start >= thawed_wall).count() >= 2,
         "periods did not resume after the blackhole: {rows:#?}"
     );
+    check::nothing_lost(&pool, &acked, &rows).await;
+    pool.close().await;
+    drop(proxy);
+    drop(db);
+}
+
+/// SIGTERM while the database is blackholed: the final flushes time out,
+/// are retried within the shutdown timeout, and succeed once the network
+/// heals; the replica exits 0 with nothing lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_shutdown_in_the_blackhole_flushes_once_the_network_heals() {
+    let _serial = SERIAL.lock().await;
+    let db = tally_tests::pg::fresh_database().await;
+    let proxy = Proxy::start(server_of(&db.url)).await;
+    let url = through(&db.url, proxy.addr);
+    let sink = sink::Sink::start(0).await;
+    let server = replica(&url, &sink, &["--shutdown-timeout", "20s"]);
+    let driver = Driver::new(vec![server.addr]);
+    let load = |d: &std::sync::Arc<Driver>| {
+        let d = d.clone();
+        tokio::spawn(async move { d.run(2, 1).await })
+    };
+
+    let run = load(&driver);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    proxy.freeze();
+    driver.outage.store(true, Ordering::SeqCst);
+    // Taken in the blackhole, so held in memory at the signal.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    driver.stop.store(true, Ordering::SeqCst);
+    run.await.unwrap();
+    let held = scrape(&common::client(), server.addr).await;
+    assert!(held.get(BOUNDARY_PENDING, &[]) > 0.0, "{held:?}");
+
+    server.signal("-TERM");
+    let signalled = Instant::now();
+    // Longer than the loops take to stop (each may be inside a call that
+    // times out, the snapshot step inside two), so the final flushes run,
+    // and fail, in the blackhole.
+    tokio::time::sleep(HEAL_AFTER_SIGNAL).await;
+    proxy.unfreeze();
+    let (status, log) = tokio::task::spawn_blocking(move || server.wait(Duration::from_secs(30)))
+        .await
+        .unwrap();
+    let took = signalled.elapsed();
+    for line in log
+        .lines()
+        .filter(|l| l.contains("WARN") || l.contains("ERROR") || l.contains("tally::serve"))
+    {
+        eprintln!("replica: {line}");
+    }
+    eprintln!("exited {took:?} after SIGTERM, the network healed after {HEAL_AFTER_SIGNAL:?}");
+    assert_eq!(status.code(), Some(0), "{log}");
+    assert!(log.contains("shutdown complete"), "{log}");
+    assert!(log.contains("timed out after 2s"), "{log}");
+    assert!(log.contains("final app stats flush failed; retrying"), "{log}");
+    assert!(took < Duration::from_secs(20), "shutdown took {took:?}");
+
+    let acked = std::mem::take(&mut *driver.acked.lock());
+    assert!(
+        acked.outage.boundary_acked > 0 && acked.outage.app_acked > 0,
+        "{acked:?}"
+    );
+    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    let rows = check::snapshots(&pool).await;
+    check::one_snapshot_per_period(&rows);
     check::nothing_lost(&pool, &acked, &rows).await;
     pool.close().await;
     drop(proxy);
