@@ -343,12 +343,10 @@ async fn a_shutdown_in_the_blackhole_flushes_once_the_network_heals() {
     let sink = sink::Sink::start(0).await;
     let server = replica(&url, &sink, &["--shutdown-timeout", "20s"]);
     let driver = Driver::new(vec![server.addr]);
-    let load = |d: &std::sync::Arc<Driver>| {
-        let d = d.clone();
-        tokio::spawn(async move { d.run(2, 1).await })
+    let run = {
+        let driver = driver.clone();
+        tokio::spawn(async move { driver.run(2, 1).await })
     };
-
-    let run = load(&driver);
     tokio::time::sleep(Duration::from_secs(2)).await;
     proxy.freeze();
     driver.outage.store(true, Ordering::SeqCst);
