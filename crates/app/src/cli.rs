@@ -79,7 +79,8 @@ pub struct ServeArgs {
     /// Longest time one store call may take once connected; past it the call
     /// counts as the database being unavailable (retried, kept, reported),
     /// so a database behind a network blackhole cannot wedge the loops.
-    #[arg(long, env = "TALLY_STORE_TIMEOUT", default_value = "30s", value_parser = positive_duration)]
+    /// At most half of `--shutdown-timeout`.
+    #[arg(long, env = "TALLY_STORE_TIMEOUT", default_value = "10s", value_parser = positive_duration)]
     pub store_timeout: Duration,
 
     /// This replica's id (a UUID); generated when absent.
@@ -236,7 +237,7 @@ mod tests {
         assert_eq!(a.snapshot_interval, Duration::from_secs(30 * 60));
         assert_eq!(a.body_limit, 8 << 20);
         assert_eq!(a.lock_retention, Duration::from_secs(7 * 24 * 3600));
-        assert_eq!(a.store_timeout, Duration::from_secs(30));
+        assert_eq!(a.store_timeout, Duration::from_secs(10));
         assert!(a.database_url.is_none() && a.tokens.is_none() && !a.log_json);
     }
 

@@ -38,6 +38,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if args.rollup_window < Duration::from_secs(1) {
         return Err(ConfigError("--rollup-window must be at least 1s".into()).into());
     }
+    // A final flush that times out once must still have time for a retry.
+    if args.store_timeout * 2 > args.shutdown_timeout {
+        return Err(ConfigError(format!(
+            "--store-timeout ({}) must be at most half of --shutdown-timeout ({}), so a final flush can time out once and still be retried",
+            humantime::format_duration(args.store_timeout),
+            humantime::format_duration(args.shutdown_timeout)
+        ))
+        .into());
+    }
     let _ = crate::metrics::handle();
 
     let database_url = args.database_url.as_ref().map(|s| s.expose());

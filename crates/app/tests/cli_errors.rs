@@ -48,6 +48,11 @@ fn bad_options_exit_2_with_one_line() {
         (&["serve", "--listen", "localhost"], &[], "--listen"),
         (&["serve", "--rollup-window", "10ms"], &[], "--rollup-window"),
         (
+            &["serve", "--store-timeout", "20s", "--shutdown-timeout", "30s"],
+            &[],
+            "--store-timeout (20s) must be at most half of --shutdown-timeout (30s)",
+        ),
+        (
             &["serve", "--database-url", "mysql://u:pw@db/tally"],
             &[],
             "postgres://",
