@@ -27,7 +27,6 @@ mod scrape;
 #[path = "replicas/sink.rs"]
 mod sink;
 
-use std::collections::HashMap;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -76,37 +75,6 @@ async fn scrape_all(client: &reqwest::Client, servers: &[Server]) -> Vec<Metrics
         samples.push(scrape(client, s.addr).await);
     }
     samples
-}
-
-/// Each snapshot in the outbox reached the sink, under its own idempotency
-/// key; a delivery repeated after an ambiguous timeout (at-least-once)
-/// carries the same key and body. Returns how many were repeated.
-fn delivered_at_least_once(sink: &sink::Sink, rows: &[check::SnapshotRow]) -> usize {
-    let received = std::mem::take(&mut *sink.received.lock());
-    let mut seen: HashMap<String, serde_json::Value> = HashMap::new();
-    let mut repeats = 0;
-    for (key, body) in received.accepted {
-        assert_eq!(body["id"], key.as_str(), "{body}");
-        if let Some(first) = seen.get(&key) {
-            assert_eq!(*first, body, "snapshot {key} delivered with two bodies");
-            repeats += 1;
-        } else {
-            seen.insert(key, body);
-        }
-    }
-    for r in rows {
-        assert!(
-            seen.contains_key(&r.id.to_string()),
-            "snapshot {} never reached the sink",
-            r.id
-        );
-    }
-    assert_eq!(
-        seen.len(),
-        rows.len(),
-        "the sink got a snapshot not in the outbox"
-    );
-    repeats
 }
 
 /// The tests load the machine hard: one at a time.
@@ -220,36 +188,10 @@ async fn a_blackholed_database_is_reported_retried_and_loses_nothing() {
     // Periods resume: one after the last acknowledged request closes, and
     // every snapshot goes out.
     let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
-    let rows = common::eventually(
-        Duration::from_secs(15),
-        "a period after the load, published",
-        || {
-            let pool = &pool;
-            async move {
-                let rows = check::snapshots(pool).await;
-                let closed_after = rows.iter().any(|r| r.period_start >= load_ended);
-                (closed_after && rows.iter().all(|r| r.published)).then_some(rows)
-            }
-        },
-    )
-    .await;
+    let rows = check::published_after(&pool, load_ended, Duration::from_secs(15)).await;
 
     let after = scrape_all(&client, &servers).await;
-    let mut logs = Vec::new();
-    for (i, server) in servers.into_iter().enumerate() {
-        server.signal("-TERM");
-        let (status, log) = tokio::task::spawn_blocking(move || server.wait(Duration::from_secs(30)))
-            .await
-            .unwrap();
-        assert_eq!(status.code(), Some(0), "replica {i}:\n{log}");
-        assert!(log.contains("shutdown complete"), "replica {i}:\n{log}");
-        assert!(!log.contains("panicked"), "replica {i}:\n{log}");
-        let errors = log
-            .lines()
-            .filter(|l| l.contains(" ERROR ") && !l.contains("tower_http::trace::on_failure"));
-        assert_eq!(errors.count(), 0, "replica {i}:\n{log}");
-        logs.push(log);
-    }
+    let logs = check::stop_cleanly(servers).await;
     for line in logs[0].lines().filter(|l| l.contains("WARN")) {
         eprintln!("replica 0: {line}");
     }
@@ -261,7 +203,7 @@ async fn a_blackholed_database_is_reported_retried_and_loses_nothing() {
         .collect();
     let failed_app: Vec<f64> = after.iter().map(|s| s.get(APP_FAILED_FLUSHES, &[])).collect();
     let failed_boundary: Vec<f64> = after.iter().map(|s| s.get(BOUNDARY_FAILURES, &[])).collect();
-    let repeats = delivered_at_least_once(&sink, &rows);
+    let repeats = check::delivered(&sink, &rows);
     eprintln!(
         "blackhole {FREEZE:?}, store timeout {STORE_TIMEOUT:?}, load {LOAD:?} before\n\
          acknowledged: {} boundary logs ({} allowed, {} denied), {} app stats posts ({} sessions)\n\

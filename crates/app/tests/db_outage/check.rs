@@ -1,6 +1,9 @@
 //! What must hold in the database and at the sink after the outage.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use time::OffsetDateTime;
 
 pub use crate::common::db::{SnapshotRow, snapshots};
 use crate::common::db::{stored_sessions, unclosed_boundary};
@@ -50,17 +53,25 @@ pub async fn nothing_lost(pool: &sqlx::PgPool, acked: &Acked, rows: &[SnapshotRo
     }
 }
 
-/// Each snapshot in the outbox reached the sink, once.
-pub fn delivered_once(sink: &Sink, rows: &[SnapshotRow]) {
+/// Each snapshot in the outbox reached the sink, under its own idempotency
+/// key; a delivery repeated after an ambiguous timeout (at-least-once)
+/// carries the same key and body. Returns how many were repeated.
+pub fn delivered(sink: &Sink, rows: &[SnapshotRow]) -> usize {
     let received = std::mem::take(&mut *sink.received.lock());
-    let mut seen = HashSet::new();
-    for (key, body) in &received.accepted {
-        assert!(seen.insert(key.clone()), "snapshot {key} delivered twice");
+    let mut seen: HashMap<String, serde_json::Value> = HashMap::new();
+    let mut repeats = 0;
+    for (key, body) in received.accepted {
         assert_eq!(body["id"], key.as_str(), "{body}");
+        if let Some(first) = seen.get(&key) {
+            assert_eq!(*first, body, "snapshot {key} delivered with two bodies");
+            repeats += 1;
+        } else {
+            seen.insert(key, body);
+        }
     }
     for r in rows {
         assert!(
-            seen.contains(&r.id.to_string()),
+            seen.contains_key(&r.id.to_string()),
             "snapshot {} never reached the sink",
             r.id
         );
@@ -70,4 +81,42 @@ pub fn delivered_once(sink: &Sink, rows: &[SnapshotRow]) {
         rows.len(),
         "the sink got a snapshot not in the outbox"
     );
+    repeats
+}
+
+/// Waits until a period that started at or after `load_ended` is closed (so
+/// the snapshots hold everything) and every snapshot is published.
+pub async fn published_after(
+    pool: &sqlx::PgPool,
+    load_ended: OffsetDateTime,
+    within: Duration,
+) -> Vec<SnapshotRow> {
+    crate::common::eventually(within, "a period after the load, published", || async move {
+        let rows = snapshots(pool).await;
+        let closed_after = rows.iter().any(|r| r.period_start >= load_ended);
+        (closed_after && rows.iter().all(|r| r.published)).then_some(rows)
+    })
+    .await
+}
+
+/// Stops every replica with SIGTERM: each exits 0 after a complete
+/// shutdown, without a panic or an ERROR line (the HTTP trace's line for a
+/// deliberate 5xx aside). Returns their logs.
+pub async fn stop_cleanly(servers: Vec<crate::common::Server>) -> Vec<String> {
+    let mut logs = Vec::new();
+    for (i, server) in servers.into_iter().enumerate() {
+        server.signal("-TERM");
+        let (status, log) = tokio::task::spawn_blocking(move || server.wait(Duration::from_secs(30)))
+            .await
+            .unwrap();
+        assert_eq!(status.code(), Some(0), "replica {i}:\n{log}");
+        assert!(log.contains("shutdown complete"), "replica {i}:\n{log}");
+        assert!(!log.contains("panicked"), "replica {i}:\n{log}");
+        let errors = log
+            .lines()
+            .filter(|l| l.contains(" ERROR ") && !l.contains("tower_http::trace::on_failure"));
+        assert_eq!(errors.count(), 0, "replica {i}:\n{log}");
+        logs.push(log);
+    }
+    logs
 }
