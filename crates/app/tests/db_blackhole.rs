@@ -34,10 +34,10 @@ use std::time::{Duration, Instant};
 use common::Server;
 use load::Driver;
 use proxy::Proxy;
-use scrape::{Metrics, scrape};
+use scrape::scrape;
 use tally::metrics::{
     BACKLOG_ROWS as APP_BACKLOG, BOUNDARY_FLUSH_FAILURES as BOUNDARY_FAILURES, BOUNDARY_PENDING,
-    FAILED_FLUSHES as APP_FAILED_FLUSHES, ROWS_WRITTEN as APP_ROWS_WRITTEN, STORE_UP,
+    FAILED_FLUSHES as APP_FAILED_FLUSHES, STORE_UP,
 };
 use time::OffsetDateTime;
 
@@ -67,14 +67,6 @@ fn through(url: &str, to: SocketAddr) -> String {
     u.set_host(Some(&to.ip().to_string())).unwrap();
     u.set_port(Some(to.port())).unwrap();
     u.to_string()
-}
-
-async fn scrape_all(client: &reqwest::Client, servers: &[Server]) -> Vec<Metrics> {
-    let mut samples = Vec::new();
-    for s in servers {
-        samples.push(scrape(client, s.addr).await);
-    }
-    samples
 }
 
 /// The tests load the machine hard: one at a time.
@@ -113,7 +105,7 @@ async fn a_blackholed_database_is_reported_retried_and_loses_nothing() {
     };
 
     tokio::time::sleep(LOAD).await;
-    let before = scrape_all(&client, &servers).await;
+    let before = check::scrape_all(&client, &servers).await;
     for (i, s) in before.iter().enumerate() {
         assert_eq!(s.get(STORE_UP, &[]), 1.0, "replica {i} before: {s:?}");
         assert_eq!(s.get(APP_FAILED_FLUSHES, &[]), 0.0, "replica {i} before: {s:?}");
@@ -143,7 +135,7 @@ async fn a_blackholed_database_is_reported_retried_and_loses_nothing() {
     let mut during = Vec::new();
     while frozen_at.elapsed() < FREEZE {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        during = scrape_all(&client, &servers).await;
+        during = check::scrape_all(&client, &servers).await;
         for (i, s) in during.iter().enumerate() {
             saw_down[i] |= s.get(STORE_UP, &[]) == 0.0;
             max_backlog[i] = max_backlog[i].max(s.get(APP_BACKLOG, &[]));
@@ -163,19 +155,7 @@ async fn a_blackholed_database_is_reported_retried_and_loses_nothing() {
     driver.outage.store(false, Ordering::SeqCst);
     let thawed_at = Instant::now();
     let thawed_wall = OffsetDateTime::now_utc();
-    let drained = common::eventually(Duration::from_secs(20), "the backlog to drain", || {
-        let (client, servers, during) = (&client, &servers, &during);
-        async move {
-            let now = scrape_all(client, servers).await;
-            let ok = now.iter().zip(during).all(|(s, d)| {
-                s.get(APP_BACKLOG, &[]) == 0.0
-                    && s.get(STORE_UP, &[]) == 1.0
-                    && s.get(APP_ROWS_WRITTEN, &[]) > d.get(APP_ROWS_WRITTEN, &[])
-            });
-            ok.then_some(now)
-        }
-    })
-    .await;
+    let drained = check::drained(&client, &servers, &during, Duration::from_secs(20)).await;
     let drain_time = thawed_at.elapsed();
     tokio::time::sleep(Duration::from_secs(2).saturating_sub(drain_time)).await;
     driver.stop.store(true, Ordering::SeqCst);
@@ -190,7 +170,7 @@ async fn a_blackholed_database_is_reported_retried_and_loses_nothing() {
     let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
     let rows = check::published_after(&pool, load_ended, Duration::from_secs(15)).await;
 
-    let after = scrape_all(&client, &servers).await;
+    let after = check::scrape_all(&client, &servers).await;
     let logs = check::stop_cleanly(servers).await;
     for line in logs[0].lines().filter(|l| l.contains("WARN")) {
         eprintln!("replica 0: {line}");

@@ -34,11 +34,9 @@ use std::time::{Duration, Instant};
 
 use common::Server;
 use load::Driver;
-use scrape::{Metrics, scrape};
 use tally::metrics::{
     BACKLOG_ROWS as APP_BACKLOG, BOUNDARY_FLUSH_FAILURES as BOUNDARY_FAILURES, BOUNDARY_PENDING,
-    FAILED_FLUSHES as APP_FAILED_FLUSHES, REPORTS_REFUSED, ROWS_WRITTEN as APP_ROWS_WRITTEN, STORE_UP,
-    TRACKED_SESSIONS,
+    FAILED_FLUSHES as APP_FAILED_FLUSHES, REPORTS_REFUSED, STORE_UP, TRACKED_SESSIONS,
 };
 use tally_tests::pg::{PrivateCluster, Shutdown};
 use time::OffsetDateTime;
@@ -96,14 +94,6 @@ async fn with_cluster(
     .unwrap()
 }
 
-async fn scrape_all(client: &reqwest::Client, servers: &[Server]) -> Vec<Metrics> {
-    let mut samples = Vec::new();
-    for s in servers {
-        samples.push(scrape(client, s.addr).await);
-    }
-    samples
-}
-
 /// Lines of `log` holding `needle`.
 fn count_lines(log: &str, needle: &str) -> usize {
     log.lines().filter(|l| l.contains(needle)).count()
@@ -147,7 +137,7 @@ async fn a_database_outage_loses_nothing_and_the_replicas_recover_by_themselves(
 
     // Up: flushes work, nothing has failed.
     tokio::time::sleep(load).await;
-    let before = scrape_all(&client, &servers).await;
+    let before = check::scrape_all(&client, &servers).await;
     for (i, s) in before.iter().enumerate() {
         assert_eq!(
             s.get(APP_FAILED_FLUSHES, &[]),
@@ -190,7 +180,7 @@ async fn a_database_outage_loses_nothing_and_the_replicas_recover_by_themselves(
     let mut during = Vec::new();
     while down_at.elapsed() < outage {
         tokio::time::sleep(Duration::from_millis(500).min(outage)).await;
-        during = scrape_all(&client, &servers).await;
+        during = check::scrape_all(&client, &servers).await;
         for (i, s) in during.iter().enumerate() {
             max_backlog[i] = max_backlog[i].max(s.get(APP_BACKLOG, &[]));
             max_pending[i] = max_pending[i].max(s.get(BOUNDARY_PENDING, &[]));
@@ -224,19 +214,7 @@ async fn a_database_outage_loses_nothing_and_the_replicas_recover_by_themselves(
     let up_wall = OffsetDateTime::now_utc();
 
     // The backlog drains by itself, under load.
-    let drained = common::eventually(Duration::from_secs(30), "the backlog to drain", || {
-        let (client, servers, during) = (&client, &servers, &during);
-        async move {
-            let now = scrape_all(client, servers).await;
-            let ok = now.iter().zip(during).all(|(s, d)| {
-                s.get(APP_BACKLOG, &[]) == 0.0
-                    && s.get(STORE_UP, &[]) == 1.0
-                    && s.get(APP_ROWS_WRITTEN, &[]) > d.get(APP_ROWS_WRITTEN, &[])
-            });
-            ok.then_some(now)
-        }
-    })
-    .await;
+    let drained = check::drained(&client, &servers, &during, Duration::from_secs(30)).await;
     let drain_time = up_at.elapsed();
     tokio::time::sleep(load.saturating_sub(drain_time)).await;
     driver.stop.store(true, Ordering::SeqCst);
@@ -253,7 +231,7 @@ async fn a_database_outage_loses_nothing_and_the_replicas_recover_by_themselves(
     let pool = sqlx::PgPool::connect(&url).await.unwrap();
     let rows = check::published_after(&pool, load_ended, Duration::from_secs(20)).await;
 
-    let after = scrape_all(&client, &servers).await;
+    let after = check::scrape_all(&client, &servers).await;
     let logs = check::stop_cleanly(servers).await;
 
     // What an operator reads: replica 0's warnings and errors.

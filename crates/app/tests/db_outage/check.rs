@@ -3,7 +3,10 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
+use tally::metrics::{BACKLOG_ROWS, ROWS_WRITTEN, STORE_UP};
 use time::OffsetDateTime;
+
+use crate::scrape::Metrics;
 
 pub use crate::common::db::{SnapshotRow, snapshots};
 use crate::common::db::{stored_sessions, unclosed_boundary};
@@ -119,4 +122,33 @@ pub async fn stop_cleanly(servers: Vec<crate::common::Server>) -> Vec<String> {
         logs.push(log);
     }
     logs
+}
+
+/// `/metrics` of every replica, in order.
+pub async fn scrape_all(client: &reqwest::Client, servers: &[crate::common::Server]) -> Vec<Metrics> {
+    let mut samples = Vec::new();
+    for s in servers {
+        samples.push(crate::scrape::scrape(client, s.addr).await);
+    }
+    samples
+}
+
+/// Waits until every replica has the store back, no app stat rows waiting,
+/// and has written rows since `during` was scraped; returns that scrape.
+pub async fn drained(
+    client: &reqwest::Client,
+    servers: &[crate::common::Server],
+    during: &[Metrics],
+    within: Duration,
+) -> Vec<Metrics> {
+    crate::common::eventually(within, "the backlog to drain", || async move {
+        let now = scrape_all(client, servers).await;
+        let ok = now.iter().zip(during).all(|(s, d)| {
+            s.get(BACKLOG_ROWS, &[]) == 0.0
+                && s.get(STORE_UP, &[]) == 1.0
+                && s.get(ROWS_WRITTEN, &[]) > d.get(ROWS_WRITTEN, &[])
+        });
+        ok.then_some(now)
+    })
+    .await
 }
