@@ -57,6 +57,21 @@ fn collector(
 type Calls = Arc<Mutex<Vec<Vec<StatsReport>>>>;
 
 /// A mock reporter that fails its first `failures` calls and records all.
+/// Expects one report call, next in `seq`, of exactly `rows`.
+fn expect_report_in(
+    reporter: &mut MockReporter,
+    seq: &mut Sequence,
+    rows: Vec<StatsReport>,
+    outcome: Result<(), StoreError>,
+) {
+    reporter
+        .expect_report()
+        .times(1)
+        .in_sequence(seq)
+        .withf(move |got| got == rows.as_slice())
+        .return_once(move |_| outcome);
+}
+
 fn flaky_reporter(failures: usize) -> (MockReporter, Calls) {
     let calls: Calls = Arc::default();
     let mut reporter = MockReporter::new();
@@ -113,34 +128,10 @@ async fn a_failed_report_becomes_the_backlog_and_is_retried_first_whole() {
     let mut reporter = MockReporter::new();
     let first = vec![report(1, T0, Some(T0 + secs(60)), 2)];
     let long = report(2, T0 + secs(40), Some(T0 + secs(200)), 7);
-    let expected = first.clone();
-    reporter
-        .expect_report()
-        .times(1)
-        .in_sequence(&mut seq)
-        .withf(move |rows| rows == expected.as_slice())
-        .returning(|_| Err(unavailable()));
-    let expected = first.clone();
-    reporter
-        .expect_report()
-        .times(1)
-        .in_sequence(&mut seq)
-        .withf(move |rows| rows == expected.as_slice())
-        .returning(|_| Err(unavailable()));
-    let expected = first.clone();
-    reporter
-        .expect_report()
-        .times(1)
-        .in_sequence(&mut seq)
-        .withf(move |rows| rows == expected.as_slice())
-        .returning(|_| Ok(()));
-    let expected = vec![long.clone()];
-    reporter
-        .expect_report()
-        .times(1)
-        .in_sequence(&mut seq)
-        .withf(move |rows| rows == expected.as_slice())
-        .returning(|_| Ok(()));
+    for outcome in [Err(unavailable()), Err(unavailable()), Ok(())] {
+        expect_report_in(&mut reporter, &mut seq, first.clone(), outcome);
+    }
+    expect_report_in(&mut reporter, &mut seq, vec![long.clone()], Ok(()));
     let c = collector(config(), reporter, &clock);
 
     c.collect(report(1, T0, Some(T0 + secs(10)), 2));
