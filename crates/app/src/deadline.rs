@@ -60,7 +60,7 @@ impl DeadlineStore {
 }
 
 /// Runs `fut`; past `timeout` it is dropped (cancelling the query) and the
-/// call fails as [`StoreError::Unavailable`], with a warning naming it.
+/// call fails as [`StoreError::Unavailable`] naming it.
 pub async fn within<T>(
     timeout: Duration,
     call: &'static str,
@@ -68,17 +68,11 @@ pub async fn within<T>(
 ) -> Result<T, StoreError> {
     match tokio::time::timeout(timeout, fut).await {
         Ok(result) => result,
-        Err(_) => {
-            let after = humantime::format_duration(timeout);
-            tracing::warn!(
-                call,
-                timeout = %after,
-                "store call timed out after {after} (database not answering); will be retried"
-            );
-            Err(StoreError::Unavailable(format!(
-                "store call {call} timed out after {after}"
-            )))
-        }
+        // Not logged here: every caller logs the error it gets, once.
+        Err(_) => Err(StoreError::Unavailable(format!(
+            "store call {call} timed out after {}",
+            humantime::format_duration(timeout)
+        ))),
     }
 }
 
