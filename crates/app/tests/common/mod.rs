@@ -146,6 +146,46 @@ pub fn rfc3339(t: OffsetDateTime) -> String {
     t.format(&Rfc3339).unwrap()
 }
 
+/// A batch of new app sessions the load drivers send, with the posts that
+/// report it: open (3 requests) then closed (7) to `replica`, and the close
+/// replayed verbatim to the next replica, as a proxy retrying elsewhere would.
+pub struct SessionBatch {
+    pub sessions: Vec<uuid::Uuid>,
+    /// (replica index, body, request count each session reaches with it).
+    pub posts: [(usize, serde_json::Value, u64); 3],
+}
+
+/// [`SessionBatch`] of one session per (workspace, user) in `owners`. The
+/// sessions started ten minutes ago, longer than the rollup window, so each
+/// keeps its own row.
+pub fn session_batch(
+    owners: impl IntoIterator<Item = (uuid::Uuid, uuid::Uuid)>,
+    replica: usize,
+    replicas: usize,
+) -> SessionBatch {
+    const OPEN_REQUESTS: u64 = 3;
+    const CLOSED_REQUESTS: u64 = 7;
+    let now = OffsetDateTime::now_utc();
+    let start = now - time::Duration::minutes(10);
+    let sessions: Vec<_> = owners.into_iter().map(|o| (uuid::Uuid::new_v4(), o)).collect();
+    let body = |end: Option<OffsetDateTime>, requests| {
+        let stats: Vec<_> = sessions
+            .iter()
+            .map(|&(s, (ws, user))| go_report(user, ws, "subdomain", "code-server", s, start, end, requests))
+            .collect();
+        serde_json::json!({ "stats": stats })
+    };
+    let close = body(Some(now), CLOSED_REQUESTS);
+    SessionBatch {
+        posts: [
+            (replica, body(None, OPEN_REQUESTS), OPEN_REQUESTS),
+            (replica, close.clone(), CLOSED_REQUESTS),
+            ((replica + 1) % replicas, close, CLOSED_REQUESTS),
+        ],
+        sessions: sessions.into_iter().map(|(s, _)| s).collect(),
+    }
+}
+
 /// One report exactly as the Go proxy encodes it; `None` ends as Go's zero time.
 pub fn go_report(
     user: uuid::Uuid,

@@ -11,17 +11,14 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use reqwest::StatusCode;
-use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::common::{AGENT, APP_STATS, BOUNDARY_LOGS, PROXY, go_report};
+use crate::common::{AGENT, APP_STATS, BOUNDARY_LOGS, PROXY, session_batch};
 
 pub const WORKSPACES: usize = 5;
 pub const USERS: usize = 2;
 /// Sessions per app stats request.
 const BATCH: usize = 8;
-const OPEN_REQUESTS: u64 = 3;
-const CLOSED_REQUESTS: u64 = 7;
 /// How long a refused app stats request is retried before the test fails.
 const RETRY_FOR: Duration = Duration::from_secs(60);
 
@@ -173,34 +170,20 @@ impl Driver {
         let i = self.next.fetch_add(1, Ordering::Relaxed);
         let n = self.replicas.len();
         let replica = (i % n as u64) as usize;
-        let now = OffsetDateTime::now_utc();
-        // Longer than the rollup window, so each session keeps its own row.
-        let start = now - time::Duration::minutes(10);
-        let sessions: Vec<(Uuid, usize)> = (0..BATCH)
-            .map(|k| (Uuid::new_v4(), (i as usize + k) % WORKSPACES))
-            .collect();
-        let report = |end: Option<OffsetDateTime>, requests| {
-            let stats: Vec<_> = sessions
-                .iter()
-                .map(|&(s, w)| {
-                    let (ws, user) = (self.workspaces[w], self.owner(w));
-                    go_report(user, ws, "subdomain", "code-server", s, start, end, requests)
-                })
-                .collect();
-            serde_json::json!({ "stats": stats })
-        };
-        let open = report(None, OPEN_REQUESTS);
-        let close = report(Some(now), CLOSED_REQUESTS);
-        for (target, body, requests) in [
-            (replica, &open, OPEN_REQUESTS),
-            (replica, &close, CLOSED_REQUESTS),
-            ((replica + 1) % n, &close, CLOSED_REQUESTS),
-        ] {
-            self.post_until_acked(target, body).await;
+        let batch = session_batch(
+            (0..BATCH).map(|k| {
+                let w = (i as usize + k) % WORKSPACES;
+                (self.workspaces[w], self.owner(w))
+            }),
+            replica,
+            n,
+        );
+        for (target, body, requests) in &batch.posts {
+            self.post_until_acked(*target, body).await;
             let mut a = self.acked.lock();
-            for &(s, _) in &sessions {
+            for &s in &batch.sessions {
                 let kept = a.sessions.entry(s).or_default();
-                *kept = (*kept).max(requests);
+                *kept = (*kept).max(*requests);
             }
         }
     }

@@ -11,10 +11,9 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use reqwest::StatusCode;
-use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::common::{AGENT, APP_STATS, BOUNDARY_LOGS, PROXY, go_report};
+use crate::common::{AGENT, APP_STATS, BOUNDARY_LOGS, PROXY, session_batch};
 
 /// Workspaces, owned by `USERS` users; 5 is coprime to 3 replicas, so every
 /// replica sees every workspace within a few requests.
@@ -22,8 +21,6 @@ pub const WORKSPACES: usize = 5;
 pub const USERS: usize = 2;
 /// Sessions per app stats request.
 pub const BATCH: usize = 8;
-const OPEN_REQUESTS: u64 = 3;
-const CLOSED_REQUESTS: u64 = 7;
 
 #[derive(Debug, Default)]
 pub struct Acked {
@@ -158,37 +155,24 @@ impl Driver {
         let i = self.next.fetch_add(1, Ordering::Relaxed);
         let n = self.replicas.len();
         let replica = (i % n as u64) as usize;
-        let now = OffsetDateTime::now_utc();
-        // Longer than the rollup window, so each session keeps its own row.
-        let start = now - time::Duration::minutes(10);
-        let sessions: Vec<(Uuid, usize)> = (0..BATCH)
-            .map(|k| (Uuid::new_v4(), (i as usize + k) % WORKSPACES))
-            .collect();
-        let report = |end: Option<OffsetDateTime>, requests| {
-            let stats: Vec<_> = sessions
-                .iter()
-                .map(|&(s, w)| {
-                    let (ws, user) = (self.workspaces[w], self.owner(w));
-                    go_report(user, ws, "subdomain", "code-server", s, start, end, requests)
-                })
-                .collect();
-            serde_json::json!({ "stats": stats })
-        };
-        let open = report(None, OPEN_REQUESTS);
-        let close = report(Some(now), CLOSED_REQUESTS);
-        for (target, body, requests) in [
-            (replica, &open, OPEN_REQUESTS),
-            (replica, &close, CLOSED_REQUESTS),
-            ((replica + 1) % n, &close, CLOSED_REQUESTS),
-        ] {
+        let batch = session_batch(
+            (0..BATCH).map(|k| {
+                let w = (i as usize + k) % WORKSPACES;
+                (self.workspaces[w], self.owner(w))
+            }),
+            replica,
+            n,
+        );
+        for (target, body, requests) in &batch.posts {
+            let (target, requests) = (*target, *requests);
             if let Outcome::Acked = self.post(target, APP_STATS, PROXY, body).await {
                 let mut a = self.acked.lock();
                 a.app_posts += 1;
                 let r = a.by_replica.entry(target).or_default();
                 r.app_posts += 1;
-                r.app_reports += sessions.len() as u64;
+                r.app_reports += batch.sessions.len() as u64;
                 let surviving = self.retiring != Some(target);
-                for &(s, _) in &sessions {
+                for &s in &batch.sessions {
                     let kept = a.sessions.entry(s).or_default();
                     *kept = (*kept).max(requests);
                     if surviving {
