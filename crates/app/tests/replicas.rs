@@ -28,7 +28,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use common::Server;
-use common::db::{SnapshotRow, snapshots, stored_sessions, unclosed_boundary};
+use common::db::{SnapshotRow, assert_sessions_exact, snapshots, stored_sessions, unclosed_boundary};
 use load::{Driver, USERS, WORKSPACES};
 use uuid::Uuid;
 
@@ -288,17 +288,7 @@ async fn scenario(halt: Halt) {
     // the replicas' provisional and final rows reached the store.
     let stored = stored_sessions(&pool).await;
     match halt {
-        Halt::Term => {
-            assert_eq!(
-                stored.len(),
-                acked.sessions.len(),
-                "sessions stored vs acknowledged"
-            );
-            for (session, &want) in &acked.sessions {
-                let got = stored.get(session).copied().unwrap_or(-1);
-                assert_eq!(got, want as i64, "session {session}: stored vs acknowledged");
-            }
-        }
+        Halt::Term => assert_sessions_exact(&stored, &acked.sessions),
         Halt::Kill => {
             // Only what the killed replica alone acknowledged may be missing
             // (here nothing: every close is also replayed to another replica).

@@ -72,3 +72,16 @@ pub async fn stored_sessions(pool: &sqlx::PgPool) -> HashMap<Uuid, i64> {
         .map(|r| (r.get("session_id"), r.get("requests")))
         .collect()
 }
+
+/// Exactly the acknowledged sessions are stored, each with the highest
+/// request count acknowledged for it.
+pub fn assert_sessions_exact(stored: &HashMap<Uuid, i64>, acked: &HashMap<Uuid, u64>) {
+    assert_eq!(stored.len(), acked.len(), "sessions stored vs acknowledged");
+    for (session, &want) in acked {
+        assert_eq!(
+            stored.get(session).copied(),
+            Some(want as i64),
+            "session {session}: stored vs acknowledged"
+        );
+    }
+}

@@ -9,7 +9,7 @@ use time::OffsetDateTime;
 use crate::scrape::Metrics;
 
 pub use crate::common::db::{SnapshotRow, snapshots};
-use crate::common::db::{stored_sessions, unclosed_boundary};
+use crate::common::db::{assert_sessions_exact, stored_sessions, unclosed_boundary};
 use crate::load::Acked;
 use crate::sink::Sink;
 
@@ -41,19 +41,7 @@ pub async fn nothing_lost(pool: &sqlx::PgPool, acked: &Acked, rows: &[SnapshotRo
         "denied decisions; snapshots: {rows:#?}"
     );
 
-    let stored = stored_sessions(pool).await;
-    assert_eq!(
-        stored.len(),
-        acked.sessions.len(),
-        "sessions stored vs acknowledged"
-    );
-    for (session, &want) in &acked.sessions {
-        assert_eq!(
-            stored.get(session).copied(),
-            Some(want as i64),
-            "session {session}"
-        );
-    }
+    assert_sessions_exact(&stored_sessions(pool).await, &acked.sessions);
 }
 
 /// Each snapshot in the outbox reached the sink, under its own idempotency

@@ -9,7 +9,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::SnapshotRow;
-use crate::common::db::stored_sessions;
+use crate::common::db::{assert_sessions_exact, stored_sessions};
 use crate::load::{Acked, ReplicaAcked};
 use crate::scrape::Metrics;
 
@@ -75,19 +75,7 @@ pub fn replica_metrics(i: usize, mx: &Metrics, want: ReplicaAcked) {
 /// With no replica stopped early, every session holds exactly the highest
 /// count acknowledged for it, replays included.
 pub async fn app_stats_exact(pool: &sqlx::PgPool, acked: &Acked) {
-    let stored = stored_sessions(pool).await;
-    assert_eq!(
-        stored.len(),
-        acked.sessions.len(),
-        "sessions stored vs acknowledged"
-    );
-    for (session, &want) in &acked.sessions {
-        assert_eq!(
-            stored.get(session).copied(),
-            Some(want as i64),
-            "session {session}"
-        );
-    }
+    assert_sessions_exact(&stored_sessions(pool).await, &acked.sessions);
 }
 
 /// Each snapshot reached the sink once, with its figures; the outage made
