@@ -8,16 +8,17 @@ use std::time::{Duration, Instant};
 use tally_domain::appstats::collector::{CollectorConfig, StatsCollector};
 use tally_domain::appstats::reporter::StoreReporter;
 use tally_domain::boundary::tracker::{BoundaryTracker, TrackerFlush};
-use tally_domain::ports::{Reporter, SnapshotSink, Store};
+use tally_domain::ports::{Layered, Reporter, SnapshotSink, Store};
 use tally_domain::{Authorized, Clock, Subject, SystemClock};
 use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::cli::ServeArgs;
 use crate::config::{ConfigError, Tokens, check_telemetry_url, redact_database_url};
-use crate::deadline::DeadlineStore;
+use crate::deadline::Deadline;
 use crate::http::{AppState, router};
 use crate::loops::{Background, LoopSettings, WatchedReporter, to_time};
+use crate::metrics::StoreMetrics;
 use crate::sink::{HttpSink, LogSink};
 
 /// Runs the server until SIGTERM or Ctrl-C. Start-up problems are
@@ -53,7 +54,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let store = open_store_in_time(database_url, args.connect_timeout).await?;
     // Every call from here on (loops, shutdown flushes, reads) ends within
     // the store timeout: a blackholed database shows as unavailable.
-    let store: Arc<dyn Store> = Arc::new(DeadlineStore::new(store, args.store_timeout));
+    // Each call is timed too, the timeout included.
+    let store: Arc<dyn Store> = Arc::new(Layered::new(
+        Layered::new(store, Deadline(args.store_timeout)),
+        StoreMetrics,
+    ));
     crate::metrics::store_result(&Ok::<(), tally_domain::StoreError>(()));
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

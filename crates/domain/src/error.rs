@@ -30,8 +30,45 @@ pub enum StoreError {
     Other(String),
 }
 
+/// What kind of failure a [`StoreError`] is: the one classification that
+/// retry loops, metrics and the HTTP mapping all use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// Worth retrying as is.
+    Unavailable,
+    /// Bad data: retrying the same call fails the same way.
+    Invalid,
+    /// The caller may not do this.
+    Forbidden,
+    /// Unclassified: not retried.
+    Other,
+}
+
+impl ErrorKind {
+    /// A short lowercase name, for metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unavailable => "unavailable",
+            Self::Invalid => "invalid",
+            Self::Forbidden => "forbidden",
+            Self::Other => "other",
+        }
+    }
+}
+
 impl StoreError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Unavailable(_) => ErrorKind::Unavailable,
+            Self::Invalid(_) => ErrorKind::Invalid,
+            Self::Forbidden(_) => ErrorKind::Forbidden,
+            Self::Other(_) => ErrorKind::Other,
+        }
+    }
+
+    /// Whether retrying the same call may succeed: only when the store was
+    /// unavailable (every store call is atomic and idempotent).
     pub fn is_retryable(&self) -> bool {
-        matches!(self, StoreError::Unavailable(_))
+        self.kind() == ErrorKind::Unavailable
     }
 }
