@@ -3,8 +3,9 @@
 use std::cmp::Reverse;
 
 use async_trait::async_trait;
+use tally_domain::appstats::{AccessMethod, StatsReport};
+use tally_domain::error::StoreError;
 use tally_domain::ports::{AppStatsStore, AppStatsWrite, AppUsage, InsightsStore, TimeRange};
-use tally_domain::{AccessMethod, StatsReport, StoreError};
 use time::OffsetDateTime;
 use uuid::Uuid;
 

@@ -3,8 +3,8 @@
 use std::cmp::Reverse;
 
 use async_trait::async_trait;
-use tally_domain::StoreError;
 use tally_domain::boundary::{BoundaryDelta, BoundaryUsageSummary, FlushOutcome};
+use tally_domain::error::StoreError;
 use tally_domain::ports::{BoundaryUsageStore, TelemetryStore};
 use tally_domain::telemetry::{PeriodClose, PeriodCloseOutcome, Snapshot};
 use time::{Duration, OffsetDateTime};

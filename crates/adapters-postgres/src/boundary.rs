@@ -7,8 +7,8 @@
 use async_trait::async_trait;
 use sqlx::PgConnection;
 use sqlx::Row as _;
-use tally_domain::StoreError;
 use tally_domain::boundary::{BoundaryDelta, BoundaryUsageSummary, FlushOutcome};
+use tally_domain::error::StoreError;
 use tally_domain::ports::BoundaryUsageStore;
 use uuid::Uuid;
 

@@ -1,7 +1,7 @@
 //! Mapping sqlx errors onto the domain's [`StoreError`].
 
 use sqlx::migrate::MigrateError;
-use tally_domain::StoreError;
+use tally_domain::error::StoreError;
 
 /// Classifies a sqlx error: retryable trouble is `Unavailable`, rejected
 /// data is `Invalid`, the rest is `Other`.

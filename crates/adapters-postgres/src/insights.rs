@@ -2,8 +2,9 @@
 
 use async_trait::async_trait;
 use sqlx::Row as _;
+use tally_domain::appstats::{AccessMethod, StatsReport};
+use tally_domain::error::StoreError;
 use tally_domain::ports::{AppUsage, InsightsStore, TimeRange};
-use tally_domain::{AccessMethod, StatsReport, StoreError};
 use time::OffsetDateTime;
 use uuid::Uuid;
 

@@ -3,8 +3,8 @@
 use async_trait::async_trait;
 use sqlx::Row as _;
 use sqlx::postgres::PgRow;
-use tally_domain::StoreError;
 use tally_domain::boundary::BoundaryUsageSummary;
+use tally_domain::error::StoreError;
 use tally_domain::ports::TelemetryStore;
 use tally_domain::telemetry::{PeriodClose, PeriodCloseOutcome, Snapshot};
 use time::{Duration, OffsetDateTime};

@@ -1,6 +1,6 @@
 //! Conversions between domain values and column values.
 
-use tally_domain::StoreError;
+use tally_domain::error::StoreError;
 use time::{Duration, OffsetDateTime};
 
 /// PostgreSQL keeps microseconds: round down before binding so what is

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use subtle::{ConditionallySelectable, ConstantTimeEq};
-use tally_domain::{Role, Subject};
+use tally_domain::authz::{Role, Subject};
 
 /// A configuration problem: the program cannot start. The message never
 /// contains secrets.

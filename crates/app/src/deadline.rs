@@ -16,7 +16,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use tally_domain::StoreError;
+use tally_domain::error::StoreError;
 use tally_domain::ports::{CallInfo, Layer, Layered};
 
 /// The layer that ends every store call within its timeout.
@@ -163,8 +163,8 @@ mod tests {
     async fn a_tracker_flush_into_a_blackhole_fails_at_the_deadline_and_keeps_the_usage() {
         use crate::loops::{Background, LoopSettings};
         use tally_domain::boundary::tracker::BoundaryTracker;
+        use tally_domain::clock::{Clock, ManualClock};
         use tally_domain::ports::MockSnapshotSink;
-        use tally_domain::{Clock, ManualClock};
 
         let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(OffsetDateTime::UNIX_EPOCH));
         let replica_id = Uuid::new_v4();

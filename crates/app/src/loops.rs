@@ -5,12 +5,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tally_domain::appstats::StatsReport;
+use tally_domain::authz::{Authorized, Subject};
 use tally_domain::boundary::tracker::{BoundaryTracker, TrackerFlush};
+use tally_domain::clock::Clock;
+use tally_domain::error::StoreError;
 use tally_domain::ports::{Reporter, SnapshotSink, Store, TelemetryStore};
 use tally_domain::telemetry::publisher::{DEFAULT_CLAIM_LEASE, PublishRound, publish_pending};
 use tally_domain::telemetry::snapshot::snapshot_step;
 use tally_domain::telemetry::{Period, Snapshot};
-use tally_domain::{Authorized, Clock, StoreError, Subject};
 use tokio::sync::{Mutex, Notify, watch};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
@@ -304,8 +306,8 @@ pub fn to_std(d: time::Duration) -> Duration {
 mod tests {
     use super::*;
     use mockall::Sequence;
-    use tally_domain::ManualClock;
     use tally_domain::boundary::FlushOutcome;
+    use tally_domain::clock::ManualClock;
     use tally_domain::ports::{MockSnapshotSink, MockStore, SinkError};
     use tally_domain::telemetry::{BOUNDARY_USAGE_EVENT, PeriodCloseOutcome};
     use time::macros::datetime;

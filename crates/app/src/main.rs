@@ -3,7 +3,8 @@
 use std::process::ExitCode;
 
 use clap::Parser as _;
-use tally::{ConfigError, EXIT_CONFIG};
+use tally::EXIT_CONFIG;
+use tally::config::ConfigError;
 
 fn main() -> ExitCode {
     let cli = tally::cli::Cli::parse();

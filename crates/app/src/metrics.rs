@@ -7,9 +7,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use tally_domain::StoreError;
 use tally_domain::appstats::collector::CollectorStats;
 use tally_domain::boundary::tracker::PendingUsage;
+use tally_domain::error::StoreError;
 use tally_domain::ports::{CallInfo, Layer};
 
 pub const REPORTS_COLLECTED: &str = "tally_app_stats_reports_collected_total";

@@ -7,9 +7,10 @@ use std::time::{Duration, Instant};
 
 use tally_domain::appstats::collector::{CollectorConfig, StatsCollector};
 use tally_domain::appstats::reporter::StoreReporter;
+use tally_domain::authz::{Authorized, Subject};
 use tally_domain::boundary::tracker::{BoundaryTracker, TrackerFlush};
+use tally_domain::clock::{Clock, SystemClock};
 use tally_domain::ports::{Layered, Reporter, SnapshotSink, Store};
-use tally_domain::{Authorized, Clock, Subject, SystemClock};
 use tokio::sync::watch;
 use uuid::Uuid;
 
@@ -24,7 +25,7 @@ use crate::sink::{HttpSink, LogSink};
 /// Runs the server until SIGTERM or Ctrl-C. Start-up problems are
 /// [`ConfigError`]s (exit code 2).
 pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    crate::telemetry_log::init_tracing(args.log_json);
+    crate::logging::init_tracing(args.log_json);
 
     let tokens = match &args.tokens {
         Some(spec) => Tokens::parse(spec.expose())?,
@@ -59,7 +60,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         Layered::new(store, Deadline(args.store_timeout)),
         StoreMetrics,
     ));
-    crate::metrics::store_result(&Ok::<(), tally_domain::StoreError>(()));
+    crate::metrics::store_result(&Ok::<(), tally_domain::error::StoreError>(()));
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| ConfigError(format!("cannot listen on {}: {e}", args.listen)))?;

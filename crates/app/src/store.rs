@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use tally_adapters_memory::MemoryStore;
 use tally_adapters_postgres::{PgStore, PgStoreOptions};
-use tally_domain::StoreError;
+use tally_domain::error::StoreError;
 use tally_domain::ports::Store;
 
 use crate::config::{check_database_url, redact_database_url};

@@ -1,9 +1,10 @@
 //! Small builders shared by the conformance cases.
 
+use tally_domain::appstats::{AccessMethod, StatsReport};
 use tally_domain::boundary::BoundaryDelta;
+use tally_domain::error::StoreError;
 use tally_domain::ports::{AppStatsWrite, Store, TimeRange};
 use tally_domain::telemetry::{BOUNDARY_USAGE_EVENT, Period, PeriodClose, PeriodCloseOutcome, Snapshot};
-use tally_domain::{AccessMethod, StatsReport, StoreError};
 use time::macros::datetime;
 use time::{Duration, OffsetDateTime, UtcOffset};
 use uuid::Uuid;

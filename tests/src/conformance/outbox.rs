@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use tally_domain::StoreError;
+use tally_domain::error::StoreError;
 use tally_domain::ports::Store;
 use tally_domain::telemetry::{PeriodCloseOutcome, Snapshot};
 use uuid::Uuid;

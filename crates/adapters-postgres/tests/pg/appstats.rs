@@ -1,8 +1,9 @@
 use std::sync::Arc;
 
 use tally_adapters_postgres::{AppStatsWriteMode, PgStore};
+use tally_domain::appstats::StatsReport;
+use tally_domain::error::StoreError;
 use tally_domain::ports::{AppStatsStore, AppStatsWrite, InsightsStore, TimeRange};
-use tally_domain::{StatsReport, StoreError};
 use time::Duration;
 
 use tally_tests::conformance::write_of as write;

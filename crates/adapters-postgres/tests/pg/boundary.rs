@@ -1,5 +1,5 @@
-use tally_domain::StoreError;
 use tally_domain::boundary::{BoundaryDelta, BoundaryUsageSummary, FlushOutcome};
+use tally_domain::error::StoreError;
 use tally_domain::ports::BoundaryUsageStore;
 use time::Duration;
 use uuid::Uuid;

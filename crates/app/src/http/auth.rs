@@ -5,7 +5,7 @@ use axum::extract::FromRequestParts;
 use axum::http::HeaderMap;
 use axum::http::request::Parts;
 use tally_domain::authz::authorize;
-use tally_domain::{Action, Resource, Subject};
+use tally_domain::authz::{Action, Resource, Subject};
 
 use super::AppState;
 use super::error::ApiError;
@@ -63,7 +63,7 @@ impl FromRequestParts<AppState> for Caller {
 mod tests {
     use super::*;
     use axum::http::{HeaderValue, StatusCode};
-    use tally_domain::Role;
+    use tally_domain::authz::Role;
 
     fn tokens() -> Tokens {
         Tokens::parse("proxy=ptok,reader=rtok").unwrap()

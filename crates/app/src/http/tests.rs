@@ -2,10 +2,12 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
+use tally_domain::appstats::AccessMethod;
 use tally_domain::appstats::collector::{CollectorConfig, StatsCollector};
 use tally_domain::boundary::tracker::BoundaryTracker;
+use tally_domain::clock::SystemClock;
+use tally_domain::error::StoreError;
 use tally_domain::ports::{AppUsage, MockReporter, MockStore, TimeRange};
-use tally_domain::{AccessMethod, StoreError, SystemClock};
 use time::macros::datetime;
 use tower::ServiceExt as _;
 

@@ -6,15 +6,17 @@ use std::time::Instant;
 
 use futures::future::join_all;
 use indicatif::ProgressBar;
+use tally_domain::appstats::StatsReport;
 use tally_domain::appstats::collector::{CollectorConfig, StatsCollector};
 use tally_domain::appstats::reporter::StoreReporter;
+use tally_domain::authz::{Authorized, Subject};
 use tally_domain::boundary::FlushOutcome;
 use tally_domain::boundary::tracker::{BoundaryTracker, TrackerFlush};
 use tally_domain::clock::Clock;
+use tally_domain::clock::ManualClock;
 use tally_domain::ports::{Reporter, Store};
 use tally_domain::telemetry::publisher::{DEFAULT_CLAIM_LEASE, publish_pending};
 use tally_domain::telemetry::snapshot::snapshot_step;
-use tally_domain::{Authorized, ManualClock, StatsReport, Subject};
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 

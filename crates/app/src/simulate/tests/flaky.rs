@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use indicatif::ProgressBar;
 use tally_adapters_memory::MemoryStore;
-use tally_domain::StoreError;
+use tally_domain::error::StoreError;
 use tally_domain::ports::{CallInfo, Layer, Layered, Store};
 
 use super::{simulate, small};
