@@ -71,7 +71,7 @@ struct Prepared<'a> {
 }
 
 fn invalid(msg: String) -> StoreError {
-    StoreError::Invalid(msg)
+    StoreError::invalid(msg)
 }
 
 impl<'a> Prepared<'a> {

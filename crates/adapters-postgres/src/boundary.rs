@@ -76,7 +76,7 @@ impl BoundaryUsageStore for PgStore {
         let allowed = to_i64(delta.allowed, "allowed")?;
         let denied = to_i64(delta.denied, "denied")?;
         if delta.tracked_to < delta.tracked_from {
-            return Err(StoreError::Invalid(format!(
+            return Err(StoreError::invalid(format!(
                 "tracked_to {} is before tracked_from {}",
                 delta.tracked_to, delta.tracked_from
             )));

@@ -36,7 +36,7 @@ const APP_STATS: &str = "SELECT user_id, workspace_id, agent_id, access_method, 
     LIMIT $3";
 
 fn access_method(s: &str) -> Result<AccessMethod, StoreError> {
-    s.parse().map_err(StoreError::Other)
+    s.parse().map_err(StoreError::other)
 }
 
 #[async_trait]

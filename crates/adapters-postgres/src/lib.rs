@@ -73,7 +73,7 @@ impl PgStore {
     /// Like [`PgStore::connect`], with pool size, timeouts and write mode.
     pub async fn connect_with(database_url: &str, options: PgStoreOptions) -> Result<Self, StoreError> {
         let connect = PgConnectOptions::from_str(database_url)
-            .map_err(|e| StoreError::Other(format!("bad database URL: {e}")))?
+            .map_err(|e| StoreError::other("bad database URL").caused_by(e))?
             .application_name("tally");
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections.max(1))

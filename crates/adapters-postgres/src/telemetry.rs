@@ -50,7 +50,7 @@ impl TelemetryStore for PgStore {
         let start = floor_micros(close.period.start);
         let end = floor_micros(close.period.end);
         if end <= start {
-            return Err(StoreError::Invalid(format!(
+            return Err(StoreError::invalid(format!(
                 "period end {} is not after its start {}",
                 close.period.end, close.period.start
             )));

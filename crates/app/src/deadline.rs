@@ -46,7 +46,7 @@ pub async fn within<T>(
     match tokio::time::timeout(timeout, fut).await {
         Ok(result) => result,
         // Not logged here: every caller logs the error it gets, once.
-        Err(_) => Err(StoreError::Unavailable(format!(
+        Err(_) => Err(StoreError::unavailable(format!(
             "store call {call} timed out after {}",
             humantime::format_duration(timeout)
         ))),
@@ -142,7 +142,7 @@ mod tests {
         mock.expect_prune_telemetry_locks().times(1).returning(|_| Ok(4));
         mock.expect_list_snapshots()
             .times(1)
-            .returning(|_| Err(StoreError::Invalid("no".into())));
+            .returning(|_| Err(StoreError::invalid("no")));
         let store = Layered::new(mock, Deadline(Duration::from_secs(2)));
         assert_eq!(
             store
@@ -153,7 +153,7 @@ mod tests {
         );
         assert!(matches!(
             store.list_snapshots(1).await,
-            Err(StoreError::Invalid(_))
+            Err(StoreError::Invalid { .. })
         ));
     }
 

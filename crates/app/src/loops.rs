@@ -8,7 +8,7 @@ use tally_domain::appstats::StatsReport;
 use tally_domain::authz::{Authorized, Subject};
 use tally_domain::boundary::tracker::{BoundaryTracker, TrackerFlush};
 use tally_domain::clock::Clock;
-use tally_domain::error::StoreError;
+use tally_domain::error::{Report, StoreError};
 use tally_domain::ports::{Reporter, SnapshotSink, Store, TelemetryStore};
 use tally_domain::telemetry::publisher::{DEFAULT_CLAIM_LEASE, PublishRound, publish_pending};
 use tally_domain::telemetry::snapshot::snapshot_step;
@@ -123,7 +123,7 @@ impl Background {
         }
         if let Err(e) = &result {
             metrics::counter!(m::BOUNDARY_FLUSH_FAILURES).increment(1);
-            tracing::warn!(error = %e, "boundary usage flush failed; kept for the next flush");
+            tracing::warn!(error = %Report(&e), "boundary usage flush failed; kept for the next flush");
         }
         result
     }
@@ -186,7 +186,9 @@ impl Background {
             loop {
                 match self.snapshot_once().await {
                     Ok(_) => break,
-                    Err(e) => tracing::warn!(error = %e, retry_in = ?retry, "snapshot step failed; retrying"),
+                    Err(e) => {
+                        tracing::warn!(error = %Report(&e), retry_in = ?retry, "snapshot step failed; retrying")
+                    }
                 }
                 // Past the next boundary the next round closes the later
                 // period, which then carries this one's usage.
@@ -243,7 +245,7 @@ impl Background {
                 Ok(_) => (delay.max(base) * 2).min(MAX_PUBLISH_BACKOFF),
                 Err(e) => {
                     let next = (delay.max(base) * 2).min(MAX_OUTBOX_BACKOFF.max(base));
-                    tracing::warn!(error = %e, retry_in = ?next, "snapshot outbox unavailable; retrying later");
+                    tracing::warn!(error = %Report(&e), retry_in = ?next, "snapshot outbox unavailable; retrying later");
                     next
                 }
             };
@@ -268,7 +270,7 @@ impl Background {
             wait = match self.prune_once().await {
                 Ok(_) => PRUNE_EVERY,
                 Err(e) => {
-                    tracing::warn!(error = %e, "pruning telemetry locks failed; retrying later");
+                    tracing::warn!(error = %Report(&e), "pruning telemetry locks failed; retrying later");
                     Duration::from_secs(60)
                 }
             };
@@ -387,7 +389,7 @@ mod tests {
         let mut store = MockStore::new();
         store
             .expect_flush_boundary_usage()
-            .returning(|_| Err(StoreError::Unavailable("down".into())));
+            .returning(|_| Err(StoreError::unavailable("down")));
         store
             .expect_close_period()
             .returning(|_| Ok(PeriodCloseOutcome::AlreadyClosed));
@@ -482,7 +484,7 @@ mod tests {
         store.expect_flush_boundary_usage().returning(move |_| {
             c.fetch_add(1, Ordering::SeqCst);
             if d.load(Ordering::SeqCst) {
-                Err(StoreError::Unavailable("connection refused".into()))
+                Err(StoreError::unavailable("connection refused"))
             } else {
                 Ok(FlushOutcome::Applied)
             }
@@ -526,7 +528,7 @@ mod tests {
             .returning(move |_, _, _, _| {
                 c.fetch_add(1, Ordering::SeqCst);
                 if d.load(Ordering::SeqCst) {
-                    Err(StoreError::Unavailable("connection refused".into()))
+                    Err(StoreError::unavailable("connection refused"))
                 } else {
                     Ok(vec![])
                 }

@@ -172,7 +172,7 @@ mod tests {
         mock.expect_prune_telemetry_locks().times(2).returning(|_| Ok(1));
         mock.expect_list_snapshots()
             .times(1)
-            .returning(|_| Err(StoreError::Unavailable("down".into())));
+            .returning(|_| Err(StoreError::unavailable("down")));
         let store = Layered::new(mock, StoreMetrics);
         store
             .prune_telemetry_locks(OffsetDateTime::UNIX_EPOCH)

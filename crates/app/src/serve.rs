@@ -10,6 +10,7 @@ use tally_domain::appstats::reporter::StoreReporter;
 use tally_domain::authz::{Authorized, Subject};
 use tally_domain::boundary::tracker::{BoundaryTracker, TrackerFlush};
 use tally_domain::clock::{Clock, SystemClock};
+use tally_domain::error::Report;
 use tally_domain::ports::{Layered, Reporter, SnapshotSink, Store};
 use tokio::sync::watch;
 use uuid::Uuid;
@@ -241,11 +242,11 @@ async fn final_collector_flush(collector: &StatsCollector, deadline: Instant) ->
         match result {
             Ok(Ok(())) => return true,
             Ok(Err(e)) if Instant::now() + wait < deadline => {
-                tracing::warn!(error = %e, retry_in = ?wait, "final app stats flush failed; retrying");
+                tracing::warn!(error = %Report(&e), retry_in = ?wait, "final app stats flush failed; retrying");
             }
             Ok(Err(e)) => {
                 tracing::error!(
-                    error = %e,
+                    error = %Report(&e),
                     backlog_rows = collector.stats().backlog_rows,
                     "final app stats flush failed; these rows are lost"
                 );

@@ -76,7 +76,7 @@ mod tests {
         let calls = AtomicU32::new(0);
         let opened = patiently(Duration::from_secs(10), || async {
             if calls.fetch_add(1, Ordering::SeqCst) < 3 {
-                Err(anyhow::Error::new(StoreError::Unavailable("refused".into())).context("cannot open"))
+                Err(anyhow::Error::new(StoreError::unavailable("refused")).context("cannot open"))
             } else {
                 Ok(7)
             }
@@ -86,7 +86,7 @@ mod tests {
         assert_eq!(calls.load(Ordering::SeqCst), 4);
 
         let never = patiently(Duration::from_secs(10), || async {
-            Err::<(), _>(anyhow::Error::new(StoreError::Unavailable("refused".into())))
+            Err::<(), _>(anyhow::Error::new(StoreError::unavailable("refused")))
         })
         .await;
         assert!(never.is_none(), "gave up at the timeout");

@@ -320,7 +320,7 @@ pub async fn duplicates_in_one_write_are_refused_whole(store: Arc<dyn Store>) {
             .await
             .unwrap_err();
         let text = err.to_string();
-        assert!(matches!(err, StoreError::Invalid(_)), "{err:?}");
+        assert!(matches!(err, StoreError::Invalid { .. }), "{err:?}");
         assert!(text.contains("rows 1 and 3"), "{text}");
         assert!(text.contains("same (user, agent, session)"), "{text}");
 

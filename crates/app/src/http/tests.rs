@@ -369,7 +369,7 @@ async fn store_outage_on_a_read_is_503() {
     let mut store = MockStore::new();
     store
         .expect_app_usage()
-        .returning(|_| Err(StoreError::Unavailable("connection refused".into())));
+        .returning(|_| Err(StoreError::unavailable("connection refused")));
     let app = app(store);
     let uri = "/api/v2/insights/apps?from=2026-11-25T10:00:00Z&to=2026-11-25T11:00:00Z";
     let (status, body) = call(&app, get(uri, Some("rtok"))).await;

@@ -17,7 +17,7 @@ use tokio::sync::watch;
 use super::StatsReport;
 use super::rollup::{Collected, DEFAULT_ROLLUP_WINDOW, Rollup};
 use crate::clock::Clock;
-use crate::error::StoreError;
+use crate::error::{Report, StoreError};
 use crate::ports::Reporter;
 
 pub const DEFAULT_REPORT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
@@ -206,7 +206,7 @@ impl StatsCollector {
                         let next = retries.get_or_insert_with(|| backoff.build()).next();
                         // Jitter may add up to the delay itself; stay within the interval.
                         delay = next.unwrap_or(interval).min(interval);
-                        tracing::warn!(%error, retry_in = ?delay, "app stats flush failed");
+                        tracing::warn!(error = %Report(&error), retry_in = ?delay, "app stats flush failed");
                     }
                 }
             }

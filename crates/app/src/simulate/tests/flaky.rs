@@ -55,11 +55,11 @@ impl Layer for Flaky {
         }
         let fails = (self.calls.fetch_add(1, Ordering::Relaxed) + 1).is_multiple_of(self.every);
         if fails && self.failure == Failure::Before {
-            return Err(StoreError::Unavailable("injected: connection refused".into()));
+            return Err(StoreError::unavailable("injected: connection refused"));
         }
         let result = call.await;
         if fails {
-            return Err(StoreError::Unavailable("injected: timed out after commit".into()));
+            return Err(StoreError::unavailable("injected: timed out after commit"));
         }
         result
     }

@@ -78,7 +78,7 @@ pub(crate) struct FakeStore {
 }
 
 fn injected(what: &str) -> StoreError {
-    StoreError::Unavailable(format!("injected fault: {what}"))
+    StoreError::unavailable(format!("injected fault: {what}"))
 }
 
 impl FakeStore {
@@ -255,7 +255,7 @@ impl TelemetryStore for FakeStore {
             .outbox
             .iter_mut()
             .find(|o| o.snapshot.id == snapshot_id)
-            .ok_or_else(|| StoreError::Invalid(format!("no snapshot {snapshot_id}")))?;
+            .ok_or_else(|| StoreError::invalid(format!("no snapshot {snapshot_id}")))?;
         if entry.snapshot.published_at.is_none() {
             entry.snapshot.published_at = Some(at);
         }
@@ -275,7 +275,7 @@ impl TelemetryStore for FakeStore {
             .outbox
             .iter_mut()
             .find(|o| o.snapshot.id == snapshot_id)
-            .ok_or_else(|| StoreError::Invalid(format!("no snapshot {snapshot_id}")))?;
+            .ok_or_else(|| StoreError::invalid(format!("no snapshot {snapshot_id}")))?;
         // Only the holder of the claim gives it back; the attempt counts anyway.
         if entry.claimed_by == Some(claimer) {
             entry.claimed_by = None;
