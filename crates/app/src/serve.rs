@@ -12,6 +12,7 @@ use tally_domain::boundary::tracker::{BoundaryTracker, TrackerFlush};
 use tally_domain::clock::{Clock, SystemClock};
 use tally_domain::error::Report;
 use tally_domain::ports::{Layered, Reporter, SnapshotSink, Store};
+use tally_domain::retry::Backoff;
 use tokio::sync::watch;
 use uuid::Uuid;
 
@@ -233,12 +234,16 @@ async fn open_store_in_time(url: Option<&str>, timeout: Duration) -> Result<Arc<
     }
 }
 
+/// Waits between final flush attempts at shutdown: about 0.1 s, doubling to 2 s.
+const FINAL_FLUSH_RETRY: Backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
+
 /// Closes the collector; if that flush fails the rows stay in its backlog, so
 /// flushing is retried until it succeeds or the deadline passes.
 async fn final_collector_flush(collector: &StatsCollector, deadline: Instant) -> bool {
     let mut result = tokio::time::timeout_at(deadline.into(), collector.close()).await;
-    let mut wait = Duration::from_millis(100);
+    let mut waits = FINAL_FLUSH_RETRY.delays();
     loop {
+        let wait = waits.next().unwrap_or(FINAL_FLUSH_RETRY.most());
         match result {
             Ok(Ok(())) => return true,
             Ok(Err(e)) if Instant::now() + wait < deadline => {
@@ -261,15 +266,15 @@ async fn final_collector_flush(collector: &StatsCollector, deadline: Instant) ->
             }
         }
         tokio::time::sleep(wait).await;
-        wait = (wait * 2).min(Duration::from_secs(2));
         result = tokio::time::timeout_at(deadline.into(), collector.flush()).await;
     }
 }
 
 /// Flushes the tracker, retrying until it succeeds or the deadline passes.
 async fn final_tracker_flush(background: &Background, deadline: Instant) -> bool {
-    let mut wait = Duration::from_millis(100);
+    let mut waits = FINAL_FLUSH_RETRY.delays();
     loop {
+        let wait = waits.next().unwrap_or(FINAL_FLUSH_RETRY.most());
         match tokio::time::timeout_at(deadline.into(), background.flush_tracker()).await {
             Ok(Ok(TrackerFlush::Nothing | TrackerFlush::Flushed(_))) => return true,
             Ok(Err(_)) if Instant::now() + wait < deadline => {}
@@ -284,7 +289,6 @@ async fn final_tracker_flush(background: &Background, deadline: Instant) -> bool
             }
         }
         tokio::time::sleep(wait).await;
-        wait = (wait * 2).min(Duration::from_secs(2));
     }
 }
 

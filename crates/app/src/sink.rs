@@ -3,8 +3,9 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use backon::{ExponentialBuilder, Retryable as _};
+use backon::Retryable as _;
 use tally_domain::ports::{SinkError, SnapshotSink};
+use tally_domain::retry::Backoff;
 use tally_domain::telemetry::Snapshot;
 
 /// Writes each snapshot as one JSON log line.
@@ -33,8 +34,13 @@ impl SnapshotSink for LogSink {
 pub struct HttpSink {
     client: reqwest::Client,
     url: url::Url,
-    backoff: ExponentialBuilder,
+    backoff: Backoff,
 }
+
+/// Tries of one delivery; the outbox retries later beyond them.
+const SEND_TRIES: usize = 4;
+/// Waits between tries: about 0.2 s, 0.4 s, 0.8 s.
+const SEND_RETRY: Backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
 
 impl HttpSink {
     pub fn new(url: url::Url) -> anyhow::Result<Self> {
@@ -46,16 +52,12 @@ impl HttpSink {
         Ok(Self {
             client,
             url,
-            backoff: ExponentialBuilder::new()
-                .with_min_delay(Duration::from_millis(200))
-                .with_max_delay(Duration::from_secs(5))
-                .with_max_times(3)
-                .with_jitter(),
+            backoff: SEND_RETRY,
         })
     }
 
     /// Shorter retry delays, for tests.
-    pub fn with_backoff(mut self, backoff: ExponentialBuilder) -> Self {
+    pub fn with_backoff(mut self, backoff: Backoff) -> Self {
         self.backoff = backoff;
         self
     }
@@ -91,7 +93,7 @@ enum Attempt {
 impl SnapshotSink for HttpSink {
     async fn publish(&self, snapshot: &Snapshot) -> Result<(), SinkError> {
         (|| self.send_once(snapshot))
-            .retry(self.backoff)
+            .retry(self.backoff.builder().with_max_times(SEND_TRIES - 1))
             .when(|e| matches!(e, Attempt::Retry(_)))
             .notify(|e, after| {
                 let (Attempt::Retry(m) | Attempt::GiveUp(m)) = e;
@@ -151,11 +153,7 @@ mod tests {
     }
 
     fn fast(sink: HttpSink) -> HttpSink {
-        sink.with_backoff(
-            ExponentialBuilder::new()
-                .with_min_delay(Duration::from_millis(5))
-                .with_max_times(3),
-        )
+        sink.with_backoff(Backoff::new(Duration::from_millis(5), Duration::from_millis(10)))
     }
 
     #[tokio::test]

@@ -10,4 +10,5 @@ pub mod boundary;
 pub mod clock;
 pub mod error;
 pub mod ports;
+pub mod retry;
 pub mod telemetry;
