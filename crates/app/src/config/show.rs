@@ -13,18 +13,27 @@ pub fn render(effective: &Effective) -> String {
     let file = effective
         .file
         .as_ref()
-        .map(|p| format!("the file {}", p.display()))
-        .unwrap_or_else(|| "no --config file".to_owned());
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "no --config given".to_owned());
     let _ = writeln!(
         out,
         "# tally {} configuration: a flag beats its TALLY_ variable, which beats\n\
          # the file ({file}), which beats the default.",
         serve_name(&effective.command)
     );
-    let lines: Vec<(String, String)> = effective.settings.iter().map(line).collect();
-    let width = lines.iter().map(|(l, _)| l.len()).max().unwrap_or(0);
+    let lines: Vec<(String, Option<String>)> = effective.settings.iter().map(line).collect();
+    let width = lines
+        .iter()
+        .filter(|(_, origin)| origin.is_some())
+        .map(|(l, _)| l.len())
+        .max()
+        .unwrap_or(0)
+        .min(40);
     for (text, origin) in lines {
-        let _ = writeln!(out, "{text:<width$}  # {origin}");
+        let _ = match origin {
+            Some(origin) => writeln!(out, "{text:<width$}  # {origin}"),
+            None => writeln!(out, "{text}"),
+        };
     }
     if !effective.ignored_env.is_empty() {
         let _ = writeln!(
@@ -41,16 +50,17 @@ fn serve_name(command: &str) -> &str {
     if command == "config" { "serve" } else { command }
 }
 
-fn line(setting: &Setting) -> (String, String) {
+/// A setting's line and, unless it is unset, where its value came from.
+fn line(setting: &Setting) -> (String, Option<String>) {
     let key = &setting.key;
     let origin = setting.origin.to_string();
     let Some(raw) = &setting.raw else {
-        return (format!("# {key} is not set"), origin);
+        return (format!("# {key} is not set"), None);
     };
     if setting.secret {
         return (
             format!("# {key} = {}", redacted(key, raw)),
-            format!("{origin}, redacted"),
+            Some(format!("{origin}, redacted")),
         );
     }
     let value = if setting.switch || (!raw.is_empty() && raw.bytes().all(|b| b.is_ascii_digit())) {
@@ -58,7 +68,7 @@ fn line(setting: &Setting) -> (String, String) {
     } else {
         toml::Value::String(raw.clone()).to_string()
     };
-    (format!("{key} = {value}"), origin)
+    (format!("{key} = {value}"), Some(origin))
 }
 
 /// What a secret may show: a database URL without its password and query,
@@ -128,7 +138,7 @@ mod tests {
         assert!(!text.contains("hunter"), "{text}");
         for needle in [
             "tally serve configuration",
-            "the file tally.toml",
+            "the file (tally.toml)",
             "listen = \"127.0.0.1:8080\"  ",
             "# default",
             "# database_url = \"postgres://db:5432/tally\"",
