@@ -81,6 +81,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     );
 
     tracing::info!(
+        config_file = %args.config.as_deref().map_or("none".into(), |p| p.display().to_string()),
         report_interval = %humantime::format_duration(args.report_interval),
         rollup_window = %humantime::format_duration(args.rollup_window),
         batch_size = args.batch_size,

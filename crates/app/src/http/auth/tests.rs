@@ -74,7 +74,7 @@ fn a_wrong_or_malformed_external_proxy_token_is_401() {
         "ptok".to_owned(),
         "not-a-uuid:ptok".to_owned(),
         format!("{PROXY_ID}:"),
-        format!("{PROXY_ID}"),
+        PROXY_ID.to_owned(),
         ":ptok".to_owned(),
         String::new(),
     ] {
