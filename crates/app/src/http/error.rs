@@ -9,7 +9,7 @@
 //! can be named) with its own detail. Empty `detail` and `validations` are
 //! left out, as Coder does.
 //!
-//! The statuses for bad input, held by `tests/hostile.rs`: 400 for anything
+//! The statuses for bad input, held by `tests/it/hostile/`: 400 for anything
 //! wrong in the body or the query (syntax, types, missing or repeated fields,
 //! ranges, unknown query parameters); 413 past the body limit (`body`) or
 //! past what the collector can take in one request (`stats`); 415 for a body

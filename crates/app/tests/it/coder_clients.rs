@@ -3,10 +3,9 @@
 //! and every error body is a `codersdk.Response` (`message`, `detail`,
 //! `validations` of `field` and `detail`), nothing else.
 
-mod common;
-
-use common::*;
 use reqwest::StatusCode;
+
+use crate::common::*;
 
 /// Checks `body` is exactly a `codersdk.Response` a Go client reads whole:
 /// a message, maybe a detail, maybe validations; no other key.
