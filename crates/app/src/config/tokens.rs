@@ -258,3 +258,83 @@ mod tests {
         assert!(t.describe() == ["workspace-proxy"]);
     }
 }
+
+#[cfg(test)]
+mod props {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// One configured entry: role, the proxy id it names (an index into
+    /// `IDS`), its secret.
+    type Spec = (u8, Option<usize>, String);
+
+    const IDS: [&str; 3] = [
+        "5b0e5a2c-1f44-4c3f-9a57-0d7b1e2a9c11",
+        "6c1f6b3d-2a55-4d40-8b68-1e8c2f3b0d22",
+        "7d207c4e-3b66-4e51-9c79-2f9d3a4c1e33",
+    ];
+
+    fn role(r: u8) -> (&'static str, Subject) {
+        match r % 3 {
+            0 => ("proxy", Subject::WorkspaceProxy),
+            1 => ("agent", Subject::WorkspaceAgent),
+            _ => ("admin", Subject::User(Role::Admin)),
+        }
+    }
+
+    /// The entry as `--tokens` takes it.
+    fn written((r, id, secret): &Spec) -> String {
+        let token = match id {
+            Some(i) => format!("{}:{secret}", IDS[*i]),
+            None => secret.clone(),
+        };
+        format!("{}={token}", role(*r).0)
+    }
+
+    fn entries() -> impl Strategy<Value = Vec<Spec>> {
+        prop::collection::vec((0u8..3, prop::option::of(0usize..3), "[ab]{1,3}"), 0..6)
+    }
+
+    proptest! {
+        /// Both ways of presenting a token agree with a plain model of the
+        /// rules: a bearer token is a configured token as written; a proxy
+        /// credential matches a proxy token naming that id with that secret,
+        /// or a proxy token without an id that is that secret.
+        #[test]
+        fn matching_follows_the_written_rules(
+            specs in entries(),
+            id in 0usize..4,
+            secret in "[ab]{1,3}",
+            bearer in prop::option::of(0usize..6),
+        ) {
+            let spec = specs.iter().map(written).collect::<Vec<_>>().join(",");
+            let Ok(tokens) = Tokens::parse(&spec) else {
+                // Only one token given to two roles is refused.
+                let clash = specs.iter().enumerate().any(|(i, a)| specs[..i].iter().any(|b| {
+                    written(a).split_once('=').map(|x| x.1) == written(b).split_once('=').map(|x| x.1)
+                        && role(a.0).1 != role(b.0).1
+                }));
+                prop_assert!(clash, "{spec}");
+                return Ok(());
+            };
+            let presented_id: Uuid = IDS.get(id).map_or_else(Uuid::nil, |s| s.parse().unwrap());
+            let model = specs.iter().any(|(r, named, own)| {
+                role(*r).1 == Subject::WorkspaceProxy
+                    && *own == secret
+                    && named.is_none_or(|i| IDS[i].parse::<Uuid>().unwrap() == presented_id)
+            });
+            prop_assert_eq!(tokens.authenticate_proxy(presented_id, secret.as_bytes()), model, "{}", spec);
+
+            let presented = match bearer.and_then(|i| specs.get(i)) {
+                Some(s) => written(s).split_once('=').unwrap().1.to_owned(),
+                None => secret.clone(),
+            };
+            let model = specs
+                .iter()
+                .find(|s| written(s).split_once('=').unwrap().1 == presented)
+                .map(|s| role(s.0).1);
+            prop_assert_eq!(tokens.authenticate(presented.as_bytes()), model, "{}", spec);
+        }
+    }
+}

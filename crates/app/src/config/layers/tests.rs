@@ -272,3 +272,65 @@ fn a_misspelt_variable_is_an_error_and_others_are_left_alone() {
     want.sort();
     assert_eq!(ignored, want);
 }
+
+mod props {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Duration options and their defaults in seconds.
+    const OPTIONS: [(&str, u64); 4] = [
+        ("report_interval", 30),
+        ("tracker_flush_interval", 10),
+        ("publish_interval", 5),
+        ("request_timeout", 30),
+    ];
+
+    fn value(a: &crate::cli::ServeArgs, key: &str) -> Duration {
+        match key {
+            "report_interval" => a.report_interval,
+            "tracker_flush_interval" => a.tracker_flush_interval,
+            "publish_interval" => a.publish_interval,
+            "request_timeout" => a.request_timeout,
+            other => unreachable!("{other}"),
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        /// For any mix, each option takes its flag, else the file's value,
+        /// else its default, and says which.
+        #[test]
+        fn each_option_takes_the_highest_layer_that_sets_it(
+            layers in prop::collection::vec((prop::option::of(1u64..1000), prop::option::of(1u64..1000)), 4),
+        ) {
+            let mut args = vec!["serve".to_owned()];
+            let mut text = String::new();
+            for ((key, _), (flag, file)) in OPTIONS.iter().zip(&layers) {
+                if let Some(s) = flag {
+                    args.push(format!("--{}={s}s", key.replace('_', "-")));
+                }
+                if let Some(s) = file {
+                    text.push_str(&format!("{key} = \"{s}s\"\n"));
+                }
+            }
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let loaded = load_file(&args, Some(&text)).unwrap();
+            for ((key, _), (flag, file)) in OPTIONS.iter().zip(&layers) {
+                let want_origin = match (flag, file) {
+                    (Some(_), _) => "flag",
+                    (None, Some(_)) => "file",
+                    (None, None) => "default",
+                };
+                let got = origin(&loaded, key).to_string();
+                prop_assert!(got.starts_with(want_origin), "{key}: {got}");
+            }
+            let a = serve(loaded);
+            for ((key, default), (flag, file)) in OPTIONS.iter().zip(&layers) {
+                let want = Duration::from_secs(flag.or(*file).unwrap_or(*default));
+                prop_assert_eq!(value(&a, key), want, "{}", key);
+            }
+        }
+    }
+}
