@@ -16,6 +16,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose,
@@ -135,6 +136,7 @@ impl ServerCert {
         HttpsListener {
             tcp: TcpListener::bind("127.0.0.1:0").await.unwrap(),
             tls: TlsAcceptor::from(self.server_config()),
+            failed_handshakes: Arc::default(),
         }
     }
 }
@@ -144,6 +146,7 @@ impl ServerCert {
 pub struct HttpsListener {
     tcp: TcpListener,
     tls: TlsAcceptor,
+    failed_handshakes: Arc<AtomicUsize>,
 }
 
 impl std::fmt::Debug for HttpsListener {
@@ -158,6 +161,12 @@ impl HttpsListener {
     pub fn local_addr(&self) -> SocketAddr {
         self.tcp.local_addr().unwrap()
     }
+
+    /// Counts the connections whose TLS handshake failed (the client
+    /// refused the certificate); read it after the listener moved to axum.
+    pub fn failed_handshakes(&self) -> Arc<AtomicUsize> {
+        self.failed_handshakes.clone()
+    }
 }
 
 impl axum::serve::Listener for HttpsListener {
@@ -170,8 +179,11 @@ impl axum::serve::Listener for HttpsListener {
                 tokio::time::sleep(std::time::Duration::from_millis(10)).await;
                 continue;
             };
-            if let Ok(tls) = self.tls.accept(stream).await {
-                return (tls, addr);
+            match self.tls.accept(stream).await {
+                Ok(tls) => return (tls, addr),
+                Err(_) => {
+                    self.failed_handshakes.fetch_add(1, Ordering::SeqCst);
+                }
             }
         }
     }

@@ -29,9 +29,20 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         Some(spec) => Tokens::parse(spec.expose())?,
         None => Tokens::default(),
     };
-    let sink: Arc<dyn SnapshotSink> = match &args.telemetry_url {
-        Some(raw) => {
-            Arc::new(HttpSink::new(check_telemetry_url(raw)?).map_err(|e| ConfigError(e.to_string()))?)
+    let telemetry_url = args
+        .telemetry_url
+        .as_deref()
+        .map(check_telemetry_url)
+        .transpose()?;
+    if args.telemetry_ca_file.is_some() && telemetry_url.as_ref().is_none_or(|u| u.scheme() != "https") {
+        return Err(ConfigError("--telemetry-ca-file needs an https:// --telemetry-url".into()).into());
+    }
+    let sink: Arc<dyn SnapshotSink> = match telemetry_url {
+        Some(url) => {
+            let sink = HttpSink::new(url, args.telemetry_ca_file.as_deref())?;
+            // A certificate the sink's TLS would refuse ends the start-up.
+            sink.check_tls().await?;
+            Arc::new(sink)
         }
         None => Arc::new(LogSink),
     };
