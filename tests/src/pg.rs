@@ -473,6 +473,45 @@ mod tests {
         drop(b);
     }
 
+    /// The TLS cluster's own `pg_hba.conf` refuses plaintext; a client that
+    /// verifies in full against its CA is let in, encrypted.
+    #[tokio::test]
+    async fn the_tls_cluster_accepts_verified_tls_only() {
+        let server = tokio::task::spawn_blocking(tls_server).await.unwrap().unwrap();
+        let db = server.fresh_database().await;
+        let mut conn = PgConnection::connect(&db.url).await.unwrap();
+        let ssl: bool = sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        assert!(ssl);
+        conn.close().await.unwrap();
+        let plain = with_params(&db.url, &[("sslmode", "disable")]);
+        let err = PgConnection::connect(&plain).await.unwrap_err();
+        let code = err
+            .as_database_error()
+            .and_then(|e| e.code())
+            .map(|c| c.into_owned());
+        assert_eq!(code.as_deref(), Some("28000"), "{err}");
+        assert!(err.to_string().contains("no encryption"), "{err}");
+        let by_name = db.url.replace("127.0.0.1", "localhost");
+        assert!(
+            PgConnection::connect(&by_name).await.is_err(),
+            "the certificate names 127.0.0.1 only"
+        );
+    }
+
+    #[test]
+    fn params_are_set_or_replaced() {
+        assert_eq!(
+            with_params(
+                "postgres://h/db?sslmode=disable&x=1",
+                &[("sslmode", "require"), ("y", "2")]
+            ),
+            "postgres://h/db?x=1&sslmode=require&y=2"
+        );
+    }
+
     /// A private cluster stops (connections fail, the shared server is not
     /// touched) and starts again on the same port with every committed row,
     /// after a crash-like stop as after a clean one.
