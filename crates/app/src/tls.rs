@@ -93,22 +93,24 @@ pub async fn check_handshake(url: &url::Url, config: Arc<ClientConfig>) -> Resul
     let addr = (url.host_str().unwrap_or_default().trim_matches(['[', ']']), port);
     let tcp = match tokio::time::timeout(CHECK_TIMEOUT, tokio::net::TcpStream::connect(addr)).await {
         Ok(Ok(tcp)) => tcp,
-        Ok(Err(e)) => return Ok(unreachable(url, &e.to_string())),
-        Err(_) => return Ok(unreachable(url, "no answer within 5s")),
+        Ok(Err(e)) => return not_reachable_yet(url, &e.to_string()),
+        Err(_) => return not_reachable_yet(url, "no answer within 5s"),
     };
     let connector = tokio_rustls::TlsConnector::from(config);
     match tokio::time::timeout(CHECK_TIMEOUT, connector.connect(name, tcp)).await {
         Ok(Ok(_)) => Ok(()),
         Ok(Err(e)) => match rustls_error(&e) {
             Some(tls) => Err(ConfigError(format!("--telemetry-url {url}: {}", describe(tls)))),
-            None => Ok(unreachable(url, &e.to_string())),
+            None => not_reachable_yet(url, &e.to_string()),
         },
-        Err(_) => Ok(unreachable(url, "no TLS handshake within 5s")),
+        Err(_) => not_reachable_yet(url, "no TLS handshake within 5s"),
     }
 }
 
-fn unreachable(url: &url::Url, why: &str) {
+/// No error: snapshots wait in the outbox until the sink is reachable.
+fn not_reachable_yet(url: &url::Url, why: &str) -> Result<(), ConfigError> {
     tracing::warn!(%url, error = why, "snapshot sink not reachable at start-up; its TLS is checked on the first delivery");
+    Ok(())
 }
 
 #[cfg(test)]
