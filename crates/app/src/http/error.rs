@@ -1,6 +1,6 @@
 //! API errors: a status and a JSON body `{"error": "...", "field": "..."}`.
 //!
-//! The statuses for bad input, held by `tests/hostile.rs`: 400 for anything
+//! The statuses for bad input, held by `tests/it/hostile/`: 400 for anything
 //! wrong in the body or the query (syntax, types, missing or repeated fields,
 //! ranges, unknown query parameters), `field` naming it as a path into the
 //! request (`stats[3].requests`, `logs[1].decision`, `limit`, `body` when no

@@ -2,7 +2,7 @@
 // Tables of cases read best as tuples.
 #![allow(clippy::type_complexity)]
 
-mod common;
+use crate::common;
 
 use std::process::Output;
 

@@ -5,7 +5,7 @@
 //! lacks, `sslmode=disable`, an untrusted sink) is one clear configuration
 //! error at start-up (exit 2), never retried as an unreachable database.
 
-mod common;
+use crate::common;
 
 use std::process::Output;
 use std::sync::{Arc, Mutex};

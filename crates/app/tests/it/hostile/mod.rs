@@ -11,17 +11,13 @@
 //! show exactly what the valid edge cases sent: empty lists store nothing,
 //! Go's `null`s are taken, unknown fields are ignored.
 
-#[path = "hostile/app_stats.rs"]
 mod app_stats;
-#[path = "hostile/boundary.rs"]
 mod boundary;
-mod common;
-#[path = "hostile/harness.rs"]
 mod harness;
-#[path = "hostile/reads.rs"]
 mod reads;
-#[path = "hostile/valid.rs"]
 mod valid;
+
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::time::Duration;
