@@ -128,7 +128,7 @@ impl SnapshotSink for HttpSink {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -138,7 +138,8 @@ mod tests {
     use axum::routing::post;
     use time::macros::datetime;
 
-    fn snapshot() -> Snapshot {
+    /// A snapshot to deliver (the TLS tests send it too).
+    pub(crate) fn snapshot() -> Snapshot {
         Snapshot {
             id: uuid::Uuid::new_v4(),
             event_type: "boundary_usage".into(),

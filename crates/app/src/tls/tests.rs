@@ -4,25 +4,11 @@ use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::post;
 use tally_domain::ports::SnapshotSink as _;
-use tally_domain::telemetry::Snapshot;
 use tally_tests::tls::{ServerCert, TestCa};
-use time::macros::datetime;
 
 use super::*;
 use crate::sink::HttpSink;
-
-fn snapshot() -> Snapshot {
-    Snapshot {
-        id: uuid::Uuid::new_v4(),
-        event_type: "boundary_usage".into(),
-        period_start: datetime!(2026-11-25 10:00 UTC),
-        period_end: datetime!(2026-11-25 10:30 UTC),
-        usage: Default::default(),
-        created_at: datetime!(2026-11-25 10:30:01 UTC),
-        published_at: None,
-        publish_attempts: 0,
-    }
-}
+use crate::sink::tests::snapshot;
 
 /// An HTTPS receiver presenting `cert`, reached by `host`: the snapshots it
 /// got, and the connections whose handshake the client refused.
