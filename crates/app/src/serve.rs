@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::cli::ServeArgs;
-use crate::config::{ConfigError, Tokens, check_telemetry_url, redact_database_url};
+use crate::config::{ConfigError, Tokens, check_database_url, check_telemetry_url, redact_database_url};
 use crate::deadline::DeadlineStore;
 use crate::http::{AppState, router};
 use crate::loops::{Background, LoopSettings, WatchedReporter, to_time};
@@ -25,39 +25,16 @@ use crate::sink::{HttpSink, LogSink};
 pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     crate::telemetry_log::init_tracing(args.log_json);
 
-    let tokens = match &args.tokens {
-        Some(spec) => Tokens::parse(spec.expose())?,
-        None => Tokens::default(),
-    };
-    let telemetry_url = args
-        .telemetry_url
-        .as_deref()
-        .map(check_telemetry_url)
-        .transpose()?;
-    if args.telemetry_ca_file.is_some() && telemetry_url.as_ref().is_none_or(|u| u.scheme() != "https") {
-        return Err(ConfigError("--telemetry-ca-file needs an https:// --telemetry-url".into()).into());
-    }
-    let sink: Arc<dyn SnapshotSink> = match telemetry_url {
+    let tokens = check(&args)?;
+    let sink: Arc<dyn SnapshotSink> = match args.telemetry_url.as_deref().map(check_telemetry_url) {
         Some(url) => {
-            let sink = HttpSink::new(url, args.telemetry_ca_file.as_deref())?;
+            let sink = HttpSink::new(url?, args.telemetry_ca_file.as_deref())?;
             // A certificate the sink's TLS would refuse ends the start-up.
             sink.check_tls().await?;
             Arc::new(sink)
         }
         None => Arc::new(LogSink),
     };
-    if args.rollup_window < Duration::from_secs(1) {
-        return Err(ConfigError("--rollup-window must be at least 1s".into()).into());
-    }
-    // A final flush that times out once must still have time for a retry.
-    if args.store_timeout * 2 > args.shutdown_timeout {
-        return Err(ConfigError(format!(
-            "--store-timeout ({}) must be at most half of --shutdown-timeout ({}), so a final flush can time out once and still be retried",
-            humantime::format_duration(args.store_timeout),
-            humantime::format_duration(args.shutdown_timeout)
-        ))
-        .into());
-    }
     let _ = crate::metrics::handle();
 
     let database_url = args.database_url.as_ref().map(|s| s.expose());
@@ -107,6 +84,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     );
 
     tracing::info!(
+        config_file = %args.config.as_deref().map_or("none".into(), |p| p.display().to_string()),
         report_interval = %humantime::format_duration(args.report_interval),
         rollup_window = %humantime::format_duration(args.rollup_window),
         batch_size = args.batch_size,
@@ -221,6 +199,40 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// The checks of the settings that need no I/O, also made by `tally config`:
+/// the tokens, the URLs, and the rules between options.
+pub fn check(args: &ServeArgs) -> Result<Tokens, ConfigError> {
+    let tokens = match &args.tokens {
+        Some(spec) => Tokens::parse(spec.expose())?,
+        None => Tokens::default(),
+    };
+    if let Some(url) = &args.database_url {
+        check_database_url(url.expose())?;
+    }
+    let telemetry_url = args
+        .telemetry_url
+        .as_deref()
+        .map(check_telemetry_url)
+        .transpose()?;
+    if args.telemetry_ca_file.is_some() && telemetry_url.is_none_or(|u| u.scheme() != "https") {
+        return Err(ConfigError(
+            "--telemetry-ca-file needs an https:// --telemetry-url".into(),
+        ));
+    }
+    if args.rollup_window < Duration::from_secs(1) {
+        return Err(ConfigError("--rollup-window must be at least 1s".into()));
+    }
+    // A final flush that times out once must still have time for a retry.
+    if args.store_timeout * 2 > args.shutdown_timeout {
+        return Err(ConfigError(format!(
+            "--store-timeout ({}) must be at most half of --shutdown-timeout ({}), so a final flush can time out once and still be retried",
+            humantime::format_duration(args.store_timeout),
+            humantime::format_duration(args.shutdown_timeout)
+        )));
+    }
+    Ok(tokens)
 }
 
 /// Opens the store within `timeout`, waiting for a database that is down or
