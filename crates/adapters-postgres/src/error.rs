@@ -3,10 +3,17 @@
 use sqlx::migrate::MigrateError;
 use tally_domain::error::{BoxError, StoreError};
 
+use crate::tls::TlsFailure;
+
 /// Classifies a sqlx error: retryable trouble is `Unavailable`, rejected
-/// data is `Invalid`, the rest is `Other`. The sqlx error (for a database
+/// data is `Invalid`, the rest is `Other`. A TLS failure is `Other`: no
+/// retry fixes a certificate or an `sslmode`. The sqlx error (for a database
 /// error, the server's own error with its message) stays as the source.
 pub fn map_sqlx_error(e: sqlx::Error) -> StoreError {
+    if let Some(tls) = TlsFailure::of(&e) {
+        // What the failure means, in the adapter's words; sqlx's error as the cause.
+        return StoreError::other(tls.to_string()).caused_by(e);
+    }
     let error = match &e {
         sqlx::Error::Database(db) => {
             let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
@@ -18,7 +25,7 @@ pub fn map_sqlx_error(e: sqlx::Error) -> StoreError {
             }
         }
         sqlx::Error::Io(_) => StoreError::unavailable("cannot reach the database"),
-        sqlx::Error::Tls(_) => StoreError::unavailable("TLS with the database failed"),
+        sqlx::Error::Tls(_) => StoreError::other("TLS with the database failed"),
         sqlx::Error::PoolTimedOut => StoreError::unavailable("no database connection in time"),
         sqlx::Error::PoolClosed => StoreError::unavailable("the connection pool is closed"),
         sqlx::Error::WorkerCrashed => StoreError::unavailable("the database connection worker crashed"),

@@ -13,6 +13,7 @@ pub mod serve;
 pub mod simulate;
 pub mod sink;
 pub mod store;
+pub mod tls;
 
 use std::process::ExitCode;
 
