@@ -51,6 +51,10 @@ pub struct Background {
     pub clock: Arc<dyn Clock>,
     /// One tracker flush at a time: the loop, the snapshot step and shutdown.
     flush_lock: Arc<Mutex<()>>,
+    /// One publishing round at a time: the loop and shutdown. A round takes
+    /// back this replica's own claims, so two at once could send a snapshot
+    /// twice.
+    publish_lock: Arc<Mutex<()>>,
     publish_now: Arc<Notify>,
 }
 
@@ -90,6 +94,7 @@ impl Background {
             sink,
             clock,
             flush_lock: Arc::new(Mutex::new(())),
+            publish_lock: Arc::new(Mutex::new(())),
             publish_now: Arc::new(Notify::new()),
         }
     }
@@ -201,6 +206,7 @@ impl Background {
 
     /// One publishing round of the outbox.
     pub async fn publish_once(&self) -> Result<PublishRound, StoreError> {
+        let _one_round = self.publish_lock.lock().await;
         let round = publish_pending(
             &self.as_system(),
             &*self.sink,
@@ -299,6 +305,9 @@ pub fn to_time(d: Duration) -> time::Duration {
 pub fn to_std(d: time::Duration) -> Duration {
     Duration::try_from(d).unwrap_or(Duration::ZERO)
 }
+
+#[cfg(test)]
+mod publish_tests;
 
 #[cfg(test)]
 mod tests {
