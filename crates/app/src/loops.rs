@@ -170,8 +170,10 @@ impl Background {
                 unique_users = s.usage.unique_users,
                 "telemetry period closed"
             );
-            self.publish_now.notify_one();
         }
+        // Even when another close won: it may be this replica's own earlier
+        // attempt, which applied after the replica had given up on it.
+        self.publish_now.notify_one();
         Ok(snapshot)
     }
 

@@ -273,3 +273,32 @@ async fn a_replica_runs_one_publishing_round_at_a_time() {
     assert_eq!(second.await.unwrap().unwrap(), PublishRound::default());
     assert_eq!(h.delivered(), vec![snapshot.id]);
 }
+
+/// A close that applied after its deadline leaves a snapshot that this
+/// replica's retry finds already closed: the publisher is woken all the
+/// same, rather than waiting out its interval (or its backoff after an
+/// outage).
+#[tokio::test(start_paused = true)]
+async fn a_period_found_closed_still_wakes_the_publisher() {
+    let h = Harness::new();
+    h.close().await;
+    h.bg.publish_once().await.unwrap();
+    // The wake-up that close left, as the loop would take it.
+    tokio::time::timeout(Duration::ZERO, h.bg.publish_now.notified())
+        .await
+        .unwrap();
+    // The close of the period that just ended applied, but its answer was lost.
+    let period = Period::last_ended(h.clock.now(), to_time(INTERVAL));
+    let close = PeriodClose {
+        event_type: tally_domain::telemetry::BOUNDARY_USAGE_EVENT.into(),
+        period,
+        snapshot_id: Uuid::new_v4(),
+        replica_id: h.bg.settings.replica_id,
+        now: h.clock.now(),
+    };
+    h.store.inner.close_period(&close).await.unwrap();
+    assert_eq!(h.bg.snapshot_once().await.unwrap(), None, "already closed");
+    tokio::time::timeout(Duration::ZERO, h.bg.publish_now.notified())
+        .await
+        .expect("the publisher was not woken");
+}
