@@ -3,6 +3,7 @@
 //! test binary, so the helpers in `common` are compiled and linked once.
 
 mod cli_errors;
+mod coder_clients;
 mod common;
 mod db_blackhole;
 mod db_outage;
