@@ -75,18 +75,19 @@ pub fn delivered(sink: &Sink, rows: &[SnapshotRow]) -> usize {
     repeats
 }
 
-/// Waits until a period that started at or after `load_ended` is closed (so
-/// the snapshots hold everything) and every snapshot is published. On a
+/// Waits until a period that started at or after `after` (the end of the
+/// load: the snapshots then hold everything) is closed and every snapshot
+/// is published. On a
 /// timeout the outbox is shown, claims included.
 pub async fn published_after(
     pool: &sqlx::PgPool,
-    load_ended: OffsetDateTime,
+    after: OffsetDateTime,
     within: Duration,
 ) -> Vec<SnapshotRow> {
     let deadline = std::time::Instant::now() + within;
     loop {
         let rows = snapshots(pool).await;
-        let closed_after = rows.iter().any(|r| r.period_start >= load_ended);
+        let closed_after = rows.iter().any(|r| r.period_start >= after);
         if closed_after && rows.iter().all(|r| r.published) {
             for r in &rows {
                 assert_eq!(r.claimed_by, None, "a published snapshot still claimed: {r:#?}");
@@ -96,7 +97,7 @@ pub async fn published_after(
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "timed out waiting for a period after the load ({load_ended}), published; \
+            "timed out waiting for a period after {after}, and every snapshot, published; \
              at {}, the outbox: {rows:#?}",
             OffsetDateTime::now_utc()
         );
