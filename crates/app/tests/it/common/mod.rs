@@ -133,6 +133,19 @@ impl Drop for Server {
             let _ = child.kill();
             let _ = child.wait();
         }
+        // A failing test keeps the server's log (its temporary directory
+        // goes): a failure under load is explained from it, not rerun away.
+        if std::thread::panicking() {
+            let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("failed-server-logs");
+            let kept = dir.join(format!(
+                "{}-{}.log",
+                OffsetDateTime::now_utc().unix_timestamp(),
+                self.addr.port()
+            ));
+            if std::fs::create_dir_all(&dir).is_ok() && std::fs::copy(&self.log, &kept).is_ok() {
+                eprintln!("server {} log kept at {}", self.addr, kept.display());
+            }
+        }
     }
 }
 
