@@ -8,6 +8,7 @@ pub mod http;
 pub mod loops;
 pub mod metrics;
 pub mod migrate;
+pub mod ready;
 pub mod serve;
 pub mod simulate;
 pub mod sink;

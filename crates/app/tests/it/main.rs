@@ -10,5 +10,6 @@ mod db_outage;
 mod e2e_memory;
 mod e2e_postgres;
 mod hostile;
+mod ops;
 mod replicas;
 mod simulate_cli;

@@ -45,6 +45,11 @@ pub struct Server {
 impl Server {
     /// Starts `tally serve` with short intervals plus `extra` arguments.
     pub fn start(extra: &[&str]) -> Self {
+        Self::start_with_env(extra, &[])
+    }
+
+    /// [`Server::start`] with `env` set for the process too.
+    pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("tally.log");
         let mut cmd = tally();
@@ -62,6 +67,7 @@ impl Server {
         .args(extra)
         .env("TALLY_TOKENS", TOKENS)
         .env("TALLY_LOG", "info,tower_http=debug")
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap());
