@@ -13,8 +13,8 @@ mod insights;
 mod schema;
 mod telemetry;
 mod timeconv;
+mod tls;
 
-use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::PgPool;
@@ -23,6 +23,7 @@ use tally_domain::StoreError;
 
 pub use error::map_sqlx_error;
 pub use schema::{MigrationEntry, MigrationState, MigrationStatus};
+pub use tls::{ConnectPlan, SslMode, TlsFailure};
 
 /// The migrations of `migrations/`, embedded in the binary.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -77,17 +78,25 @@ impl PgStore {
     }
 
     /// Like [`PgStore::connect`], with pool size, timeouts, write mode and
-    /// whether to migrate.
+    /// whether to migrate. `sslmode` and `sslrootcert` in the URL mean what they mean to libpq
+    /// (see [`ConnectPlan`]); a TLS failure is a non-retryable error that
+    /// says what failed.
     pub async fn connect_with(database_url: &str, options: PgStoreOptions) -> Result<Self, StoreError> {
-        let connect = PgConnectOptions::from_str(database_url)
-            .map_err(|e| StoreError::Other(format!("bad database URL: {e}")))?
-            .application_name("tally");
-        let pool = PgPoolOptions::new()
-            .max_connections(options.max_connections.max(1))
-            .acquire_timeout(options.acquire_timeout)
-            .connect_with(connect)
-            .await
-            .map_err(map_sqlx_error)?;
+        let plan = ConnectPlan::from_url(database_url)?;
+        let connect = |connect: PgConnectOptions| {
+            PgPoolOptions::new()
+                .max_connections(options.max_connections.max(1))
+                .acquire_timeout(options.acquire_timeout)
+                .connect_with(connect.application_name("tally"))
+        };
+        let pool = match (connect(plan.options).await, plan.tls_fallback) {
+            // sslmode=allow: TLS only once the server has refused plaintext.
+            (Err(e), Some(tls)) if matches!(TlsFailure::of(&e), Some(TlsFailure::ServerRequiresTls(_))) => {
+                connect(tls).await
+            }
+            (result, _) => result,
+        }
+        .map_err(map_sqlx_error)?;
         let store = Self {
             pool,
             write_mode: options.write_mode,

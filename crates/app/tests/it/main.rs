@@ -13,3 +13,4 @@ mod hostile;
 mod ops;
 mod replicas;
 mod simulate_cli;
+mod tls;
