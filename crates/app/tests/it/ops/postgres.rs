@@ -114,6 +114,31 @@ async fn serve_no_migrate_refuses_a_schema_behind_and_starts_on_a_current_one() 
         "{body}"
     );
     assert!(server.logs().contains("migrate=false"), "{}", server.logs());
+    drop(server);
+
+    // A migration only a newer tally knows: --no-migrate starts and is
+    // ready; a migrating serve refuses the history it does not know.
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    sqlx::query(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+         VALUES (9999, 'from a newer tally', true, '\\x00', 1)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let server = Server::start(&["--database-url", &url, "--no-migrate"]);
+    let r = client().get(server.url("/readyz")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert!(
+        body["detail"].as_str().unwrap().contains("1 applied by a newer tally"),
+        "{body}"
+    );
+    drop(server);
+    let out = run(&["serve", "--listen", "127.0.0.1:0", "--database-url", &url]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("9999"), "{stderr}");
 }
 
 /// `/readyz`'s status and body.
