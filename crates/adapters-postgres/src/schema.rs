@@ -6,7 +6,7 @@
 //! history table yet, and every migration is pending.
 
 use sqlx::PgPool;
-use tally_domain::StoreError;
+use tally_domain::error::StoreError;
 use time::OffsetDateTime;
 
 use crate::error::map_sqlx_error;

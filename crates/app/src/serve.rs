@@ -240,6 +240,12 @@ pub fn check(args: &ServeArgs) -> Result<Tokens, ConfigError> {
             "--telemetry-ca-file needs an https:// --telemetry-url".into(),
         ));
     }
+    if args.metrics_listen == Some(args.listen) && args.listen.port() != 0 {
+        return Err(ConfigError(format!(
+            "--metrics-listen ({}) must differ from --listen: it is a second address, serving only /metrics",
+            args.listen
+        )));
+    }
     if args.rollup_window < Duration::from_secs(1) {
         return Err(ConfigError("--rollup-window must be at least 1s".into()));
     }
