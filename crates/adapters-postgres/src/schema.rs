@@ -14,15 +14,23 @@ use crate::error::map_sqlx_error;
 /// Where one migration stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MigrationState {
-    Applied { installed_on: OffsetDateTime },
+    Applied {
+        installed_on: OffsetDateTime,
+    },
     /// Known to this build, not in the database.
     Pending,
     /// Applied from a file that differs from this build's (its checksum).
-    Modified { installed_on: OffsetDateTime },
+    Modified {
+        installed_on: OffsetDateTime,
+    },
     /// Recorded as started but not finished.
-    Failed { installed_on: OffsetDateTime },
+    Failed {
+        installed_on: OffsetDateTime,
+    },
     /// In the database but not in this build: applied by a newer tally.
-    Unknown { installed_on: OffsetDateTime },
+    Unknown {
+        installed_on: OffsetDateTime,
+    },
 }
 
 impl MigrationState {

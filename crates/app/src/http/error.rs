@@ -264,7 +264,10 @@ mod tests {
             header(ApiError::new(StatusCode::TOO_MANY_REQUESTS, "Slow down.")).as_deref(),
             Some("5")
         );
-        assert_eq!(header(ApiError::from(StoreError::Unavailable("down".into()))).as_deref(), Some("5"));
+        assert_eq!(
+            header(ApiError::from(StoreError::Unavailable("down".into()))).as_deref(),
+            Some("5")
+        );
         assert_eq!(header(ApiError::forbidden("no")), None);
         assert_eq!(header(ApiError::bad_param("limit", "too big")), None);
     }

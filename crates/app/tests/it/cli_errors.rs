@@ -48,7 +48,13 @@ fn bad_options_exit_2_with_one_line() {
         (&["serve", "--listen", "localhost"], &[], "--listen"),
         (&["serve", "--rollup-window", "10ms"], &[], "--rollup-window"),
         (
-            &["serve", "--listen", "127.0.0.1:9", "--metrics-listen", "127.0.0.1:9"],
+            &[
+                "serve",
+                "--listen",
+                "127.0.0.1:9",
+                "--metrics-listen",
+                "127.0.0.1:9",
+            ],
             &[],
             "--metrics-listen (127.0.0.1:9) must differ from --listen",
         ),

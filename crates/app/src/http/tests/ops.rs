@@ -71,7 +71,10 @@ async fn request_ids_are_echoed_or_generated() {
     given
         .headers_mut()
         .insert("x-request-id", HeaderValue::from_static("req-42.abc"));
-    assert_eq!(response(&app, given).await.headers()["x-request-id"], "req-42.abc");
+    assert_eq!(
+        response(&app, given).await.headers()["x-request-id"],
+        "req-42.abc"
+    );
 
     let generated = response(&app, get("/nothing/here", None)).await;
     assert_eq!(generated.status(), StatusCode::NOT_FOUND);
@@ -170,7 +173,12 @@ async fn the_request_id_is_in_warnings_even_when_info_is_off() {
     response(&app, snapshots_request("quiet-1")).await;
     let lines = out.lines();
     assert!(!lines.is_empty(), "the store warning");
-    assert!(lines.iter().all(|l| l.contains("request_id=quiet-1") && !l.contains("tally::access")), "{lines:#?}");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.contains("request_id=quiet-1") && !l.contains("tally::access")),
+        "{lines:#?}"
+    );
 }
 
 #[tokio::test]
@@ -178,7 +186,10 @@ async fn the_access_log_can_be_turned_off() {
     let state = state(MockStore::new(), 4096).with_access_log(false);
     let app = router(state, std::time::Duration::from_secs(5));
     let (out, _guard) = capture(tracing::Level::INFO);
-    assert_eq!(response(&app, get("/healthz", None)).await.status(), StatusCode::OK);
+    assert_eq!(
+        response(&app, get("/healthz", None)).await.status(),
+        StatusCode::OK
+    );
     assert_eq!(out.lines(), Vec::<String>::new());
 }
 

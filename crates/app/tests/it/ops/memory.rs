@@ -47,7 +47,14 @@ async fn the_metrics_listener_serves_every_metric_without_a_token_under_one_nami
     let now = OffsetDateTime::now_utc();
     let (ws, user) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
     let report = go_report(user, ws, "path", "8080", uuid::Uuid::new_v4(), now, None, 1);
-    let (status, _) = post_json(&client, &server, APP_STATS, PROXY, &serde_json::json!({"stats": [report]})).await;
+    let (status, _) = post_json(
+        &client,
+        &server,
+        APP_STATS,
+        PROXY,
+        &serde_json::json!({"stats": [report]}),
+    )
+    .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     let boundary = serde_json::json!({"workspace_id": ws, "owner_id": user, "allowed": 2});
     let (status, _) = post_json(&client, &server, BOUNDARY_LOGS, AGENT, &boundary).await;
@@ -71,10 +78,17 @@ async fn the_metrics_listener_serves_every_metric_without_a_token_under_one_nami
         ("process_open_fds", "gauge"),
         ("process_start_time_seconds", "gauge"),
     ] {
-        assert_eq!(served.get(name).map(String::as_str), Some(kind), "{name} in\n{text}");
+        assert_eq!(
+            served.get(name).map(String::as_str),
+            Some(kind),
+            "{name} in\n{text}"
+        );
     }
     for (name, kind) in &served {
-        assert!(name.starts_with("tally_") || name.starts_with("process_"), "{name}");
+        assert!(
+            name.starts_with("tally_") || name.starts_with("process_"),
+            "{name}"
+        );
         match kind.as_str() {
             "counter" => assert!(name.ends_with("_total"), "counter {name} must end in _total"),
             "histogram" => assert!(
@@ -129,7 +143,10 @@ async fn a_metrics_address_in_use_is_a_configuration_error() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains(&format!("--metrics-listen: cannot listen on {addr}")), "{stderr}");
+    assert!(
+        stderr.contains(&format!("--metrics-listen: cannot listen on {addr}")),
+        "{stderr}"
+    );
 }
 
 #[tokio::test]
@@ -156,9 +173,18 @@ async fn each_request_has_an_id_echoed_and_one_access_line() {
 
     let logs = server.logs();
     let lines = access_lines(&logs);
-    let given: Vec<&&str> = lines.iter().filter(|l| l.contains("request_id=e2e-given-1")).collect();
+    let given: Vec<&&str> = lines
+        .iter()
+        .filter(|l| l.contains("request_id=e2e-given-1"))
+        .collect();
     assert_eq!(given.len(), 1, "{logs}");
-    for want in ["INFO", "method=GET", "route=/healthz", "status=200", "duration_seconds="] {
+    for want in [
+        "INFO",
+        "method=GET",
+        "route=/healthz",
+        "status=200",
+        "duration_seconds=",
+    ] {
         assert!(given[0].contains(want), "{want} missing: {}", given[0]);
     }
     let refused: Vec<&&str> = lines
@@ -166,7 +192,11 @@ async fn each_request_has_an_id_echoed_and_one_access_line() {
         .filter(|l| l.contains(&format!("request_id={generated}")))
         .collect();
     assert_eq!(refused.len(), 1, "{logs}");
-    for want in ["method=POST", "route=/api/v2/workspaceproxies/me/app-stats", "status=400"] {
+    for want in [
+        "method=POST",
+        "route=/api/v2/workspaceproxies/me/app-stats",
+        "status=400",
+    ] {
         assert!(refused[0].contains(want), "{want} missing: {}", refused[0]);
     }
 }

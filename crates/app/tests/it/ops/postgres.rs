@@ -43,7 +43,9 @@ async fn migrate_status_lists_pending_applied_and_unknown_migrations_and_changes
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(stdout.contains("VERSION  NAME"), "{stdout}");
     assert!(
-        stdout.lines().any(|l| l.starts_with("0001") && l.contains("init") && l.contains("pending")),
+        stdout
+            .lines()
+            .any(|l| l.starts_with("0001") && l.contains("init") && l.contains("pending")),
         "{stdout}"
     );
     assert!(
@@ -55,8 +57,15 @@ async fn migrate_status_lists_pending_applied_and_unknown_migrations_and_changes
     let out = run(&["migrate", "--database-url", &url]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out).1);
     let (stdout, _) = text(&run(&["migrate", "--status", "--database-url", &url]));
-    assert_eq!(stdout.lines().filter(|l| l.contains(" applied ")).count(), n, "{stdout}");
-    assert!(stdout.contains(&format!("schema current ({n} applied)")), "{stdout}");
+    assert_eq!(
+        stdout.lines().filter(|l| l.contains(" applied ")).count(),
+        n,
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("schema current ({n} applied)")),
+        "{stdout}"
+    );
 
     // A migration only a newer tally knows.
     let pool = sqlx::PgPool::connect(&url).await.unwrap();
@@ -131,7 +140,10 @@ async fn serve_no_migrate_refuses_a_schema_behind_and_starts_on_a_current_one() 
     assert_eq!(r.status(), StatusCode::OK);
     let body: serde_json::Value = r.json().await.unwrap();
     assert!(
-        body["detail"].as_str().unwrap().contains("1 applied by a newer tally"),
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("1 applied by a newer tally"),
         "{body}"
     );
     drop(server);
