@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use tally_adapters_postgres::PgStore;
+use tally_domain::error::Report;
 
 /// Why the replica is not ready.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -58,7 +59,7 @@ impl Readiness for PgReadiness {
     async fn check(&self) -> Result<String, NotReady> {
         let status = crate::deadline::within(self.timeout, "migration_status", self.store.migration_status())
             .await
-            .map_err(|e| NotReady::StoreUnavailable(e.to_string()))?;
+            .map_err(|e| NotReady::StoreUnavailable(Report(&e).to_string()))?;
         if status.is_current() {
             Ok(status.summary())
         } else {

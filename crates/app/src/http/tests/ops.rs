@@ -131,7 +131,7 @@ fn unavailable_store() -> MockStore {
     let mut store = MockStore::new();
     store
         .expect_list_snapshots()
-        .returning(|_| Err(StoreError::Unavailable("connection refused".into())));
+        .returning(|_| Err(StoreError::unavailable("connection refused")));
     store
 }
 
