@@ -151,7 +151,8 @@ async fn a_metrics_address_in_use_is_a_configuration_error() {
 
 #[tokio::test]
 async fn each_request_has_an_id_echoed_and_one_access_line() {
-    let server = Server::start(&[]);
+    // Off in the harness, on by default in tally.
+    let server = Server::start_with_env(&[], &[("TALLY_ACCESS_LOG", "true")]);
     let client = client();
     let r = client
         .get(server.url("/healthz"))
@@ -203,7 +204,7 @@ async fn each_request_has_an_id_echoed_and_one_access_line() {
 
 #[tokio::test]
 async fn json_access_lines_carry_the_request_span() {
-    let server = Server::start(&["--log-json"]);
+    let server = Server::start(&["--log-json", "--access-log", "true"]);
     let r = client()
         .get(server.url("/readyz"))
         .header("x-request-id", "e2e-json-2")
@@ -229,7 +230,8 @@ async fn json_access_lines_carry_the_request_span() {
 #[tokio::test]
 async fn the_access_log_can_be_turned_off_by_flag_or_variable() {
     for server in [
-        Server::start(&["--access-log", "false"]),
+        // The flag beats the variable.
+        Server::start_with_env(&["--access-log", "false"], &[("TALLY_ACCESS_LOG", "true")]),
         Server::start_with_env(&[], &[("TALLY_ACCESS_LOG", "false")]),
     ] {
         let r = client().get(server.url("/healthz")).send().await.unwrap();
