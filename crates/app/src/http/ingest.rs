@@ -77,7 +77,10 @@ pub async fn app_stats(
             StatusCode::SERVICE_UNAVAILABLE,
             "Too many app stats buffered; retry later.",
         )
-        .with_detail("the collector's buffer (--max-buffered) is full; the store may be unavailable"));
+        .with_detail("the collector's buffer (--max-buffered) is full; the store may be unavailable")
+        // Room comes back when the buffer is flushed, every report interval:
+        // by then at least one flush has begun since this refusal.
+        .with_retry_after(state.collector.report_interval()));
     }
     Ok(StatusCode::NO_CONTENT)
 }

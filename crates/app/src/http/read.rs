@@ -18,6 +18,7 @@ use uuid::Uuid;
 use super::AppState;
 use super::auth::Caller;
 use super::error::ApiError;
+use crate::ready::NotReady;
 
 pub const DEFAULT_SNAPSHOT_LIMIT: usize = 100;
 pub const MAX_SNAPSHOT_LIMIT: usize = 1000;
@@ -181,15 +182,37 @@ pub async fn healthz() -> impl IntoResponse {
     Json(serde_json::json!({"status": "ok"}))
 }
 
+/// `GET /readyz`, no token needed: 200 when the store answers and its
+/// schema is current, else 503 saying which.
+pub async fn readyz(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    match state.readiness.check().await {
+        Ok(detail) => Ok(Json(serde_json::json!({"status": "ready", "detail": detail}))),
+        Err(e @ NotReady::StoreUnavailable(_)) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Not ready: the store does not answer.",
+        )
+        .with_detail(e.to_string())),
+        Err(e @ NotReady::SchemaNotCurrent(_)) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Not ready: the database schema is not current.",
+        )
+        .with_detail(e.to_string())),
+    }
+}
+
 /// `GET /metrics`: Prometheus text, for readers (auditor, admin).
 pub async fn metrics(State(state): State<AppState>, caller: Caller) -> Result<impl IntoResponse, ApiError> {
     // Metrics are fleet-wide figures, so they need the right to read app stats.
     caller.require(Action::Read, Resource::WorkspaceAppStats)?;
-    crate::metrics::record_state(&state.collector.stats(), &state.tracker.pending());
-    let body = crate::metrics::handle().render();
-    Ok((
+    Ok(open_metrics(State(state)).await)
+}
+
+/// `GET /metrics` of `--metrics-listen`, without a token.
+pub async fn open_metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let body = crate::metrics::render(&state.collector.stats(), &state.tracker.pending());
+    (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
         body,
-    ))
+    )
 }
