@@ -10,6 +10,7 @@ pub mod boundary;
 pub mod clock;
 pub mod error;
 pub mod ports;
+pub mod schema;
 pub mod telemetry;
 
 pub use appstats::{AccessMethod, StatsReport};

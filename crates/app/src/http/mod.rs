@@ -4,6 +4,7 @@ pub mod auth;
 pub mod body;
 pub mod error;
 pub mod ingest;
+pub mod openapi;
 pub mod read;
 
 use std::sync::Arc;
@@ -14,7 +15,8 @@ use axum::extract::{MatchedPath, Request};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use tally_domain::appstats::collector::StatsCollector;
 use tally_domain::boundary::tracker::BoundaryTracker;
 use tally_domain::ports::Store;
@@ -28,6 +30,8 @@ pub const BOUNDARY_LOGS_PATH: &str = "/api/v2/workspaceagents/me/boundary-logs";
 pub const APP_INSIGHTS_PATH: &str = "/api/v2/insights/apps";
 pub const LAST_USED_PATH: &str = "/api/v2/workspaces/{id}/last-used";
 pub const SNAPSHOTS_PATH: &str = "/api/v2/telemetry/snapshots";
+pub const METRICS_PATH: &str = "/metrics";
+pub const HEALTHZ_PATH: &str = "/healthz";
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -66,15 +70,26 @@ impl std::fmt::Debug for AppState {
     }
 }
 
+/// Every route of the API, each with its description: the router and the
+/// OpenAPI document are both built from this list. A handler gets in with
+/// `#[utoipa::path]` (its method, path, parameters, bodies, statuses, roles)
+/// and one `.routes(routes!(handler))` line here; never add a route to the
+/// router any other way (`http::openapi` tests compare the two).
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(openapi::base())
+        .routes(routes!(ingest::app_stats))
+        .routes(routes!(ingest::boundary_logs))
+        .routes(routes!(read::app_insights))
+        .routes(routes!(read::last_used))
+        .routes(routes!(read::snapshots))
+        .routes(routes!(read::metrics))
+        .routes(routes!(read::healthz))
+        .routes(routes!(openapi::openapi_json))
+}
+
 pub fn router(state: AppState, request_timeout: Duration) -> Router {
-    Router::new()
-        .route(APP_STATS_PATH, post(ingest::app_stats))
-        .route(BOUNDARY_LOGS_PATH, post(ingest::boundary_logs))
-        .route(APP_INSIGHTS_PATH, get(read::app_insights))
-        .route(LAST_USED_PATH, get(read::last_used))
-        .route(SNAPSHOTS_PATH, get(read::snapshots))
-        .route("/metrics", get(read::metrics))
-        .route("/healthz", get(read::healthz))
+    let (routes, _) = routes().split_for_parts();
+    routes
         .route_layer(middleware::from_fn(count_requests))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
