@@ -8,6 +8,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 use tally_domain::appstats::MAX_REQUESTS_PER_REPORT;
+use tally_domain::appstats::wire::whole_number;
 use tally_domain::{Action, Resource, StatsReport};
 use uuid::Uuid;
 
@@ -146,7 +147,9 @@ enum Decision {
 pub struct BoundaryLogsRequest {
     workspace_id: Uuid,
     owner_id: Uuid,
+    #[serde(default, deserialize_with = "whole_number::option")]
     allowed: Option<u64>,
+    #[serde(default, deserialize_with = "whole_number::option")]
     denied: Option<u64>,
     logs: Option<Vec<Object<BoundaryLog>>>,
 }

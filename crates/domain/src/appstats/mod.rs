@@ -4,7 +4,7 @@
 pub mod collector;
 pub mod reporter;
 pub mod rollup;
-mod wire;
+pub mod wire;
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -89,6 +89,7 @@ pub struct StatsReport {
     #[serde(with = "wire::go_time_opt", default)]
     pub session_ended_at: Option<OffsetDateTime>,
     /// Requests of the session so far (cumulative).
+    #[serde(deserialize_with = "wire::whole_number::deserialize")]
     #[schema(maximum = 4294967295u64)]
     pub requests: u64,
 }
