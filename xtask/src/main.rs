@@ -20,7 +20,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Task {
-    /// What CI runs: formatting, lints, the test suite.
+    /// What CI runs: formatting, lints, the test suite, the bounded schemathesis runs.
     Ci,
     /// Run the criterion benchmarks (domain and PostgreSQL store).
     Bench {
@@ -100,7 +100,12 @@ fn run(task: Task) -> anyhow::Result<()> {
                 "-D",
                 "warnings",
             ])?;
-            cargo(&["test", "--workspace"])
+            cargo(&["test", "--workspace"])?;
+            // As .ci/run: the bounded schemathesis runs (pip install schemathesis first).
+            for store in ["memory", "postgres"] {
+                cargo(&["xtask", "schemathesis", "--store", store, "--examples", "10"])?;
+            }
+            Ok(())
         }
         Task::Bench { filter } => {
             let mut args = vec!["bench", "--workspace"];
