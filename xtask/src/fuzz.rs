@@ -154,7 +154,6 @@ fn cargo() -> String {
     std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -162,7 +161,8 @@ mod tests {
     /// `TARGETS` lists exactly the `[[bin]]` targets of the fuzz crate.
     #[test]
     fn targets_match_the_fuzz_manifest() {
-        let manifest = std::fs::read_to_string(crate::workspace_root().join("crates/app/fuzz/Cargo.toml")).unwrap();
+        let manifest =
+            std::fs::read_to_string(crate::workspace_root().join("crates/app/fuzz/Cargo.toml")).unwrap();
         let mut in_bin = false;
         let mut bins = Vec::new();
         for line in manifest.lines().map(str::trim) {
@@ -178,7 +178,10 @@ mod tests {
         assert_eq!(bins, targets);
         for t in TARGETS {
             let source = format!("crates/app/fuzz/fuzz_targets/{t}.rs");
-            assert!(crate::workspace_root().join(&source).is_file(), "{source} missing");
+            assert!(
+                crate::workspace_root().join(&source).is_file(),
+                "{source} missing"
+            );
         }
     }
 

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::bail;
 
-use payload::{AppStatsBody, boundary_body};
 use crate::server::Server;
+use payload::{AppStatsBody, boundary_body};
 
 const PROXY_TOKEN: &str = "load-proxy";
 const AGENT_TOKEN: &str = "load-agent";
@@ -169,7 +169,6 @@ pub fn run(args: LoadArgs) -> anyhow::Result<()> {
     }
     Ok(())
 }
-
 
 #[derive(Clone)]
 enum Payload {

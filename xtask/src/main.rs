@@ -170,7 +170,9 @@ fn run(task: Task) -> anyhow::Result<()> {
 /// The workspace's root directory.
 pub(crate) fn workspace_root() -> std::path::PathBuf {
     let manifest = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    manifest.parent().map_or(manifest.clone(), std::path::PathBuf::from)
+    manifest
+        .parent()
+        .map_or(manifest.clone(), std::path::PathBuf::from)
 }
 
 fn cargo(args: &[&str]) -> anyhow::Result<()> {

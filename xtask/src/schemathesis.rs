@@ -118,6 +118,8 @@ pub fn run(args: SchemathesisArgs) -> anyhow::Result<()> {
         .args(["--max-examples", &args.examples.to_string()])
         .env("PYTHONPATH", root.join("xtask/schemathesis"))
         .env("SCHEMATHESIS_HOOKS", "hooks")
+        // Its cache (`.schemathesis/`) goes there, not into the tree.
+        .current_dir(&work)
         .env("TALLY_ST_CONFIG", config.to_string())
         // Never ask a question or phone home.
         .env("SCHEMATHESIS_TELEMETRY", "false")
@@ -178,7 +180,10 @@ fn schemathesis_version() -> anyhow::Result<String> {
         format!("schemathesis is not installed: `pip install schemathesis=={SCHEMATHESIS_VERSION}`")
     })?;
     if !output.status.success() {
-        bail!("`st --version` failed: {}", String::from_utf8_lossy(&output.stderr));
+        bail!(
+            "`st --version` failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
     let text = String::from_utf8_lossy(&output.stdout);
     let version = text.rsplit(' ').next().unwrap_or_default().trim().to_owned();

@@ -24,7 +24,11 @@ struct ServerLog {
 impl Server {
     /// `tally serve --listen 127.0.0.1:0` with these further arguments
     /// (tokens, the store, intervals).
-    pub fn start(binary: &std::path::Path, database_url: Option<&str>, args: &[String]) -> anyhow::Result<Self> {
+    pub fn start(
+        binary: &std::path::Path,
+        database_url: Option<&str>,
+        args: &[String],
+    ) -> anyhow::Result<Self> {
         let mut cmd = Command::new(binary);
         cmd.args(["serve", "--listen", "127.0.0.1:0"])
             .args(args)

@@ -24,10 +24,15 @@ const REPORTS_COLLECTED: &str = "tally_app_stats_reports_collected_total";
 const BOUNDARY_TRACKED: &str = "tally_boundary_requests_tracked_total";
 
 pub async fn live(base: &str, ledger: &Ledger, reader_token: &str) -> anyhow::Result<Vec<String>> {
-    let client = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(30)).build()?;
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(30))
+        .build()?;
     let mut findings = Vec::new();
     for body in &ledger.unreadable_accepted {
-        findings.push(format!("an ingest request was accepted with a body no client sends: {body}"));
+        findings.push(format!(
+            "an ingest request was accepted with a body no client sends: {body}"
+        ));
     }
     let metrics = client
         .get(format!("{base}/metrics"))
@@ -39,8 +44,16 @@ pub async fn live(base: &str, ledger: &Ledger, reader_token: &str) -> anyhow::Re
         .await?;
     for (name, label, expected) in [
         (REPORTS_COLLECTED, None, ledger.reports_accepted),
-        (BOUNDARY_TRACKED, Some("decision=\"allowed\""), ledger.allowed_accepted),
-        (BOUNDARY_TRACKED, Some("decision=\"denied\""), ledger.denied_accepted),
+        (
+            BOUNDARY_TRACKED,
+            Some("decision=\"allowed\""),
+            ledger.allowed_accepted,
+        ),
+        (
+            BOUNDARY_TRACKED,
+            Some("decision=\"denied\""),
+            ledger.denied_accepted,
+        ),
     ] {
         let shown = metric(&metrics, name, label);
         if shown.unwrap_or(0.0) != expected as f64 || (shown.is_none() && expected > 0) {
@@ -55,8 +68,14 @@ pub async fn live(base: &str, ledger: &Ledger, reader_token: &str) -> anyhow::Re
         let client = client.clone();
         let url = format!("{base}/api/v2/workspaces/{id}/last-used");
         async move {
-            let answer: serde_json::Value =
-                client.get(url).bearer_auth(reader_token).send().await?.error_for_status()?.json().await?;
+            let answer: serde_json::Value = client
+                .get(url)
+                .bearer_auth(reader_token)
+                .send()
+                .await?
+                .error_for_status()?
+                .json()
+                .await?;
             anyhow::Ok((id, !answer["last_used_at"].is_null()))
         }
     };
@@ -69,7 +88,10 @@ pub async fn live(base: &str, ledger: &Ledger, reader_token: &str) -> anyhow::Re
     let until = Instant::now() + Duration::from_secs(30);
     let mut missing: BTreeSet<Uuid> = settled.clone();
     while !missing.is_empty() {
-        let answers: Vec<_> = stream::iter(missing.iter().copied().map(last_used)).buffer_unordered(16).collect().await;
+        let answers: Vec<_> = stream::iter(missing.iter().copied().map(last_used))
+            .buffer_unordered(16)
+            .collect()
+            .await;
         for answer in answers {
             let (id, used) = answer?;
             if used {
@@ -89,8 +111,16 @@ pub async fn live(base: &str, ledger: &Ledger, reader_token: &str) -> anyhow::Re
             missing.first().unwrap()
         ));
     }
-    let refused_only: Vec<Uuid> = ledger.app_refused.workspaces.difference(accepted).copied().collect();
-    let answers: Vec<_> = stream::iter(refused_only.iter().copied().map(last_used)).buffer_unordered(16).collect().await;
+    let refused_only: Vec<Uuid> = ledger
+        .app_refused
+        .workspaces
+        .difference(accepted)
+        .copied()
+        .collect();
+    let answers: Vec<_> = stream::iter(refused_only.iter().copied().map(last_used))
+        .buffer_unordered(16)
+        .collect()
+        .await;
     let mut stored = Vec::new();
     for answer in answers {
         let (id, used) = answer?;
@@ -132,22 +162,55 @@ fn metric(text: &str, name: &str, label: Option<&str>) -> Option<f64> {
 /// After the server's shutdown flush: every stored id is an accepted
 /// request's, and the boundary figures add up.
 pub async fn postgres(url: &str, ledger: &Ledger) -> anyhow::Result<Vec<String>> {
-    let pool = sqlx::PgPool::connect(url).await.context("connecting to the run's database")?;
+    let pool = sqlx::PgPool::connect(url)
+        .await
+        .context("connecting to the run's database")?;
     let mut findings = Vec::new();
     let ids = |sql: &'static str| {
         let pool = pool.clone();
         async move {
-            let rows = sqlx::query(sql).fetch_all(&pool).await.with_context(|| sql.to_owned())?;
-            anyhow::Ok(rows.iter().map(|r| r.get::<Uuid, _>(0)).collect::<BTreeSet<Uuid>>())
+            let rows = sqlx::query(sql)
+                .fetch_all(&pool)
+                .await
+                .with_context(|| sql.to_owned())?;
+            anyhow::Ok(
+                rows.iter()
+                    .map(|r| r.get::<Uuid, _>(0))
+                    .collect::<BTreeSet<Uuid>>(),
+            )
         }
     };
     let checks: [(&str, &'static str, &BTreeSet<Uuid>); 6] = [
-        ("app stat workspaces", "SELECT DISTINCT workspace_id FROM workspace_app_stats", &ledger.app_accepted.workspaces),
-        ("app stat users", "SELECT DISTINCT user_id FROM workspace_app_stats", &ledger.app_accepted.users),
-        ("app stat agents", "SELECT DISTINCT agent_id FROM workspace_app_stats", &ledger.app_accepted.agents),
-        ("last-used workspaces", "SELECT id FROM workspaces", &ledger.app_accepted.workspaces),
-        ("boundary workspaces", "SELECT workspace_id FROM boundary_usage_workspaces", &ledger.boundary_accepted.workspaces),
-        ("boundary users", "SELECT user_id FROM boundary_usage_users", &ledger.boundary_accepted.owners),
+        (
+            "app stat workspaces",
+            "SELECT DISTINCT workspace_id FROM workspace_app_stats",
+            &ledger.app_accepted.workspaces,
+        ),
+        (
+            "app stat users",
+            "SELECT DISTINCT user_id FROM workspace_app_stats",
+            &ledger.app_accepted.users,
+        ),
+        (
+            "app stat agents",
+            "SELECT DISTINCT agent_id FROM workspace_app_stats",
+            &ledger.app_accepted.agents,
+        ),
+        (
+            "last-used workspaces",
+            "SELECT id FROM workspaces",
+            &ledger.app_accepted.workspaces,
+        ),
+        (
+            "boundary workspaces",
+            "SELECT workspace_id FROM boundary_usage_workspaces",
+            &ledger.boundary_accepted.workspaces,
+        ),
+        (
+            "boundary users",
+            "SELECT user_id FROM boundary_usage_users",
+            &ledger.boundary_accepted.owners,
+        ),
     ];
     let mut rows = 0;
     for (what, sql, accepted) in checks {
@@ -165,7 +228,11 @@ pub async fn postgres(url: &str, ledger: &Ledger) -> anyhow::Result<Vec<String>>
         if what.starts_with("app") || what.starts_with("last") {
             let lost: Vec<&Uuid> = accepted.difference(&stored).collect();
             if !lost.is_empty() {
-                findings.push(format!("{} accepted {what} are not stored, e.g. {}", lost.len(), lost[0]));
+                findings.push(format!(
+                    "{} accepted {what} are not stored, e.g. {}",
+                    lost.len(),
+                    lost[0]
+                ));
             }
         }
     }
@@ -185,7 +252,9 @@ pub async fn postgres(url: &str, ledger: &Ledger) -> anyhow::Result<Vec<String>>
             expected.0, expected.1
         ));
     }
-    println!("audit (postgres): {rows} stored ids checked against the ledger; boundary sums {allowed} + {denied}");
+    println!(
+        "audit (postgres): {rows} stored ids checked against the ledger; boundary sums {allowed} + {denied}"
+    );
     pool.close().await;
     Ok(findings)
 }

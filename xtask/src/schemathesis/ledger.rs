@@ -21,7 +21,12 @@ pub struct AppIds {
 
 impl AppIds {
     fn add(&mut self, report: &Value) {
-        let id = |key: &str| report.get(key).and_then(Value::as_str).and_then(|s| Uuid::parse_str(s).ok());
+        let id = |key: &str| {
+            report
+                .get(key)
+                .and_then(Value::as_str)
+                .and_then(|s| Uuid::parse_str(s).ok())
+        };
         self.workspaces.extend(id("workspace_id"));
         self.users.extend(id("user_id"));
         self.agents.extend(id("agent_id"));
@@ -83,17 +88,25 @@ impl Ledger {
             return;
         }
         let url = entry["url"].as_str().unwrap_or_default();
-        let path = url.split("://").nth(1).and_then(|rest| rest.find('/').map(|at| &rest[at..]));
+        let path = url
+            .split("://")
+            .nth(1)
+            .and_then(|rest| rest.find('/').map(|at| &rest[at..]));
         let path = path.unwrap_or_default().split('?').next().unwrap_or_default();
         let body: Option<Value> = entry["body"].as_str().and_then(|b| serde_json::from_str(b).ok());
         match path {
             APP_STATS => {
-                let reports = body.as_ref().and_then(|b| b.get("stats")).and_then(Value::as_array);
+                let reports = body
+                    .as_ref()
+                    .and_then(|b| b.get("stats"))
+                    .and_then(Value::as_array);
                 let objects = || reports.into_iter().flatten().filter(|r| r.is_object());
                 if accepted {
                     match body.as_ref().map(|b| &b["stats"]) {
                         Some(Value::Array(_) | Value::Null) => {}
-                        _ => self.unreadable_accepted.push(format!("{status} to {}", entry["body"])),
+                        _ => self
+                            .unreadable_accepted
+                            .push(format!("{status} to {}", entry["body"])),
                     }
                     self.reports_accepted += reports.map_or(0, |r| r.len() as u64);
                     for report in objects() {
@@ -107,11 +120,16 @@ impl Ledger {
             BOUNDARY_LOGS => {
                 let Some(body) = body else {
                     if accepted {
-                        self.unreadable_accepted.push(format!("{status} to {}", entry["body"]));
+                        self.unreadable_accepted
+                            .push(format!("{status} to {}", entry["body"]));
                     }
                     return;
                 };
-                let id = |key: &str| body.get(key).and_then(Value::as_str).and_then(|s| Uuid::parse_str(s).ok());
+                let id = |key: &str| {
+                    body.get(key)
+                        .and_then(Value::as_str)
+                        .and_then(|s| Uuid::parse_str(s).ok())
+                };
                 let (workspace, owner) = (id("workspace_id"), id("owner_id"));
                 if !accepted {
                     self.boundary_refused.workspaces.extend(workspace);
@@ -131,19 +149,24 @@ impl Ledger {
     }
 
     fn add_accepted_session(&mut self, report: &Value) {
-        let Some(workspace) = report["workspace_id"].as_str().and_then(|s| Uuid::parse_str(s).ok()) else {
+        let Some(workspace) = report["workspace_id"]
+            .as_str()
+            .and_then(|s| Uuid::parse_str(s).ok())
+        else {
             return;
         };
         let time = |key: &str| {
-            report[key]
-                .as_str()
-                .and_then(|t| time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok())
+            report[key].as_str().and_then(|t| {
+                time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
+            })
         };
         match time("session_ended_at") {
             Some(end) if end.year() != 1 => {
                 self.app_accepted_closed.insert(workspace);
             }
-            _ => self.app_accepted_open.push((workspace, time("session_started_at"))),
+            _ => self
+                .app_accepted_open
+                .push((workspace, time("session_started_at"))),
         }
     }
 
@@ -170,7 +193,10 @@ impl Ledger {
             self.accepted,
             self.reports_accepted,
             self.app_accepted.workspaces.len(),
-            self.app_refused.workspaces.difference(&self.app_accepted.workspaces).count(),
+            self.app_refused
+                .workspaces
+                .difference(&self.app_accepted.workspaces)
+                .count(),
             self.allowed_accepted,
             self.denied_accepted,
         )
@@ -181,11 +207,13 @@ impl Ledger {
 /// server's rule: its `logs`, else its counts (a missing one is 0).
 fn decisions(body: &Value) -> (u64, u64) {
     match &body["logs"] {
-        Value::Array(logs) => logs.iter().fold((0, 0), |(a, d), log| match log["decision"].as_str() {
-            Some("allow" | "allowed") => (a + 1, d),
-            Some("deny" | "denied") => (a, d + 1),
-            _ => (a, d),
-        }),
+        Value::Array(logs) => logs
+            .iter()
+            .fold((0, 0), |(a, d), log| match log["decision"].as_str() {
+                Some("allow" | "allowed") => (a + 1, d),
+                Some("deny" | "denied") => (a, d + 1),
+                _ => (a, d),
+            }),
         _ => {
             let count = |key: &str| body[key].as_f64().map_or(0, |n| n as u64);
             (count("allowed"), count("denied"))

@@ -21,7 +21,9 @@ pub const MAX_REQUESTS_PER_REPORT: u64 = u32::MAX as u64;
 pub const LATEST_SESSION_TIME: OffsetDateTime = time::macros::datetime!(2262-04-11 23:47:16.854775807 UTC);
 
 /// How a user reached an app.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum AccessMethod {
     Path,

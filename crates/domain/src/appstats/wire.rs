@@ -131,23 +131,40 @@ mod tests {
     }
 
     fn decode(json: &str) -> Result<(u64, Option<u64>), String> {
-        serde_json::from_str::<Counts>(json).map(|c| (c.n, c.m)).map_err(|e| e.to_string())
+        serde_json::from_str::<Counts>(json)
+            .map(|c| (c.n, c.m))
+            .map_err(|e| e.to_string())
     }
 
     #[test]
     fn whole_numbers_in_any_notation_are_counts() {
         assert_eq!(decode(r#"{"n": 12}"#), Ok((12, None)));
         assert_eq!(decode(r#"{"n": 12.0, "m": 1e3}"#), Ok((12, Some(1000))));
-        assert_eq!(decode(r#"{"n": 4294967294.0, "m": null}"#), Ok((4_294_967_294, None)));
+        assert_eq!(
+            decode(r#"{"n": 4294967294.0, "m": null}"#),
+            Ok((4_294_967_294, None))
+        );
         assert_eq!(decode(r#"{"n": 18446744073709551615}"#), Ok((u64::MAX, None)));
         for (json, says) in [
-            (r#"{"n": 1.5}"#, "invalid type: floating point `1.5`, expected u64"),
+            (
+                r#"{"n": 1.5}"#,
+                "invalid type: floating point `1.5`, expected u64",
+            ),
             (r#"{"n": -1}"#, "invalid value: integer `-1`, expected u64"),
-            (r#"{"n": -1.0}"#, "invalid type: floating point `-1.0`, expected u64"),
-            (r#"{"n": 1e20}"#, "invalid type: floating point `1e+20`, expected u64"),
+            (
+                r#"{"n": -1.0}"#,
+                "invalid type: floating point `-1.0`, expected u64",
+            ),
+            (
+                r#"{"n": 1e20}"#,
+                "invalid type: floating point `1e+20`, expected u64",
+            ),
             (r#"{"n": "7"}"#, "invalid type: string \"7\", expected u64"),
             (r#"{"n": null}"#, "invalid type: null, expected u64"),
-            (r#"{"n": 1, "m": 0.5}"#, "invalid type: floating point `0.5`, expected u64"),
+            (
+                r#"{"n": 1, "m": 0.5}"#,
+                "invalid type: floating point `0.5`, expected u64",
+            ),
         ] {
             let err = decode(json).unwrap_err();
             assert!(err.starts_with(says), "{json}: {err}");

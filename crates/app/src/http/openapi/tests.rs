@@ -10,9 +10,9 @@ use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
 use serde_json::Value;
 use tally_adapters_memory::MemoryStore;
-use tally_domain::SystemClock;
 use tally_domain::appstats::collector::{CollectorConfig, StatsCollector};
 use tally_domain::boundary::tracker::BoundaryTracker;
+use tally_domain::clock::SystemClock;
 use tally_domain::ports::MockReporter;
 use tower::ServiceExt as _;
 
@@ -55,14 +55,19 @@ fn doc() -> Value {
     serde_json::to_value(document()).unwrap()
 }
 
-const METHODS: [&str; 8] = ["get", "put", "post", "delete", "options", "head", "patch", "trace"];
+const METHODS: [&str; 8] = [
+    "get", "put", "post", "delete", "options", "head", "patch", "trace",
+];
 
 /// (path template, method) of every operation the document describes.
 fn documented(doc: &Value) -> BTreeSet<(String, String)> {
     let mut ops = BTreeSet::new();
     for (path, item) in doc["paths"].as_object().unwrap() {
         for method in item.as_object().unwrap().keys() {
-            assert!(METHODS.contains(&method.as_str()), "{path}: unexpected key {method}");
+            assert!(
+                METHODS.contains(&method.as_str()),
+                "{path}: unexpected key {method}"
+            );
             ops.insert((path.clone(), method.clone()));
         }
     }
@@ -103,7 +108,12 @@ fn concrete(doc: &Value, template: &str, method: Option<&str>) -> String {
     let item = &doc["paths"][template];
     let params = method
         .map(|m| item[m]["parameters"].clone())
-        .or_else(|| METHODS.iter().map(|m| item[*m]["parameters"].clone()).find(|p| p.is_array()))
+        .or_else(|| {
+            METHODS
+                .iter()
+                .map(|m| item[*m]["parameters"].clone())
+                .find(|p| p.is_array())
+        })
         .unwrap_or(Value::Null);
     for param in params.as_array().into_iter().flatten() {
         if param["in"] == "path" {
@@ -114,14 +124,19 @@ fn concrete(doc: &Value, template: &str, method: Option<&str>) -> String {
             path = path.replace(&format!("{{{name}}}"), example);
         }
     }
-    assert!(!path.contains('{'), "{template}: a path parameter has no description");
+    assert!(
+        !path.contains('{'),
+        "{template}: a path parameter has no description"
+    );
     path
 }
 
 async fn send(app: &Router, request: Request<Body>) -> (StatusCode, Value) {
     let response = app.clone().oneshot(request).await.unwrap();
     let status = response.status();
-    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
     (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
 }
 
@@ -159,7 +174,10 @@ async fn every_route_is_described_and_every_description_is_routed() {
             } else {
                 documented.contains(&(path.clone(), method.to_owned()))
             };
-            assert_eq!(routed, described, "{method} {uri}: routed {routed}, described {described} ({status} {body})");
+            assert_eq!(
+                routed, described,
+                "{method} {uri}: routed {routed}, described {described} ({status} {body})"
+            );
             assert!(
                 !documented.contains(&(path.clone(), "head".to_owned())),
                 "the document describes HEAD {path}: it comes with GET"
@@ -194,7 +212,10 @@ fn example_request(doc: &Value, path: &str, method: &str) -> Request<Body> {
         .uri(uri);
     match op["requestBody"]["content"]["application/json"]["example"].clone() {
         Value::Null => {
-            assert!(op["requestBody"].is_null(), "{method} {path}: the request body needs an example");
+            assert!(
+                op["requestBody"].is_null(),
+                "{method} {path}: the request body needs an example"
+            );
             builder.body(Body::empty()).unwrap()
         }
         example => builder
@@ -233,7 +254,11 @@ async fn the_roles_the_document_names_are_the_ones_let_through() {
             assert!(status.is_success(), "{label}: {status} {body} without a token");
             continue;
         }
-        assert_eq!(status, StatusCode::UNAUTHORIZED, "{label}: {body} without a token");
+        assert_eq!(
+            status,
+            StatusCode::UNAUTHORIZED,
+            "{label}: {body} without a token"
+        );
         assert!(
             schemes.contains(BEARER) && schemes.contains(SESSION_TOKEN),
             "{label}: every token header is taken for every role"
@@ -253,9 +278,16 @@ async fn the_roles_the_document_names_are_the_ones_let_through() {
                 let request = with_header(example_request(&doc, &path, &method), header, value);
                 let (status, body) = send(&app, request).await;
                 if roles.contains(role) {
-                    assert!(status.is_success(), "{label} as {role} ({header}): {status} {body}");
+                    assert!(
+                        status.is_success(),
+                        "{label} as {role} ({header}): {status} {body}"
+                    );
                 } else {
-                    assert_eq!(status, StatusCode::FORBIDDEN, "{label} as {role} ({header}): {body}");
+                    assert_eq!(
+                        status,
+                        StatusCode::FORBIDDEN,
+                        "{label} as {role} ({header}): {body}"
+                    );
                 }
             }
         }
@@ -280,7 +312,9 @@ async fn the_document_is_served_without_a_token() {
     let response = app().oneshot(request).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.headers()["content-type"], "application/json");
-    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
     let served: Value = serde_json::from_slice(&bytes).unwrap();
     assert_eq!(served, doc());
     assert_eq!(served["openapi"], "3.1.0");
