@@ -11,4 +11,5 @@ pub mod clock;
 pub mod error;
 pub mod ports;
 pub mod retry;
+pub mod schema;
 pub mod telemetry;

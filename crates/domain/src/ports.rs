@@ -71,7 +71,7 @@ impl TimeRange {
 }
 
 /// Usage of one app over a time range.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
 pub struct AppUsage {
     pub access_method: AccessMethod,
     pub slug_or_port: String,

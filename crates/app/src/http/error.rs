@@ -127,19 +127,22 @@ impl ApiError {
     }
 }
 
-/// The body of every error answer: `codersdk.Response`. Also read back by
-/// the tests.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+/// The body of every error answer: Coder's `codersdk.Response`.
+// Also read back by the tests.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[schema(as = codersdk::Response)]
 pub struct ErrorBody {
     pub message: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub detail: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub validations: Vec<Validation>,
 }
 
 /// `codersdk.ValidationError`.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[schema(as = codersdk::ValidationError)]
 pub struct Validation {
     pub field: String,
     pub detail: String,

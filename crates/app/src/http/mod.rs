@@ -5,6 +5,7 @@ pub mod body;
 pub mod error;
 pub mod ingest;
 pub mod observe;
+pub mod openapi;
 pub mod read;
 
 use std::sync::Arc;
@@ -15,10 +16,12 @@ use axum::extract::Request;
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use tally_domain::appstats::collector::StatsCollector;
 use tally_domain::boundary::tracker::BoundaryTracker;
 use tally_domain::ports::Store;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::config::Tokens;
 use crate::ready::{AlwaysReady, Readiness};
@@ -29,6 +32,9 @@ pub const BOUNDARY_LOGS_PATH: &str = "/api/v2/workspaceagents/me/boundary-logs";
 pub const APP_INSIGHTS_PATH: &str = "/api/v2/insights/apps";
 pub const LAST_USED_PATH: &str = "/api/v2/workspaces/{id}/last-used";
 pub const SNAPSHOTS_PATH: &str = "/api/v2/telemetry/snapshots";
+pub const METRICS_PATH: &str = "/metrics";
+pub const HEALTHZ_PATH: &str = "/healthz";
+pub const READYZ_PATH: &str = "/readyz";
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -84,17 +90,28 @@ impl std::fmt::Debug for AppState {
     }
 }
 
+/// Every route of the API, each with its description: the router and the
+/// OpenAPI document are both built from this list. A handler gets in with
+/// `#[utoipa::path]` (its method, path, parameters, bodies, statuses, roles)
+/// and one `.routes(routes!(handler))` line here; never add a route to the
+/// router any other way (`http::openapi` tests compare the two).
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(openapi::base())
+        .routes(routes!(ingest::app_stats))
+        .routes(routes!(ingest::boundary_logs))
+        .routes(routes!(read::app_insights))
+        .routes(routes!(read::last_used))
+        .routes(routes!(read::snapshots))
+        .routes(routes!(read::metrics))
+        .routes(routes!(read::healthz))
+        .routes(routes!(read::readyz))
+        .routes(routes!(openapi::openapi_json))
+}
+
 pub fn router(state: AppState, request_timeout: Duration) -> Router {
     let access_log = state.access_log;
-    let routes = Router::new()
-        .route(APP_STATS_PATH, post(ingest::app_stats))
-        .route(BOUNDARY_LOGS_PATH, post(ingest::boundary_logs))
-        .route(APP_INSIGHTS_PATH, get(read::app_insights))
-        .route(LAST_USED_PATH, get(read::last_used))
-        .route(SNAPSHOTS_PATH, get(read::snapshots))
-        .route("/metrics", get(read::metrics))
-        .route("/healthz", get(read::healthz))
-        .route("/readyz", get(read::readyz))
+    let (routes, _) = routes().split_for_parts();
+    let routes = routes
         .route_layer(middleware::from_fn(close_after_refused_upload))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -103,10 +120,11 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
 }
 
 /// The router of `--metrics-listen`: `GET /metrics` without a token, for a
-/// Prometheus server on a network of its own.
+/// Prometheus server on a network of its own. Not part of the API document:
+/// it is served on another address.
 pub fn metrics_router(state: AppState) -> Router {
     Router::new()
-        .route("/metrics", get(read::open_metrics))
+        .route(METRICS_PATH, get(read::open_metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
