@@ -13,3 +13,5 @@ pub mod ports;
 pub mod retry;
 pub mod schema;
 pub mod telemetry;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;

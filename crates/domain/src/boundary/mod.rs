@@ -3,9 +3,6 @@
 mod shards;
 pub mod tracker;
 
-#[cfg(test)]
-pub(crate) mod tests;
-
 use time::OffsetDateTime;
 use uuid::Uuid;
 

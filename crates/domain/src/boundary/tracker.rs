@@ -190,3 +190,6 @@ fn sorted_ids(set: IdSet) -> Vec<Uuid> {
     ids.sort_unstable();
     ids.into_iter().map(Uuid::from_u128).collect()
 }
+
+#[cfg(test)]
+mod tests;

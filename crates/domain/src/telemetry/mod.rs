@@ -3,8 +3,6 @@
 pub mod publisher;
 pub mod snapshot;
 
-#[cfg(test)]
-mod step_tests;
 
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;

@@ -99,3 +99,6 @@ pub async fn publish_pending<S: TelemetryStore + ?Sized, K: SnapshotSink + ?Size
     }
     Ok(round)
 }
+
+#[cfg(test)]
+mod tests;

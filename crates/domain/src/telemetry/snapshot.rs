@@ -44,3 +44,6 @@ pub async fn snapshot_step<S: TelemetryStore + ?Sized>(
         PeriodCloseOutcome::AlreadyClosed => Ok(None),
     }
 }
+
+#[cfg(test)]
+mod tests;

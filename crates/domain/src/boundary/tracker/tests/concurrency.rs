@@ -10,8 +10,8 @@ use std::future::Future;
 
 use time::Duration;
 
-use super::fake_store::{FakeStore, Fault};
-use super::{INTERVAL, id, next_period, t0, tracker};
+use crate::testing::fake_store::{FakeStore, Fault};
+use crate::testing::fixtures::{INTERVAL, id, next_period, t0, tracker};
 use crate::clock::{Clock, ManualClock};
 use crate::error::StoreError;
 use crate::ports::{CallInfo, Layer, Layered, MockBoundaryUsageStore};

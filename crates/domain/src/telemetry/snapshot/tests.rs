@@ -3,9 +3,9 @@
 use time::Duration;
 use time::macros::datetime;
 
-use super::{INTERVAL, snapshot};
-use crate::boundary::tests::fake_store::{FakeStore, Fault};
-use crate::boundary::tests::{id, t0, tracker};
+use crate::testing::fixtures::{INTERVAL, snapshot};
+use crate::testing::fake_store::{FakeStore, Fault};
+use crate::testing::fixtures::{id, t0, tracker};
 use crate::clock::ManualClock;
 use crate::error::StoreError;
 use crate::ports::MockTelemetryStore;

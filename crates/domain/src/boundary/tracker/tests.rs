@@ -4,36 +4,32 @@
 
 use std::sync::Arc;
 
-use async_trait::async_trait;
+use std::future::Future;
 use parking_lot::Mutex;
 use time::Duration;
 
-use super::fake_store::{FakeStore, Fault};
-use super::{id, next_period, t0, tracker};
+use crate::testing::fake_store::{FakeStore, Fault};
+use crate::testing::fixtures::{id, next_period, t0, tracker};
 use crate::boundary::tracker::{BoundaryTracker, PendingUsage, TrackerFlush};
-use crate::boundary::{BoundaryDelta, BoundaryUsageSummary, FlushOutcome};
+use crate::boundary::{BoundaryDelta, FlushOutcome};
 use crate::clock::ManualClock;
 use crate::error::StoreError;
-use crate::ports::{BoundaryUsageStore, MockBoundaryUsageStore};
+use crate::ports::{BoundaryUsageStore, CallInfo, Layer, Layered, MockBoundaryUsageStore};
 
-/// Delegates to a fake store, running a hook first: stands for what other
-/// tasks do while a flush waits on the database.
-struct Hooked<'a> {
-    store: &'a FakeStore,
-    hook: Box<dyn Fn() + Send + Sync + 'a>,
-}
+mod concurrency;
+mod props;
 
-#[async_trait]
-impl BoundaryUsageStore for Hooked<'_> {
-    async fn flush_boundary_usage(&self, delta: &BoundaryDelta) -> Result<FlushOutcome, StoreError> {
-        (self.hook)();
-        self.store.flush_boundary_usage(delta).await
-    }
-    async fn boundary_usage_summary(&self) -> Result<BoundaryUsageSummary, StoreError> {
-        self.store.boundary_usage_summary().await
-    }
-    async fn delete_boundary_usage_by_replica(&self, replica_id: uuid::Uuid) -> Result<u64, StoreError> {
-        self.store.delete_boundary_usage_by_replica(replica_id).await
+/// Runs a hook before each store call: stands for what other tasks do
+/// while a flush waits on the database.
+struct Hook<'a>(Box<dyn Fn() + Send + Sync + 'a>);
+
+impl Layer for Hook<'_> {
+    async fn around<T: Send, F>(&self, _: &'static CallInfo, call: F) -> Result<T, StoreError>
+    where
+        F: Future<Output = Result<T, StoreError>> + Send,
+    {
+        (self.0)();
+        call.await
     }
 }
 
@@ -131,11 +127,8 @@ async fn a_failed_flush_keeps_its_delta_with_the_same_seq_and_resends_it_first()
 async fn usage_tracked_during_a_failed_flush_is_not_lost() {
     let clock = ManualClock::new(t0());
     let t = tracker(1, &clock);
-    let store = FakeStore::new();
-    let during = Hooked {
-        store: &store,
-        hook: Box::new(|| t.track(id(11), id(2), 4, 4)),
-    };
+    let store = Arc::new(FakeStore::new());
+    let during = Layered::new(Arc::clone(&store), Hook(Box::new(|| t.track(id(11), id(2), 4, 4))));
     t.track(id(10), id(1), 1, 1);
     store.fail_next_flush(Fault::FailBefore);
     t.flush(&during).await.unwrap_err();
@@ -151,11 +144,8 @@ async fn usage_tracked_during_a_failed_flush_is_not_lost() {
 async fn usage_tracked_during_a_successful_flush_goes_in_the_next_delta() {
     let clock = ManualClock::new(t0());
     let t = tracker(1, &clock);
-    let store = FakeStore::new();
-    let hooked = Hooked {
-        store: &store,
-        hook: Box::new(|| t.track(id(11), id(2), 4, 0)),
-    };
+    let store = Arc::new(FakeStore::new());
+    let hooked = Layered::new(Arc::clone(&store), Hook(Box::new(|| t.track(id(11), id(2), 4, 0))));
     t.track(id(10), id(1), 1, 0);
     t.flush(&hooked).await.unwrap();
     assert_eq!(t.pending().allowed, 4);
