@@ -6,7 +6,8 @@
 //! it, and this fake passes the cases of the ports it implements. Beyond
 //! them it injects faults (fail before applying, or apply and then fail: a
 //! lost acknowledgement) and records every applied delta with its period,
-//! which no real store exposes. It keeps times at full precision.
+//! which no real store exposes. Like the real stores, it keeps times to the
+//! microsecond (floored).
 //!
 //! (The memory store cannot stand in inside the domain's unit tests: a unit
 //! test linking it would see two copies of this crate's types.)
@@ -86,6 +87,18 @@ impl Inner {
 #[derive(Debug, Default)]
 pub struct FakeStore {
     inner: Mutex<Inner>,
+}
+
+/// A time as the stores keep it: floored to the microsecond.
+fn micros(t: OffsetDateTime) -> OffsetDateTime {
+    t.replace_nanosecond(t.nanosecond() / 1_000 * 1_000).expect("a nanosecond below 10^9")
+}
+
+/// `a + b`, refused when a counter would pass what a PostgreSQL `bigint` holds.
+fn add_counter(a: u64, b: u64, field: &str) -> Result<u64, StoreError> {
+    a.checked_add(b)
+        .filter(|&sum| sum <= i64::MAX as u64)
+        .ok_or_else(|| StoreError::invalid(format!("{field}: counter would exceed i64::MAX")))
 }
 
 fn injected(what: &str) -> StoreError {
@@ -170,7 +183,8 @@ impl BoundaryUsageStore for FakeStore {
         if delta.seq > limit || delta.allowed > limit || delta.denied > limit {
             return Err(StoreError::invalid("seq, allowed or denied above i64::MAX"));
         }
-        if delta.tracked_to < delta.tracked_from {
+        let (from, to) = (micros(delta.tracked_from), micros(delta.tracked_to));
+        if to < from {
             return Err(StoreError::invalid("tracked_to before tracked_from"));
         }
         // A replica without a row accepts any seq.
@@ -178,17 +192,20 @@ impl BoundaryUsageStore for FakeStore {
         let outcome = if last.is_some_and(|last| delta.seq <= last) {
             FlushOutcome::Duplicate
         } else {
+            let row = inner.rows.get(&delta.replica_id).copied();
+            let (allowed, denied) = row.map_or((0, 0), |r| (r.allowed, r.denied));
+            let allowed = add_counter(allowed, delta.allowed, "allowed")?;
+            let denied = add_counter(denied, delta.denied, "denied")?;
             inner.applied_seq.insert(delta.replica_id, delta.seq);
-            let row = inner.rows.entry(delta.replica_id).or_insert(Row {
-                allowed: 0,
-                denied: 0,
-                from: delta.tracked_from,
-                to: delta.tracked_to,
-            });
-            row.allowed += delta.allowed;
-            row.denied += delta.denied;
-            row.from = row.from.min(delta.tracked_from);
-            row.to = row.to.max(delta.tracked_to);
+            inner.rows.insert(
+                delta.replica_id,
+                Row {
+                    allowed,
+                    denied,
+                    from: row.map_or(from, |r| r.from.min(from)),
+                    to: row.map_or(to, |r| r.to.max(to)),
+                },
+            );
             inner.workspaces.extend(delta.workspace_ids.iter().copied());
             inner.users.extend(delta.user_ids.iter().copied());
             let generation = inner.generation;
@@ -207,9 +224,10 @@ impl BoundaryUsageStore for FakeStore {
 
     async fn delete_boundary_usage_by_replica(&self, replica_id: Uuid) -> Result<u64, StoreError> {
         let mut inner = self.inner.lock();
-        let rows = u64::from(inner.rows.remove(&replica_id).is_some());
-        let seqs = u64::from(inner.applied_seq.remove(&replica_id).is_some());
-        Ok(rows + seqs)
+        // A replica's counters and its seq are one row, as in the real stores.
+        let row = inner.rows.remove(&replica_id).is_some();
+        let seq = inner.applied_seq.remove(&replica_id).is_some();
+        Ok(u64::from(row || seq))
     }
 }
 
@@ -244,7 +262,7 @@ impl TelemetryStore for FakeStore {
                 period_start: close.period.start,
                 period_end: close.period.end,
                 usage: inner.summary(),
-                created_at: close.now,
+                created_at: micros(close.now),
                 published_at: None,
                 publish_attempts: 0,
             };
@@ -318,7 +336,7 @@ impl TelemetryStore for FakeStore {
             return Ok(());
         };
         if entry.snapshot.published_at.is_none() {
-            entry.snapshot.published_at = Some(at);
+            entry.snapshot.published_at = Some(micros(at));
         }
         entry.claimed_by = None;
         entry.claim_until = None;
