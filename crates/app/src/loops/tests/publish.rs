@@ -17,7 +17,7 @@ use tally_domain::telemetry::PeriodClose;
 use time::OffsetDateTime;
 use time::macros::datetime;
 
-use super::*;
+use crate::loops::*;
 use crate::deadline::{Deadline, DeadlineStore};
 
 const STORE_TIMEOUT: Duration = Duration::from_secs(2);
