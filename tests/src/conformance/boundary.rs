@@ -10,7 +10,11 @@ use super::fixtures::*;
 
 /// Counters add up across replicas; a workspace or user seen by several
 /// replicas counts once; the tracked range spans every delta.
-pub async fn boundary_deltas_add_up_with_exact_uniques_across_replicas<S: BoundaryPorts + ?Sized + 'static>(store: Arc<S>) {
+pub async fn boundary_deltas_add_up_with_exact_uniques_across_replicas<
+    S: BoundaryPorts + ?Sized + 'static,
+>(
+    store: Arc<S>,
+) {
     let store = &*store;
     assert_eq!(
         store.boundary_usage_summary().await.unwrap(),
@@ -117,7 +121,9 @@ pub async fn a_replayed_delta_is_counted_once<S: BoundaryPorts + ?Sized + 'stati
 
 /// Deleting a gone replica removes its counters and its sequence; the
 /// distinct ids belong to the period and stay.
-pub async fn deleting_a_replica_forgets_its_counters_and_seq<S: BoundaryPorts + ?Sized + 'static>(store: Arc<S>) {
+pub async fn deleting_a_replica_forgets_its_counters_and_seq<S: BoundaryPorts + ?Sized + 'static>(
+    store: Arc<S>,
+) {
     let store = &*store;
     let (r1, r2) = (Uuid::new_v4(), Uuid::new_v4());
     let w = ids(2);

@@ -37,7 +37,11 @@ async fn closer<S: BoundaryPorts + ?Sized + 'static>(store: Arc<S>, done: Arc<At
 
 /// Runs `replicas` (each a future of flushes) alongside `closers` closer
 /// tasks, then closes what is left; returns every snapshot taken.
-async fn race<S: BoundaryPorts + ?Sized + 'static, F>(store: &Arc<S>, replicas: Vec<F>, closers: usize) -> Vec<Snapshot>
+async fn race<S: BoundaryPorts + ?Sized + 'static, F>(
+    store: &Arc<S>,
+    replicas: Vec<F>,
+    closers: usize,
+) -> Vec<Snapshot>
 where
     F: std::future::Future<Output = ()> + Send + 'static,
 {

@@ -136,7 +136,9 @@ pub async fn a_claimer_takes_back_its_own_claims<S: BoundaryPorts + ?Sized + 'st
 
 /// Marking published twice keeps the first time; it clears the claim
 /// whoever holds it, and a published snapshot is never claimed again.
-pub async fn marking_published_is_idempotent_and_clears_the_claim<S: BoundaryPorts + ?Sized + 'static>(store: Arc<S>) {
+pub async fn marking_published_is_idempotent_and_clears_the_claim<S: BoundaryPorts + ?Sized + 'static>(
+    store: Arc<S>,
+) {
     let store = &*store;
     let s = must_close(store, 1).await;
     let (c1, c2) = (Uuid::new_v4(), Uuid::new_v4());

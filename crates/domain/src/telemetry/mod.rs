@@ -3,7 +3,6 @@
 pub mod publisher;
 pub mod snapshot;
 
-
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 

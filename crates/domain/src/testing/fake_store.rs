@@ -91,7 +91,8 @@ pub struct FakeStore {
 
 /// A time as the stores keep it: floored to the microsecond.
 fn micros(t: OffsetDateTime) -> OffsetDateTime {
-    t.replace_nanosecond(t.nanosecond() / 1_000 * 1_000).expect("a nanosecond below 10^9")
+    t.replace_nanosecond(t.nanosecond() / 1_000 * 1_000)
+        .expect("a nanosecond below 10^9")
 }
 
 /// `a + b`, refused when a counter would pass what a PostgreSQL `bigint` holds.

@@ -1,9 +1,9 @@
 //! The benchmark fleet: 1000 users, each with one workspace and one agent,
 //! 10 apps, access method path, window one minute.
 
+use crate::appstats::{AccessMethod, StatsReport};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use crate::appstats::{AccessMethod, StatsReport};
 use time::macros::datetime;
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;

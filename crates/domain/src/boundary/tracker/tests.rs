@@ -4,17 +4,17 @@
 
 use std::sync::Arc;
 
-use std::future::Future;
 use parking_lot::Mutex;
+use std::future::Future;
 use time::Duration;
 
-use crate::testing::fake_store::{FakeStore, Fault};
-use crate::testing::fixtures::{id, next_period, t0, tracker};
 use crate::boundary::tracker::{BoundaryTracker, PendingUsage, TrackerFlush};
 use crate::boundary::{BoundaryDelta, FlushOutcome};
 use crate::clock::ManualClock;
 use crate::error::StoreError;
 use crate::ports::{BoundaryUsageStore, CallInfo, Layer, Layered, MockBoundaryUsageStore};
+use crate::testing::fake_store::{FakeStore, Fault};
+use crate::testing::fixtures::{id, next_period, t0, tracker};
 
 mod concurrency;
 mod props;
@@ -128,7 +128,10 @@ async fn usage_tracked_during_a_failed_flush_is_not_lost() {
     let clock = ManualClock::new(t0());
     let t = tracker(1, &clock);
     let store = Arc::new(FakeStore::new());
-    let during = Layered::new(Arc::clone(&store), Hook(Box::new(|| t.track(id(11), id(2), 4, 4))));
+    let during = Layered::new(
+        Arc::clone(&store),
+        Hook(Box::new(|| t.track(id(11), id(2), 4, 4))),
+    );
     t.track(id(10), id(1), 1, 1);
     store.fail_next_flush(Fault::FailBefore);
     t.flush(&during).await.unwrap_err();
@@ -145,7 +148,10 @@ async fn usage_tracked_during_a_successful_flush_goes_in_the_next_delta() {
     let clock = ManualClock::new(t0());
     let t = tracker(1, &clock);
     let store = Arc::new(FakeStore::new());
-    let hooked = Layered::new(Arc::clone(&store), Hook(Box::new(|| t.track(id(11), id(2), 4, 0))));
+    let hooked = Layered::new(
+        Arc::clone(&store),
+        Hook(Box::new(|| t.track(id(11), id(2), 4, 0))),
+    );
     t.track(id(10), id(1), 1, 0);
     t.flush(&hooked).await.unwrap();
     assert_eq!(t.pending().allowed, 4);

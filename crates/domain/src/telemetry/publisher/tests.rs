@@ -8,14 +8,14 @@ use parking_lot::Mutex;
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
-use crate::testing::fixtures::{INTERVAL, snapshot};
-use crate::testing::fake_store::{FakeStore, Fault};
-use crate::testing::fixtures::{id, next_period, t0};
 use crate::clock::{Clock, ManualClock};
 use crate::error::StoreError;
 use crate::ports::{MockSnapshotSink, MockTelemetryStore, SinkError, SnapshotSink, TelemetryStore};
 use crate::telemetry::publisher::{DEFAULT_CLAIM_LEASE, PublishRound, publish_pending};
 use crate::telemetry::{Period, Snapshot};
+use crate::testing::fake_store::{FakeStore, Fault};
+use crate::testing::fixtures::{INTERVAL, snapshot};
+use crate::testing::fixtures::{id, next_period, t0};
 
 mod props;
 

@@ -6,11 +6,11 @@ use proptest::prelude::*;
 use time::{Duration, OffsetDateTime};
 
 use super::{RecordingSink, at};
+use crate::clock::{Clock, ManualClock};
 use crate::ports::TelemetryStore;
 use crate::telemetry::publisher::{DEFAULT_CLAIM_LEASE, publish_pending};
 use crate::testing::fake_store::FakeStore;
 use crate::testing::fixtures::{id, next_period, t0};
-use crate::clock::{Clock, ManualClock};
 
 async fn publish_until_done(
     snapshots: usize,
