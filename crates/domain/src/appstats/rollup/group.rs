@@ -65,6 +65,8 @@ pub(super) struct RolledUp {
     /// Borrowed from the first session rolled into it.
     pub session_id: Uuid,
     pub requests: u64,
+    /// Sessions rolled into it.
+    pub sessions: u64,
 }
 
 /// The fields shared by every session of a group, which is also the

@@ -111,8 +111,10 @@ impl Pass {
                     let r = rolled.get_or_insert(RolledUp {
                         session_id: s.id,
                         requests: 0,
+                        sessions: 0,
                     });
                     r.requests += s.requests;
+                    r.sessions += 1;
                     s.flags |= flags::DONE | flags::ROLLED;
                     changed = true;
                 } else {
@@ -154,6 +156,7 @@ fn row(key: &GroupKey, slug: &str, start: OffsetDateTime, s: &Session, end_off: 
         session_started_at: start + nanos(s.start_off),
         session_ended_at: Some(start + nanos(end_off)),
         requests: s.requests,
+        sessions: 1,
     }
 }
 
@@ -174,5 +177,6 @@ fn rolled_row(
         session_started_at: start,
         session_ended_at: Some(start + window),
         requests: r.requests,
+        sessions: r.sessions,
     }
 }

@@ -82,6 +82,7 @@ fn reports_of(i: usize, plan: &Plan) -> Vec<StatsReport> {
         session_started_at: start,
         session_ended_at: None,
         requests: 0,
+        sessions: 1,
     };
     let mut requests = 0;
     let mut out: Vec<StatsReport> = plan
