@@ -10,6 +10,7 @@
 mod batch;
 mod group;
 mod pass;
+pub mod reference;
 mod storage;
 #[cfg(test)]
 mod tests;

@@ -436,3 +436,5 @@ fn groups_start_where_telemetry_truncate_says_also_before_1970() {
         assert_eq!(row.session_ended_at, Some(expected + Duration::seconds(45)));
     }
 }
+
+mod reference;
