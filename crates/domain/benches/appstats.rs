@@ -9,7 +9,8 @@ use async_trait::async_trait;
 use criterion::{BatchSize, Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
 use tally_domain::StatsReport;
 use tally_domain::appstats::collector::{CollectorConfig, StatsCollector};
-use tally_domain::appstats::rollup::{DEFAULT_ROLLUP_WINDOW, Rollup};
+use tally_domain::appstats::rollup::reference::ReferenceRollup;
+use tally_domain::appstats::rollup::{Ablation, DEFAULT_ROLLUP_WINDOW, Rollup};
 use tally_domain::clock::ManualClock;
 use tally_domain::error::StoreError;
 use tally_domain::ports::Reporter;
@@ -164,5 +165,173 @@ fn collect(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, collect);
+/// What a session costs end to end: collect (the collector's inbox push
+/// under its lock), then the apply step, then one rollup, of 1,000,000
+/// closed 10 s sessions in 100,000 groups (10 one-minute windows) at
+/// start + 12 min 1 s, where every group rolls up and goes: 100,000 rows.
+///
+/// Timed in on-CPU time of the benchmark thread (`/proc/thread-self/schedstat`):
+/// the path is single-threaded, and on a shared machine wall time mostly
+/// measures the other tenants. Wall time and time spent waiting for a core
+/// are printed beside it.
+fn end_to_end(c: &mut Criterion) {
+    let mut fleet = Fleet::new();
+    let reports: Vec<_> = (0..SESSIONS).map(|k| fleet.ten_windows(k, true)).collect();
+    let mut group = c.benchmark_group("rollup_end_to_end");
+    group.sampling_mode(SamplingMode::Flat);
+    group.sample_size(10);
+    group.warm_up_time(std::time::Duration::from_millis(1));
+    group.measurement_time(std::time::Duration::from_secs(1));
+    group.throughput(Throughput::Elements(SESSIONS));
+
+    let all_on = Ablation::default();
+    let without = |f: fn(&mut Ablation)| {
+        let mut a = all_on;
+        f(&mut a);
+        a
+    };
+    let variants = [
+        ("fast", all_on),
+        ("fast_without_slug_interning", without(|a| a.intern_slugs = false)),
+        ("fast_without_buffer_pool", without(|a| a.buffer_pool = false)),
+        ("fast_without_bucket_sort", without(|a| a.bucket_sort = false)),
+        ("fast_without_touch_ahead", without(|a| a.touch_ahead = false)),
+        (
+            "fast_without_small_group_scan",
+            without(|a| a.small_group_scan = false),
+        ),
+        ("fast_without_foldhash", without(|a| a.foldhash = false)),
+        (
+            "fast_without_any_of_these",
+            Ablation {
+                intern_slugs: false,
+                buffer_pool: false,
+                bucket_sort: false,
+                touch_ahead: false,
+                small_group_scan: false,
+                foldhash: false,
+            },
+        ),
+    ];
+    let mut summary = Vec::new();
+    for (name, ablation) in variants {
+        let samples = measure(&mut group, name, &reports, |reports| {
+            let mut rollup = Rollup::with_ablation(DEFAULT_ROLLUP_WINDOW, ablation);
+            timed(|| {
+                let mut batch = collect_into_inbox(reports);
+                rollup.collect_batch(&batch, usize::MAX);
+                batch.clear();
+                rollup.rollup(rollup_now())
+            })
+        });
+        summary.push((name, samples));
+    }
+    let samples = measure(&mut group, "fast_through_the_collector", &reports, |reports| {
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let (collector, clock) = collector_with_clock();
+        clock.set(rollup_now());
+        timed(|| {
+            for r in reports {
+                collector.collect(r);
+            }
+            runtime.block_on(collector.flush()).unwrap();
+            // The flush gave its rows to a reporter that drops them.
+            Vec::new()
+        })
+    });
+    summary.push(("fast_through_the_collector", samples));
+    let samples = measure(&mut group, "reference", &reports, |reports| {
+        let mut rollup = ReferenceRollup::new(DEFAULT_ROLLUP_WINDOW);
+        timed(|| {
+            let mut batch = collect_into_inbox(reports);
+            for r in batch.drain(..) {
+                rollup.collect_within(r, usize::MAX);
+            }
+            rollup.rollup(rollup_now())
+        })
+    });
+    summary.push(("reference", samples));
+    group.finish();
+    eprintln!("rollup_end_to_end medians per session: on-CPU, wall, waiting for a core");
+    for (name, mut samples) in summary {
+        let per = |d: std::time::Duration| d.as_nanos() as f64 / SESSIONS as f64;
+        let median = |samples: &mut Vec<Sample>, f: fn(&Sample) -> std::time::Duration| {
+            samples.sort_by_key(f);
+            per(f(&samples[samples.len() / 2]))
+        };
+        let cpu = median(&mut samples, |s| s.cpu);
+        let wall = median(&mut samples, |s| s.wall);
+        let waited = median(&mut samples, |s| s.waited);
+        eprintln!("  {name:32} {cpu:7.1} ns {wall:7.1} ns {waited:7.1} ns");
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    cpu: std::time::Duration,
+    wall: std::time::Duration,
+    waited: std::time::Duration,
+}
+
+/// Runs `run` on a fresh copy of the reports per iteration (copied untimed)
+/// and gives criterion the on-CPU times; returns every sample.
+fn measure(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    name: &str,
+    reports: &[StatsReport],
+    run: impl Fn(Vec<StatsReport>) -> Sample,
+) -> Vec<Sample> {
+    let mut all = Vec::new();
+    group.bench_function(name, |b| {
+        b.iter_custom(|iters| {
+            (0..iters)
+                .map(|_| {
+                    let sample = run(reports.to_vec());
+                    all.push(sample);
+                    sample.cpu
+                })
+                .sum()
+        })
+    });
+    all
+}
+
+/// The collector's `collect`: each report pushed to a fresh inbox under a lock.
+fn collect_into_inbox(reports: Vec<StatsReport>) -> Vec<StatsReport> {
+    let inbox = parking_lot::Mutex::new(Vec::new());
+    for r in reports {
+        inbox.lock().push(r);
+    }
+    inbox.into_inner()
+}
+
+/// Times `path`, including dropping the rows it returns (the reporter's
+/// part of a flush is a no-op here); every run must give 100,000 rows.
+fn timed(path: impl FnOnce() -> Vec<StatsReport>) -> Sample {
+    let (cpu, waited) = schedstat();
+    let started = Instant::now();
+    let rows = black_box(path());
+    let n = rows.len();
+    drop(rows);
+    let wall = started.elapsed();
+    let (cpu_after, waited_after) = schedstat();
+    assert!(n == 0 || n == 100_000, "{n} rows");
+    Sample {
+        cpu: cpu_after - cpu,
+        wall,
+        waited: waited_after - waited,
+    }
+}
+
+/// This thread's time on a CPU and waiting for one, from the scheduler.
+fn schedstat() -> (std::time::Duration, std::time::Duration) {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat").expect("Linux schedstat");
+    let mut fields = text
+        .split_whitespace()
+        .map(|f| f.parse::<u64>().expect("a number"));
+    let mut next = || std::time::Duration::from_nanos(fields.next().expect("two fields"));
+    (next(), next())
+}
+
+criterion_group!(benches, collect, end_to_end);
 criterion_main!(benches);

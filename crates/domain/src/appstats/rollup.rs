@@ -18,11 +18,37 @@ mod tests;
 use hashbrown::HashTable;
 use time::{Duration, OffsetDateTime};
 
-use self::group::{FastState, Group, Prepared, flags};
+use self::group::{FastState, Group, LINEAR_MAX, Prepared, flags};
 use self::storage::{BufferPool, Slugs};
 use super::StatsReport;
 
 pub use self::batch::BatchCollected;
+
+/// Switches that turn one optimization off each, to measure what it buys
+/// end to end (the `rollup_end_to_end` benchmark). All on by default.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy)]
+pub struct Ablation {
+    pub intern_slugs: bool,
+    pub buffer_pool: bool,
+    pub bucket_sort: bool,
+    pub touch_ahead: bool,
+    pub small_group_scan: bool,
+    pub foldhash: bool,
+}
+
+impl Default for Ablation {
+    fn default() -> Self {
+        Self {
+            intern_slugs: true,
+            buffer_pool: true,
+            bucket_sort: true,
+            touch_ahead: true,
+            small_group_scan: true,
+            foldhash: true,
+        }
+    }
+}
 
 /// Default rollup window.
 pub const DEFAULT_ROLLUP_WINDOW: Duration = Duration::minutes(1);
@@ -71,12 +97,19 @@ pub struct Rollup {
     /// Scratch buffers of batch collection, kept to avoid page faults.
     scratch: batch::Scratch,
     pool: BufferPool,
+    ablation: Ablation,
+    linear_max: usize,
 }
 
 impl Rollup {
     /// # Panics
     /// If `window` is not positive, or longer than 100 years.
     pub fn new(window: Duration) -> Self {
+        Self::with_ablation(window, Ablation::default())
+    }
+
+    #[doc(hidden)]
+    pub fn with_ablation(window: Duration, ablation: Ablation) -> Self {
         assert!(window.is_positive(), "rollup window must be positive");
         assert!(
             window <= Duration::days(36_525),
@@ -85,14 +118,20 @@ impl Rollup {
         Self {
             window,
             window_ns: window.whole_nanoseconds() as i64,
-            hasher: FastState::default(),
+            hasher: if ablation.foldhash {
+                FastState::default()
+            } else {
+                FastState::Sip(Default::default())
+            },
             groups: HashTable::new(),
             slugs: Slugs::default(),
             live: 0,
             done: 0,
             changed_groups: 0,
             scratch: batch::Scratch::default(),
-            pool: BufferPool::default(),
+            pool: BufferPool::new(!ablation.buffer_pool),
+            ablation,
+            linear_max: if ablation.small_group_scan { LINEAR_MAX } else { 0 },
         }
     }
 
@@ -111,9 +150,15 @@ impl Rollup {
     /// reported alone (one unit), or more requests for a rolled-up session
     /// (one unit per group). Updates of live sessions are always taken.
     pub fn collect_within(&mut self, report: &StatsReport, budget: usize) -> Collected {
+        if !self.ablation.intern_slugs {
+            return match Prepared::new(report, 0, self.window_ns, &self.hasher, true) {
+                Some(p) => self.apply(&p, budget, Some(&report.slug_or_port)),
+                None => Collected::Dropped,
+            };
+        }
         let slug = self.slugs.intern(&self.hasher, &report.slug_or_port);
-        let outcome = match Prepared::new(report, slug, self.window_ns, &self.hasher) {
-            Some(p) => self.apply(&p, budget),
+        let outcome = match Prepared::new(report, slug, self.window_ns, &self.hasher, false) {
+            Some(p) => self.apply(&p, budget, None),
             None => Collected::Dropped,
         };
         if outcome != Collected::New {
@@ -122,27 +167,31 @@ impl Rollup {
         outcome
     }
 
-    fn apply(&mut self, p: &Prepared, budget: usize) -> Collected {
+    /// `text`: the report's slug, when slugs are not interned.
+    fn apply(&mut self, p: &Prepared, budget: usize, text: Option<&str>) -> Collected {
         let reserved = self.reserved_units();
-        let Some(group) = self.groups.find_mut(p.hash, |g| g.key.matches(p)) else {
+        let linear_max = self.linear_max;
+        let Some(group) = self.groups.find_mut(p.hash, |g| g.key.matches(p, text)) else {
             if reserved.saturating_add(3) > budget {
                 return Collected::Dropped;
             }
             let start = OffsetDateTime::from_unix_timestamp_nanos(i128::from(p.group_ns))
                 .expect("a nanosecond timestamp in i64 is a valid time");
-            let mut group = Group::new(p.hash, p.key(), start, self.pool.take());
-            group.push(&self.hasher, p.session());
+            let mut group = Group::new(p.hash, p.key(text), start, self.pool.take());
+            group.push(&self.hasher, p.session(), linear_max);
             self.groups.insert_unique(p.hash, group, |g| g.hash);
-            self.slugs.add_group(p.slug);
+            if text.is_none() {
+                self.slugs.add_group(p.slug);
+            }
             self.live += 1;
             self.pool.note_held(self.live + self.done);
             return Collected::New;
         };
-        let Some(slot) = group.find(&self.hasher, p.session_id) else {
+        let Some(slot) = group.find(&self.hasher, p.session_id, linear_max) else {
             if reserved.saturating_add(2) > budget {
                 return Collected::Dropped;
             }
-            group.push(&self.hasher, p.session());
+            group.push(&self.hasher, p.session(), linear_max);
             self.live += 1;
             self.pool.note_held(self.live + self.done);
             return Collected::New;
@@ -246,7 +295,8 @@ impl Rollup {
         assert_eq!((live, done), (self.live, self.done));
         let changed = self.groups.iter().filter(|g| g.rolled_changed).count();
         assert_eq!(changed, self.changed_groups);
-        let mut slugs: Vec<u32> = self.groups.iter().map(|g| g.key.slug).collect();
+        let interned = self.groups.iter().filter(|g| g.key.own_slug.is_none());
+        let mut slugs: Vec<u32> = interned.map(|g| g.key.slug).collect();
         slugs.sort_unstable();
         slugs.dedup();
         assert_eq!(

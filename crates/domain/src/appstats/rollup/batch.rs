@@ -75,9 +75,14 @@ impl Rollup {
         out: &mut BatchCollected,
     ) {
         s.prepared.clear();
-        for r in chunk {
-            let slug = self.slugs.intern(&self.hasher, &r.slug_or_port);
-            match Prepared::new(r, slug, self.window_ns, &self.hasher) {
+        let intern = self.ablation.intern_slugs;
+        for (i, r) in chunk.iter().enumerate() {
+            let slug = if intern {
+                self.slugs.intern(&self.hasher, &r.slug_or_port)
+            } else {
+                i as u32
+            };
+            match Prepared::new(r, slug, self.window_ns, &self.hasher, !intern) {
                 Some(p) => s.prepared.push(p),
                 None => out.add(Collected::Dropped),
             }
@@ -90,9 +95,11 @@ impl Rollup {
             .min(MAX_BUCKET_BITS);
         #[cfg(test)]
         let bits = s.force_bits.unwrap_or(bits);
+        let bits = if self.ablation.bucket_sort { bits } else { 0 };
+        let text = |p: &Prepared| (!intern).then(|| chunk[p.slug as usize].slug_or_port.as_str());
         if bits == 0 {
             for p in &s.prepared {
-                out.add(self.apply(p, budget));
+                out.add(self.apply(p, budget, text(p)));
             }
             return;
         }
@@ -117,7 +124,7 @@ impl Rollup {
             *at += 1;
         }
         for p in &s.sorted {
-            out.add(self.apply(p, budget));
+            out.add(self.apply(p, budget, text(p)));
         }
     }
 }

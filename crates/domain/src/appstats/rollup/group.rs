@@ -1,7 +1,7 @@
 //! Compact storage of one rollup group: the key fields once, and a small
 //! record per session (times as nanosecond offsets from the group's start).
 
-use std::hash::{BuildHasher, Hasher};
+use std::hash::{BuildHasher, Hash};
 
 use hashbrown::HashTable;
 use time::OffsetDateTime;
@@ -14,9 +14,29 @@ use crate::appstats::{AccessMethod, StatsReport};
 pub(super) const OPEN: i64 = i64::MIN;
 
 /// Groups up to this size are searched linearly; bigger ones get an index.
-const LINEAR_MAX: usize = 16;
+pub(super) const LINEAR_MAX: usize = 16;
 
-pub(super) type FastState = foldhash::fast::RandomState;
+/// The hasher of every table; SipHash only to measure what foldhash buys.
+#[derive(Debug, Clone)]
+pub(super) enum FastState {
+    Fold(foldhash::fast::RandomState),
+    Sip(std::hash::RandomState),
+}
+
+impl Default for FastState {
+    fn default() -> Self {
+        Self::Fold(Default::default())
+    }
+}
+
+impl FastState {
+    pub fn hash_one<T: Hash>(&self, x: T) -> u64 {
+        match self {
+            Self::Fold(s) => s.hash_one(x),
+            Self::Sip(s) => s.hash_one(x),
+        }
+    }
+}
 
 /// Session record states, as bit flags.
 pub(super) mod flags {
@@ -81,16 +101,21 @@ pub(super) struct GroupKey {
     pub access_method: AccessMethod,
     /// Interned in [`super::storage::Slugs`].
     pub slug: u32,
+    /// The group's own copy, when slugs are not interned.
+    pub own_slug: Option<Box<str>>,
 }
 
 impl GroupKey {
-    pub fn matches(&self, p: &Prepared) -> bool {
+    pub fn matches(&self, p: &Prepared, text: Option<&str>) -> bool {
         self.start_ns == p.group_ns
             && self.user_id == p.user_id
             && self.workspace_id == p.workspace_id
             && self.agent_id == p.agent_id
             && self.access_method == p.access_method
-            && self.slug == p.slug
+            && match (&self.own_slug, text) {
+                (Some(own), Some(text)) => **own == *text,
+                _ => self.slug == p.slug,
+            }
     }
 }
 
@@ -112,7 +137,15 @@ pub(super) struct Prepared {
 
 impl Prepared {
     /// `None` if the start is outside the nanosecond range (years 1678 to 2262).
-    pub fn new(r: &StatsReport, slug: u32, window_ns: i64, state: &FastState) -> Option<Self> {
+    /// `slug` is the interned id, or with `hash_text` the report's index in
+    /// its chunk (the slug's text is then hashed instead).
+    pub fn new(
+        r: &StatsReport,
+        slug: u32,
+        window_ns: i64,
+        state: &FastState,
+        hash_text: bool,
+    ) -> Option<Self> {
         let start_ns = i64::try_from(r.session_started_at.unix_timestamp_nanos()).ok()?;
         // The floor of `crate::telemetry::truncate`, in integers.
         let group_ns = start_ns.checked_sub(start_ns.rem_euclid(window_ns))?;
@@ -120,15 +153,20 @@ impl Prepared {
             None => OPEN,
             Some(end) => clamp_off(end.unix_timestamp_nanos() - i128::from(group_ns)),
         };
-        let mut h = state.build_hasher();
-        h.write_i64(group_ns);
-        h.write_u128(r.user_id.as_u128());
-        h.write_u128(r.workspace_id.as_u128());
-        h.write_u128(r.agent_id.as_u128());
-        h.write_u8(r.access_method as u8);
-        h.write_u32(slug);
+        let ids = (
+            group_ns,
+            r.user_id.as_u128(),
+            r.workspace_id.as_u128(),
+            r.agent_id.as_u128(),
+            r.access_method as u8,
+        );
+        let hash = if hash_text {
+            state.hash_one((ids, r.slug_or_port.as_str()))
+        } else {
+            state.hash_one((ids, slug))
+        };
         Some(Self {
-            hash: h.finish(),
+            hash,
             group_ns,
             start_off: start_ns - group_ns,
             end_off,
@@ -142,8 +180,9 @@ impl Prepared {
         })
     }
 
-    pub fn key(&self) -> GroupKey {
+    pub fn key(&self, own_slug: Option<&str>) -> GroupKey {
         GroupKey {
+            own_slug: own_slug.map(Into::into),
             start_ns: self.group_ns,
             user_id: self.user_id,
             workspace_id: self.workspace_id,
@@ -215,8 +254,8 @@ impl Group {
         std::mem::take(&mut self.sessions)
     }
 
-    pub fn find(&self, state: &FastState, id: Uuid) -> Option<usize> {
-        if self.sessions.len() <= LINEAR_MAX {
+    pub fn find(&self, state: &FastState, id: Uuid, linear_max: usize) -> Option<usize> {
+        if self.sessions.len() <= linear_max {
             return self.sessions.iter().position(|s| s.id == id);
         }
         let sessions = &self.sessions;
@@ -225,16 +264,16 @@ impl Group {
             .map(|&slot| slot as usize)
     }
 
-    pub fn push(&mut self, state: &FastState, session: Session) {
+    pub fn push(&mut self, state: &FastState, session: Session, linear_max: usize) {
         self.sessions.push(session);
         self.live += 1;
         let len = self.sessions.len();
-        if len <= LINEAR_MAX {
+        if len <= linear_max {
             return;
         }
         let sessions = &self.sessions;
         let hasher = |&slot: &u32| id_hash(state, &sessions[slot as usize].id);
-        if len == LINEAR_MAX + 1 {
+        if len == linear_max + 1 {
             self.index.reserve(len * 2, hasher);
             for (slot, s) in sessions[..len - 1].iter().enumerate() {
                 self.index

@@ -32,7 +32,9 @@ impl Rollup {
             if batch.is_empty() {
                 break;
             }
-            touch(&batch);
+            if self.ablation.touch_ahead {
+                touch(&batch);
+            }
             for g in &mut batch {
                 pass.group(g, &self.slugs, &mut self.pool, &mut out);
             }
@@ -41,7 +43,7 @@ impl Rollup {
         if pass.emptied > 0 {
             let slugs = &mut self.slugs;
             self.groups.retain(|g| {
-                if g.gone {
+                if g.gone && g.key.own_slug.is_none() {
                     slugs.remove_group(g.key.slug);
                 }
                 !g.gone
@@ -88,7 +90,10 @@ impl Pass {
         let window_ns = self.window_ns;
         let now_off = clamp_off(self.now_ns - i128::from(g.key.start_ns));
         if g.live > 0 || g.rolled_changed {
-            let slug = slugs.text(g.key.slug);
+            let slug = match &g.key.own_slug {
+                Some(own) => own,
+                None => slugs.text(g.key.slug),
+            };
             let mut changed = std::mem::take(&mut g.rolled_changed);
             if changed {
                 self.changed_seen += 1;

@@ -1,7 +1,5 @@
 //! Shared storage of the rollup: interned slugs and reusable session buffers.
 
-use std::hash::BuildHasher;
-
 use hashbrown::HashTable;
 
 use super::group::{FastState, Session};
@@ -106,12 +104,21 @@ impl Slugs {
 /// more slots than the most sessions ever held at once.
 #[derive(Debug, Default)]
 pub(super) struct BufferPool {
+    /// Off only to measure what the pool buys.
+    pub disabled: bool,
     buffers: Vec<Vec<Session>>,
     slots: usize,
     high_water: usize,
 }
 
 impl BufferPool {
+    pub fn new(disabled: bool) -> Self {
+        Self {
+            disabled,
+            ..Self::default()
+        }
+    }
+
     pub fn note_held(&mut self, sessions: usize) {
         self.high_water = self.high_water.max(sessions);
     }
@@ -127,7 +134,7 @@ impl BufferPool {
     }
 
     pub fn give(&mut self, mut buffer: Vec<Session>) {
-        if buffer.capacity() == 0 || self.slots + buffer.capacity() > self.high_water {
+        if self.disabled || buffer.capacity() == 0 || self.slots + buffer.capacity() > self.high_water {
             return;
         }
         buffer.clear();
