@@ -18,7 +18,7 @@ mod tests;
 use hashbrown::HashTable;
 use time::{Duration, OffsetDateTime};
 
-use self::group::{FastState, Group, LINEAR_MAX, Prepared, flags};
+use self::group::{FastState, Group, LINEAR_MAX, Prepared, State};
 use self::storage::{BufferPool, Slugs};
 use super::StatsReport;
 
@@ -205,38 +205,35 @@ impl Rollup {
         if end_off == session.end_off && requests == session.requests {
             return Collected::Unchanged;
         }
-        if !session.is_done() {
-            session.end_off = end_off;
-            session.requests = requests;
-            return Collected::Updated;
-        }
-        if session.has(flags::ROLLED) {
-            // Already counted in the rolled-up record: add only what is new.
-            let added = requests - session.requests;
-            if added > 0 && !group.rolled_changed {
+        match &mut session.state {
+            State::Unreported | State::Alone { due: true, .. } => {}
+            State::RolledUp => {
+                // Already counted in the rolled-up record: add only what is new.
+                let added = requests - session.requests;
+                if added > 0 && !group.rolled_changed {
+                    if reserved.saturating_add(1) > budget {
+                        return Collected::Dropped;
+                    }
+                    group.rolled_changed = true;
+                    self.changed_groups += 1;
+                }
+                if let Some(rolled) = &mut group.rolled {
+                    rolled.requests += added;
+                }
+            }
+            State::Alone { due, .. } => {
+                // Reported and done: it becomes live again to report the news.
                 if reserved.saturating_add(1) > budget {
                     return Collected::Dropped;
                 }
-                group.rolled_changed = true;
-                self.changed_groups += 1;
+                *due = true;
+                group.live += 1;
+                self.live += 1;
+                self.done -= 1;
             }
-            session.end_off = end_off;
-            session.requests = requests;
-            if let Some(rolled) = &mut group.rolled {
-                rolled.requests += added;
-            }
-            return Collected::Updated;
-        }
-        // Reported alone and done: it becomes live again to report the news.
-        if reserved.saturating_add(1) > budget {
-            return Collected::Dropped;
         }
         session.end_off = end_off;
         session.requests = requests;
-        session.flags &= !flags::DONE;
-        group.live += 1;
-        self.live += 1;
-        self.done -= 1;
         Collected::Updated
     }
 
@@ -272,24 +269,18 @@ impl Rollup {
         2 * self.live + self.done + self.groups.len() + self.changed_groups
     }
 
-    /// Checks the counters and flags against the groups.
+    /// Checks the counters against the groups.
     #[cfg(test)]
     pub(crate) fn check_invariants(&self) {
         let (mut live, mut done) = (0, 0);
         for g in &self.groups {
-            let g_live = g.sessions.iter().filter(|s| !s.is_done()).count();
+            let g_live = g.sessions.iter().filter(|s| s.is_live()).count();
             assert_eq!(g.live as usize, g_live);
             assert!(!g.sessions.is_empty());
             live += g_live;
             done += g.sessions.len() - g_live;
-            for s in &g.sessions {
-                assert!(
-                    !(s.has(flags::ROLLED) && s.has(flags::INDIVIDUAL)),
-                    "session {} both rolled up and reported alone",
-                    s.id
-                );
-                assert!(!s.has(flags::ROLLED) || s.is_done());
-                assert!(!s.is_done() || !s.is_open());
+            for s in g.sessions.iter().filter(|s| !s.is_live()) {
+                assert!(s.end_off.is_some(), "session {} done while open", s.id);
             }
         }
         assert_eq!((live, done), (self.live, self.done));

@@ -9,10 +9,6 @@ use uuid::Uuid;
 
 use crate::appstats::{AccessMethod, StatsReport};
 
-/// `end_off` of a session that is still open; sorts before every end time,
-/// like `None` before `Some` in [`StatsReport::merge_forward`].
-pub(super) const OPEN: i64 = i64::MIN;
-
 /// Groups up to this size are searched linearly; bigger ones get an index.
 pub(super) const LINEAR_MAX: usize = 16;
 
@@ -38,44 +34,40 @@ impl FastState {
     }
 }
 
-/// Session record states, as bit flags.
-pub(super) mod flags {
-    /// Reported on its own at least once: never rolled up afterwards.
-    pub const INDIVIDUAL: u8 = 1;
-    /// Closed and fully reported (rolled up or reported alone); kept only to
-    /// recognise replays until its group is dropped.
-    pub const DONE: u8 = 2;
+/// Where a session stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum State {
+    /// In no row yet: open and young, or closed and due at the next rollup.
+    Unreported,
+    /// In a row of its own, and never rolled up afterwards. Sent again at
+    /// the next rollup if `due`: while open, and after a later report
+    /// changed it. `last_end_off` is the end of the last row sent; a later
+    /// row never ends earlier (the store keeps the later end anyway, so the
+    /// row sent is the row stored).
+    Alone { due: bool, last_end_off: i64 },
     /// Its requests are in the group's rolled-up record.
-    pub const ROLLED: u8 = 4;
+    RolledUp,
 }
 
-/// One session inside a group: 56 bytes.
+/// One session inside a group: 64 bytes.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Session {
     pub id: Uuid,
     /// Nanoseconds from the group's start to the session's start.
     pub start_off: i64,
-    /// Nanoseconds from the group's start to the session's end, or [`OPEN`].
-    pub end_off: i64,
-    /// The latest provisional end reported for it while open, or `i64::MIN`.
-    /// Its closed row never ends earlier: the store keeps the later end
-    /// anyway (ends only move forward), so the row sent is the row stored.
-    pub floor_off: i64,
+    /// Nanoseconds from the group's start to the session's end; `None`
+    /// while open, which orders before every end as in
+    /// [`StatsReport::merge_forward`].
+    pub end_off: Option<i64>,
     pub requests: u64,
-    pub flags: u8,
+    pub state: State,
 }
 
 impl Session {
-    pub fn is_open(&self) -> bool {
-        self.end_off == OPEN
-    }
-
-    pub fn is_done(&self) -> bool {
-        self.flags & flags::DONE != 0
-    }
-
-    pub fn has(&self, flag: u8) -> bool {
-        self.flags & flag != 0
+    /// Whether it has a row still to send; the others are kept only to
+    /// recognise replays until their group goes.
+    pub fn is_live(&self) -> bool {
+        matches!(self.state, State::Unreported | State::Alone { due: true, .. })
     }
 }
 
@@ -125,7 +117,7 @@ pub(super) struct Prepared {
     pub hash: u64,
     pub group_ns: i64,
     pub start_off: i64,
-    pub end_off: i64,
+    pub end_off: Option<i64>,
     pub requests: u64,
     pub user_id: Uuid,
     pub workspace_id: Uuid,
@@ -149,10 +141,9 @@ impl Prepared {
         let start_ns = i64::try_from(r.session_started_at.unix_timestamp_nanos()).ok()?;
         // The floor of `crate::telemetry::truncate`, in integers.
         let group_ns = start_ns.checked_sub(start_ns.rem_euclid(window_ns))?;
-        let end_off = match r.session_ended_at {
-            None => OPEN,
-            Some(end) => clamp_off(end.unix_timestamp_nanos() - i128::from(group_ns)),
-        };
+        let end_off = r
+            .session_ended_at
+            .map(|end| clamp_off(end.unix_timestamp_nanos() - i128::from(group_ns)));
         let ids = (
             group_ns,
             r.user_id.as_u128(),
@@ -197,9 +188,8 @@ impl Prepared {
             id: self.session_id,
             start_off: self.start_off,
             end_off: self.end_off,
-            floor_off: i64::MIN,
             requests: self.requests,
-            flags: 0,
+            state: State::Unreported,
         }
     }
 }

@@ -2,7 +2,7 @@
 
 use time::{Duration, OffsetDateTime};
 
-use super::group::{Group, GroupKey, RolledUp, Session, clamp_off, flags};
+use super::group::{Group, GroupKey, RolledUp, Session, State, clamp_off};
 use super::storage::{BufferPool, Slugs};
 use super::{Rollup, RollupRows};
 use crate::appstats::StatsReport;
@@ -65,7 +65,7 @@ fn touch(groups: &[&mut Group]) {
     let mut sum = 0u8;
     for g in groups.iter().filter(|g| g.live > 0) {
         for s in &g.sessions {
-            sum ^= s.flags;
+            sum ^= s.start_off as u8;
         }
     }
     std::hint::black_box(sum);
@@ -100,32 +100,49 @@ impl Pass {
             }
             let mut rolled = g.rolled;
             let mut still_live = 0;
-            for s in g.sessions.iter_mut().filter(|s| !s.is_done()) {
-                if s.is_open() {
-                    let young = now_off.saturating_sub(s.start_off) <= window_ns;
-                    if young && !self.is_final && !s.has(flags::INDIVIDUAL) {
-                        still_live += 1;
-                        continue;
+            for s in g.sessions.iter_mut().filter(|s| s.is_live()) {
+                match (s.state, s.end_off) {
+                    // Closed, short and never reported alone: rolled up.
+                    (State::Unreported, Some(end)) if end.saturating_sub(s.start_off) <= window_ns => {
+                        let r = rolled.get_or_insert(RolledUp {
+                            session_id: s.id,
+                            requests: 0,
+                            sessions: 0,
+                        });
+                        r.requests += s.requests;
+                        r.sessions += 1;
+                        s.state = State::RolledUp;
+                        changed = true;
                     }
-                    s.flags |= flags::INDIVIDUAL;
-                    still_live += 1;
-                    s.floor_off = now_off.max(s.start_off);
-                    out.provisional.push(out.rows.len());
-                    out.rows.push(row(&g.key, slug, g.start, s, s.floor_off));
-                } else if !s.has(flags::INDIVIDUAL) && s.end_off.saturating_sub(s.start_off) <= window_ns {
-                    let r = rolled.get_or_insert(RolledUp {
-                        session_id: s.id,
-                        requests: 0,
-                        sessions: 0,
-                    });
-                    r.requests += s.requests;
-                    r.sessions += 1;
-                    s.flags |= flags::DONE | flags::ROLLED;
-                    changed = true;
-                } else {
-                    s.flags |= flags::DONE | flags::INDIVIDUAL;
-                    out.rows
-                        .push(row(&g.key, slug, g.start, s, s.end_off.max(s.floor_off)));
+                    // Open and young: it may yet close short.
+                    (State::Unreported, None)
+                        if !self.is_final && now_off.saturating_sub(s.start_off) <= window_ns =>
+                    {
+                        still_live += 1;
+                    }
+                    // Open: reported with `now` as its provisional end, again
+                    // at every rollup until its close is reported.
+                    (_, None) => {
+                        let end = now_off.max(s.start_off);
+                        s.state = State::Alone {
+                            due: true,
+                            last_end_off: end,
+                        };
+                        still_live += 1;
+                        out.provisional.push(out.rows.len());
+                        out.rows.push(row(&g.key, slug, g.start, s, end));
+                    }
+                    (state, Some(end)) => {
+                        let end = match state {
+                            State::Alone { last_end_off, .. } => end.max(last_end_off),
+                            _ => end,
+                        };
+                        s.state = State::Alone {
+                            due: false,
+                            last_end_off: end,
+                        };
+                        out.rows.push(row(&g.key, slug, g.start, s, end));
+                    }
                 }
             }
             self.finished += (g.live - still_live) as usize;
