@@ -10,7 +10,7 @@ use criterion::{BatchSize, Criterion, SamplingMode, Throughput, criterion_group,
 use tally_domain::StatsReport;
 use tally_domain::appstats::collector::{CollectorConfig, StatsCollector};
 use tally_domain::appstats::rollup::reference::ReferenceRollup;
-use tally_domain::appstats::rollup::{Ablation, DEFAULT_ROLLUP_WINDOW, Rollup};
+use tally_domain::appstats::rollup::{DEFAULT_ROLLUP_WINDOW, Rollup};
 use tally_domain::clock::ManualClock;
 use tally_domain::error::StoreError;
 use tally_domain::ports::Reporter;
@@ -116,18 +116,6 @@ fn collect(c: &mut Criterion) {
             BatchSize::PerIteration,
         )
     });
-    group.bench_function("apply_closed_one_by_one", |b| {
-        b.iter_batched(
-            || Rollup::new(DEFAULT_ROLLUP_WINDOW),
-            |mut rollup| {
-                for r in &closed {
-                    rollup.collect_within(r, usize::MAX);
-                }
-                rollup
-            },
-            BatchSize::PerIteration,
-        )
-    });
     // Everything a report costs: collect, then one flush (apply, rollup,
     // a reporter that does nothing).
     let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
@@ -184,49 +172,26 @@ fn end_to_end(c: &mut Criterion) {
     group.measurement_time(std::time::Duration::from_secs(1));
     group.throughput(Throughput::Elements(SESSIONS));
 
-    let all_on = Ablation::default();
-    let without = |f: fn(&mut Ablation)| {
-        let mut a = all_on;
-        f(&mut a);
-        a
-    };
-    let variants = [
-        ("fast", all_on),
-        ("fast_without_slug_interning", without(|a| a.intern_slugs = false)),
-        ("fast_without_buffer_pool", without(|a| a.buffer_pool = false)),
-        ("fast_without_bucket_sort", without(|a| a.bucket_sort = false)),
-        ("fast_without_touch_ahead", without(|a| a.touch_ahead = false)),
-        (
-            "fast_without_small_group_scan",
-            without(|a| a.small_group_scan = false),
-        ),
-        ("fast_without_foldhash", without(|a| a.foldhash = false)),
-        (
-            "fast_without_any_of_these",
-            Ablation {
-                intern_slugs: false,
-                buffer_pool: false,
-                bucket_sort: false,
-                touch_ahead: false,
-                small_group_scan: false,
-                foldhash: false,
-            },
-        ),
-    ];
     let mut summary = Vec::new();
-    for (name, ablation) in variants {
-        let samples = measure(&mut group, name, &reports, |reports| {
-            let mut rollup = Rollup::with_ablation(DEFAULT_ROLLUP_WINDOW, ablation);
-            timed(|| {
-                let mut batch = collect_into_inbox(reports);
-                rollup.collect_batch(&batch, usize::MAX);
-                batch.clear();
-                rollup.rollup(rollup_now())
-            })
-        });
-        summary.push((name, samples));
-    }
-    let samples = measure(&mut group, "fast_through_the_collector", &reports, |reports| {
+    // The floor under any engine: the inbox push, then dropping the reports.
+    let samples = measure(&mut group, "limit_collect_and_drop", &reports, |reports| {
+        timed(|| {
+            drop(collect_into_inbox(reports));
+            Vec::new()
+        })
+    });
+    summary.push(("limit_collect_and_drop", samples));
+    let samples = measure(&mut group, "engine", &reports, |reports| {
+        let mut rollup = Rollup::new(DEFAULT_ROLLUP_WINDOW);
+        timed(|| {
+            let mut batch = collect_into_inbox(reports);
+            rollup.collect_batch(&batch, usize::MAX);
+            batch.clear();
+            rollup.rollup(rollup_now())
+        })
+    });
+    summary.push(("engine", samples));
+    let samples = measure(&mut group, "engine_through_the_collector", &reports, |reports| {
         let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
         let (collector, clock) = collector_with_clock();
         clock.set(rollup_now());
@@ -239,7 +204,7 @@ fn end_to_end(c: &mut Criterion) {
             Vec::new()
         })
     });
-    summary.push(("fast_through_the_collector", samples));
+    summary.push(("engine_through_the_collector", samples));
     let samples = measure(&mut group, "reference", &reports, |reports| {
         let mut rollup = ReferenceRollup::new(DEFAULT_ROLLUP_WINDOW);
         timed(|| {

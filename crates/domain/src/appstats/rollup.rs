@@ -1,54 +1,41 @@
-//! The rollup state machine of SPEC §2: pure, driven by the `now` it is given.
+//! The rollup of short sessions: pure, driven by the `now` it is given.
 //!
-//! Sessions live in their group (start truncated to the window, user,
-//! workspace, agent, access method, slug or port). A session's reports all
-//! carry the start and identity the proxy fixed when the session began, so a
-//! report's own fields name its group, and the session is found by id inside
-//! it. Each group keeps its key once (the slug interned) and a 56-byte record
-//! per session. Batches are applied group by group for cache locality.
+//! The rule is written plainly in [`reference`], and a change to it is made
+//! there first; property tests hold this engine to the reference's rows and
+//! memory accounting. In short: sessions are grouped by their start
+//! truncated to the window, user, workspace, agent, access method and slug
+//! or port; at each rollup, closed sessions no longer than the window are
+//! folded into one record per group (requests and session count), open ones
+//! older than the window and long ones are reported alone, and a group goes
+//! once nothing is left to report and one more window has passed after its
+//! record's end.
+//!
+//! The engine differs from the reference only in how it stores what it
+//! holds, each choice measured end to end (BENCHMARKS.md): a group keeps its
+//! key once with its slug interned, and a 64-byte record per session with
+//! times as offsets from the group's start; small groups find a session by
+//! scanning, larger ones by an index. (A bucket sort of each batch by group,
+//! a pool of session buffers, a prefetch pass and foldhash each gained less
+//! than a tenth end to end, and went.)
 
 mod batch;
 mod group;
 mod pass;
 pub mod reference;
-mod storage;
+mod slugs;
 #[cfg(test)]
 mod tests;
+
+use std::hash::RandomState;
 
 use hashbrown::HashTable;
 use time::{Duration, OffsetDateTime};
 
-use self::group::{FastState, Group, LINEAR_MAX, Prepared, State};
-use self::storage::{BufferPool, Slugs};
+use self::group::{Group, Prepared, State};
+use self::slugs::Slugs;
 use super::StatsReport;
 
 pub use self::batch::BatchCollected;
-
-/// Switches that turn one optimization off each, to measure what it buys
-/// end to end (the `rollup_end_to_end` benchmark). All on by default.
-#[doc(hidden)]
-#[derive(Debug, Clone, Copy)]
-pub struct Ablation {
-    pub intern_slugs: bool,
-    pub buffer_pool: bool,
-    pub bucket_sort: bool,
-    pub touch_ahead: bool,
-    pub small_group_scan: bool,
-    pub foldhash: bool,
-}
-
-impl Default for Ablation {
-    fn default() -> Self {
-        Self {
-            intern_slugs: true,
-            buffer_pool: true,
-            bucket_sort: true,
-            touch_ahead: true,
-            small_group_scan: true,
-            foldhash: true,
-        }
-    }
-}
 
 /// Default rollup window.
 pub const DEFAULT_ROLLUP_WINDOW: Duration = Duration::minutes(1);
@@ -85,7 +72,7 @@ pub(crate) struct RollupRows {
 pub struct Rollup {
     window: Duration,
     window_ns: i64,
-    hasher: FastState,
+    hasher: RandomState,
     groups: HashTable<Group>,
     slugs: Slugs,
     /// Sessions open or waiting to be reported.
@@ -94,22 +81,12 @@ pub struct Rollup {
     done: usize,
     /// Groups whose rolled-up record changed outside a rollup.
     changed_groups: usize,
-    /// Scratch buffers of batch collection, kept to avoid page faults.
-    scratch: batch::Scratch,
-    pool: BufferPool,
-    ablation: Ablation,
-    linear_max: usize,
 }
 
 impl Rollup {
     /// # Panics
     /// If `window` is not positive, or longer than 100 years.
     pub fn new(window: Duration) -> Self {
-        Self::with_ablation(window, Ablation::default())
-    }
-
-    #[doc(hidden)]
-    pub fn with_ablation(window: Duration, ablation: Ablation) -> Self {
         assert!(window.is_positive(), "rollup window must be positive");
         assert!(
             window <= Duration::days(36_525),
@@ -118,20 +95,12 @@ impl Rollup {
         Self {
             window,
             window_ns: window.whole_nanoseconds() as i64,
-            hasher: if ablation.foldhash {
-                FastState::default()
-            } else {
-                FastState::Sip(Default::default())
-            },
+            hasher: RandomState::default(),
             groups: HashTable::new(),
             slugs: Slugs::default(),
             live: 0,
             done: 0,
             changed_groups: 0,
-            scratch: batch::Scratch::default(),
-            pool: BufferPool::new(!ablation.buffer_pool),
-            ablation,
-            linear_max: if ablation.small_group_scan { LINEAR_MAX } else { 0 },
         }
     }
 
@@ -139,7 +108,9 @@ impl Rollup {
         self.window
     }
 
-    /// Tracks a report by session id (see SPEC §2 "Collect").
+    /// Tracks a report: a session seen for the first time joins its group,
+    /// a later report of it moves its end and requests forward, each on its
+    /// own ([`StatsReport::merge_forward`]).
     pub fn collect(&mut self, report: StatsReport) {
         self.collect_within(&report, usize::MAX);
     }
@@ -150,50 +121,39 @@ impl Rollup {
     /// reported alone (one unit), or more requests for a rolled-up session
     /// (one unit per group). Updates of live sessions are always taken.
     pub fn collect_within(&mut self, report: &StatsReport, budget: usize) -> Collected {
-        if !self.ablation.intern_slugs {
-            return match Prepared::new(report, 0, self.window_ns, &self.hasher, true) {
-                Some(p) => self.apply(&p, budget, Some(&report.slug_or_port)),
-                None => Collected::Dropped,
-            };
-        }
         let slug = self.slugs.intern(&self.hasher, &report.slug_or_port);
-        let outcome = match Prepared::new(report, slug, self.window_ns, &self.hasher, false) {
-            Some(p) => self.apply(&p, budget, None),
+        let outcome = match Prepared::new(report, slug, self.window_ns, &self.hasher) {
+            Some(p) => self.apply(&p, budget),
             None => Collected::Dropped,
         };
         if outcome != Collected::New {
+            // Forgotten again unless a group already used it.
             self.slugs.sweep_one(slug);
         }
         outcome
     }
 
-    /// `text`: the report's slug, when slugs are not interned.
-    fn apply(&mut self, p: &Prepared, budget: usize, text: Option<&str>) -> Collected {
+    fn apply(&mut self, p: &Prepared, budget: usize) -> Collected {
         let reserved = self.reserved_units();
-        let linear_max = self.linear_max;
-        let Some(group) = self.groups.find_mut(p.hash, |g| g.key.matches(p, text)) else {
+        let Some(group) = self.groups.find_mut(p.hash, |g| g.key.matches(p)) else {
             if reserved.saturating_add(3) > budget {
                 return Collected::Dropped;
             }
             let start = OffsetDateTime::from_unix_timestamp_nanos(i128::from(p.group_ns))
                 .expect("a nanosecond timestamp in i64 is a valid time");
-            let mut group = Group::new(p.hash, p.key(text), start, self.pool.take());
-            group.push(&self.hasher, p.session(), linear_max);
+            let mut group = Group::new(p.hash, p.key(), start);
+            group.push(&self.hasher, p.session());
             self.groups.insert_unique(p.hash, group, |g| g.hash);
-            if text.is_none() {
-                self.slugs.add_group(p.slug);
-            }
+            self.slugs.add_group(p.slug);
             self.live += 1;
-            self.pool.note_held(self.live + self.done);
             return Collected::New;
         };
-        let Some(slot) = group.find(&self.hasher, p.session_id, linear_max) else {
+        let Some(slot) = group.find(&self.hasher, p.session_id) else {
             if reserved.saturating_add(2) > budget {
                 return Collected::Dropped;
             }
-            group.push(&self.hasher, p.session(), linear_max);
+            group.push(&self.hasher, p.session());
             self.live += 1;
-            self.pool.note_held(self.live + self.done);
             return Collected::New;
         };
         let session = &mut group.sessions[slot];
@@ -237,8 +197,11 @@ impl Rollup {
         Collected::Updated
     }
 
-    /// One flush's worth of rows at `now` (see SPEC §2 "Rollup"), in no
-    /// particular order.
+    /// One flush's worth of rows at `now`, in no particular order: every
+    /// changed rolled-up record, every session to report alone (an open one
+    /// older than the window with `now` as its provisional end); groups with
+    /// nothing left to report go once two windows have passed since their
+    /// start.
     pub fn rollup(&mut self, now: OffsetDateTime) -> Vec<StatsReport> {
         self.rollup_rows(now, false).rows
     }
@@ -263,8 +226,17 @@ impl Rollup {
     /// Worst-case memory units of what is held, counting for each live
     /// session the row it may yet leave in a failed flush's backlog, and for
     /// each group its rolled-up row: `2 × live + done + groups + changed
-    /// groups`. A rollup never increases this plus the rows it returns
-    /// (provisional rows aside), which is what makes a memory cap exact.
+    /// groups`, where a live session has a row still to send and a changed
+    /// group's record gained requests after the rollup that last reported
+    /// it.
+    ///
+    /// Exact, not an estimate: kept by counters that every change updates
+    /// (the tests hold them to the reference's count over all groups), in
+    /// O(1). The collector's memory cap rests on two facts: collecting
+    /// within a budget never takes this past the budget (live updates
+    /// aside, which add nothing), and a rollup never increases this plus
+    /// the rows it returns, provisional rows aside (the collector does not
+    /// keep those: the next rollup reports those sessions again).
     pub fn reserved_units(&self) -> usize {
         2 * self.live + self.done + self.groups.len() + self.changed_groups
     }
@@ -286,8 +258,7 @@ impl Rollup {
         assert_eq!((live, done), (self.live, self.done));
         let changed = self.groups.iter().filter(|g| g.rolled_changed).count();
         assert_eq!(changed, self.changed_groups);
-        let interned = self.groups.iter().filter(|g| g.key.own_slug.is_none());
-        let mut slugs: Vec<u32> = interned.map(|g| g.key.slug).collect();
+        let mut slugs: Vec<u32> = self.groups.iter().map(|g| g.key.slug).collect();
         slugs.sort_unstable();
         slugs.dedup();
         assert_eq!(

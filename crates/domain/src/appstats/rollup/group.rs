@@ -1,7 +1,7 @@
 //! Compact storage of one rollup group: the key fields once, and a small
 //! record per session (times as nanosecond offsets from the group's start).
 
-use std::hash::{BuildHasher, Hash};
+use std::hash::{BuildHasher, RandomState};
 
 use hashbrown::HashTable;
 use time::OffsetDateTime;
@@ -9,30 +9,9 @@ use uuid::Uuid;
 
 use crate::appstats::{AccessMethod, StatsReport};
 
-/// Groups up to this size are searched linearly; bigger ones get an index.
-pub(super) const LINEAR_MAX: usize = 16;
-
-/// The hasher of every table; SipHash only to measure what foldhash buys.
-#[derive(Debug, Clone)]
-pub(super) enum FastState {
-    Fold(foldhash::fast::RandomState),
-    Sip(std::hash::RandomState),
-}
-
-impl Default for FastState {
-    fn default() -> Self {
-        Self::Fold(Default::default())
-    }
-}
-
-impl FastState {
-    pub fn hash_one<T: Hash>(&self, x: T) -> u64 {
-        match self {
-            Self::Fold(s) => s.hash_one(x),
-            Self::Sip(s) => s.hash_one(x),
-        }
-    }
-}
+/// Groups up to this size are searched linearly (a scan of a few records in
+/// one cache line or two beats hashing); bigger ones get an index.
+const LINEAR_MAX: usize = 16;
 
 /// Where a session stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,23 +70,18 @@ pub(super) struct GroupKey {
     pub workspace_id: Uuid,
     pub agent_id: Uuid,
     pub access_method: AccessMethod,
-    /// Interned in [`super::storage::Slugs`].
+    /// Interned in [`super::slugs::Slugs`].
     pub slug: u32,
-    /// The group's own copy, when slugs are not interned.
-    pub own_slug: Option<Box<str>>,
 }
 
 impl GroupKey {
-    pub fn matches(&self, p: &Prepared, text: Option<&str>) -> bool {
+    pub fn matches(&self, p: &Prepared) -> bool {
         self.start_ns == p.group_ns
             && self.user_id == p.user_id
             && self.workspace_id == p.workspace_id
             && self.agent_id == p.agent_id
             && self.access_method == p.access_method
-            && match (&self.own_slug, text) {
-                (Some(own), Some(text)) => **own == *text,
-                _ => self.slug == p.slug,
-            }
+            && self.slug == p.slug
     }
 }
 
@@ -129,33 +103,22 @@ pub(super) struct Prepared {
 
 impl Prepared {
     /// `None` if the start is outside the nanosecond range (years 1678 to 2262).
-    /// `slug` is the interned id, or with `hash_text` the report's index in
-    /// its chunk (the slug's text is then hashed instead).
-    pub fn new(
-        r: &StatsReport,
-        slug: u32,
-        window_ns: i64,
-        state: &FastState,
-        hash_text: bool,
-    ) -> Option<Self> {
+    /// `slug` is the report's interned slug.
+    pub fn new(r: &StatsReport, slug: u32, window_ns: i64, state: &RandomState) -> Option<Self> {
         let start_ns = i64::try_from(r.session_started_at.unix_timestamp_nanos()).ok()?;
         // The floor of `crate::telemetry::truncate`, in integers.
         let group_ns = start_ns.checked_sub(start_ns.rem_euclid(window_ns))?;
         let end_off = r
             .session_ended_at
             .map(|end| clamp_off(end.unix_timestamp_nanos() - i128::from(group_ns)));
-        let ids = (
+        let hash = state.hash_one((
             group_ns,
             r.user_id.as_u128(),
             r.workspace_id.as_u128(),
             r.agent_id.as_u128(),
             r.access_method as u8,
-        );
-        let hash = if hash_text {
-            state.hash_one((ids, r.slug_or_port.as_str()))
-        } else {
-            state.hash_one((ids, slug))
-        };
+            slug,
+        ));
         Some(Self {
             hash,
             group_ns,
@@ -171,9 +134,8 @@ impl Prepared {
         })
     }
 
-    pub fn key(&self, own_slug: Option<&str>) -> GroupKey {
+    pub fn key(&self) -> GroupKey {
         GroupKey {
-            own_slug: own_slug.map(Into::into),
             start_ns: self.group_ns,
             user_id: self.user_id,
             workspace_id: self.workspace_id,
@@ -196,10 +158,10 @@ impl Prepared {
 
 /// Offsets beyond ±292 years from the group's start saturate.
 pub(super) fn clamp_off(ns: i128) -> i64 {
-    ns.clamp(i128::from(i64::MIN) + 1, i128::from(i64::MAX)) as i64
+    ns.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64
 }
 
-fn id_hash(state: &FastState, id: &Uuid) -> u64 {
+fn id_hash(state: &RandomState, id: &Uuid) -> u64 {
     state.hash_one(id.as_u128())
 }
 
@@ -217,35 +179,24 @@ pub(super) struct Group {
     pub rolled_changed: bool,
     /// Sessions not yet done (open, or closed and waiting to be reported).
     pub live: u32,
-    /// Emptied by a rollup and about to be removed.
-    pub gone: bool,
 }
 
 impl Group {
-    pub fn new(hash: u64, key: GroupKey, start: OffsetDateTime, sessions: Vec<Session>) -> Self {
-        debug_assert!(sessions.is_empty());
+    pub fn new(hash: u64, key: GroupKey, start: OffsetDateTime) -> Self {
         Self {
             hash,
             key,
             start,
-            sessions,
+            sessions: Vec::new(),
             index: HashTable::new(),
             rolled: None,
             rolled_changed: false,
             live: 0,
-            gone: false,
         }
     }
 
-    /// Gives up the sessions; the group is removed right after.
-    pub fn release(&mut self) -> Vec<Session> {
-        self.gone = true;
-        self.index = HashTable::new();
-        std::mem::take(&mut self.sessions)
-    }
-
-    pub fn find(&self, state: &FastState, id: Uuid, linear_max: usize) -> Option<usize> {
-        if self.sessions.len() <= linear_max {
+    pub fn find(&self, state: &RandomState, id: Uuid) -> Option<usize> {
+        if self.sessions.len() <= LINEAR_MAX {
             return self.sessions.iter().position(|s| s.id == id);
         }
         let sessions = &self.sessions;
@@ -254,16 +205,16 @@ impl Group {
             .map(|&slot| slot as usize)
     }
 
-    pub fn push(&mut self, state: &FastState, session: Session, linear_max: usize) {
+    pub fn push(&mut self, state: &RandomState, session: Session) {
         self.sessions.push(session);
         self.live += 1;
         let len = self.sessions.len();
-        if len <= linear_max {
+        if len <= LINEAR_MAX {
             return;
         }
         let sessions = &self.sessions;
         let hasher = |&slot: &u32| id_hash(state, &sessions[slot as usize].id);
-        if len == linear_max + 1 {
+        if len == LINEAR_MAX + 1 {
             self.index.reserve(len * 2, hasher);
             for (slot, s) in sessions[..len - 1].iter().enumerate() {
                 self.index

@@ -1,9 +1,9 @@
-//! One rollup pass over the groups (SPEC §2 "Rollup").
+//! One rollup pass over the groups.
 
 use time::{Duration, OffsetDateTime};
 
 use super::group::{Group, GroupKey, RolledUp, Session, State, clamp_off};
-use super::storage::{BufferPool, Slugs};
+use super::slugs::Slugs;
 use super::{Rollup, RollupRows};
 use crate::appstats::StatsReport;
 
@@ -22,53 +22,20 @@ impl Rollup {
             finished: 0,
             released: 0,
             changed_seen: 0,
-            emptied: 0,
         };
-        let mut batch: Vec<&mut Group> = Vec::with_capacity(TOUCH_AHEAD);
-        let mut groups = self.groups.iter_mut();
-        loop {
-            batch.clear();
-            batch.extend(groups.by_ref().take(TOUCH_AHEAD));
-            if batch.is_empty() {
-                break;
+        let slugs = &mut self.slugs;
+        self.groups.retain(|g| {
+            let keep = pass.group(g, slugs, &mut out);
+            if !keep {
+                slugs.remove_group(g.key.slug);
             }
-            if self.ablation.touch_ahead {
-                touch(&batch);
-            }
-            for g in &mut batch {
-                pass.group(g, &self.slugs, &mut self.pool, &mut out);
-            }
-        }
-        drop(batch);
-        if pass.emptied > 0 {
-            let slugs = &mut self.slugs;
-            self.groups.retain(|g| {
-                if g.gone && g.key.own_slug.is_none() {
-                    slugs.remove_group(g.key.slug);
-                }
-                !g.gone
-            });
-        }
+            keep
+        });
         self.live -= pass.finished;
         self.done = self.done + pass.finished - pass.released;
         self.changed_groups -= pass.changed_seen;
         out
     }
-}
-
-/// Groups whose sessions are loaded together before being worked on.
-const TOUCH_AHEAD: usize = 8;
-
-/// Reads one byte of every session of the groups about to be processed, so
-/// their cache misses overlap instead of stalling one group at a time.
-fn touch(groups: &[&mut Group]) {
-    let mut sum = 0u8;
-    for g in groups.iter().filter(|g| g.live > 0) {
-        for s in &g.sessions {
-            sum ^= s.start_off as u8;
-        }
-    }
-    std::hint::black_box(sum);
 }
 
 /// One rollup pass over the groups.
@@ -82,18 +49,15 @@ struct Pass {
     /// Done sessions freed with their group.
     released: usize,
     changed_seen: usize,
-    emptied: usize,
 }
 
 impl Pass {
-    fn group(&mut self, g: &mut Group, slugs: &Slugs, pool: &mut BufferPool, out: &mut RollupRows) {
+    /// Reports what the group has to report; whether the group stays.
+    fn group(&mut self, g: &mut Group, slugs: &Slugs, out: &mut RollupRows) -> bool {
         let window_ns = self.window_ns;
         let now_off = clamp_off(self.now_ns - i128::from(g.key.start_ns));
         if g.live > 0 || g.rolled_changed {
-            let slug = match &g.key.own_slug {
-                Some(own) => own,
-                None => slugs.text(g.key.slug),
-            };
+            let slug = slugs.text(g.key.slug);
             let mut changed = std::mem::take(&mut g.rolled_changed);
             if changed {
                 self.changed_seen += 1;
@@ -154,12 +118,11 @@ impl Pass {
         }
         // Late data may still come for one more window after the
         // rolled-up record's end.
-        if g.live == 0 && now_off.saturating_sub(window_ns) > window_ns {
-            let sessions = g.release();
-            self.released += sessions.len();
-            pool.give(sessions);
-            self.emptied += 1;
+        let keep = g.live > 0 || now_off.saturating_sub(window_ns) <= window_ns;
+        if !keep {
+            self.released += g.sessions.len();
         }
+        keep
     }
 }
 

@@ -118,11 +118,7 @@ fn flush(
 /// go to the engine one by one within `budget`, or (`batched`) as one batch
 /// per flush with no budget.
 fn run(plans: &[Plan], ops: &[Op], budget: usize, batched: bool) {
-    run_ablated(plans, ops, budget, batched, Ablation::default());
-}
-
-fn run_ablated(plans: &[Plan], ops: &[Op], budget: usize, batched: bool, ablation: Ablation) {
-    let mut engine = Rollup::with_ablation(WINDOW, ablation);
+    let mut engine = Rollup::new(WINDOW);
     let mut reference = ReferenceRollup::new(WINDOW);
     let (mut now, mut sent, mut batch): (_, Vec<StatsReport>, _) = (T0, Vec::new(), Vec::new());
     for op in ops {
@@ -180,24 +176,6 @@ proptest! {
         budget in 0usize..40,
     ) {
         run(&plans, &ops, budget, false);
-    }
-
-    #[test]
-    fn every_ablation_still_gives_the_reference_rows(
-        plans in plans(),
-        ops in ops(),
-        on in any::<[bool; 6]>(),
-        batched in any::<bool>(),
-    ) {
-        let ablation = Ablation {
-            intern_slugs: on[0],
-            buffer_pool: on[1],
-            bucket_sort: on[2],
-            touch_ahead: on[3],
-            small_group_scan: on[4],
-            foldhash: on[5],
-        };
-        run_ablated(&plans, &ops, usize::MAX, batched, ablation);
     }
 
     #[test]
