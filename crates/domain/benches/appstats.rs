@@ -154,9 +154,11 @@ fn collect(c: &mut Criterion) {
 }
 
 /// What a session costs end to end: collect (the collector's inbox push
-/// under its lock), then the apply step, then one rollup, of 1,000,000
-/// closed 10 s sessions in 100,000 groups (10 one-minute windows) at
-/// start + 12 min 1 s, where every group rolls up and goes: 100,000 rows.
+/// under its lock), then the apply step, then one rollup at start + 12 min
+/// 1 s, where every group rolls up and goes. Two fleet shapes of 1,000,000
+/// closed 10 s sessions: `ten_windows`, 100,000 groups of 10 (users x apps x
+/// 10 one-minute windows; 100,000 rows), and `one_window`, 10,000 groups of
+/// 100 (10,000 rows). An optimization earns its place by a gain on either.
 ///
 /// Timed in on-CPU time of the benchmark thread (`/proc/thread-self/schedstat`):
 /// the path is single-threaded, and on a shared machine wall time mostly
@@ -164,7 +166,8 @@ fn collect(c: &mut Criterion) {
 /// are printed beside it.
 fn end_to_end(c: &mut Criterion) {
     let mut fleet = Fleet::new();
-    let reports: Vec<_> = (0..SESSIONS).map(|k| fleet.ten_windows(k, true)).collect();
+    let ten_windows: Vec<_> = (0..SESSIONS).map(|k| fleet.ten_windows(k, true)).collect();
+    let one_window = fleet.one_window(SESSIONS, Some(Duration::seconds(10)));
     let mut group = c.benchmark_group("rollup_end_to_end");
     group.sampling_mode(SamplingMode::Flat);
     group.sample_size(10);
@@ -173,49 +176,54 @@ fn end_to_end(c: &mut Criterion) {
     group.throughput(Throughput::Elements(SESSIONS));
 
     let mut summary = Vec::new();
-    // The floor under any engine: the inbox push, then dropping the reports.
-    let samples = measure(&mut group, "limit_collect_and_drop", &reports, |reports| {
-        timed(|| {
-            drop(collect_into_inbox(reports));
-            Vec::new()
-        })
-    });
-    summary.push(("limit_collect_and_drop", samples));
-    let samples = measure(&mut group, "engine", &reports, |reports| {
-        let mut rollup = Rollup::new(DEFAULT_ROLLUP_WINDOW);
-        timed(|| {
-            let mut batch = collect_into_inbox(reports);
-            rollup.collect_batch(&batch, usize::MAX);
-            batch.clear();
-            rollup.rollup(rollup_now())
-        })
-    });
-    summary.push(("engine", samples));
-    let samples = measure(&mut group, "engine_through_the_collector", &reports, |reports| {
-        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
-        let (collector, clock) = collector_with_clock();
-        clock.set(rollup_now());
-        timed(|| {
-            for r in reports {
-                collector.collect(r);
-            }
-            runtime.block_on(collector.flush()).unwrap();
-            // The flush gave its rows to a reporter that drops them.
-            Vec::new()
-        })
-    });
-    summary.push(("engine_through_the_collector", samples));
-    let samples = measure(&mut group, "reference", &reports, |reports| {
-        let mut rollup = ReferenceRollup::new(DEFAULT_ROLLUP_WINDOW);
-        timed(|| {
-            let mut batch = collect_into_inbox(reports);
-            for r in batch.drain(..) {
-                rollup.collect_within(r, usize::MAX);
-            }
-            rollup.rollup(rollup_now())
-        })
-    });
-    summary.push(("reference", samples));
+    for (shape, reports, rows) in [
+        ("ten_windows", &ten_windows, 100_000),
+        ("one_window", &one_window, 10_000),
+    ] {
+        let mut run = |name: &str, path: &dyn Fn(Vec<StatsReport>) -> Sample| {
+            let name = format!("{shape}/{name}");
+            summary.push((name.clone(), measure(&mut group, &name, reports, path)));
+        };
+        // The floor under any engine: the inbox push, then dropping the reports.
+        run("limit_collect_and_drop", &|reports| {
+            timed(0, || {
+                drop(collect_into_inbox(reports));
+                Vec::new()
+            })
+        });
+        run("engine", &|reports| {
+            let mut rollup = Rollup::new(DEFAULT_ROLLUP_WINDOW);
+            timed(rows, || {
+                let mut batch = collect_into_inbox(reports);
+                rollup.collect_batch(&batch, usize::MAX);
+                batch.clear();
+                rollup.rollup(rollup_now())
+            })
+        });
+        run("engine_through_the_collector", &|reports| {
+            let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let (collector, clock) = collector_with_clock();
+            clock.set(rollup_now());
+            timed(0, || {
+                for r in reports {
+                    collector.collect(r);
+                }
+                runtime.block_on(collector.flush()).unwrap();
+                // The flush gave its rows to a reporter that drops them.
+                Vec::new()
+            })
+        });
+        run("reference", &|reports| {
+            let mut rollup = ReferenceRollup::new(DEFAULT_ROLLUP_WINDOW);
+            timed(rows, || {
+                let mut batch = collect_into_inbox(reports);
+                for r in batch.drain(..) {
+                    rollup.collect_within(r, usize::MAX);
+                }
+                rollup.rollup(rollup_now())
+            })
+        });
+    }
     group.finish();
     eprintln!("rollup_end_to_end medians per session: on-CPU, wall, waiting for a core");
     for (name, mut samples) in summary {
@@ -227,7 +235,7 @@ fn end_to_end(c: &mut Criterion) {
         let cpu = median(&mut samples, |s| s.cpu);
         let wall = median(&mut samples, |s| s.wall);
         let waited = median(&mut samples, |s| s.waited);
-        eprintln!("  {name:32} {cpu:7.1} ns {wall:7.1} ns {waited:7.1} ns");
+        eprintln!("  {name:40} {cpu:7.1} ns {wall:7.1} ns {waited:7.1} ns");
     }
 }
 
@@ -244,7 +252,7 @@ fn measure(
     group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
     name: &str,
     reports: &[StatsReport],
-    run: impl Fn(Vec<StatsReport>) -> Sample,
+    run: &dyn Fn(Vec<StatsReport>) -> Sample,
 ) -> Vec<Sample> {
     let mut all = Vec::new();
     group.bench_function(name, |b| {
@@ -271,8 +279,8 @@ fn collect_into_inbox(reports: Vec<StatsReport>) -> Vec<StatsReport> {
 }
 
 /// Times `path`, including dropping the rows it returns (the reporter's
-/// part of a flush is a no-op here); every run must give 100,000 rows.
-fn timed(path: impl FnOnce() -> Vec<StatsReport>) -> Sample {
+/// part of a flush is a no-op here), which must be `rows`.
+fn timed(expected: usize, path: impl FnOnce() -> Vec<StatsReport>) -> Sample {
     let (cpu, waited) = schedstat();
     let started = Instant::now();
     let rows = black_box(path());
@@ -280,7 +288,7 @@ fn timed(path: impl FnOnce() -> Vec<StatsReport>) -> Sample {
     drop(rows);
     let wall = started.elapsed();
     let (cpu_after, waited_after) = schedstat();
-    assert!(n == 0 || n == 100_000, "{n} rows");
+    assert_eq!(n, expected, "rows");
     Sample {
         cpu: cpu_after - cpu,
         wall,

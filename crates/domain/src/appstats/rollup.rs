@@ -14,9 +14,9 @@
 //! holds, each choice measured end to end (BENCHMARKS.md): a group keeps its
 //! key once with its slug interned, and a 64-byte record per session with
 //! times as offsets from the group's start; small groups find a session by
-//! scanning, larger ones by an index. (A bucket sort of each batch by group,
-//! a pool of session buffers, a prefetch pass and foldhash each gained less
-//! than a tenth end to end, and went.)
+//! scanning, larger ones by an index; every table hashes with foldhash. (A
+//! bucket sort of each batch by group, a pool of session buffers and a
+//! prefetch pass each gained less than a tenth end to end, and went.)
 
 mod batch;
 mod group;
@@ -26,8 +26,7 @@ mod slugs;
 #[cfg(test)]
 mod tests;
 
-use std::hash::RandomState;
-
+use foldhash::fast::RandomState;
 use hashbrown::HashTable;
 use time::{Duration, OffsetDateTime};
 

@@ -1,7 +1,9 @@
 //! Compact storage of one rollup group: the key fields once, and a small
 //! record per session (times as nanosecond offsets from the group's start).
 
-use std::hash::{BuildHasher, RandomState};
+use std::hash::BuildHasher;
+
+use foldhash::fast::RandomState;
 
 use hashbrown::HashTable;
 use time::OffsetDateTime;

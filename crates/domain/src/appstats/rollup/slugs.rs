@@ -2,7 +2,9 @@
 //! report to its group compares and hashes an id and never reaches into a
 //! string on the heap (a cache miss per report otherwise).
 
-use std::hash::{BuildHasher, RandomState};
+use std::hash::BuildHasher;
+
+use foldhash::fast::RandomState;
 
 use hashbrown::HashTable;
 
