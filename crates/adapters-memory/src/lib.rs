@@ -50,9 +50,10 @@
 //!   `None`, zero attempts, `created_at = now`), the period reset (counters
 //!   zeroed, ids cleared, ranges cleared; every replica keeps its `last_seq`),
 //!   and the snapshot put in the outbox. An empty period gets a zero snapshot.
-//! - **Outbox.** Claimable: unpublished and unclaimed or `claimed_until <=
-//!   now`; ordered by period end, then id, ascending; `claimed_until = now +
-//!   lease` (see Precision). [`TelemetryStore::mark_snapshot_published`] keeps the first
+//! - **Outbox.** Claimable: unpublished and unclaimed, or `claimed_until <=
+//!   now`, or claimed by the same claimer (whatever its lease); ordered by
+//!   period end, then id, ascending; `claimed_until = now + lease` (see
+//!   Precision). [`TelemetryStore::mark_snapshot_published`] keeps the first
 //!   `published_at` and clears the claim whoever holds it;
 //!   [`TelemetryStore::release_snapshot_claim`] acts only for the current
 //!   claimer (otherwise it is a no-op): clears the claim, counts the attempt
@@ -66,10 +67,10 @@
 //!   start, session id, user id, agent id.
 //!
 //! [`AppStatsStore::write_app_stats`]: tally_domain::ports::AppStatsStore::write_app_stats
-//! [`StatsReport::merge_forward`]: tally_domain::StatsReport::merge_forward
+//! [`StatsReport::merge_forward`]: tally_domain::appstats::StatsReport::merge_forward
 //! [`BoundaryUsageStore`]: tally_domain::ports::BoundaryUsageStore
 //! [`FlushOutcome::Duplicate`]: tally_domain::boundary::FlushOutcome::Duplicate
-//! [`StoreError::Invalid`]: tally_domain::StoreError::Invalid
+//! [`StoreError::Invalid`]: tally_domain::error::StoreError::Invalid
 //! [`TelemetryStore::close_period`]: tally_domain::ports::TelemetryStore::close_period
 //! [`TelemetryStore::mark_snapshot_published`]: tally_domain::ports::TelemetryStore::mark_snapshot_published
 //! [`TelemetryStore::release_snapshot_claim`]: tally_domain::ports::TelemetryStore::release_snapshot_claim

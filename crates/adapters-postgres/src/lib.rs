@@ -10,17 +10,20 @@ mod boundary;
 mod copy;
 mod error;
 mod insights;
+mod schema;
 mod telemetry;
 mod timeconv;
+mod tls;
 
-use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use tally_domain::StoreError;
+use tally_domain::error::StoreError;
 
 pub use error::map_sqlx_error;
+pub use schema::{MigrationEntry, MigrationState, MigrationStatus};
+pub use tls::{ConnectPlan, SslMode, TlsFailure};
 
 /// The migrations of `migrations/`, embedded in the binary.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -46,6 +49,9 @@ pub struct PgStoreOptions {
     pub max_connections: u32,
     pub acquire_timeout: Duration,
     pub write_mode: AppStatsWriteMode,
+    /// Apply pending migrations on connecting (else the schema is left as
+    /// it is; see [`PgStore::migration_status`]).
+    pub migrate: bool,
 }
 
 impl Default for PgStoreOptions {
@@ -54,6 +60,7 @@ impl Default for PgStoreOptions {
             max_connections: 10,
             acquire_timeout: Duration::from_secs(10),
             write_mode: AppStatsWriteMode::default(),
+            migrate: true,
         }
     }
 }
@@ -70,22 +77,33 @@ impl PgStore {
         Self::connect_with(database_url, PgStoreOptions::default()).await
     }
 
-    /// Like [`PgStore::connect`], with pool size, timeouts and write mode.
+    /// Like [`PgStore::connect`], with pool size, timeouts, write mode and
+    /// whether to migrate. `sslmode` and `sslrootcert` in the URL mean what they mean to libpq
+    /// (see [`ConnectPlan`]); a TLS failure is a non-retryable error that
+    /// says what failed.
     pub async fn connect_with(database_url: &str, options: PgStoreOptions) -> Result<Self, StoreError> {
-        let connect = PgConnectOptions::from_str(database_url)
-            .map_err(|e| StoreError::Other(format!("bad database URL: {e}")))?
-            .application_name("tally");
-        let pool = PgPoolOptions::new()
-            .max_connections(options.max_connections.max(1))
-            .acquire_timeout(options.acquire_timeout)
-            .connect_with(connect)
-            .await
-            .map_err(map_sqlx_error)?;
+        let plan = ConnectPlan::from_url(database_url)?;
+        let connect = |connect: PgConnectOptions| {
+            PgPoolOptions::new()
+                .max_connections(options.max_connections.max(1))
+                .acquire_timeout(options.acquire_timeout)
+                .connect_with(connect.application_name("tally"))
+        };
+        let pool = match (connect(plan.options).await, plan.tls_fallback) {
+            // sslmode=allow: TLS only once the server has refused plaintext.
+            (Err(e), Some(tls)) if matches!(TlsFailure::of(&e), Some(TlsFailure::ServerRequiresTls(_))) => {
+                connect(tls).await
+            }
+            (result, _) => result,
+        }
+        .map_err(map_sqlx_error)?;
         let store = Self {
             pool,
             write_mode: options.write_mode,
         };
-        store.migrate().await?;
+        if options.migrate {
+            store.migrate().await?;
+        }
         Ok(store)
     }
 
@@ -111,5 +129,10 @@ impl PgStore {
     /// (sqlx's migrator holds a PostgreSQL advisory lock while it runs).
     pub async fn migrate(&self) -> Result<(), StoreError> {
         MIGRATOR.run(&self.pool).await.map_err(error::map_migrate_error)
+    }
+
+    /// The database's migrations beside this build's; reads only.
+    pub async fn migration_status(&self) -> Result<MigrationStatus, StoreError> {
+        schema::migration_status(&self.pool).await
     }
 }

@@ -3,8 +3,8 @@
 use async_trait::async_trait;
 use sqlx::Row as _;
 use sqlx::postgres::PgRow;
-use tally_domain::StoreError;
 use tally_domain::boundary::BoundaryUsageSummary;
+use tally_domain::error::StoreError;
 use tally_domain::ports::TelemetryStore;
 use tally_domain::telemetry::{PeriodClose, PeriodCloseOutcome, Snapshot};
 use time::{Duration, OffsetDateTime};
@@ -50,7 +50,7 @@ impl TelemetryStore for PgStore {
         let start = floor_micros(close.period.start);
         let end = floor_micros(close.period.end);
         if end <= start {
-            return Err(StoreError::Invalid(format!(
+            return Err(StoreError::invalid(format!(
                 "period end {} is not after its start {}",
                 close.period.end, close.period.start
             )));
@@ -141,7 +141,8 @@ impl TelemetryStore for PgStore {
         let rows = sqlx::query(&format!(
             "WITH c AS ( \
                 SELECT id FROM telemetry_snapshots \
-                WHERE published_at IS NULL AND (claimed_until IS NULL OR claimed_until <= $2) \
+                WHERE published_at IS NULL \
+                  AND (claimed_until IS NULL OR claimed_until <= $2 OR claimed_by = $1) \
                 ORDER BY period_end, id LIMIT $4 \
                 FOR UPDATE SKIP LOCKED) \
              UPDATE telemetry_snapshots s SET claimed_by = $1, claimed_until = $3 \

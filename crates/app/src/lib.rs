@@ -5,29 +5,32 @@ pub mod cli;
 pub mod config;
 pub mod deadline;
 pub mod http;
+pub mod logging;
 pub mod loops;
 pub mod metrics;
 pub mod migrate;
+pub mod ready;
 pub mod serve;
 pub mod simulate;
 pub mod sink;
 pub mod store;
-pub mod telemetry_log;
-
-pub use config::ConfigError;
-pub use store::open_store;
-pub use telemetry_log::init_tracing;
+pub mod tls;
 
 use std::process::ExitCode;
 
 /// Exit code for configuration errors (also clap's code for usage errors).
 pub const EXIT_CONFIG: u8 = 2;
 
-/// Runs a parsed command line.
-pub async fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
-    match cli.command {
+/// Runs a loaded command line ([`config::load`]).
+pub async fn run(loaded: config::Loaded) -> anyhow::Result<ExitCode> {
+    match loaded.cli.command {
         cli::Command::Serve(args) => serve::run(*args).await,
         cli::Command::Simulate(args) => simulate::run(args).await,
         cli::Command::Migrate(args) => migrate::run(args).await,
+        cli::Command::Config(args) => {
+            serve::check(&args)?;
+            print!("{}", config::render(&loaded.effective));
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }

@@ -7,58 +7,64 @@ use std::time::{Duration, Instant};
 
 use tally_domain::appstats::collector::{CollectorConfig, StatsCollector};
 use tally_domain::appstats::reporter::StoreReporter;
+use tally_domain::authz::{Authorized, Subject};
 use tally_domain::boundary::tracker::{BoundaryTracker, TrackerFlush};
-use tally_domain::ports::{Reporter, SnapshotSink, Store};
-use tally_domain::{Authorized, Clock, Subject, SystemClock};
+use tally_domain::clock::{Clock, SystemClock};
+use tally_domain::error::Report;
+use tally_domain::ports::{Layered, Reporter, SnapshotSink, Store};
+use tally_domain::retry::Backoff;
 use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::cli::ServeArgs;
-use crate::config::{ConfigError, Tokens, check_telemetry_url, redact_database_url};
-use crate::deadline::DeadlineStore;
+use crate::config::{ConfigError, Tokens, check_database_url, check_telemetry_url, redact_database_url};
+use crate::deadline::Deadline;
 use crate::http::{AppState, router};
 use crate::loops::{Background, LoopSettings, WatchedReporter, to_time};
+use crate::metrics::StoreMetrics;
 use crate::sink::{HttpSink, LogSink};
+use crate::store::Opened;
 
 /// Runs the server until SIGTERM or Ctrl-C. Start-up problems are
 /// [`ConfigError`]s (exit code 2).
 pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    crate::telemetry_log::init_tracing(args.log_json);
+    crate::logging::init_tracing(args.log_json);
 
-    let tokens = match &args.tokens {
-        Some(spec) => Tokens::parse(spec.expose())?,
-        None => Tokens::default(),
-    };
-    let sink: Arc<dyn SnapshotSink> = match &args.telemetry_url {
-        Some(raw) => {
-            Arc::new(HttpSink::new(check_telemetry_url(raw)?).map_err(|e| ConfigError(e.to_string()))?)
+    let tokens = check(&args)?;
+    let sink: Arc<dyn SnapshotSink> = match args.telemetry_url.as_deref().map(check_telemetry_url) {
+        Some(url) => {
+            let sink = HttpSink::new(url?, args.telemetry_ca_file.as_deref())?;
+            // A certificate the sink's TLS would refuse ends the start-up.
+            sink.check_tls().await?;
+            Arc::new(sink)
         }
         None => Arc::new(LogSink),
     };
-    if args.rollup_window < Duration::from_secs(1) {
-        return Err(ConfigError("--rollup-window must be at least 1s".into()).into());
-    }
-    // A final flush that times out once must still have time for a retry.
-    if args.store_timeout * 2 > args.shutdown_timeout {
-        return Err(ConfigError(format!(
-            "--store-timeout ({}) must be at most half of --shutdown-timeout ({}), so a final flush can time out once and still be retried",
-            humantime::format_duration(args.store_timeout),
-            humantime::format_duration(args.shutdown_timeout)
-        ))
-        .into());
-    }
     let _ = crate::metrics::handle();
 
     let database_url = args.database_url.as_ref().map(|s| s.expose());
-    let store = open_store_in_time(database_url, args.connect_timeout).await?;
+    let opened = open_store_in_time(database_url, &args).await?;
+    let store = opened.store;
     // Every call from here on (loops, shutdown flushes, reads) ends within
     // the store timeout: a blackholed database shows as unavailable.
-    let store: Arc<dyn Store> = Arc::new(DeadlineStore::new(store, args.store_timeout));
-    crate::metrics::store_result(&Ok::<(), tally_domain::StoreError>(()));
+    // Each call is timed too, the timeout included.
+    let store: Arc<dyn Store> = Arc::new(Layered::new(
+        Layered::new(store, Deadline(args.store_timeout)),
+        StoreMetrics,
+    ));
+    crate::metrics::store_result(&Ok::<(), tally_domain::error::StoreError>(()));
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| ConfigError(format!("cannot listen on {}: {e}", args.listen)))?;
     let addr = listener.local_addr()?;
+    let metrics_listener = match args.metrics_listen {
+        Some(at) => Some(
+            tokio::net::TcpListener::bind(at)
+                .await
+                .map_err(|e| ConfigError(format!("--metrics-listen: cannot listen on {at}: {e}")))?,
+        ),
+        None => None,
+    };
 
     let replica_id = args.replica_id.unwrap_or_else(Uuid::new_v4);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
@@ -96,6 +102,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     );
 
     tracing::info!(
+        config_file = %args.config.as_deref().map_or("none".into(), |p| p.display().to_string()),
         report_interval = %humantime::format_duration(args.report_interval),
         rollup_window = %humantime::format_duration(args.rollup_window),
         batch_size = args.batch_size,
@@ -106,15 +113,21 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         sink = args.telemetry_url.as_deref().unwrap_or("log"),
         tokens = tokens.len(),
         body_limit = args.body_limit,
+        access_log = args.access_log,
+        migrate = !args.no_migrate,
         "configuration"
     );
     if tokens.is_empty() {
         tracing::warn!("no API tokens configured (--tokens / TALLY_TOKENS): every API call will be refused");
     }
-    let app = router(
-        AppState::new(store, collector.clone(), tracker, tokens, args.body_limit),
-        args.request_timeout,
-    );
+    let state = AppState::new(store, collector.clone(), tracker, tokens, args.body_limit)
+        .with_readiness(opened.readiness)
+        .with_access_log(args.access_log);
+    let metrics_server = match metrics_listener {
+        Some(listener) => Some(serve_metrics(listener, state.clone())?),
+        None => None,
+    };
+    let app = router(state, args.request_timeout);
 
     let collector_loop = collector.spawn();
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -163,6 +176,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         }
     }
 
+    if let Some(metrics_server) = metrics_server {
+        metrics_server.abort();
+    }
     tracing::info!("requests drained");
     // Everything accepted is now in the collector and tracker: stop the loops
     // and write it out.
@@ -212,12 +228,70 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// Opens the store within `timeout`, waiting for a database that is down or
-/// still starting; every failure is a configuration error.
-async fn open_store_in_time(url: Option<&str>, timeout: Duration) -> Result<Arc<dyn Store>, ConfigError> {
+/// The checks of the settings that need no I/O, also made by `tally config`:
+/// the tokens, the URLs, and the rules between options.
+pub fn check(args: &ServeArgs) -> Result<Tokens, ConfigError> {
+    let tokens = match &args.tokens {
+        Some(spec) => Tokens::parse(spec.expose())?,
+        None => Tokens::default(),
+    };
+    if let Some(url) = &args.database_url {
+        check_database_url(url.expose())?;
+    }
+    let telemetry_url = args
+        .telemetry_url
+        .as_deref()
+        .map(check_telemetry_url)
+        .transpose()?;
+    if args.telemetry_ca_file.is_some() && telemetry_url.is_none_or(|u| u.scheme() != "https") {
+        return Err(ConfigError(
+            "--telemetry-ca-file needs an https:// --telemetry-url".into(),
+        ));
+    }
+    if args.metrics_listen == Some(args.listen) && args.listen.port() != 0 {
+        return Err(ConfigError(format!(
+            "--metrics-listen ({}) must differ from --listen: it is a second address, serving only /metrics",
+            args.listen
+        )));
+    }
+    if args.rollup_window < Duration::from_secs(1) {
+        return Err(ConfigError("--rollup-window must be at least 1s".into()));
+    }
+    // A final flush that times out once must still have time for a retry.
+    if args.store_timeout * 2 > args.shutdown_timeout {
+        return Err(ConfigError(format!(
+            "--store-timeout ({}) must be at most half of --shutdown-timeout ({}), so a final flush can time out once and still be retried",
+            humantime::format_duration(args.store_timeout),
+            humantime::format_duration(args.shutdown_timeout)
+        )));
+    }
+    Ok(tokens)
+}
+
+/// Serves `/metrics` without a token on `listener` until aborted: a scrape
+/// holds nothing that must finish, so shutdown just stops it.
+fn serve_metrics(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let addr = listener.local_addr()?;
+    let app = crate::http::metrics_router(state);
+    tracing::info!(%addr, "metrics at http://{addr}/metrics");
+    Ok(tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "metrics listener stopped");
+        }
+    }))
+}
+
+/// Opens the store within `--connect-timeout`, waiting for a database that
+/// is down or still starting; every failure is a configuration error.
+async fn open_store_in_time(url: Option<&str>, args: &ServeArgs) -> Result<Opened, ConfigError> {
     let what = url.map(redact_database_url).unwrap_or_default();
-    match crate::store::patiently(timeout, || crate::store::open_store(url)).await {
-        Some(Ok(store)) => Ok(store),
+    let timeout = args.connect_timeout;
+    let open = || crate::store::open_for_serve(url, !args.no_migrate, args.store_timeout);
+    match crate::store::patiently(timeout, open).await {
+        Some(Ok(opened)) => Ok(opened),
         Some(Err(e)) => Err(ConfigError(format!("{e:#}"))),
         None => Err(ConfigError(format!(
             "cannot open the database {what}: not reachable within {} (is it running, is the URL right?)",
@@ -226,20 +300,24 @@ async fn open_store_in_time(url: Option<&str>, timeout: Duration) -> Result<Arc<
     }
 }
 
+/// Waits between final flush attempts at shutdown: about 0.1 s, doubling to 2 s.
+const FINAL_FLUSH_RETRY: Backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
+
 /// Closes the collector; if that flush fails the rows stay in its backlog, so
 /// flushing is retried until it succeeds or the deadline passes.
 async fn final_collector_flush(collector: &StatsCollector, deadline: Instant) -> bool {
     let mut result = tokio::time::timeout_at(deadline.into(), collector.close()).await;
-    let mut wait = Duration::from_millis(100);
+    let mut waits = FINAL_FLUSH_RETRY.delays();
     loop {
+        let wait = waits.next().unwrap_or(FINAL_FLUSH_RETRY.most());
         match result {
             Ok(Ok(())) => return true,
             Ok(Err(e)) if Instant::now() + wait < deadline => {
-                tracing::warn!(error = %e, retry_in = ?wait, "final app stats flush failed; retrying");
+                tracing::warn!(error = %Report(&e), retry_in = ?wait, "final app stats flush failed; retrying");
             }
             Ok(Err(e)) => {
                 tracing::error!(
-                    error = %e,
+                    error = %Report(&e),
                     backlog_rows = collector.stats().backlog_rows,
                     "final app stats flush failed; these rows are lost"
                 );
@@ -254,15 +332,15 @@ async fn final_collector_flush(collector: &StatsCollector, deadline: Instant) ->
             }
         }
         tokio::time::sleep(wait).await;
-        wait = (wait * 2).min(Duration::from_secs(2));
         result = tokio::time::timeout_at(deadline.into(), collector.flush()).await;
     }
 }
 
 /// Flushes the tracker, retrying until it succeeds or the deadline passes.
 async fn final_tracker_flush(background: &Background, deadline: Instant) -> bool {
-    let mut wait = Duration::from_millis(100);
+    let mut waits = FINAL_FLUSH_RETRY.delays();
     loop {
+        let wait = waits.next().unwrap_or(FINAL_FLUSH_RETRY.most());
         match tokio::time::timeout_at(deadline.into(), background.flush_tracker()).await {
             Ok(Ok(TrackerFlush::Nothing | TrackerFlush::Flushed(_))) => return true,
             Ok(Err(_)) if Instant::now() + wait < deadline => {}
@@ -277,7 +355,6 @@ async fn final_tracker_flush(background: &Background, deadline: Instant) -> bool
             }
         }
         tokio::time::sleep(wait).await;
-        wait = (wait * 2).min(Duration::from_secs(2));
     }
 }
 

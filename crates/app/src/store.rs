@@ -7,16 +7,21 @@ use std::time::Duration;
 use anyhow::Context as _;
 use tally_adapters_memory::MemoryStore;
 use tally_adapters_postgres::{PgStore, PgStoreOptions};
-use tally_domain::StoreError;
+use tally_domain::error::StoreError;
 use tally_domain::ports::Store;
+use tally_domain::retry::Backoff;
 
-use crate::config::{check_database_url, redact_database_url};
+use crate::config::{ConfigError, check_database_url, redact_database_url};
+use crate::ready::{AlwaysReady, PgReadiness, Readiness};
 
 /// How long a store call waits for a pool connection before it fails. Short,
 /// so that a database outage shows within seconds (a failed flush is
 /// counted, logged and retried, the data kept) rather than holding every
 /// loop for long; the pool keeps reconnecting meanwhile.
 pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Waits between connection attempts at start-up: about 0.1 s, doubling to 2 s.
+const CONNECT_RETRY: Backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
 
 /// The in-memory store when `database_url` is `None`, else PostgreSQL
 /// (connected, migrations applied). Errors never contain the password.
@@ -27,11 +32,66 @@ pub async fn open_store(database_url: Option<&str>) -> anyhow::Result<Arc<dyn St
     }
 }
 
+/// What `serve` runs on: the store and its readiness check.
+pub struct Opened {
+    pub store: Arc<dyn Store>,
+    pub readiness: Arc<dyn Readiness>,
+}
+
+impl std::fmt::Debug for Opened {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Opened").finish_non_exhaustive()
+    }
+}
+
+/// [`open_store`] for `serve`. With `migrate` false the schema is left as
+/// it is and must already be current: a pending, failed or changed
+/// migration is a [`ConfigError`] (the replica does not start). The
+/// readiness check's calls end within `store_timeout`.
+pub async fn open_for_serve(
+    database_url: Option<&str>,
+    migrate: bool,
+    store_timeout: Duration,
+) -> anyhow::Result<Opened> {
+    let Some(url) = database_url else {
+        return Ok(Opened {
+            store: Arc::new(MemoryStore::new()),
+            readiness: Arc::new(AlwaysReady),
+        });
+    };
+    let store = connect_postgres_with(url, migrate).await?;
+    if !migrate {
+        let status = store
+            .migration_status()
+            .await
+            .with_context(|| format!("cannot read the migrations of {}", redact_database_url(url)))?;
+        if !status.is_current() {
+            return Err(ConfigError(format!(
+                "--no-migrate: the database {} is not ready for this tally: {}; apply them with `tally migrate` first",
+                redact_database_url(url),
+                status.summary()
+            ))
+            .into());
+        }
+        tracing::info!(database = %redact_database_url(url), "{}", status.summary());
+    }
+    Ok(Opened {
+        readiness: Arc::new(PgReadiness::new(store.clone(), store_timeout)),
+        store: Arc::new(store),
+    })
+}
+
 /// Connects to PostgreSQL and applies pending migrations.
 pub async fn connect_postgres(url: &str) -> anyhow::Result<PgStore> {
+    connect_postgres_with(url, true).await
+}
+
+/// Connects to PostgreSQL, applying pending migrations if `migrate`.
+pub async fn connect_postgres_with(url: &str, migrate: bool) -> anyhow::Result<PgStore> {
     check_database_url(url)?;
     let options = PgStoreOptions {
         acquire_timeout: ACQUIRE_TIMEOUT,
+        migrate,
         ..PgStoreOptions::default()
     };
     PgStore::connect_with(url, options)
@@ -48,8 +108,9 @@ where
     Fut: Future<Output = anyhow::Result<T>>,
 {
     let attempts = async {
-        let mut wait = Duration::from_millis(100);
+        let mut waits = CONNECT_RETRY.delays();
         loop {
+            let wait = waits.next().unwrap_or(CONNECT_RETRY.most());
             match open().await {
                 Err(e)
                     if e.downcast_ref::<StoreError>()
@@ -60,7 +121,6 @@ where
                 done => return done,
             }
             tokio::time::sleep(wait).await;
-            wait = (wait * 2).min(Duration::from_secs(2));
         }
     };
     tokio::time::timeout(timeout, attempts).await.ok()
@@ -76,7 +136,7 @@ mod tests {
         let calls = AtomicU32::new(0);
         let opened = patiently(Duration::from_secs(10), || async {
             if calls.fetch_add(1, Ordering::SeqCst) < 3 {
-                Err(anyhow::Error::new(StoreError::Unavailable("refused".into())).context("cannot open"))
+                Err(anyhow::Error::new(StoreError::unavailable("refused")).context("cannot open"))
             } else {
                 Ok(7)
             }
@@ -86,7 +146,7 @@ mod tests {
         assert_eq!(calls.load(Ordering::SeqCst), 4);
 
         let never = patiently(Duration::from_secs(10), || async {
-            Err::<(), _>(anyhow::Error::new(StoreError::Unavailable("refused".into())))
+            Err::<(), _>(anyhow::Error::new(StoreError::unavailable("refused")))
         })
         .await;
         assert!(never.is_none(), "gave up at the timeout");

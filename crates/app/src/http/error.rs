@@ -1,74 +1,209 @@
-//! API errors: a status and a JSON body `{"error": "...", "field": "..."}`.
+//! API errors in Coder's `codersdk.Response` shape, so Coder's Go clients
+//! read them unchanged:
+//! `{"message": "...", "detail": "...", "validations": [{"field": "...", "detail": "..."}]}`.
 //!
-//! The statuses for bad input, held by `tests/hostile.rs`: 400 for anything
+//! `message` is a sentence for people, `detail` says why in technical terms
+//! (both as Coder uses them), and a field error has one entry in
+//! `validations` naming the field as a path into the request
+//! (`stats[3].requests`, `logs[1].decision`, `limit`, `body` when no field
+//! can be named) with its own detail. Empty `detail` and `validations` are
+//! left out, as Coder does.
+//!
+//! The statuses for bad input, held by `tests/it/hostile/`: 400 for anything
 //! wrong in the body or the query (syntax, types, missing or repeated fields,
-//! ranges, unknown query parameters), `field` naming it as a path into the
-//! request (`stats[3].requests`, `logs[1].decision`, `limit`, `body` when no
-//! field can be named); 413 past the body limit (`body`) or past what the
-//! collector can take in one request (`stats`); 415 for a body that is not
-//! UTF-8 JSON (`Content-Type`, `Content-Encoding`); 404 and 405 name the path
-//! in the message; 408 when a request (its body) does not arrive in time.
+//! ranges, unknown query parameters); 413 past the body limit (`body`) or
+//! past what the collector can take in one request (`stats`); 415 for a body
+//! that is not UTF-8 JSON (`Content-Type`, `Content-Encoding`); 404 and 405
+//! name the path in the detail; 408 when a request (its body) does not
+//! arrive in time.
+//!
+//! A 503 or 429 carries `Retry-After` in whole seconds: the value the
+//! refusal chose ([`ApiError::with_retry_after`]), else
+//! [`DEFAULT_RETRY_AFTER`].
+
+use std::time::Duration;
 
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use tally_domain::StoreError;
+use std::sync::Arc;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+use tally_domain::error::{ErrorKind, Report, StoreError};
+
+#[derive(Debug, Clone)]
 pub struct ApiError {
     pub status: StatusCode,
+    /// A sentence for people (`message`).
     pub message: String,
+    /// Why, in technical terms: the top-level `detail`, or the field's own
+    /// detail when `field` is set.
+    pub detail: Option<String>,
     /// The offending field, as a path into the request (`stats[3].requests`).
     pub field: Option<String>,
+    /// When to try again (`Retry-After`), for a 503 or 429.
+    pub retry_after: Option<Duration>,
+    /// The store failure behind a 5xx, logged once when the response is made.
+    cause: Option<Arc<StoreError>>,
 }
+
+/// `Retry-After` of a 503 that gives none of its own (the store is
+/// unavailable, the replica is not ready): about the time a store call
+/// takes to give up while the database is down (the pool's acquire
+/// timeout), so a retry seldom meets the same failure attempt.
+pub const DEFAULT_RETRY_AFTER: Duration = crate::store::ACQUIRE_TIMEOUT;
+
+/// Two errors are equal when a client sees them the same; the cause is for the log.
+impl PartialEq for ApiError {
+    fn eq(&self, other: &Self) -> bool {
+        (self.status, &self.message, &self.field, self.retry_after)
+            == (other.status, &other.message, &other.field, other.retry_after)
+    }
+}
+
+impl Eq for ApiError {}
 
 impl ApiError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
         Self {
             status,
             message: message.into(),
+            detail: None,
             field: None,
+            retry_after: None,
+            cause: None,
         }
     }
 
-    pub fn bad_field(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self::with_field(StatusCode::BAD_REQUEST, field, message)
+    pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
     }
 
-    pub fn with_field(status: StatusCode, field: impl Into<String>, message: impl Into<String>) -> Self {
+    /// `Retry-After` for this answer, rounded up to whole seconds (at least 1).
+    pub fn with_retry_after(mut self, after: Duration) -> Self {
+        self.retry_after = Some(after);
+        self
+    }
+
+    /// A problem with one field of the request.
+    pub fn invalid(
+        status: StatusCode,
+        message: impl Into<String>,
+        field: impl Into<String>,
+        detail: impl Into<String>,
+    ) -> Self {
         Self {
             status,
             message: message.into(),
+            detail: Some(detail.into()),
             field: Some(field.into()),
+            retry_after: None,
+            cause: None,
         }
     }
 
-    pub fn unauthorized(message: &str) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, message)
+    /// 400 for a field of the body (`stats[3].requests`, `body`).
+    pub fn bad_field(field: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self::invalid(StatusCode::BAD_REQUEST, "Invalid request body.", field, detail)
     }
 
-    pub fn forbidden(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::FORBIDDEN, message)
+    /// 400 for a query or path parameter (`limit`, `workspace_id`).
+    pub fn bad_param(name: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self::invalid(
+            StatusCode::BAD_REQUEST,
+            "Invalid request parameters.",
+            name,
+            detail,
+        )
+    }
+
+    pub fn unauthorized(message: &str, detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, message).with_detail(detail)
+    }
+
+    /// 403; `detail` says which rule refused it.
+    pub fn forbidden(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "Forbidden.").with_detail(detail)
     }
 }
 
-#[derive(serde::Serialize)]
-struct Body<'a> {
-    error: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    field: Option<&'a str>,
+/// The body of every error answer: Coder's `codersdk.Response`.
+// Also read back by the tests.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[schema(as = codersdk::Response)]
+pub struct ErrorBody {
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub detail: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub validations: Vec<Validation>,
+}
+
+/// `codersdk.ValidationError`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[schema(as = codersdk::ValidationError)]
+pub struct Validation {
+    pub field: String,
+    pub detail: String,
+}
+
+impl ErrorBody {
+    /// The field the (one) validation names.
+    pub fn field(&self) -> Option<&str> {
+        self.validations.first().map(|v| v.field.as_str())
+    }
+
+    /// Everything the body says: message, detail and each validation's detail.
+    pub fn text(&self) -> String {
+        let mut parts = vec![self.message.as_str()];
+        parts.extend(self.detail.as_deref());
+        parts.extend(self.validations.iter().map(|v| v.detail.as_str()));
+        parts.join(" ")
+    }
+}
+
+impl From<&ApiError> for ErrorBody {
+    fn from(e: &ApiError) -> Self {
+        let detail = e.detail.clone().filter(|d| !d.is_empty());
+        match &e.field {
+            Some(field) => Self {
+                message: e.message.clone(),
+                detail: None,
+                validations: vec![Validation {
+                    field: field.clone(),
+                    detail: detail.unwrap_or_else(|| e.message.clone()),
+                }],
+            },
+            None => Self {
+                message: e.message.clone(),
+                detail,
+                validations: Vec::new(),
+            },
+        }
+    }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut response = (
+        // The one place a store failure behind a response is logged.
+        if let Some(e) = &self.cause {
+            if e.is_retryable() {
+                tracing::warn!(error = %Report(&**e), "store unavailable");
+            } else {
+                tracing::error!(error = %Report(&**e), "store failure");
+            }
+        }
+        let mut response = (self.status, Json(ErrorBody::from(&self))).into_response();
+        let retry = matches!(
             self.status,
-            Json(Body {
-                error: &self.message,
-                field: self.field.as_deref(),
-            }),
-        )
-            .into_response();
+            StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS
+        );
+        if let Some(after) = self.retry_after.or(retry.then_some(DEFAULT_RETRY_AFTER)) {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_seconds(after)));
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             response
                 .headers_mut()
@@ -78,18 +213,158 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// Whole seconds, rounded up, at least 1: `Retry-After: 0` would invite an
+/// immediate retry.
+pub fn retry_after_seconds(after: Duration) -> u64 {
+    after.as_secs_f64().ceil().max(1.0) as u64
+}
+
+/// The status follows [`StoreError::kind`]; nothing is logged here (the
+/// response logs its cause, once).
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::Forbidden(f) => Self::forbidden(f.to_string()),
-            StoreError::Unavailable(_) => {
-                tracing::warn!(error = %e, "store unavailable");
+        let mut api = match e.kind() {
+            ErrorKind::Forbidden => return Self::forbidden(e.to_string()),
+            ErrorKind::Unavailable => {
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, "store unavailable, retry later")
             }
-            StoreError::Invalid(_) | StoreError::Other(_) => {
-                tracing::error!(error = %e, "store failure");
+            ErrorKind::Invalid | ErrorKind::Other => {
                 Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal store failure")
             }
+        };
+        api.cause = Some(Arc::new(e));
+        api
+    }
+}
+
+#[cfg(test)]
+mod cause_tests {
+    use super::*;
+    use std::io::Write;
+
+    /// Log lines written while `f` runs.
+    fn logged(f: impl FnOnce()) -> String {
+        #[derive(Clone, Default)]
+        struct Buf(Arc<parking_lot::Mutex<Vec<u8>>>);
+        impl Write for Buf {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
         }
+        let buf = Buf::default();
+        let writer = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::with_default(subscriber, f);
+        String::from_utf8(buf.0.lock().clone()).unwrap()
+    }
+
+    #[test]
+    fn a_store_failure_is_logged_once_with_its_cause_when_the_response_is_made() {
+        let cause = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused");
+        let store = StoreError::unavailable("cannot reach the database").caused_by(cause);
+        let mut api = None;
+        assert_eq!(
+            logged(|| api = Some(ApiError::from(store))),
+            "",
+            "converting logs nothing"
+        );
+        let api = api.unwrap();
+        assert_eq!(api.status, StatusCode::SERVICE_UNAVAILABLE);
+        let log = logged(|| drop(api.into_response()));
+        assert_eq!(log.lines().count(), 1, "{log}");
+        assert!(
+            log.contains("store unavailable: cannot reach the database: connection refused"),
+            "{log}"
+        );
+    }
+
+    #[test]
+    fn statuses_follow_the_error_kind() {
+        assert_eq!(
+            ApiError::from(StoreError::invalid("x")).status,
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+        assert_eq!(
+            ApiError::from(StoreError::other("x")).status,
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn body_of(e: ApiError) -> (StatusCode, serde_json::Value) {
+        let response = e.into_response();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[tokio::test]
+    async fn bodies_are_coders_response_shape() {
+        let (status, body) = body_of(ApiError::bad_field("stats[3].requests", "must not be negative")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(
+            body,
+            serde_json::json!({
+                "message": "Invalid request body.",
+                "validations": [{"field": "stats[3].requests", "detail": "must not be negative"}],
+            })
+        );
+        let (status, body) = body_of(ApiError::forbidden("workspace-proxy may not read app stats")).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert_eq!(
+            body,
+            serde_json::json!({"message": "Forbidden.", "detail": "workspace-proxy may not read app stats"})
+        );
+        let (_, body) = body_of(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "Retry later.")).await;
+        assert_eq!(body, serde_json::json!({"message": "Retry later."}));
+    }
+
+    #[tokio::test]
+    async fn refusals_to_retry_later_say_when() {
+        let header = |e: ApiError| {
+            e.into_response()
+                .headers()
+                .get(header::RETRY_AFTER)
+                .map(|v| v.to_str().unwrap().to_owned())
+        };
+        let busy = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "Busy.");
+        assert_eq!(header(busy.clone()).as_deref(), Some("5"));
+        assert_eq!(
+            header(busy.clone().with_retry_after(Duration::from_millis(30_200))).as_deref(),
+            Some("31")
+        );
+        assert_eq!(
+            header(busy.with_retry_after(Duration::from_millis(200))).as_deref(),
+            Some("1")
+        );
+        assert_eq!(
+            header(ApiError::new(StatusCode::TOO_MANY_REQUESTS, "Slow down.")).as_deref(),
+            Some("5")
+        );
+        assert_eq!(
+            header(ApiError::from(StoreError::unavailable("down"))).as_deref(),
+            Some("5")
+        );
+        assert_eq!(header(ApiError::forbidden("no")), None);
+        assert_eq!(header(ApiError::bad_param("limit", "too big")), None);
+    }
+
+    #[tokio::test]
+    async fn unauthorized_answers_name_the_scheme() {
+        let response = ApiError::unauthorized("Invalid API token.", "no such token").into_response();
+        assert_eq!(response.headers()[header::WWW_AUTHENTICATE], "Bearer");
     }
 }

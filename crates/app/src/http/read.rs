@@ -7,17 +7,19 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use serde::Serialize;
-use tally_domain::Authorized;
+use tally_domain::authz::Authorized;
+use tally_domain::authz::{Action, Resource};
 use tally_domain::ports::{AppUsage, InsightsStore, TelemetryStore, TimeRange};
 use tally_domain::telemetry::Snapshot;
-use tally_domain::{Action, Resource};
 use time::format_description::well_known::Rfc3339;
 use time::{OffsetDateTime, UtcOffset};
 use uuid::Uuid;
 
 use super::AppState;
 use super::auth::Caller;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
+use super::openapi::responses::{Forbidden, StoreFailed, StoreUnavailable, Unauthorized};
+use crate::ready::NotReady;
 
 pub const DEFAULT_SNAPSHOT_LIMIT: usize = 100;
 pub const MAX_SNAPSHOT_LIMIT: usize = 1000;
@@ -36,13 +38,13 @@ fn query_params(raw: Option<String>, known: &[&'static str]) -> Result<Vec<(Stri
             } else {
                 format!("expected {}", known.join(", "))
             };
-            return Err(ApiError::bad_field(
+            return Err(ApiError::bad_param(
                 name.as_str(),
                 format!("unknown query parameter {name:?}: {expected}"),
             ));
         }
         if pairs[..i].iter().any(|(n, _)| n == name) {
-            return Err(ApiError::bad_field(
+            return Err(ApiError::bad_param(
                 name.as_str(),
                 format!("query parameter {name:?} given more than once"),
             ));
@@ -58,7 +60,7 @@ fn query_param<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str>
 /// An RFC 3339 time, in UTC; refused when UTC cannot represent it.
 fn time_param(pairs: &[(String, String)], name: &str) -> Result<OffsetDateTime, ApiError> {
     let raw =
-        query_param(pairs, name).ok_or_else(|| ApiError::bad_field(name, "missing RFC 3339 timestamp"))?;
+        query_param(pairs, name).ok_or_else(|| ApiError::bad_param(name, "missing RFC 3339 timestamp"))?;
     let t = OffsetDateTime::parse(raw, &Rfc3339).map_err(|e| {
         // An unescaped `+` of an offset arrives as a space.
         let hint = if raw.contains(' ') {
@@ -66,28 +68,30 @@ fn time_param(pairs: &[(String, String)], name: &str) -> Result<OffsetDateTime, 
         } else {
             ""
         };
-        ApiError::bad_field(name, format!("invalid RFC 3339 timestamp {raw:?}: {e}{hint}"))
+        ApiError::bad_param(name, format!("invalid RFC 3339 timestamp {raw:?}: {e}{hint}"))
     })?;
     // Stores compare at whole microseconds, rounding up: leave room for it.
     const LATEST: OffsetDateTime = time::macros::datetime!(9999-12-31 23:59:59.999999 UTC);
     t.checked_to_offset(UtcOffset::UTC)
         .filter(|t| *t <= LATEST)
         .ok_or_else(|| {
-            ApiError::bad_field(
+            ApiError::bad_param(
                 name,
                 format!("timestamp {raw:?} is after 9999-12-31T23:59:59.999999Z"),
             )
         })
 }
 
-#[derive(Debug, Serialize)]
+/// Usage of one app over the range.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AppUsageJson {
     #[serde(flatten)]
     pub usage: AppUsage,
+    /// `session_micros` in seconds.
     pub session_seconds: f64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AppInsights {
     #[serde(with = "time::serde::rfc3339")]
     pub from: OffsetDateTime,
@@ -96,7 +100,32 @@ pub struct AppInsights {
     pub apps: Vec<AppUsageJson>,
 }
 
-/// `GET /api/v2/insights/apps?from=RFC3339&to=RFC3339`
+/// Usage of each app over a time range.
+///
+/// A session counts when it started before `to` and had not ended before
+/// `from`; its time is the part inside the range.
+#[utoipa::path(
+    get,
+    path = super::APP_INSIGHTS_PATH,
+    tag = "read",
+    params(
+        ("from" = OffsetDateTime, Query, description = "Start of the range (RFC 3339), at most \
+            9999-12-31T23:59:59.999999Z in UTC.", example = "2026-11-25T00:00:00Z"),
+        ("to" = OffsetDateTime, Query, description = "End of the range (RFC 3339), after `from`, \
+            at most 9999-12-31T23:59:59.999999Z in UTC.", example = "2026-11-26T00:00:00Z"),
+    ),
+    security(("bearer" = []), ("coder_session_token" = [])),
+    extensions(("x-tally-roles" = json!(["reader", "admin"]))),
+    responses(
+        (status = 200, description = "Usage by app.", body = AppInsights),
+        (status = 400, description = "`Invalid request parameters.`: the validation names the \
+            parameter (`from`, `to`, an unknown one).", body = ErrorBody),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 500, response = StoreFailed),
+        (status = 503, response = StoreUnavailable),
+    ),
+)]
 pub async fn app_insights(
     State(state): State<AppState>,
     caller: Caller,
@@ -105,7 +134,7 @@ pub async fn app_insights(
     let pairs = query_params(query, &["from", "to"])?;
     let from = time_param(&pairs, "from")?;
     let to = time_param(&pairs, "to")?;
-    let range = TimeRange::new(from, to).map_err(|e| ApiError::bad_field("to", e))?;
+    let range = TimeRange::new(from, to).map_err(|e| ApiError::bad_param("to", e))?;
     let store = Authorized::new(state.store.clone(), caller.0);
     let apps = store
         .app_usage(range)
@@ -119,15 +148,38 @@ pub async fn app_insights(
     Ok(Json(AppInsights { from, to, apps }))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct LastUsed {
     pub workspace_id: Uuid,
     /// `null` when the workspace was never used.
     #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(required = true)]
     pub last_used_at: Option<OffsetDateTime>,
 }
 
-/// `GET /api/v2/workspaces/{id}/last-used`
+/// When a workspace was last used.
+///
+/// The latest end (or, while open, the latest report) of its app sessions.
+#[utoipa::path(
+    get,
+    path = super::LAST_USED_PATH,
+    tag = "read",
+    params(
+        ("id" = Uuid, Path, description = "The workspace's id.",
+            example = "2b9d7f3e-41a6-4c55-8e0b-9a1d2c3e4f50"),
+    ),
+    security(("bearer" = []), ("coder_session_token" = [])),
+    extensions(("x-tally-roles" = json!(["reader", "admin"]))),
+    responses(
+        (status = 200, description = "Its last-used time, `null` if never used.", body = LastUsed),
+        (status = 400, description = "`Invalid request parameters.`: `workspace_id` is not a \
+            UUID, or a query parameter was given.", body = ErrorBody),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 500, response = StoreFailed),
+        (status = 503, response = StoreUnavailable),
+    ),
+)]
 pub async fn last_used(
     State(state): State<AppState>,
     caller: Caller,
@@ -135,10 +187,10 @@ pub async fn last_used(
     RawQuery(query): RawQuery,
 ) -> Result<Json<LastUsed>, ApiError> {
     // axum's own rejection (a percent-encoded non-UTF-8 id) is plain text.
-    let Path(id) = path.map_err(|e| ApiError::bad_field("workspace_id", e.body_text()))?;
+    let Path(id) = path.map_err(|e| ApiError::bad_param("workspace_id", e.body_text()))?;
     query_params(query, &[])?;
     let workspace_id = Uuid::parse_str(&id)
-        .map_err(|e| ApiError::bad_field("workspace_id", format!("invalid UUID {id:?}: {e}")))?;
+        .map_err(|e| ApiError::bad_param("workspace_id", format!("invalid UUID {id:?}: {e}")))?;
     let store = Authorized::new(state.store.clone(), caller.0);
     let last_used_at = store.workspace_last_used(workspace_id).await?;
     Ok(Json(LastUsed {
@@ -147,12 +199,34 @@ pub async fn last_used(
     }))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Snapshots {
     pub snapshots: Vec<Snapshot>,
 }
 
-/// `GET /api/v2/telemetry/snapshots?limit=N`, newest period first.
+/// Boundary usage snapshots, newest period first.
+///
+/// One per closed telemetry period, published or still waiting in the outbox.
+#[utoipa::path(
+    get,
+    path = super::SNAPSHOTS_PATH,
+    tag = "read",
+    params(
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000,
+            description = "How many, newest first (default 100).", example = 10),
+    ),
+    security(("bearer" = []), ("coder_session_token" = [])),
+    extensions(("x-tally-roles" = json!(["reader", "admin"]))),
+    responses(
+        (status = 200, description = "The snapshots.", body = Snapshots),
+        (status = 400, description = "`Invalid request parameters.`: `limit` is not a whole \
+            number from 1 to 1000, or an unknown parameter was given.", body = ErrorBody),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 500, response = StoreFailed),
+        (status = 503, response = StoreUnavailable),
+    ),
+)]
 pub async fn snapshots(
     State(state): State<AppState>,
     caller: Caller,
@@ -164,7 +238,7 @@ pub async fn snapshots(
         Some(raw) => match raw.parse::<usize>() {
             Ok(n) if (1..=MAX_SNAPSHOT_LIMIT).contains(&n) => n,
             _ => {
-                return Err(ApiError::bad_field(
+                return Err(ApiError::bad_param(
                     "limit",
                     format!("limit must be a whole number from 1 to {MAX_SNAPSHOT_LIMIT}, got {raw:?}"),
                 ));
@@ -176,20 +250,108 @@ pub async fn snapshots(
     Ok(Json(Snapshots { snapshots }))
 }
 
-/// `GET /healthz`, no token needed.
-pub async fn healthz() -> impl IntoResponse {
-    Json(serde_json::json!({"status": "ok"}))
+/// The answer of `/healthz`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Health {
+    pub status: HealthStatus,
 }
 
-/// `GET /metrics`: Prometheus text, for readers (auditor, admin).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthStatus {
+    Ok,
+}
+
+/// Liveness: the replica answers.
+///
+/// 200 whenever the process serves requests, even while the store is down
+/// (ingest is then still taken into memory).
+#[utoipa::path(
+    get,
+    path = super::HEALTHZ_PATH,
+    tag = "meta",
+    responses((status = 200, description = "Alive.", body = Health)),
+)]
+pub async fn healthz() -> Json<Health> {
+    Json(Health {
+        status: HealthStatus::Ok,
+    })
+}
+
+/// The answer of `/readyz` when ready.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Ready {
+    pub status: ReadyStatus,
+    /// What was checked, e.g. the schema version found.
+    pub detail: String,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ReadyStatus {
+    Ready,
+}
+
+/// Readiness: the store answers and its schema is current.
+///
+/// 503 says which of the two is not so; `/healthz` is the liveness probe.
+#[utoipa::path(
+    get,
+    path = super::READYZ_PATH,
+    tag = "meta",
+    responses(
+        (status = 200, description = "Ready.", body = Ready),
+        (status = 503, description = "Not ready: the store does not answer, or its schema is not current.",
+            body = ErrorBody),
+    ),
+)]
+pub async fn readyz(State(state): State<AppState>) -> Result<Json<Ready>, ApiError> {
+    match state.readiness.check().await {
+        Ok(detail) => Ok(Json(Ready {
+            status: ReadyStatus::Ready,
+            detail,
+        })),
+        Err(e @ NotReady::StoreUnavailable(_)) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Not ready: the store does not answer.",
+        )
+        .with_detail(e.to_string())),
+        Err(e @ NotReady::SchemaNotCurrent(_)) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Not ready: the database schema is not current.",
+        )
+        .with_detail(e.to_string())),
+    }
+}
+
+/// Prometheus metrics of this replica.
+///
+/// Fleet-wide figures, so they need the right to read app stats.
+#[utoipa::path(
+    get,
+    path = super::METRICS_PATH,
+    tag = "read",
+    security(("bearer" = []), ("coder_session_token" = [])),
+    extensions(("x-tally-roles" = json!(["reader", "admin"]))),
+    responses(
+        (status = 200, description = "Prometheus text exposition format 0.0.4.", body = String,
+            content_type = "text/plain; version=0.0.4; charset=utf-8"),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+    ),
+)]
 pub async fn metrics(State(state): State<AppState>, caller: Caller) -> Result<impl IntoResponse, ApiError> {
     // Metrics are fleet-wide figures, so they need the right to read app stats.
     caller.require(Action::Read, Resource::WorkspaceAppStats)?;
-    crate::metrics::record_state(&state.collector.stats(), &state.tracker.pending());
-    let body = crate::metrics::handle().render();
-    Ok((
+    Ok(open_metrics(State(state)).await)
+}
+
+/// `GET /metrics` of `--metrics-listen`, without a token.
+pub async fn open_metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let body = crate::metrics::render(&state.collector.stats(), &state.tracker.pending());
+    (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
         body,
-    ))
+    )
 }
