@@ -6,7 +6,7 @@
 
 use tally_domain::appstats::rollup::{DEFAULT_ROLLUP_WINDOW, Rollup};
 
-use tally_domain::testing::fleet::Fleet;
+use tally_domain::testing::fleet::{Fleet, rollup_now};
 
 fn status(field: &str) -> String {
     std::fs::read_to_string("/proc/self/status")
@@ -41,7 +41,7 @@ fn main() {
         rollup.groups(),
         status("VmRSS:")
     );
-    let rows = rollup.rollup(fleet::rollup_now());
+    let rows = rollup.rollup(rollup_now());
     println!(
         "rolled up: {} rows; {} groups left; VmRSS {}; peak VmHWM {}",
         rows.len(),
