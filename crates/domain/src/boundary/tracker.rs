@@ -1,4 +1,4 @@
-//! The per-replica boundary usage tracker of SPEC §3.
+//! The per-replica boundary usage tracker (docs/rules.md#boundary-usage).
 //!
 //! `track` adds to striped in-memory state and never waits on I/O. `flush`
 //! turns what was tracked into a numbered [`BoundaryDelta`]. A delta is kept,
