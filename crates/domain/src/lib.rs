@@ -4,6 +4,8 @@
 //! injected [`Clock`], storage and delivery go through the [`ports`] traits,
 //! and no module performs I/O. The app crate wires adapters into these ports.
 
+#![warn(missing_docs)]
+
 pub mod appstats;
 pub mod authz;
 pub mod boundary;
