@@ -86,6 +86,8 @@ impl InsightsStore for PgStore {
                     session_started_at: row.try_get("session_started_at").map_err(map_sqlx_error)?,
                     session_ended_at: Some(row.try_get("session_ended_at").map_err(map_sqlx_error)?),
                     requests: to_u64(requests, "requests")?,
+                    // Not stored here yet: every row reads as one session.
+                    sessions: 1,
                 })
             })
             .collect()
