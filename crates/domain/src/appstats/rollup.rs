@@ -1,4 +1,5 @@
-//! The rollup of short sessions: pure, driven by the `now` it is given.
+//! The rollup of short sessions (docs/rules.md#rollup): pure, driven by
+//! the `now` it is given.
 //!
 //! The rule is written plainly in [`reference`], and a change to it is made
 //! there first; property tests hold this engine to the reference's rows and
