@@ -104,6 +104,7 @@ impl Rollup {
         }
     }
 
+    /// The rollup window.
     pub fn window(&self) -> Duration {
         self.window
     }

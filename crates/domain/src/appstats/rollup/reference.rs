@@ -68,6 +68,7 @@ enum State {
 }
 
 impl ReferenceRollup {
+    /// An empty rollup with this window.
     pub fn new(window: Duration) -> Self {
         let groups = HashMap::new();
         Self { window, groups }
