@@ -11,6 +11,7 @@ pub mod clock;
 pub mod error;
 pub mod ports;
 pub mod telemetry;
+pub mod usage;
 
 pub use appstats::{AccessMethod, StatsReport};
 pub use authz::{Action, Authorized, Resource, Role, Subject};
