@@ -1,21 +1,27 @@
 //! App stat rows, last-used times and the insights read side.
 
 use std::cmp::Reverse;
+use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use tally_domain::ports::{AppStatsStore, AppStatsWrite, AppUsage, InsightsStore, TimeRange};
+use tally_domain::usage::minutes::hour_of;
+use tally_domain::usage::rollup::HourlyRollup;
 use tally_domain::{AccessMethod, StatsReport, StoreError};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::{Map, MemoryStore, PG_BIGINT_MAX, Set, pg_time, pg_time_ceil};
 
-type RowKey = (Uuid, Uuid, Uuid);
+pub(crate) type RowKey = (Uuid, Uuid, Uuid);
 
 #[derive(Debug, Default)]
 pub(crate) struct AppsState {
     /// Keyed by (user, agent, session); every row has an end time.
-    rows: Map<RowKey, StatsReport>,
+    pub(crate) rows: Map<RowKey, StatsReport>,
+    /// Row keys by the hour their session started (a start never changes).
+    pub(crate) by_start_hour: BTreeMap<i64, Vec<RowKey>>,
+    pub(crate) rollup: HourlyRollup,
     last_used: Map<Uuid, OffsetDateTime>,
 }
 
@@ -103,19 +109,33 @@ impl AppStatsStore for MemoryStore {
         let mut state = self.apps.write();
         // Batches only matter to PostgreSQL's statement size; applying rows
         // in order gives the same result as applying batch after batch.
+        let state = &mut *state;
         state.rows.reserve(write.rows.len());
+        // The start hours this write touches, for the next rollup tick (as
+        // PostgreSQL's marker rows); a write spans few distinct hours.
+        let mut touched: Vec<i64> = Vec::new();
         for row in &write.rows {
-            match state.rows.entry(row.row_key()) {
+            // An existing row keeps its start: that is the hour to mark.
+            let hour = match state.rows.entry(row.row_key()) {
                 // End and requests each move forward on their own, as in
                 // PostgreSQL's upsert; see `merge_forward` for why this
                 // deviates from SPEC §2's "not older and not smaller".
                 hashbrown::hash_map::Entry::Occupied(mut existing) => {
                     existing.get_mut().merge_forward(&merged_columns(row));
+                    hour_of(existing.get().session_started_at)
                 }
                 hashbrown::hash_map::Entry::Vacant(slot) => {
-                    slot.insert(stored(row));
+                    let hour = hour_of(slot.insert(stored(row)).session_started_at);
+                    state.by_start_hour.entry(hour).or_default().push(row.row_key());
+                    hour
                 }
+            };
+            if !touched.contains(&hour) {
+                touched.push(hour);
             }
+        }
+        for hour in touched {
+            state.rollup.mark(hour);
         }
         for &(workspace, at) in &write.last_used {
             let at = pg_time(at);

@@ -79,6 +79,7 @@ mod appstats;
 mod boundary;
 #[cfg(test)]
 mod tests;
+mod usage;
 
 use parking_lot::{Mutex, RwLock};
 use time::{OffsetDateTime, UtcOffset};

@@ -6,6 +6,8 @@ use async_trait::async_trait;
 use sqlx::{PgConnection, Postgres, Transaction};
 use tally_domain::StoreError;
 use tally_domain::ports::{AppStatsStore, AppStatsWrite};
+
+use tally_domain::usage::minutes::{hour_of, hour_start};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -33,17 +35,27 @@ const COLUMNS: &str = "user_id, agent_id, session_id, workspace_id, access_metho
 ///
 /// Rows that would not change are left alone, so a replay costs index
 /// lookups and no new row versions.
-const UPSERT: &str = "INSERT INTO workspace_app_stats AS t (user_id, agent_id, session_id, workspace_id, \
-        access_method, slug_or_port, session_started_at, session_ended_at, requests) \
+///
+/// The start hours of the rows it inserted or changed (their stored start,
+/// which an update keeps) are marked for the next rollup tick in the same
+/// statement.
+const UPSERT: &str = "WITH up AS (INSERT INTO workspace_app_stats AS t (user_id, agent_id, session_id, \
+        workspace_id, access_method, slug_or_port, session_started_at, session_ended_at, requests) \
     SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::text[], \
         $7::timestamptz[], $8::timestamptz[], $9::int8[]) \
     ON CONFLICT (user_id, agent_id, session_id) DO UPDATE \
     SET session_ended_at = GREATEST(t.session_ended_at, excluded.session_ended_at), \
         requests = GREATEST(t.requests, excluded.requests) \
-    WHERE excluded.session_ended_at > t.session_ended_at OR excluded.requests > t.requests";
+    WHERE excluded.session_ended_at > t.session_ended_at OR excluded.requests > t.requests \
+    RETURNING t.session_started_at) \
+    INSERT INTO app_usage_dirty_hours (start_hour) \
+    SELECT DISTINCT date_trunc('hour', session_started_at, 'UTC') FROM up";
 
-/// Last-used times move forward only.
-const TOUCH_WORKSPACES: &str = "INSERT INTO workspaces AS w (id, last_used_at) \
+/// Last-used times move forward only. The same statement marks the start
+/// hours of rows written by COPY for the next rollup tick (`$3`).
+const TOUCH_WORKSPACES: &str = "WITH marked AS (INSERT INTO app_usage_dirty_hours (start_hour) \
+        SELECT unnest($3::timestamptz[])) \
+    INSERT INTO workspaces AS w (id, last_used_at) \
     SELECT * FROM unnest($1::uuid[], $2::timestamptz[]) \
     ON CONFLICT (id) DO UPDATE SET last_used_at = GREATEST(w.last_used_at, excluded.last_used_at)";
 
@@ -68,6 +80,8 @@ struct Prepared<'a> {
     batch_size: usize,
     workspaces: Vec<Uuid>,
     last_used: Vec<OffsetDateTime>,
+    /// Distinct start hours of the rows, for the rollup marker of a COPY.
+    start_hours: Vec<OffsetDateTime>,
 }
 
 fn invalid(msg: String) -> StoreError {
@@ -139,11 +153,20 @@ impl<'a> Prepared<'a> {
         let mut touched: Vec<_> = latest.into_iter().collect();
         touched.sort_unstable_by_key(|(id, _)| *id);
         let (workspaces, last_used) = touched.into_iter().unzip();
+        // A write holds a few start hours: a linear scan beats hashing.
+        let mut hours: Vec<i64> = Vec::new();
+        for r in &rows {
+            let h = hour_of(r.started);
+            if !hours.contains(&h) {
+                hours.push(h);
+            }
+        }
         Ok(Self {
             rows,
             batch_size: write.batch_size,
             workspaces,
             last_used,
+            start_hours: hours.into_iter().map(hour_start).collect(),
         })
     }
 }
@@ -178,10 +201,16 @@ impl PgStore {
                 AppStatsWriteMode::Copy => copy_batch(&mut tx, batch).await?,
             }
         }
-        if !p.workspaces.is_empty() {
+        // Upserts mark the hours they change themselves.
+        let marks: &[OffsetDateTime] = match mode {
+            AppStatsWriteMode::Copy => &p.start_hours,
+            AppStatsWriteMode::Upsert => &[],
+        };
+        if !p.workspaces.is_empty() || !marks.is_empty() {
             sqlx::query(TOUCH_WORKSPACES)
                 .bind(&p.workspaces)
                 .bind(&p.last_used)
+                .bind(marks)
                 .execute(&mut *tx)
                 .await?;
         }

@@ -12,6 +12,7 @@ mod error;
 mod insights;
 mod telemetry;
 mod timeconv;
+mod usage;
 
 use std::str::FromStr;
 use std::time::Duration;

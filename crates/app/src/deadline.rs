@@ -25,7 +25,11 @@ use tally_domain::ports::{
     AppStatsStore, AppStatsWrite, AppUsage, BoundaryUsageStore, InsightsStore, Store, TelemetryStore,
     TimeRange,
 };
+use tally_domain::ports::{RowStream, UsageStore};
 use tally_domain::telemetry::{PeriodClose, PeriodCloseOutcome, Snapshot};
+use tally_domain::usage::{
+    ActiveUsers, AppUsageSeries, Intervals, PurgeOutcome, RetentionPolicy, TickOutcome, UserActivity,
+};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -181,6 +185,55 @@ impl InsightsStore for DeadlineStore {
     }
 }
 
+#[async_trait]
+impl UsageStore for DeadlineStore {
+    async fn tick_usage_rollup(&self) -> Result<TickOutcome, StoreError> {
+        self.within("tick_usage_rollup", self.inner.tick_usage_rollup())
+            .await
+    }
+
+    async fn app_usage_by_interval(&self, intervals: &Intervals) -> Result<Vec<AppUsageSeries>, StoreError> {
+        self.within(
+            "app_usage_by_interval",
+            self.inner.app_usage_by_interval(intervals),
+        )
+        .await
+    }
+
+    async fn active_users(&self, intervals: &Intervals) -> Result<ActiveUsers, StoreError> {
+        self.within("active_users", self.inner.active_users(intervals))
+            .await
+    }
+
+    async fn user_activity(&self, range: TimeRange, limit: usize) -> Result<Vec<UserActivity>, StoreError> {
+        self.within("user_activity", self.inner.user_activity(range, limit))
+            .await
+    }
+
+    /// Each next row within the deadline; the stream ends after a timeout.
+    fn export_app_stats(&self, range: TimeRange) -> RowStream {
+        let timeout = self.timeout;
+        let rows = self.inner.export_app_stats(range);
+        Box::pin(futures::stream::unfold(Some(rows), move |rows| async move {
+            let mut rows = rows?;
+            let next = within(timeout, "export_app_stats", async {
+                Ok(futures::StreamExt::next(&mut rows).await)
+            })
+            .await;
+            match next {
+                Ok(Some(item)) => Some((item, Some(rows))),
+                Ok(None) => None,
+                Err(e) => Some((Err(e), None)),
+            }
+        }))
+    }
+
+    async fn purge_expired(&self, now: OffsetDateTime, policy: &RetentionPolicy) -> Result<PurgeOutcome, StoreError> {
+        self.within("purge_expired", self.inner.purge_expired(now, policy))
+            .await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -253,6 +306,28 @@ mod tests {
             pending().await
         }
         async fn workspace_last_used(&self, _: Uuid) -> Result<Option<OffsetDateTime>, StoreError> {
+            pending().await
+        }
+    }
+
+    #[async_trait]
+    impl UsageStore for Silent {
+        async fn tick_usage_rollup(&self) -> Result<TickOutcome, StoreError> {
+            pending().await
+        }
+        async fn app_usage_by_interval(&self, _: &Intervals) -> Result<Vec<AppUsageSeries>, StoreError> {
+            pending().await
+        }
+        async fn active_users(&self, _: &Intervals) -> Result<ActiveUsers, StoreError> {
+            pending().await
+        }
+        async fn user_activity(&self, _: TimeRange, _: usize) -> Result<Vec<UserActivity>, StoreError> {
+            pending().await
+        }
+        fn export_app_stats(&self, _: TimeRange) -> RowStream {
+            Box::pin(futures::stream::pending())
+        }
+        async fn purge_expired(&self, _: OffsetDateTime, _: &RetentionPolicy) -> Result<PurgeOutcome, StoreError> {
             pending().await
         }
     }

@@ -14,7 +14,11 @@ use crate::error::{Forbidden, StoreError};
 use crate::ports::{
     AppStatsStore, AppStatsWrite, AppUsage, BoundaryUsageStore, InsightsStore, TelemetryStore, TimeRange,
 };
+use crate::ports::{RowStream, UsageStore};
 use crate::telemetry::{PeriodClose, PeriodCloseOutcome, Snapshot};
+use crate::usage::{
+    ActiveUsers, AppUsageSeries, Intervals, PurgeOutcome, RetentionPolicy, TickOutcome, UserActivity,
+};
 
 /// Roles of regular (human) users.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -274,6 +278,49 @@ impl<S: InsightsStore> InsightsStore for Authorized<S> {
     async fn workspace_last_used(&self, workspace_id: Uuid) -> Result<Option<OffsetDateTime>, StoreError> {
         self.check(&[(Action::Read, Resource::Workspace)])?;
         self.inner.workspace_last_used(workspace_id).await
+    }
+}
+
+#[async_trait]
+impl<S: UsageStore> UsageStore for Authorized<S> {
+    async fn tick_usage_rollup(&self) -> Result<TickOutcome, StoreError> {
+        self.check(&[
+            (Action::Read, Resource::WorkspaceAppStats),
+            (Action::Update, Resource::WorkspaceAppStats),
+        ])?;
+        self.inner.tick_usage_rollup().await
+    }
+
+    async fn app_usage_by_interval(&self, intervals: &Intervals) -> Result<Vec<AppUsageSeries>, StoreError> {
+        self.check(&[(Action::Read, Resource::WorkspaceAppStats)])?;
+        self.inner.app_usage_by_interval(intervals).await
+    }
+
+    async fn active_users(&self, intervals: &Intervals) -> Result<ActiveUsers, StoreError> {
+        self.check(&[(Action::Read, Resource::WorkspaceAppStats)])?;
+        self.inner.active_users(intervals).await
+    }
+
+    async fn user_activity(&self, range: TimeRange, limit: usize) -> Result<Vec<UserActivity>, StoreError> {
+        self.check(&[(Action::Read, Resource::WorkspaceAppStats)])?;
+        self.inner.user_activity(range, limit).await
+    }
+
+    fn export_app_stats(&self, range: TimeRange) -> RowStream {
+        match self.check(&[(Action::Read, Resource::WorkspaceAppStats)]) {
+            Ok(()) => self.inner.export_app_stats(range),
+            Err(e) => Box::pin(futures::stream::once(async move { Err(e) })),
+        }
+    }
+
+    async fn purge_expired(&self, now: OffsetDateTime, policy: &RetentionPolicy) -> Result<PurgeOutcome, StoreError> {
+        self.check(&[
+            (Action::Read, Resource::WorkspaceAppStats),
+            (Action::Update, Resource::WorkspaceAppStats),
+            (Action::Delete, Resource::WorkspaceAppStats),
+            (Action::Delete, Resource::TelemetrySnapshot),
+        ])?;
+        self.inner.purge_expired(now, policy).await
     }
 }
 

@@ -14,6 +14,12 @@ use crate::appstats::{AccessMethod, StatsReport};
 use crate::boundary::{BoundaryDelta, BoundaryUsageSummary, FlushOutcome};
 use crate::error::StoreError;
 use crate::telemetry::{PeriodClose, PeriodCloseOutcome, Snapshot};
+use crate::usage::{
+    ActiveUsers, AppUsageSeries, Intervals, PurgeOutcome, RetentionPolicy, TickOutcome, UserActivity,
+};
+
+/// Raw app stat rows, streamed.
+pub type RowStream = futures::stream::BoxStream<'static, Result<StatsReport, StoreError>>;
 
 /// One atomic write of app stat rows.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -164,10 +170,51 @@ pub trait InsightsStore: Send + Sync {
     async fn workspace_last_used(&self, workspace_id: Uuid) -> Result<Option<OffsetDateTime>, StoreError>;
 }
 
-/// Everything a store provides. Implemented for every type that has all parts.
-pub trait Store: AppStatsStore + BoundaryUsageStore + TelemetryStore + InsightsStore {}
+/// The usage rollup, the reads it answers, the raw export and retention.
+/// The figures are defined in docs/insights.md.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait UsageStore: Send + Sync {
+    /// Rolls up again every start hour that a write committed before the
+    /// call touched (except hours whose raw rows were purged: those are
+    /// final), so the reads below then equal the figures computed from the
+    /// stored rows. One caller at a time across replicas: while another
+    /// holds the rollup this returns at once with `skipped`.
+    async fn tick_usage_rollup(&self) -> Result<TickOutcome, StoreError>;
 
-impl<T: AppStatsStore + BoundaryUsageStore + TelemetryStore + InsightsStore + ?Sized> Store for T {}
+    /// Per app (access method, slug or port): usage seconds, sessions,
+    /// requests and unique users over the range and per interval, from the
+    /// rollup; ordered by [`crate::usage::sort_app_series`]. Apps without
+    /// usage in the range are left out.
+    async fn app_usage_by_interval(&self, intervals: &Intervals) -> Result<Vec<AppUsageSeries>, StoreError>;
+
+    /// Distinct users with any usage over the range and per interval.
+    async fn active_users(&self, intervals: &Intervals) -> Result<ActiveUsers, StoreError>;
+
+    /// Usage per user over `range` (whole minutes, else
+    /// [`StoreError::Invalid`]), all apps merged, most usage first, then by
+    /// user id; at most `limit`.
+    async fn user_activity(&self, range: TimeRange, limit: usize) -> Result<Vec<UserActivity>, StoreError>;
+
+    /// Every stored raw row whose session started in `range`, as stored,
+    /// by start hour (oldest first) and within an hour by start, then key.
+    /// Rows are read an hour at a time, so a long export holds no
+    /// transaction open and needs memory for one hour only.
+    fn export_app_stats(&self, range: TimeRange) -> RowStream;
+
+    /// One bounded round of retention at `now`: raw rows whose session
+    /// started before `now - policy.app_stats` (by whole start hours, after
+    /// a tick, so nothing is deleted before it is rolled up; those hours are
+    /// final from then on), rollup rows of hours before `now -
+    /// policy.usage`, and published snapshots whose period ended before
+    /// `now - policy.snapshots`; at most `policy.max_batch` of data of each.
+    async fn purge_expired(&self, now: OffsetDateTime, policy: &RetentionPolicy) -> Result<PurgeOutcome, StoreError>;
+}
+
+/// Everything a store provides. Implemented for every type that has all parts.
+pub trait Store: AppStatsStore + BoundaryUsageStore + TelemetryStore + InsightsStore + UsageStore {}
+
+impl<T: AppStatsStore + BoundaryUsageStore + TelemetryStore + InsightsStore + UsageStore + ?Sized> Store for T {}
 
 /// Delivers rolled-up app stats somewhere (normally the store).
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
@@ -236,6 +283,16 @@ mockall::mock! {
         async fn app_usage(&self, range: TimeRange) -> Result<Vec<AppUsage>, StoreError>;
         async fn app_stats(&self, range: TimeRange, limit: usize) -> Result<Vec<StatsReport>, StoreError>;
         async fn workspace_last_used(&self, workspace_id: Uuid) -> Result<Option<OffsetDateTime>, StoreError>;
+    }
+
+    #[async_trait]
+    impl UsageStore for Store {
+        async fn tick_usage_rollup(&self) -> Result<TickOutcome, StoreError>;
+        async fn app_usage_by_interval(&self, intervals: &Intervals) -> Result<Vec<AppUsageSeries>, StoreError>;
+        async fn active_users(&self, intervals: &Intervals) -> Result<ActiveUsers, StoreError>;
+        async fn user_activity(&self, range: TimeRange, limit: usize) -> Result<Vec<UserActivity>, StoreError>;
+        fn export_app_stats(&self, range: TimeRange) -> RowStream;
+        async fn purge_expired(&self, now: OffsetDateTime, policy: &RetentionPolicy) -> Result<PurgeOutcome, StoreError>;
     }
 }
 
@@ -311,6 +368,28 @@ impl<T: InsightsStore + ?Sized> InsightsStore for Arc<T> {
     }
     async fn workspace_last_used(&self, workspace_id: Uuid) -> Result<Option<OffsetDateTime>, StoreError> {
         (**self).workspace_last_used(workspace_id).await
+    }
+}
+
+#[async_trait]
+impl<T: UsageStore + ?Sized> UsageStore for Arc<T> {
+    async fn tick_usage_rollup(&self) -> Result<TickOutcome, StoreError> {
+        (**self).tick_usage_rollup().await
+    }
+    async fn app_usage_by_interval(&self, intervals: &Intervals) -> Result<Vec<AppUsageSeries>, StoreError> {
+        (**self).app_usage_by_interval(intervals).await
+    }
+    async fn active_users(&self, intervals: &Intervals) -> Result<ActiveUsers, StoreError> {
+        (**self).active_users(intervals).await
+    }
+    async fn user_activity(&self, range: TimeRange, limit: usize) -> Result<Vec<UserActivity>, StoreError> {
+        (**self).user_activity(range, limit).await
+    }
+    fn export_app_stats(&self, range: TimeRange) -> RowStream {
+        (**self).export_app_stats(range)
+    }
+    async fn purge_expired(&self, now: OffsetDateTime, policy: &RetentionPolicy) -> Result<PurgeOutcome, StoreError> {
+        (**self).purge_expired(now, policy).await
     }
 }
 

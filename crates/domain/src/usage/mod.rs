@@ -160,6 +160,8 @@ impl Default for RetentionPolicy {
 /// What one purge round deleted.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PurgeOutcome {
+    /// Another replica held the rollup; nothing was done.
+    pub skipped: bool,
     pub app_stats_rows: u64,
     pub usage_rows: u64,
     pub snapshots: u64,

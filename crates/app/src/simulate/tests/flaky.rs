@@ -127,7 +127,33 @@ impl InsightsStore for Flaky {
     }
 }
 
+#[async_trait]
+impl UsageStore for Flaky {
+    async fn tick_usage_rollup(&self) -> Result<TickOutcome, StoreError> {
+        self.inner.tick_usage_rollup().await
+    }
+    async fn app_usage_by_interval(&self, intervals: &Intervals) -> Result<Vec<AppUsageSeries>, StoreError> {
+        self.inner.app_usage_by_interval(intervals).await
+    }
+    async fn active_users(&self, intervals: &Intervals) -> Result<ActiveUsers, StoreError> {
+        self.inner.active_users(intervals).await
+    }
+    async fn user_activity(&self, range: TimeRange, limit: usize) -> Result<Vec<UserActivity>, StoreError> {
+        self.inner.user_activity(range, limit).await
+    }
+    fn export_app_stats(&self, range: TimeRange) -> RowStream {
+        self.inner.export_app_stats(range)
+    }
+    async fn purge_expired(&self, now: OffsetDateTime, policy: &RetentionPolicy) -> Result<PurgeOutcome, StoreError> {
+        self.inner.purge_expired(now, policy).await
+    }
+}
+
 use tally_domain::StatsReport;
+use tally_domain::ports::{RowStream, UsageStore};
+use tally_domain::usage::{
+    ActiveUsers, AppUsageSeries, Intervals, PurgeOutcome, RetentionPolicy, TickOutcome, UserActivity,
+};
 
 #[tokio::test]
 async fn refused_writes_are_retried_and_everything_is_conserved_exactly() {
