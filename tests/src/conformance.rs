@@ -21,6 +21,7 @@ mod fixtures;
 mod insights;
 mod outbox;
 mod telemetry;
+mod usage;
 
 pub use access::*;
 pub use appstats::*;
@@ -30,6 +31,7 @@ pub use fixtures::write_of;
 pub use insights::*;
 pub use outbox::*;
 pub use telemetry::*;
+pub use usage::*;
 
 /// Expands to one `#[tokio::test(flavor = "multi_thread", worker_threads = 2)]` per conformance case;
 /// each test calls `$factory().await` to get a fresh `StoreUnderTest`.
@@ -67,6 +69,13 @@ macro_rules! conformance_suite {
             period_switch_is_atomic_against_flushes,
             replicas_flush_while_periods_close,
             concurrent_writes_of_the_same_rows_converge,
+            the_rollup_answers_after_a_tick,
+            sessions_count_every_row_once,
+            export_streams_rows_started_in_the_range,
+            retention_purges_in_bounded_rounds_after_rolling_up,
+            a_late_write_for_a_purged_hour_changes_no_figure,
+            retention_deletes_published_snapshots_only,
+            the_rollup_is_the_reference_after_random_writes_replays_and_ticks,
         );
     };
     (@cases $factory:path; $($case:ident),* $(,)?) => {

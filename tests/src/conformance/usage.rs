@@ -384,12 +384,12 @@ pub async fn the_rollup_is_the_reference_after_random_writes_replays_and_ticks(s
         proptest::collection::vec(op(), 1..14),
     );
     let runtime = tokio::runtime::Handle::current();
-    let mut case = 0i64;
+    let case = std::sync::atomic::AtomicI64::new(0);
     let result = tokio::task::block_in_place(|| {
         runner.run(&strategy, |(sessions, ops)| {
             // A week of its own per case: no case sees another's rows.
-            case += 1;
-            let base = datetime_day() + Duration::weeks(case);
+            let k = case.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+            let base = datetime_day() + Duration::weeks(k);
             runtime.block_on(scenario(&*store, base, sessions, ops))
         })
     });
