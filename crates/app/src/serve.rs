@@ -9,6 +9,7 @@ use tally_domain::appstats::collector::{CollectorConfig, StatsCollector};
 use tally_domain::appstats::reporter::StoreReporter;
 use tally_domain::boundary::tracker::{BoundaryTracker, TrackerFlush};
 use tally_domain::ports::{Reporter, SnapshotSink, Store};
+use tally_domain::usage::RetentionPolicy;
 use tally_domain::{Authorized, Clock, Subject, SystemClock};
 use tokio::sync::watch;
 use uuid::Uuid;
@@ -88,6 +89,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             tracker_flush_interval: args.tracker_flush_interval,
             publish_interval: args.publish_interval,
             lock_retention: args.lock_retention,
+            usage_rollup_interval: args.usage_rollup_interval,
+            purge_interval: args.purge_interval,
+            retention: RetentionPolicy {
+                app_stats: to_time(args.retention_app_stats),
+                usage: to_time(args.retention_usage),
+                snapshots: to_time(args.retention_snapshots),
+                ..RetentionPolicy::default()
+            },
         },
         store.clone(),
         tracker.clone(),
