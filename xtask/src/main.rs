@@ -107,7 +107,16 @@ fn run(task: Task) -> anyhow::Result<()> {
         Task::Replicas { seconds, periods } => {
             let (seconds, periods) = (seconds.to_string(), periods.to_string());
             cargo_env(
-                &["test", "-p", "tally", "--test", "replicas", "--", "--nocapture"],
+                &[
+                    "test",
+                    "-p",
+                    "tally",
+                    "--test",
+                    "it",
+                    "replicas::",
+                    "--",
+                    "--nocapture",
+                ],
                 &[
                     ("TALLY_REPLICAS_SECONDS", &seconds),
                     ("TALLY_REPLICAS_PERIODS", &periods),
@@ -125,7 +134,16 @@ fn run(task: Task) -> anyhow::Result<()> {
                 Shutdown::Fast => "fast",
             };
             cargo_env(
-                &["test", "-p", "tally", "--test", "db_outage", "--", "--nocapture"],
+                &[
+                    "test",
+                    "-p",
+                    "tally",
+                    "--test",
+                    "it",
+                    "db_outage::",
+                    "--",
+                    "--nocapture",
+                ],
                 &[
                     ("TALLY_OUTAGE_SECONDS", &seconds),
                     ("TALLY_OUTAGE_LOAD_SECONDS", &load_seconds),

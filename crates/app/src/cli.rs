@@ -1,6 +1,14 @@
-//! Command line: every option is also read from a `TALLY_` environment variable.
+//! Command line: every option is also read from a `TALLY_` environment
+//! variable and, for `serve` and `migrate`, from a `--config` file
+//! (`config/layers.rs`), so an option is declared once, here.
+//!
+//! The conventions the layering relies on (held by a test): an option's id
+//! is its field name, its flag is `--` plus the id with `-` for `_`, its
+//! environment variable is `TALLY_` plus the id in capitals, and its key in
+//! the file is the id. A secret is a [`Secret`] marked `hide_env_values`.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
@@ -30,6 +38,10 @@ pub enum Command {
     Simulate(crate::simulate::SimulateArgs),
     /// Apply the PostgreSQL migrations and exit.
     Migrate(MigrateArgs),
+    /// Print the configuration `tally serve` would run with (the same
+    /// options), where each value comes from, secrets redacted; exit 2 if it
+    /// is not valid.
+    Config(Box<ServeArgs>),
 }
 
 /// A value that must never reach logs or error messages (tokens, URLs with
@@ -63,6 +75,12 @@ impl std::str::FromStr for Secret {
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
+    /// TOML file of settings, one key per option (`report_interval = "30s"`);
+    /// a flag or environment variable beats the file, the file beats the
+    /// defaults. `tally config` shows the result.
+    #[arg(long, env = "TALLY_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
     /// Address to listen on; port 0 picks a free port (the bound address is
     /// logged as `listening on ADDR`).
     #[arg(long, env = "TALLY_LISTEN", default_value = "127.0.0.1:8080")]
@@ -154,8 +172,9 @@ pub struct ServeArgs {
     pub telemetry_url: Option<String>,
 
     /// API tokens as ROLE=TOKEN pairs separated by commas; roles: proxy,
-    /// agent, member, reader (auditor), admin. Prefer the environment
-    /// variable so tokens stay out of process listings.
+    /// agent, member, reader (auditor), admin. A proxy token may be Coder's
+    /// PROXY_ID:SECRET, which names the proxy. Prefer the environment
+    /// variable or the file so tokens stay out of process listings.
     #[arg(long, env = "TALLY_TOKENS", hide_env_values = true)]
     pub tokens: Option<Secret>,
 
@@ -178,6 +197,11 @@ pub struct ServeArgs {
 
 #[derive(Debug, Args)]
 pub struct MigrateArgs {
+    /// TOML file of settings, as for `tally serve` (keys of serve's other
+    /// options are ignored here).
+    #[arg(long, env = "TALLY_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
     /// PostgreSQL URL (postgres://...).
     #[arg(long, env = "TALLY_DATABASE_URL", hide_env_values = true)]
     pub database_url: Secret,

@@ -23,11 +23,16 @@ use std::process::ExitCode;
 /// Exit code for configuration errors (also clap's code for usage errors).
 pub const EXIT_CONFIG: u8 = 2;
 
-/// Runs a parsed command line.
-pub async fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
-    match cli.command {
+/// Runs a loaded command line ([`config::load`]).
+pub async fn run(loaded: config::Loaded) -> anyhow::Result<ExitCode> {
+    match loaded.cli.command {
         cli::Command::Serve(args) => serve::run(*args).await,
         cli::Command::Simulate(args) => simulate::run(args).await,
         cli::Command::Migrate(args) => migrate::run(args).await,
+        cli::Command::Config(args) => {
+            serve::check(&args)?;
+            print!("{}", config::render(&loaded.effective));
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }

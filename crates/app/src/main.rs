@@ -2,11 +2,19 @@
 
 use std::process::ExitCode;
 
-use clap::Parser as _;
+use tally::config::LoadError;
 use tally::{ConfigError, EXIT_CONFIG};
 
 fn main() -> ExitCode {
-    let cli = tally::cli::Cli::parse();
+    let loaded = match tally::config::load(std::env::args_os().collect()) {
+        Ok(loaded) => loaded,
+        // Usage errors exit 2, --help and --version 0.
+        Err(LoadError::Usage(e)) => e.exit(),
+        Err(LoadError::Config(e)) => {
+            eprintln!("tally: configuration error: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -14,7 +22,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(tally::run(cli)) {
+    match runtime.block_on(tally::run(loaded)) {
         Ok(code) => code,
         Err(e) if e.downcast_ref::<ConfigError>().is_some() => {
             eprintln!("tally: configuration error: {e:#}");

@@ -15,7 +15,7 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::cli::ServeArgs;
-use crate::config::{ConfigError, Tokens, check_telemetry_url, redact_database_url};
+use crate::config::{ConfigError, Tokens, check_database_url, check_telemetry_url, redact_database_url};
 use crate::deadline::DeadlineStore;
 use crate::http::{AppState, router};
 use crate::loops::{Background, LoopSettings, WatchedReporter, to_time};
@@ -26,28 +26,13 @@ use crate::sink::{HttpSink, LogSink};
 pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     crate::telemetry_log::init_tracing(args.log_json);
 
-    let tokens = match &args.tokens {
-        Some(spec) => Tokens::parse(spec.expose())?,
-        None => Tokens::default(),
-    };
+    let tokens = check(&args)?;
     let sink: Arc<dyn SnapshotSink> = match &args.telemetry_url {
         Some(raw) => {
             Arc::new(HttpSink::new(check_telemetry_url(raw)?).map_err(|e| ConfigError(e.to_string()))?)
         }
         None => Arc::new(LogSink),
     };
-    if args.rollup_window < Duration::from_secs(1) {
-        return Err(ConfigError("--rollup-window must be at least 1s".into()).into());
-    }
-    // A final flush that times out once must still have time for a retry.
-    if args.store_timeout * 2 > args.shutdown_timeout {
-        return Err(ConfigError(format!(
-            "--store-timeout ({}) must be at most half of --shutdown-timeout ({}), so a final flush can time out once and still be retried",
-            humantime::format_duration(args.store_timeout),
-            humantime::format_duration(args.shutdown_timeout)
-        ))
-        .into());
-    }
     let _ = crate::metrics::handle();
 
     let database_url = args.database_url.as_ref().map(|s| s.expose());
@@ -105,6 +90,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     );
 
     tracing::info!(
+        config_file = %args.config.as_deref().map_or("none".into(), |p| p.display().to_string()),
         report_interval = %humantime::format_duration(args.report_interval),
         rollup_window = %humantime::format_duration(args.rollup_window),
         batch_size = args.batch_size,
@@ -219,6 +205,33 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// The checks of the settings that need no I/O, also made by `tally config`:
+/// the tokens, the URLs, and the rules between options.
+pub fn check(args: &ServeArgs) -> Result<Tokens, ConfigError> {
+    let tokens = match &args.tokens {
+        Some(spec) => Tokens::parse(spec.expose())?,
+        None => Tokens::default(),
+    };
+    if let Some(url) = &args.database_url {
+        check_database_url(url.expose())?;
+    }
+    if let Some(raw) = &args.telemetry_url {
+        check_telemetry_url(raw)?;
+    }
+    if args.rollup_window < Duration::from_secs(1) {
+        return Err(ConfigError("--rollup-window must be at least 1s".into()));
+    }
+    // A final flush that times out once must still have time for a retry.
+    if args.store_timeout * 2 > args.shutdown_timeout {
+        return Err(ConfigError(format!(
+            "--store-timeout ({}) must be at most half of --shutdown-timeout ({}), so a final flush can time out once and still be retried",
+            humantime::format_duration(args.store_timeout),
+            humantime::format_duration(args.shutdown_timeout)
+        )));
+    }
+    Ok(tokens)
 }
 
 /// Opens the store within `timeout`, waiting for a database that is down or

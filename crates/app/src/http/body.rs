@@ -15,8 +15,9 @@ pub async fn read_json_body(
 ) -> Result<axum::body::Bytes, ApiError> {
     check_json_headers(headers)?;
     let too_large = || {
-        ApiError::with_field(
+        ApiError::invalid(
             StatusCode::PAYLOAD_TOO_LARGE,
+            "Request body too large.",
             "body",
             format!("request body larger than {limit} bytes (the server's --body-limit)"),
         )
@@ -42,7 +43,12 @@ pub async fn read_json_body(
 }
 
 fn unsupported(header: &str, message: String) -> ApiError {
-    ApiError::with_field(StatusCode::UNSUPPORTED_MEDIA_TYPE, header, message)
+    ApiError::invalid(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "Request body must be UTF-8 JSON.",
+        header,
+        message,
+    )
 }
 
 fn check_json_headers(headers: &HeaderMap) -> Result<(), ApiError> {

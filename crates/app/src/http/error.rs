@@ -1,13 +1,21 @@
-//! API errors: a status and a JSON body `{"error": "...", "field": "..."}`.
+//! API errors in Coder's `codersdk.Response` shape, so Coder's Go clients
+//! read them unchanged:
+//! `{"message": "...", "detail": "...", "validations": [{"field": "...", "detail": "..."}]}`.
 //!
-//! The statuses for bad input, held by `tests/hostile.rs`: 400 for anything
+//! `message` is a sentence for people, `detail` says why in technical terms
+//! (both as Coder uses them), and a field error has one entry in
+//! `validations` naming the field as a path into the request
+//! (`stats[3].requests`, `logs[1].decision`, `limit`, `body` when no field
+//! can be named) with its own detail. Empty `detail` and `validations` are
+//! left out, as Coder does.
+//!
+//! The statuses for bad input, held by `tests/it/hostile/`: 400 for anything
 //! wrong in the body or the query (syntax, types, missing or repeated fields,
-//! ranges, unknown query parameters), `field` naming it as a path into the
-//! request (`stats[3].requests`, `logs[1].decision`, `limit`, `body` when no
-//! field can be named); 413 past the body limit (`body`) or past what the
-//! collector can take in one request (`stats`); 415 for a body that is not
-//! UTF-8 JSON (`Content-Type`, `Content-Encoding`); 404 and 405 name the path
-//! in the message; 408 when a request (its body) does not arrive in time.
+//! ranges, unknown query parameters); 413 past the body limit (`body`) or
+//! past what the collector can take in one request (`stats`); 415 for a body
+//! that is not UTF-8 JSON (`Content-Type`, `Content-Encoding`); 404 and 405
+//! name the path in the detail; 408 when a request (its body) does not
+//! arrive in time.
 
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -17,7 +25,11 @@ use tally_domain::StoreError;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
     pub status: StatusCode,
+    /// A sentence for people (`message`).
     pub message: String,
+    /// Why, in technical terms: the top-level `detail`, or the field's own
+    /// detail when `field` is set.
+    pub detail: Option<String>,
     /// The offending field, as a path into the request (`stats[3].requests`).
     pub field: Option<String>,
 }
@@ -27,48 +39,113 @@ impl ApiError {
         Self {
             status,
             message: message.into(),
+            detail: None,
             field: None,
         }
     }
 
-    pub fn bad_field(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self::with_field(StatusCode::BAD_REQUEST, field, message)
+    pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
     }
 
-    pub fn with_field(status: StatusCode, field: impl Into<String>, message: impl Into<String>) -> Self {
+    /// A problem with one field of the request.
+    pub fn invalid(
+        status: StatusCode,
+        message: impl Into<String>,
+        field: impl Into<String>,
+        detail: impl Into<String>,
+    ) -> Self {
         Self {
             status,
             message: message.into(),
+            detail: Some(detail.into()),
             field: Some(field.into()),
         }
     }
 
-    pub fn unauthorized(message: &str) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, message)
+    /// 400 for a field of the body (`stats[3].requests`, `body`).
+    pub fn bad_field(field: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self::invalid(StatusCode::BAD_REQUEST, "Invalid request body.", field, detail)
     }
 
-    pub fn forbidden(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::FORBIDDEN, message)
+    /// 400 for a query or path parameter (`limit`, `workspace_id`).
+    pub fn bad_param(name: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self::invalid(
+            StatusCode::BAD_REQUEST,
+            "Invalid request parameters.",
+            name,
+            detail,
+        )
+    }
+
+    pub fn unauthorized(message: &str, detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, message).with_detail(detail)
+    }
+
+    /// 403; `detail` says which rule refused it.
+    pub fn forbidden(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "Forbidden.").with_detail(detail)
     }
 }
 
-#[derive(serde::Serialize)]
-struct Body<'a> {
-    error: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    field: Option<&'a str>,
+/// The body of every error answer: `codersdk.Response`. Also read back by
+/// the tests.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ErrorBody {
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub validations: Vec<Validation>,
+}
+
+/// `codersdk.ValidationError`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Validation {
+    pub field: String,
+    pub detail: String,
+}
+
+impl ErrorBody {
+    /// The field the (one) validation names.
+    pub fn field(&self) -> Option<&str> {
+        self.validations.first().map(|v| v.field.as_str())
+    }
+
+    /// Everything the body says: message, detail and each validation's detail.
+    pub fn text(&self) -> String {
+        let mut parts = vec![self.message.as_str()];
+        parts.extend(self.detail.as_deref());
+        parts.extend(self.validations.iter().map(|v| v.detail.as_str()));
+        parts.join(" ")
+    }
+}
+
+impl From<&ApiError> for ErrorBody {
+    fn from(e: &ApiError) -> Self {
+        let detail = e.detail.clone().filter(|d| !d.is_empty());
+        match &e.field {
+            Some(field) => Self {
+                message: e.message.clone(),
+                detail: None,
+                validations: vec![Validation {
+                    field: field.clone(),
+                    detail: detail.unwrap_or_else(|| e.message.clone()),
+                }],
+            },
+            None => Self {
+                message: e.message.clone(),
+                detail,
+                validations: Vec::new(),
+            },
+        }
+    }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut response = (
-            self.status,
-            Json(Body {
-                error: &self.message,
-                field: self.field.as_deref(),
-            }),
-        )
-            .into_response();
+        let mut response = (self.status, Json(ErrorBody::from(&self))).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
             response
                 .headers_mut()
@@ -91,5 +168,46 @@ impl From<StoreError> for ApiError {
                 Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal store failure")
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn body_of(e: ApiError) -> (StatusCode, serde_json::Value) {
+        let response = e.into_response();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[tokio::test]
+    async fn bodies_are_coders_response_shape() {
+        let (status, body) = body_of(ApiError::bad_field("stats[3].requests", "must not be negative")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(
+            body,
+            serde_json::json!({
+                "message": "Invalid request body.",
+                "validations": [{"field": "stats[3].requests", "detail": "must not be negative"}],
+            })
+        );
+        let (status, body) = body_of(ApiError::forbidden("workspace-proxy may not read app stats")).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert_eq!(
+            body,
+            serde_json::json!({"message": "Forbidden.", "detail": "workspace-proxy may not read app stats"})
+        );
+        let (_, body) = body_of(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "Retry later.")).await;
+        assert_eq!(body, serde_json::json!({"message": "Retry later."}));
+    }
+
+    #[tokio::test]
+    async fn unauthorized_answers_name_the_scheme() {
+        let response = ApiError::unauthorized("Invalid API token.", "no such token").into_response();
+        assert_eq!(response.headers()[header::WWW_AUTHENTICATE], "Bearer");
     }
 }

@@ -56,8 +56,9 @@ pub async fn app_stats(
     // refused with 503 forever: say so once, naming the limit.
     let max = state.collector.max_reports_per_call();
     if reports.len() > max {
-        return Err(ApiError::with_field(
+        return Err(ApiError::invalid(
             StatusCode::PAYLOAD_TOO_LARGE,
+            "Too many app stats in one request.",
             "stats",
             format!(
                 "{} reports in one request; at most {max} fit the collector buffer (the server's --max-buffered): split the request",
@@ -73,8 +74,9 @@ pub async fn app_stats(
         tracing::warn!(incoming, "app stats refused: collector buffer full");
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "too many app stats buffered (the store may be unavailable); retry later",
-        ));
+            "Too many app stats buffered; retry later.",
+        )
+        .with_detail("the collector's buffer (--max-buffered) is full; the store may be unavailable"));
     }
     Ok(StatusCode::NO_CONTENT)
 }

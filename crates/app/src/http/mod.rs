@@ -93,14 +93,12 @@ async fn deadline(
     match tokio::time::timeout(limit, next.run(request)).await {
         Ok(response) => response,
         Err(_) => {
-            let mut response = ApiError::new(
-                StatusCode::REQUEST_TIMEOUT,
-                format!(
-                    "request not completed within {}",
+            let mut response = ApiError::new(StatusCode::REQUEST_TIMEOUT, "Request timed out.")
+                .with_detail(format!(
+                    "request not completed within {} (the server's --request-timeout)",
                     humantime::format_duration(limit)
-                ),
-            )
-            .into_response();
+                ))
+                .into_response();
             // The rest of a stalled body may still be on the connection.
             response.headers_mut().insert(
                 axum::http::header::CONNECTION,
@@ -142,10 +140,11 @@ async fn count_requests(request: Request, next: Next) -> Response {
 }
 
 async fn method_not_allowed(request: Request) -> ApiError {
-    ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        format!("{} is not allowed on {}", request.method(), request.uri().path()),
-    )
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed.").with_detail(format!(
+        "{} is not allowed on {}",
+        request.method(),
+        request.uri().path()
+    ))
 }
 
 async fn not_found(request: Request) -> ApiError {
@@ -156,10 +155,8 @@ async fn not_found(request: Request) -> ApiError {
         "status" => "404",
     )
     .increment(1);
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        format!("no route for {}", request.uri().path()),
-    )
+    ApiError::new(StatusCode::NOT_FOUND, "Route not found.")
+        .with_detail(format!("no route for {}", request.uri().path()))
 }
 
 #[cfg(test)]

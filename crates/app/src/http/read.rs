@@ -36,13 +36,13 @@ fn query_params(raw: Option<String>, known: &[&'static str]) -> Result<Vec<(Stri
             } else {
                 format!("expected {}", known.join(", "))
             };
-            return Err(ApiError::bad_field(
+            return Err(ApiError::bad_param(
                 name.as_str(),
                 format!("unknown query parameter {name:?}: {expected}"),
             ));
         }
         if pairs[..i].iter().any(|(n, _)| n == name) {
-            return Err(ApiError::bad_field(
+            return Err(ApiError::bad_param(
                 name.as_str(),
                 format!("query parameter {name:?} given more than once"),
             ));
@@ -58,7 +58,7 @@ fn query_param<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str>
 /// An RFC 3339 time, in UTC; refused when UTC cannot represent it.
 fn time_param(pairs: &[(String, String)], name: &str) -> Result<OffsetDateTime, ApiError> {
     let raw =
-        query_param(pairs, name).ok_or_else(|| ApiError::bad_field(name, "missing RFC 3339 timestamp"))?;
+        query_param(pairs, name).ok_or_else(|| ApiError::bad_param(name, "missing RFC 3339 timestamp"))?;
     let t = OffsetDateTime::parse(raw, &Rfc3339).map_err(|e| {
         // An unescaped `+` of an offset arrives as a space.
         let hint = if raw.contains(' ') {
@@ -66,14 +66,14 @@ fn time_param(pairs: &[(String, String)], name: &str) -> Result<OffsetDateTime, 
         } else {
             ""
         };
-        ApiError::bad_field(name, format!("invalid RFC 3339 timestamp {raw:?}: {e}{hint}"))
+        ApiError::bad_param(name, format!("invalid RFC 3339 timestamp {raw:?}: {e}{hint}"))
     })?;
     // Stores compare at whole microseconds, rounding up: leave room for it.
     const LATEST: OffsetDateTime = time::macros::datetime!(9999-12-31 23:59:59.999999 UTC);
     t.checked_to_offset(UtcOffset::UTC)
         .filter(|t| *t <= LATEST)
         .ok_or_else(|| {
-            ApiError::bad_field(
+            ApiError::bad_param(
                 name,
                 format!("timestamp {raw:?} is after 9999-12-31T23:59:59.999999Z"),
             )
@@ -105,7 +105,7 @@ pub async fn app_insights(
     let pairs = query_params(query, &["from", "to"])?;
     let from = time_param(&pairs, "from")?;
     let to = time_param(&pairs, "to")?;
-    let range = TimeRange::new(from, to).map_err(|e| ApiError::bad_field("to", e))?;
+    let range = TimeRange::new(from, to).map_err(|e| ApiError::bad_param("to", e))?;
     let store = Authorized::new(state.store.clone(), caller.0);
     let apps = store
         .app_usage(range)
@@ -135,10 +135,10 @@ pub async fn last_used(
     RawQuery(query): RawQuery,
 ) -> Result<Json<LastUsed>, ApiError> {
     // axum's own rejection (a percent-encoded non-UTF-8 id) is plain text.
-    let Path(id) = path.map_err(|e| ApiError::bad_field("workspace_id", e.body_text()))?;
+    let Path(id) = path.map_err(|e| ApiError::bad_param("workspace_id", e.body_text()))?;
     query_params(query, &[])?;
     let workspace_id = Uuid::parse_str(&id)
-        .map_err(|e| ApiError::bad_field("workspace_id", format!("invalid UUID {id:?}: {e}")))?;
+        .map_err(|e| ApiError::bad_param("workspace_id", format!("invalid UUID {id:?}: {e}")))?;
     let store = Authorized::new(state.store.clone(), caller.0);
     let last_used_at = store.workspace_last_used(workspace_id).await?;
     Ok(Json(LastUsed {
@@ -164,7 +164,7 @@ pub async fn snapshots(
         Some(raw) => match raw.parse::<usize>() {
             Ok(n) if (1..=MAX_SNAPSHOT_LIMIT).contains(&n) => n,
             _ => {
-                return Err(ApiError::bad_field(
+                return Err(ApiError::bad_param(
                     "limit",
                     format!("limit must be a whole number from 1 to {MAX_SNAPSHOT_LIMIT}, got {raw:?}"),
                 ));

@@ -8,10 +8,10 @@ use tally::metrics as m;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::SnapshotRow;
+use super::load::{Acked, ReplicaAcked};
+use crate::common::db::SnapshotRow;
 use crate::common::db::{assert_sessions_exact, stored_sessions};
-use crate::load::{Acked, ReplicaAcked};
-use crate::scrape::Metrics;
+use crate::common::scrape::Metrics;
 
 /// Deliveries one publish makes: `HttpSink`'s first try and 3 retries
 /// (`crates/app/src/sink.rs`); a failed publish is that many refusals.
@@ -82,7 +82,7 @@ pub async fn app_stats_exact(pool: &sqlx::PgPool, acked: &Acked) {
 /// several wait at once, and each failed publish is `SINK_TRIES` refusals.
 pub fn sink_outage(
     rows: &[SnapshotRow],
-    received: &crate::sink::Received,
+    received: &crate::common::sink::Received,
     outage_end: OffsetDateTime,
     max_waiting: i64,
     interval: Duration,

@@ -1,7 +1,6 @@
 //! The load driver: boundary logs and app stats to several replicas
 //! round-robin, counting only what a replica acknowledged with 204.
 // Shared by several test binaries, each using part of it.
-#![allow(dead_code)]
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -5,8 +5,8 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
+use super::harness::{Case, RAW, splice};
 use crate::common::*;
-use crate::harness::{Case, RAW, splice};
 
 /// The workspace of every report sent in a refused request.
 pub const POISON_WS: uuid::Uuid = uuid::Uuid::from_u128(0x0bad_0bad_0bad_4bad_8bad_0bad_0bad_0bad);

@@ -3,9 +3,9 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::app_stats::POISON_WS;
+use super::app_stats::POISON_WS;
+use super::harness::{Case, RAW, splice};
 use crate::common::*;
-use crate::harness::{Case, RAW, splice};
 
 fn counts() -> Value {
     json!({"workspace_id": POISON_WS, "owner_id": uuid::Uuid::new_v4(), "allowed": 1000, "denied": 100})

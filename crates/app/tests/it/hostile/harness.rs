@@ -1,6 +1,7 @@
 //! One case of the hostile table, and the checks every refused case gets.
 
 use reqwest::{Method, StatusCode};
+use tally::http::error::ErrorBody;
 
 use crate::common::*;
 
@@ -105,9 +106,10 @@ pub struct Case {
     pub body: Vec<u8>,
     pub status: StatusCode,
     /// The `field` the error must name (`None` only for 404 and 405, which
-    /// name the path in the message).
+    /// name the path in the detail).
     pub field: Option<String>,
-    /// Words the message must contain (a limit, a parameter's name).
+    /// Words the error must contain, in its message or a detail (a limit, a
+    /// parameter's name).
     pub mentions: Vec<String>,
 }
 
@@ -208,15 +210,19 @@ pub async fn refused(target: &Target, case: &Case) {
         Some("application/json"),
         "{name}: {text}"
     );
-    let error: serde_json::Value =
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: not JSON ({e}): {text}"));
-    let message = error["error"].as_str().unwrap_or_default();
-    assert!(!message.is_empty(), "{name}: no message: {error}");
-    assert_eq!(error["field"].as_str(), case.field.as_deref(), "{name}: {error}");
+    let error: ErrorBody =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: not an error body ({e}): {text}"));
+    assert!(!error.message.is_empty(), "{name}: no message: {text}");
+    assert!(
+        error.validations.len() <= 1,
+        "{name}: one field at a time: {text}"
+    );
+    assert_eq!(error.field(), case.field.as_deref(), "{name}: {text}");
+    let message = error.text();
     for words in &case.mentions {
         assert!(
             message.contains(words.as_str()),
-            "{name}: {words:?} not in {error}"
+            "{name}: {words:?} not in {text}"
         );
     }
     assert_eq!(

@@ -11,21 +11,10 @@
 //! `db_blackhole/proxy.rs`): calls the replicas gave up on may still apply,
 //! and their retries must not count anything twice.
 
-// Shared with the outage tests; not every helper is used here.
-#[allow(dead_code)]
-#[path = "db_outage/check.rs"]
-mod check;
-mod common;
-#[allow(dead_code)]
-#[path = "db_outage/load.rs"]
-mod load;
-#[path = "db_blackhole/proxy.rs"]
 mod proxy;
-#[allow(dead_code)]
-#[path = "replicas/scrape.rs"]
-mod scrape;
-#[path = "replicas/sink.rs"]
-mod sink;
+
+use crate::common::{self, scrape, sink};
+use crate::db_outage::{check, load};
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::Ordering;

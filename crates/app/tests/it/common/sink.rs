@@ -2,7 +2,6 @@
 //! outage), or to every request during a time window, else 204, and records
 //! what it accepted and refused.
 // Shared by several test binaries, each using part of it.
-#![allow(dead_code)]
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

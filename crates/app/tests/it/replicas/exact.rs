@@ -22,11 +22,11 @@ use tally::metrics as m;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::checks;
+use super::checks;
+use super::load::Driver;
+use super::{SnapshotRow, snapshots, stop};
 use crate::common::Server;
-use crate::load::Driver;
-use crate::scrape::{Metrics, scrape, settled};
-use crate::{SnapshotRow, snapshots, stop};
+use crate::common::scrape::{Metrics, scrape, settled};
 
 /// The telemetry period the replicas run with.
 const INTERVAL: Duration = Duration::from_secs(2);
@@ -211,7 +211,7 @@ pub async fn scenario(periods: usize) {
     );
     let db = tally_tests::pg::fresh_database().await;
     let url = db.url.to_string();
-    let sink = crate::sink::Sink::start(0).await;
+    let sink = crate::common::sink::Sink::start(0).await;
     let servers: Vec<_> = (0..REPLICAS)
         .map(|_| {
             // The last flag wins: these override `replica`'s and the harness's.

@@ -17,17 +17,11 @@
 //! `db_outage/edges.rs`: a replica started, and one stopped, while the
 //! database is down.
 
-#[path = "db_outage/check.rs"]
-mod check;
-mod common;
-#[path = "db_outage/edges.rs"]
+pub mod check;
 mod edges;
-#[path = "db_outage/load.rs"]
-mod load;
-#[path = "replicas/scrape.rs"]
-mod scrape;
-#[path = "replicas/sink.rs"]
-mod sink;
+pub mod load;
+
+use crate::common::{self, scrape, sink};
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};

@@ -6,12 +6,12 @@ use std::time::Duration;
 use tally::metrics::{BACKLOG_ROWS, ROWS_WRITTEN, STORE_UP};
 use time::OffsetDateTime;
 
-use crate::scrape::Metrics;
+use crate::common::scrape::Metrics;
 
+use super::load::Acked;
 pub use crate::common::db::{SnapshotRow, snapshots};
 use crate::common::db::{assert_sessions_exact, stored_sessions, unclosed_boundary};
-use crate::load::Acked;
-use crate::sink::Sink;
+use crate::common::sink::Sink;
 
 /// No two snapshots for one period.
 pub fn one_snapshot_per_period(rows: &[SnapshotRow]) {
@@ -116,7 +116,7 @@ pub async fn stop_cleanly(servers: Vec<crate::common::Server>) -> Vec<String> {
 pub async fn scrape_all(client: &reqwest::Client, servers: &[crate::common::Server]) -> Vec<Metrics> {
     let mut samples = Vec::new();
     for s in servers {
-        samples.push(crate::scrape::scrape(client, s.addr).await);
+        samples.push(crate::common::scrape::scrape(client, s.addr).await);
     }
     samples
 }

@@ -5,8 +5,8 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
+use super::harness::{Stored, Target, stored};
 use crate::common::*;
-use crate::harness::{Stored, Target, stored};
 
 /// What the accepted requests stored.
 #[derive(Debug)]

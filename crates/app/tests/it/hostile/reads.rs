@@ -2,9 +2,9 @@
 
 use reqwest::{Method, StatusCode};
 
-use crate::app_stats::POISON_WS;
+use super::app_stats::POISON_WS;
+use super::harness::Case;
 use crate::common::*;
-use crate::harness::Case;
 
 const INSIGHTS: &str = "/api/v2/insights/apps";
 const SNAPSHOTS: &str = "/api/v2/telemetry/snapshots";

@@ -1,8 +1,8 @@
 //! Hostile input to every endpoint of `tally serve` (issue 5), against one
 //! server process with the in-memory store.
 //!
-//! Every malformed request gets a 4xx with a JSON body `{"error", "field"}`
-//! naming what is wrong: 400 for anything in the body or the query (syntax,
+//! Every malformed request gets a 4xx with a JSON body in Coder's shape
+//! (`message`, `detail`, `validations` naming the field) saying what is wrong: 400 for anything in the body or the query (syntax,
 //! types, missing or repeated fields, ranges), 413 past the body limit or
 //! the collector's per-request limit, 415 for a body that is not UTF-8 JSON
 //! (Content-Type, charset, Content-Encoding); 404 and 405 name the path in
@@ -11,23 +11,20 @@
 //! show exactly what the valid edge cases sent: empty lists store nothing,
 //! Go's `null`s are taken, unknown fields are ignored.
 
-#[path = "hostile/app_stats.rs"]
 mod app_stats;
-#[path = "hostile/boundary.rs"]
 mod boundary;
-mod common;
-#[path = "hostile/harness.rs"]
 mod harness;
-#[path = "hostile/reads.rs"]
 mod reads;
-#[path = "hostile/valid.rs"]
 mod valid;
+
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 use common::*;
 use harness::{Target, run_table, stored};
+use tally::http::error::ErrorBody;
 use time::OffsetDateTime;
 
 /// What reqwest will not send: a body that stalls, and bytes that are not HTTP.
@@ -40,11 +37,8 @@ async fn raw_connections(target: &Target) {
     let answer = target.raw(head.as_bytes()).await;
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     let body = answer.split("\r\n\r\n").nth(1).unwrap_or_default();
-    let error: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
-    assert!(
-        error["error"].as_str().is_some_and(|e| e.contains("1s")),
-        "{answer}"
-    );
+    let error: Option<ErrorBody> = serde_json::from_str(body).ok();
+    assert!(error.is_some_and(|e| e.text().contains("1s")), "{answer}");
 
     // Not HTTP at all: hyper answers 400 itself, before any route.
     let answer = target.raw(b"\x16\x03\x01\x00\xa5 TLS hello?\r\n\r\n").await;

@@ -1,6 +1,6 @@
 //! End-to-end: `tally serve` over PostgreSQL (a throwaway database per test).
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 // Tables of cases read best as tuples.
 #![allow(clippy::type_complexity)]
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

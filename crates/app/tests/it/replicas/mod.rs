@@ -11,17 +11,11 @@
 //! `TALLY_REPLICAS_PERIODS` the exact scenario's periods (default 5);
 //! `cargo xtask replicas` runs longer ones.
 
-#[path = "replicas/checks.rs"]
 mod checks;
-mod common;
-#[path = "replicas/exact.rs"]
 mod exact;
-#[path = "replicas/load.rs"]
 mod load;
-#[path = "replicas/scrape.rs"]
-mod scrape;
-#[path = "replicas/sink.rs"]
-mod sink;
+
+use crate::common::{self, scrape, sink};
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
