@@ -51,6 +51,16 @@ const UPSERT: &str = "WITH up AS (INSERT INTO workspace_app_stats AS t (user_id,
     INSERT INTO app_usage_dirty_hours (start_hour) \
     SELECT DISTINCT date_trunc('hour', session_started_at, 'UTC') FROM up";
 
+/// [`UPSERT`] without the marks, for the write benchmark's comparison.
+const UPSERT_UNMARKED: &str = "INSERT INTO workspace_app_stats AS t (user_id, agent_id, session_id, \
+        workspace_id, access_method, slug_or_port, session_started_at, session_ended_at, requests) \
+    SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::text[], \
+        $7::timestamptz[], $8::timestamptz[], $9::int8[]) \
+    ON CONFLICT (user_id, agent_id, session_id) DO UPDATE \
+    SET session_ended_at = GREATEST(t.session_ended_at, excluded.session_ended_at), \
+        requests = GREATEST(t.requests, excluded.requests) \
+    WHERE excluded.session_ended_at > t.session_ended_at OR excluded.requests > t.requests";
+
 /// Last-used times move forward only. The same statement marks the start
 /// hours of rows written by COPY for the next rollup tick (`$3`).
 const TOUCH_WORKSPACES: &str = "WITH marked AS (INSERT INTO app_usage_dirty_hours (start_hour) \
@@ -178,33 +188,56 @@ impl AppStatsStore for PgStore {
         if prepared.rows.is_empty() && prepared.workspaces.is_empty() {
             return Ok(());
         }
+        let hashes: Vec<u64> = prepared
+            .rows
+            .iter()
+            .map(|r| self.recent.hash((r.user, r.agent, r.session)))
+            .collect();
         if self.write_mode == AppStatsWriteMode::Copy {
-            match self.write_once(&prepared, AppStatsWriteMode::Copy).await {
-                // Some row already exists (an update, a replay, or a
-                // concurrent writer): redo the whole write as upserts.
+            let seen = self.recent.seen(&hashes);
+            match self.write_once(&prepared, Some(&seen)).await {
+                // Some row already exists (a replay, another replica's
+                // session, a row forgotten): redo the whole write as upserts.
                 Err(e) if is_unique_violation(&e) => {}
-                other => return other.map_err(map_sqlx_error),
+                other => {
+                    other.map_err(map_sqlx_error)?;
+                    self.recent.remember(&hashes);
+                    return Ok(());
+                }
             }
         }
-        self.write_once(&prepared, AppStatsWriteMode::Upsert)
-            .await
-            .map_err(map_sqlx_error)
+        self.write_once(&prepared, None).await.map_err(map_sqlx_error)?;
+        self.recent.remember(&hashes);
+        Ok(())
     }
 }
 
 impl PgStore {
-    async fn write_once(&self, p: &Prepared<'_>, mode: AppStatsWriteMode) -> Result<(), sqlx::Error> {
+    /// One transaction. With `copy_unless_seen`, rows not written recently
+    /// go by COPY (as if new) and the others by upsert; without it every
+    /// row goes by upsert.
+    async fn write_once(&self, p: &Prepared<'_>, copy_unless_seen: Option<&[bool]>) -> Result<(), sqlx::Error> {
         let mut tx: Transaction<'_, Postgres> = self.pool().begin().await?;
-        for batch in p.rows.chunks(p.batch_size) {
-            match mode {
-                AppStatsWriteMode::Upsert => upsert_batch(&mut tx, batch).await?,
-                AppStatsWriteMode::Copy => copy_batch(&mut tx, batch).await?,
+        let upsert = if self.usage_marks { UPSERT } else { UPSERT_UNMARKED };
+        // Both parts stay in key order.
+        let (mut copied, mut upserted): (Vec<&Row<'_>>, Vec<&Row<'_>>) = (Vec::new(), Vec::new());
+        for (i, row) in p.rows.iter().enumerate() {
+            match copy_unless_seen {
+                Some(seen) if !seen[i] => copied.push(row),
+                _ => upserted.push(row),
             }
         }
+        for batch in upserted.chunks(p.batch_size) {
+            upsert_batch(&mut tx, batch, upsert).await?;
+        }
+        for batch in copied.chunks(p.batch_size) {
+            copy_batch(&mut tx, batch).await?;
+        }
         // Upserts mark the hours they change themselves.
-        let marks: &[OffsetDateTime] = match mode {
-            AppStatsWriteMode::Copy => &p.start_hours,
-            AppStatsWriteMode::Upsert => &[],
+        let marks: &[OffsetDateTime] = if self.usage_marks && !copied.is_empty() {
+            &p.start_hours
+        } else {
+            &[]
         };
         if !p.workspaces.is_empty() || !marks.is_empty() {
             sqlx::query(TOUCH_WORKSPACES)
@@ -218,7 +251,7 @@ impl PgStore {
     }
 }
 
-async fn upsert_batch(conn: &mut PgConnection, batch: &[Row<'_>]) -> Result<(), sqlx::Error> {
+async fn upsert_batch(conn: &mut PgConnection, batch: &[&Row<'_>], statement: &str) -> Result<(), sqlx::Error> {
     let n = batch.len();
     let (mut users, mut agents, mut sessions, mut workspaces) = (
         Vec::with_capacity(n),
@@ -244,7 +277,7 @@ async fn upsert_batch(conn: &mut PgConnection, batch: &[Row<'_>]) -> Result<(), 
         ended.push(r.ended);
         requests.push(r.requests);
     }
-    sqlx::query(UPSERT)
+    sqlx::query(statement)
         .bind(users)
         .bind(agents)
         .bind(sessions)
@@ -262,7 +295,7 @@ async fn upsert_batch(conn: &mut PgConnection, batch: &[Row<'_>]) -> Result<(), 
 /// Binary COPY of rows assumed new, straight into the table (no staging
 /// table, so no second merge rule): fails with a unique violation if one
 /// exists, and the caller redoes the whole write with [`UPSERT`].
-async fn copy_batch(conn: &mut PgConnection, batch: &[Row<'_>]) -> Result<(), sqlx::Error> {
+async fn copy_batch(conn: &mut PgConnection, batch: &[&Row<'_>]) -> Result<(), sqlx::Error> {
     let mut buf = CopyBuf::with_capacity(batch.len() * 160);
     for r in batch {
         buf.tuple(9)

@@ -10,6 +10,7 @@ mod boundary;
 mod copy;
 mod error;
 mod insights;
+mod recent;
 mod telemetry;
 mod timeconv;
 mod usage;
@@ -63,6 +64,11 @@ impl Default for PgStoreOptions {
 pub struct PgStore {
     pool: PgPool,
     write_mode: AppStatsWriteMode,
+    /// Whether writes mark their start hours for the usage rollup; off only
+    /// in the write benchmark, to measure what the marks cost.
+    usage_marks: bool,
+    /// Keys written recently, shared by clones of this store.
+    recent: std::sync::Arc<recent::RecentKeys>,
 }
 
 impl PgStore {
@@ -85,6 +91,8 @@ impl PgStore {
         let store = Self {
             pool,
             write_mode: options.write_mode,
+            usage_marks: true,
+            recent: Default::default(),
         };
         store.migrate().await?;
         Ok(store)
@@ -95,7 +103,18 @@ impl PgStore {
         Self {
             pool,
             write_mode: AppStatsWriteMode::default(),
+            usage_marks: true,
+            recent: Default::default(),
         }
+    }
+
+    /// The same store writing without marking start hours for the usage
+    /// rollup, which then misses those writes. For the write benchmark only,
+    /// which measures the marks' cost against it.
+    #[doc(hidden)]
+    pub fn without_usage_marks_for_benchmarks(mut self) -> Self {
+        self.usage_marks = false;
+        self
     }
 
     /// The same store writing app stats the given way.
