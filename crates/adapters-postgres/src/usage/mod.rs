@@ -28,9 +28,9 @@ use crate::timeconv::{ceil_micros, limit, to_u64};
 /// The advisory lock of ticks and purges ("tallyus").
 pub(crate) const USAGE_LOCK_KEY: i64 = 0x0074_616c_6c79_7573;
 
-/// Start hours rolled up per statement, so a long catch-up stays a series
-/// of bounded statements.
-const HOURS_PER_STATEMENT: usize = 24;
+/// Start hours rolled up per statement at most, so a long catch-up stays a
+/// series of bounded statements.
+const HOURS_PER_STATEMENT: i64 = 24;
 
 /// Takes the usage lock for the transaction, if no one holds it.
 pub(super) async fn try_lock(conn: &mut PgConnection) -> Result<bool, sqlx::Error> {
@@ -57,11 +57,34 @@ pub(super) async fn roll_up(conn: &mut PgConnection) -> Result<TickOutcome, sqlx
         start_hours: hours.len() as u64,
         ..TickOutcome::default()
     };
-    for chunk in hours.chunks(HOURS_PER_STATEMENT) {
-        let done = sqlx::query(sql::ROLL_UP).bind(chunk).execute(&mut *conn).await?;
+    // The planner's row estimates for the per-row hour series are far off,
+    // which made it compile the statement (seconds) for milliseconds of work.
+    sqlx::query("SET LOCAL jit = off").execute(&mut *conn).await?;
+    // Runs of consecutive hours, each one range scan of the start index.
+    for (from, to) in runs(&hours) {
+        let done = sqlx::query(sql::ROLL_UP)
+            .bind(from)
+            .bind(to)
+            .execute(&mut *conn)
+            .await?;
         outcome.rows_changed += done.rows_affected();
     }
     Ok(outcome)
+}
+
+/// Sorted distinct hours as ranges `[from, to)` of consecutive hours, each
+/// at most [`HOURS_PER_STATEMENT`] long.
+fn runs(hours: &[OffsetDateTime]) -> Vec<(OffsetDateTime, OffsetDateTime)> {
+    let mut out: Vec<(OffsetDateTime, OffsetDateTime)> = Vec::new();
+    for &h in hours {
+        match out.last_mut() {
+            Some((from, to)) if *to == h && h - *from < Duration::hours(HOURS_PER_STATEMENT) => {
+                *to = h + Duration::HOUR
+            }
+            _ => out.push((h, h + Duration::HOUR)),
+        }
+    }
+    out
 }
 
 fn int(row: &PgRow, name: &str) -> Result<u64, StoreError> {
@@ -140,6 +163,24 @@ async fn export_page(pool: &PgPool, from: OffsetDateTime, to: OffsetDateTime) ->
         .await
         .map_err(map_sqlx_error)?;
     rows.iter().map(stats_report).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use time::macros::datetime;
+
+    use super::*;
+
+    #[test]
+    fn consecutive_hours_make_one_run_of_at_most_a_day() {
+        let h = |n: i64| datetime!(2026-11-25 0:00 UTC) + Duration::hours(n);
+        let hours: Vec<_> = [0, 1, 2, 5, 7, 8].into_iter().chain(10..40).map(h).collect();
+        assert_eq!(
+            runs(&hours),
+            vec![(h(0), h(3)), (h(5), h(6)), (h(7), h(9)), (h(10), h(34)), (h(34), h(40))]
+        );
+        assert_eq!(runs(&[]), vec![]);
+    }
 }
 
 #[async_trait]

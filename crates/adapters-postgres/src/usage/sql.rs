@@ -4,7 +4,7 @@
 //! mask is its minute `m`. `bits(a, b)` below is the mask of minutes
 //! `a..b`: `((1 << b) - 1) # ((1 << a) - 1)` for `a < b`.
 
-/// Recomputes what the rows starting in the hours `$1` contribute and
+/// Recomputes what the rows starting in the hours `[$1, $2)` contribute and
 /// merges it into `app_usage_hours`: minutes OR'ed into every hour a row
 /// covers; sessions and requests of each recomputed start hour replaced by
 /// the sums over the rows that started in it. Rows that would not change
@@ -14,23 +14,23 @@
 /// hour, with an empty mask, for its sessions and requests.
 pub(super) const ROLL_UP: &str = "WITH src AS (
     SELECT r.user_id, r.access_method, r.slug_or_port, r.sessions, r.requests,
-           (extract(epoch FROM d.h) / 3600)::int8 AS start_hour,
-           floor(extract(epoch FROM r.session_started_at) / 60)::int8 AS first_min,
-           ceil(extract(epoch FROM r.session_ended_at) / 60)::int8 AS end_min
-    FROM unnest($1::timestamptz[]) AS d(h)
-    JOIN workspace_app_stats r
-      ON r.session_started_at >= d.h AND r.session_started_at < d.h + interval '1 hour'
-), spans AS (
-    SELECT src.*, greatest(end_min, first_min) AS past_min FROM src
+           floor(date_part('epoch', r.session_started_at) / 3600)::int8 AS start_hour,
+           floor(date_part('epoch', r.session_started_at) / 60)::int8 AS first_min,
+           ceil(date_part('epoch', r.session_ended_at) / 60)::int8 AS end_min
+    FROM workspace_app_stats r
+    WHERE r.session_started_at >= $1 AND r.session_started_at < $2
+), hours AS (
+    -- The set-returning call in the select list runs as a projection,
+    -- far cheaper per row than a lateral function scan.
+    SELECT src.*, greatest(end_min, first_min) AS past_min,
+           generate_series(first_min / 60,
+               CASE WHEN end_min > first_min THEN (end_min - 1) / 60 ELSE first_min / 60 END) AS hour
+    FROM src
 ), parts AS (
-    SELECT s.user_id, s.access_method, s.slug_or_port, s.sessions, s.requests, s.start_hour, g.hour,
-           greatest(s.first_min - g.hour * 60, 0)::int AS a,
-           least(s.past_min - g.hour * 60, 60)::int AS b
-    FROM spans s
-    CROSS JOIN LATERAL generate_series(
-        s.first_min / 60,
-        CASE WHEN s.past_min > s.first_min THEN (s.past_min - 1) / 60 ELSE s.first_min / 60 END
-    ) AS g(hour)
+    SELECT user_id, access_method, slug_or_port, sessions, requests, start_hour, hour,
+           greatest(first_min - hour * 60, 0)::int AS a,
+           least(past_min - hour * 60, 60)::int AS b
+    FROM hours
 ), agg AS (
     SELECT hour, user_id, access_method, slug_or_port,
            bit_or(CASE WHEN b > a THEN ((1::int8 << b) - 1) # ((1::int8 << a) - 1) ELSE 0 END) AS minutes,
@@ -43,10 +43,11 @@ INSERT INTO app_usage_hours AS u (hour, user_id, access_method, slug_or_port, mi
 SELECT to_timestamp(hour * 3600), user_id, access_method, slug_or_port, minutes, sessions, requests FROM agg
 ON CONFLICT (hour, user_id, access_method, slug_or_port) DO UPDATE SET
     minutes = u.minutes | excluded.minutes,
-    sessions = CASE WHEN excluded.hour = ANY($1) THEN excluded.sessions ELSE u.sessions END,
-    requests = CASE WHEN excluded.hour = ANY($1) THEN excluded.requests ELSE u.requests END
+    sessions = CASE WHEN excluded.hour >= $1 AND excluded.hour < $2 THEN excluded.sessions ELSE u.sessions END,
+    requests = CASE WHEN excluded.hour >= $1 AND excluded.hour < $2 THEN excluded.requests ELSE u.requests END
 WHERE (u.minutes | excluded.minutes) <> u.minutes
-   OR (excluded.hour = ANY($1) AND (excluded.sessions, excluded.requests) <> (u.sessions, u.requests))";
+   OR (excluded.hour >= $1 AND excluded.hour < $2
+       AND (excluded.sessions, excluded.requests) <> (u.sessions, u.requests))";
 
 /// Rollup rows of the hours overlapping the range, split by interval. `$1`:
 /// the interval bounds (timestamptz[]), `$2`: the same as epoch minutes
