@@ -103,6 +103,8 @@ struct Bounds {
     count: i32,
     first_hour: OffsetDateTime,
     end: OffsetDateTime,
+    /// Intervals past its first that one hour can reach.
+    reach: i32,
 }
 
 impl Bounds {
@@ -115,7 +117,16 @@ impl Bounds {
                 .map_err(|_| StoreError::Invalid(format!("too many intervals: {}", intervals.len())))?,
             first_hour: hour_start(hour_of(range.from)),
             end: range.to,
+            reach: Self::reach(intervals),
         })
+    }
+
+    /// An hour whose start lies in interval `i` reaches at most the
+    /// intervals that begin within the next 59 minutes.
+    fn reach(intervals: &Intervals) -> i32 {
+        let shortest = intervals.iter().map(|r| r.to - r.from).min().unwrap_or(Duration::HOUR);
+        let minutes = shortest.whole_minutes().max(1);
+        i32::try_from(59 / minutes + 1).unwrap_or(60)
     }
 
     fn bind<'q>(
@@ -127,6 +138,7 @@ impl Bounds {
             .bind(self.count)
             .bind(self.first_hour)
             .bind(self.end)
+            .bind(self.reach)
     }
 }
 

@@ -52,26 +52,29 @@ WHERE (u.minutes | excluded.minutes) <> u.minutes
 /// Rollup rows of the hours overlapping the range, split by interval. `$1`:
 /// the interval bounds (timestamptz[]), `$2`: the same as epoch minutes
 /// (int8[]), `$3`: the number of intervals, `$4`: the range's first hour,
-/// `$5`: the range's end. Each part is (row, interval) with the row's
-/// minutes inside the interval, and its sessions and requests if the
-/// interval holds the start of its hour; parts with neither are dropped.
+/// `$5`: the range's end, `$6`: how many intervals past its first one an
+/// hour can reach (1 when no interval is shorter than an hour). Each part is
+/// (row, interval) with the row's minutes inside the interval, and its
+/// sessions and requests if the interval holds the start of its hour; parts
+/// with neither are dropped.
 pub(super) const PARTS: &str = "parts AS (
     SELECT p.user_id, p.access_method, p.slug_or_port, p.i, p.sessions, p.requests,
            bit_count((p.minutes & CASE WHEN p.b > p.a THEN ((1::int8 << p.b) - 1) # ((1::int8 << p.a) - 1) ELSE 0 END)::bit(64)) AS mins
     FROM (
-        SELECT u.user_id, u.access_method, u.slug_or_port, u.minutes, g.i,
-               CASE WHEN g.i = u.wi THEN u.sessions ELSE 0 END AS sessions,
-               CASE WHEN g.i = u.wi THEN u.requests ELSE 0 END AS requests,
-               greatest(least(($2::int8[])[g.i] - u.hour_min, 60), 0)::int AS a,
-               greatest(least(($2::int8[])[g.i + 1] - u.hour_min, 60), 0)::int AS b
+        SELECT u.user_id, u.access_method, u.slug_or_port, u.minutes, u.wi + k.k AS i,
+               CASE WHEN k.k = 0 THEN u.sessions ELSE 0 END AS sessions,
+               CASE WHEN k.k = 0 THEN u.requests ELSE 0 END AS requests,
+               greatest(least(($2::int8[])[u.wi + k.k] - u.hour_min, 60), 0)::int AS a,
+               greatest(least(($2::int8[])[u.wi + k.k + 1] - u.hour_min, 60), 0)::int AS b
         FROM (
-            SELECT h.*, (extract(epoch FROM h.hour) / 60)::int8 AS hour_min,
+            SELECT h.*, (date_part('epoch', h.hour) / 60)::int8 AS hour_min,
                    width_bucket(h.hour, $1::timestamptz[]) AS wi,
                    width_bucket(h.hour + interval '59 minutes', $1::timestamptz[]) AS wj
             FROM app_usage_hours h
             WHERE h.hour >= $4 AND h.hour < $5
         ) u
-        CROSS JOIN LATERAL generate_series(greatest(u.wi, 1), least(u.wj, $3)) AS g(i)
+        JOIN generate_series(0, $6::int) AS k(k) ON k.k <= u.wj - u.wi
+        WHERE u.wi + k.k BETWEEN 1 AND $3
     ) p
 ), live AS (
     SELECT * FROM parts WHERE mins > 0 OR sessions > 0
@@ -108,9 +111,9 @@ pub(super) const USER_ACTIVITY: &str = "WITH r AS (
            CASE WHEN h.hour_min >= $1 THEN h.sessions ELSE 0 END AS s,
            CASE WHEN h.hour_min >= $1 THEN h.requests ELSE 0 END AS req
     FROM (
-        SELECT x.*, (extract(epoch FROM x.hour) / 60)::int8 AS hour_min,
-               greatest(least($1 - (extract(epoch FROM x.hour) / 60)::int8, 60), 0)::int AS a,
-               greatest(least($2 - (extract(epoch FROM x.hour) / 60)::int8, 60), 0)::int AS b
+        SELECT x.*, (date_part('epoch', x.hour) / 60)::int8 AS hour_min,
+               greatest(least($1 - (date_part('epoch', x.hour) / 60)::int8, 60), 0)::int AS a,
+               greatest(least($2 - (date_part('epoch', x.hour) / 60)::int8, 60), 0)::int AS b
         FROM app_usage_hours x
         WHERE x.hour >= $3 AND x.hour < $4
     ) h
