@@ -65,6 +65,14 @@
 //!   asc (byte order, PostgreSQL's `COLLATE "C"`). `app_stats` orders by
 //!   start, session id, user id, agent id.
 //!
+//! - **Usage rollup** ([`UsageStore`]): writes mark the start hours they
+//!   touch (an existing row's stored start); a tick rolls them up again with
+//!   `tally_domain::usage::rollup`, the same rules as PostgreSQL's SQL;
+//!   reads answer from the rollup only; the export sorts rows by start, user,
+//!   agent, session; retention deletes raw rows by whole start hours (after a
+//!   tick) and freezes those hours, as PostgreSQL does.
+//!
+//! [`UsageStore`]: tally_domain::ports::UsageStore
 //! [`AppStatsStore::write_app_stats`]: tally_domain::ports::AppStatsStore::write_app_stats
 //! [`StatsReport::merge_forward`]: tally_domain::StatsReport::merge_forward
 //! [`BoundaryUsageStore`]: tally_domain::ports::BoundaryUsageStore

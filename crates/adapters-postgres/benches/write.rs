@@ -291,21 +291,28 @@ async fn main() {
     let mut table = vec![];
     let mut insights = vec![];
     copies.push(measure_copy().await);
+    // Each configuration also runs without the usage rollup's start-hour
+    // marks, right after, to show what the marks cost.
     for mode in [AppStatsWriteMode::Copy, AppStatsWriteMode::Upsert] {
-        for batch in [1024, 8192] {
+        for (batch, marks) in [(1024, true), (1024, false), (8192, true), (8192, false)] {
             let db = fresh_database().await;
             let opts = PgStoreOptions {
                 write_mode: mode,
                 ..Default::default()
             };
             let store = PgStore::connect_with(&db.url, opts).await.unwrap();
+            let store = if marks {
+                store
+            } else {
+                store.without_usage_marks_for_benchmarks()
+            };
             let fresh = writes(&rows, batch);
             let update = writes(&moved, batch);
             let t_fresh = timed_writes(&store, &fresh).await;
             let t_replay = timed_writes(&store, &fresh).await;
             let t_update = timed_writes(&store, &update).await;
             let t_mixed = timed_writes(&store, &writes(&mixed, batch)).await;
-            if insights.is_empty() {
+            if insights.is_empty() && marks {
                 insights = insights_queries(&store).await;
             }
             drop(store);
@@ -321,8 +328,9 @@ async fn main() {
                 ("replay, all updated", t_update),
                 ("90% new, 10% updates", t_mixed),
             ] {
-                eprintln!("{mode:?} batch {batch} {phase}: {:.0} rows/s", rate(n, d));
-                table.push((format!("{mode:?}"), batch, phase, d, limit));
+                let label = if marks { format!("{mode:?}") } else { format!("{mode:?}, no marks") };
+                eprintln!("{label} batch {batch} {phase}: {:.0} rows/s", rate(n, d));
+                table.push((label, batch, phase, d, limit));
             }
         }
     }

@@ -31,10 +31,11 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 /// BENCHMARKS.md for why [`AppStatsWriteMode::Copy`] is the default.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum AppStatsWriteMode {
-    /// Optimistic: each batch is one binary `COPY`, as if every row were new.
-    /// If any row already exists (an update, a replay, a concurrent writer),
-    /// the unique key refuses it and the whole write is redone, in a new
-    /// transaction, with [`AppStatsWriteMode::Upsert`].
+    /// Optimistic: rows this store wrote recently go by upsert, the others
+    /// by binary `COPY` per batch, as if new. If one of those exists after
+    /// all (a replay, another replica's session), the unique key refuses it
+    /// and the whole write is redone, in a new transaction, with
+    /// [`AppStatsWriteMode::Upsert`].
     #[default]
     Copy,
     /// Per batch: one `INSERT ... SELECT FROM unnest(...) ON CONFLICT DO
