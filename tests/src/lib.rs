@@ -1,9 +1,10 @@
-//! Shared test support for tally: the PostgreSQL harness and the store
-//! conformance suite, used by the tests in `tests/tests/` and by other crates'
+//! Shared test support for tally: the PostgreSQL harness (plain and TLS-only
+//! clusters), test certificates, and the store conformance suite, used by the tests in `tests/tests/` and by other crates'
 //! tests and benchmarks.
 
 pub mod conformance;
 pub mod pg;
+pub mod tls;
 
 use std::sync::Arc;
 

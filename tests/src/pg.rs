@@ -35,6 +35,22 @@
 //! // Dropping the cluster stops it and removes its directory.
 //! # }
 //! ```
+//!
+//! A test of TLS uses the [`TlsCluster`] of its process, [`tls_server`]
+//! (local binaries too): it accepts only TLS connections (`ssl=on`,
+//! `hostssl` lines alone in `pg_hba.conf`), with a certificate for
+//! `127.0.0.1` signed by a CA made at start-up. Its URLs ask for
+//! `sslmode=verify-full` against that CA; [`with_params`] changes them:
+//!
+//! ```no_run
+//! # async fn demo() {
+//! use tally_tests::pg::{tls_server, with_params};
+//! let server = tls_server().unwrap();
+//! let db = server.fresh_database().await;
+//! let plain = with_params(&db.url, &[("sslmode", "disable")]); // refused
+//! # drop((db, plain));
+//! # }
+//! ```
 
 mod server;
 
@@ -258,6 +274,100 @@ impl Drop for PrivateCluster {
     }
 }
 
+/// A cluster that accepts TLS connections only, with a CA and a server
+/// certificate made when it starts. The certificate names `127.0.0.1` and
+/// nothing else, so connecting by `localhost` is a hostname mismatch. Its
+/// URLs connect to `127.0.0.1` with `sslmode=verify-full` and `sslrootcert`
+/// naming the CA's PEM file (in the cluster's directory).
+#[derive(Debug)]
+pub struct TlsCluster {
+    cluster: Cluster,
+    ca: crate::tls::TestCa,
+}
+
+impl TlsCluster {
+    /// Creates and starts a new TLS-only cluster (blocks: initdb, start).
+    pub fn new() -> Result<Self, HarnessError> {
+        let ca = crate::tls::TestCa::new("tally test CA");
+        let cert = ca.issue(&["127.0.0.1"]);
+        let cluster = Cluster::start_tls(&cert.cert_pem, &cert.key_pem).map_err(HarnessError)?;
+        // Into the cluster's directory, which its watchdog removes at exit
+        // even when the cluster is never dropped.
+        let ca = ca
+            .moved_to(cluster.dir.join("ca.pem"))
+            .map_err(|e| HarnessError(format!("cannot write the CA file: {e}")))?;
+        Ok(Self { cluster, ca })
+    }
+
+    /// The CA that signed the server's certificate.
+    pub fn ca(&self) -> &crate::tls::TestCa {
+        &self.ca
+    }
+
+    pub fn port(&self) -> u16 {
+        self.cluster.port
+    }
+
+    /// The URL of its maintenance database (superuser), verified in full.
+    pub fn admin_url(&self) -> String {
+        with_params(
+            &self.cluster.admin_url(),
+            &[
+                ("sslmode", "verify-full"),
+                ("sslrootcert", &self.ca.path().display().to_string()),
+            ],
+        )
+    }
+
+    /// A new, empty database on this cluster, dropped with the returned value.
+    ///
+    /// # Panics
+    /// When the database cannot be created.
+    pub async fn fresh_database(&self) -> TestDatabase {
+        match create_database(self.admin_url()).await {
+            Ok(db) => db,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.cluster.dir.join("server.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for TlsCluster {
+    fn drop(&mut self) {
+        self.cluster.remove();
+    }
+}
+
+/// The TLS-only cluster every TLS test of this process shares, started on
+/// first use (blocking: call it from `spawn_blocking` in async tests, or
+/// before the runtime). Its watchdog stops it when the process exits.
+pub fn tls_server() -> Result<&'static TlsCluster, HarnessError> {
+    static SERVER: OnceLock<Result<TlsCluster, HarnessError>> = OnceLock::new();
+    SERVER.get_or_init(TlsCluster::new).as_ref().map_err(Clone::clone)
+}
+
+/// `url` with each of `params` set (replacing any value it had) in its query.
+///
+/// # Panics
+/// When `url` is not a URL.
+pub fn with_params(url: &str, params: &[(&str, &str)]) -> String {
+    let mut url = url::Url::parse(url).unwrap();
+    let kept: Vec<(String, String)> = url
+        .query_pairs()
+        .filter(|(k, _)| !params.iter().any(|(p, _)| p == k))
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    url.query_pairs_mut()
+        .clear()
+        .extend_pairs(kept)
+        .extend_pairs(params);
+    url.to_string()
+}
+
 fn unique_name() -> String {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
@@ -361,6 +471,45 @@ mod tests {
             .unwrap();
         assert_eq!(left, 0, "the dropped test database is gone");
         drop(b);
+    }
+
+    /// The TLS cluster's own `pg_hba.conf` refuses plaintext; a client that
+    /// verifies in full against its CA is let in, encrypted.
+    #[tokio::test]
+    async fn the_tls_cluster_accepts_verified_tls_only() {
+        let server = tokio::task::spawn_blocking(tls_server).await.unwrap().unwrap();
+        let db = server.fresh_database().await;
+        let mut conn = PgConnection::connect(&db.url).await.unwrap();
+        let ssl: bool = sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        assert!(ssl);
+        conn.close().await.unwrap();
+        let plain = with_params(&db.url, &[("sslmode", "disable")]);
+        let err = PgConnection::connect(&plain).await.unwrap_err();
+        let code = err
+            .as_database_error()
+            .and_then(|e| e.code())
+            .map(|c| c.into_owned());
+        assert_eq!(code.as_deref(), Some("28000"), "{err}");
+        assert!(err.to_string().contains("no encryption"), "{err}");
+        let by_name = db.url.replace("127.0.0.1", "localhost");
+        assert!(
+            PgConnection::connect(&by_name).await.is_err(),
+            "the certificate names 127.0.0.1 only"
+        );
+    }
+
+    #[test]
+    fn params_are_set_or_replaced() {
+        assert_eq!(
+            with_params(
+                "postgres://h/db?sslmode=disable&x=1",
+                &[("sslmode", "require"), ("y", "2")]
+            ),
+            "postgres://h/db?x=1&sslmode=require&y=2"
+        );
     }
 
     /// A private cluster stops (connections fail, the shared server is not

@@ -3,9 +3,15 @@
 use sqlx::migrate::MigrateError;
 use tally_domain::StoreError;
 
+use crate::tls::TlsFailure;
+
 /// Classifies a sqlx error: retryable trouble is `Unavailable`, rejected
-/// data is `Invalid`, the rest is `Other`.
+/// data is `Invalid`, the rest is `Other`. A TLS failure is `Other`: no
+/// retry fixes a certificate or an `sslmode`.
 pub fn map_sqlx_error(e: sqlx::Error) -> StoreError {
+    if let Some(tls) = TlsFailure::of(&e) {
+        return StoreError::Other(tls.to_string());
+    }
     match &e {
         sqlx::Error::Database(db) => {
             let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
@@ -17,7 +23,6 @@ pub fn map_sqlx_error(e: sqlx::Error) -> StoreError {
             }
         }
         sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
         | sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
         | sqlx::Error::WorkerCrashed

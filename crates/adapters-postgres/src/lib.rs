@@ -13,9 +13,9 @@ mod insights;
 mod recent;
 mod telemetry;
 mod timeconv;
+mod tls;
 mod usage;
 
-use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::PgPool;
@@ -23,6 +23,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use tally_domain::StoreError;
 
 pub use error::map_sqlx_error;
+pub use tls::{ConnectPlan, SslMode, TlsFailure};
 
 /// The migrations of `migrations/`, embedded in the binary.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -79,20 +80,28 @@ impl PgStore {
     }
 
     /// Like [`PgStore::connect`], with pool size, timeouts and write mode.
+    /// `sslmode` and `sslrootcert` in the URL mean what they mean to libpq
+    /// (see [`ConnectPlan`]); a TLS failure is a non-retryable error that
+    /// says what failed.
     pub async fn connect_with(database_url: &str, options: PgStoreOptions) -> Result<Self, StoreError> {
-        let connect = PgConnectOptions::from_str(database_url)
-            .map_err(|e| StoreError::Other(format!("bad database URL: {e}")))?
-            .application_name("tally")
-            // tally's statements are short; the planner's cost guesses for
-            // the rollup's per-row hour series made JIT compile them for
-            // seconds to save milliseconds.
-            .options([("jit", "off")]);
-        let pool = PgPoolOptions::new()
-            .max_connections(options.max_connections.max(1))
-            .acquire_timeout(options.acquire_timeout)
-            .connect_with(connect)
-            .await
-            .map_err(map_sqlx_error)?;
+        let plan = ConnectPlan::from_url(database_url)?;
+        let connect = |connect: PgConnectOptions| {
+            PgPoolOptions::new()
+                .max_connections(options.max_connections.max(1))
+                .acquire_timeout(options.acquire_timeout)
+                // tally's statements are short; the planner's cost guesses
+                // for the rollup's per-row hour series made JIT compile them
+                // for seconds to save milliseconds.
+                .connect_with(connect.application_name("tally").options([("jit", "off")]))
+        };
+        let pool = match (connect(plan.options).await, plan.tls_fallback) {
+            // sslmode=allow: TLS only once the server has refused plaintext.
+            (Err(e), Some(tls)) if matches!(TlsFailure::of(&e), Some(TlsFailure::ServerRequiresTls(_))) => {
+                connect(tls).await
+            }
+            (result, _) => result,
+        }
+        .map_err(map_sqlx_error)?;
         let store = Self {
             pool,
             write_mode: options.write_mode,

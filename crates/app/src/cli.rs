@@ -171,6 +171,11 @@ pub struct ServeArgs {
     #[arg(long, env = "TALLY_TELEMETRY_URL")]
     pub telemetry_url: Option<String>,
 
+    /// CA bundle (PEM) to trust for an https `--telemetry-url`, instead of
+    /// the public CAs built into tally.
+    #[arg(long, env = "TALLY_TELEMETRY_CA_FILE")]
+    pub telemetry_ca_file: Option<std::path::PathBuf>,
+
     /// API tokens as ROLE=TOKEN pairs separated by commas; roles: proxy,
     /// agent, member, reader (auditor), admin. A proxy token may be Coder's
     /// PROXY_ID:SECRET, which names the proxy. Prefer the environment

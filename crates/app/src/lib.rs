@@ -13,6 +13,7 @@ pub mod simulate;
 pub mod sink;
 pub mod store;
 pub mod telemetry_log;
+pub mod tls;
 
 pub use config::ConfigError;
 pub use store::open_store;

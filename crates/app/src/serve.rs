@@ -27,9 +27,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     crate::telemetry_log::init_tracing(args.log_json);
 
     let tokens = check(&args)?;
-    let sink: Arc<dyn SnapshotSink> = match &args.telemetry_url {
-        Some(raw) => {
-            Arc::new(HttpSink::new(check_telemetry_url(raw)?).map_err(|e| ConfigError(e.to_string()))?)
+    let sink: Arc<dyn SnapshotSink> = match args.telemetry_url.as_deref().map(check_telemetry_url) {
+        Some(url) => {
+            let sink = HttpSink::new(url?, args.telemetry_ca_file.as_deref())?;
+            // A certificate the sink's TLS would refuse ends the start-up.
+            sink.check_tls().await?;
+            Arc::new(sink)
         }
         None => Arc::new(LogSink),
     };
@@ -217,8 +220,15 @@ pub fn check(args: &ServeArgs) -> Result<Tokens, ConfigError> {
     if let Some(url) = &args.database_url {
         check_database_url(url.expose())?;
     }
-    if let Some(raw) = &args.telemetry_url {
-        check_telemetry_url(raw)?;
+    let telemetry_url = args
+        .telemetry_url
+        .as_deref()
+        .map(check_telemetry_url)
+        .transpose()?;
+    if args.telemetry_ca_file.is_some() && telemetry_url.is_none_or(|u| u.scheme() != "https") {
+        return Err(ConfigError(
+            "--telemetry-ca-file needs an https:// --telemetry-url".into(),
+        ));
     }
     if args.rollup_window < Duration::from_secs(1) {
         return Err(ConfigError("--rollup-window must be at least 1s".into()));

@@ -1,11 +1,15 @@
 //! Snapshot sinks: the log (default) and an HTTP endpoint.
 
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use backon::{ExponentialBuilder, Retryable as _};
 use tally_domain::ports::{SinkError, SnapshotSink};
 use tally_domain::telemetry::Snapshot;
+
+use crate::config::ConfigError;
 
 /// Writes each snapshot as one JSON log line.
 #[derive(Debug, Clone, Copy, Default)]
@@ -28,23 +32,31 @@ impl SnapshotSink for LogSink {
 
 /// POSTs each snapshot as JSON, retrying transient failures a few times; the
 /// outbox retries later beyond that. The snapshot id travels in the
-/// `Idempotency-Key` header so a receiver can drop a redelivery.
+/// `Idempotency-Key` header so a receiver can drop a redelivery. Over
+/// `https` it trusts the CAs of a CA file alone, or the built-in public ones;
+/// a TLS failure is not retried by the sink (no retry fixes a certificate),
+/// the outbox still keeps the snapshot.
 #[derive(Debug, Clone)]
 pub struct HttpSink {
     client: reqwest::Client,
+    tls: Arc<rustls::ClientConfig>,
     url: url::Url,
     backoff: ExponentialBuilder,
 }
 
 impl HttpSink {
-    pub fn new(url: url::Url) -> anyhow::Result<Self> {
+    pub fn new(url: url::Url, ca_file: Option<&Path>) -> Result<Self, ConfigError> {
+        let tls = crate::tls::client_config(ca_file)?;
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .connect_timeout(Duration::from_secs(5))
             .user_agent(concat!("tally/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+            .use_preconfigured_tls(tls.clone())
+            .build()
+            .map_err(|e| ConfigError(format!("cannot build the HTTP client for --telemetry-url: {e}")))?;
         Ok(Self {
             client,
+            tls: Arc::new(tls),
             url,
             backoff: ExponentialBuilder::new()
                 .with_min_delay(Duration::from_millis(200))
@@ -52,6 +64,16 @@ impl HttpSink {
                 .with_max_times(3)
                 .with_jitter(),
         })
+    }
+
+    /// For an `https` URL: a TLS handshake with the sink now, so that a
+    /// certificate it would refuse ends the start-up (see
+    /// [`crate::tls::check_handshake`]).
+    pub async fn check_tls(&self) -> Result<(), ConfigError> {
+        if self.url.scheme() != "https" {
+            return Ok(());
+        }
+        crate::tls::check_handshake(&self.url, self.tls.clone()).await
     }
 
     /// Shorter retry delays, for tests.
@@ -68,7 +90,10 @@ impl HttpSink {
             .json(snapshot)
             .send()
             .await
-            .map_err(|e| Attempt::Retry(format!("POST {} failed: {e}", self.url)))?;
+            .map_err(|e| match crate::tls::rustls_error(&e) {
+                Some(tls) => Attempt::GiveUp(format!("POST {}: {}", self.url, crate::tls::describe(tls))),
+                None => Attempt::Retry(format!("POST {} failed: {e}", self.url)),
+            })?;
         let status = response.status();
         if status.is_success() {
             return Ok(());
@@ -103,7 +128,7 @@ impl SnapshotSink for HttpSink {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -113,7 +138,8 @@ mod tests {
     use axum::routing::post;
     use time::macros::datetime;
 
-    fn snapshot() -> Snapshot {
+    /// A snapshot to deliver (the TLS tests send it too).
+    pub(crate) fn snapshot() -> Snapshot {
         Snapshot {
             id: uuid::Uuid::new_v4(),
             event_type: "boundary_usage".into(),
@@ -161,7 +187,7 @@ mod tests {
     #[tokio::test]
     async fn http_sink_retries_server_errors_then_succeeds() {
         let (url, calls) = receiver(2, StatusCode::SERVICE_UNAVAILABLE).await;
-        fast(HttpSink::new(url).unwrap())
+        fast(HttpSink::new(url, None).unwrap())
             .publish(&snapshot())
             .await
             .unwrap();
@@ -171,7 +197,7 @@ mod tests {
     #[tokio::test]
     async fn http_sink_gives_up_on_client_errors_at_once() {
         let (url, calls) = receiver(usize::MAX, StatusCode::BAD_REQUEST).await;
-        let err = fast(HttpSink::new(url).unwrap())
+        let err = fast(HttpSink::new(url, None).unwrap())
             .publish(&snapshot())
             .await
             .unwrap_err();
@@ -184,7 +210,7 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}/snap", listener.local_addr().unwrap());
         drop(listener);
-        let err = fast(HttpSink::new(url.parse().unwrap()).unwrap())
+        let err = fast(HttpSink::new(url.parse().unwrap(), None).unwrap())
             .publish(&snapshot())
             .await
             .unwrap_err();

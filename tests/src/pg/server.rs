@@ -1,5 +1,5 @@
-//! A throwaway PostgreSQL cluster: the one shared by a test process, or a
-//! test's private one.
+//! A throwaway PostgreSQL cluster: the one shared by a test process, a
+//! test's private one, or a TLS-only one.
 //!
 //! The cluster lives in a temporary directory (data, unix socket, log) and
 //! listens on a free loopback port. Rust statics are never dropped, so the
@@ -68,6 +68,22 @@ impl Cluster {
 
     /// Like [`Cluster::start`], with settings overriding [`TEST_SETTINGS`].
     pub fn start_with(extra: &[(&str, &str)]) -> Result<Cluster, String> {
+        Self::start_prepared(extra, |_| Ok(()))
+    }
+
+    /// A cluster that accepts TLS connections only: `ssl=on` with this
+    /// certificate and key (PEM), and a `pg_hba.conf` of `hostssl` lines
+    /// alone (no `local`, no `host`), so a plaintext client is refused.
+    pub fn start_tls(cert_pem: &str, key_pem: &str) -> Result<Cluster, String> {
+        Self::start_prepared(&[("ssl", "on")], |cluster| cluster.require_tls(cert_pem, key_pem))
+    }
+
+    /// Like [`Cluster::start_with`], running `prepare` between initdb and
+    /// the first start.
+    fn start_prepared(
+        extra: &[(&str, &str)],
+        prepare: impl Fn(&Cluster) -> Result<(), String>,
+    ) -> Result<Cluster, String> {
         let bin = find_bin_dir()?;
         let extra: Vec<(String, String)> = extra
             .iter()
@@ -76,6 +92,10 @@ impl Cluster {
         let mut last = String::new();
         for _ in 0..3 {
             let mut cluster = init_once(&bin, extra.clone())?;
+            if let Err(e) = prepare(&cluster) {
+                let _ = fs::remove_dir_all(&cluster.dir);
+                return Err(e);
+            }
             match cluster.launch() {
                 Ok(()) => return Ok(cluster),
                 // Not ready in time: it runs on, its watchdog stops it at exit.
@@ -156,6 +176,33 @@ impl Cluster {
             let _ = self.stop(Shutdown::Fast);
         }
         let _ = fs::remove_dir_all(&self.dir);
+    }
+
+    /// Installs the server certificate and key (`server.crt`, `server.key`:
+    /// the default file names, in the data directory) and replaces
+    /// `pg_hba.conf` with TLS-only lines.
+    fn require_tls(&self, cert_pem: &str, key_pem: &str) -> Result<(), String> {
+        use std::os::unix::fs::PermissionsExt as _;
+        let data = self.data();
+        let hba = "# TLS only: no `local` or `host` lines, so plaintext is refused.\n\
+                   hostssl all all 127.0.0.1/32 trust\n\
+                   hostssl all all ::1/128 trust\n";
+        for (name, text, mode) in [
+            ("server.crt", cert_pem, 0o644),
+            ("server.key", key_pem, 0o600),
+            ("pg_hba.conf", hba, 0o600),
+        ] {
+            let path = data.join(name);
+            let written = fs::write(&path, text)
+                .and_then(|()| fs::set_permissions(&path, fs::Permissions::from_mode(mode)))
+                .and_then(|()| match &self.account {
+                    // The server refuses a key file it does not own.
+                    Some((_, uid, gid)) => std::os::unix::fs::chown(&path, Some(*uid), Some(*gid)),
+                    None => Ok(()),
+                });
+            written.map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        }
+        Ok(())
     }
 
     /// Starts the server under its watchdog and waits until it is ready.

@@ -6,6 +6,7 @@ mod concurrency;
 mod insights;
 mod migrate;
 mod telemetry;
+mod tls;
 
 use tally_adapters_postgres::{AppStatsWriteMode, PgStore};
 use tally_domain::{AccessMethod, StatsReport};

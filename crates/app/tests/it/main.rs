@@ -12,3 +12,4 @@ mod e2e_postgres;
 mod hostile;
 mod replicas;
 mod simulate_cli;
+mod tls;
