@@ -26,7 +26,11 @@ impl AppsState {
     fn tick(&mut self) -> TickOutcome {
         let mut outcome = TickOutcome::default();
         for hour in self.rollup.take_dirty() {
-            let keys = self.by_start_hour.get(&hour).map(Vec::as_slice).unwrap_or_default();
+            let keys = self
+                .by_start_hour
+                .get(&hour)
+                .map(Vec::as_slice)
+                .unwrap_or_default();
             let rows = keys.iter().filter_map(|k| self.rows.get(k));
             outcome.rows_changed += self.rollup.apply(hour, &contributions(rows));
             outcome.start_hours += 1;
@@ -41,7 +45,8 @@ impl AppsState {
         let frozen = self.rollup.frozen_before();
         let oldest = self.by_start_hour.keys().next().copied();
         let lower = frozen.or(oldest).unwrap_or(horizon);
-        self.rollup.freeze_before(horizon.min(lower.saturating_add(max_hours)));
+        self.rollup
+            .freeze_before(horizon.min(lower.saturating_add(max_hours)));
         let cut = self.rollup.frozen_before().unwrap_or(horizon);
         // Late rows of hours already final lie below the cut and go too.
         let keep = self.by_start_hour.split_off(&cut);
@@ -91,7 +96,11 @@ impl UsageStore for MemoryStore {
     async fn user_activity(&self, range: TimeRange, limit: usize) -> Result<Vec<UserActivity>, StoreError> {
         let intervals = whole_minutes(range)?;
         let state = self.apps.read();
-        Ok(rollup::user_activity(state.rollup.rows_for(&intervals), &intervals, limit))
+        Ok(rollup::user_activity(
+            state.rollup.rows_for(&intervals),
+            &intervals,
+            limit,
+        ))
     }
 
     fn export_app_stats(&self, range: TimeRange) -> RowStream {
@@ -99,7 +108,11 @@ impl UsageStore for MemoryStore {
         Box::pin(futures::stream::iter(rows.into_iter().map(Ok)))
     }
 
-    async fn purge_expired(&self, now: OffsetDateTime, policy: &RetentionPolicy) -> Result<PurgeOutcome, StoreError> {
+    async fn purge_expired(
+        &self,
+        now: OffsetDateTime,
+        policy: &RetentionPolicy,
+    ) -> Result<PurgeOutcome, StoreError> {
         let max_hours = batch_hours(policy);
         let mut outcome = PurgeOutcome::default();
         {
@@ -107,9 +120,7 @@ impl UsageStore for MemoryStore {
             // Nothing is deleted before the rollup has taken it in.
             state.tick();
             outcome.app_stats_rows = state.purge_raw(hour_of(now - policy.app_stats), max_hours);
-            outcome.usage_rows = state
-                .rollup
-                .purge_before(hour_of(now - policy.usage), max_hours);
+            outcome.usage_rows = state.rollup.purge_before(hour_of(now - policy.usage), max_hours);
         }
         let before = now - policy.snapshots;
         outcome.snapshots = self
@@ -119,4 +130,3 @@ impl UsageStore for MemoryStore {
         Ok(outcome)
     }
 }
-

@@ -33,7 +33,10 @@ const CALL_ROWS: usize = 65_536;
 const BATCH: usize = 1024;
 
 fn env(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn uuid(rng: &mut StdRng) -> Uuid {
@@ -81,27 +84,62 @@ fn day_rows(fleet: &Fleet, d: i64, rng: &mut StdRng) -> Vec<StatsReport> {
         }
         let begin = day + time::Duration::hours([1, 8, 14][u % 3]);
         let morning = begin + mins(rng.random_range(0..60));
-        rows.push(session(who, AccessMethod::Subdomain, "code-server", morning,
-            mins(rng.random_range(150..240)), rng.random_range(100..5000), rng));
+        rows.push(session(
+            who,
+            AccessMethod::Subdomain,
+            "code-server",
+            morning,
+            mins(rng.random_range(150..240)),
+            rng.random_range(100..5000),
+            rng,
+        ));
         let afternoon = begin + mins(270 + rng.random_range(0..30));
-        rows.push(session(who, AccessMethod::Subdomain, "code-server", afternoon,
-            mins(rng.random_range(120..210)), rng.random_range(100..5000), rng));
+        rows.push(session(
+            who,
+            AccessMethod::Subdomain,
+            "code-server",
+            afternoon,
+            mins(rng.random_range(120..210)),
+            rng.random_range(100..5000),
+            rng,
+        ));
         for _ in 0..4 {
             let at = begin + mins(rng.random_range(0..540));
-            rows.push(session(who, AccessMethod::Terminal, "", at, mins(rng.random_range(2..40)),
-                rng.random_range(10..500), rng));
+            rows.push(session(
+                who,
+                AccessMethod::Terminal,
+                "",
+                at,
+                mins(rng.random_range(2..40)),
+                rng.random_range(10..500),
+                rng,
+            ));
         }
         let port = PORTS[rng.random_range(0..PORTS.len())];
         for _ in 0..25 {
             let at = begin + mins(rng.random_range(0..540));
-            rows.push(session(who, AccessMethod::Subdomain, port, at,
-                time::Duration::seconds(rng.random_range(1..59)), rng.random_range(1..50), rng));
+            rows.push(session(
+                who,
+                AccessMethod::Subdomain,
+                port,
+                at,
+                time::Duration::seconds(rng.random_range(1..59)),
+                rng.random_range(1..50),
+                rng,
+            ));
         }
         if rng.random_bool(0.5) {
             let app = OTHER_APPS[rng.random_range(0..OTHER_APPS.len())];
             let at = begin + mins(rng.random_range(0..480));
-            rows.push(session(who, AccessMethod::Path, app, at, mins(rng.random_range(10..90)),
-                rng.random_range(50..2000), rng));
+            rows.push(session(
+                who,
+                AccessMethod::Path,
+                app,
+                at,
+                mins(rng.random_range(10..90)),
+                rng.random_range(50..2000),
+                rng,
+            ));
         }
     }
     rows.sort_by_key(|r| r.session_started_at);
@@ -155,7 +193,9 @@ async fn main() {
     let runs = env("TALLY_BENCH_RUNS", 30);
     let mut rng = StdRng::seed_from_u64(7);
     let fleet = Fleet {
-        users: (0..users).map(|_| (uuid(&mut rng), uuid(&mut rng), uuid(&mut rng))).collect(),
+        users: (0..users)
+            .map(|_| (uuid(&mut rng), uuid(&mut rng), uuid(&mut rng)))
+            .collect(),
     };
     let db = fresh_database().await;
     let store = PgStore::connect(&db.url).await.unwrap();
@@ -174,7 +214,12 @@ async fn main() {
         let tick = store.tick_usage_rollup().await.unwrap();
         ticks.push(t.elapsed());
         if d % 10 == 0 {
-            eprintln!("day {d}: {} rows, tick {:.0} ms ({} start hours)", rows.len(), ms(ticks[d as usize]), tick.start_hours);
+            eprintln!(
+                "day {d}: {} rows, tick {:.0} ms ({} start hours)",
+                rows.len(),
+                ms(ticks[d as usize]),
+                tick.start_hours
+            );
         }
     }
     let end_day = DAY0 + time::Duration::days(days);
@@ -231,14 +276,23 @@ async fn main() {
                 top.push(t.elapsed());
                 assert!(!u.is_empty());
             }
-            reads.push((offset, span, percentiles(app), percentiles(active), percentiles(top)));
+            reads.push((
+                offset,
+                span,
+                percentiles(app),
+                percentiles(active),
+                percentiles(top),
+            ));
         }
     }
 
     // Retention: one round with the defaults at the end of the data, then
     // rounds that keep 30 days of raw rows, timed.
     let t = Instant::now();
-    let round = store.purge_expired(end_day, &RetentionPolicy::default()).await.unwrap();
+    let round = store
+        .purge_expired(end_day, &RetentionPolicy::default())
+        .await
+        .unwrap();
     let default_round = (t.elapsed(), round);
     let keep30 = RetentionPolicy {
         app_stats: time::Duration::days(30),
@@ -256,26 +310,49 @@ async fn main() {
     sqlx::query("VACUUM ANALYZE").execute(store.pool()).await.unwrap();
     let sized_after = sizes(&store).await;
 
-    println!("\n{days} days, {users} users (one workspace each), {raw_rows} raw rows written in {:.1} s ({:.0} rows/s)",
-        write_time.as_secs_f64(), raw_rows as f64 / write_time.as_secs_f64());
+    println!(
+        "\n{days} days, {users} users (one workspace each), {raw_rows} raw rows written in {:.1} s ({:.0} rows/s)",
+        write_time.as_secs_f64(),
+        raw_rows as f64 / write_time.as_secs_f64()
+    );
     let (p50, p99) = percentiles(ticks.clone());
-    println!("tick catching up one whole day (after each day's writes): median {p50:.0} ms, p99 {p99:.0} ms, max {:.0} ms",
-        ms(*ticks.iter().max().unwrap()));
-    println!("tick over 5 minutes of fresh writes ({fresh_count} rows: {} new, {open_count} open sessions rewritten): {:.0} ms, {} start hours, {} rollup rows changed",
-        fresh_count - open_count, ms(tick_five), five.start_hours, five.rows_changed);
+    println!(
+        "tick catching up one whole day (after each day's writes): median {p50:.0} ms, p99 {p99:.0} ms, max {:.0} ms",
+        ms(*ticks.iter().max().unwrap())
+    );
+    println!(
+        "tick over 5 minutes of fresh writes ({fresh_count} rows: {} new, {open_count} open sessions rewritten): {:.0} ms, {} start hours, {} rollup rows changed",
+        fresh_count - open_count,
+        ms(tick_five),
+        five.start_hours,
+        five.rows_changed
+    );
     println!("\ntables after the load (VACUUM ANALYZE):");
     for (name, rows, bytes) in &sized {
         println!("- {name}: {rows} rows, {:.1} MiB", *bytes as f64 / 1048576.0);
     }
-    println!("\n| offset | range | app usage p50 / p99 ms | active users p50 / p99 ms | top-100 users p50 / p99 ms |");
+    println!(
+        "\n| offset | range | app usage p50 / p99 ms | active users p50 / p99 ms | top-100 users p50 / p99 ms |"
+    );
     println!("|---|---|---:|---:|---:|");
     for (offset, span, a, b, c) in &reads {
-        println!("| {offset} | {span} d | {:.1} / {:.1} | {:.1} / {:.1} | {:.1} / {:.1} |", a.0, a.1, b.0, b.1, c.0, c.1);
+        println!(
+            "| {offset} | {span} d | {:.1} / {:.1} | {:.1} / {:.1} | {:.1} / {:.1} |",
+            a.0, a.1, b.0, b.1, c.0, c.1
+        );
     }
-    println!("\nretention: a default round at the end of the data took {:.0} ms and deleted {:?}", ms(default_round.0), default_round.1);
+    println!(
+        "\nretention: a default round at the end of the data took {:.0} ms and deleted {:?}",
+        ms(default_round.0),
+        default_round.1
+    );
     let deleted: u64 = purge_rounds.iter().map(|r| r.1).sum();
     let slowest = purge_rounds.iter().map(|r| r.0).max().unwrap_or_default();
-    println!("keeping 30 days of raw rows: {} rounds of at most 4 hours deleted {deleted} rows, slowest round {:.0} ms", purge_rounds.len(), ms(slowest));
+    println!(
+        "keeping 30 days of raw rows: {} rounds of at most 4 hours deleted {deleted} rows, slowest round {:.0} ms",
+        purge_rounds.len(),
+        ms(slowest)
+    );
     println!("tables after it (VACUUM ANALYZE; the heap is reused, not returned):");
     for (name, rows, bytes) in &sized_after {
         println!("- {name}: {rows} rows, {:.1} MiB", *bytes as f64 / 1048576.0);
@@ -287,5 +364,7 @@ async fn store_rows_open_at(store: &PgStore, at: OffsetDateTime) -> Vec<StatsRep
     use futures::TryStreamExt;
     let range = TimeRange::new(at - time::Duration::hours(6), at).unwrap();
     let rows: Vec<StatsReport> = store.export_app_stats(range).try_collect().await.unwrap();
-    rows.into_iter().filter(|r| r.session_ended_at.unwrap() > at).collect()
+    rows.into_iter()
+        .filter(|r| r.session_ended_at.unwrap() > at)
+        .collect()
 }

@@ -328,7 +328,11 @@ async fn main() {
                 ("replay, all updated", t_update),
                 ("90% new, 10% updates", t_mixed),
             ] {
-                let label = if marks { format!("{mode:?}") } else { format!("{mode:?}, no marks") };
+                let label = if marks {
+                    format!("{mode:?}")
+                } else {
+                    format!("{mode:?}, no marks")
+                };
                 eprintln!("{label} batch {batch} {phase}: {:.0} rows/s", rate(n, d));
                 table.push((label, batch, phase, d, limit));
             }

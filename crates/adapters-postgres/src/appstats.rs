@@ -216,7 +216,11 @@ impl PgStore {
     /// One transaction. With `copy_unless_seen`, rows not written recently
     /// go by COPY (as if new) and the others by upsert; without it every
     /// row goes by upsert.
-    async fn write_once(&self, p: &Prepared<'_>, copy_unless_seen: Option<&[bool]>) -> Result<(), sqlx::Error> {
+    async fn write_once(
+        &self,
+        p: &Prepared<'_>,
+        copy_unless_seen: Option<&[bool]>,
+    ) -> Result<(), sqlx::Error> {
         let mut tx: Transaction<'_, Postgres> = self.pool().begin().await?;
         let upsert = if self.usage_marks { UPSERT } else { UPSERT_UNMARKED };
         // Both parts stay in key order.
@@ -251,7 +255,11 @@ impl PgStore {
     }
 }
 
-async fn upsert_batch(conn: &mut PgConnection, batch: &[&Row<'_>], statement: &str) -> Result<(), sqlx::Error> {
+async fn upsert_batch(
+    conn: &mut PgConnection,
+    batch: &[&Row<'_>],
+    statement: &str,
+) -> Result<(), sqlx::Error> {
     let n = batch.len();
     let (mut users, mut agents, mut sessions, mut workspaces) = (
         Vec::with_capacity(n),

@@ -61,13 +61,17 @@ mod tests {
     #[test]
     fn keys_are_remembered_for_two_generations() {
         let recent = RecentKeys::default();
-        let first: Vec<u64> = (0..10).map(|i| recent.hash((Uuid::from_u128(i), Uuid::nil(), Uuid::nil()))).collect();
+        let first: Vec<u64> = (0..10)
+            .map(|i| recent.hash((Uuid::from_u128(i), Uuid::nil(), Uuid::nil())))
+            .collect();
         recent.remember(&first);
         assert!(recent.seen(&first).iter().all(|&s| s));
         let other = recent.hash((Uuid::from_u128(99), Uuid::nil(), Uuid::nil()));
         assert_eq!(recent.seen(&[other]), vec![false]);
         // Two full generations later the first keys are forgotten.
-        let filler: Vec<u64> = (0..2 * GENERATION as u64 + 1).map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15)).collect();
+        let filler: Vec<u64> = (0..2 * GENERATION as u64 + 1)
+            .map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+            .collect();
         recent.remember(&filler);
         assert!(recent.seen(&first).iter().all(|&s| !s));
     }

@@ -228,7 +228,11 @@ impl UsageStore for DeadlineStore {
         }))
     }
 
-    async fn purge_expired(&self, now: OffsetDateTime, policy: &RetentionPolicy) -> Result<PurgeOutcome, StoreError> {
+    async fn purge_expired(
+        &self,
+        now: OffsetDateTime,
+        policy: &RetentionPolicy,
+    ) -> Result<PurgeOutcome, StoreError> {
         self.within("purge_expired", self.inner.purge_expired(now, policy))
             .await
     }
@@ -327,7 +331,11 @@ mod tests {
         fn export_app_stats(&self, _: TimeRange) -> RowStream {
             Box::pin(futures::stream::pending())
         }
-        async fn purge_expired(&self, _: OffsetDateTime, _: &RetentionPolicy) -> Result<PurgeOutcome, StoreError> {
+        async fn purge_expired(
+            &self,
+            _: OffsetDateTime,
+            _: &RetentionPolicy,
+        ) -> Result<PurgeOutcome, StoreError> {
             pending().await
         }
     }

@@ -313,7 +313,11 @@ impl<S: UsageStore> UsageStore for Authorized<S> {
         }
     }
 
-    async fn purge_expired(&self, now: OffsetDateTime, policy: &RetentionPolicy) -> Result<PurgeOutcome, StoreError> {
+    async fn purge_expired(
+        &self,
+        now: OffsetDateTime,
+        policy: &RetentionPolicy,
+    ) -> Result<PurgeOutcome, StoreError> {
         self.check(&[
             (Action::Read, Resource::WorkspaceAppStats),
             (Action::Update, Resource::WorkspaceAppStats),

@@ -208,13 +208,20 @@ pub trait UsageStore: Send + Sync {
     /// final from then on), rollup rows of hours before `now -
     /// policy.usage`, and published snapshots whose period ended before
     /// `now - policy.snapshots`; at most `policy.max_batch` of data of each.
-    async fn purge_expired(&self, now: OffsetDateTime, policy: &RetentionPolicy) -> Result<PurgeOutcome, StoreError>;
+    async fn purge_expired(
+        &self,
+        now: OffsetDateTime,
+        policy: &RetentionPolicy,
+    ) -> Result<PurgeOutcome, StoreError>;
 }
 
 /// Everything a store provides. Implemented for every type that has all parts.
 pub trait Store: AppStatsStore + BoundaryUsageStore + TelemetryStore + InsightsStore + UsageStore {}
 
-impl<T: AppStatsStore + BoundaryUsageStore + TelemetryStore + InsightsStore + UsageStore + ?Sized> Store for T {}
+impl<T: AppStatsStore + BoundaryUsageStore + TelemetryStore + InsightsStore + UsageStore + ?Sized> Store
+    for T
+{
+}
 
 /// Delivers rolled-up app stats somewhere (normally the store).
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
@@ -388,7 +395,11 @@ impl<T: UsageStore + ?Sized> UsageStore for Arc<T> {
     fn export_app_stats(&self, range: TimeRange) -> RowStream {
         (**self).export_app_stats(range)
     }
-    async fn purge_expired(&self, now: OffsetDateTime, policy: &RetentionPolicy) -> Result<PurgeOutcome, StoreError> {
+    async fn purge_expired(
+        &self,
+        now: OffsetDateTime,
+        policy: &RetentionPolicy,
+    ) -> Result<PurgeOutcome, StoreError> {
         (**self).purge_expired(now, policy).await
     }
 }

@@ -66,23 +66,42 @@ pub async fn the_rollup_answers_after_a_tick(store: Arc<dyn Store>) {
     ];
     store.write_app_stats(&write_of(rows.clone(), 2)).await.unwrap();
     let iv = days(day, 2);
-    assert_eq!(store.app_usage_by_interval(&iv).await.unwrap(), vec![], "before the tick");
+    assert_eq!(
+        store.app_usage_by_interval(&iv).await.unwrap(),
+        vec![],
+        "before the tick"
+    );
     assert_eq!(store.active_users(&iv).await.unwrap().total, 0, "before the tick");
 
     let tick = store.tick_usage_rollup().await.unwrap();
-    assert!(!tick.skipped && tick.start_hours == 3 && tick.rows_changed > 0, "{tick:?}");
+    assert!(
+        !tick.skipped && tick.start_hours == 3 && tick.rows_changed > 0,
+        "{tick:?}"
+    );
     let stored = exported(store, iv.range()).await;
-    assert_eq!(by_key(stored.clone()), by_key(rows.iter().map(stored_row).collect()));
+    assert_eq!(
+        by_key(stored.clone()),
+        by_key(rows.iter().map(stored_row).collect())
+    );
     assert_reads_match(store, &stored, &iv, "after a tick").await;
 
     let usage = store.app_usage_by_interval(&iv).await.unwrap();
     let code = usage.iter().find(|a| a.slug_or_port == "code-server").unwrap();
     assert_eq!(
-        (code.total.usage_seconds, code.total.sessions, code.total.requests, code.total.unique_users),
+        (
+            code.total.usage_seconds,
+            code.total.sessions,
+            code.total.requests,
+            code.total.unique_users
+        ),
         (3600, 2, 15, 1)
     );
     let term = usage.iter().find(|a| a.access_method == Terminal).unwrap();
-    let per_day: Vec<_> = term.intervals.iter().map(|f| (f.usage_seconds, f.sessions)).collect();
+    let per_day: Vec<_> = term
+        .intervals
+        .iter()
+        .map(|f| (f.usage_seconds, f.sessions))
+        .collect();
     assert_eq!(per_day, vec![(600, 1), (1200, 0)]);
     let jupyter = usage.iter().find(|a| a.slug_or_port == "jupyter").unwrap();
     assert_eq!((jupyter.total.usage_seconds, jupyter.total.sessions), (0, 1));
@@ -122,9 +141,15 @@ pub async fn sessions_count_every_row_once(store: Arc<dyn Store>) {
     assert_eq!((usage[0].total.sessions, usage[0].total.requests), (3, 6));
     // A replay of one row is the same row: still three sessions.
     let again = exported(store, iv.range()).await;
-    store.write_app_stats(&write_of(again[..1].to_vec(), 10)).await.unwrap();
+    store
+        .write_app_stats(&write_of(again[..1].to_vec(), 10))
+        .await
+        .unwrap();
     store.tick_usage_rollup().await.unwrap();
-    assert_eq!(store.app_usage_by_interval(&iv).await.unwrap()[0].total.sessions, 3);
+    assert_eq!(
+        store.app_usage_by_interval(&iv).await.unwrap()[0].total.sessions,
+        3
+    );
 }
 
 /// The export streams the stored rows whose session started in the range,
@@ -147,7 +172,10 @@ pub async fn export_streams_rows_started_in_the_range(store: Arc<dyn Store>) {
     let want: Vec<_> = [1, 3, 2].iter().map(|&i| stored_row(&rows[i])).collect();
     assert_eq!(got, want);
     let odd = TimeRange::new(day, day + secs(90)).unwrap();
-    assert!(matches!(store.user_activity(odd, 10).await, Err(StoreError::Invalid(_))));
+    assert!(matches!(
+        store.user_activity(odd, 10).await,
+        Err(StoreError::Invalid(_))
+    ));
 }
 
 fn policy() -> RetentionPolicy {
@@ -212,14 +240,20 @@ pub async fn a_late_write_for_a_purged_hour_changes_no_figure(store: Arc<dyn Sto
     let day = datetime_day();
     let who = Who::new();
     let old = row(who, Terminal, "", day + mins(10), day + mins(20), 5);
-    store.write_app_stats(&write_of(vec![old.clone()], 1)).await.unwrap();
+    store
+        .write_app_stats(&write_of(vec![old.clone()], 1))
+        .await
+        .unwrap();
     store.tick_usage_rollup().await.unwrap();
     let iv = days(day, 1);
     let want = store.app_usage_by_interval(&iv).await.unwrap();
     assert_eq!(want[0].total.usage_seconds, 600);
 
     let now = day + Duration::days(91);
-    assert_eq!(store.purge_expired(now, &policy()).await.unwrap().app_stats_rows, 1);
+    assert_eq!(
+        store.purge_expired(now, &policy()).await.unwrap().app_stats_rows,
+        1
+    );
     let late = vec![
         later(&old, day + mins(50), 9),
         row(who, Terminal, "", day + mins(30), day + mins(40), 1),
@@ -227,10 +261,21 @@ pub async fn a_late_write_for_a_purged_hour_changes_no_figure(store: Arc<dyn Sto
     store.write_app_stats(&write_of(late, 2)).await.unwrap();
     store.tick_usage_rollup().await.unwrap();
     assert_eq!(store.app_usage_by_interval(&iv).await.unwrap(), want, "frozen");
-    assert_eq!(exported(store, iv.range()).await.len(), 2, "stored until the next round");
-    assert_eq!(store.purge_expired(now, &policy()).await.unwrap().app_stats_rows, 2);
+    assert_eq!(
+        exported(store, iv.range()).await.len(),
+        2,
+        "stored until the next round"
+    );
+    assert_eq!(
+        store.purge_expired(now, &policy()).await.unwrap().app_stats_rows,
+        2
+    );
     store.tick_usage_rollup().await.unwrap();
-    assert_eq!(store.app_usage_by_interval(&iv).await.unwrap(), want, "still frozen");
+    assert_eq!(
+        store.app_usage_by_interval(&iv).await.unwrap(),
+        want,
+        "still frozen"
+    );
 }
 
 /// Published snapshots older than their retention go, oldest first, at most
@@ -250,7 +295,10 @@ pub async fn retention_deletes_published_snapshots_only(store: Arc<dyn Store>) {
     assert_eq!(claimed.len(), 12);
     for (k, id) in ids.iter().enumerate() {
         if k != 3 {
-            store.mark_snapshot_published(*id, claimer, T0 + mins(400)).await.unwrap();
+            store
+                .mark_snapshot_published(*id, claimer, T0 + mins(400))
+                .await
+                .unwrap();
         }
     }
     let now = T0 + Duration::days(366);
@@ -288,15 +336,20 @@ enum Op {
 }
 
 fn session() -> impl Strategy<Value = Session> {
-    (0usize..3, 0usize..3, 0i64..2 * 86_400_000_000, 0i64..5 * 3_600_000_000, 0u64..50).prop_map(
-        |(user, app, start_us, len_us, requests)| Session {
+    (
+        0usize..3,
+        0usize..3,
+        0i64..2 * 86_400_000_000,
+        0i64..5 * 3_600_000_000,
+        0u64..50,
+    )
+        .prop_map(|(user, app, start_us, len_us, requests)| Session {
             user,
             app,
             start_us,
             len_us,
             requests,
-        },
-    )
+        })
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -308,7 +361,12 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 /// One scenario on its own users and its own week of the timeline.
-async fn scenario(store: &dyn Store, base: OffsetDateTime, sessions: Vec<Session>, ops: Vec<Op>) -> Result<(), TestCaseError> {
+async fn scenario(
+    store: &dyn Store,
+    base: OffsetDateTime,
+    sessions: Vec<Session>,
+    ops: Vec<Op>,
+) -> Result<(), TestCaseError> {
     let users: Vec<Who> = (0..3).map(|_| Who::new()).collect();
     let ids: Vec<Uuid> = sessions.iter().map(|_| Uuid::new_v4()).collect();
     let version = |i: usize, q: u8| {
@@ -351,7 +409,10 @@ async fn scenario(store: &dyn Store, base: OffsetDateTime, sessions: Vec<Session
         };
         for r in &rows {
             let r = stored_row(r);
-            model.entry(r.session_id).and_modify(|m| m.merge_forward(&r)).or_insert(r);
+            model
+                .entry(r.session_id)
+                .and_modify(|m| m.merge_forward(&r))
+                .or_insert(r);
         }
         store.write_app_stats(&write_of(rows, 2)).await.unwrap();
     }

@@ -124,7 +124,11 @@ impl Bounds {
     /// An hour whose start lies in interval `i` reaches at most the
     /// intervals that begin within the next 59 minutes.
     fn reach(intervals: &Intervals) -> i32 {
-        let shortest = intervals.iter().map(|r| r.to - r.from).min().unwrap_or(Duration::HOUR);
+        let shortest = intervals
+            .iter()
+            .map(|r| r.to - r.from)
+            .min()
+            .unwrap_or(Duration::HOUR);
         let minutes = shortest.whole_minutes().max(1);
         i32::try_from(59 / minutes + 1).unwrap_or(60)
     }
@@ -167,7 +171,11 @@ fn stats_report(row: &PgRow) -> Result<StatsReport, StoreError> {
 }
 
 /// One page of the export: the rows that started in `[from, to)`.
-async fn export_page(pool: &PgPool, from: OffsetDateTime, to: OffsetDateTime) -> Result<Vec<StatsReport>, StoreError> {
+async fn export_page(
+    pool: &PgPool,
+    from: OffsetDateTime,
+    to: OffsetDateTime,
+) -> Result<Vec<StatsReport>, StoreError> {
     let rows = sqlx::query(sql::EXPORT_PAGE)
         .bind(from)
         .bind(to)
@@ -189,7 +197,13 @@ mod tests {
         let hours: Vec<_> = [0, 1, 2, 5, 7, 8].into_iter().chain(10..40).map(h).collect();
         assert_eq!(
             runs(&hours),
-            vec![(h(0), h(3)), (h(5), h(6)), (h(7), h(9)), (h(10), h(34)), (h(34), h(40))]
+            vec![
+                (h(0), h(3)),
+                (h(5), h(6)),
+                (h(7), h(9)),
+                (h(10), h(34)),
+                (h(34), h(40))
+            ]
         );
         assert_eq!(runs(&[]), vec![]);
     }
@@ -222,12 +236,14 @@ impl UsageStore for PgStore {
         for row in &rows {
             let method = access_method(row)?;
             let slug: String = row.try_get("slug_or_port").map_err(map_sqlx_error)?;
-            let series = apps.entry((method, slug.clone())).or_insert_with(|| AppUsageSeries {
-                access_method: method,
-                slug_or_port: slug,
-                total: UsageFigures::default(),
-                intervals: vec![UsageFigures::default(); intervals.len()],
-            });
+            let series = apps
+                .entry((method, slug.clone()))
+                .or_insert_with(|| AppUsageSeries {
+                    access_method: method,
+                    slug_or_port: slug,
+                    total: UsageFigures::default(),
+                    intervals: vec![UsageFigures::default(); intervals.len()],
+                });
             let i: Option<i32> = row.try_get("i").map_err(map_sqlx_error)?;
             match i {
                 None => series.total = figures(row)?,
@@ -310,7 +326,13 @@ impl UsageStore for PgStore {
         }))
     }
 
-    async fn purge_expired(&self, now: OffsetDateTime, policy: &RetentionPolicy) -> Result<PurgeOutcome, StoreError> {
-        retention::purge(self.pool(), now, policy).await.map_err(map_sqlx_error)
+    async fn purge_expired(
+        &self,
+        now: OffsetDateTime,
+        policy: &RetentionPolicy,
+    ) -> Result<PurgeOutcome, StoreError> {
+        retention::purge(self.pool(), now, policy)
+            .await
+            .map_err(map_sqlx_error)
     }
 }

@@ -73,13 +73,12 @@ pub(super) async fn purge(
             .fetch_one(&mut *tx)
             .await?;
     if let Some(oldest) = oldest {
-        outcome.snapshots = sqlx::query(
-            "DELETE FROM telemetry_snapshots WHERE published_at IS NOT NULL AND period_end < $1",
-        )
-        .bind(before.min(oldest + policy.max_batch.max(Duration::HOUR)))
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+        outcome.snapshots =
+            sqlx::query("DELETE FROM telemetry_snapshots WHERE published_at IS NOT NULL AND period_end < $1")
+                .bind(before.min(oldest + policy.max_batch.max(Duration::HOUR)))
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
     }
     tx.commit().await?;
     Ok(outcome)

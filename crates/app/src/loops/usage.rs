@@ -24,7 +24,11 @@ impl Background {
         m::store_result(&tick);
         let tick = tick?;
         if tick.rows_changed > 0 {
-            tracing::debug!(start_hours = tick.start_hours, rows = tick.rows_changed, "usage rolled up");
+            tracing::debug!(
+                start_hours = tick.start_hours,
+                rows = tick.rows_changed,
+                "usage rolled up"
+            );
         }
         Ok(tick)
     }
@@ -45,7 +49,10 @@ impl Background {
     /// One bounded retention round at the clock's time.
     pub async fn purge_once(&self) -> Result<PurgeOutcome, StoreError> {
         let now = self.clock.now();
-        let purged = self.as_system().purge_expired(now, &self.settings.retention).await;
+        let purged = self
+            .as_system()
+            .purge_expired(now, &self.settings.retention)
+            .await;
         m::store_result(&purged);
         let purged = purged?;
         if purged.app_stats_rows + purged.usage_rows + purged.snapshots > 0 {
@@ -94,7 +101,10 @@ mod tests {
                     ..PurgeOutcome::default()
                 })
             });
-        let purged = background(store, MockSnapshotSink::new()).purge_once().await.unwrap();
+        let purged = background(store, MockSnapshotSink::new())
+            .purge_once()
+            .await
+            .unwrap();
         assert_eq!(purged.app_stats_rows, 7);
     }
 
@@ -107,6 +117,12 @@ mod tests {
                 ..TickOutcome::default()
             })
         });
-        assert!(background(store, MockSnapshotSink::new()).tick_once().await.unwrap().skipped);
+        assert!(
+            background(store, MockSnapshotSink::new())
+                .tick_once()
+                .await
+                .unwrap()
+                .skipped
+        );
     }
 }

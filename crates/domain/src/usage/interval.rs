@@ -71,7 +71,11 @@ pub fn parse_time(field: &'static str, value: &str) -> Result<OffsetDateTime, Ra
 ///   today's date (today in `end`'s offset), where it may be any whole hour;
 /// - `end` is after `start` (Coder accepts an empty range; tally refuses it);
 /// - both are whole seconds (tally's addition: every figure is then exact).
-pub fn check_range(start: OffsetDateTime, end: OffsetDateTime, now: OffsetDateTime) -> Result<TimeRange, RangeError> {
+pub fn check_range(
+    start: OffsetDateTime,
+    end: OffsetDateTime,
+    now: OffsetDateTime,
+) -> Result<TimeRange, RangeError> {
     let latest = hour_start(hour_of(now)) + Duration::HOUR;
     for (field, t) in [("start_time", start), ("end_time", end)] {
         if t == GO_ZERO_TIME {

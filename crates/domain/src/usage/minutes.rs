@@ -96,12 +96,18 @@ mod tests {
         let h = hour_of(datetime!(2026-11-25 10:00 UTC));
         // 10:00:30 to 10:02:00 covers 10:00 and 10:01.
         assert_eq!(
-            hours(datetime!(2026-11-25 10:00:30 UTC), datetime!(2026-11-25 10:02 UTC)),
+            hours(
+                datetime!(2026-11-25 10:00:30 UTC),
+                datetime!(2026-11-25 10:02 UTC)
+            ),
             vec![(h, 0b11)]
         );
         // A second inside one minute covers that minute.
         assert_eq!(
-            hours(datetime!(2026-11-25 10:05:30 UTC), datetime!(2026-11-25 10:05:31 UTC)),
+            hours(
+                datetime!(2026-11-25 10:05:30 UTC),
+                datetime!(2026-11-25 10:05:31 UTC)
+            ),
             vec![(h, 1 << 5)]
         );
         // Zero length on a whole minute covers nothing, but keeps its hour.
@@ -123,7 +129,10 @@ mod tests {
     fn a_long_session_covers_whole_hours_between_its_ends() {
         let h = hour_of(datetime!(2026-11-25 10:00 UTC));
         assert_eq!(
-            hours(datetime!(2026-11-25 10:58:10 UTC), datetime!(2026-11-25 13:00 UTC)),
+            hours(
+                datetime!(2026-11-25 10:58:10 UTC),
+                datetime!(2026-11-25 13:00 UTC)
+            ),
             vec![(h, bits(58, 60)), (h + 1, FULL_HOUR), (h + 2, FULL_HOUR)]
         );
     }

@@ -45,13 +45,22 @@ impl Intervals {
     /// bounds that are not whole minutes.
     pub fn new(bounds: Vec<OffsetDateTime>) -> Result<Self, String> {
         if bounds.len() < 2 {
-            return Err(format!("intervals need at least two bounds, got {}", bounds.len()));
+            return Err(format!(
+                "intervals need at least two bounds, got {}",
+                bounds.len()
+            ));
         }
-        if let Some(b) = bounds.iter().find(|b| b.unix_timestamp_nanos() % 60_000_000_000 != 0) {
+        if let Some(b) = bounds
+            .iter()
+            .find(|b| b.unix_timestamp_nanos() % 60_000_000_000 != 0)
+        {
             return Err(format!("interval bound {b} is not a whole minute"));
         }
         if let Some(w) = bounds.windows(2).find(|w| w[0] >= w[1]) {
-            return Err(format!("interval bounds must increase: {} is not before {}", w[0], w[1]));
+            return Err(format!(
+                "interval bounds must increase: {} is not before {}",
+                w[0], w[1]
+            ));
         }
         Ok(Self { bounds })
     }

@@ -24,7 +24,10 @@ fn minute(t: time::OffsetDateTime) -> i128 {
 /// The minutes a row covers: every whole minute `m` with
 /// `truncate_to_minute(start) <= m < end`.
 fn covered(row: &StatsReport) -> Vec<i128> {
-    let end = row.session_ended_at.unwrap_or(row.session_started_at).unix_timestamp_nanos();
+    let end = row
+        .session_ended_at
+        .unwrap_or(row.session_started_at)
+        .unix_timestamp_nanos();
     let mut m = minute(row.session_started_at);
     let mut out = Vec::new();
     while m * 60_000_000_000 < end {
@@ -72,7 +75,12 @@ fn cells(rows: &[StatsReport], intervals: &Intervals) -> BTreeMap<App, (Cell, Ve
     for row in rows {
         let (_, per) = apps
             .entry((row.access_method, row.slug_or_port.clone()))
-            .or_insert_with(|| (Cell::default(), (0..intervals.len()).map(|_| Cell::default()).collect()));
+            .or_insert_with(|| {
+                (
+                    Cell::default(),
+                    (0..intervals.len()).map(|_| Cell::default()).collect(),
+                )
+            });
         for m in covered(row) {
             if let Some(i) = interval_of_minute(intervals, m) {
                 per[i].minutes.insert((row.user_id, m));

@@ -124,7 +124,10 @@ impl Acc {
 
 /// Per app: figures over the range and per interval, from rollup rows (any
 /// rows; those outside the range count nothing).
-pub fn app_usage<'a>(rows: impl IntoIterator<Item = RollupRef<'a>>, intervals: &Intervals) -> Vec<AppUsageSeries> {
+pub fn app_usage<'a>(
+    rows: impl IntoIterator<Item = RollupRef<'a>>,
+    intervals: &Intervals,
+) -> Vec<AppUsageSeries> {
     let n = intervals.len();
     let mut apps: HashMap<(AccessMethod, &'a str), (Acc, Vec<Acc>)> = HashMap::new();
     for row in rows {
@@ -273,15 +276,18 @@ impl HourlyRollup {
 
     /// Rollup rows of the hours that overlap `[from_hour, to_hour)`.
     pub fn rows(&self, from_hour: i64, to_hour: i64) -> impl Iterator<Item = RollupRef<'_>> {
-        self.hours.range(from_hour..to_hour.max(from_hour)).flat_map(|(&hour, rows)| {
-            rows.iter().map(move |((user_id, access_method, slug), usage)| RollupRef {
-                user_id: *user_id,
-                access_method: *access_method,
-                slug_or_port: slug,
-                hour,
-                usage: *usage,
+        self.hours
+            .range(from_hour..to_hour.max(from_hour))
+            .flat_map(|(&hour, rows)| {
+                rows.iter()
+                    .map(move |((user_id, access_method, slug), usage)| RollupRef {
+                        user_id: *user_id,
+                        access_method: *access_method,
+                        slug_or_port: slug,
+                        hour,
+                        usage: *usage,
+                    })
             })
-        })
     }
 
     /// Rows for a read over `intervals`.

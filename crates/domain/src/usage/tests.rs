@@ -26,8 +26,14 @@ const APPS: [(AccessMethod, &str); 3] = [
 
 /// A stored row: whole microseconds, within two days of `BASE`.
 fn row() -> impl Strategy<Value = StatsReport> {
-    (0u8..4, 0usize..3, 0i64..2 * 86_400_000_000, 0i64..5 * 3_600_000_000, 0u64..100).prop_map(
-        |(u, app, start_us, len_us, requests)| {
+    (
+        0u8..4,
+        0usize..3,
+        0i64..2 * 86_400_000_000,
+        0i64..5 * 3_600_000_000,
+        0u64..100,
+    )
+        .prop_map(|(u, app, start_us, len_us, requests)| {
             let start = BASE + Duration::microseconds(start_us);
             StatsReport {
                 user_id: user(u),
@@ -40,8 +46,7 @@ fn row() -> impl Strategy<Value = StatsReport> {
                 session_ended_at: Some(start + Duration::microseconds(len_us)),
                 requests,
             }
-        },
-    )
+        })
 }
 
 /// Whole-minute interval bounds around the rows' window.
@@ -169,7 +174,11 @@ fn two_tabs_of_one_app_count_their_minutes_once() {
         requests: 5,
     };
     let rows = vec![tab(1), tab(2)];
-    let iv = Intervals::new(vec![datetime!(2026-11-25 0:00 UTC), datetime!(2026-11-26 0:00 UTC)]).unwrap();
+    let iv = Intervals::new(vec![
+        datetime!(2026-11-25 0:00 UTC),
+        datetime!(2026-11-26 0:00 UTC),
+    ])
+    .unwrap();
     let usage = rollup::app_usage(roll_up_once(&rows).rows_for(&iv), &iv);
     let want = UsageFigures {
         usage_seconds: 3600,
@@ -241,12 +250,22 @@ fn refused(start: &str, end: &str) -> (&'static str, String) {
 
 #[test]
 fn ranges_start_at_midnight_and_end_at_midnight_or_a_whole_hour_today() {
-    let r = check_range(t("2026-11-20T00:00:00+02:00"), t("2026-11-25T00:00:00+02:00"), NOW).unwrap();
+    let r = check_range(
+        t("2026-11-20T00:00:00+02:00"),
+        t("2026-11-25T00:00:00+02:00"),
+        NOW,
+    )
+    .unwrap();
     assert_eq!(r.from, datetime!(2026-11-19 22:00 UTC));
     // Today (in the end's offset) the end may be any whole hour up to the
     // end of the current hour.
     check_range(t("2026-11-20T00:00:00Z"), t("2026-11-25T15:00:00Z"), NOW).unwrap();
-    check_range(t("2026-11-20T00:00:00+05:30"), t("2026-11-25T20:00:00+05:30"), NOW).unwrap();
+    check_range(
+        t("2026-11-20T00:00:00+05:30"),
+        t("2026-11-25T20:00:00+05:30"),
+        NOW,
+    )
+    .unwrap();
 
     let (field, reason) = refused("2026-11-20T01:00:00Z", "2026-11-21T00:00:00Z");
     assert_eq!(field, "start_time");
@@ -258,7 +277,10 @@ fn ranges_start_at_midnight_and_end_at_midnight_or_a_whole_hour_today() {
     assert_eq!(field, "end_time");
     assert!(reason.contains("14:00:00"), "{reason}");
     let (field, reason) = refused("2026-11-20T00:00:00Z", "2026-11-25T16:00:00Z");
-    assert_eq!((field, reason.as_str()), ("end_time", "must not be in the future"));
+    assert_eq!(
+        (field, reason.as_str()),
+        ("end_time", "must not be in the future")
+    );
     let (field, _) = refused("2026-11-21T00:00:00Z", "2026-11-20T00:00:00Z");
     assert_eq!(field, "end_time");
     let (field, reason) = refused("2026-11-21T00:00:00Z", "2026-11-21T00:00:00Z");

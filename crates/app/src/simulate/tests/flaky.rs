@@ -144,7 +144,11 @@ impl UsageStore for Flaky {
     fn export_app_stats(&self, range: TimeRange) -> RowStream {
         self.inner.export_app_stats(range)
     }
-    async fn purge_expired(&self, now: OffsetDateTime, policy: &RetentionPolicy) -> Result<PurgeOutcome, StoreError> {
+    async fn purge_expired(
+        &self,
+        now: OffsetDateTime,
+        policy: &RetentionPolicy,
+    ) -> Result<PurgeOutcome, StoreError> {
         self.inner.purge_expired(now, policy).await
     }
 }
