@@ -10,7 +10,7 @@
 //! row through the upsert, which inserts it: the result is the same.
 
 use std::collections::HashSet;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 
 use parking_lot::Mutex;
 use uuid::Uuid;
@@ -27,9 +27,7 @@ pub(crate) struct RecentKeys {
 
 impl RecentKeys {
     pub(crate) fn hash(&self, key: (Uuid, Uuid, Uuid)) -> u64 {
-        let mut h = self.hasher.build_hasher();
-        key.hash(&mut h);
-        h.finish()
+        self.hasher.hash_one(key)
     }
 
     /// Which of `hashes` were written recently.

@@ -185,30 +185,6 @@ async fn export_page(
     rows.iter().map(stats_report).collect()
 }
 
-#[cfg(test)]
-mod tests {
-    use time::macros::datetime;
-
-    use super::*;
-
-    #[test]
-    fn consecutive_hours_make_one_run_of_at_most_a_day() {
-        let h = |n: i64| datetime!(2026-11-25 0:00 UTC) + Duration::hours(n);
-        let hours: Vec<_> = [0, 1, 2, 5, 7, 8].into_iter().chain(10..40).map(h).collect();
-        assert_eq!(
-            runs(&hours),
-            vec![
-                (h(0), h(3)),
-                (h(5), h(6)),
-                (h(7), h(9)),
-                (h(10), h(34)),
-                (h(34), h(40))
-            ]
-        );
-        assert_eq!(runs(&[]), vec![]);
-    }
-}
-
 #[async_trait]
 impl UsageStore for PgStore {
     async fn tick_usage_rollup(&self) -> Result<TickOutcome, StoreError> {
@@ -334,5 +310,29 @@ impl UsageStore for PgStore {
         retention::purge(self.pool(), now, policy)
             .await
             .map_err(map_sqlx_error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use time::macros::datetime;
+
+    use super::*;
+
+    #[test]
+    fn consecutive_hours_make_one_run_of_at_most_a_day() {
+        let h = |n: i64| datetime!(2026-11-25 0:00 UTC) + Duration::hours(n);
+        let hours: Vec<_> = [0, 1, 2, 5, 7, 8].into_iter().chain(10..40).map(h).collect();
+        assert_eq!(
+            runs(&hours),
+            vec![
+                (h(0), h(3)),
+                (h(5), h(6)),
+                (h(7), h(9)),
+                (h(10), h(34)),
+                (h(34), h(40))
+            ]
+        );
+        assert_eq!(runs(&[]), vec![]);
     }
 }
