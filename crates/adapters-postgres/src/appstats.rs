@@ -231,11 +231,15 @@ impl PgStore {
                 _ => upserted.push(row),
             }
         }
-        for batch in upserted.chunks(p.batch_size) {
-            upsert_batch(&mut tx, batch, upsert).await?;
-        }
+        // COPY first: its inserts then never wait on this write's own
+        // upserts, so two replicas writing each other's rows cannot
+        // deadlock (a row one upserts, the other finds committed and fails
+        // on at once, or waits for while holding no row lock).
         for batch in copied.chunks(p.batch_size) {
             copy_batch(&mut tx, batch).await?;
+        }
+        for batch in upserted.chunks(p.batch_size) {
+            upsert_batch(&mut tx, batch, upsert).await?;
         }
         // Upserts mark the hours they change themselves.
         let marks: &[OffsetDateTime] = if self.usage_marks && !copied.is_empty() {
