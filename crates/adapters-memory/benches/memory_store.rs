@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use tally_adapters_memory::MemoryStore;
+use tally_domain::appstats::{AccessMethod, StatsReport};
 use tally_domain::boundary::BoundaryDelta;
 use tally_domain::ports::{AppStatsStore, AppStatsWrite, BoundaryUsageStore, TelemetryStore};
 use tally_domain::telemetry::{BOUNDARY_USAGE_EVENT, Period, PeriodClose};
-use tally_domain::{AccessMethod, StatsReport};
 use time::OffsetDateTime;
 use time::macros::datetime;
 use uuid::Uuid;

@@ -4,10 +4,11 @@ use std::cmp::Reverse;
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
+use tally_domain::appstats::{AccessMethod, StatsReport};
+use tally_domain::error::StoreError;
 use tally_domain::ports::{AppStatsStore, AppStatsWrite, AppUsage, InsightsStore, TimeRange};
 use tally_domain::usage::minutes::hour_of;
 use tally_domain::usage::rollup::HourlyRollup;
-use tally_domain::{AccessMethod, StatsReport, StoreError};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -29,7 +30,7 @@ pub(crate) struct AppsState {
 /// the store untouched.
 fn validate(write: &AppStatsWrite) -> Result<(), StoreError> {
     if write.batch_size == 0 {
-        return Err(StoreError::Invalid("batch_size: must be positive, got 0".into()));
+        return Err(StoreError::invalid("batch_size: must be positive, got 0"));
     }
     let mut first_of: Map<RowKey, usize> = Map::default();
     for (i, row) in write.rows.iter().enumerate() {
@@ -37,13 +38,13 @@ fn validate(write: &AppStatsWrite) -> Result<(), StoreError> {
         // here too so both stores agree (the reporter merges duplicates).
         if let Some(first) = first_of.insert(row.row_key(), i) {
             let (user, agent, session) = row.row_key();
-            return Err(StoreError::Invalid(format!(
+            return Err(StoreError::invalid(format!(
                 "rows {first} and {i} have the same (user, agent, session) = ({user}, {agent}, {session}); \
                  merge them before writing"
             )));
         }
         let bad = |field: &str, reason: &str| {
-            Err(StoreError::Invalid(format!(
+            Err(StoreError::invalid(format!(
                 "row {i} (session {}): {field}: {reason}",
                 row.session_id
             )))

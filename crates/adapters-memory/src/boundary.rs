@@ -3,8 +3,8 @@
 use std::cmp::Reverse;
 
 use async_trait::async_trait;
-use tally_domain::StoreError;
 use tally_domain::boundary::{BoundaryDelta, BoundaryUsageSummary, FlushOutcome};
+use tally_domain::error::StoreError;
 use tally_domain::ports::{BoundaryUsageStore, TelemetryStore};
 use tally_domain::telemetry::{PeriodClose, PeriodCloseOutcome, Snapshot};
 use time::{Duration, OffsetDateTime};
@@ -43,7 +43,7 @@ struct OutboxEntry {
 
 fn validate_delta(delta: &BoundaryDelta) -> Result<(), StoreError> {
     let too_big = |field: &str| {
-        Err(StoreError::Invalid(format!(
+        Err(StoreError::invalid(format!(
             "boundary delta of replica {}: {field}: larger than 9223372036854775807",
             delta.replica_id
         )))
@@ -58,7 +58,7 @@ fn validate_delta(delta: &BoundaryDelta) -> Result<(), StoreError> {
         return too_big("denied");
     }
     if pg_time(delta.tracked_to) < pg_time(delta.tracked_from) {
-        return Err(StoreError::Invalid(format!(
+        return Err(StoreError::invalid(format!(
             "boundary delta of replica {}: tracked_to: must not be before tracked_from",
             delta.replica_id
         )));
@@ -71,7 +71,7 @@ fn add_counter(a: u64, b: u64, field: &str, replica: Uuid) -> Result<u64, StoreE
     a.checked_add(b)
         .filter(|&sum| sum <= PG_BIGINT_MAX)
         .ok_or_else(|| {
-            StoreError::Invalid(format!(
+            StoreError::invalid(format!(
                 "boundary usage of replica {replica}: {field}: counter would exceed 9223372036854775807"
             ))
         })
@@ -166,7 +166,7 @@ impl TelemetryStore for MemoryStore {
     async fn close_period(&self, close: &PeriodClose) -> Result<PeriodCloseOutcome, StoreError> {
         let (start, end) = (pg_time(close.period.start), pg_time(close.period.end));
         if start >= end {
-            return Err(StoreError::Invalid(format!(
+            return Err(StoreError::invalid(format!(
                 "period: start {start} is not before end {end}"
             )));
         }
@@ -179,7 +179,7 @@ impl TelemetryStore for MemoryStore {
             return Ok(PeriodCloseOutcome::AlreadyClosed);
         }
         if state.outbox.contains_key(&close.snapshot_id) {
-            return Err(StoreError::Invalid(format!(
+            return Err(StoreError::invalid(format!(
                 "snapshot_id: {} is already in the outbox",
                 close.snapshot_id
             )));

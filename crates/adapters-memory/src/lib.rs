@@ -74,10 +74,10 @@
 //!
 //! [`UsageStore`]: tally_domain::ports::UsageStore
 //! [`AppStatsStore::write_app_stats`]: tally_domain::ports::AppStatsStore::write_app_stats
-//! [`StatsReport::merge_forward`]: tally_domain::StatsReport::merge_forward
+//! [`StatsReport::merge_forward`]: tally_domain::appstats::StatsReport::merge_forward
 //! [`BoundaryUsageStore`]: tally_domain::ports::BoundaryUsageStore
 //! [`FlushOutcome::Duplicate`]: tally_domain::boundary::FlushOutcome::Duplicate
-//! [`StoreError::Invalid`]: tally_domain::StoreError::Invalid
+//! [`StoreError::Invalid`]: tally_domain::error::StoreError::Invalid
 //! [`TelemetryStore::close_period`]: tally_domain::ports::TelemetryStore::close_period
 //! [`TelemetryStore::mark_snapshot_published`]: tally_domain::ports::TelemetryStore::mark_snapshot_published
 //! [`TelemetryStore::release_snapshot_claim`]: tally_domain::ports::TelemetryStore::release_snapshot_claim

@@ -5,13 +5,14 @@
 //! the raw rows, reads answer from the rollup only.
 
 use async_trait::async_trait;
-use tally_domain::ports::{RowStream, TimeRange, UsageStore};
+use tally_domain::appstats::StatsReport;
+use tally_domain::error::StoreError;
+use tally_domain::ports::{TimeRange, UsageStore};
 use tally_domain::usage::minutes::hour_of;
 use tally_domain::usage::rollup::{self, contributions};
 use tally_domain::usage::{
     ActiveUsers, AppUsageSeries, Intervals, PurgeOutcome, RetentionPolicy, TickOutcome, UserActivity,
 };
-use tally_domain::{StatsReport, StoreError};
 use time::OffsetDateTime;
 
 use crate::appstats::AppsState;
@@ -74,7 +75,7 @@ fn rows_started_in(state: &AppsState, range: TimeRange) -> Vec<StatsReport> {
 }
 
 fn whole_minutes(range: TimeRange) -> Result<Intervals, StoreError> {
-    Intervals::single(range).map_err(|e| StoreError::Invalid(format!("range: {e}")))
+    Intervals::single(range).map_err(|e| StoreError::invalid(format!("range: {e}")))
 }
 
 #[async_trait]
@@ -103,9 +104,8 @@ impl UsageStore for MemoryStore {
         ))
     }
 
-    fn export_app_stats(&self, range: TimeRange) -> RowStream {
-        let rows = rows_started_in(&self.apps.read(), range);
-        Box::pin(futures::stream::iter(rows.into_iter().map(Ok)))
+    async fn app_stats_started_in(&self, range: TimeRange) -> Result<Vec<StatsReport>, StoreError> {
+        Ok(rows_started_in(&self.apps.read(), range))
     }
 
     async fn purge_expired(

@@ -19,9 +19,9 @@ use std::time::{Duration, Instant};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tally_adapters_postgres::PgStore;
+use tally_domain::appstats::{AccessMethod, StatsReport};
 use tally_domain::ports::{AppStatsStore, AppStatsWrite, TimeRange, UsageStore};
 use tally_domain::usage::{IntervalKind, Intervals, RetentionPolicy, interval};
-use tally_domain::{AccessMethod, StatsReport};
 use tally_tests::pg::fresh_database;
 use time::macros::datetime;
 use time::{OffsetDateTime, UtcOffset};
@@ -363,7 +363,10 @@ async fn main() {
 async fn store_rows_open_at(store: &PgStore, at: OffsetDateTime) -> Vec<StatsReport> {
     use futures::TryStreamExt;
     let range = TimeRange::new(at - time::Duration::hours(6), at).unwrap();
-    let rows: Vec<StatsReport> = store.export_app_stats(range).try_collect().await.unwrap();
+    let rows: Vec<StatsReport> = tally_domain::usage::export::export_app_stats(store, range)
+        .try_collect()
+        .await
+        .unwrap();
     rows.into_iter()
         .filter(|r| r.session_ended_at.unwrap() > at)
         .collect()

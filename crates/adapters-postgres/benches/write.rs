@@ -20,12 +20,12 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use sqlx::{Connection, PgConnection};
 use tally_adapters_postgres::{AppStatsWriteMode, PgStore, PgStoreOptions};
+use tally_domain::appstats::{AccessMethod, StatsReport};
 use tally_domain::boundary::BoundaryDelta;
 use tally_domain::ports::{
     AppStatsStore, AppStatsWrite, BoundaryUsageStore, InsightsStore, TelemetryStore, TimeRange,
 };
 use tally_domain::telemetry::{BOUNDARY_USAGE_EVENT, Period, PeriodClose, PeriodCloseOutcome};
-use tally_domain::{AccessMethod, StatsReport};
 use tally_tests::pg::fresh_database;
 use time::OffsetDateTime;
 use time::macros::datetime;

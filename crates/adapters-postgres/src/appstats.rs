@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use sqlx::{PgConnection, Postgres, Transaction};
-use tally_domain::StoreError;
+use tally_domain::error::StoreError;
 use tally_domain::ports::{AppStatsStore, AppStatsWrite};
 
 use tally_domain::usage::minutes::{hour_of, hour_start};
@@ -95,7 +95,7 @@ struct Prepared<'a> {
 }
 
 fn invalid(msg: String) -> StoreError {
-    StoreError::Invalid(msg)
+    StoreError::invalid(msg)
 }
 
 impl<'a> Prepared<'a> {

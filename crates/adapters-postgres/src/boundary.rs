@@ -7,8 +7,8 @@
 use async_trait::async_trait;
 use sqlx::PgConnection;
 use sqlx::Row as _;
-use tally_domain::StoreError;
 use tally_domain::boundary::{BoundaryDelta, BoundaryUsageSummary, FlushOutcome};
+use tally_domain::error::StoreError;
 use tally_domain::ports::BoundaryUsageStore;
 use uuid::Uuid;
 
@@ -76,7 +76,7 @@ impl BoundaryUsageStore for PgStore {
         let allowed = to_i64(delta.allowed, "allowed")?;
         let denied = to_i64(delta.denied, "denied")?;
         if delta.tracked_to < delta.tracked_from {
-            return Err(StoreError::Invalid(format!(
+            return Err(StoreError::invalid(format!(
                 "tracked_to {} is before tracked_from {}",
                 delta.tracked_to, delta.tracked_from
             )));

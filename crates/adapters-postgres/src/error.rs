@@ -1,44 +1,67 @@
 //! Mapping sqlx errors onto the domain's [`StoreError`].
 
 use sqlx::migrate::MigrateError;
-use tally_domain::StoreError;
+use tally_domain::error::{BoxError, StoreError};
 
 use crate::tls::TlsFailure;
 
 /// Classifies a sqlx error: retryable trouble is `Unavailable`, rejected
 /// data is `Invalid`, the rest is `Other`. A TLS failure is `Other`: no
-/// retry fixes a certificate or an `sslmode`.
+/// retry fixes a certificate or an `sslmode`. The sqlx error (for a database
+/// error, the server's own error with its message) stays as the source.
 pub fn map_sqlx_error(e: sqlx::Error) -> StoreError {
     if let Some(tls) = TlsFailure::of(&e) {
-        return StoreError::Other(tls.to_string());
+        // What the failure means, in the adapter's words; sqlx's error as the cause.
+        return StoreError::other(tls.to_string()).caused_by(e);
     }
-    match &e {
+    let error = match &e {
         sqlx::Error::Database(db) => {
             let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
-            let msg = format!("{} (SQLSTATE {code})", db.message());
+            let context = format!("SQLSTATE {code}");
             match classify(&code) {
-                Class::Retry => StoreError::Unavailable(msg),
-                Class::Invalid => StoreError::Invalid(msg),
-                Class::Other => StoreError::Other(msg),
+                Class::Retry => StoreError::unavailable(context),
+                Class::Invalid => StoreError::invalid(context),
+                Class::Other => StoreError::other(context),
             }
         }
-        sqlx::Error::Io(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed
-        | sqlx::Error::Protocol(_) => StoreError::Unavailable(e.to_string()),
-        _ => StoreError::Other(e.to_string()),
+        sqlx::Error::Io(_) => StoreError::unavailable("cannot reach the database"),
+        sqlx::Error::Tls(_) => StoreError::other("TLS with the database failed"),
+        sqlx::Error::PoolTimedOut => StoreError::unavailable("no database connection in time"),
+        sqlx::Error::PoolClosed => StoreError::unavailable("the connection pool is closed"),
+        sqlx::Error::WorkerCrashed => StoreError::unavailable("the database connection worker crashed"),
+        sqlx::Error::Protocol(_) => StoreError::unavailable("database protocol error"),
+        _ => StoreError::other("database call failed"),
+    };
+    match e {
+        // The server's own error: sqlx's wrapper only repeats its message.
+        sqlx::Error::Database(db) => {
+            let cause: BoxError = db;
+            error.caused_by(cause)
+        }
+        e => error.caused_by(e),
     }
 }
 
 pub(crate) fn map_migrate_error(e: MigrateError) -> StoreError {
     match e {
         MigrateError::Execute(e) => map_sqlx_error(e),
-        MigrateError::ExecuteMigration(e, version) => match map_sqlx_error(e) {
-            StoreError::Unavailable(m) => StoreError::Unavailable(format!("migration {version}: {m}")),
-            other => StoreError::Other(format!("migration {version}: {other}")),
-        },
-        other => StoreError::Other(format!("migrations: {other}")),
+        MigrateError::ExecuteMigration(e, version) => {
+            let context = format!("migration {version}");
+            match map_sqlx_error(e) {
+                StoreError::Unavailable { context: c, source } => StoreError::Unavailable {
+                    context: format!("{context}: {c}"),
+                    source,
+                },
+                StoreError::Invalid { context: c, source } | StoreError::Other { context: c, source } => {
+                    StoreError::Other {
+                        context: format!("{context}: {c}"),
+                        source,
+                    }
+                }
+                forbidden @ StoreError::Forbidden(_) => forbidden,
+            }
+        }
+        other => StoreError::other("migrations").caused_by(other),
     }
 }
 

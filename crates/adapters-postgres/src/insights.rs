@@ -2,8 +2,9 @@
 
 use async_trait::async_trait;
 use sqlx::Row as _;
+use tally_domain::appstats::{AccessMethod, StatsReport};
+use tally_domain::error::StoreError;
 use tally_domain::ports::{AppUsage, InsightsStore, TimeRange};
-use tally_domain::{AccessMethod, StatsReport, StoreError};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -35,7 +36,7 @@ const APP_STATS: &str = "SELECT user_id, workspace_id, agent_id, access_method, 
     LIMIT $3";
 
 fn access_method(s: &str) -> Result<AccessMethod, StoreError> {
-    s.parse().map_err(StoreError::Other)
+    s.parse().map_err(StoreError::other)
 }
 
 #[async_trait]

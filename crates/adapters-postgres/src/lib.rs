@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use tally_domain::StoreError;
+use tally_domain::error::StoreError;
 
 pub use error::map_sqlx_error;
 pub use tls::{ConnectPlan, SslMode, TlsFailure};

@@ -3,8 +3,8 @@
 use async_trait::async_trait;
 use sqlx::Row as _;
 use sqlx::postgres::PgRow;
-use tally_domain::StoreError;
 use tally_domain::boundary::BoundaryUsageSummary;
+use tally_domain::error::StoreError;
 use tally_domain::ports::TelemetryStore;
 use tally_domain::telemetry::{PeriodClose, PeriodCloseOutcome, Snapshot};
 use time::{Duration, OffsetDateTime};
@@ -50,7 +50,7 @@ impl TelemetryStore for PgStore {
         let start = floor_micros(close.period.start);
         let end = floor_micros(close.period.end);
         if end <= start {
-            return Err(StoreError::Invalid(format!(
+            return Err(StoreError::invalid(format!(
                 "period end {} is not after its start {}",
                 close.period.end, close.period.start
             )));

@@ -1,6 +1,6 @@
 //! Conversions between domain values and column values.
 
-use tally_domain::StoreError;
+use tally_domain::error::StoreError;
 use time::{Duration, OffsetDateTime};
 
 /// PostgreSQL keeps microseconds: round down before binding so what is
@@ -22,13 +22,13 @@ pub(crate) fn ceil_micros(t: OffsetDateTime) -> OffsetDateTime {
 
 /// A count from a `bigint` column (non-negative by constraint).
 pub(crate) fn to_u64(v: i64, what: &str) -> Result<u64, StoreError> {
-    u64::try_from(v).map_err(|_| StoreError::Other(format!("{what} is negative in the database: {v}")))
+    u64::try_from(v).map_err(|_| StoreError::other(format!("{what} is negative in the database: {v}")))
 }
 
 /// A count for a `bigint` column.
 pub(crate) fn to_i64(v: u64, what: &str) -> Result<i64, StoreError> {
     i64::try_from(v).map_err(|_| {
-        StoreError::Invalid(format!(
+        StoreError::invalid(format!(
             "{what} {v} is larger than the store's maximum {}",
             i64::MAX
         ))

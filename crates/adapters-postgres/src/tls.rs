@@ -16,7 +16,7 @@ use std::str::FromStr;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject as _;
 use sqlx::postgres::{PgConnectOptions, PgSslMode};
-use tally_domain::StoreError;
+use tally_domain::error::StoreError;
 
 pub use failure::TlsFailure;
 
@@ -250,7 +250,7 @@ fn check_bundle(path: &Path) -> Result<(), StoreError> {
 }
 
 fn config(message: String) -> StoreError {
-    StoreError::Other(message)
+    StoreError::other(message)
 }
 
 #[cfg(test)]

@@ -10,9 +10,10 @@ use tally::config::Tokens;
 use tally::http::{APP_STATS_PATH, AppState, ingest::decode_app_stats, router};
 use tally_domain::appstats::collector::{CollectorConfig, StatsCollector};
 use tally_domain::appstats::reporter::StoreReporter;
+use tally_domain::authz::{Authorized, Subject};
 use tally_domain::boundary::tracker::BoundaryTracker;
+use tally_domain::clock::SystemClock;
 use tally_domain::ports::Store;
-use tally_domain::{Authorized, Subject, SystemClock};
 use tower::ServiceExt as _;
 
 const BATCH: usize = 100;
@@ -58,7 +59,7 @@ fn request(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    let store: Arc<dyn Store> = rt.block_on(tally::open_store(None)).unwrap();
+    let store: Arc<dyn Store> = rt.block_on(tally::store::open_store(None)).unwrap();
     let clock = Arc::new(SystemClock);
     let reporter = Arc::new(StoreReporter::new(
         Authorized::new(store.clone(), Subject::SystemRestricted),

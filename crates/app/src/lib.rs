@@ -5,6 +5,7 @@ pub mod cli;
 pub mod config;
 pub mod deadline;
 pub mod http;
+pub mod logging;
 pub mod loops;
 pub mod metrics;
 pub mod migrate;
@@ -12,12 +13,7 @@ pub mod serve;
 pub mod simulate;
 pub mod sink;
 pub mod store;
-pub mod telemetry_log;
 pub mod tls;
-
-pub use config::ConfigError;
-pub use store::open_store;
-pub use telemetry_log::init_tracing;
 
 use std::process::ExitCode;
 

@@ -8,13 +8,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tally_domain::appstats::StatsReport;
+use tally_domain::authz::{Authorized, Subject};
 use tally_domain::boundary::tracker::{BoundaryTracker, TrackerFlush};
+use tally_domain::clock::Clock;
+use tally_domain::error::{Report, StoreError};
 use tally_domain::ports::{Reporter, SnapshotSink, Store, TelemetryStore};
+use tally_domain::retry::Backoff;
 use tally_domain::telemetry::publisher::{DEFAULT_CLAIM_LEASE, PublishRound, publish_pending};
 use tally_domain::telemetry::snapshot::snapshot_step;
 use tally_domain::telemetry::{Period, Snapshot};
 use tally_domain::usage::RetentionPolicy;
-use tally_domain::{Authorized, Clock, StoreError, Subject};
 use tokio::sync::{Mutex, Notify, watch};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
@@ -35,6 +38,11 @@ const MAX_OUTBOX_BACKOFF: Duration = Duration::from_secs(30);
 /// the flush interval, if longer): a short interval must not turn an outage
 /// into a flood of failing calls and warnings.
 const MAX_TRACKER_BACKOFF: Duration = Duration::from_secs(5);
+/// Retries of a failed snapshot step: from about half a second up to 30 s.
+const SNAPSHOT_FIRST_RETRY: Duration = Duration::from_millis(250);
+const SNAPSHOT_MOST_RETRY: Duration = Duration::from_secs(30);
+/// Longest wait before pruning locks again after a failure.
+const PRUNE_RETRY: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone)]
 pub struct LoopSettings {
@@ -59,6 +67,8 @@ pub struct Background {
     /// One tracker flush at a time: the loop, the snapshot step and shutdown.
     flush_lock: Arc<Mutex<()>>,
     publish_now: Arc<Notify>,
+    /// Off only in tests that count calls on the un-jittered schedule.
+    jitter: bool,
 }
 
 impl std::fmt::Debug for Background {
@@ -98,6 +108,17 @@ impl Background {
             clock,
             flush_lock: Arc::new(Mutex::new(())),
             publish_now: Arc::new(Notify::new()),
+            jitter: true,
+        }
+    }
+
+    /// The retry policy with these bounds (see [`Backoff`]).
+    fn backoff(&self, first: Duration, most: Duration) -> Backoff {
+        let policy = Backoff::new(first, most);
+        if self.jitter {
+            policy
+        } else {
+            policy.without_jitter()
         }
     }
 
@@ -130,19 +151,23 @@ impl Background {
         }
         if let Err(e) = &result {
             metrics::counter!(m::BOUNDARY_FLUSH_FAILURES).increment(1);
-            tracing::warn!(error = %e, "boundary usage flush failed; kept for the next flush");
+            tracing::warn!(error = %Report(&e), "boundary usage flush failed; kept for the next flush");
         }
         result
     }
 
     async fn tracker_loop(self, mut stop: watch::Receiver<bool>) {
         let base = self.settings.tracker_flush_interval;
-        let most = base.max(MAX_TRACKER_BACKOFF);
+        let backoff = self.backoff(base, base.max(MAX_TRACKER_BACKOFF));
+        let mut retries = backoff.delays();
         let mut wait = base;
         while sleep_or_stop(wait, &mut stop).await {
             wait = match self.flush_tracker().await {
-                Ok(_) => base,
-                Err(_) => (wait * 2).min(most),
+                Ok(_) => {
+                    retries = backoff.delays();
+                    base
+                }
+                Err(_) => retries.next().unwrap_or(backoff.most()),
             };
         }
     }
@@ -189,11 +214,14 @@ impl Background {
             if !sleep_or_stop(wait, &mut stop).await {
                 return;
             }
-            let mut retry = Duration::from_millis(500);
+            let mut retries = self.backoff(SNAPSHOT_FIRST_RETRY, SNAPSHOT_MOST_RETRY).delays();
             loop {
+                let retry = retries.next().unwrap_or(SNAPSHOT_MOST_RETRY);
                 match self.snapshot_once().await {
                     Ok(_) => break,
-                    Err(e) => tracing::warn!(error = %e, retry_in = ?retry, "snapshot step failed; retrying"),
+                    Err(e) => {
+                        tracing::warn!(error = %Report(&e), retry_in = ?retry, "snapshot step failed; retrying")
+                    }
                 }
                 // Past the next boundary the next round closes the later
                 // period, which then carries this one's usage.
@@ -203,7 +231,6 @@ impl Background {
                 if !sleep_or_stop(retry, &mut stop).await {
                     return;
                 }
-                retry = (retry * 2).min(Duration::from_secs(30));
             }
         }
     }
@@ -237,6 +264,9 @@ impl Background {
 
     async fn publisher_loop(self, mut stop: watch::Receiver<bool>) {
         let base = self.settings.publish_interval;
+        let sink_backoff = self.backoff(base, MAX_PUBLISH_BACKOFF.max(base));
+        let outbox_backoff = self.backoff(base, MAX_OUTBOX_BACKOFF.max(base));
+        let (mut sink_retries, mut outbox_retries) = (sink_backoff.delays(), outbox_backoff.delays());
         let mut delay = base;
         loop {
             tokio::select! {
@@ -244,13 +274,17 @@ impl Background {
                 _ = self.publish_now.notified() => {}
                 _ = stopped(&mut stop) => return,
             }
-            delay = match self.publish_once().await {
+            let round = self.publish_once().await;
+            if matches!(&round, Ok(r) if r.failed == 0) {
+                (sink_retries, outbox_retries) = (sink_backoff.delays(), outbox_backoff.delays());
+            }
+            delay = match round {
                 Ok(round) if round.failed == 0 && round.published == PUBLISH_BATCH => Duration::ZERO,
                 Ok(round) if round.failed == 0 => base,
-                Ok(_) => (delay.max(base) * 2).min(MAX_PUBLISH_BACKOFF),
+                Ok(_) => sink_retries.next().unwrap_or(sink_backoff.most()),
                 Err(e) => {
-                    let next = (delay.max(base) * 2).min(MAX_OUTBOX_BACKOFF.max(base));
-                    tracing::warn!(error = %e, retry_in = ?next, "snapshot outbox unavailable; retrying later");
+                    let next = outbox_retries.next().unwrap_or(outbox_backoff.most());
+                    tracing::warn!(error = %Report(&e), retry_in = ?next, "snapshot outbox unavailable; retrying later");
                     next
                 }
             };
@@ -270,13 +304,18 @@ impl Background {
     }
 
     async fn prune_loop(self, mut stop: watch::Receiver<bool>) {
+        let backoff = self.backoff(PRUNE_RETRY / 2, PRUNE_RETRY);
+        let mut retries = backoff.delays();
         let mut wait = Duration::from_secs(5);
         while sleep_or_stop(wait, &mut stop).await {
             wait = match self.prune_once().await {
-                Ok(_) => PRUNE_EVERY,
+                Ok(_) => {
+                    retries = backoff.delays();
+                    PRUNE_EVERY
+                }
                 Err(e) => {
-                    tracing::warn!(error = %e, "pruning telemetry locks failed; retrying later");
-                    Duration::from_secs(60)
+                    tracing::warn!(error = %Report(&e), "pruning telemetry locks failed; retrying later");
+                    retries.next().unwrap_or(PRUNE_RETRY)
                 }
             };
         }
@@ -313,8 +352,8 @@ pub fn to_std(d: time::Duration) -> Duration {
 pub(super) mod tests {
     use super::*;
     use mockall::Sequence;
-    use tally_domain::ManualClock;
     use tally_domain::boundary::FlushOutcome;
+    use tally_domain::clock::ManualClock;
     use tally_domain::ports::{MockSnapshotSink, MockStore, SinkError};
     use tally_domain::telemetry::{BOUNDARY_USAGE_EVENT, PeriodCloseOutcome};
     use time::macros::datetime;
@@ -397,7 +436,7 @@ pub(super) mod tests {
         let mut store = MockStore::new();
         store
             .expect_flush_boundary_usage()
-            .returning(|_| Err(StoreError::Unavailable("down".into())));
+            .returning(|_| Err(StoreError::unavailable("down")));
         store
             .expect_close_period()
             .returning(|_| Ok(PeriodCloseOutcome::AlreadyClosed));
@@ -492,12 +531,13 @@ pub(super) mod tests {
         store.expect_flush_boundary_usage().returning(move |_| {
             c.fetch_add(1, Ordering::SeqCst);
             if d.load(Ordering::SeqCst) {
-                Err(StoreError::Unavailable("connection refused".into()))
+                Err(StoreError::unavailable("connection refused"))
             } else {
                 Ok(FlushOutcome::Applied)
             }
         });
         let mut bg = background(store, MockSnapshotSink::new());
+        bg.jitter = false;
         bg.settings.tracker_flush_interval = Duration::from_millis(200);
         bg.tracker.track(Uuid::new_v4(), Uuid::new_v4(), 5, 1);
         let (tx, mut rx) = watch::channel(false);
@@ -536,12 +576,13 @@ pub(super) mod tests {
             .returning(move |_, _, _, _| {
                 c.fetch_add(1, Ordering::SeqCst);
                 if d.load(Ordering::SeqCst) {
-                    Err(StoreError::Unavailable("connection refused".into()))
+                    Err(StoreError::unavailable("connection refused"))
                 } else {
                     Ok(vec![])
                 }
             });
-        let bg = background(store, MockSnapshotSink::new());
+        let mut bg = background(store, MockSnapshotSink::new());
+        bg.jitter = false;
         let (tx, rx) = watch::channel(false);
         let task = tokio::spawn(bg.clone().publisher_loop(rx));
         tokio::time::sleep(Duration::from_secs(600)).await;
@@ -554,6 +595,61 @@ pub(super) mod tests {
             calls.load(Ordering::SeqCst) > failing,
             "no round after the store came back"
         );
+        tx.send(true).unwrap();
+        task.await.unwrap();
+    }
+
+    /// A store that fails every call of `call`, counting them.
+    fn failing(calls: &Arc<std::sync::atomic::AtomicU32>) -> MockStore {
+        use std::sync::atomic::Ordering;
+        let mut store = MockStore::new();
+        let c = calls.clone();
+        store.expect_flush_boundary_usage().returning(move |_| {
+            c.fetch_add(1, Ordering::SeqCst);
+            Err(StoreError::unavailable("connection refused"))
+        });
+        let c = calls.clone();
+        store.expect_close_period().returning(move |_| {
+            c.fetch_add(1, Ordering::SeqCst);
+            Err(StoreError::unavailable("connection refused"))
+        });
+        store
+    }
+
+    /// With jitter the tracker loop still backs off within its bounds: each
+    /// wait is in [d, 2d) for d = 0.2 s, 0.4 s ... up to 2.5 s, so 7 to 11
+    /// calls in 20 s, not 100.
+    #[tokio::test(start_paused = true)]
+    async fn the_jittered_tracker_loop_backs_off_within_its_bounds() {
+        let calls = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let mut bg = background(failing(&calls), MockSnapshotSink::new());
+        bg.settings.tracker_flush_interval = Duration::from_millis(200);
+        bg.tracker.track(Uuid::new_v4(), Uuid::new_v4(), 5, 1);
+        let (tx, rx) = watch::channel(false);
+        let task = tokio::spawn(bg.clone().tracker_loop(rx));
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        let n = calls.load(std::sync::atomic::Ordering::SeqCst);
+        assert!((7..=11).contains(&n), "{n} calls in 20 s");
+        tx.send(true).unwrap();
+        task.await.unwrap();
+    }
+
+    /// A failing snapshot step is retried with backoff (0.5 s, 1, 2, 4, 8,
+    /// 16, 30, 30 ...) until the next period begins.
+    #[tokio::test(start_paused = true)]
+    async fn the_snapshot_step_retries_with_backoff() {
+        let calls = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let mut bg = background(failing(&calls), MockSnapshotSink::new());
+        bg.jitter = false;
+        let (tx, rx) = watch::channel(false);
+        let task = tokio::spawn(bg.clone().snapshot_loop(rx));
+        // The manual clock stands still: the loop waits for the period end
+        // (30 min less 0.5 s) on tokio's paused clock, then retries.
+        tokio::time::sleep(Duration::from_secs(30 * 60 + 90)).await;
+        // Nothing tracked, so each attempt is one close: at 0, 0.5, 1.5,
+        // 3.5, 7.5, 15.5, 31.5 and 61.5 s after the boundary (then 91.5).
+        let attempts = calls.load(std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(attempts, 8, "{attempts} attempts in 90 s");
         tx.send(true).unwrap();
         task.await.unwrap();
     }

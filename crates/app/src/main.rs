@@ -2,8 +2,8 @@
 
 use std::process::ExitCode;
 
-use tally::config::LoadError;
-use tally::{ConfigError, EXIT_CONFIG};
+use tally::EXIT_CONFIG;
+use tally::config::{ConfigError, LoadError};
 
 fn main() -> ExitCode {
     let loaded = match tally::config::load(std::env::args_os().collect()) {

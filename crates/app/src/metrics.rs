@@ -1,13 +1,16 @@
 //! Prometheus metrics: names, the process-wide recorder, and the render step
 //! that copies collector and tracker state into gauges at scrape time.
 
+use std::future::Future;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use tally_domain::StoreError;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tally_domain::appstats::collector::CollectorStats;
 use tally_domain::boundary::tracker::PendingUsage;
+use tally_domain::error::StoreError;
+use tally_domain::ports::{CallInfo, Layer};
 
 pub const REPORTS_COLLECTED: &str = "tally_app_stats_reports_collected_total";
 pub const REPORTS_REFUSED: &str = "tally_app_stats_reports_refused_total";
@@ -25,13 +28,23 @@ pub const SNAPSHOTS_PUBLISHED: &str = "tally_snapshots_published_total";
 pub const SNAPSHOT_PUBLISH_FAILURES: &str = "tally_snapshot_publish_failures_total";
 pub const HTTP_REQUESTS: &str = "tally_http_requests_total";
 pub const STORE_UP: &str = "tally_store_up";
+pub const STORE_CALL_SECONDS: &str = "tally_store_call_duration_seconds";
+
+/// Bucket bounds of [`STORE_CALL_SECONDS`]: a millisecond up to the longest
+/// store timeout one would set.
+const STORE_CALL_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
 
 /// The process-wide Prometheus recorder, installed on first use. Tests in one
 /// process share it.
 pub fn handle() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE.get_or_init(|| {
-        let recorder = PrometheusBuilder::new().build_recorder();
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Full(STORE_CALL_SECONDS.into()), STORE_CALL_BUCKETS)
+            .expect("the store call buckets are not empty")
+            .build_recorder();
         let handle = recorder.handle();
         if metrics::set_global_recorder(recorder).is_err() {
             tracing::warn!("a metrics recorder was already installed; /metrics will be empty");
@@ -42,7 +55,7 @@ pub fn handle() -> &'static PrometheusHandle {
 }
 
 fn describe() {
-    use metrics::{describe_counter, describe_gauge};
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
     describe_counter!(REPORTS_COLLECTED, "App stat reports accepted by the collector.");
     describe_counter!(
         REPORTS_REFUSED,
@@ -80,6 +93,33 @@ fn describe() {
         STORE_UP,
         "1 when the last store call of the background loops succeeded, 0 when it failed."
     );
+    describe_histogram!(
+        STORE_CALL_SECONDS,
+        metrics::Unit::Seconds,
+        "Duration of store calls in seconds, by call and outcome (ok, unavailable, invalid, forbidden, other)."
+    );
+}
+
+/// The layer that times every store call into [`STORE_CALL_SECONDS`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StoreMetrics;
+
+impl Layer for StoreMetrics {
+    async fn around<T, F>(&self, info: &'static CallInfo, call: F) -> Result<T, StoreError>
+    where
+        T: Send,
+        F: Future<Output = Result<T, StoreError>> + Send,
+    {
+        let started = Instant::now();
+        let result = call.await;
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(e) => e.kind().as_str(),
+        };
+        metrics::histogram!(STORE_CALL_SECONDS, "call" => info.name, "outcome" => outcome)
+            .record(started.elapsed().as_secs_f64());
+        result
+    }
 }
 
 /// Copies the collector's and tracker's own counters into the registry.
@@ -108,5 +148,58 @@ pub fn store_result<T>(result: &Result<T, StoreError>) {
     metrics::gauge!(STORE_UP).set(if up { 1.0 } else { 0.0 });
     if UP.swap(up, Ordering::AcqRel) != up && up {
         tracing::info!("store reachable again");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tally_domain::ports::{Layered, MockStore, TelemetryStore};
+    use time::OffsetDateTime;
+
+    fn count(rendered: &str, call: &str, outcome: &str) -> Option<u64> {
+        let key = format!("{STORE_CALL_SECONDS}_count{{call=\"{call}\",outcome=\"{outcome}\"}} ");
+        rendered
+            .lines()
+            .find_map(|l| l.strip_prefix(&key))
+            .map(|n| n.parse().unwrap())
+    }
+
+    #[tokio::test]
+    async fn store_calls_are_timed_by_call_and_outcome() {
+        let handle = handle();
+        let mut mock = MockStore::new();
+        mock.expect_prune_telemetry_locks().times(2).returning(|_| Ok(1));
+        mock.expect_list_snapshots()
+            .times(1)
+            .returning(|_| Err(StoreError::unavailable("down")));
+        let store = Layered::new(mock, StoreMetrics);
+        store
+            .prune_telemetry_locks(OffsetDateTime::UNIX_EPOCH)
+            .await
+            .unwrap();
+        store
+            .prune_telemetry_locks(OffsetDateTime::UNIX_EPOCH)
+            .await
+            .unwrap();
+        store.list_snapshots(1).await.unwrap_err();
+
+        let rendered = handle.render();
+        assert_eq!(
+            count(&rendered, "prune_telemetry_locks", "ok"),
+            Some(2),
+            "{rendered}"
+        );
+        assert_eq!(
+            count(&rendered, "list_snapshots", "unavailable"),
+            Some(1),
+            "{rendered}"
+        );
+        assert!(
+            rendered.contains(&format!(
+                "{STORE_CALL_SECONDS}_bucket{{call=\"list_snapshots\",outcome=\"unavailable\",le=\"0.001\"}}"
+            )),
+            "a histogram with buckets, not a summary:\n{rendered}"
+        );
     }
 }

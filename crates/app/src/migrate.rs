@@ -6,7 +6,7 @@ use crate::cli::MigrateArgs;
 use crate::config::{ConfigError, redact_database_url};
 
 pub async fn run(args: MigrateArgs) -> anyhow::Result<ExitCode> {
-    crate::telemetry_log::init_tracing(args.log_json);
+    crate::logging::init_tracing(args.log_json);
     let url = args.database_url.expose();
     let what = redact_database_url(url);
     // Connecting applies pending migrations.

@@ -7,24 +7,28 @@ use std::time::{Duration, Instant};
 
 use tally_domain::appstats::collector::{CollectorConfig, StatsCollector};
 use tally_domain::appstats::reporter::StoreReporter;
+use tally_domain::authz::{Authorized, Subject};
 use tally_domain::boundary::tracker::{BoundaryTracker, TrackerFlush};
-use tally_domain::ports::{Reporter, SnapshotSink, Store};
+use tally_domain::clock::{Clock, SystemClock};
+use tally_domain::error::Report;
+use tally_domain::ports::{Layered, Reporter, SnapshotSink, Store};
+use tally_domain::retry::Backoff;
 use tally_domain::usage::RetentionPolicy;
-use tally_domain::{Authorized, Clock, Subject, SystemClock};
 use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::cli::ServeArgs;
 use crate::config::{ConfigError, Tokens, check_database_url, check_telemetry_url, redact_database_url};
-use crate::deadline::DeadlineStore;
+use crate::deadline::Deadline;
 use crate::http::{AppState, router};
 use crate::loops::{Background, LoopSettings, WatchedReporter, to_time};
+use crate::metrics::StoreMetrics;
 use crate::sink::{HttpSink, LogSink};
 
 /// Runs the server until SIGTERM or Ctrl-C. Start-up problems are
 /// [`ConfigError`]s (exit code 2).
 pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    crate::telemetry_log::init_tracing(args.log_json);
+    crate::logging::init_tracing(args.log_json);
 
     let tokens = check(&args)?;
     let sink: Arc<dyn SnapshotSink> = match args.telemetry_url.as_deref().map(check_telemetry_url) {
@@ -42,8 +46,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let store = open_store_in_time(database_url, args.connect_timeout).await?;
     // Every call from here on (loops, shutdown flushes, reads) ends within
     // the store timeout: a blackholed database shows as unavailable.
-    let store: Arc<dyn Store> = Arc::new(DeadlineStore::new(store, args.store_timeout));
-    crate::metrics::store_result(&Ok::<(), tally_domain::StoreError>(()));
+    // Each call is timed too, the timeout included.
+    let store: Arc<dyn Store> = Arc::new(Layered::new(
+        Layered::new(store, Deadline(args.store_timeout)),
+        StoreMetrics,
+    ));
+    crate::metrics::store_result(&Ok::<(), tally_domain::error::StoreError>(()));
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| ConfigError(format!("cannot listen on {}: {e}", args.listen)))?;
@@ -258,20 +266,24 @@ async fn open_store_in_time(url: Option<&str>, timeout: Duration) -> Result<Arc<
     }
 }
 
+/// Waits between final flush attempts at shutdown: about 0.1 s, doubling to 2 s.
+const FINAL_FLUSH_RETRY: Backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
+
 /// Closes the collector; if that flush fails the rows stay in its backlog, so
 /// flushing is retried until it succeeds or the deadline passes.
 async fn final_collector_flush(collector: &StatsCollector, deadline: Instant) -> bool {
     let mut result = tokio::time::timeout_at(deadline.into(), collector.close()).await;
-    let mut wait = Duration::from_millis(100);
+    let mut waits = FINAL_FLUSH_RETRY.delays();
     loop {
+        let wait = waits.next().unwrap_or(FINAL_FLUSH_RETRY.most());
         match result {
             Ok(Ok(())) => return true,
             Ok(Err(e)) if Instant::now() + wait < deadline => {
-                tracing::warn!(error = %e, retry_in = ?wait, "final app stats flush failed; retrying");
+                tracing::warn!(error = %Report(&e), retry_in = ?wait, "final app stats flush failed; retrying");
             }
             Ok(Err(e)) => {
                 tracing::error!(
-                    error = %e,
+                    error = %Report(&e),
                     backlog_rows = collector.stats().backlog_rows,
                     "final app stats flush failed; these rows are lost"
                 );
@@ -286,15 +298,15 @@ async fn final_collector_flush(collector: &StatsCollector, deadline: Instant) ->
             }
         }
         tokio::time::sleep(wait).await;
-        wait = (wait * 2).min(Duration::from_secs(2));
         result = tokio::time::timeout_at(deadline.into(), collector.flush()).await;
     }
 }
 
 /// Flushes the tracker, retrying until it succeeds or the deadline passes.
 async fn final_tracker_flush(background: &Background, deadline: Instant) -> bool {
-    let mut wait = Duration::from_millis(100);
+    let mut waits = FINAL_FLUSH_RETRY.delays();
     loop {
+        let wait = waits.next().unwrap_or(FINAL_FLUSH_RETRY.most());
         match tokio::time::timeout_at(deadline.into(), background.flush_tracker()).await {
             Ok(Ok(TrackerFlush::Nothing | TrackerFlush::Flushed(_))) => return true,
             Ok(Err(_)) if Instant::now() + wait < deadline => {}
@@ -309,7 +321,6 @@ async fn final_tracker_flush(background: &Background, deadline: Instant) -> bool
             }
         }
         tokio::time::sleep(wait).await;
-        wait = (wait * 2).min(Duration::from_secs(2));
     }
 }
 

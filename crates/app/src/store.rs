@@ -7,8 +7,9 @@ use std::time::Duration;
 use anyhow::Context as _;
 use tally_adapters_memory::MemoryStore;
 use tally_adapters_postgres::{PgStore, PgStoreOptions};
-use tally_domain::StoreError;
+use tally_domain::error::StoreError;
 use tally_domain::ports::Store;
+use tally_domain::retry::Backoff;
 
 use crate::config::{check_database_url, redact_database_url};
 
@@ -17,6 +18,9 @@ use crate::config::{check_database_url, redact_database_url};
 /// counted, logged and retried, the data kept) rather than holding every
 /// loop for long; the pool keeps reconnecting meanwhile.
 pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Waits between connection attempts at start-up: about 0.1 s, doubling to 2 s.
+const CONNECT_RETRY: Backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
 
 /// The in-memory store when `database_url` is `None`, else PostgreSQL
 /// (connected, migrations applied). Errors never contain the password.
@@ -48,8 +52,9 @@ where
     Fut: Future<Output = anyhow::Result<T>>,
 {
     let attempts = async {
-        let mut wait = Duration::from_millis(100);
+        let mut waits = CONNECT_RETRY.delays();
         loop {
+            let wait = waits.next().unwrap_or(CONNECT_RETRY.most());
             match open().await {
                 Err(e)
                     if e.downcast_ref::<StoreError>()
@@ -60,7 +65,6 @@ where
                 done => return done,
             }
             tokio::time::sleep(wait).await;
-            wait = (wait * 2).min(Duration::from_secs(2));
         }
     };
     tokio::time::timeout(timeout, attempts).await.ok()
@@ -76,7 +80,7 @@ mod tests {
         let calls = AtomicU32::new(0);
         let opened = patiently(Duration::from_secs(10), || async {
             if calls.fetch_add(1, Ordering::SeqCst) < 3 {
-                Err(anyhow::Error::new(StoreError::Unavailable("refused".into())).context("cannot open"))
+                Err(anyhow::Error::new(StoreError::unavailable("refused")).context("cannot open"))
             } else {
                 Ok(7)
             }
@@ -86,7 +90,7 @@ mod tests {
         assert_eq!(calls.load(Ordering::SeqCst), 4);
 
         let never = patiently(Duration::from_secs(10), || async {
-            Err::<(), _>(anyhow::Error::new(StoreError::Unavailable("refused".into())))
+            Err::<(), _>(anyhow::Error::new(StoreError::unavailable("refused")))
         })
         .await;
         assert!(never.is_none(), "gave up at the timeout");

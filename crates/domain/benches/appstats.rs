@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use criterion::{BatchSize, Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
-use tally_domain::StatsReport;
+use tally_domain::appstats::StatsReport;
 use tally_domain::appstats::collector::{CollectorConfig, StatsCollector};
 use tally_domain::appstats::rollup::{DEFAULT_ROLLUP_WINDOW, Rollup};
 use tally_domain::clock::ManualClock;

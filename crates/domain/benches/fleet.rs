@@ -3,7 +3,7 @@
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use tally_domain::{AccessMethod, StatsReport};
+use tally_domain::appstats::{AccessMethod, StatsReport};
 use time::macros::datetime;
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group};
-use tally_domain::ManualClock;
 use tally_domain::boundary::tracker::BoundaryTracker;
+use tally_domain::clock::ManualClock;
 use uuid::Uuid;
 
 const CALLS: usize = 10_000_000;

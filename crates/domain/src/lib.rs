@@ -10,10 +10,6 @@ pub mod boundary;
 pub mod clock;
 pub mod error;
 pub mod ports;
+pub mod retry;
 pub mod telemetry;
 pub mod usage;
-
-pub use appstats::{AccessMethod, StatsReport};
-pub use authz::{Action, Authorized, Resource, Role, Subject};
-pub use clock::{Clock, ManualClock, SystemClock};
-pub use error::{Forbidden, StoreError};

@@ -3,6 +3,14 @@
 //! Every store method is atomic: it either applies whole or not at all, so a
 //! failed call can be retried as is. Adapters live in other crates; the
 //! conformance suite in `tests/` holds them to identical behaviour.
+//!
+//! The store ports are declared once, in the `store_ports!` block below: each
+//! method with the access it needs. The macro (`ports/declare.rs`) derives the
+//! `Arc` forwarding, the mocks and the [`Layered`] impl from it, so a new
+//! method is added there and in each adapter, nowhere else.
+
+mod declare;
+mod layer;
 
 use std::sync::Arc;
 
@@ -18,8 +26,7 @@ use crate::usage::{
     ActiveUsers, AppUsageSeries, Intervals, PurgeOutcome, RetentionPolicy, TickOutcome, UserActivity,
 };
 
-/// Raw app stat rows, streamed.
-pub type RowStream = futures::stream::BoxStream<'static, Result<StatsReport, StoreError>>;
+pub use layer::{CallInfo, Layer, Layered};
 
 /// One atomic write of app stat rows.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -79,140 +86,148 @@ pub struct AppUsage {
     pub session_micros: u64,
 }
 
-/// App stats rows and workspaces' last-used time.
-#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
-#[async_trait]
-pub trait AppStatsStore: Send + Sync {
-    /// Upserts `write.rows` in batches of `write.batch_size` by (user, agent,
-    /// session), an existing row merged with [`StatsReport::merge_forward`]
-    /// (end time and requests each move forward on their own), and moves
-    /// each workspace's last-used time forward, all in one transaction.
-    async fn write_app_stats(&self, write: &AppStatsWrite) -> Result<(), StoreError>;
-}
+declare::store_ports! {
+    /// App stats rows and workspaces' last-used time.
+    pub trait AppStatsStore {
+        /// Upserts `write.rows` in batches of `write.batch_size` by (user, agent,
+        /// session), an existing row merged with [`StatsReport::merge_forward`]
+        /// (end time and requests each move forward on their own), and moves
+        /// each workspace's last-used time forward, all in one transaction.
+        needs(Create WorkspaceAppStats, Update WorkspaceAppStats, Update Workspace)
+        async fn write_app_stats(&self, write: &AppStatsWrite) -> Result<(), StoreError>;
+    }
 
-/// Per-replica boundary usage counters and the distinct ids of the period.
-#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
-#[async_trait]
-pub trait BoundaryUsageStore: Send + Sync {
-    /// Adds a replica's delta to the current period: counters increased,
-    /// distinct ids inserted once. A delta whose `seq` the replica already
-    /// applied is a duplicate and changes nothing.
-    async fn flush_boundary_usage(&self, delta: &BoundaryDelta) -> Result<FlushOutcome, StoreError>;
+    /// Per-replica boundary usage counters and the distinct ids of the period.
+    pub trait BoundaryUsageStore {
+        /// Adds a replica's delta to the current period: counters increased,
+        /// distinct ids inserted once. A delta whose `seq` the replica already
+        /// applied is a duplicate and changes nothing.
+        needs(Update BoundaryUsage)
+        async fn flush_boundary_usage(&self, delta: &BoundaryDelta) -> Result<FlushOutcome, StoreError>;
 
-    /// Totals of the current (not yet closed) period.
-    async fn boundary_usage_summary(&self) -> Result<BoundaryUsageSummary, StoreError>;
+        /// Totals of the current (not yet closed) period.
+        needs(Read BoundaryUsage)
+        async fn boundary_usage_summary(&self) -> Result<BoundaryUsageSummary, StoreError>;
 
-    /// Forgets a replica that is gone: its counters and its flush sequence.
-    /// Returns how many rows went.
-    async fn delete_boundary_usage_by_replica(&self, replica_id: Uuid) -> Result<u64, StoreError>;
-}
+        /// Forgets a replica that is gone: its counters and its flush sequence.
+        /// Returns how many rows went.
+        needs(Delete BoundaryUsage)
+        async fn delete_boundary_usage_by_replica(&self, replica_id: Uuid) -> Result<u64, StoreError>;
+    }
 
-/// Period locks and the snapshot outbox.
-#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
-#[async_trait]
-pub trait TelemetryStore: Send + Sync {
-    /// In one atomic step: take the lock for (`event_type`, period end), read
-    /// the current period's totals, reset them, and write the snapshot to the
-    /// outbox. A flush racing with it lands wholly before or wholly after.
-    /// Returns [`PeriodCloseOutcome::AlreadyClosed`] when the lock for this
-    /// period or a later one is already taken.
-    async fn close_period(&self, close: &PeriodClose) -> Result<PeriodCloseOutcome, StoreError>;
+    /// Period locks and the snapshot outbox.
+    pub trait TelemetryStore {
+        /// In one atomic step: take the lock for (`event_type`, period end), read
+        /// the current period's totals, reset them, and write the snapshot to the
+        /// outbox. A flush racing with it lands wholly before or wholly after.
+        /// Returns [`PeriodCloseOutcome::AlreadyClosed`] when the lock for this
+        /// period or a later one is already taken.
+        needs(Create TelemetryLock, Read BoundaryUsage, Delete BoundaryUsage, Create TelemetrySnapshot)
+        async fn close_period(&self, close: &PeriodClose) -> Result<PeriodCloseOutcome, StoreError>;
 
-    /// Claims up to `limit` unpublished snapshots whose claim is free or has
-    /// expired, for `lease`, oldest period first. A claim keeps two replicas
-    /// from publishing the same snapshot at once.
-    async fn claim_unpublished_snapshots(
-        &self,
-        claimer: Uuid,
-        now: OffsetDateTime,
-        lease: Duration,
-        limit: usize,
-    ) -> Result<Vec<Snapshot>, StoreError>;
+        /// Claims up to `limit` unpublished snapshots whose claim is free or has
+        /// expired, for `lease`, oldest period first. A claim keeps two replicas
+        /// from publishing the same snapshot at once.
+        needs(Update TelemetrySnapshot)
+        async fn claim_unpublished_snapshots(
+            &self,
+            claimer: Uuid,
+            now: OffsetDateTime,
+            lease: Duration,
+            limit: usize,
+        ) -> Result<Vec<Snapshot>, StoreError>;
 
-    /// Marks a claimed snapshot published. Idempotent.
-    async fn mark_snapshot_published(
-        &self,
-        snapshot_id: Uuid,
-        claimer: Uuid,
-        at: OffsetDateTime,
-    ) -> Result<(), StoreError>;
+        /// Marks a claimed snapshot published. Idempotent.
+        needs(Update TelemetrySnapshot)
+        async fn mark_snapshot_published(
+            &self,
+            snapshot_id: Uuid,
+            claimer: Uuid,
+            at: OffsetDateTime,
+        ) -> Result<(), StoreError>;
 
-    /// Gives a claim back after a failed publish, recording the error and
-    /// counting the attempt, so it is retried later.
-    async fn release_snapshot_claim(
-        &self,
-        snapshot_id: Uuid,
-        claimer: Uuid,
-        error: &str,
-    ) -> Result<(), StoreError>;
+        /// Gives a claim back after a failed publish, recording the error and
+        /// counting the attempt, so it is retried later.
+        needs(Update TelemetrySnapshot)
+        async fn release_snapshot_claim(
+            &self,
+            snapshot_id: Uuid,
+            claimer: Uuid,
+            error: &str,
+        ) -> Result<(), StoreError>;
 
-    /// Snapshots, newest period first, published or not.
-    async fn list_snapshots(&self, limit: usize) -> Result<Vec<Snapshot>, StoreError>;
+        /// Snapshots, newest period first, published or not.
+        needs(Read TelemetrySnapshot)
+        async fn list_snapshots(&self, limit: usize) -> Result<Vec<Snapshot>, StoreError>;
 
-    /// Deletes locks of periods that ended before `before`. Returns how many.
-    async fn prune_telemetry_locks(&self, before: OffsetDateTime) -> Result<u64, StoreError>;
-}
+        /// Deletes locks of periods that ended before `before`. Returns how many.
+        needs(Delete TelemetryLock)
+        async fn prune_telemetry_locks(&self, before: OffsetDateTime) -> Result<u64, StoreError>;
+    }
 
-/// Read side for operators.
-#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
-#[async_trait]
-pub trait InsightsStore: Send + Sync {
-    /// Usage per app (access method, slug or port) of the sessions that
-    /// overlap `range` (see [`TimeRange::overlaps`]), session time clipped to
-    /// it; most users first, then most session time, then by method and slug.
-    async fn app_usage(&self, range: TimeRange) -> Result<Vec<AppUsage>, StoreError>;
+    /// Read side for operators.
+    pub trait InsightsStore {
+        /// Usage per app (access method, slug or port) of the sessions that
+        /// overlap `range` (see [`TimeRange::overlaps`]), session time clipped to
+        /// it; most users first, then most session time, then by method and slug.
+        needs(Read WorkspaceAppStats)
+        async fn app_usage(&self, range: TimeRange) -> Result<Vec<AppUsage>, StoreError>;
 
-    /// Stored rows of sessions that overlap `range`, oldest start first, then
-    /// by session id; at most `limit`.
-    async fn app_stats(&self, range: TimeRange, limit: usize) -> Result<Vec<StatsReport>, StoreError>;
+        /// Stored rows of sessions that overlap `range`, oldest start first, then
+        /// by session id; at most `limit`.
+        needs(Read WorkspaceAppStats)
+        async fn app_stats(&self, range: TimeRange, limit: usize) -> Result<Vec<StatsReport>, StoreError>;
 
-    /// A workspace's last-used time, `None` if it was never used.
-    async fn workspace_last_used(&self, workspace_id: Uuid) -> Result<Option<OffsetDateTime>, StoreError>;
-}
+        /// A workspace's last-used time, `None` if it was never used.
+        needs(Read Workspace)
+        async fn workspace_last_used(&self, workspace_id: Uuid) -> Result<Option<OffsetDateTime>, StoreError>;
+    }
 
-/// The usage rollup, the reads it answers, the raw export and retention.
-/// The figures are defined in docs/insights.md.
-#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
-#[async_trait]
-pub trait UsageStore: Send + Sync {
-    /// Rolls up again every start hour that a write committed before the
-    /// call touched (except hours whose raw rows were purged: those are
-    /// final), so the reads below then equal the figures computed from the
-    /// stored rows. One caller at a time across replicas: while another
-    /// holds the rollup this returns at once with `skipped`.
-    async fn tick_usage_rollup(&self) -> Result<TickOutcome, StoreError>;
+    /// The usage rollup, the reads it answers, the raw export and retention.
+    /// The figures are defined in docs/insights.md.
+    pub trait UsageStore {
+        /// Rolls up again every start hour that a write committed before the
+        /// call touched (except hours whose raw rows were purged: those are
+        /// final), so the reads below then equal the figures computed from the
+        /// stored rows. One caller at a time across replicas: while another
+        /// holds the rollup this returns at once with `skipped`.
+        needs(Read WorkspaceAppStats, Update WorkspaceAppStats)
+        async fn tick_usage_rollup(&self) -> Result<TickOutcome, StoreError>;
 
-    /// Per app (access method, slug or port): usage seconds, sessions,
-    /// requests and unique users over the range and per interval, from the
-    /// rollup; ordered by [`crate::usage::sort_app_series`]. Apps without
-    /// usage in the range are left out.
-    async fn app_usage_by_interval(&self, intervals: &Intervals) -> Result<Vec<AppUsageSeries>, StoreError>;
+        /// Per app (access method, slug or port): usage seconds, sessions,
+        /// requests and unique users over the range and per interval, from the
+        /// rollup; ordered by [`crate::usage::sort_app_series`]. Apps without
+        /// usage in the range are left out.
+        needs(Read WorkspaceAppStats)
+        async fn app_usage_by_interval(&self, intervals: &Intervals) -> Result<Vec<AppUsageSeries>, StoreError>;
 
-    /// Distinct users with any usage over the range and per interval.
-    async fn active_users(&self, intervals: &Intervals) -> Result<ActiveUsers, StoreError>;
+        /// Distinct users with any usage over the range and per interval.
+        needs(Read WorkspaceAppStats)
+        async fn active_users(&self, intervals: &Intervals) -> Result<ActiveUsers, StoreError>;
 
-    /// Usage per user over `range` (whole minutes, else
-    /// [`StoreError::Invalid`]), all apps merged, most usage first, then by
-    /// user id; at most `limit`.
-    async fn user_activity(&self, range: TimeRange, limit: usize) -> Result<Vec<UserActivity>, StoreError>;
+        /// Usage per user over `range` (whole minutes, else
+        /// [`StoreError::Invalid`]), all apps merged, most usage first, then by
+        /// user id; at most `limit`.
+        needs(Read WorkspaceAppStats)
+        async fn user_activity(&self, range: TimeRange, limit: usize) -> Result<Vec<UserActivity>, StoreError>;
 
-    /// Every stored raw row whose session started in `range`, as stored,
-    /// by start hour (oldest first) and within an hour by start, then key.
-    /// Rows are read an hour at a time, so a long export holds no
-    /// transaction open and needs memory for one hour only.
-    fn export_app_stats(&self, range: TimeRange) -> RowStream;
+        /// Every stored raw row whose session started in `range`, as stored,
+        /// by start, then (user, agent, session). One read: exporters page
+        /// through a long range an hour at a time with
+        /// [`crate::usage::export::export_app_stats`], so no read holds a
+        /// transaction open for long or needs memory for more than an hour.
+        needs(Read WorkspaceAppStats)
+        async fn app_stats_started_in(&self, range: TimeRange) -> Result<Vec<StatsReport>, StoreError>;
 
-    /// One bounded round of retention at `now`: raw rows whose session
-    /// started before `now - policy.app_stats` (by whole start hours, after
-    /// a tick, so nothing is deleted before it is rolled up; those hours are
-    /// final from then on), rollup rows of hours before `now -
-    /// policy.usage`, and published snapshots whose period ended before
-    /// `now - policy.snapshots`; at most `policy.max_batch` of data of each.
-    async fn purge_expired(
-        &self,
-        now: OffsetDateTime,
-        policy: &RetentionPolicy,
-    ) -> Result<PurgeOutcome, StoreError>;
+        /// One bounded round of retention at `now`: raw rows whose session
+        /// started before `now - policy.app_stats` (by whole start hours, after
+        /// a tick, so nothing is deleted before it is rolled up; those hours are
+        /// final from then on), rollup rows of hours before `now -
+        /// policy.usage`, and published snapshots whose period ended before
+        /// `now - policy.snapshots`; at most `policy.max_batch` of data of each.
+        needs(Read WorkspaceAppStats, Update WorkspaceAppStats, Delete WorkspaceAppStats, Delete TelemetrySnapshot)
+        async fn purge_expired(&self, now: OffsetDateTime, policy: &RetentionPolicy) -> Result<PurgeOutcome, StoreError>;
+    }
 }
 
 /// Everything a store provides. Implemented for every type that has all parts.
@@ -240,168 +255,6 @@ pub struct SinkError(pub String);
 #[async_trait]
 pub trait SnapshotSink: Send + Sync {
     async fn publish(&self, snapshot: &Snapshot) -> Result<(), SinkError>;
-}
-
-#[cfg(any(test, feature = "mocks"))]
-mockall::mock! {
-    /// A whole store, for tests that need every port at once.
-    pub Store {}
-
-    #[async_trait]
-    impl AppStatsStore for Store {
-        async fn write_app_stats(&self, write: &AppStatsWrite) -> Result<(), StoreError>;
-    }
-
-    #[async_trait]
-    impl BoundaryUsageStore for Store {
-        async fn flush_boundary_usage(&self, delta: &BoundaryDelta) -> Result<FlushOutcome, StoreError>;
-        async fn boundary_usage_summary(&self) -> Result<BoundaryUsageSummary, StoreError>;
-        async fn delete_boundary_usage_by_replica(&self, replica_id: Uuid) -> Result<u64, StoreError>;
-    }
-
-    #[async_trait]
-    impl TelemetryStore for Store {
-        async fn close_period(&self, close: &PeriodClose) -> Result<PeriodCloseOutcome, StoreError>;
-        async fn claim_unpublished_snapshots(
-            &self,
-            claimer: Uuid,
-            now: OffsetDateTime,
-            lease: Duration,
-            limit: usize,
-        ) -> Result<Vec<Snapshot>, StoreError>;
-        async fn mark_snapshot_published(
-            &self,
-            snapshot_id: Uuid,
-            claimer: Uuid,
-            at: OffsetDateTime,
-        ) -> Result<(), StoreError>;
-        async fn release_snapshot_claim(
-            &self,
-            snapshot_id: Uuid,
-            claimer: Uuid,
-            error: &str,
-        ) -> Result<(), StoreError>;
-        async fn list_snapshots(&self, limit: usize) -> Result<Vec<Snapshot>, StoreError>;
-        async fn prune_telemetry_locks(&self, before: OffsetDateTime) -> Result<u64, StoreError>;
-    }
-
-    #[async_trait]
-    impl InsightsStore for Store {
-        async fn app_usage(&self, range: TimeRange) -> Result<Vec<AppUsage>, StoreError>;
-        async fn app_stats(&self, range: TimeRange, limit: usize) -> Result<Vec<StatsReport>, StoreError>;
-        async fn workspace_last_used(&self, workspace_id: Uuid) -> Result<Option<OffsetDateTime>, StoreError>;
-    }
-
-    #[async_trait]
-    impl UsageStore for Store {
-        async fn tick_usage_rollup(&self) -> Result<TickOutcome, StoreError>;
-        async fn app_usage_by_interval(&self, intervals: &Intervals) -> Result<Vec<AppUsageSeries>, StoreError>;
-        async fn active_users(&self, intervals: &Intervals) -> Result<ActiveUsers, StoreError>;
-        async fn user_activity(&self, range: TimeRange, limit: usize) -> Result<Vec<UserActivity>, StoreError>;
-        fn export_app_stats(&self, range: TimeRange) -> RowStream;
-        async fn purge_expired(&self, now: OffsetDateTime, policy: &RetentionPolicy) -> Result<PurgeOutcome, StoreError>;
-    }
-}
-
-// Shared handles are stores too, so wrappers and services can hold an
-// `Arc<dyn Store>` or an `Arc<ConcreteStore>` alike.
-#[async_trait]
-impl<T: AppStatsStore + ?Sized> AppStatsStore for Arc<T> {
-    async fn write_app_stats(&self, write: &AppStatsWrite) -> Result<(), StoreError> {
-        (**self).write_app_stats(write).await
-    }
-}
-
-#[async_trait]
-impl<T: BoundaryUsageStore + ?Sized> BoundaryUsageStore for Arc<T> {
-    async fn flush_boundary_usage(&self, delta: &BoundaryDelta) -> Result<FlushOutcome, StoreError> {
-        (**self).flush_boundary_usage(delta).await
-    }
-    async fn boundary_usage_summary(&self) -> Result<BoundaryUsageSummary, StoreError> {
-        (**self).boundary_usage_summary().await
-    }
-    async fn delete_boundary_usage_by_replica(&self, replica_id: Uuid) -> Result<u64, StoreError> {
-        (**self).delete_boundary_usage_by_replica(replica_id).await
-    }
-}
-
-#[async_trait]
-impl<T: TelemetryStore + ?Sized> TelemetryStore for Arc<T> {
-    async fn close_period(&self, close: &PeriodClose) -> Result<PeriodCloseOutcome, StoreError> {
-        (**self).close_period(close).await
-    }
-    async fn claim_unpublished_snapshots(
-        &self,
-        claimer: Uuid,
-        now: OffsetDateTime,
-        lease: Duration,
-        limit: usize,
-    ) -> Result<Vec<Snapshot>, StoreError> {
-        (**self)
-            .claim_unpublished_snapshots(claimer, now, lease, limit)
-            .await
-    }
-    async fn mark_snapshot_published(
-        &self,
-        snapshot_id: Uuid,
-        claimer: Uuid,
-        at: OffsetDateTime,
-    ) -> Result<(), StoreError> {
-        (**self).mark_snapshot_published(snapshot_id, claimer, at).await
-    }
-    async fn release_snapshot_claim(
-        &self,
-        snapshot_id: Uuid,
-        claimer: Uuid,
-        error: &str,
-    ) -> Result<(), StoreError> {
-        (**self).release_snapshot_claim(snapshot_id, claimer, error).await
-    }
-    async fn list_snapshots(&self, limit: usize) -> Result<Vec<Snapshot>, StoreError> {
-        (**self).list_snapshots(limit).await
-    }
-    async fn prune_telemetry_locks(&self, before: OffsetDateTime) -> Result<u64, StoreError> {
-        (**self).prune_telemetry_locks(before).await
-    }
-}
-
-#[async_trait]
-impl<T: InsightsStore + ?Sized> InsightsStore for Arc<T> {
-    async fn app_usage(&self, range: TimeRange) -> Result<Vec<AppUsage>, StoreError> {
-        (**self).app_usage(range).await
-    }
-    async fn app_stats(&self, range: TimeRange, limit: usize) -> Result<Vec<StatsReport>, StoreError> {
-        (**self).app_stats(range, limit).await
-    }
-    async fn workspace_last_used(&self, workspace_id: Uuid) -> Result<Option<OffsetDateTime>, StoreError> {
-        (**self).workspace_last_used(workspace_id).await
-    }
-}
-
-#[async_trait]
-impl<T: UsageStore + ?Sized> UsageStore for Arc<T> {
-    async fn tick_usage_rollup(&self) -> Result<TickOutcome, StoreError> {
-        (**self).tick_usage_rollup().await
-    }
-    async fn app_usage_by_interval(&self, intervals: &Intervals) -> Result<Vec<AppUsageSeries>, StoreError> {
-        (**self).app_usage_by_interval(intervals).await
-    }
-    async fn active_users(&self, intervals: &Intervals) -> Result<ActiveUsers, StoreError> {
-        (**self).active_users(intervals).await
-    }
-    async fn user_activity(&self, range: TimeRange, limit: usize) -> Result<Vec<UserActivity>, StoreError> {
-        (**self).user_activity(range, limit).await
-    }
-    fn export_app_stats(&self, range: TimeRange) -> RowStream {
-        (**self).export_app_stats(range)
-    }
-    async fn purge_expired(
-        &self,
-        now: OffsetDateTime,
-        policy: &RetentionPolicy,
-    ) -> Result<PurgeOutcome, StoreError> {
-        (**self).purge_expired(now, policy).await
-    }
 }
 
 #[async_trait]

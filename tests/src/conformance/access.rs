@@ -1,11 +1,13 @@
-//! Access control through `tally_domain::Authorized` around the real store.
+//! Access control through `tally_domain::authz::Authorized` around the real store.
 
 use std::sync::Arc;
 
+use tally_domain::appstats::AccessMethod;
+use tally_domain::authz::{Authorized, Role, Subject};
 use tally_domain::boundary::{BoundaryUsageSummary, FlushOutcome};
+use tally_domain::error::StoreError;
 use tally_domain::ports::{AppStatsStore, BoundaryUsageStore, InsightsStore, Store, TelemetryStore};
 use tally_domain::telemetry::PeriodCloseOutcome;
-use tally_domain::{AccessMethod, Authorized, Role, StoreError, Subject};
 use uuid::Uuid;
 
 use super::fixtures::*;

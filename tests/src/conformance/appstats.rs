@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
-use tally_domain::AccessMethod::{Path, Subdomain, Terminal};
-use tally_domain::StoreError;
+use tally_domain::appstats::AccessMethod::{Path, Subdomain, Terminal};
+use tally_domain::error::StoreError;
 use tally_domain::ports::{AppStatsWrite, Store};
 use uuid::Uuid;
 
@@ -17,7 +17,7 @@ pub async fn each_column_moves_forward_on_its_own(store: Arc<dyn Store>) {
     let store = &*store;
     let who = Who::new();
     let first = row(who, Path, "code", T0, T0 + secs(10), 5);
-    let write = |r: &tally_domain::StatsReport| write_of(vec![r.clone()], 16);
+    let write = |r: &tally_domain::appstats::StatsReport| write_of(vec![r.clone()], 16);
     let expect = |end, requests| vec![stored(&later(&first, end, requests))];
 
     store.write_app_stats(&write(&first)).await.unwrap();
@@ -53,7 +53,7 @@ pub async fn each_column_moves_forward_on_its_own(store: Arc<dyn Store>) {
     }
 
     // Same (user, agent, session) but other columns changed: they are kept.
-    let moved = tally_domain::StatsReport {
+    let moved = tally_domain::appstats::StatsReport {
         workspace_id: Uuid::new_v4(),
         access_method: Subdomain,
         slug_or_port: "8080".into(),
@@ -68,7 +68,7 @@ pub async fn each_column_moves_forward_on_its_own(store: Arc<dyn Store>) {
     );
 
     // A different agent or user makes a different row.
-    let other_agent = tally_domain::StatsReport {
+    let other_agent = tally_domain::appstats::StatsReport {
         agent_id: Uuid::new_v4(),
         ..first.clone()
     };
@@ -144,7 +144,7 @@ pub async fn write_order_does_not_matter(store: Arc<dyn Store>) {
         .map(|_| (0..3).map(|_| row(who, Path, "code", T0, T0, 0)).collect())
         .collect();
     // Row `k` of a write: the write's values shifted by k, so rows differ.
-    let write_for = |rows: &[tally_domain::StatsReport], (end, requests): (i64, u64)| {
+    let write_for = |rows: &[tally_domain::appstats::StatsReport], (end, requests): (i64, u64)| {
         let rows = rows
             .iter()
             .enumerate()
@@ -231,7 +231,7 @@ pub async fn replaying_a_write_changes_nothing(store: Arc<dyn Store>) {
 }
 
 type Observed = (
-    Vec<tally_domain::StatsReport>,
+    Vec<tally_domain::appstats::StatsReport>,
     Vec<tally_domain::ports::AppUsage>,
     Vec<Option<time::OffsetDateTime>>,
 );
@@ -320,7 +320,7 @@ pub async fn duplicates_in_one_write_are_refused_whole(store: Arc<dyn Store>) {
             .await
             .unwrap_err();
         let text = err.to_string();
-        assert!(matches!(err, StoreError::Invalid(_)), "{err:?}");
+        assert!(matches!(err, StoreError::Invalid { .. }), "{err:?}");
         assert!(text.contains("rows 1 and 3"), "{text}");
         assert!(text.contains("same (user, agent, session)"), "{text}");
 

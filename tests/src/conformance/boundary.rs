@@ -200,7 +200,7 @@ pub async fn invalid_deltas_change_nothing(store: Arc<dyn Store>) {
     let over = delta(r, 3, (6, 0), &fresh, &fresh, range);
     let result = store.flush_boundary_usage(&over).await;
     assert!(
-        matches!(result, Err(tally_domain::StoreError::Invalid(_))),
+        matches!(result, Err(tally_domain::error::StoreError::Invalid { .. })),
         "counter overflow: {result:?}"
     );
     assert_eq!(store.boundary_usage_summary().await.unwrap(), filled);

@@ -176,7 +176,7 @@ pub async fn replicas_flush_while_periods_close(store: Arc<dyn Store>) {
 async fn retrying<T, F, Fut>(what: &str, mut op: F) -> T
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, tally_domain::StoreError>>,
+    Fut: std::future::Future<Output = Result<T, tally_domain::error::StoreError>>,
 {
     let mut attempts = 0;
     loop {
@@ -200,7 +200,7 @@ pub async fn concurrent_writes_of_the_same_rows_converge(store: Arc<dyn Store>) 
     let people: Vec<Who> = (0..5).map(|_| Who::new()).collect();
     let base: Vec<_> = (0..40)
         .map(|i| {
-            let method = tally_domain::AccessMethod::Path;
+            let method = tally_domain::appstats::AccessMethod::Path;
             row(people[i % 5], method, &format!("app{}", i % 3), T0, T0, 0)
         })
         .collect();

@@ -1,9 +1,10 @@
 //! Small builders shared by the conformance cases.
 
+use tally_domain::appstats::{AccessMethod, StatsReport};
 use tally_domain::boundary::BoundaryDelta;
+use tally_domain::error::{Report, StoreError};
 use tally_domain::ports::{AppStatsWrite, Store, TimeRange};
 use tally_domain::telemetry::{BOUNDARY_USAGE_EVENT, Period, PeriodClose, PeriodCloseOutcome, Snapshot};
-use tally_domain::{AccessMethod, StatsReport, StoreError};
 use time::macros::datetime;
 use time::{Duration, OffsetDateTime, UtcOffset};
 use uuid::Uuid;
@@ -125,7 +126,9 @@ pub(crate) fn by_key(mut rows: Vec<StatsReport>) -> Vec<StatsReport> {
 /// Asserts `result` is `StoreError::Invalid` whose message names `field`.
 pub(crate) fn assert_invalid<T: std::fmt::Debug>(result: Result<T, StoreError>, field: &str, what: &str) {
     match result {
-        Err(StoreError::Invalid(msg)) => {
+        Err(e @ StoreError::Invalid { .. }) => {
+            // The message or its cause (a database's constraint error) names it.
+            let msg = Report(&e).to_string();
             assert!(msg.contains(field), "{what}: error {msg:?} should name {field:?}")
         }
         other => panic!("{what}: expected StoreError::Invalid naming {field:?}, got {other:?}"),

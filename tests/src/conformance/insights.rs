@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use tally_domain::AccessMethod::{self, Path, Subdomain, Terminal};
+use tally_domain::appstats::AccessMethod::{self, Path, Subdomain, Terminal};
 use tally_domain::ports::{AppUsage, Store, TimeRange};
 use uuid::Uuid;
 
@@ -125,7 +125,7 @@ pub async fn app_usage_counts_users_sessions_requests_and_clipped_time(store: Ar
 pub async fn app_stats_lists_overlapping_rows_oldest_first(store: Arc<dyn Store>) {
     let store = &*store;
     let range = TimeRange::new(T0, T0 + mins(60)).unwrap();
-    let with_session = |mut r: tally_domain::StatsReport, id: u128| {
+    let with_session = |mut r: tally_domain::appstats::StatsReport, id: u128| {
         r.session_id = Uuid::from_u128(id);
         r
     };

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use tally_domain::StoreError;
+use tally_domain::error::StoreError;
 use tally_domain::ports::Store;
 use tally_domain::telemetry::{PeriodCloseOutcome, Snapshot};
 use uuid::Uuid;
@@ -150,7 +150,7 @@ pub async fn unknown_snapshots_are_ignored(store: Arc<dyn Store>) {
     };
     let result = store.close_period(&reuse).await;
     assert!(
-        matches!(result, Err(StoreError::Invalid(_))),
+        matches!(result, Err(StoreError::Invalid { .. })),
         "reused id: {result:?}"
     );
     assert_eq!(store.list_snapshots(10).await.unwrap(), vec![first]);

@@ -9,10 +9,12 @@ use std::sync::Arc;
 use futures::TryStreamExt;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
-use tally_domain::AccessMethod::{Path, Subdomain, Terminal};
+use tally_domain::appstats::AccessMethod::{Path, Subdomain, Terminal};
+use tally_domain::appstats::{AccessMethod, StatsReport};
+use tally_domain::error::StoreError;
 use tally_domain::ports::{Store, TimeRange};
+use tally_domain::usage::export::export_app_stats;
 use tally_domain::usage::{Intervals, RetentionPolicy, reference};
-use tally_domain::{AccessMethod, StatsReport, StoreError};
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
@@ -24,7 +26,7 @@ fn days(from: OffsetDateTime, n: usize) -> Intervals {
 
 /// Rows whose session started in `range`, as the store exports them.
 async fn exported(store: &dyn Store, range: TimeRange) -> Vec<StatsReport> {
-    store.export_app_stats(range).try_collect().await.unwrap()
+    export_app_stats(store, range).try_collect().await.unwrap()
 }
 
 /// Every read of the rollup equals the reference over `rows`.
@@ -174,7 +176,7 @@ pub async fn export_streams_rows_started_in_the_range(store: Arc<dyn Store>) {
     let odd = TimeRange::new(day, day + secs(90)).unwrap();
     assert!(matches!(
         store.user_activity(odd, 10).await,
-        Err(StoreError::Invalid(_))
+        Err(StoreError::Invalid { .. })
     ));
 }
 

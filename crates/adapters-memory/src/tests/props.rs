@@ -3,12 +3,12 @@
 use std::collections::{HashMap, HashSet};
 
 use proptest::prelude::*;
+use tally_domain::appstats::{AccessMethod, StatsReport};
 use tally_domain::boundary::{BoundaryDelta, BoundaryUsageSummary, FlushOutcome};
 use tally_domain::ports::{
     AppStatsStore, AppStatsWrite, BoundaryUsageStore, InsightsStore, TelemetryStore, TimeRange,
 };
 use tally_domain::telemetry::{Period, PeriodClose, PeriodCloseOutcome};
-use tally_domain::{AccessMethod, StatsReport};
 use time::macros::datetime;
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;

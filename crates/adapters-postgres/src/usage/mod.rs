@@ -11,14 +11,15 @@ mod sql;
 
 use async_trait::async_trait;
 use sqlx::postgres::PgRow;
-use sqlx::{PgConnection, PgPool, Row as _};
-use tally_domain::ports::{RowStream, TimeRange, UsageStore};
+use sqlx::{PgConnection, Row as _};
+use tally_domain::appstats::{AccessMethod, StatsReport};
+use tally_domain::error::StoreError;
+use tally_domain::ports::{TimeRange, UsageStore};
 use tally_domain::usage::minutes::{hour_of, hour_start, minute_of};
 use tally_domain::usage::{
     ActiveUsers, AppUsageSeries, Intervals, PurgeOutcome, RetentionPolicy, TickOutcome, UsageFigures,
     UserActivity, sort_app_series,
 };
-use tally_domain::{AccessMethod, StatsReport, StoreError};
 use time::{Duration, OffsetDateTime};
 
 use crate::PgStore;
@@ -93,7 +94,7 @@ fn int(row: &PgRow, name: &str) -> Result<u64, StoreError> {
 
 fn access_method(row: &PgRow) -> Result<AccessMethod, StoreError> {
     let s: &str = row.try_get("access_method").map_err(map_sqlx_error)?;
-    s.parse().map_err(StoreError::Other)
+    s.parse().map_err(StoreError::other)
 }
 
 /// The parameters of [`sql::PARTS`].
@@ -114,7 +115,7 @@ impl Bounds {
             times: intervals.bounds().to_vec(),
             minutes: intervals.bounds().iter().map(|&b| minute_of(b)).collect(),
             count: i32::try_from(intervals.len())
-                .map_err(|_| StoreError::Invalid(format!("too many intervals: {}", intervals.len())))?,
+                .map_err(|_| StoreError::invalid(format!("too many intervals: {}", intervals.len())))?,
             first_hour: hour_start(hour_of(range.from)),
             end: range.to,
             reach: Self::reach(intervals),
@@ -168,21 +169,6 @@ fn stats_report(row: &PgRow) -> Result<StatsReport, StoreError> {
         session_ended_at: Some(row.try_get("session_ended_at").map_err(get)?),
         requests: int(row, "requests")?,
     })
-}
-
-/// One page of the export: the rows that started in `[from, to)`.
-async fn export_page(
-    pool: &PgPool,
-    from: OffsetDateTime,
-    to: OffsetDateTime,
-) -> Result<Vec<StatsReport>, StoreError> {
-    let rows = sqlx::query(sql::EXPORT_PAGE)
-        .bind(from)
-        .bind(to)
-        .fetch_all(pool)
-        .await
-        .map_err(map_sqlx_error)?;
-    rows.iter().map(stats_report).collect()
 }
 
 #[async_trait]
@@ -255,7 +241,7 @@ impl UsageStore for PgStore {
     }
 
     async fn user_activity(&self, range: TimeRange, max: usize) -> Result<Vec<UserActivity>, StoreError> {
-        Intervals::single(range).map_err(|e| StoreError::Invalid(format!("range: {e}")))?;
+        Intervals::single(range).map_err(|e| StoreError::invalid(format!("range: {e}")))?;
         let rows = sqlx::query(sql::USER_ACTIVITY)
             .bind(minute_of(range.from))
             .bind(minute_of(range.to))
@@ -277,29 +263,14 @@ impl UsageStore for PgStore {
             .collect()
     }
 
-    fn export_app_stats(&self, range: TimeRange) -> RowStream {
-        let pool = self.pool().clone();
-        let (from, to) = (ceil_micros(range.from), ceil_micros(range.to));
-        // One page per start hour: each is one short query, in time order.
-        let pages = futures::stream::unfold(from, move |at| {
-            let pool = pool.clone();
-            async move {
-                if at >= to {
-                    return None;
-                }
-                let next = (hour_start(hour_of(at)) + Duration::HOUR).min(to);
-                let page = export_page(&pool, at, next).await;
-                let stop = if page.is_err() { to } else { next };
-                Some((page, stop))
-            }
-        });
-        Box::pin(futures::StreamExt::flat_map(pages, |page| {
-            let items: Vec<Result<StatsReport, StoreError>> = match page {
-                Ok(rows) => rows.into_iter().map(Ok).collect(),
-                Err(e) => vec![Err(e)],
-            };
-            futures::stream::iter(items)
-        }))
+    async fn app_stats_started_in(&self, range: TimeRange) -> Result<Vec<StatsReport>, StoreError> {
+        let rows = sqlx::query(sql::STARTED_IN)
+            .bind(ceil_micros(range.from))
+            .bind(ceil_micros(range.to))
+            .fetch_all(self.pool())
+            .await
+            .map_err(map_sqlx_error)?;
+        rows.iter().map(stats_report).collect()
     }
 
     async fn purge_expired(

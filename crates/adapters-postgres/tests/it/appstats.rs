@@ -1,8 +1,9 @@
 use std::sync::Arc;
 
 use tally_adapters_postgres::{AppStatsWriteMode, PgStore};
+use tally_domain::appstats::StatsReport;
+use tally_domain::error::{Report, StoreError};
 use tally_domain::ports::{AppStatsStore, AppStatsWrite, InsightsStore, TimeRange};
-use tally_domain::{StatsReport, StoreError};
 use time::Duration;
 
 use tally_tests::conformance::write_of as write;
@@ -197,7 +198,8 @@ async fn invalid_writes_are_refused_whole() {
         ];
         for (w, needle) in cases {
             match f.store.write_app_stats(&w).await {
-                Err(StoreError::Invalid(msg)) => {
+                Err(e @ StoreError::Invalid { .. }) => {
+                    let msg = Report(&e).to_string();
                     assert!(msg.contains(needle), "{mode:?}: {msg:?} names {needle:?}")
                 }
                 other => panic!("{mode:?}: expected Invalid naming {needle:?}, got {other:?}"),

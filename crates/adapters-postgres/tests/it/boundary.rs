@@ -1,5 +1,5 @@
-use tally_domain::StoreError;
 use tally_domain::boundary::{BoundaryDelta, BoundaryUsageSummary, FlushOutcome};
+use tally_domain::error::StoreError;
 use tally_domain::ports::BoundaryUsageStore;
 use time::Duration;
 use uuid::Uuid;
@@ -120,14 +120,18 @@ async fn impossible_deltas_are_invalid() {
     let f = fixture().await;
     let s = &f.store;
     let mut d = delta(id(1), u64::MAX, 1, 0, &[], &[], 0);
-    assert!(matches!(s.flush_boundary_usage(&d).await, Err(StoreError::Invalid(m)) if m.contains("seq")));
+    assert!(
+        matches!(s.flush_boundary_usage(&d).await, Err(e @ StoreError::Invalid { .. }) if e.to_string().contains("seq"))
+    );
     d.seq = 1;
     d.allowed = u64::MAX;
-    assert!(matches!(s.flush_boundary_usage(&d).await, Err(StoreError::Invalid(m)) if m.contains("allowed")));
+    assert!(
+        matches!(s.flush_boundary_usage(&d).await, Err(e @ StoreError::Invalid { .. }) if e.to_string().contains("allowed"))
+    );
     d.allowed = 1;
     d.tracked_to = d.tracked_from - Duration::seconds(1);
     assert!(
-        matches!(s.flush_boundary_usage(&d).await, Err(StoreError::Invalid(m)) if m.contains("tracked_to"))
+        matches!(s.flush_boundary_usage(&d).await, Err(e @ StoreError::Invalid { .. }) if e.to_string().contains("tracked_to"))
     );
     // Counters overflowing the column are refused by the database.
     s.flush_boundary_usage(&delta(id(1), 1, i64::MAX as u64, 0, &[], &[], 0))
@@ -137,7 +141,7 @@ async fn impossible_deltas_are_invalid() {
         .flush_boundary_usage(&delta(id(1), 2, 1, 0, &[], &[], 0))
         .await
         .unwrap_err();
-    assert!(matches!(err, StoreError::Invalid(_)), "{err:?}");
+    assert!(matches!(err, StoreError::Invalid { .. }), "{err:?}");
     assert_eq!(
         s.boundary_usage_summary().await.unwrap().allowed_requests,
         i64::MAX as u64

@@ -1,4 +1,4 @@
-use tally_domain::AccessMethod;
+use tally_domain::appstats::AccessMethod;
 use tally_domain::ports::{AppStatsStore, AppStatsWrite, AppUsage, InsightsStore, TimeRange};
 use time::Duration;
 

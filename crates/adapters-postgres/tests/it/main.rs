@@ -9,7 +9,7 @@ mod telemetry;
 mod tls;
 
 use tally_adapters_postgres::{AppStatsWriteMode, PgStore};
-use tally_domain::{AccessMethod, StatsReport};
+use tally_domain::appstats::{AccessMethod, StatsReport};
 use tally_tests::pg::{TestDatabase, fresh_database};
 use time::macros::datetime;
 use time::{Duration, OffsetDateTime};

@@ -41,7 +41,10 @@ async fn the_schema_rejects_impossible_rows() {
         let err = sqlx::query(&sql).execute(store.pool()).await.unwrap_err();
         let mapped = tally_adapters_postgres::map_sqlx_error(err);
         assert!(
-            matches!(&mapped, tally_domain::StoreError::Invalid(m) if m.contains(constraint)),
+            matches!(&mapped, tally_domain::error::StoreError::Invalid { .. })
+                && tally_domain::error::Report(&mapped)
+                    .to_string()
+                    .contains(constraint),
             "{mapped:?}"
         );
     }

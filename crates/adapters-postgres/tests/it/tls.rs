@@ -2,7 +2,7 @@
 //! one: what connects, what is refused, and how each refusal is worded.
 
 use tally_adapters_postgres::PgStore;
-use tally_domain::StoreError;
+use tally_domain::error::StoreError;
 use tally_tests::pg::{TestDatabase, TlsCluster, fresh_database, tls_server, with_params};
 use tally_tests::tls::TestCa;
 
@@ -28,7 +28,7 @@ async fn encrypted(store: &PgStore) -> bool {
 async fn refusal(url: &str) -> String {
     let err = PgStore::connect(url).await.expect_err(url);
     assert!(!err.is_retryable(), "a TLS failure is not 'unavailable': {err}");
-    assert!(matches!(err, StoreError::Other(_)), "{err}");
+    assert!(matches!(err, StoreError::Other { .. }), "{err}");
     err.to_string()
 }
 

@@ -7,7 +7,7 @@ pub mod model;
 
 use tally::http::error::ApiError;
 use tally::http::ingest::{BoundaryBatch, decode_app_stats, decode_boundary_logs};
-use tally_domain::StatsReport;
+use tally_domain::appstats::StatsReport;
 use tally_domain::appstats::{MAX_REQUESTS_PER_REPORT, MAX_SLUG_OR_PORT_LEN};
 
 /// Decodes app stats and checks what holds for any outcome.

@@ -5,7 +5,7 @@
 
 use arbitrary::Arbitrary;
 use std::fmt::Write as _;
-use tally_domain::{AccessMethod, StatsReport};
+use tally_domain::appstats::{AccessMethod, StatsReport};
 use time::{Date, Month, OffsetDateTime, PrimitiveDateTime, UtcOffset};
 use uuid::Uuid;
 

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use subtle::{ConditionallySelectable, ConstantTimeEq};
-use tally_domain::{Role, Subject};
+use tally_domain::authz::{Role, Subject};
 use uuid::Uuid;
 
 use super::ConfigError;

@@ -10,7 +10,7 @@ use axum::extract::FromRequestParts;
 use axum::http::HeaderMap;
 use axum::http::request::Parts;
 use tally_domain::authz::authorize;
-use tally_domain::{Action, Resource, Subject};
+use tally_domain::authz::{Action, Resource, Subject};
 use uuid::Uuid;
 
 use super::AppState;

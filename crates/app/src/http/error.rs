@@ -20,9 +20,11 @@
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use tally_domain::StoreError;
+use std::sync::Arc;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+use tally_domain::error::{ErrorKind, Report, StoreError};
+
+#[derive(Debug, Clone)]
 pub struct ApiError {
     pub status: StatusCode,
     /// A sentence for people (`message`).
@@ -32,7 +34,18 @@ pub struct ApiError {
     pub detail: Option<String>,
     /// The offending field, as a path into the request (`stats[3].requests`).
     pub field: Option<String>,
+    /// The store failure behind a 5xx, logged once when the response is made.
+    cause: Option<Arc<StoreError>>,
 }
+
+/// Two errors are equal when a client sees them the same; the cause is for the log.
+impl PartialEq for ApiError {
+    fn eq(&self, other: &Self) -> bool {
+        (self.status, &self.message, &self.field) == (other.status, &other.message, &other.field)
+    }
+}
+
+impl Eq for ApiError {}
 
 impl ApiError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
@@ -41,6 +54,7 @@ impl ApiError {
             message: message.into(),
             detail: None,
             field: None,
+            cause: None,
         }
     }
 
@@ -61,6 +75,7 @@ impl ApiError {
             message: message.into(),
             detail: Some(detail.into()),
             field: Some(field.into()),
+            cause: None,
         }
     }
 
@@ -145,6 +160,14 @@ impl From<&ApiError> for ErrorBody {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        // The one place a store failure behind a response is logged.
+        if let Some(e) = &self.cause {
+            if e.is_retryable() {
+                tracing::warn!(error = %Report(&**e), "store unavailable");
+            } else {
+                tracing::error!(error = %Report(&**e), "store failure");
+            }
+        }
         let mut response = (self.status, Json(ErrorBody::from(&self))).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
             response
@@ -155,19 +178,82 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// The status follows [`StoreError::kind`]; nothing is logged here (the
+/// response logs its cause, once).
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::Forbidden(f) => Self::forbidden(f.to_string()),
-            StoreError::Unavailable(_) => {
-                tracing::warn!(error = %e, "store unavailable");
+        let mut api = match e.kind() {
+            ErrorKind::Forbidden => return Self::forbidden(e.to_string()),
+            ErrorKind::Unavailable => {
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, "store unavailable, retry later")
             }
-            StoreError::Invalid(_) | StoreError::Other(_) => {
-                tracing::error!(error = %e, "store failure");
+            ErrorKind::Invalid | ErrorKind::Other => {
                 Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal store failure")
             }
+        };
+        api.cause = Some(Arc::new(e));
+        api
+    }
+}
+
+#[cfg(test)]
+mod cause_tests {
+    use super::*;
+    use std::io::Write;
+
+    /// Log lines written while `f` runs.
+    fn logged(f: impl FnOnce()) -> String {
+        #[derive(Clone, Default)]
+        struct Buf(Arc<parking_lot::Mutex<Vec<u8>>>);
+        impl Write for Buf {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
         }
+        let buf = Buf::default();
+        let writer = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::with_default(subscriber, f);
+        String::from_utf8(buf.0.lock().clone()).unwrap()
+    }
+
+    #[test]
+    fn a_store_failure_is_logged_once_with_its_cause_when_the_response_is_made() {
+        let cause = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused");
+        let store = StoreError::unavailable("cannot reach the database").caused_by(cause);
+        let mut api = None;
+        assert_eq!(
+            logged(|| api = Some(ApiError::from(store))),
+            "",
+            "converting logs nothing"
+        );
+        let api = api.unwrap();
+        assert_eq!(api.status, StatusCode::SERVICE_UNAVAILABLE);
+        let log = logged(|| drop(api.into_response()));
+        assert_eq!(log.lines().count(), 1, "{log}");
+        assert!(
+            log.contains("store unavailable: cannot reach the database: connection refused"),
+            "{log}"
+        );
+    }
+
+    #[test]
+    fn statuses_follow_the_error_kind() {
+        assert_eq!(
+            ApiError::from(StoreError::invalid("x")).status,
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+        assert_eq!(
+            ApiError::from(StoreError::other("x")).status,
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
     }
 }
 

@@ -8,13 +8,14 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 use tally_domain::appstats::MAX_REQUESTS_PER_REPORT;
-use tally_domain::{Action, Resource, StatsReport};
+use tally_domain::appstats::StatsReport;
+use tally_domain::authz::{Action, Resource};
 use uuid::Uuid;
 
 use super::AppState;
 use super::auth::Caller;
 use super::body::Object;
-pub use super::body::{decode, read_json_body};
+use super::body::{decode, read_json_body};
 use super::error::ApiError;
 use crate::metrics as m;
 

@@ -2,10 +2,12 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
+use tally_domain::appstats::AccessMethod;
 use tally_domain::appstats::collector::{CollectorConfig, StatsCollector};
 use tally_domain::boundary::tracker::BoundaryTracker;
+use tally_domain::clock::SystemClock;
+use tally_domain::error::StoreError;
 use tally_domain::ports::{AppUsage, MockReporter, MockStore, TimeRange};
-use tally_domain::{AccessMethod, StoreError, SystemClock};
 use time::macros::datetime;
 use tower::ServiceExt as _;
 
@@ -376,7 +378,7 @@ async fn store_outage_on_a_read_is_503() {
     let mut store = MockStore::new();
     store
         .expect_app_usage()
-        .returning(|_| Err(StoreError::Unavailable("connection refused".into())));
+        .returning(|_| Err(StoreError::unavailable("connection refused")));
     let app = app(store);
     let uri = "/api/v2/insights/apps?from=2026-11-25T10:00:00Z&to=2026-11-25T11:00:00Z";
     let (status, body) = call(&app, get(uri, Some("rtok"))).await;

@@ -2,9 +2,10 @@
 //! the store lets one at a time do either (another replica's tick or purge
 //! in progress makes this one a no-op).
 
+use std::future::Future;
 use std::time::Duration;
 
-use tally_domain::StoreError;
+use tally_domain::error::{Report, StoreError};
 use tally_domain::ports::UsageStore;
 use tally_domain::usage::{PurgeOutcome, TickOutcome};
 use tokio::sync::watch;
@@ -14,8 +15,10 @@ use crate::metrics as m;
 
 /// Wait before the first tick or purge after start-up.
 const FIRST_RUN: Duration = Duration::from_secs(5);
-/// Wait after a failed tick or purge.
-const RETRY: Duration = Duration::from_secs(60);
+/// Retries of a failed tick or purge: from about 5 s up to a minute (or the
+/// loop's interval, if shorter).
+const FIRST_RETRY: Duration = Duration::from_secs(5);
+const MOST_RETRY: Duration = Duration::from_secs(60);
 
 impl Background {
     /// Rolls up what was written since the last tick.
@@ -33,17 +36,12 @@ impl Background {
         Ok(tick)
     }
 
-    pub(super) async fn rollup_loop(self, mut stop: watch::Receiver<bool>) {
-        let mut wait = FIRST_RUN;
-        while sleep_or_stop(wait, &mut stop).await {
-            wait = match self.tick_once().await {
-                Ok(_) => self.settings.usage_rollup_interval,
-                Err(e) => {
-                    tracing::warn!(error = %e, "usage rollup tick failed; retrying later");
-                    RETRY.min(self.settings.usage_rollup_interval)
-                }
-            };
-        }
+    pub(super) async fn rollup_loop(self, stop: watch::Receiver<bool>) {
+        let interval = self.settings.usage_rollup_interval;
+        self.repeat(interval, stop, "usage rollup tick failed; retrying later", || {
+            self.tick_once()
+        })
+        .await;
     }
 
     /// One bounded retention round at the clock's time.
@@ -66,14 +64,38 @@ impl Background {
         Ok(purged)
     }
 
-    pub(super) async fn purge_loop(self, mut stop: watch::Receiver<bool>) {
+    pub(super) async fn purge_loop(self, stop: watch::Receiver<bool>) {
+        let interval = self.settings.purge_interval;
+        self.repeat(interval, stop, "retention purge failed; retrying later", || {
+            self.purge_once()
+        })
+        .await;
+    }
+
+    /// Runs `round` every `interval` until `stop`; a failed round is retried
+    /// after the one backoff policy's delays.
+    async fn repeat<T, F>(
+        &self,
+        interval: Duration,
+        mut stop: watch::Receiver<bool>,
+        failed: &str,
+        round: impl Fn() -> F,
+    ) where
+        F: Future<Output = Result<T, StoreError>>,
+    {
+        let backoff = self.backoff(FIRST_RETRY.min(interval), MOST_RETRY.min(interval));
+        let mut retries = backoff.delays();
         let mut wait = FIRST_RUN;
         while sleep_or_stop(wait, &mut stop).await {
-            wait = match self.purge_once().await {
-                Ok(_) => self.settings.purge_interval,
+            wait = match round().await {
+                Ok(_) => {
+                    retries = backoff.delays();
+                    interval
+                }
                 Err(e) => {
-                    tracing::warn!(error = %e, "retention purge failed; retrying later");
-                    RETRY.min(self.settings.purge_interval)
+                    let retry = retries.next().unwrap_or(backoff.most());
+                    tracing::warn!(error = %Report(&e), retry_in = ?retry, "{failed}");
+                    retry
                 }
             };
         }

@@ -6,15 +6,17 @@ use std::time::Instant;
 
 use futures::future::join_all;
 use indicatif::ProgressBar;
+use tally_domain::appstats::StatsReport;
 use tally_domain::appstats::collector::{CollectorConfig, StatsCollector};
 use tally_domain::appstats::reporter::StoreReporter;
+use tally_domain::authz::{Authorized, Subject};
 use tally_domain::boundary::FlushOutcome;
 use tally_domain::boundary::tracker::{BoundaryTracker, TrackerFlush};
-use tally_domain::clock::Clock;
+use tally_domain::clock::{Clock, ManualClock};
+use tally_domain::error::Report;
 use tally_domain::ports::{Reporter, Store, UsageStore};
 use tally_domain::telemetry::publisher::{DEFAULT_CLAIM_LEASE, publish_pending};
 use tally_domain::telemetry::snapshot::snapshot_step;
-use tally_domain::{Authorized, ManualClock, StatsReport, Subject};
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
@@ -244,7 +246,7 @@ impl Sim<'_> {
         let results = join_all(self.replicas.iter().map(|r| r.collector.flush())).await;
         for e in results.into_iter().filter_map(Result::err) {
             // The collector keeps the rows as its backlog; the next tick retries.
-            tracing::warn!(error = %e, "collector flush failed");
+            tracing::warn!(error = %Report(&e), "collector flush failed");
             self.faults.collector_flushes += 1;
         }
     }
@@ -257,7 +259,7 @@ impl Sim<'_> {
                 match self.replicas[r].collector.close().await {
                     Ok(()) => break,
                     Err(e) => {
-                        tracing::warn!(error = %e, attempt, "final collector flush failed");
+                        tracing::warn!(error = %Report(&e), attempt, "final collector flush failed");
                         self.faults.collector_flushes += 1;
                         if attempt == ATTEMPTS {
                             self.faults.unrecovered += 1;
@@ -292,7 +294,7 @@ impl Sim<'_> {
                             .absorb(std::mem::take(&mut self.replicas[r].unflushed));
                     }
                     Err(e) => {
-                        tracing::warn!(error = %e, attempt, "tracker flush failed");
+                        tracing::warn!(error = %Report(&e), attempt, "tracker flush failed");
                         self.faults.tracker_flushes += 1;
                         failed.push(r);
                     }
@@ -337,7 +339,7 @@ impl Sim<'_> {
                     }
                     Ok(None) => {}
                     Err(e) => {
-                        tracing::warn!(error = %e, attempt, "snapshot step failed");
+                        tracing::warn!(error = %Report(&e), attempt, "snapshot step failed");
                         self.faults.snapshot_steps += 1;
                         failed.push(r);
                     }
@@ -380,7 +382,7 @@ impl Sim<'_> {
         {
             Ok(round) => self.faults.publishes += round.failed,
             Err(e) => {
-                tracing::warn!(error = %e, "publishing round failed");
+                tracing::warn!(error = %Report(&e), "publishing round failed");
                 self.faults.publishes += 1;
             }
         }

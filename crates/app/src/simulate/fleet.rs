@@ -7,7 +7,7 @@ use rand::distr::Distribution;
 use rand::distr::weighted::WeightedIndex;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use tally_domain::AccessMethod;
+use tally_domain::appstats::AccessMethod;
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 

@@ -17,9 +17,9 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use tally_domain::authz::{Authorized, Role, Subject};
 use tally_domain::ports::{BoundaryUsageStore, Store, TelemetryStore};
 use tally_domain::telemetry::truncate;
-use tally_domain::{Authorized, Role, Subject};
 use time::macros::datetime;
 use time::{Duration, OffsetDateTime};
 

@@ -46,7 +46,10 @@ async fn receiver(cert: &ServerCert, host: &str) -> Receiver {
 fn sink(url: &url::Url, ca: Option<&TestCa>) -> HttpSink {
     HttpSink::new(url.clone(), ca.map(TestCa::path))
         .unwrap()
-        .with_backoff(backon::ExponentialBuilder::new().with_min_delay(Duration::from_millis(5)))
+        .with_backoff(tally_domain::retry::Backoff::new(
+            Duration::from_millis(5),
+            Duration::from_millis(40),
+        ))
 }
 
 #[tokio::test]

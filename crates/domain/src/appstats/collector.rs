@@ -9,7 +9,6 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use backon::{BackoffBuilder, ExponentialBuilder};
 use parking_lot::Mutex;
 use time::Duration;
 use tokio::sync::watch;
@@ -17,8 +16,9 @@ use tokio::sync::watch;
 use super::StatsReport;
 use super::rollup::{Collected, DEFAULT_ROLLUP_WINDOW, Rollup};
 use crate::clock::Clock;
-use crate::error::StoreError;
+use crate::error::{Report, StoreError};
 use crate::ports::Reporter;
+use crate::retry::Backoff;
 
 pub const DEFAULT_REPORT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
 /// Default cap on sessions held in memory plus rows waiting in the backlog.
@@ -37,7 +37,8 @@ pub struct CollectorConfig {
     /// flush three (it may open a session in a new group). See
     /// [`Rollup::reserved_units`].
     pub max_buffered: usize,
-    /// First retry delay after a failed flush; doubles up to `report_interval`.
+    /// First retry delay after a failed flush (plus jitter); doubles up to
+    /// `report_interval` (see [`Backoff`]).
     pub retry_min_delay: std::time::Duration,
 }
 
@@ -184,11 +185,7 @@ impl StatsCollector {
         let mut stop = self.stop.subscribe();
         tokio::spawn(async move {
             let interval = this.config.report_interval;
-            let backoff = ExponentialBuilder::default()
-                .with_min_delay(this.config.retry_min_delay.min(interval))
-                .with_max_delay(interval)
-                .with_jitter()
-                .without_max_times();
+            let backoff = Backoff::new(this.config.retry_min_delay.min(interval), interval);
             let mut retries = None;
             let mut delay = interval;
             loop {
@@ -203,10 +200,11 @@ impl StatsCollector {
                         delay = interval;
                     }
                     Err(error) => {
-                        let next = retries.get_or_insert_with(|| backoff.build()).next();
-                        // Jitter may add up to the delay itself; stay within the interval.
-                        delay = next.unwrap_or(interval).min(interval);
-                        tracing::warn!(%error, retry_in = ?delay, "app stats flush failed");
+                        delay = retries
+                            .get_or_insert_with(|| backoff.delays())
+                            .next()
+                            .unwrap_or(interval);
+                        tracing::warn!(error = %Report(&error), retry_in = ?delay, "app stats flush failed");
                     }
                 }
             }

@@ -63,7 +63,7 @@ impl<S> StoreReporter<S> {
         let mut last_used: Vec<(Uuid, OffsetDateTime)> = Vec::new();
         for report in reports {
             if report.session_ended_at.is_none() {
-                return Err(StoreError::Invalid(format!(
+                return Err(StoreError::invalid(format!(
                     "session_ended_at: app stats row for session {} has no end time",
                     report.session_id
                 )));

@@ -1,7 +1,12 @@
 use super::*;
+use crate::boundary::BoundaryUsageSummary;
+use crate::ports::{BoundaryUsageStore, TelemetryStore};
 use crate::ports::{MockBoundaryUsageStore, MockTelemetryStore};
+use crate::telemetry::PeriodClose;
 use crate::telemetry::{BOUNDARY_USAGE_EVENT, Period};
+use time::Duration;
 use time::macros::datetime;
+use uuid::Uuid;
 
 const ALL_SUBJECTS: [Subject; 7] = [
     Subject::BoundaryUsageTracker,

@@ -21,7 +21,7 @@ pub async fn snapshot_step<S: TelemetryStore + ?Sized>(
     interval: time::Duration,
 ) -> Result<Option<Snapshot>, StoreError> {
     if interval <= time::Duration::ZERO {
-        return Err(StoreError::Invalid(format!(
+        return Err(StoreError::invalid(format!(
             "snapshot interval must be positive, got {interval}"
         )));
     }

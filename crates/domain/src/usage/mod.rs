@@ -1,6 +1,7 @@
 //! App usage insights: the rules of docs/insights.md as code.
 //!
 //! - [`minutes`]: which minutes and hours a session covers, as 60-bit masks;
+//! - [`export`]: the raw export, paged by start hour;
 //! - [`interval`]: checking a requested range and cutting it into day or
 //!   week intervals (pure arithmetic, no clock);
 //! - [`rollup`]: what the rows of one start hour contribute to the hourly
@@ -8,6 +9,7 @@
 //! - [`reference`]: the same figures computed straight from stored rows by
 //!   plain code, the oracle the stores are tested against.
 
+pub mod export;
 pub mod interval;
 pub mod minutes;
 pub mod reference;

@@ -1,6 +1,6 @@
 use super::*;
 use axum::http::{HeaderValue, StatusCode};
-use tally_domain::Role;
+use tally_domain::authz::Role;
 
 const PROXY_ID: &str = "5b0e5a2c-1f44-4c3f-9a57-0d7b1e2a9c11";
 

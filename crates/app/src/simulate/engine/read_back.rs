@@ -2,8 +2,9 @@
 
 use std::collections::{HashMap, HashSet};
 
+use tally_domain::appstats::StatsReport;
+use tally_domain::authz::{Authorized, Role, Subject};
 use tally_domain::ports::{InsightsStore, TelemetryStore, TimeRange};
-use tally_domain::{Authorized, Role, StatsReport, Subject};
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 

@@ -6,9 +6,10 @@ use std::sync::Arc;
 use indicatif::ProgressBar;
 use tally_adapters_memory::MemoryStore;
 use tally_adapters_postgres::PgStore;
+use tally_domain::authz::{Authorized, Subject};
 use tally_domain::boundary::tracker::BoundaryTracker;
+use tally_domain::clock::ManualClock;
 use tally_domain::ports::Store;
-use tally_domain::{Authorized, ManualClock, Subject};
 use time::Duration;
 use uuid::Uuid;
 

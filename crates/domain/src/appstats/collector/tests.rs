@@ -34,7 +34,7 @@ fn report(n: u128, start: OffsetDateTime, end: Option<OffsetDateTime>, requests:
 }
 
 fn unavailable() -> StoreError {
-    StoreError::Unavailable("database down".into())
+    StoreError::unavailable("database down")
 }
 
 fn config() -> CollectorConfig {

@@ -71,7 +71,7 @@ async fn a_row_without_end_time_is_refused_naming_the_field() {
     open.session_ended_at = None;
     let err = reporter(store, 8).report(&[open]).await.unwrap_err();
     assert!(
-        matches!(&err, StoreError::Invalid(m) if m.contains("session_ended_at")),
+        matches!(&err, StoreError::Invalid { .. }) && err.to_string().contains("session_ended_at"),
         "{err}"
     );
 }
@@ -81,7 +81,7 @@ async fn store_errors_come_back_unchanged() {
     let mut store = MockAppStatsStore::new();
     store
         .expect_write_app_stats()
-        .returning(|_| Err(StoreError::Unavailable("connection reset".into())));
+        .returning(|_| Err(StoreError::unavailable("connection reset")));
     let err = reporter(store, 8)
         .report(&[row(1, 10, 100, NOW, 1)])
         .await

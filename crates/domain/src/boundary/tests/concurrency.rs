@@ -6,16 +6,15 @@ use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier};
 
-use async_trait::async_trait;
+use std::future::Future;
 
 use time::Duration;
 
 use super::fake_store::{FakeStore, Fault};
 use super::{INTERVAL, id, next_period, t0, tracker};
-use crate::boundary::{BoundaryDelta, BoundaryUsageSummary, FlushOutcome};
 use crate::clock::{Clock, ManualClock};
 use crate::error::StoreError;
-use crate::ports::BoundaryUsageStore;
+use crate::ports::{CallInfo, Layer, Layered, MockBoundaryUsageStore};
 use crate::telemetry::snapshot::snapshot_step;
 
 const REPLICAS: u128 = 2;
@@ -116,18 +115,15 @@ fn totals_are_exact_with_threads_tracking_while_flushes_and_closes_run() {
     assert_eq!(all.len(), 500);
 }
 
-/// A store call that never answers, to cancel a flush mid-way.
+/// A store call that never answers, to cancel a flush mid-way. The mock
+/// under it is never called.
 struct Hanging;
 
-#[async_trait]
-impl BoundaryUsageStore for Hanging {
-    async fn flush_boundary_usage(&self, _: &BoundaryDelta) -> Result<FlushOutcome, StoreError> {
-        std::future::pending().await
-    }
-    async fn boundary_usage_summary(&self) -> Result<BoundaryUsageSummary, StoreError> {
-        std::future::pending().await
-    }
-    async fn delete_boundary_usage_by_replica(&self, _: uuid::Uuid) -> Result<u64, StoreError> {
+impl Layer for Hanging {
+    async fn around<T: Send, F>(&self, _: &'static CallInfo, _: F) -> Result<T, StoreError>
+    where
+        F: Future<Output = Result<T, StoreError>> + Send,
+    {
         std::future::pending().await
     }
 }
@@ -137,7 +133,11 @@ async fn a_cancelled_flush_loses_nothing() {
     let clock = ManualClock::new(t0());
     let t = tracker(1, &clock);
     t.track(id(10), id(1), 3, 0);
-    let cancelled = tokio::time::timeout(std::time::Duration::from_secs(1), t.flush(&Hanging)).await;
+    let cancelled = tokio::time::timeout(
+        std::time::Duration::from_secs(1),
+        t.flush(&Layered::new(MockBoundaryUsageStore::new(), Hanging)),
+    )
+    .await;
     assert!(cancelled.is_err(), "the flush was cut off");
     assert_eq!(t.pending().allowed, 3);
     let store = FakeStore::new();
@@ -148,28 +148,24 @@ async fn a_cancelled_flush_loses_nothing() {
 }
 
 /// Records overlapping store calls; each call yields to the scheduler.
+#[derive(Default)]
 struct Overlap {
-    store: FakeStore,
     busy: AtomicBool,
     overlapped: AtomicBool,
 }
 
-#[async_trait]
-impl BoundaryUsageStore for Overlap {
-    async fn flush_boundary_usage(&self, delta: &BoundaryDelta) -> Result<FlushOutcome, StoreError> {
+impl Layer for Overlap {
+    async fn around<T: Send, F>(&self, _: &'static CallInfo, call: F) -> Result<T, StoreError>
+    where
+        F: Future<Output = Result<T, StoreError>> + Send,
+    {
         if self.busy.swap(true, Ordering::SeqCst) {
             self.overlapped.store(true, Ordering::SeqCst);
         }
         tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-        let outcome = self.store.flush_boundary_usage(delta).await;
+        let outcome = call.await;
         self.busy.store(false, Ordering::SeqCst);
         outcome
-    }
-    async fn boundary_usage_summary(&self) -> Result<BoundaryUsageSummary, StoreError> {
-        self.store.boundary_usage_summary().await
-    }
-    async fn delete_boundary_usage_by_replica(&self, replica_id: uuid::Uuid) -> Result<u64, StoreError> {
-        self.store.delete_boundary_usage_by_replica(replica_id).await
     }
 }
 
@@ -177,11 +173,7 @@ impl BoundaryUsageStore for Overlap {
 async fn concurrent_flushes_do_not_interleave() {
     let clock = ManualClock::new(t0());
     let t = tracker(1, &clock);
-    let store = Arc::new(Overlap {
-        store: FakeStore::new(),
-        busy: AtomicBool::new(false),
-        overlapped: AtomicBool::new(false),
-    });
+    let store = Arc::new(Layered::new(FakeStore::new(), Overlap::default()));
     let tasks: Vec<_> = (0..4)
         .map(|_| {
             let (t, store) = (t.clone(), store.clone());
@@ -196,8 +188,8 @@ async fn concurrent_flushes_do_not_interleave() {
     for task in tasks {
         task.await.unwrap();
     }
-    assert!(!store.overlapped.load(Ordering::SeqCst));
-    let applied = store.store.applied();
+    assert!(!store.layer().overlapped.load(Ordering::SeqCst));
+    let applied = store.inner().applied();
     let seqs: Vec<u64> = applied.iter().map(|(_, d)| d.seq).collect();
     let expected: Vec<u64> = (1..=seqs.len() as u64).collect();
     assert_eq!(seqs, expected, "applied in seq order, none skipped");
@@ -210,16 +202,12 @@ struct Stuck {
     entered: AtomicBool,
 }
 
-#[async_trait]
-impl BoundaryUsageStore for Stuck {
-    async fn flush_boundary_usage(&self, _: &BoundaryDelta) -> Result<FlushOutcome, StoreError> {
+impl Layer for Stuck {
+    async fn around<T: Send, F>(&self, _: &'static CallInfo, _: F) -> Result<T, StoreError>
+    where
+        F: Future<Output = Result<T, StoreError>> + Send,
+    {
         self.entered.store(true, Ordering::SeqCst);
-        std::future::pending().await
-    }
-    async fn boundary_usage_summary(&self) -> Result<BoundaryUsageSummary, StoreError> {
-        std::future::pending().await
-    }
-    async fn delete_boundary_usage_by_replica(&self, _: uuid::Uuid) -> Result<u64, StoreError> {
         std::future::pending().await
     }
 }
@@ -229,12 +217,12 @@ async fn track_and_pending_do_not_wait_for_a_flush_stuck_on_the_store() {
     let clock = ManualClock::new(t0());
     let t = tracker(1, &clock);
     t.track(id(10), id(1), 1, 0);
-    let store = Arc::new(Stuck::default());
+    let store = Arc::new(Layered::new(MockBoundaryUsageStore::new(), Stuck::default()));
     let stuck = {
         let (t, store) = (t.clone(), store.clone());
         tokio::spawn(async move { t.flush(&store).await })
     };
-    while !store.entered.load(Ordering::SeqCst) {
+    while !store.layer().entered.load(Ordering::SeqCst) {
         tokio::task::yield_now().await;
     }
     t.track(id(11), id(2), 2, 0);

@@ -1,8 +1,14 @@
-//! A small, faithful in-memory store for the tracker, snapshot and publisher
-//! tests, holding to the port semantics of `ports.rs`: each (replica, seq)
-//! applied once, the period close atomic under the one mutex that flushes
-//! also take, an outbox with claims and leases. Faults can be injected:
-//! fail before applying, or apply and then fail (a lost acknowledgement).
+//! A small in-memory store for the tracker, snapshot and publisher unit
+//! tests, holding to the semantics the conformance suite holds the real
+//! stores to (written down in the `tally-adapters-memory` crate docs): each
+//! (replica, seq) applied once, the period close atomic under the one mutex
+//! that flushes also take, an outbox with claims and leases, unknown
+//! snapshot ids ignored. Unlike the real stores it keeps times at full
+//! precision. Faults can be injected: fail before applying, or apply and
+//! then fail (a lost acknowledgement); and it records every applied delta
+//! with its period, which no real store exposes. (The memory store itself
+//! cannot stand in here: a unit test linking it would see two copies of
+//! this crate's types.)
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
@@ -78,7 +84,7 @@ pub(crate) struct FakeStore {
 }
 
 fn injected(what: &str) -> StoreError {
-    StoreError::Unavailable(format!("injected fault: {what}"))
+    StoreError::unavailable(format!("injected fault: {what}"))
 }
 
 impl FakeStore {
@@ -136,8 +142,16 @@ impl BoundaryUsageStore for FakeStore {
         if fault == Some(Fault::FailBefore) {
             return Err(injected("flush failed before applying"));
         }
-        let last = inner.applied_seq.get(&delta.replica_id).copied().unwrap_or(0);
-        let outcome = if delta.seq <= last {
+        let limit = i64::MAX as u64;
+        if delta.seq > limit || delta.allowed > limit || delta.denied > limit {
+            return Err(StoreError::invalid("seq, allowed or denied above i64::MAX"));
+        }
+        if delta.tracked_to < delta.tracked_from {
+            return Err(StoreError::invalid("tracked_to before tracked_from"));
+        }
+        // A replica without a row accepts any seq.
+        let last = inner.applied_seq.get(&delta.replica_id).copied();
+        let outcome = if last.is_some_and(|last| delta.seq <= last) {
             FlushOutcome::Duplicate
         } else {
             inner.applied_seq.insert(delta.replica_id, delta.seq);
@@ -182,6 +196,15 @@ impl TelemetryStore for FakeStore {
         let fault = inner.close_faults.pop_front();
         if fault == Some(Fault::FailBefore) {
             return Err(injected("close failed before applying"));
+        }
+        if close.period.start >= close.period.end {
+            return Err(StoreError::invalid("period start is not before its end"));
+        }
+        if inner.outbox.iter().any(|o| o.snapshot.id == close.snapshot_id) {
+            return Err(StoreError::invalid(format!(
+                "snapshot id {} already in the outbox",
+                close.snapshot_id
+            )));
         }
         let taken = inner
             .locks
@@ -232,7 +255,7 @@ impl TelemetryStore for FakeStore {
             .iter_mut()
             .filter(|o| o.snapshot.published_at.is_none() && o.claim_until.is_none_or(|until| until <= now))
             .collect();
-        free.sort_by_key(|o| o.snapshot.period_end);
+        free.sort_by_key(|o| (o.snapshot.period_end, o.snapshot.id));
         Ok(free
             .into_iter()
             .take(limit)
@@ -251,11 +274,10 @@ impl TelemetryStore for FakeStore {
         at: OffsetDateTime,
     ) -> Result<(), StoreError> {
         let mut inner = self.inner.lock();
-        let entry = inner
-            .outbox
-            .iter_mut()
-            .find(|o| o.snapshot.id == snapshot_id)
-            .ok_or_else(|| StoreError::Invalid(format!("no snapshot {snapshot_id}")))?;
+        // An unknown snapshot is ignored.
+        let Some(entry) = inner.outbox.iter_mut().find(|o| o.snapshot.id == snapshot_id) else {
+            return Ok(());
+        };
         if entry.snapshot.published_at.is_none() {
             entry.snapshot.published_at = Some(at);
         }
@@ -271,16 +293,17 @@ impl TelemetryStore for FakeStore {
         error: &str,
     ) -> Result<(), StoreError> {
         let mut inner = self.inner.lock();
-        let entry = inner
+        // Only the holder of the claim gives it back; for anyone else, or an
+        // unknown snapshot, nothing changes.
+        let Some(entry) = inner
             .outbox
             .iter_mut()
-            .find(|o| o.snapshot.id == snapshot_id)
-            .ok_or_else(|| StoreError::Invalid(format!("no snapshot {snapshot_id}")))?;
-        // Only the holder of the claim gives it back; the attempt counts anyway.
-        if entry.claimed_by == Some(claimer) {
-            entry.claimed_by = None;
-            entry.claim_until = None;
-        }
+            .find(|o| o.snapshot.id == snapshot_id && o.claimed_by == Some(claimer))
+        else {
+            return Ok(());
+        };
+        entry.claimed_by = None;
+        entry.claim_until = None;
         entry.snapshot.publish_attempts += 1;
         entry.last_error = Some(error.to_owned());
         Ok(())
@@ -289,7 +312,7 @@ impl TelemetryStore for FakeStore {
     async fn list_snapshots(&self, limit: usize) -> Result<Vec<Snapshot>, StoreError> {
         let inner = self.inner.lock();
         let mut all: Vec<Snapshot> = inner.outbox.iter().map(|o| o.snapshot.clone()).collect();
-        all.sort_by_key(|s| std::cmp::Reverse(s.period_end));
+        all.sort_by_key(|s| std::cmp::Reverse((s.period_end, s.id)));
         all.truncate(limit);
         Ok(all)
     }
@@ -300,4 +323,48 @@ impl TelemetryStore for FakeStore {
         inner.locks.retain(|(_, end)| *end >= before);
         Ok((n - inner.locks.len()) as u64)
     }
+}
+
+/// The cases where this fake used to differ from the conformance suite.
+#[tokio::test]
+async fn agrees_with_the_conformance_suite_on_unknown_snapshots_and_reused_ids() {
+    use crate::telemetry::{BOUNDARY_USAGE_EVENT, Period};
+    let store = FakeStore::new();
+    let (unknown, claimer) = (Uuid::from_u128(1), Uuid::from_u128(2));
+    let t0 = time::macros::datetime!(2026-11-25 10:00 UTC);
+    store.mark_snapshot_published(unknown, claimer, t0).await.unwrap();
+    store
+        .release_snapshot_claim(unknown, claimer, "boom")
+        .await
+        .unwrap();
+    assert_eq!(store.list_snapshots(10).await.unwrap(), vec![]);
+
+    let close = |n: i64, id: u128| PeriodClose {
+        event_type: BOUNDARY_USAGE_EVENT.into(),
+        period: Period::last_ended(t0 + Duration::minutes(30 * n), Duration::minutes(30)),
+        snapshot_id: Uuid::from_u128(id),
+        replica_id: claimer,
+        now: t0,
+    };
+    assert!(matches!(
+        store.close_period(&close(1, 10)).await.unwrap(),
+        PeriodCloseOutcome::Closed(_)
+    ));
+    let reused = store.close_period(&close(2, 10)).await;
+    assert!(matches!(reused, Err(StoreError::Invalid { .. })), "{reused:?}");
+    assert!(matches!(
+        store.close_period(&close(2, 11)).await.unwrap(),
+        PeriodCloseOutcome::Closed(_)
+    ));
+
+    // Someone else's claim is not given back, and no attempt is counted.
+    let claimed = store
+        .claim_unpublished_snapshots(claimer, t0, Duration::minutes(5), 1)
+        .await
+        .unwrap();
+    store
+        .release_snapshot_claim(claimed[0].id, unknown, "not mine")
+        .await
+        .unwrap();
+    assert_eq!(store.last_error(claimed[0].id), None);
 }

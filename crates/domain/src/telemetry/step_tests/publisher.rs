@@ -74,7 +74,7 @@ async fn a_store_error_ends_the_round() {
     store
         .expect_claim_unpublished_snapshots()
         .times(1)
-        .returning(|_, _, _, _| Err(StoreError::Unavailable("down".into())));
+        .returning(|_, _, _, _| Err(StoreError::unavailable("down")));
     let mut sink = MockSnapshotSink::new();
     sink.expect_publish().never();
     assert!(
@@ -92,7 +92,7 @@ async fn a_store_error_ends_the_round() {
     store
         .expect_mark_snapshot_published()
         .times(1)
-        .returning(|_, _, _| Err(StoreError::Unavailable("down".into())));
+        .returning(|_, _, _| Err(StoreError::unavailable("down")));
     let mut sink = MockSnapshotSink::new();
     sink.expect_publish().times(1).returning(|_| Ok(()));
     publish_pending(&store, &sink, id(1), &at(t0()), DEFAULT_CLAIM_LEASE, 10)

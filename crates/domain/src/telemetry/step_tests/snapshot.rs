@@ -57,7 +57,7 @@ async fn the_step_passes_store_errors_on_and_refuses_a_non_positive_interval() {
     store
         .expect_close_period()
         .times(1)
-        .returning(|_| Err(StoreError::Unavailable("down".into())));
+        .returning(|_| Err(StoreError::unavailable("down")));
     assert!(
         snapshot_step(&store, id(1), t0(), INTERVAL)
             .await
