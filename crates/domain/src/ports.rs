@@ -18,7 +18,7 @@ use async_trait::async_trait;
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
-use crate::appstats::{AccessMethod, StatsReport};
+use crate::appstats::StatsReport;
 use crate::boundary::{BoundaryDelta, BoundaryUsageSummary, FlushOutcome};
 use crate::error::StoreError;
 use crate::telemetry::{PeriodClose, PeriodCloseOutcome, Snapshot};
@@ -65,25 +65,6 @@ impl TimeRange {
     pub fn overlaps(&self, start: OffsetDateTime, end: OffsetDateTime) -> bool {
         start < self.to && end >= self.from
     }
-
-    /// The part of `[start, end]` inside the range (zero when none).
-    pub fn clipped(&self, start: OffsetDateTime, end: OffsetDateTime) -> Duration {
-        let d = end.min(self.to) - start.max(self.from);
-        d.max(Duration::ZERO)
-    }
-}
-
-/// Usage of one app over a time range.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct AppUsage {
-    pub access_method: AccessMethod,
-    pub slug_or_port: String,
-    pub unique_users: u64,
-    pub sessions: u64,
-    pub requests: u64,
-    /// Session time inside the range, summed in whole microseconds (the
-    /// stores' precision) so every adapter returns the same number.
-    pub session_micros: u64,
 }
 
 declare::store_ports! {
@@ -167,12 +148,6 @@ declare::store_ports! {
 
     /// Read side for operators.
     pub trait InsightsStore {
-        /// Usage per app (access method, slug or port) of the sessions that
-        /// overlap `range` (see [`TimeRange::overlaps`]), session time clipped to
-        /// it; most users first, then most session time, then by method and slug.
-        needs(Read WorkspaceAppStats)
-        async fn app_usage(&self, range: TimeRange) -> Result<Vec<AppUsage>, StoreError>;
-
         /// Stored rows of sessions that overlap `range`, oldest start first, then
         /// by session id; at most `limit`.
         needs(Read WorkspaceAppStats)

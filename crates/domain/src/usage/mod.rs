@@ -72,6 +72,20 @@ impl Intervals {
         Self::new(vec![range.from, range.to])
     }
 
+    /// One interval over the minutes `range` touches, as a session with the
+    /// same bounds covers them: from the minute that holds `range.from`
+    /// through the minute that holds the last instant before `range.to`. A
+    /// range off whole minutes is so widened to them. Only a range inside
+    /// the last representable minute (9999-12-31T23:59Z) is refused.
+    pub fn covering(range: TimeRange) -> Result<Self, String> {
+        const LAST_MINUTE: OffsetDateTime = time::macros::datetime!(9999-12-31 23:59 UTC);
+        let at = |minute: i64| OffsetDateTime::from_unix_timestamp(minute * 60).unwrap_or(LAST_MINUTE);
+        Self::new(vec![
+            at(minutes::minute_of(range.from)),
+            at(minutes::minute_ceil(range.to)),
+        ])
+    }
+
     pub fn bounds(&self) -> &[OffsetDateTime] {
         &self.bounds
     }

@@ -372,3 +372,43 @@ proptest! {
 fn hour_start_of(t: OffsetDateTime) -> OffsetDateTime {
     super::minutes::hour_start(hour_of(t))
 }
+
+#[test]
+fn a_range_off_whole_minutes_is_widened_to_the_minutes_it_touches() {
+    let covering = |from: OffsetDateTime, to: OffsetDateTime| {
+        let iv = Intervals::covering(TimeRange::new(from, to).unwrap()).unwrap();
+        (iv.range().from, iv.range().to)
+    };
+    let m = |n: i64| BASE + Duration::minutes(n);
+    let ns = Duration::nanoseconds;
+    assert_eq!(covering(m(1), m(3)), (m(1), m(3)), "whole minutes stay");
+    assert_eq!(covering(m(1) + ns(1), m(3) - ns(1)), (m(1), m(3)));
+    assert_eq!(covering(m(1) - ns(1), m(3) + ns(1)), (m(0), m(4)));
+    assert_eq!(covering(m(1) + ns(5), m(1) + ns(6)), (m(1), m(2)), "inside one minute");
+    let last = datetime!(9999-12-31 23:58:30 UTC);
+    assert_eq!(
+        covering(last, datetime!(9999-12-31 23:59:59.999999 UTC)),
+        (datetime!(9999-12-31 23:58 UTC), datetime!(9999-12-31 23:59 UTC)),
+        "cut at the last representable minute"
+    );
+}
+
+proptest! {
+    /// The minutes of the widened range are the minutes a session with the
+    /// same bounds covers: from its start's minute up to its end.
+    #[test]
+    fn a_widened_range_holds_the_minutes_a_session_of_its_bounds_covers(
+        from_ns in 0i64..10 * 60_000_000_000,
+        len_ns in 1i64..10 * 60_000_000_000,
+    ) {
+        let from = BASE + Duration::nanoseconds(from_ns);
+        let to = from + Duration::nanoseconds(len_ns);
+        let iv = Intervals::covering(TimeRange::new(from, to).unwrap()).unwrap();
+        let start_minute = BASE + Duration::minutes(from_ns.div_euclid(60_000_000_000));
+        for n in -2..25 {
+            let minute = BASE + Duration::minutes(n);
+            let covered = start_minute <= minute && minute < to;
+            prop_assert_eq!(iv.index_of(minute).is_some(), covered, "minute {}", minute);
+        }
+    }
+}
