@@ -26,7 +26,7 @@ fn refuse<T>(field: &'static str, reason: impl Into<String>) -> Result<T, RangeE
 }
 
 /// How a range is cut.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum IntervalKind {
     Day,
