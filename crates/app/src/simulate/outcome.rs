@@ -3,8 +3,8 @@
 use std::collections::HashSet;
 use std::fmt::Write as _;
 
-use tally_domain::ports::AppUsage;
 use tally_domain::telemetry::Snapshot;
+use tally_domain::usage::AppUsageSeries;
 use time::OffsetDateTime;
 
 use super::fleet::FleetSpec;
@@ -103,7 +103,7 @@ pub struct Outcome {
     pub stored_snapshots: Vec<Snapshot>,
     /// Replicas that won the close of each period.
     pub winners: Vec<(OffsetDateTime, usize)>,
-    pub top_apps: Vec<AppUsage>,
+    pub top_apps: Vec<AppUsageSeries>,
     pub last_used: LastUsed,
     pub faults: Faults,
     pub wall: std::time::Duration,

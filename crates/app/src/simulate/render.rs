@@ -121,10 +121,10 @@ pub fn report(o: &Outcome, verdict: &Conservation) -> String {
         };
         apps.add_row(vec![
             label,
-            grouped(a.unique_users),
-            grouped(a.sessions),
-            grouped(a.requests),
-            format!("{:.1}", a.session_micros as f64 / 3_600e6),
+            grouped(a.total.unique_users),
+            grouped(a.total.sessions),
+            grouped(a.total.requests),
+            format!("{:.1}", a.total.usage_seconds as f64 / 3_600.0),
         ]);
     }
     let _ = writeln!(out, "{apps}");

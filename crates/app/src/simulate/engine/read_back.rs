@@ -4,7 +4,8 @@ use std::collections::{HashMap, HashSet};
 
 use tally_domain::appstats::StatsReport;
 use tally_domain::authz::{Authorized, Role, Subject};
-use tally_domain::ports::{InsightsStore, TelemetryStore, TimeRange};
+use tally_domain::ports::{InsightsStore, TelemetryStore, TimeRange, UsageStore};
+use tally_domain::usage::Intervals;
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
@@ -31,8 +32,9 @@ impl Sim<'_> {
         let ours: HashSet<Uuid> = workload.sessions.iter().map(|s| s.id).collect();
         let rows = reader.app_stats(everything, READ_LIMIT).await?;
         let rows: Vec<&StatsReport> = rows.iter().filter(|r| ours.contains(&r.session_id)).collect();
+        let run = TimeRange::new(timeline.start, last_end).map_err(anyhow::Error::msg)?;
         let top_apps = reader
-            .app_usage(TimeRange::new(timeline.start, last_end).map_err(anyhow::Error::msg)?)
+            .app_usage_by_interval(&Intervals::covering(run).map_err(anyhow::Error::msg)?)
             .await?;
         let stored_snapshots = reader.list_snapshots(timeline.period_count() + 16).await?;
 
