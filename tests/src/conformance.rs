@@ -51,7 +51,7 @@ macro_rules! conformance_suite {
             invalid_writes_change_nothing,
             last_used_moves_forward_only,
             timestamps_are_stored_to_the_microsecond,
-            app_usage_counts_users_sessions_requests_and_clipped_time,
+            app_usage_counts_distinct_minutes_users_sessions_and_requests,
             app_stats_lists_overlapping_rows_oldest_first,
             boundary_deltas_add_up_with_exact_uniques_across_replicas,
             a_replayed_delta_is_counted_once,

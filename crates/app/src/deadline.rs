@@ -125,7 +125,7 @@ mod tests {
             from: OffsetDateTime::UNIX_EPOCH,
             to: OffsetDateTime::UNIX_EPOCH,
         };
-        assert_timed_out(store.app_usage(range).await.unwrap_err(), "app_usage");
+        assert_timed_out(store.app_stats(range, 1).await.unwrap_err(), "app_stats");
         assert_timed_out(
             store
                 .prune_telemetry_locks(OffsetDateTime::UNIX_EPOCH)

@@ -3,8 +3,8 @@
 use std::collections::HashSet;
 use std::fmt::Write as _;
 
-use tally_domain::usage::AppUsageSeries;
 use tally_domain::telemetry::Snapshot;
+use tally_domain::usage::AppUsageSeries;
 use time::OffsetDateTime;
 
 use super::fleet::FleetSpec;

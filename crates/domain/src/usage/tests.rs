@@ -384,7 +384,11 @@ fn a_range_off_whole_minutes_is_widened_to_the_minutes_it_touches() {
     assert_eq!(covering(m(1), m(3)), (m(1), m(3)), "whole minutes stay");
     assert_eq!(covering(m(1) + ns(1), m(3) - ns(1)), (m(1), m(3)));
     assert_eq!(covering(m(1) - ns(1), m(3) + ns(1)), (m(0), m(4)));
-    assert_eq!(covering(m(1) + ns(5), m(1) + ns(6)), (m(1), m(2)), "inside one minute");
+    assert_eq!(
+        covering(m(1) + ns(5), m(1) + ns(6)),
+        (m(1), m(2)),
+        "inside one minute"
+    );
     let last = datetime!(9999-12-31 23:58:30 UTC);
     assert_eq!(
         covering(last, datetime!(9999-12-31 23:59:59.999999 UTC)),
