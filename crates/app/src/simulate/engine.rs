@@ -75,6 +75,8 @@ struct Sim<'a> {
     boundary_batches: u64,
     tracked: Usage,
     publish_rounds: usize,
+    /// The collectors' rollup window: what a rolled-up row covers.
+    rollup_window: Duration,
 }
 
 /// Runs the whole simulation against `store` and reads back what it holds.
@@ -133,6 +135,7 @@ pub async fn simulate(
         boundary_batches: 0,
         tracked: Usage::default(),
         publish_rounds: 0,
+        rollup_window: collector_config.rollup_window,
     };
 
     let ticks = timeline.ticks();

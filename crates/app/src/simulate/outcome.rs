@@ -8,6 +8,7 @@ use tally_domain::usage::AppUsageSeries;
 use time::OffsetDateTime;
 
 use super::fleet::FleetSpec;
+use super::ground_truth::InsightsCheck;
 use super::timeline::Timeline;
 
 /// Boundary usage with the exact distinct workspaces and owners (fleet
@@ -104,6 +105,8 @@ pub struct Outcome {
     /// Replicas that won the close of each period.
     pub winners: Vec<(OffsetDateTime, usize)>,
     pub top_apps: Vec<AppUsageSeries>,
+    /// The rollup's figures against what was sent.
+    pub insights: InsightsCheck,
     pub last_used: LastUsed,
     pub faults: Faults,
     pub wall: std::time::Duration,

@@ -158,9 +158,14 @@ pub fn report(o: &Outcome, verdict: &Conservation) -> String {
             f.collector_flushes, f.tracker_flushes, f.snapshot_steps, f.publishes, f.unrecovered, f.acks_lost
         );
     }
-    let _ = writeln!(out, "{}", verdict.line);
-    for p in &verdict.problems {
-        let _ = writeln!(out, "  - {p}");
+    for (line, problems) in [
+        (&verdict.line, &verdict.problems),
+        (&o.insights.line, &o.insights.problems),
+    ] {
+        let _ = writeln!(out, "{line}");
+        for p in problems {
+            let _ = writeln!(out, "  - {p}");
+        }
     }
     out
 }

@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use super::{READ_LIMIT, SharedStore, Sim};
 use crate::simulate::fleet::{DurationClass, Workload};
+use crate::simulate::ground_truth::{self, Truth, check_intervals};
 use crate::simulate::outcome::{LastUsed, Outcome};
 use crate::simulate::timeline::Timeline;
 
@@ -36,6 +37,15 @@ impl Sim<'_> {
         let top_apps = reader
             .app_usage_by_interval(&Intervals::covering(run).map_err(anyhow::Error::msg)?)
             .await?;
+        let truth = Truth::from_sessions(
+            self.fleet,
+            &workload.sessions,
+            last_sent,
+            timeline.end,
+            self.rollup_window,
+        );
+        let intervals = check_intervals(timeline).map_err(anyhow::Error::msg)?;
+        let insights = ground_truth::check(&reader, &truth, &rows, &intervals).await?;
         let stored_snapshots = reader.list_snapshots(timeline.period_count() + 16).await?;
 
         // Every workspace with a session must have been marked used, at a
@@ -106,6 +116,7 @@ impl Sim<'_> {
                 .map(|e| (*e, self.winners.get(e).copied().unwrap_or(0)))
                 .collect(),
             top_apps,
+            insights,
             last_used,
             faults: self.faults,
             wall,

@@ -59,12 +59,15 @@ fn range_query(path: &str, from: OffsetDateTime, to: OffsetDateTime, extra: &str
 
 impl Fleet {
     fn new() -> Self {
-        let today = OffsetDateTime::now_utc().to_offset(TZ).replace_time(Time::MIDNIGHT);
+        let today = OffsetDateTime::now_utc()
+            .to_offset(TZ)
+            .replace_time(Time::MIDNIGHT);
         let day0 = today - time::Duration::days(14);
         let (a, b, c) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
         let ws = Uuid::new_v4();
         let at = |day: i64, h: u8, m: u8, s: u8| {
-            day0 + time::Duration::days(day) + time::Duration::hours(h.into())
+            day0 + time::Duration::days(day)
+                + time::Duration::hours(h.into())
                 + time::Duration::minutes(m.into())
                 + time::Duration::seconds(s.into())
         };
@@ -77,10 +80,34 @@ impl Fleet {
                 go_report(user, ws, method, slug, id, start, Some(end), requests),
             ));
         };
-        add("s1", a, "subdomain", "code-server", at(0, 10, 0, 0), at(0, 11, 0, 0), 10);
+        add(
+            "s1",
+            a,
+            "subdomain",
+            "code-server",
+            at(0, 10, 0, 0),
+            at(0, 11, 0, 0),
+            10,
+        );
         add("s6", a, "path", "jupyter", at(0, 10, 15, 0), at(0, 10, 45, 0), 6);
-        add("s2", a, "subdomain", "code-server", at(0, 10, 30, 0), at(0, 11, 30, 0), 5);
-        add("s3", b, "subdomain", "code-server", at(0, 23, 50, 0), at(1, 0, 20, 0), 7);
+        add(
+            "s2",
+            a,
+            "subdomain",
+            "code-server",
+            at(0, 10, 30, 0),
+            at(0, 11, 30, 0),
+            5,
+        );
+        add(
+            "s3",
+            b,
+            "subdomain",
+            "code-server",
+            at(0, 23, 50, 0),
+            at(1, 0, 20, 0),
+            7,
+        );
         add("s4", a, "terminal", "", at(1, 9, 0, 30), at(1, 9, 5, 0), 3);
         add("s5", c, "path", "jupyter", at(8, 12, 0, 0), at(8, 12, 45, 0), 4);
         Self {
@@ -228,7 +255,11 @@ async fn weeks_and_a_cut_last_week(server: &Server, f: &Fleet) {
     assert_eq!(weeks[1]["apps"], json!([entry("path", "jupyter", 2700, 1, 4, 1)]));
 
     // 13 days: the second week has 6 days and ends at end_time.
-    let body = ok(server, &range_query(ACTIVE_USERS, f.day0, f.day(13), "&interval=week")).await;
+    let body = ok(
+        server,
+        &range_query(ACTIVE_USERS, f.day0, f.day(13), "&interval=week"),
+    )
+    .await;
     let weeks = body["intervals"].as_array().unwrap();
     assert_eq!(weeks.len(), 2, "{body}");
     same_instant(&weeks[1]["start_time"], f.day(7));
@@ -260,7 +291,11 @@ async fn a_cut_last_day(server: &Server, f: &Fleet) {
 }
 
 async fn active_users_list_every_interval(server: &Server, f: &Fleet) {
-    let body = ok(server, &range_query(ACTIVE_USERS, f.day0, f.today, "&interval=day")).await;
+    let body = ok(
+        server,
+        &range_query(ACTIVE_USERS, f.day0, f.today, "&interval=day"),
+    )
+    .await;
     assert_eq!(body["active_users"], 3, "{body}");
     let per_day: Vec<u64> = body["intervals"]
         .as_array()
@@ -281,22 +316,32 @@ async fn active_users_list_every_interval(server: &Server, f: &Fleet) {
 }
 
 async fn user_activity_merges_apps_and_keeps_the_limit(server: &Server, f: &Fleet) {
-    let user = |id: Uuid, usage: u64, sessions: u64, requests: u64| {
-        json!({"user_id": id, "usage_seconds": usage, "sessions": sessions, "requests": requests})
-    };
+    let user = |id: Uuid, usage: u64, sessions: u64, requests: u64| json!({"user_id": id, "usage_seconds": usage, "sessions": sessions, "requests": requests});
     // A: code-server 10:00-11:30 with jupyter inside it (90 minutes once)
     // plus 5 terminal minutes.
-    let all = json!([user(f.a, 5700, 4, 24), user(f.c, 2700, 1, 4), user(f.b, 1800, 1, 7)]);
+    let all = json!([
+        user(f.a, 5700, 4, 24),
+        user(f.c, 2700, 1, 4),
+        user(f.b, 1800, 1, 7)
+    ]);
     let body = ok(server, &range_query(USER_ACTIVITY, f.day0, f.today, "")).await;
     assert_eq!(body["users"], all, "{body}");
     same_instant(&body["start_time"], f.day0);
     let body = ok(server, &range_query(USER_ACTIVITY, f.day0, f.today, "&limit=2")).await;
     assert_eq!(body["users"], json!([all[0], all[1]]));
-    let body = ok(server, &range_query(USER_ACTIVITY, f.day0, f.today, "&limit=1000")).await;
+    let body = ok(
+        server,
+        &range_query(USER_ACTIVITY, f.day0, f.today, "&limit=1000"),
+    )
+    .await;
     assert_eq!(body["users"], all);
     // Day 1: B's 20 minutes after midnight, A's terminal.
     let body = ok(server, &range_query(USER_ACTIVITY, f.day(1), f.day(2), "")).await;
-    assert_eq!(body["users"], json!([user(f.b, 1200, 0, 0), user(f.a, 300, 1, 3)]), "{body}");
+    assert_eq!(
+        body["users"],
+        json!([user(f.b, 1200, 0, 0), user(f.a, 300, 1, 3)]),
+        "{body}"
+    );
 }
 
 async fn the_old_route_counts_overlapping_minutes_once(server: &Server, f: &Fleet) {
@@ -341,13 +386,28 @@ async fn export_streams_the_rows_as_ndjson(server: &Server, f: &Fleet) {
         assert_eq!(
             keys,
             [
-                "access_method", "agent_id", "requests", "session_ended_at", "session_id",
-                "session_started_at", "sessions", "slug_or_port", "user_id", "workspace_id"
+                "access_method",
+                "agent_id",
+                "requests",
+                "session_ended_at",
+                "session_id",
+                "session_started_at",
+                "sessions",
+                "slug_or_port",
+                "user_id",
+                "workspace_id"
             ],
             "{name}: {line}"
         );
         assert_eq!(line["session_id"], json!(id), "{name}");
-        for field in ["user_id", "workspace_id", "agent_id", "access_method", "slug_or_port", "requests"] {
+        for field in [
+            "user_id",
+            "workspace_id",
+            "agent_id",
+            "access_method",
+            "slug_or_port",
+            "requests",
+        ] {
             assert_eq!(line[field], report[field], "{name}: {field}");
         }
         for field in ["session_started_at", "session_ended_at"] {
@@ -376,12 +436,7 @@ async fn export_streams_the_rows_as_ndjson(server: &Server, f: &Fleet) {
     assert_eq!(ids, [json!(f.sessions[1].1), json!(f.sessions[2].1)], "{text}");
 
     // An empty stretch is an empty body.
-    let (status, _, body) = get(
-        server,
-        &range_query(EXPORT, f.day(3), f.day(4), ""),
-        Some(READER),
-    )
-    .await;
+    let (status, _, body) = get(server, &range_query(EXPORT, f.day(3), f.day(4), ""), Some(READER)).await;
     assert_eq!((status, body), (StatusCode::OK, Value::String(String::new())));
 }
 
@@ -391,7 +446,9 @@ async fn refused(server: &Server, path: &str, field: &str) {
     assert_eq!(body["message"], "Invalid request parameters.", "{path}: {body}");
     assert_eq!(body["validations"][0]["field"], field, "{path}: {body}");
     assert!(
-        body["validations"][0]["detail"].as_str().is_some_and(|d| !d.is_empty()),
+        body["validations"][0]["detail"]
+            .as_str()
+            .is_some_and(|d| !d.is_empty()),
         "{path}: {body}"
     );
 }
@@ -408,17 +465,41 @@ async fn parameter_errors_name_the_parameter(server: &Server, f: &Fleet) {
             (ok_start.clone(), "end_time"),
             (format!("start_time=yesterday&{ok_end}"), "start_time"),
             // An unescaped + arrives as a space.
-            (format!("start_time=2026-11-02T00:00:00+02:00&{ok_end}"), "start_time"),
+            (
+                format!("start_time=2026-11-02T00:00:00+02:00&{ok_end}"),
+                "start_time",
+            ),
             (format!("start_time=0001-01-01T00:00:00Z&{ok_end}"), "start_time"),
-            (format!("start_time={}&{ok_end}", enc(start + time::Duration::hours(1))), "start_time"),
-            (format!("start_time={}&{ok_end}", enc(start + time::Duration::seconds(1) / 2)), "start_time"),
+            (
+                format!("start_time={}&{ok_end}", enc(start + time::Duration::hours(1))),
+                "start_time",
+            ),
+            (
+                format!(
+                    "start_time={}&{ok_end}",
+                    enc(start + time::Duration::seconds(1) / 2)
+                ),
+                "start_time",
+            ),
             (format!("{ok_start}&end_time={}", enc(future)), "end_time"),
-            (format!("start_time={}&end_time={}", enc(future), enc(future)), "start_time"),
-            (format!("{ok_start}&end_time={}", enc(f.day(3) + time::Duration::hours(5))), "end_time"),
+            (
+                format!("start_time={}&end_time={}", enc(future), enc(future)),
+                "start_time",
+            ),
+            (
+                format!("{ok_start}&end_time={}", enc(f.day(3) + time::Duration::hours(5))),
+                "end_time",
+            ),
             (format!("{ok_start}&end_time={}", enc(start)), "end_time"),
-            (format!("start_time={}&end_time={}", enc(f.day(3)), enc(f.day(2))), "end_time"),
+            (
+                format!("start_time={}&end_time={}", enc(f.day(3)), enc(f.day(2))),
+                "end_time",
+            ),
             (format!("{ok_start}&{ok_end}&colour=red"), "colour"),
-            (format!("{ok_start}&{ok_end}&start_time={}", enc(start)), "start_time"),
+            (
+                format!("{ok_start}&{ok_end}&start_time={}", enc(start)),
+                "start_time",
+            ),
         ];
         for (query, field) in cases {
             refused(server, &format!("{path}?{query}"), field).await;
@@ -429,20 +510,45 @@ async fn parameter_errors_name_the_parameter(server: &Server, f: &Fleet) {
     let part = local_now.replace_time(Time::from_hms(local_now.hour(), 30, 0).unwrap());
     refused(server, &range_query(APP_USAGE, start, part, ""), "end_time").await;
     for path in [APP_USAGE, ACTIVE_USERS] {
-        refused(server, &range_query(path, start, end, "&interval=month"), "interval").await;
+        refused(
+            server,
+            &range_query(path, start, end, "&interval=month"),
+            "interval",
+        )
+        .await;
         // 10 days: the last week would have 3.
-        refused(server, &range_query(path, start, f.day(10), "&interval=week"), "interval").await;
+        refused(
+            server,
+            &range_query(path, start, f.day(10), "&interval=week"),
+            "interval",
+        )
+        .await;
     }
-    refused(server, &range_query(USER_ACTIVITY, start, end, "&interval=day"), "interval").await;
+    refused(
+        server,
+        &range_query(USER_ACTIVITY, start, end, "&interval=day"),
+        "interval",
+    )
+    .await;
     for limit in ["0", "1001", "-1", "ten", ""] {
-        refused(server, &range_query(USER_ACTIVITY, start, end, &format!("&limit={limit}")), "limit").await;
+        refused(
+            server,
+            &range_query(USER_ACTIVITY, start, end, &format!("&limit={limit}")),
+            "limit",
+        )
+        .await;
     }
     refused(server, &format!("{EXPORT}?{ok_end}"), "start_time").await;
     refused(server, &format!("{EXPORT}?{ok_start}"), "end_time").await;
     refused(server, &format!("{EXPORT}?start_time=now&{ok_end}"), "start_time").await;
     refused(server, &range_query(EXPORT, end, start, ""), "end_time").await;
     refused(server, &range_query(EXPORT, start, start, ""), "end_time").await;
-    refused(server, &range_query(EXPORT, start, end, "&interval=day"), "interval").await;
+    refused(
+        server,
+        &range_query(EXPORT, start, end, "&interval=day"),
+        "interval",
+    )
+    .await;
 }
 
 async fn only_readers_and_admins_may_read(server: &Server, f: &Fleet) {
