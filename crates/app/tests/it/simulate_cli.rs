@@ -211,7 +211,9 @@ async fn rows_the_simulation_did_not_send_fail_the_insights_check() {
     assert!(insights.starts_with("insights: FAILED"), "{stdout}");
     for figure in ["app usage", "active users", "user activity"] {
         assert!(
-            stdout.lines().any(|l| l.starts_with("  - ") && l.contains(figure)),
+            stdout
+                .lines()
+                .any(|l| l.starts_with("  - ") && l.contains(figure)),
             "{figure} not named:\n{stdout}"
         );
     }
