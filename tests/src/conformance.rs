@@ -61,6 +61,7 @@ macro_rules! conformance_suite {
             closing_a_period_snapshots_and_resets_it,
             an_empty_period_gets_a_zero_snapshot,
             outbox_claims_leases_publishes_and_retries,
+            a_claimer_takes_back_its_own_claims,
             marking_published_is_idempotent_and_clears_the_claim,
             unknown_snapshots_are_ignored,
             pruning_locks_keeps_later_periods_closed,

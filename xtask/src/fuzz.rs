@@ -5,7 +5,7 @@
 //! run leaves the tree clean; `--save` merges what adds coverage into the
 //! committed corpus and minimizes it.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use anyhow::{Context, bail};
@@ -46,7 +46,7 @@ pub fn run(args: FuzzArgs) -> anyhow::Result<()> {
         ),
     };
     ensure_cargo_fuzz()?;
-    let app = workspace_root().join("crates/app");
+    let app = crate::workspace_root().join("crates/app");
     let mut failed = Vec::new();
     for target in targets {
         let corpus = format!("fuzz/corpus/{target}");
@@ -154,11 +154,6 @@ fn cargo() -> String {
     std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
 }
 
-fn workspace_root() -> PathBuf {
-    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    manifest.parent().map_or(manifest.clone(), PathBuf::from)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,7 +161,8 @@ mod tests {
     /// `TARGETS` lists exactly the `[[bin]]` targets of the fuzz crate.
     #[test]
     fn targets_match_the_fuzz_manifest() {
-        let manifest = std::fs::read_to_string(workspace_root().join("crates/app/fuzz/Cargo.toml")).unwrap();
+        let manifest =
+            std::fs::read_to_string(crate::workspace_root().join("crates/app/fuzz/Cargo.toml")).unwrap();
         let mut in_bin = false;
         let mut bins = Vec::new();
         for line in manifest.lines().map(str::trim) {
@@ -182,7 +178,10 @@ mod tests {
         assert_eq!(bins, targets);
         for t in TARGETS {
             let source = format!("crates/app/fuzz/fuzz_targets/{t}.rs");
-            assert!(workspace_root().join(&source).is_file(), "{source} missing");
+            assert!(
+                crate::workspace_root().join(&source).is_file(),
+                "{source} missing"
+            );
         }
     }
 

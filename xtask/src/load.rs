@@ -3,7 +3,6 @@
 //! first for app stats (batches of Go-shaped reports), then boundary logs.
 
 mod payload;
-mod server;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -12,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::bail;
 
+use crate::server::Server;
 use payload::{AppStatsBody, boundary_body};
-use server::Server;
 
 const PROXY_TOKEN: &str = "load-proxy";
 const AGENT_TOKEN: &str = "load-agent";
@@ -67,7 +66,7 @@ pub struct LoadArgs {
 }
 
 pub fn run(args: LoadArgs) -> anyhow::Result<()> {
-    let root = workspace_root();
+    let root = crate::workspace_root();
     if !args.no_build {
         crate::cargo(&["build", "--release", "-p", "tally"])?;
     }
@@ -89,7 +88,14 @@ pub fn run(args: LoadArgs) -> anyhow::Result<()> {
     let boundary_bodies: Arc<Vec<&'static [u8]>> =
         Arc::new((0..POOL as u64 * 16).map(boundary_body).collect());
 
-    let mut server = Server::start(&binary, args.database_url.as_deref(), &args)?;
+    let mut serve_args = vec![
+        "--tokens".to_owned(),
+        format!("proxy={PROXY_TOKEN},agent={AGENT_TOKEN}"),
+        "--report-interval".to_owned(),
+        args.report_interval.clone(),
+    ];
+    serve_args.extend(args.server_args.iter().cloned());
+    let mut server = Server::start(&binary, args.database_url.as_deref(), &serve_args)?;
     println!(
         "tally at {} (store: {}, report interval {}), concurrency {}, {} s per phase, batch {}, {}% open",
         server.addr,
@@ -162,11 +168,6 @@ pub fn run(args: LoadArgs) -> anyhow::Result<()> {
         bail!("{errors} failed requests, server exit {status}");
     }
     Ok(())
-}
-
-fn workspace_root() -> PathBuf {
-    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    manifest.parent().map_or(manifest.clone(), PathBuf::from)
 }
 
 #[derive(Clone)]

@@ -3,6 +3,8 @@
 
 mod fuzz;
 mod load;
+mod schemathesis;
+mod server;
 
 use std::process::{Command, ExitCode};
 
@@ -18,7 +20,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Task {
-    /// What CI runs: formatting, lints, the test suite.
+    /// What CI runs: formatting, lints, the test suite, the bounded schemathesis runs.
     Ci,
     /// Run the criterion benchmarks (domain and PostgreSQL store).
     Bench {
@@ -51,6 +53,10 @@ enum Task {
         #[arg(long, value_enum, default_value_t = Shutdown::Immediate)]
         shutdown: Shutdown,
     },
+    /// schemathesis (PyPI) against a live `tally serve` on the chosen store,
+    /// with the project's hooks; then audits the store against every
+    /// request sent. Needs `pip install schemathesis`.
+    Schemathesis(schemathesis::SchemathesisArgs),
     /// Fuzz the payload decoders (cargo-fuzz, crates/app/fuzz) for a bounded
     /// time per target; installs cargo-fuzz if missing.
     Fuzz(fuzz::FuzzArgs),
@@ -94,7 +100,12 @@ fn run(task: Task) -> anyhow::Result<()> {
                 "-D",
                 "warnings",
             ])?;
-            cargo(&["test", "--workspace"])
+            cargo(&["test", "--workspace"])?;
+            // As .ci/run: the bounded schemathesis runs (pip install schemathesis first).
+            for store in ["memory", "postgres"] {
+                cargo(&["xtask", "schemathesis", "--store", store, "--examples", "10"])?;
+            }
+            Ok(())
         }
         Task::Bench { filter } => {
             let mut args = vec!["bench", "--workspace"];
@@ -152,7 +163,16 @@ fn run(task: Task) -> anyhow::Result<()> {
             )
         }
         Task::Fuzz(args) => fuzz::run(args),
+        Task::Schemathesis(args) => schemathesis::run(args),
     }
+}
+
+/// The workspace's root directory.
+pub(crate) fn workspace_root() -> std::path::PathBuf {
+    let manifest = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest
+        .parent()
+        .map_or(manifest.clone(), std::path::PathBuf::from)
 }
 
 fn cargo(args: &[&str]) -> anyhow::Result<()> {

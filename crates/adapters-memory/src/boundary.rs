@@ -225,7 +225,10 @@ impl TelemetryStore for MemoryStore {
         let mut claimable: Vec<&mut OutboxEntry> = state
             .outbox
             .values_mut()
-            .filter(|e| e.snapshot.published_at.is_none() && e.claimed_until.is_none_or(|u| u <= now))
+            .filter(|e| {
+                e.snapshot.published_at.is_none()
+                    && (e.claimed_until.is_none_or(|u| u <= now) || e.claimed_by == Some(claimer))
+            })
             .collect();
         claimable.sort_by_key(|e| (e.snapshot.period_end, e.snapshot.id));
         claimable.truncate(limit);

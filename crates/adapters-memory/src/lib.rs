@@ -49,9 +49,10 @@
 //!   `None`, zero attempts, `created_at = now`), the period reset (counters
 //!   zeroed, ids cleared, ranges cleared; every replica keeps its `last_seq`),
 //!   and the snapshot put in the outbox. An empty period gets a zero snapshot.
-//! - **Outbox.** Claimable: unpublished and unclaimed or `claimed_until <=
-//!   now`; ordered by period end, then id, ascending; `claimed_until = now +
-//!   lease` (see Precision). [`TelemetryStore::mark_snapshot_published`] keeps the first
+//! - **Outbox.** Claimable: unpublished and unclaimed, or `claimed_until <=
+//!   now`, or claimed by the same claimer (whatever its lease); ordered by
+//!   period end, then id, ascending; `claimed_until = now + lease` (see
+//!   Precision). [`TelemetryStore::mark_snapshot_published`] keeps the first
 //!   `published_at` and clears the claim whoever holds it;
 //!   [`TelemetryStore::release_snapshot_claim`] acts only for the current
 //!   claimer (otherwise it is a no-op): clears the claim, counts the attempt

@@ -11,6 +11,7 @@ mod copy;
 mod error;
 mod insights;
 mod recent;
+mod schema;
 mod telemetry;
 mod timeconv;
 mod tls;
@@ -23,6 +24,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use tally_domain::error::StoreError;
 
 pub use error::map_sqlx_error;
+pub use schema::{MigrationEntry, MigrationState, MigrationStatus};
 pub use tls::{ConnectPlan, SslMode, TlsFailure};
 
 /// The migrations of `migrations/`, embedded in the binary.
@@ -50,6 +52,9 @@ pub struct PgStoreOptions {
     pub max_connections: u32,
     pub acquire_timeout: Duration,
     pub write_mode: AppStatsWriteMode,
+    /// Apply pending migrations on connecting (else the schema is left as
+    /// it is; see [`PgStore::migration_status`]).
+    pub migrate: bool,
 }
 
 impl Default for PgStoreOptions {
@@ -58,6 +63,7 @@ impl Default for PgStoreOptions {
             max_connections: 10,
             acquire_timeout: Duration::from_secs(10),
             write_mode: AppStatsWriteMode::default(),
+            migrate: true,
         }
     }
 }
@@ -79,8 +85,8 @@ impl PgStore {
         Self::connect_with(database_url, PgStoreOptions::default()).await
     }
 
-    /// Like [`PgStore::connect`], with pool size, timeouts and write mode.
-    /// `sslmode` and `sslrootcert` in the URL mean what they mean to libpq
+    /// Like [`PgStore::connect`], with pool size, timeouts, write mode and
+    /// whether to migrate. `sslmode` and `sslrootcert` in the URL mean what they mean to libpq
     /// (see [`ConnectPlan`]); a TLS failure is a non-retryable error that
     /// says what failed.
     pub async fn connect_with(database_url: &str, options: PgStoreOptions) -> Result<Self, StoreError> {
@@ -108,7 +114,9 @@ impl PgStore {
             usage_marks: true,
             recent: Default::default(),
         };
-        store.migrate().await?;
+        if options.migrate {
+            store.migrate().await?;
+        }
         Ok(store)
     }
 
@@ -145,5 +153,10 @@ impl PgStore {
     /// (sqlx's migrator holds a PostgreSQL advisory lock while it runs).
     pub async fn migrate(&self) -> Result<(), StoreError> {
         MIGRATOR.run(&self.pool).await.map_err(error::map_migrate_error)
+    }
+
+    /// The database's migrations beside this build's; reads only.
+    pub async fn migration_status(&self) -> Result<MigrationStatus, StoreError> {
+        schema::migration_status(&self.pool).await
     }
 }

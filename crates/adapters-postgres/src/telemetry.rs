@@ -141,7 +141,8 @@ impl TelemetryStore for PgStore {
         let rows = sqlx::query(&format!(
             "WITH c AS ( \
                 SELECT id FROM telemetry_snapshots \
-                WHERE published_at IS NULL AND (claimed_until IS NULL OR claimed_until <= $2) \
+                WHERE published_at IS NULL \
+                  AND (claimed_until IS NULL OR claimed_until <= $2 OR claimed_by = $1) \
                 ORDER BY period_end, id LIMIT $4 \
                 FOR UPDATE SKIP LOCKED) \
              UPDATE telemetry_snapshots s SET claimed_by = $1, claimed_until = $3 \

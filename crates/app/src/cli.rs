@@ -36,7 +36,7 @@ pub enum Command {
     /// Simulate a fleet: several replicas over one store, a simulated clock,
     /// several telemetry periods, ending in a conservation check.
     Simulate(crate::simulate::SimulateArgs),
-    /// Apply the PostgreSQL migrations and exit.
+    /// Apply the PostgreSQL migrations and exit (`--status`: list them).
     Migrate(MigrateArgs),
     /// Print the configuration `tally serve` would run with (the same
     /// options), where each value comes from, secrets redacted; exit 2 if it
@@ -86,9 +86,22 @@ pub struct ServeArgs {
     #[arg(long, env = "TALLY_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
+    /// A second address serving only `GET /metrics`, without a token, for a
+    /// Prometheus server (as Coder's `--prometheus-address`); the bound
+    /// address is logged as `metrics at ADDR`. The API's `/metrics`, which
+    /// needs a reader token, keeps working.
+    #[arg(long, env = "TALLY_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
+
     /// PostgreSQL URL (postgres://...). Without it the in-memory store is used.
     #[arg(long, env = "TALLY_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<Secret>,
+
+    /// Do not apply migrations at start-up (for deployments that run
+    /// `tally migrate` as a step of their own); refuse to start, exit 2,
+    /// while any is pending.
+    #[arg(long, env = "TALLY_NO_MIGRATE")]
+    pub no_migrate: bool,
 
     /// How long to wait for the database at start-up.
     #[arg(long, env = "TALLY_CONNECT_TIMEOUT", default_value = "10s", value_parser = positive_duration)]
@@ -198,10 +211,27 @@ pub struct ServeArgs {
     /// Log as JSON lines instead of human-readable text.
     #[arg(long, env = "TALLY_LOG_JSON")]
     pub log_json: bool,
+
+    /// Log one line per HTTP request at INFO (method, route, status,
+    /// duration, request id); `--access-log false` turns it off.
+    #[arg(long, env = "TALLY_ACCESS_LOG", default_value_t = true, action = clap::ArgAction::Set,
+          value_name = "BOOL")]
+    pub access_log: bool,
 }
+
+/// Options of a command that are taken from its command line only, never
+/// from the environment or a `--config` file: they choose what the command
+/// does, and a stray variable or file line must not turn `tally migrate`
+/// into a command that migrates nothing.
+pub const COMMAND_LINE_ONLY: &[&str] = &["status"];
 
 #[derive(Debug, Args)]
 pub struct MigrateArgs {
+    /// List the applied and pending migrations (and any this tally does not
+    /// know) and exit, changing nothing.
+    #[arg(long)]
+    pub status: bool,
+
     /// TOML file of settings, as for `tally serve` (keys of serve's other
     /// options are ignored here).
     #[arg(long, env = "TALLY_CONFIG", value_name = "FILE")]

@@ -9,6 +9,7 @@ pub mod logging;
 pub mod loops;
 pub mod metrics;
 pub mod migrate;
+pub mod ready;
 pub mod serve;
 pub mod simulate;
 pub mod sink;

@@ -17,7 +17,9 @@ pub fn init_tracing(json: bool) {
         builder
             .json()
             .flatten_event(true)
-            .with_current_span(false)
+            // A request's id, method and route are its span's fields.
+            .with_current_span(true)
+            .with_span_list(false)
             .try_init()
     } else {
         builder.with_ansi(std::io::stderr().is_terminal()).try_init()

@@ -66,6 +66,10 @@ pub struct Background {
     pub clock: Arc<dyn Clock>,
     /// One tracker flush at a time: the loop, the snapshot step and shutdown.
     flush_lock: Arc<Mutex<()>>,
+    /// One publishing round at a time: the loop and shutdown. A round takes
+    /// back this replica's own claims, so two at once could send a snapshot
+    /// twice.
+    publish_lock: Arc<Mutex<()>>,
     publish_now: Arc<Notify>,
     /// Off only in tests that count calls on the un-jittered schedule.
     jitter: bool,
@@ -107,6 +111,7 @@ impl Background {
             sink,
             clock,
             flush_lock: Arc::new(Mutex::new(())),
+            publish_lock: Arc::new(Mutex::new(())),
             publish_now: Arc::new(Notify::new()),
             jitter: true,
         }
@@ -199,8 +204,10 @@ impl Background {
                 unique_users = s.usage.unique_users,
                 "telemetry period closed"
             );
-            self.publish_now.notify_one();
         }
+        // Even when another close won: it may be this replica's own earlier
+        // attempt, which applied after the replica had given up on it.
+        self.publish_now.notify_one();
         Ok(snapshot)
     }
 
@@ -237,6 +244,7 @@ impl Background {
 
     /// One publishing round of the outbox.
     pub async fn publish_once(&self) -> Result<PublishRound, StoreError> {
+        let _one_round = self.publish_lock.lock().await;
         let round = publish_pending(
             &self.as_system(),
             &*self.sink,
@@ -347,6 +355,9 @@ pub fn to_time(d: Duration) -> time::Duration {
 pub fn to_std(d: time::Duration) -> Duration {
     Duration::try_from(d).unwrap_or(Duration::ZERO)
 }
+
+#[cfg(test)]
+mod publish_tests;
 
 #[cfg(test)]
 pub(super) mod tests {

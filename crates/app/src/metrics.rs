@@ -1,5 +1,12 @@
 //! Prometheus metrics: names, the process-wide recorder, and the render step
 //! that copies collector and tracker state into gauges at scrape time.
+//!
+//! Names: `tally_<part>_<what>` with the part `app_stats`, `boundary`,
+//! `snapshots`, `http` or `store`; a counter ends in `_total`, a duration is
+//! in seconds and ends in `_seconds`, a size in bytes ends in `_bytes`
+//! (base units throughout). The process's own figures are the standard
+//! `process_*` ones (`metrics-process`). An end-to-end test holds every
+//! name served to these rules.
 
 use std::future::Future;
 use std::sync::OnceLock;
@@ -15,20 +22,27 @@ use tally_domain::ports::{CallInfo, Layer};
 pub const REPORTS_COLLECTED: &str = "tally_app_stats_reports_collected_total";
 pub const REPORTS_REFUSED: &str = "tally_app_stats_reports_refused_total";
 pub const ROWS_WRITTEN: &str = "tally_app_stats_rows_written_total";
-pub const DROPPED: &str = "tally_app_stats_dropped_total";
-pub const FAILED_FLUSHES: &str = "tally_app_stats_failed_flushes_total";
+pub const DROPPED: &str = "tally_app_stats_reports_dropped_total";
+pub const FAILED_FLUSHES: &str = "tally_app_stats_flush_failures_total";
 pub const BACKLOG_ROWS: &str = "tally_app_stats_backlog_rows";
 pub const TRACKED_SESSIONS: &str = "tally_app_stats_tracked_sessions";
-pub const FLUSH_SECONDS: &str = "tally_app_stats_last_flush_seconds";
+pub const FLUSH_SECONDS: &str = "tally_app_stats_last_flush_duration_seconds";
 pub const BOUNDARY_TRACKED: &str = "tally_boundary_requests_tracked_total";
 pub const BOUNDARY_PENDING: &str = "tally_boundary_requests_pending";
 pub const BOUNDARY_FLUSH_FAILURES: &str = "tally_boundary_flush_failures_total";
 pub const SNAPSHOTS_CLOSED: &str = "tally_snapshots_closed_total";
 pub const SNAPSHOTS_PUBLISHED: &str = "tally_snapshots_published_total";
-pub const SNAPSHOT_PUBLISH_FAILURES: &str = "tally_snapshot_publish_failures_total";
+pub const SNAPSHOT_PUBLISH_FAILURES: &str = "tally_snapshots_publish_failures_total";
 pub const HTTP_REQUESTS: &str = "tally_http_requests_total";
 pub const STORE_UP: &str = "tally_store_up";
+pub const HTTP_REQUEST_SECONDS: &str = "tally_http_request_duration_seconds";
 pub const STORE_CALL_SECONDS: &str = "tally_store_call_duration_seconds";
+
+/// Bucket bounds of [`HTTP_REQUEST_SECONDS`]: from an ingest answered in
+/// memory (well under a millisecond) to the default request timeout.
+const HTTP_REQUEST_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
 
 /// Bucket bounds of [`STORE_CALL_SECONDS`]: a millisecond up to the longest
 /// store timeout one would set.
@@ -42,6 +56,8 @@ pub fn handle() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE.get_or_init(|| {
         let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Full(HTTP_REQUEST_SECONDS.into()), HTTP_REQUEST_BUCKETS)
+            .expect("the HTTP request buckets are not empty")
             .set_buckets_for_metric(Matcher::Full(STORE_CALL_SECONDS.into()), STORE_CALL_BUCKETS)
             .expect("the store call buckets are not empty")
             .build_recorder();
@@ -50,8 +66,24 @@ pub fn handle() -> &'static PrometheusHandle {
             tracing::warn!("a metrics recorder was already installed; /metrics will be empty");
         }
         describe();
+        process().describe();
         handle
     })
+}
+
+/// The process's CPU, memory, open files and start time, read at scrape time.
+fn process() -> &'static metrics_process::Collector {
+    static PROCESS: OnceLock<metrics_process::Collector> = OnceLock::new();
+    PROCESS.get_or_init(metrics_process::Collector::default)
+}
+
+/// The Prometheus text of a scrape: the registry after the collector's,
+/// tracker's and process's current figures are copied in.
+pub fn render(collector: &CollectorStats, pending: &PendingUsage) -> String {
+    let handle = handle();
+    record_state(collector, pending);
+    process().collect();
+    handle.render()
 }
 
 fn describe() {
@@ -89,6 +121,11 @@ fn describe() {
     );
     describe_counter!(SNAPSHOT_PUBLISH_FAILURES, "Failed snapshot deliveries.");
     describe_counter!(HTTP_REQUESTS, "HTTP requests by method, route and status.");
+    describe_histogram!(
+        HTTP_REQUEST_SECONDS,
+        metrics::Unit::Seconds,
+        "Time to answer HTTP requests in seconds, by method, route and status class (2xx, 4xx...)."
+    );
     describe_gauge!(
         STORE_UP,
         "1 when the last store call of the background loops succeeded, 0 when it failed."

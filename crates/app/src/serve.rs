@@ -24,6 +24,7 @@ use crate::http::{AppState, router};
 use crate::loops::{Background, LoopSettings, WatchedReporter, to_time};
 use crate::metrics::StoreMetrics;
 use crate::sink::{HttpSink, LogSink};
+use crate::store::Opened;
 
 /// Runs the server until SIGTERM or Ctrl-C. Start-up problems are
 /// [`ConfigError`]s (exit code 2).
@@ -43,7 +44,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let _ = crate::metrics::handle();
 
     let database_url = args.database_url.as_ref().map(|s| s.expose());
-    let store = open_store_in_time(database_url, args.connect_timeout).await?;
+    let opened = open_store_in_time(database_url, &args).await?;
+    let store = opened.store;
     // Every call from here on (loops, shutdown flushes, reads) ends within
     // the store timeout: a blackholed database shows as unavailable.
     // Each call is timed too, the timeout included.
@@ -56,6 +58,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .await
         .map_err(|e| ConfigError(format!("cannot listen on {}: {e}", args.listen)))?;
     let addr = listener.local_addr()?;
+    let metrics_listener = match args.metrics_listen {
+        Some(at) => Some(
+            tokio::net::TcpListener::bind(at)
+                .await
+                .map_err(|e| ConfigError(format!("--metrics-listen: cannot listen on {at}: {e}")))?,
+        ),
+        None => None,
+    };
 
     let replica_id = args.replica_id.unwrap_or_else(Uuid::new_v4);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
@@ -112,15 +122,21 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         sink = args.telemetry_url.as_deref().unwrap_or("log"),
         tokens = tokens.len(),
         body_limit = args.body_limit,
+        access_log = args.access_log,
+        migrate = !args.no_migrate,
         "configuration"
     );
     if tokens.is_empty() {
         tracing::warn!("no API tokens configured (--tokens / TALLY_TOKENS): every API call will be refused");
     }
-    let app = router(
-        AppState::new(store, collector.clone(), tracker, tokens, args.body_limit),
-        args.request_timeout,
-    );
+    let state = AppState::new(store, collector.clone(), tracker, tokens, args.body_limit)
+        .with_readiness(opened.readiness)
+        .with_access_log(args.access_log);
+    let metrics_server = match metrics_listener {
+        Some(listener) => Some(serve_metrics(listener, state.clone())?),
+        None => None,
+    };
+    let app = router(state, args.request_timeout);
 
     let collector_loop = collector.spawn();
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -169,6 +185,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         }
     }
 
+    if let Some(metrics_server) = metrics_server {
+        metrics_server.abort();
+    }
     tracing::info!("requests drained");
     // Everything accepted is now in the collector and tracker: stop the loops
     // and write it out.
@@ -238,6 +257,12 @@ pub fn check(args: &ServeArgs) -> Result<Tokens, ConfigError> {
             "--telemetry-ca-file needs an https:// --telemetry-url".into(),
         ));
     }
+    if args.metrics_listen == Some(args.listen) && args.listen.port() != 0 {
+        return Err(ConfigError(format!(
+            "--metrics-listen ({}) must differ from --listen: it is a second address, serving only /metrics",
+            args.listen
+        )));
+    }
     if args.rollup_window < Duration::from_secs(1) {
         return Err(ConfigError("--rollup-window must be at least 1s".into()));
     }
@@ -252,12 +277,30 @@ pub fn check(args: &ServeArgs) -> Result<Tokens, ConfigError> {
     Ok(tokens)
 }
 
-/// Opens the store within `timeout`, waiting for a database that is down or
-/// still starting; every failure is a configuration error.
-async fn open_store_in_time(url: Option<&str>, timeout: Duration) -> Result<Arc<dyn Store>, ConfigError> {
+/// Serves `/metrics` without a token on `listener` until aborted: a scrape
+/// holds nothing that must finish, so shutdown just stops it.
+fn serve_metrics(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let addr = listener.local_addr()?;
+    let app = crate::http::metrics_router(state);
+    tracing::info!(%addr, "metrics at http://{addr}/metrics");
+    Ok(tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "metrics listener stopped");
+        }
+    }))
+}
+
+/// Opens the store within `--connect-timeout`, waiting for a database that
+/// is down or still starting; every failure is a configuration error.
+async fn open_store_in_time(url: Option<&str>, args: &ServeArgs) -> Result<Opened, ConfigError> {
     let what = url.map(redact_database_url).unwrap_or_default();
-    match crate::store::patiently(timeout, || crate::store::open_store(url)).await {
-        Some(Ok(store)) => Ok(store),
+    let timeout = args.connect_timeout;
+    let open = || crate::store::open_for_serve(url, !args.no_migrate, args.store_timeout);
+    match crate::store::patiently(timeout, open).await {
+        Some(Ok(opened)) => Ok(opened),
         Some(Err(e)) => Err(ConfigError(format!("{e:#}"))),
         None => Err(ConfigError(format!(
             "cannot open the database {what}: not reachable within {} (is it running, is the URL right?)",

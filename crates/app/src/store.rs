@@ -11,7 +11,8 @@ use tally_domain::error::StoreError;
 use tally_domain::ports::Store;
 use tally_domain::retry::Backoff;
 
-use crate::config::{check_database_url, redact_database_url};
+use crate::config::{ConfigError, check_database_url, redact_database_url};
+use crate::ready::{AlwaysReady, PgReadiness, Readiness};
 
 /// How long a store call waits for a pool connection before it fails. Short,
 /// so that a database outage shows within seconds (a failed flush is
@@ -31,11 +32,66 @@ pub async fn open_store(database_url: Option<&str>) -> anyhow::Result<Arc<dyn St
     }
 }
 
+/// What `serve` runs on: the store and its readiness check.
+pub struct Opened {
+    pub store: Arc<dyn Store>,
+    pub readiness: Arc<dyn Readiness>,
+}
+
+impl std::fmt::Debug for Opened {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Opened").finish_non_exhaustive()
+    }
+}
+
+/// [`open_store`] for `serve`. With `migrate` false the schema is left as
+/// it is and must already be current: a pending, failed or changed
+/// migration is a [`ConfigError`] (the replica does not start). The
+/// readiness check's calls end within `store_timeout`.
+pub async fn open_for_serve(
+    database_url: Option<&str>,
+    migrate: bool,
+    store_timeout: Duration,
+) -> anyhow::Result<Opened> {
+    let Some(url) = database_url else {
+        return Ok(Opened {
+            store: Arc::new(MemoryStore::new()),
+            readiness: Arc::new(AlwaysReady),
+        });
+    };
+    let store = connect_postgres_with(url, migrate).await?;
+    if !migrate {
+        let status = store
+            .migration_status()
+            .await
+            .with_context(|| format!("cannot read the migrations of {}", redact_database_url(url)))?;
+        if !status.is_current() {
+            return Err(ConfigError(format!(
+                "--no-migrate: the database {} is not ready for this tally: {}; apply them with `tally migrate` first",
+                redact_database_url(url),
+                status.summary()
+            ))
+            .into());
+        }
+        tracing::info!(database = %redact_database_url(url), "{}", status.summary());
+    }
+    Ok(Opened {
+        readiness: Arc::new(PgReadiness::new(store.clone(), store_timeout)),
+        store: Arc::new(store),
+    })
+}
+
 /// Connects to PostgreSQL and applies pending migrations.
 pub async fn connect_postgres(url: &str) -> anyhow::Result<PgStore> {
+    connect_postgres_with(url, true).await
+}
+
+/// Connects to PostgreSQL, applying pending migrations if `migrate`.
+pub async fn connect_postgres_with(url: &str, migrate: bool) -> anyhow::Result<PgStore> {
     check_database_url(url)?;
     let options = PgStoreOptions {
         acquire_timeout: ACQUIRE_TIMEOUT,
+        migrate,
         ..PgStoreOptions::default()
     };
     PgStore::connect_with(url, options)

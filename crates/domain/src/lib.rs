@@ -11,5 +11,6 @@ pub mod clock;
 pub mod error;
 pub mod ports;
 pub mod retry;
+pub mod schema;
 pub mod telemetry;
 pub mod usage;

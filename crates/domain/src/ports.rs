@@ -106,9 +106,11 @@ declare::store_ports! {
         needs(Create TelemetryLock, Read BoundaryUsage, Delete BoundaryUsage, Create TelemetrySnapshot)
         async fn close_period(&self, close: &PeriodClose) -> Result<PeriodCloseOutcome, StoreError>;
 
-        /// Claims up to `limit` unpublished snapshots whose claim is free or has
-        /// expired, for `lease`, oldest period first. A claim keeps two replicas
-        /// from publishing the same snapshot at once.
+        /// Claims up to `limit` unpublished snapshots whose claim is free, has
+        /// expired or is `claimer`'s own, for `lease`, oldest period first. A
+        /// claim keeps two replicas from publishing the same snapshot at once;
+        /// a claimer's own unexpired claim can only be left over from one of its
+        /// earlier rounds (it runs one at a time), so it is taken back at once.
         needs(Update TelemetrySnapshot)
         async fn claim_unpublished_snapshots(
             &self,

@@ -16,12 +16,14 @@ fn ids_of(snapshots: &[Snapshot]) -> Vec<Uuid> {
 /// Claims take the oldest unpublished snapshots whose claim is free or
 /// expired (`claimed_until <= now`); a failed publish gives the claim back
 /// and counts the attempt; a published snapshot is never claimed again.
+/// (A claimer's own claims are claimable by it: see the next case; here a
+/// third claimer looks at the others' leases.)
 pub async fn outbox_claims_leases_publishes_and_retries(store: Arc<dyn Store>) {
     let store = &*store;
     let s1 = must_close(store, 1).await;
     let s2 = must_close(store, 2).await;
     let s3 = must_close(store, 3).await;
-    let (c1, c2) = (Uuid::new_v4(), Uuid::new_v4());
+    let (c1, c2, c3) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
     let now = period(4).end;
     let lease = secs(60);
     let claim = |claimer, at, limit| store.claim_unpublished_snapshots(claimer, at, lease, limit);
@@ -33,12 +35,12 @@ pub async fn outbox_claims_leases_publishes_and_retries(store: Arc<dyn Store>) {
         "oldest first"
     );
     assert_eq!(claim(c2, now, 10).await.unwrap(), vec![s3.clone()], "the rest");
-    assert_eq!(claim(c2, now + secs(59), 10).await.unwrap(), vec![], "all leased");
+    assert_eq!(claim(c3, now + secs(59), 10).await.unwrap(), vec![], "all leased");
 
     // Only the claimer can give a claim back.
     store.release_snapshot_claim(s1.id, c2, "not mine").await.unwrap();
     assert_eq!(
-        claim(c2, now + secs(30), 10).await.unwrap(),
+        claim(c3, now + secs(30), 10).await.unwrap(),
         vec![],
         "a stranger released a claim"
     );
@@ -47,7 +49,7 @@ pub async fn outbox_claims_leases_publishes_and_retries(store: Arc<dyn Store>) {
         .release_snapshot_claim(s2.id, c1, "sink answered 500")
         .await
         .unwrap();
-    let retried = claim(c2, now + secs(30), 10).await.unwrap();
+    let retried = claim(c3, now + secs(30), 10).await.unwrap();
     assert_eq!(
         ids_of(&retried),
         vec![s2.id],
@@ -62,7 +64,7 @@ pub async fn outbox_claims_leases_publishes_and_retries(store: Arc<dyn Store>) {
         .unwrap();
 
     // s3's lease (taken at `now` by c2) ends exactly at now + 60 s; s2's
-    // (retaken at now + 30 s) runs on; s1 is published.
+    // (retaken at now + 30 s by c3) runs on; s1 is published.
     assert_eq!(ids_of(&claim(c1, now + secs(60), 10).await.unwrap()), vec![s3.id]);
     assert_eq!(
         ids_of(&claim(c1, now + mins(60), 10).await.unwrap()),
@@ -75,6 +77,60 @@ pub async fn outbox_claims_leases_publishes_and_retries(store: Arc<dyn Store>) {
     assert_eq!(
         listed.iter().map(|s| s.publish_attempts).collect::<Vec<_>>(),
         vec![0, 1, 0]
+    );
+}
+
+/// A claimer takes back its own claims before their lease ends (left by an
+/// earlier round of its own, such as a claim that applied although its
+/// caller saw the call fail), with a new lease, in order with the free
+/// ones; another claimer still waits for the lease.
+pub async fn a_claimer_takes_back_its_own_claims(store: Arc<dyn Store>) {
+    let store = &*store;
+    let s1 = must_close(store, 1).await;
+    let s2 = must_close(store, 2).await;
+    let s3 = must_close(store, 3).await;
+    let (c1, c2) = (Uuid::new_v4(), Uuid::new_v4());
+    let now = period(4).end;
+    let lease = secs(60);
+    let claim = |claimer, at, limit| store.claim_unpublished_snapshots(claimer, at, lease, limit);
+
+    assert_eq!(ids_of(&claim(c1, now, 2).await.unwrap()), vec![s1.id, s2.id]);
+    assert_eq!(claim(c2, now + secs(1), 10).await.unwrap(), vec![s3.clone()]);
+    assert_eq!(
+        claim(c1, now + secs(1), 10).await.unwrap(),
+        vec![s1.clone(), s2.clone()],
+        "its own, unchanged; not the other claimer's"
+    );
+    assert_eq!(
+        ids_of(&claim(c1, now + secs(2), 1).await.unwrap()),
+        vec![s1.id],
+        "oldest first, within the limit"
+    );
+    // Leases now: s1 until now + 62 s, s2 until now + 61 s (both c1's),
+    // s3 until now + 61 s (c2's).
+    assert_eq!(
+        claim(c2, now + secs(60), 10).await.unwrap(),
+        vec![s3.clone()],
+        "renewed"
+    );
+    assert_eq!(
+        ids_of(&claim(c2, now + secs(61), 10).await.unwrap()),
+        vec![s2.id, s3.id],
+        "s2's renewed lease ended; s3 is c2's"
+    );
+
+    // Published, a snapshot is nobody's to claim, its own claimer's included.
+    store
+        .mark_snapshot_published(s2.id, c2, now + secs(61))
+        .await
+        .unwrap();
+    assert_eq!(ids_of(&claim(c1, now + secs(61), 10).await.unwrap()), vec![s1.id]);
+    assert_eq!(ids_of(&claim(c2, now + secs(62), 10).await.unwrap()), vec![s3.id]);
+    let listed = store.list_snapshots(10).await.unwrap();
+    assert_eq!(
+        listed.iter().map(|s| s.publish_attempts).collect::<Vec<_>>(),
+        vec![0, 0, 0],
+        "claiming again is no attempt"
     );
 }
 

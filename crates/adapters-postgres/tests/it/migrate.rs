@@ -53,3 +53,56 @@ async fn the_schema_rejects_impossible_rows() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn the_migration_status_reads_the_history_without_writing() {
+    use tally_adapters_postgres::{MigrationState, PgStoreOptions};
+    let db = fresh_database().await;
+    let unmigrated = PgStore::connect_with(
+        &db.url,
+        PgStoreOptions {
+            migrate: false,
+            ..PgStoreOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    let known = tally_adapters_postgres::MIGRATOR.iter().count();
+    let status = unmigrated.migration_status().await.unwrap();
+    assert_eq!(status.entries.len(), known);
+    assert!(status.entries.iter().all(|e| e.state == MigrationState::Pending));
+    assert!(!status.is_current());
+    let history: Option<String> = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations')::text")
+        .fetch_one(unmigrated.pool())
+        .await
+        .unwrap();
+    assert_eq!(history, None, "reading the status created no table");
+
+    unmigrated.migrate().await.unwrap();
+    let status = unmigrated.migration_status().await.unwrap();
+    assert!(status.is_current(), "{}", status.summary());
+    assert_eq!(status.with_state("applied").count(), known);
+
+    // A newer tally's migration: listed, and the schema is still current.
+    sqlx::query(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+         VALUES (9999, 'from the future', true, '\\x00', 1)",
+    )
+    .execute(unmigrated.pool())
+    .await
+    .unwrap();
+    let status = unmigrated.migration_status().await.unwrap();
+    assert!(status.is_current(), "{}", status.summary());
+    let newer: Vec<_> = status.with_state("unknown to this tally").collect();
+    assert_eq!(newer.len(), 1);
+    assert_eq!(newer[0].name(), "9999 from the future");
+
+    // An applied migration whose file changed since: not current.
+    sqlx::query("UPDATE _sqlx_migrations SET checksum = '\\x01' WHERE version = 1")
+        .execute(unmigrated.pool())
+        .await
+        .unwrap();
+    let status = unmigrated.migration_status().await.unwrap();
+    assert!(!status.is_current());
+    assert_eq!(status.entries[0].state.label(), "modified");
+}

@@ -67,7 +67,8 @@ pub struct Setting {
     pub origin: Origin,
     /// Never shown (`hide_env_values` options).
     pub secret: bool,
-    /// A switch (`--log-json`): its value is `true` or `false`.
+    /// A switch (`--log-json`) or a boolean option (`--access-log`): its
+    /// value is `true` or `false`.
     pub switch: bool,
 }
 
@@ -238,7 +239,10 @@ fn file_keys(root: &Command) -> Vec<clap::Arg> {
         if let Some(sub) = root.find_subcommand(name) {
             for arg in sub.get_arguments() {
                 let id = arg.get_id().as_str();
-                if !matches!(id, "help" | "version" | "config") && args.iter().all(|a| a.get_id() != id) {
+                if !matches!(id, "help" | "version" | "config")
+                    && !crate::cli::COMMAND_LINE_ONLY.contains(&id)
+                    && args.iter().all(|a| a.get_id() != id)
+                {
                     args.push(arg.clone());
                 }
             }
@@ -313,6 +317,7 @@ fn settings_of(
     command
         .get_arguments()
         .filter(|a| !matches!(a.get_id().as_str(), "help" | "version" | "config"))
+        .filter(|a| !crate::cli::COMMAND_LINE_ONLY.contains(&a.get_id().as_str()))
         .map(|arg| {
             let key = arg.get_id().as_str().to_owned();
             let raw = matches
@@ -339,10 +344,21 @@ fn settings_of(
                 key,
                 origin,
                 secret: arg.is_hide_env_values_set(),
-                switch: matches!(arg.get_action(), ArgAction::SetTrue | ArgAction::SetFalse),
+                switch: is_boolean(arg),
             }
         })
         .collect()
+}
+
+/// A switch (`--log-json`) or an option taking `true` or `false`
+/// (`--access-log false`): its value is written as a TOML boolean.
+fn is_boolean(arg: &clap::Arg) -> bool {
+    matches!(arg.get_action(), ArgAction::SetTrue | ArgAction::SetFalse)
+        || arg
+            .get_possible_values()
+            .iter()
+            .map(|v| v.get_name())
+            .eq(["true", "false"])
 }
 
 #[cfg(test)]

@@ -16,6 +16,12 @@
 //! that is not UTF-8 JSON (`Content-Type`, `Content-Encoding`); 404 and 405
 //! name the path in the detail; 408 when a request (its body) does not
 //! arrive in time.
+//!
+//! A 503 or 429 carries `Retry-After` in whole seconds: the value the
+//! refusal chose ([`ApiError::with_retry_after`]), else
+//! [`DEFAULT_RETRY_AFTER`].
+
+use std::time::Duration;
 
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -34,14 +40,23 @@ pub struct ApiError {
     pub detail: Option<String>,
     /// The offending field, as a path into the request (`stats[3].requests`).
     pub field: Option<String>,
+    /// When to try again (`Retry-After`), for a 503 or 429.
+    pub retry_after: Option<Duration>,
     /// The store failure behind a 5xx, logged once when the response is made.
     cause: Option<Arc<StoreError>>,
 }
 
+/// `Retry-After` of a 503 that gives none of its own (the store is
+/// unavailable, the replica is not ready): about the time a store call
+/// takes to give up while the database is down (the pool's acquire
+/// timeout), so a retry seldom meets the same failure attempt.
+pub const DEFAULT_RETRY_AFTER: Duration = crate::store::ACQUIRE_TIMEOUT;
+
 /// Two errors are equal when a client sees them the same; the cause is for the log.
 impl PartialEq for ApiError {
     fn eq(&self, other: &Self) -> bool {
-        (self.status, &self.message, &self.field) == (other.status, &other.message, &other.field)
+        (self.status, &self.message, &self.field, self.retry_after)
+            == (other.status, &other.message, &other.field, other.retry_after)
     }
 }
 
@@ -54,12 +69,19 @@ impl ApiError {
             message: message.into(),
             detail: None,
             field: None,
+            retry_after: None,
             cause: None,
         }
     }
 
     pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
         self.detail = Some(detail.into());
+        self
+    }
+
+    /// `Retry-After` for this answer, rounded up to whole seconds (at least 1).
+    pub fn with_retry_after(mut self, after: Duration) -> Self {
+        self.retry_after = Some(after);
         self
     }
 
@@ -75,6 +97,7 @@ impl ApiError {
             message: message.into(),
             detail: Some(detail.into()),
             field: Some(field.into()),
+            retry_after: None,
             cause: None,
         }
     }
@@ -104,19 +127,22 @@ impl ApiError {
     }
 }
 
-/// The body of every error answer: `codersdk.Response`. Also read back by
-/// the tests.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+/// The body of every error answer: Coder's `codersdk.Response`.
+// Also read back by the tests.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[schema(as = codersdk::Response)]
 pub struct ErrorBody {
     pub message: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub detail: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub validations: Vec<Validation>,
 }
 
 /// `codersdk.ValidationError`.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[schema(as = codersdk::ValidationError)]
 pub struct Validation {
     pub field: String,
     pub detail: String,
@@ -169,6 +195,15 @@ impl IntoResponse for ApiError {
             }
         }
         let mut response = (self.status, Json(ErrorBody::from(&self))).into_response();
+        let retry = matches!(
+            self.status,
+            StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS
+        );
+        if let Some(after) = self.retry_after.or(retry.then_some(DEFAULT_RETRY_AFTER)) {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_seconds(after)));
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             response
                 .headers_mut()
@@ -176,6 +211,12 @@ impl IntoResponse for ApiError {
         }
         response
     }
+}
+
+/// Whole seconds, rounded up, at least 1: `Retry-After: 0` would invite an
+/// immediate retry.
+pub fn retry_after_seconds(after: Duration) -> u64 {
+    after.as_secs_f64().ceil().max(1.0) as u64
 }
 
 /// The status follows [`StoreError::kind`]; nothing is logged here (the
@@ -289,6 +330,36 @@ mod tests {
         );
         let (_, body) = body_of(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "Retry later.")).await;
         assert_eq!(body, serde_json::json!({"message": "Retry later."}));
+    }
+
+    #[tokio::test]
+    async fn refusals_to_retry_later_say_when() {
+        let header = |e: ApiError| {
+            e.into_response()
+                .headers()
+                .get(header::RETRY_AFTER)
+                .map(|v| v.to_str().unwrap().to_owned())
+        };
+        let busy = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "Busy.");
+        assert_eq!(header(busy.clone()).as_deref(), Some("5"));
+        assert_eq!(
+            header(busy.clone().with_retry_after(Duration::from_millis(30_200))).as_deref(),
+            Some("31")
+        );
+        assert_eq!(
+            header(busy.with_retry_after(Duration::from_millis(200))).as_deref(),
+            Some("1")
+        );
+        assert_eq!(
+            header(ApiError::new(StatusCode::TOO_MANY_REQUESTS, "Slow down.")).as_deref(),
+            Some("5")
+        );
+        assert_eq!(
+            header(ApiError::from(StoreError::unavailable("down"))).as_deref(),
+            Some("5")
+        );
+        assert_eq!(header(ApiError::forbidden("no")), None);
+        assert_eq!(header(ApiError::bad_param("limit", "too big")), None);
     }
 
     #[tokio::test]

@@ -9,6 +9,7 @@ use axum::http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 use tally_domain::appstats::MAX_REQUESTS_PER_REPORT;
 use tally_domain::appstats::StatsReport;
+use tally_domain::appstats::wire::whole_number;
 use tally_domain::authz::{Action, Resource};
 use uuid::Uuid;
 
@@ -16,13 +17,18 @@ use super::AppState;
 use super::auth::Caller;
 use super::body::Object;
 use super::body::{decode, read_json_body};
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
+use super::openapi::responses::{Forbidden, Unauthorized, UnsupportedMediaType};
 use crate::metrics as m;
 
-#[derive(Debug, Deserialize)]
-struct AppStatsRequest {
+/// Coder's `wsproxysdk.ReportAppStatsRequest`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(as = wsproxysdk::ReportAppStatsRequest)]
+pub struct AppStatsRequest {
+    /// The sessions, each as one report; `null` (Go's nil slice) is none.
     // Go encodes a nil slice as `null`.
     #[serde(deserialize_with = "null_as_empty")]
+    #[schema(value_type = Option<Vec<StatsReport>>, required = true)]
     stats: Vec<Object<StatsReport>>,
 }
 
@@ -41,6 +47,45 @@ pub fn decode_app_stats(bytes: &[u8]) -> Result<Vec<StatsReport>, ApiError> {
     Ok(request.stats.into_iter().map(|Object(r)| r).collect())
 }
 
+/// Report app sessions (workspace proxies).
+///
+/// Taken whole or not at all: every report is validated before any is
+/// collected. A later report of the same (user, agent, session) moves its
+/// end time and request count forward.
+#[utoipa::path(
+    post,
+    path = super::APP_STATS_PATH,
+    tag = "ingest",
+    request_body(content = AppStatsRequest, content_type = "application/json", example = json!({
+        "stats": [{
+            "user_id": "8f0c1e52-8a4f-4c1e-9d2a-5b7c3e1f0a11",
+            "workspace_id": "2b9d7f3e-41a6-4c55-8e0b-9a1d2c3e4f50",
+            "agent_id": "c4e5f6a7-b8c9-4dab-8ecf-0a1b2c3d4e5f",
+            "access_method": "path",
+            "slug_or_port": "code-server",
+            "session_id": "5d6e7f80-9a1b-4c2d-8e3f-4a5b6c7d8e9f",
+            "session_started_at": "2026-11-25T06:40:12.123456789Z",
+            "session_ended_at": "0001-01-01T00:00:00Z",
+            "requests": 12
+        }]
+    })),
+    security(("bearer" = []), ("coder_session_token" = []), ("coder_external_proxy_token" = [])),
+    extensions(("x-tally-roles" = json!(["proxy"]))),
+    responses(
+        (status = 204, description = "Every report was taken (or there were none)."),
+        (status = 400, description = "`Invalid request body.`: the validation names the field \
+            (`stats[3].requests`, `body`).", body = ErrorBody),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 413, description = "`Request body too large.` (field `body`, past \
+            `--body-limit`) or `Too many app stats in one request.` (field `stats`: more \
+            than `--max-buffered` could ever hold; split the request).", body = ErrorBody),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 503, description = "`Too many app stats buffered; retry later.`: the \
+            collector's buffer is full (the store may be down); nothing was taken.",
+            body = ErrorBody),
+    ),
+)]
 pub async fn app_stats(
     State(state): State<AppState>,
     caller: Caller,
@@ -77,7 +122,10 @@ pub async fn app_stats(
             StatusCode::SERVICE_UNAVAILABLE,
             "Too many app stats buffered; retry later.",
         )
-        .with_detail("the collector's buffer (--max-buffered) is full; the store may be unavailable"));
+        .with_detail("the collector's buffer (--max-buffered) is full; the store may be unavailable")
+        // Room comes back when the buffer is flushed, every report interval:
+        // by then at least one flush has begun since this refusal.
+        .with_retry_after(state.collector.report_interval()));
     }
     Ok(StatusCode::NO_CONTENT)
 }
@@ -97,14 +145,89 @@ enum Decision {
     Deny,
 }
 
+/// Either `logs`, the decisions one by one, or the counts `allowed` and
+/// `denied` (either may be left out, meaning 0); never both kinds.
 #[derive(Debug, Deserialize)]
-struct BoundaryLogsRequest {
+pub struct BoundaryLogsRequest {
     workspace_id: Uuid,
     owner_id: Uuid,
+    #[serde(default, deserialize_with = "whole_number::option")]
     allowed: Option<u64>,
+    #[serde(default, deserialize_with = "whole_number::option")]
     denied: Option<u64>,
     logs: Option<Vec<Object<BoundaryLog>>>,
 }
+
+impl utoipa::PartialSchema for BoundaryLogsRequest {
+    /// What [`decode_boundary_logs`] takes. The either-or rule is a
+    /// `oneOf` (a value given as `null` counts as left out, as in serde).
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+        use serde_json::json;
+        use tally_domain::schema::{non_nil_uuid, with_keywords};
+        use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+        let count = json!({
+            "type": ["integer", "null"],
+            "minimum": 0,
+            "maximum": MAX_REQUESTS_PER_REPORT,
+        });
+        let logs = json!({
+            "type": ["array", "null"],
+            "description": "One entry per decision; other members of an entry are ignored.",
+            "items": {
+                "type": "object",
+                "required": ["decision"],
+                "properties": {
+                    "decision": {"type": "string", "enum": ["allow", "deny", "allowed", "denied"]}
+                }
+            }
+        });
+        let base = ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .description(Some(
+                "Boundary decisions of one workspace: either `logs`, the decisions one by one, \
+                 or the counts `allowed` and `denied` (a count left out is 0), never both.",
+            ))
+            .property("workspace_id", non_nil_uuid())
+            .property("owner_id", non_nil_uuid())
+            .required("workspace_id")
+            .required("owner_id")
+            .build();
+        let either = json!([
+            {
+                "title": "decisions",
+                "required": ["logs"],
+                "properties": {"logs": {"type": "array"}, "allowed": {"type": "null"}, "denied": {"type": "null"}}
+            },
+            {
+                "title": "counts",
+                "properties": {"logs": {"type": "null"}},
+                "anyOf": [
+                    {"required": ["allowed"], "properties": {"allowed": {"type": "integer"}}},
+                    {"required": ["denied"], "properties": {"denied": {"type": "integer"}}}
+                ]
+            }
+        ]);
+        // utoipa's schema has no `oneOf` beside `properties`, nor type
+        // unions with constraints on an object's members: written as keywords.
+        let mut object = with_keywords(base, [("oneOf", either)]);
+        for (name, schema) in [("allowed", count.clone()), ("denied", count), ("logs", logs)] {
+            object.properties.insert(name.to_owned(), raw(schema));
+        }
+        Schema::Object(object).into()
+    }
+}
+
+/// A schema given as JSON: an empty object carrying every keyword.
+fn raw(schema: serde_json::Value) -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    let serde_json::Value::Object(keywords) = schema else {
+        unreachable!("a schema is a JSON object")
+    };
+    let mut object = utoipa::openapi::schema::Object::new();
+    object.extensions = Some(keywords.into_iter().collect());
+    utoipa::openapi::Schema::Object(object).into()
+}
+
+impl utoipa::ToSchema for BoundaryLogsRequest {}
 
 /// A validated boundary logs request: what to track.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -161,6 +284,31 @@ pub fn decode_boundary_logs(bytes: &[u8]) -> Result<BoundaryBatch, ApiError> {
     })
 }
 
+/// Report boundary decisions (workspace agents).
+///
+/// Counted once each in the current telemetry period's usage.
+#[utoipa::path(
+    post,
+    path = super::BOUNDARY_LOGS_PATH,
+    tag = "ingest",
+    request_body(content = BoundaryLogsRequest, content_type = "application/json", example = json!({
+        "workspace_id": "2b9d7f3e-41a6-4c55-8e0b-9a1d2c3e4f50",
+        "owner_id": "8f0c1e52-8a4f-4c1e-9d2a-5b7c3e1f0a11",
+        "logs": [{"decision": "allow"}, {"decision": "deny"}]
+    })),
+    security(("bearer" = []), ("coder_session_token" = [])),
+    extensions(("x-tally-roles" = json!(["agent"]))),
+    responses(
+        (status = 204, description = "The decisions were counted (or there were none)."),
+        (status = 400, description = "`Invalid request body.`: the validation names the field \
+            (`workspace_id`, `logs[1].decision`, `allowed`, `body`).", body = ErrorBody),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 413, description = "`Request body too large.` (field `body`, past \
+            `--body-limit`).", body = ErrorBody),
+        (status = 415, response = UnsupportedMediaType),
+    ),
+)]
 pub async fn boundary_logs(
     State(state): State<AppState>,
     caller: Caller,

@@ -4,23 +4,27 @@ pub mod auth;
 pub mod body;
 pub mod error;
 pub mod ingest;
+pub mod observe;
+pub mod openapi;
 pub mod read;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{MatchedPath, Request};
+use axum::extract::Request;
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use tally_domain::appstats::collector::StatsCollector;
 use tally_domain::boundary::tracker::BoundaryTracker;
 use tally_domain::ports::Store;
-use tower_http::trace::TraceLayer;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::config::Tokens;
+use crate::ready::{AlwaysReady, Readiness};
 use error::ApiError;
 
 pub const APP_STATS_PATH: &str = "/api/v2/workspaceproxies/me/app-stats";
@@ -28,6 +32,9 @@ pub const BOUNDARY_LOGS_PATH: &str = "/api/v2/workspaceagents/me/boundary-logs";
 pub const APP_INSIGHTS_PATH: &str = "/api/v2/insights/apps";
 pub const LAST_USED_PATH: &str = "/api/v2/workspaces/{id}/last-used";
 pub const SNAPSHOTS_PATH: &str = "/api/v2/telemetry/snapshots";
+pub const METRICS_PATH: &str = "/metrics";
+pub const HEALTHZ_PATH: &str = "/healthz";
+pub const READYZ_PATH: &str = "/readyz";
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -37,6 +44,10 @@ pub struct AppState {
     pub tracker: Arc<BoundaryTracker>,
     pub tokens: Tokens,
     pub body_limit: usize,
+    /// What `/readyz` asks.
+    pub readiness: Arc<dyn Readiness>,
+    /// Whether each request is logged (`--access-log`).
+    pub access_log: bool,
 }
 
 impl AppState {
@@ -53,7 +64,19 @@ impl AppState {
             tracker,
             tokens,
             body_limit,
+            readiness: Arc::new(AlwaysReady),
+            access_log: true,
         }
+    }
+
+    pub fn with_readiness(mut self, readiness: Arc<dyn Readiness>) -> Self {
+        self.readiness = readiness;
+        self
+    }
+
+    pub fn with_access_log(mut self, on: bool) -> Self {
+        self.access_log = on;
+        self
     }
 }
 
@@ -62,24 +85,48 @@ impl std::fmt::Debug for AppState {
         f.debug_struct("AppState")
             .field("tokens", &self.tokens)
             .field("body_limit", &self.body_limit)
+            .field("access_log", &self.access_log)
             .finish_non_exhaustive()
     }
 }
 
+/// Every route of the API, each with its description: the router and the
+/// OpenAPI document are both built from this list. A handler gets in with
+/// `#[utoipa::path]` (its method, path, parameters, bodies, statuses, roles)
+/// and one `.routes(routes!(handler))` line here; never add a route to the
+/// router any other way (`http::openapi` tests compare the two).
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(openapi::base())
+        .routes(routes!(ingest::app_stats))
+        .routes(routes!(ingest::boundary_logs))
+        .routes(routes!(read::app_insights))
+        .routes(routes!(read::last_used))
+        .routes(routes!(read::snapshots))
+        .routes(routes!(read::metrics))
+        .routes(routes!(read::healthz))
+        .routes(routes!(read::readyz))
+        .routes(routes!(openapi::openapi_json))
+}
+
 pub fn router(state: AppState, request_timeout: Duration) -> Router {
-    Router::new()
-        .route(APP_STATS_PATH, post(ingest::app_stats))
-        .route(BOUNDARY_LOGS_PATH, post(ingest::boundary_logs))
-        .route(APP_INSIGHTS_PATH, get(read::app_insights))
-        .route(LAST_USED_PATH, get(read::last_used))
-        .route(SNAPSHOTS_PATH, get(read::snapshots))
-        .route("/metrics", get(read::metrics))
-        .route("/healthz", get(read::healthz))
-        .route_layer(middleware::from_fn(count_requests))
+    let access_log = state.access_log;
+    let (routes, _) = routes().split_for_parts();
+    let routes = routes
+        .route_layer(middleware::from_fn(close_after_refused_upload))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn_with_state(request_timeout, deadline))
-        .layer(TraceLayer::new_for_http())
+        .layer(middleware::from_fn_with_state(request_timeout, deadline));
+    observe::observe(routes, access_log).with_state(state)
+}
+
+/// The router of `--metrics-listen`: `GET /metrics` without a token, for a
+/// Prometheus server on a network of its own. Not part of the API document:
+/// it is served on another address.
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route(METRICS_PATH, get(read::open_metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
 }
 
@@ -109,14 +156,7 @@ async fn deadline(
     }
 }
 
-/// Counts requests by method, matched route and status.
-async fn count_requests(request: Request, next: Next) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".to_owned());
-    let method = request.method().as_str().to_owned();
+async fn close_after_refused_upload(request: Request, next: Next) -> Response {
     // A refused upload may leave its body unread on the connection: tell an
     // HTTP/1 client not to reuse it, or its next request could hit a closing
     // connection.
@@ -129,13 +169,6 @@ async fn count_requests(request: Request, next: Next) -> Response {
             axum::http::HeaderValue::from_static("close"),
         );
     }
-    metrics::counter!(
-        crate::metrics::HTTP_REQUESTS,
-        "method" => method,
-        "route" => route,
-        "status" => response.status().as_u16().to_string(),
-    )
-    .increment(1);
     response
 }
 
@@ -148,13 +181,6 @@ async fn method_not_allowed(request: Request) -> ApiError {
 }
 
 async fn not_found(request: Request) -> ApiError {
-    metrics::counter!(
-        crate::metrics::HTTP_REQUESTS,
-        "method" => request.method().as_str().to_owned(),
-        "route" => "unmatched",
-        "status" => "404",
-    )
-    .increment(1);
     ApiError::new(StatusCode::NOT_FOUND, "Route not found.")
         .with_detail(format!("no route for {}", request.uri().path()))
 }

@@ -19,7 +19,9 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::auth::Caller;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
+use super::openapi::responses::{Forbidden, StoreFailed, StoreUnavailable, Unauthorized};
+use crate::ready::NotReady;
 
 pub const DEFAULT_SNAPSHOT_LIMIT: usize = 100;
 pub const MAX_SNAPSHOT_LIMIT: usize = 1000;
@@ -84,7 +86,7 @@ fn time_param(pairs: &[(String, String)], name: &str) -> Result<OffsetDateTime, 
 
 /// One app over the range. The field names are the route's first ones;
 /// the figures follow docs/insights.md.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AppUsageJson {
     pub access_method: AccessMethod,
     pub slug_or_port: String,
@@ -113,7 +115,7 @@ impl From<AppUsageSeries> for AppUsageJson {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AppInsights {
     #[serde(with = "time::serde::rfc3339")]
     pub from: OffsetDateTime,
@@ -122,8 +124,34 @@ pub struct AppInsights {
     pub apps: Vec<AppUsageJson>,
 }
 
-/// `GET /api/v2/insights/apps?from=RFC3339&to=RFC3339`: per app, from the
-/// usage rollup (as of its last tick), over the minutes the range touches.
+/// Usage of each app over a time range, from the usage rollup (as of its
+/// last tick).
+///
+/// The range is widened to the whole minutes it touches. Usage time is 60 s
+/// for each distinct (user, minute) inside it; sessions and requests count
+/// when the UTC hour their session started in begins inside it.
+#[utoipa::path(
+    get,
+    path = super::APP_INSIGHTS_PATH,
+    tag = "read",
+    params(
+        ("from" = OffsetDateTime, Query, description = "Start of the range (RFC 3339), at most \
+            9999-12-31T23:59:59.999999Z in UTC.", example = "2026-11-25T00:00:00Z"),
+        ("to" = OffsetDateTime, Query, description = "End of the range (RFC 3339), after `from`, \
+            at most 9999-12-31T23:59:59.999999Z in UTC.", example = "2026-11-26T00:00:00Z"),
+    ),
+    security(("bearer" = []), ("coder_session_token" = [])),
+    extensions(("x-tally-roles" = json!(["reader", "admin"]))),
+    responses(
+        (status = 200, description = "Usage by app.", body = AppInsights),
+        (status = 400, description = "`Invalid request parameters.`: the validation names the \
+            parameter (`from`, `to`, an unknown one).", body = ErrorBody),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 500, response = StoreFailed),
+        (status = 503, response = StoreUnavailable),
+    ),
+)]
 pub async fn app_insights(
     State(state): State<AppState>,
     caller: Caller,
@@ -144,15 +172,38 @@ pub async fn app_insights(
     Ok(Json(AppInsights { from, to, apps }))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct LastUsed {
     pub workspace_id: Uuid,
     /// `null` when the workspace was never used.
     #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(required = true)]
     pub last_used_at: Option<OffsetDateTime>,
 }
 
-/// `GET /api/v2/workspaces/{id}/last-used`
+/// When a workspace was last used.
+///
+/// The latest end (or, while open, the latest report) of its app sessions.
+#[utoipa::path(
+    get,
+    path = super::LAST_USED_PATH,
+    tag = "read",
+    params(
+        ("id" = Uuid, Path, description = "The workspace's id.",
+            example = "2b9d7f3e-41a6-4c55-8e0b-9a1d2c3e4f50"),
+    ),
+    security(("bearer" = []), ("coder_session_token" = [])),
+    extensions(("x-tally-roles" = json!(["reader", "admin"]))),
+    responses(
+        (status = 200, description = "Its last-used time, `null` if never used.", body = LastUsed),
+        (status = 400, description = "`Invalid request parameters.`: `workspace_id` is not a \
+            UUID, or a query parameter was given.", body = ErrorBody),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 500, response = StoreFailed),
+        (status = 503, response = StoreUnavailable),
+    ),
+)]
 pub async fn last_used(
     State(state): State<AppState>,
     caller: Caller,
@@ -172,12 +223,34 @@ pub async fn last_used(
     }))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Snapshots {
     pub snapshots: Vec<Snapshot>,
 }
 
-/// `GET /api/v2/telemetry/snapshots?limit=N`, newest period first.
+/// Boundary usage snapshots, newest period first.
+///
+/// One per closed telemetry period, published or still waiting in the outbox.
+#[utoipa::path(
+    get,
+    path = super::SNAPSHOTS_PATH,
+    tag = "read",
+    params(
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000,
+            description = "How many, newest first (default 100).", example = 10),
+    ),
+    security(("bearer" = []), ("coder_session_token" = [])),
+    extensions(("x-tally-roles" = json!(["reader", "admin"]))),
+    responses(
+        (status = 200, description = "The snapshots.", body = Snapshots),
+        (status = 400, description = "`Invalid request parameters.`: `limit` is not a whole \
+            number from 1 to 1000, or an unknown parameter was given.", body = ErrorBody),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 500, response = StoreFailed),
+        (status = 503, response = StoreUnavailable),
+    ),
+)]
 pub async fn snapshots(
     State(state): State<AppState>,
     caller: Caller,
@@ -201,20 +274,108 @@ pub async fn snapshots(
     Ok(Json(Snapshots { snapshots }))
 }
 
-/// `GET /healthz`, no token needed.
-pub async fn healthz() -> impl IntoResponse {
-    Json(serde_json::json!({"status": "ok"}))
+/// The answer of `/healthz`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Health {
+    pub status: HealthStatus,
 }
 
-/// `GET /metrics`: Prometheus text, for readers (auditor, admin).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthStatus {
+    Ok,
+}
+
+/// Liveness: the replica answers.
+///
+/// 200 whenever the process serves requests, even while the store is down
+/// (ingest is then still taken into memory).
+#[utoipa::path(
+    get,
+    path = super::HEALTHZ_PATH,
+    tag = "meta",
+    responses((status = 200, description = "Alive.", body = Health)),
+)]
+pub async fn healthz() -> Json<Health> {
+    Json(Health {
+        status: HealthStatus::Ok,
+    })
+}
+
+/// The answer of `/readyz` when ready.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Ready {
+    pub status: ReadyStatus,
+    /// What was checked, e.g. the schema version found.
+    pub detail: String,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ReadyStatus {
+    Ready,
+}
+
+/// Readiness: the store answers and its schema is current.
+///
+/// 503 says which of the two is not so; `/healthz` is the liveness probe.
+#[utoipa::path(
+    get,
+    path = super::READYZ_PATH,
+    tag = "meta",
+    responses(
+        (status = 200, description = "Ready.", body = Ready),
+        (status = 503, description = "Not ready: the store does not answer, or its schema is not current.",
+            body = ErrorBody),
+    ),
+)]
+pub async fn readyz(State(state): State<AppState>) -> Result<Json<Ready>, ApiError> {
+    match state.readiness.check().await {
+        Ok(detail) => Ok(Json(Ready {
+            status: ReadyStatus::Ready,
+            detail,
+        })),
+        Err(e @ NotReady::StoreUnavailable(_)) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Not ready: the store does not answer.",
+        )
+        .with_detail(e.to_string())),
+        Err(e @ NotReady::SchemaNotCurrent(_)) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Not ready: the database schema is not current.",
+        )
+        .with_detail(e.to_string())),
+    }
+}
+
+/// Prometheus metrics of this replica.
+///
+/// Fleet-wide figures, so they need the right to read app stats.
+#[utoipa::path(
+    get,
+    path = super::METRICS_PATH,
+    tag = "read",
+    security(("bearer" = []), ("coder_session_token" = [])),
+    extensions(("x-tally-roles" = json!(["reader", "admin"]))),
+    responses(
+        (status = 200, description = "Prometheus text exposition format 0.0.4.", body = String,
+            content_type = "text/plain; version=0.0.4; charset=utf-8"),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+    ),
+)]
 pub async fn metrics(State(state): State<AppState>, caller: Caller) -> Result<impl IntoResponse, ApiError> {
     // Metrics are fleet-wide figures, so they need the right to read app stats.
     caller.require(Action::Read, Resource::WorkspaceAppStats)?;
-    crate::metrics::record_state(&state.collector.stats(), &state.tracker.pending());
-    let body = crate::metrics::handle().render();
-    Ok((
+    Ok(open_metrics(State(state)).await)
+}
+
+/// `GET /metrics` of `--metrics-listen`, without a token.
+pub async fn open_metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let body = crate::metrics::render(&state.collector.stats(), &state.tracker.pending());
+    (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
         body,
-    ))
+    )
 }

@@ -569,10 +569,17 @@ async fn a_request_that_might_not_fit_the_buffer_is_refused_whole() {
     let (status, _) = call(&app, post(APP_STATS_PATH, "ptok", json, reports(10))).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     assert_eq!(collector.stats().collected, 10);
-    let (status, _) = call(&app, post(APP_STATS_PATH, "ptok", json, reports(4))).await;
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    let refused = app
+        .clone()
+        .oneshot(post(APP_STATS_PATH, "ptok", json, reports(4)))
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    // Retry after one report interval (the default 30s): a flush has begun by then.
+    assert_eq!(refused.headers()["retry-after"], "30");
     assert_eq!(collector.stats().collected, 10);
     assert_eq!(collector.stats().dropped, 0);
 }
 
 mod hostile;
+mod ops;

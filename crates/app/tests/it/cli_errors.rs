@@ -48,6 +48,20 @@ fn bad_options_exit_2_with_one_line() {
         (&["serve", "--listen", "localhost"], &[], "--listen"),
         (&["serve", "--rollup-window", "10ms"], &[], "--rollup-window"),
         (
+            &[
+                "serve",
+                "--listen",
+                "127.0.0.1:9",
+                "--metrics-listen",
+                "127.0.0.1:9",
+            ],
+            &[],
+            "--metrics-listen (127.0.0.1:9) must differ from --listen",
+        ),
+        (&["serve", "--metrics-listen", "here"], &[], "--metrics-listen"),
+        (&["serve", "--access-log", "maybe"], &[], "--access-log"),
+        (&["serve"], &[("TALLY_ACCESS_LOG", "no")], "--access-log"),
+        (
             &["serve", "--store-timeout", "20s", "--shutdown-timeout", "30s"],
             &[],
             "--store-timeout (20s) must be at most half of --shutdown-timeout (30s)",

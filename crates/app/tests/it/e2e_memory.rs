@@ -32,8 +32,8 @@ async fn go_shaped_reports_are_collected_and_read_back() {
         "tally_app_stats_reports_collected_total 9",
         "tally_app_stats_rows_written_total",
         "tally_app_stats_backlog_rows 0",
-        "tally_app_stats_dropped_total 0",
-        "tally_app_stats_last_flush_seconds",
+        "tally_app_stats_reports_dropped_total 0",
+        "tally_app_stats_last_flush_duration_seconds",
         "tally_http_requests_total{method=\"POST\",route=\"/api/v2/workspaceproxies/me/app-stats\",status=\"204\"} 2",
     ] {
         assert!(text.contains(name), "{name} missing in\n{text}");

@@ -226,6 +226,11 @@ impl StatsCollector {
         self.config.max_buffered / UNITS_PER_QUEUED_REPORT
     }
 
+    /// How often the buffer is flushed (and its room given back).
+    pub fn report_interval(&self) -> std::time::Duration {
+        self.config.report_interval
+    }
+
     /// Takes all of `reports` or none of them: a request is applied whole or
     /// refused whole (the caller answers "retry later"), never cut by the
     /// cap. Each report is counted at its worst case; when that does not fit,

@@ -4,7 +4,7 @@
 pub mod collector;
 pub mod reporter;
 pub mod rollup;
-mod wire;
+pub mod wire;
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -21,7 +21,9 @@ pub const MAX_REQUESTS_PER_REPORT: u64 = u32::MAX as u64;
 pub const LATEST_SESSION_TIME: OffsetDateTime = time::macros::datetime!(2262-04-11 23:47:16.854775807 UTC);
 
 /// How a user reached an app.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum AccessMethod {
     Path,
@@ -63,19 +65,34 @@ impl std::str::FromStr for AccessMethod {
 ///
 /// The JSON shape is the Go proxy's: RFC 3339 timestamps with nanoseconds, and
 /// an open session's end time sent as Go's zero time `0001-01-01T00:00:00Z`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+///
+/// The rules JSON Schema cannot state (a time's range, the end not before
+/// the start, the slug's length in bytes) are said in the field
+/// descriptions.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = codersdk::WorkspaceAppStatsReport)]
 pub struct StatsReport {
     pub user_id: Uuid,
     pub workspace_id: Uuid,
     pub agent_id: Uuid,
     pub access_method: AccessMethod,
+    /// The app's slug or the port; at most 1024 bytes of UTF-8, no NUL.
+    #[schema(max_length = 1024, pattern = "^[^\\u0000]*$")]
     pub slug_or_port: String,
+    #[schema(schema_with = crate::schema::non_nil_uuid)]
     pub session_id: Uuid,
+    /// RFC 3339, from 1970-01-01T00:00:00Z to 2262-04-11T23:47:16.854775807Z.
     #[serde(with = "wire::go_time")]
     pub session_started_at: OffsetDateTime,
-    /// `None` while the session is open.
+    /// RFC 3339, not before `session_started_at` and not after
+    /// 2262-04-11T23:47:16.854775807Z; Go's zero time
+    /// `0001-01-01T00:00:00Z` (any offset), `null` or no value at all for
+    /// a session still open.
     #[serde(with = "wire::go_time_opt", default)]
     pub session_ended_at: Option<OffsetDateTime>,
+    /// Requests of the session so far (cumulative).
+    #[serde(deserialize_with = "wire::whole_number::deserialize")]
+    #[schema(maximum = 4294967295u64)]
     pub requests: u64,
 }
 

@@ -43,7 +43,7 @@ pub enum FlushOutcome {
 }
 
 /// Totals of one period across all replicas, with exact unique counts.
-#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, utoipa::ToSchema)]
 pub struct BoundaryUsageSummary {
     pub unique_workspaces: u64,
     pub unique_users: u64,
@@ -53,7 +53,9 @@ pub struct BoundaryUsageSummary {
     pub replicas: u64,
     /// Earliest and latest tracking time of the flushed deltas, if any.
     #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(required = true)]
     pub tracked_from: Option<OffsetDateTime>,
     #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(required = true)]
     pub tracked_to: Option<OffsetDateTime>,
 }

@@ -75,7 +75,7 @@ pub enum PeriodCloseOutcome {
 }
 
 /// One published (or to-be-published) aggregate of a period.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct Snapshot {
     pub id: Uuid,
     pub event_type: String,
@@ -88,6 +88,7 @@ pub struct Snapshot {
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(required = true)]
     pub published_at: Option<OffsetDateTime>,
     /// Failed delivery attempts so far.
     pub publish_attempts: u32,

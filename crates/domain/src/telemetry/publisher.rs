@@ -8,7 +8,14 @@
 //! A round stops sending once half its lease has gone: a delivery started
 //! before then ends (sink timeouts and retries included) well before the
 //! lease does, so another replica never takes over a claim that is still
-//! being sent. What the round did not reach is claimed again after the lease.
+//! being sent. What the round did not reach is claimed again after the lease
+//! by other replicas, and at once by the same claimer's next round.
+//!
+//! A claimer takes back its own claims: one replica runs one round at a
+//! time, so a claim of its own that it meets was left by a round that has
+//! ended (a store error mid-round, or a claim that applied on the server
+//! after the call had given up on it, as after a network freeze). Waiting
+//! for the lease would leave those snapshots unpublished for minutes.
 
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
@@ -36,9 +43,13 @@ pub struct PublishRound {
 /// published at the time its delivery succeeded.
 ///
 /// A store error ends the round at once and is returned; snapshots still
-/// claimed by it become free again when their lease expires. If marking a
-/// delivered snapshot fails it is delivered again later: delivery is at
-/// least once, and the snapshot id lets the receiver drop a repeat.
+/// claimed by it go out in `claimer`'s next round (other claimers wait for
+/// the lease). If marking a delivered snapshot fails it is delivered again
+/// later: delivery is at least once, and the snapshot id lets the receiver
+/// drop a repeat.
+///
+/// Never run two rounds with the same `claimer` at once: each would take
+/// the other's claims.
 pub async fn publish_pending<S: TelemetryStore + ?Sized, K: SnapshotSink + ?Sized>(
     store: &S,
     sink: &K,

@@ -181,6 +181,43 @@ fn migrate_reads_its_own_keys_and_skips_serves() {
 }
 
 #[test]
+fn migrate_status_is_taken_from_the_command_line_only() {
+    let loaded = load_file(
+        &["migrate", "--status"],
+        Some("database_url = \"postgres://db/t\"\n"),
+    )
+    .unwrap();
+    assert!(matches!(loaded.cli.command, Cmd::Migrate(a) if a.status));
+    assert!(loaded.effective.settings.iter().all(|s| s.key != "status"));
+    // In a file (shared with serve) it is no setting: a migration step
+    // reading that file must still migrate.
+    let err = config_error(load_file(
+        &["migrate"],
+        Some("database_url = \"postgres://db/t\"\nstatus = true\n"),
+    ));
+    assert!(err.contains("unknown key status"), "{err}");
+}
+
+#[test]
+fn the_access_log_is_a_boolean_option() {
+    let a = serve(load_file(&["serve"], None).unwrap());
+    assert!(a.access_log && !a.no_migrate && a.metrics_listen.is_none());
+    let a = serve(load_file(&["serve", "--access-log", "false"], None).unwrap());
+    assert!(!a.access_log);
+    let loaded = load_file(
+        &["serve"],
+        Some("access_log = false\nno_migrate = true\nmetrics_listen = \"127.0.0.1:9100\"\n"),
+    )
+    .unwrap();
+    assert!(matches!(origin(&loaded, "access_log"), Origin::File(_)));
+    let a = serve(loaded);
+    assert!(!a.access_log && a.no_migrate);
+    assert_eq!(a.metrics_listen, Some("127.0.0.1:9100".parse().unwrap()));
+    let err = config_error(load_file(&["serve"], Some("access_log = \"sometimes\"\n")));
+    assert!(err.contains("access_log"), "{err}");
+}
+
+#[test]
 fn tally_config_takes_serves_options() {
     let loaded = load_file(&["config", "--batch-size", "9"], Some("log_json = true\n")).unwrap();
     assert_eq!(loaded.effective.command, "config");
@@ -206,6 +243,10 @@ fn options_follow_the_naming_conventions() {
                 continue;
             }
             assert_eq!(arg.get_long(), Some(id.replace('_', "-").as_str()), "{name} {id}");
+            if crate::cli::COMMAND_LINE_ONLY.contains(&id) {
+                assert_eq!(arg.get_env(), None, "{name} {id} is read from its flag only");
+                continue;
+            }
             assert_eq!(
                 arg.get_env().and_then(|e| e.to_str()),
                 Some(format!("TALLY_{}", id.to_ascii_uppercase()).as_str()),

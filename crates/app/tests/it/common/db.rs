@@ -21,14 +21,17 @@ pub struct SnapshotRow {
     pub published: bool,
     pub published_at: Option<OffsetDateTime>,
     pub attempts: i32,
+    /// The replica holding a claim on it, and until when.
+    pub claimed_by: Option<Uuid>,
+    pub claimed_until: Option<OffsetDateTime>,
 }
 
 /// Every snapshot, oldest period first.
 pub async fn snapshots(pool: &sqlx::PgPool) -> Vec<SnapshotRow> {
     sqlx::query(
         "SELECT id, period_start, period_end, created_at, unique_workspaces, unique_users, allowed_requests, \
-         denied_requests, replicas, published_at IS NOT NULL AS published, published_at, publish_attempts \
-         FROM telemetry_snapshots ORDER BY period_end",
+         denied_requests, replicas, published_at IS NOT NULL AS published, published_at, publish_attempts, \
+         claimed_by, claimed_until FROM telemetry_snapshots ORDER BY period_end",
     )
     .fetch_all(pool)
     .await
@@ -47,6 +50,8 @@ pub async fn snapshots(pool: &sqlx::PgPool) -> Vec<SnapshotRow> {
         published: r.get("published"),
         published_at: r.get("published_at"),
         attempts: r.get("publish_attempts"),
+        claimed_by: r.get("claimed_by"),
+        claimed_until: r.get("claimed_until"),
     })
     .collect()
 }

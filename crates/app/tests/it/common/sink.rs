@@ -27,6 +27,16 @@ pub struct Received {
     pub refused_keys: HashMap<String, u64>,
     /// The time-based outage `[from, until)`, if one was set.
     pub outage: Option<(OffsetDateTime, OffsetDateTime)>,
+    /// Run once, on the next accepted request, before it is answered.
+    on_accept: Option<OnAccept>,
+}
+
+struct OnAccept(Box<dyn FnOnce() + Send>);
+
+impl std::fmt::Debug for OnAccept {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OnAccept")
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -58,6 +68,12 @@ impl Sink {
 
     pub fn url(&self) -> String {
         format!("http://{}/snapshots", self.addr)
+    }
+
+    /// Runs `f` on the next accepted request, before the replica gets its
+    /// answer (so before it can mark the snapshot published).
+    pub fn on_next_accept(&self, f: impl FnOnce() + Send + 'static) {
+        self.received.lock().on_accept = Some(OnAccept(Box::new(f)));
     }
 
     /// From now on, refuses every request for `length`; returns when it ends
@@ -93,5 +109,8 @@ async fn receive(
     let body = serde_json::from_slice(&body).expect("the sink gets JSON");
     received.accepted.push((key, body));
     received.accepted_at.push(now);
+    if let Some(OnAccept(f)) = received.on_accept.take() {
+        f();
+    }
     StatusCode::NO_CONTENT
 }

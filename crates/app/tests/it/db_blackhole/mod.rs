@@ -242,6 +242,51 @@ async fn a_blackholed_database_is_reported_retried_and_loses_nothing() {
     drop(db);
 }
 
+/// The network freezes the moment the sink accepts a snapshot, before the
+/// replica can mark it published: the mark times out and the round ends
+/// holding its claim. Once the network heals the replica sends it again
+/// (same id and body) and marks it, in seconds, not after the 5-minute
+/// claim lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_freeze_between_delivery_and_mark_delays_the_snapshot_only_until_the_thaw() {
+    let _serial = SERIAL.lock().await;
+    let db = tally_tests::pg::fresh_database().await;
+    let proxy = Proxy::start(server_of(&db.url)).await;
+    let url = through(&db.url, proxy.addr);
+    let sink = sink::Sink::start(0).await;
+    let server = replica(&url, &sink, &[]);
+
+    let frozen = std::sync::Arc::new(tokio::sync::Notify::new());
+    let freeze = proxy.freezer();
+    let told = frozen.clone();
+    sink.on_next_accept(move || {
+        freeze();
+        told.notify_one();
+    });
+    tokio::time::timeout(Duration::from_secs(15), frozen.notified())
+        .await
+        .expect("no snapshot delivered");
+    // Longer than the store timeout: the mark gives up.
+    tokio::time::sleep(STORE_TIMEOUT + Duration::from_secs(1)).await;
+    proxy.unfreeze();
+    let healed = OffsetDateTime::now_utc();
+
+    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    let rows = check::published_after(&pool, healed, Duration::from_secs(15)).await;
+    let logs = check::stop_cleanly(vec![server]).await;
+    assert!(
+        logs[0].contains("store call mark_snapshot_published timed out after 2s"),
+        "the freeze did not catch the mark:\n{}",
+        logs[0]
+    );
+    let repeats = check::delivered(&sink, &rows);
+    eprintln!("{} snapshots, {repeats} delivered again", rows.len());
+    check::one_snapshot_per_period(&rows);
+    pool.close().await;
+    drop(proxy);
+    drop(db);
+}
+
 /// SIGTERM while the database is blackholed: the final flushes time out,
 /// are retried within the shutdown timeout, and succeed once the network
 /// heals; the replica exits 0 with nothing lost.

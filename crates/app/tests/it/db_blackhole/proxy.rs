@@ -49,6 +49,14 @@ impl Proxy {
         self.frozen.send_replace(true);
     }
 
+    /// A handle that freezes this proxy when called, from anywhere.
+    pub fn freezer(&self) -> impl FnOnce() + Send + 'static {
+        let frozen = self.frozen.clone();
+        move || {
+            frozen.send_replace(true);
+        }
+    }
+
     /// Delivers what was held back and forwards again.
     pub fn unfreeze(&self) {
         self.frozen.send_replace(false);

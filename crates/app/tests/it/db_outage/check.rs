@@ -75,19 +75,34 @@ pub fn delivered(sink: &Sink, rows: &[SnapshotRow]) -> usize {
     repeats
 }
 
-/// Waits until a period that started at or after `load_ended` is closed (so
-/// the snapshots hold everything) and every snapshot is published.
+/// Waits until a period that started at or after `after` (the end of the
+/// load: the snapshots then hold everything) is closed and every snapshot
+/// is published. On a
+/// timeout the outbox is shown, claims included.
 pub async fn published_after(
     pool: &sqlx::PgPool,
-    load_ended: OffsetDateTime,
+    after: OffsetDateTime,
     within: Duration,
 ) -> Vec<SnapshotRow> {
-    crate::common::eventually(within, "a period after the load, published", || async move {
+    let deadline = std::time::Instant::now() + within;
+    loop {
         let rows = snapshots(pool).await;
-        let closed_after = rows.iter().any(|r| r.period_start >= load_ended);
-        (closed_after && rows.iter().all(|r| r.published)).then_some(rows)
-    })
-    .await
+        let closed_after = rows.iter().any(|r| r.period_start >= after);
+        if closed_after && rows.iter().all(|r| r.published) {
+            for r in &rows {
+                assert_eq!(r.claimed_by, None, "a published snapshot still claimed: {r:#?}");
+                assert_eq!(r.claimed_until, None, "{r:#?}");
+            }
+            return rows;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for a period after {after}, and every snapshot, published; \
+             at {}, the outbox: {rows:#?}",
+            OffsetDateTime::now_utc()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Stops every replica with SIGTERM: each exits 0 after a complete

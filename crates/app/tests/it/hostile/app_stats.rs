@@ -166,14 +166,16 @@ pub fn cases(now: OffsetDateTime) -> Vec<Case> {
     ));
 
     // Negative and overflowing counts; 2^32 is past what one report may
-    // carry so that rolled-up sums fit the store's signed 64-bit columns.
+    // carry so that rolled-up sums fit the store's signed 64-bit columns. A
+    // whole number in another notation (`1e3`, `12.0`) is a count, as JSON
+    // Schema's integer has it; 2^32 written so is still too large.
     for raw in [
         "-1",
         "-9223372036854775808",
         "18446744073709551616",
         "1e400",
         "1.5",
-        "1e3",
+        "4.294967296e9",
     ] {
         cases.push(post(
             &format!("requests {raw}"),

@@ -83,7 +83,7 @@ pub async fn stored(target: &Target) -> Stored {
     let text = target.metrics().await;
     Stored {
         collected: metric(&text, "tally_app_stats_reports_collected_total"),
-        dropped: metric(&text, "tally_app_stats_dropped_total"),
+        dropped: metric(&text, "tally_app_stats_reports_dropped_total"),
         allowed: metric(
             &text,
             "tally_boundary_requests_tracked_total{decision=\"allowed\"}",

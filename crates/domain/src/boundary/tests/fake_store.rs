@@ -62,6 +62,8 @@ struct Inner {
     outbox: Vec<Outboxed>,
     flush_faults: VecDeque<Fault>,
     close_faults: VecDeque<Fault>,
+    claim_faults: VecDeque<Fault>,
+    mark_faults: VecDeque<Fault>,
 }
 
 impl Inner {
@@ -107,6 +109,23 @@ impl FakeStore {
     /// The next `close_period` call fails this way.
     pub fn fail_next_close(&self, fault: Fault) {
         self.inner.lock().close_faults.push_back(fault);
+    }
+
+    /// The next `claim_unpublished_snapshots` call fails this way.
+    pub fn fail_next_claim(&self, fault: Fault) {
+        self.inner.lock().claim_faults.push_back(fault);
+    }
+
+    /// The next `mark_snapshot_published` call fails this way.
+    pub fn fail_next_mark(&self, fault: Fault) {
+        self.inner.lock().mark_faults.push_back(fault);
+    }
+
+    /// Who holds a claim on the snapshot, and until when.
+    pub fn claim_of(&self, snapshot_id: Uuid) -> Option<(Uuid, OffsetDateTime)> {
+        let inner = self.inner.lock();
+        let o = inner.outbox.iter().find(|o| o.snapshot.id == snapshot_id)?;
+        o.claimed_by.zip(o.claim_until)
     }
 
     /// Every delta applied, with the index of the period it landed in.
@@ -250,13 +269,20 @@ impl TelemetryStore for FakeStore {
         limit: usize,
     ) -> Result<Vec<Snapshot>, StoreError> {
         let mut inner = self.inner.lock();
+        let fault = inner.claim_faults.pop_front();
+        if fault == Some(Fault::FailBefore) {
+            return Err(injected("claim failed before applying"));
+        }
         let mut free: Vec<&mut Outboxed> = inner
             .outbox
             .iter_mut()
-            .filter(|o| o.snapshot.published_at.is_none() && o.claim_until.is_none_or(|until| until <= now))
+            .filter(|o| {
+                o.snapshot.published_at.is_none()
+                    && (o.claim_until.is_none_or(|until| until <= now) || o.claimed_by == Some(claimer))
+            })
             .collect();
         free.sort_by_key(|o| (o.snapshot.period_end, o.snapshot.id));
-        Ok(free
+        let claimed = free
             .into_iter()
             .take(limit)
             .map(|o| {
@@ -264,7 +290,11 @@ impl TelemetryStore for FakeStore {
                 o.claim_until = Some(now + lease);
                 o.snapshot.clone()
             })
-            .collect())
+            .collect();
+        match fault {
+            Some(Fault::LostAck) => Err(injected("acknowledgement lost")),
+            _ => Ok(claimed),
+        }
     }
 
     async fn mark_snapshot_published(
@@ -274,6 +304,10 @@ impl TelemetryStore for FakeStore {
         at: OffsetDateTime,
     ) -> Result<(), StoreError> {
         let mut inner = self.inner.lock();
+        let fault = inner.mark_faults.pop_front();
+        if fault == Some(Fault::FailBefore) {
+            return Err(injected("mark failed before applying"));
+        }
         // An unknown snapshot is ignored.
         let Some(entry) = inner.outbox.iter_mut().find(|o| o.snapshot.id == snapshot_id) else {
             return Ok(());
@@ -283,7 +317,10 @@ impl TelemetryStore for FakeStore {
         }
         entry.claimed_by = None;
         entry.claim_until = None;
-        Ok(())
+        match fault {
+            Some(Fault::LostAck) => Err(injected("acknowledgement lost")),
+            _ => Ok(()),
+        }
     }
 
     async fn release_snapshot_claim(

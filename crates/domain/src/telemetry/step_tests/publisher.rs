@@ -10,7 +10,7 @@ use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
 use super::{INTERVAL, snapshot};
-use crate::boundary::tests::fake_store::FakeStore;
+use crate::boundary::tests::fake_store::{FakeStore, Fault};
 use crate::boundary::tests::{id, next_period, t0};
 use crate::clock::{Clock, ManualClock};
 use crate::error::StoreError;
@@ -145,6 +145,86 @@ async fn a_claim_left_by_a_crashed_replica_is_retried_after_its_lease() {
     assert_eq!(listed[0].published_at, Some(after));
 }
 
+/// A claim can apply on the server although the call reported a failure
+/// (the client gave up at its deadline; the held-back query ran once the
+/// network healed). The claimer's next round takes that claim back at once;
+/// another replica still waits for the lease.
+#[tokio::test]
+async fn a_claim_that_applied_but_failed_does_not_hold_up_the_next_round() {
+    let clock = ManualClock::new(t0());
+    let store = FakeStore::new();
+    let snap = next_period(&store, &clock).await;
+    let now = clock.now();
+    let sink = RecordingSink::failing(vec![]);
+    store.fail_next_claim(Fault::LostAck);
+    publish_pending(&store, &sink, id(1), &at(now), DEFAULT_CLAIM_LEASE, 10)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        store.claim_of(snap.id),
+        Some((id(1), now + DEFAULT_CLAIM_LEASE)),
+        "the failed call's claim holds"
+    );
+
+    let soon = now + Duration::seconds(1);
+    let other = publish_pending(&store, &sink, id(2), &at(soon), DEFAULT_CLAIM_LEASE, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        other,
+        PublishRound::default(),
+        "another replica waits for the lease"
+    );
+    let round = publish_pending(&store, &sink, id(1), &at(soon), DEFAULT_CLAIM_LEASE, 10)
+        .await
+        .unwrap();
+    assert_eq!(round.published, 1);
+    assert_eq!(sink.successes(), HashMap::from([(snap.id, 1)]));
+    assert_eq!(store.claim_of(snap.id), None);
+    assert_eq!(
+        store.list_snapshots(10).await.unwrap()[0].published_at,
+        Some(soon)
+    );
+}
+
+/// A mark that fails after a delivery ends the round with the rest of its
+/// batch still claimed; the claimer's next round sends them, and the
+/// delivered one again if the mark did not apply (at least once).
+#[tokio::test]
+async fn a_failed_mark_leaves_the_rest_of_the_batch_to_the_next_round() {
+    // (fault, whether the next round sends the delivered one again)
+    for (fault, resent) in [(Fault::FailBefore, true), (Fault::LostAck, false)] {
+        let clock = ManualClock::new(t0());
+        let store = FakeStore::new();
+        let first = next_period(&store, &clock).await;
+        let second = next_period(&store, &clock).await;
+        let now = clock.now();
+        let sink = RecordingSink::failing(vec![]);
+        store.fail_next_mark(fault);
+        publish_pending(&store, &sink, id(1), &at(now), DEFAULT_CLAIM_LEASE, 10)
+            .await
+            .unwrap_err();
+        assert_eq!(sink.successes(), HashMap::from([(first.id, 1)]), "{fault:?}");
+        assert_eq!(store.claim_of(second.id).map(|c| c.0), Some(id(1)), "{fault:?}");
+
+        let soon = now + Duration::seconds(1);
+        let round = publish_pending(&store, &sink, id(1), &at(soon), DEFAULT_CLAIM_LEASE, 10)
+            .await
+            .unwrap();
+        assert_eq!(round.published, 1 + usize::from(resent), "{fault:?}");
+        assert_eq!(
+            sink.successes(),
+            HashMap::from([(first.id, 1 + usize::from(resent)), (second.id, 1)]),
+            "{fault:?}"
+        );
+        let listed = store.list_snapshots(10).await.unwrap();
+        assert!(
+            listed.iter().all(|s| s.published_at.is_some()),
+            "{fault:?}: {listed:#?}"
+        );
+    }
+}
+
 fn at(now: OffsetDateTime) -> ManualClock {
     ManualClock::new(now)
 }
@@ -192,7 +272,8 @@ async fn a_round_stops_sending_at_half_its_lease_and_marks_each_at_its_delivery(
     let quarter = DEFAULT_CLAIM_LEASE / 4;
     assert_eq!(marked, vec![start + quarter, start + quarter * 2]);
 
-    // The unsent two stay claimed until the lease ends, then go out.
+    // For another replica the unsent two stay claimed until the lease
+    // ends, then go out.
     let again = publish_pending(&store, &sink, id(2), &clock, DEFAULT_CLAIM_LEASE, 10)
         .await
         .unwrap();

@@ -7,13 +7,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-use super::{AGENT_TOKEN, LoadArgs, PROXY_TOKEN};
-
 /// The `tally serve` child: its address, and its stderr drained by a thread
 /// (a full pipe would stall the server) that keeps WARN/ERROR lines.
-pub(super) struct Server {
+pub struct Server {
     child: Child,
-    pub(super) addr: String,
+    pub addr: String,
     log: Arc<ServerLog>,
 }
 
@@ -24,16 +22,16 @@ struct ServerLog {
 }
 
 impl Server {
-    pub(super) fn start(
+    /// `tally serve --listen 127.0.0.1:0` with these further arguments
+    /// (tokens, the store, intervals).
+    pub fn start(
         binary: &std::path::Path,
         database_url: Option<&str>,
-        args: &LoadArgs,
+        args: &[String],
     ) -> anyhow::Result<Self> {
         let mut cmd = Command::new(binary);
-        cmd.args(["serve", "--listen", "127.0.0.1:0", "--tokens"])
-            .arg(format!("proxy={PROXY_TOKEN},agent={AGENT_TOKEN}"))
-            .args(["--report-interval", &args.report_interval])
-            .args(&args.server_args)
+        cmd.args(["serve", "--listen", "127.0.0.1:0"])
+            .args(args)
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -86,7 +84,7 @@ impl Server {
     }
 
     /// SIGTERM, then waits up to 60 s for the graceful shutdown.
-    pub(super) fn stop(&mut self) -> anyhow::Result<ExitStatus> {
+    pub fn stop(&mut self) -> anyhow::Result<ExitStatus> {
         let pid = self.child.id().to_string();
         let kill = Command::new("kill").args(["-TERM", &pid]).status()?;
         if !kill.success() {
@@ -105,11 +103,11 @@ impl Server {
         }
     }
 
-    pub(super) fn bad_lines(&self) -> u64 {
+    pub fn bad_lines(&self) -> u64 {
         self.log.bad.lock().unwrap_or_else(|e| e.into_inner()).0
     }
 
-    pub(super) fn last_bad_lines(&self) -> Vec<String> {
+    pub fn last_bad_lines(&self) -> Vec<String> {
         self.log.bad.lock().unwrap_or_else(|e| e.into_inner()).1.clone()
     }
 }
