@@ -4,7 +4,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use futures::StreamExt as _;
+use futures::{Stream as _, StreamExt as _};
 use tally_domain::appstats::StatsReport;
 use tally_domain::clock::ManualClock;
 use tally_domain::usage::ActiveUsers;
@@ -201,4 +201,31 @@ async fn without_interval_the_store_reads_the_range_as_one() {
         serde_json::json!([{"access_method": "terminal", "slug_or_port": "", "usage_seconds": 600,
                             "sessions": 2, "requests": 7, "unique_users": 1}])
     );
+}
+
+/// A long, empty export over a store that answers at once gives the
+/// runtime back between pages instead of walking every hour in one poll
+/// (which held a worker thread, and with two such requests the server).
+#[tokio::test]
+async fn a_long_export_gives_the_thread_back_between_pages() {
+    let state = AppState::new(
+        Arc::new(tally_adapters_memory::MemoryStore::new()),
+        StatsCollector::new(
+            CollectorConfig::default(),
+            Arc::new(MockReporter::new()),
+            Arc::new(SystemClock),
+        ),
+        Arc::new(BoundaryTracker::new(uuid::Uuid::new_v4(), Arc::new(SystemClock))),
+        crate::config::Tokens::parse(TOKENS).unwrap(),
+        4096,
+    );
+    let app = router(state, std::time::Duration::from_secs(5));
+    let uri =
+        "/api/v2/insights/app-stats/export?start_time=1970-01-01T00:00:00Z&end_time=2262-01-01T00:00:00Z";
+    let response = app.oneshot(get(uri, Some("rtok"))).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut body = response.into_body().into_data_stream();
+    let mut cx = std::task::Context::from_waker(futures::task::noop_waker_ref());
+    // 2.5 million empty hours: the first poll must not walk them all.
+    assert!(std::pin::Pin::new(&mut body).poll_next(&mut cx).is_pending());
 }
