@@ -427,6 +427,8 @@ async fn scenario(
         days(base - Duration::DAY, 4),
         Intervals::new(vec![base + mins(330), base + mins(1770), base + mins(3210)]).unwrap(),
         Intervals::new(vec![base + mins(61), base + mins(119), base + mins(2000)]).unwrap(),
+        // Days at -05:00: whole hours, each day split between two intervals.
+        Intervals::new(vec![base + mins(300), base + mins(1740), base + mins(3180)]).unwrap(),
     ] {
         assert_reads_match(store, &stored, &iv, "after random writes").await;
     }
