@@ -13,8 +13,8 @@
 //! starts at 01:00, 08:00 and 14:00 UTC. On a weekday a user works with
 //! probability 0.7, on a weekend day 0.08. A working day has two code-server
 //! sessions (2.5 to 4 hours and 2 to 3.5 hours), four web terminals (2 to
-//! 40 minutes), 25 rolled-up rows of short sessions to one port (each within
-//! one minute), and with probability 0.5 one session of another app (10 to
+//! 40 minutes), 25 rolled-up rows of 1 to 7 short sessions to one port (each
+//! within one minute), and with probability 0.5 one session of another app (10 to
 //! 90 minutes).
 
 mod common;
@@ -75,6 +75,7 @@ fn session(
         session_started_at: start,
         session_ended_at: Some(start + len),
         requests,
+        sessions: 1,
     }
 }
 
@@ -124,6 +125,7 @@ fn day_rows(fleet: &Fleet, d: i64, rng: &mut StdRng) -> Vec<StatsReport> {
         let port = PORTS[rng.random_range(0..PORTS.len())];
         for _ in 0..25 {
             let at = begin + mins(rng.random_range(0..540));
+            let folded = rng.random_range(1..8);
             rows.push(session(
                 who,
                 AccessMethod::Subdomain,
@@ -133,6 +135,8 @@ fn day_rows(fleet: &Fleet, d: i64, rng: &mut StdRng) -> Vec<StatsReport> {
                 rng.random_range(1..50),
                 rng,
             ));
+            // A rolled-up record of short sessions.
+            rows.last_mut().unwrap().sessions = folded;
         }
         if rng.random_bool(0.5) {
             let app = OTHER_APPS[rng.random_range(0..OTHER_APPS.len())];

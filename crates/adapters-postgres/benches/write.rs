@@ -82,6 +82,7 @@ fn generate(n: usize, seed: u64) -> Vec<StatsReport> {
                 session_started_at: start,
                 session_ended_at: Some(start + time::Duration::milliseconds(rng.random_range(0..600_000))),
                 requests: rng.random_range(1..1000),
+                sessions: 1,
             }
         })
         .collect()

@@ -172,6 +172,7 @@ fn stats_report(row: &PgRow) -> Result<StatsReport, StoreError> {
         session_started_at: row.try_get("session_started_at").map_err(get)?,
         session_ended_at: Some(row.try_get("session_ended_at").map_err(get)?),
         requests: int(row, "requests")?,
+        sessions: int(row, "sessions")?,
     })
 }
 
