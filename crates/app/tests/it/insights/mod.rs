@@ -35,9 +35,6 @@ const USER_ACTIVITY: &str = "/api/v2/insights/user-activity";
 const EXPORT: &str = "/api/v2/insights/app-stats/export";
 const TZ: UtcOffset = offset!(+2);
 
-/// The server flags of these tests: the rollup ticks often.
-pub const FLAGS: [&str; 2] = ["--usage-rollup-interval", "200ms"];
-
 struct Fleet {
     /// Local midnight (+02:00) 14 days before today's.
     day0: OffsetDateTime,
@@ -179,8 +176,8 @@ async fn load(server: &Server, fleet: &Fleet) {
 
 /// Everything, against one server over a fresh store.
 pub async fn check_all(extra: &[&str]) {
-    let args: Vec<&str> = FLAGS.iter().copied().chain(extra.iter().copied()).collect();
-    let server = Server::start(&args);
+    // The harness ticks the rollup every 200 ms.
+    let server = Server::start(extra);
     let fleet = Fleet::new();
     load(&server, &fleet).await;
     app_usage_totals_and_days(&server, &fleet).await;
