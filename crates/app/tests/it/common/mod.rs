@@ -383,10 +383,13 @@ impl Scenario {
         ]})
     }
 
+    /// From a whole hour: sessions and requests count in the range that
+    /// holds the start of their session's UTC hour (docs/insights.md).
     pub fn insights(&self) -> String {
+        let hour = time::Duration::hours(1);
         insights_path(
-            self.now - time::Duration::hours(1),
-            self.now + time::Duration::hours(1),
+            tally_domain::telemetry::truncate(self.now - hour, hour),
+            self.now + hour,
         )
     }
 }
