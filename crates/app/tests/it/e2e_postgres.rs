@@ -14,7 +14,7 @@ use time::OffsetDateTime;
 async fn go_shaped_reports_reach_postgres_and_sigterm_flushes_the_rest() {
     let db = tally_tests::pg::fresh_database().await;
     let url = db.url.to_string();
-    let server = Server::start(&["--database-url", &url]);
+    let server = Server::start(&["--database-url", &url, ROLLUP_TICK[0], ROLLUP_TICK[1]]);
     let client = client();
     let sc = Scenario::new(OffsetDateTime::now_utc());
     post_and_read_back(&client, &server, &sc).await;
@@ -51,7 +51,7 @@ async fn go_shaped_reports_reach_postgres_and_sigterm_flushes_the_rest() {
 
     // A second server on the same database reads the same, once its first
     // rollup tick has taken in the row written at shutdown.
-    let server = Server::start(&["--database-url", &url]);
+    let server = Server::start(&["--database-url", &url, ROLLUP_TICK[0], ROLLUP_TICK[1]]);
     let apps = eventually(
         Duration::from_secs(15),
         "the shutdown row in the insights",

@@ -20,6 +20,10 @@ pub const READER: &str = "reader-token";
 pub const ADMIN: &str = "admin-token";
 pub const MEMBER: &str = "member-token";
 
+/// For a server whose insights are read: they answer from the usage rollup,
+/// so it ticks often (the default is 5 minutes).
+pub const ROLLUP_TICK: [&str; 2] = ["--usage-rollup-interval", "200ms"];
+
 pub const APP_STATS: &str = "/api/v2/workspaceproxies/me/app-stats";
 pub const BOUNDARY_LOGS: &str = "/api/v2/workspaceagents/me/boundary-logs";
 
@@ -68,9 +72,6 @@ impl Server {
             "--tracker-flush-interval",
             "200ms",
             "--publish-interval",
-            "200ms",
-            // Insights read the usage rollup: tick often so they follow writes.
-            "--usage-rollup-interval",
             "200ms",
         ])
         .args(extra)

@@ -176,8 +176,8 @@ async fn load(server: &Server, fleet: &Fleet) {
 
 /// Everything, against one server over a fresh store.
 pub async fn check_all(extra: &[&str]) {
-    // The harness ticks the rollup every 200 ms.
-    let server = Server::start(extra);
+    let args: Vec<&str> = ROLLUP_TICK.iter().copied().chain(extra.iter().copied()).collect();
+    let server = Server::start(&args);
     let fleet = Fleet::new();
     load(&server, &fleet).await;
     app_usage_totals_and_days(&server, &fleet).await;
