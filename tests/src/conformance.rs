@@ -30,6 +30,7 @@ mod fixtures;
 mod insights;
 mod outbox;
 mod telemetry;
+mod usage;
 
 pub use access::*;
 pub use appstats::*;
@@ -39,6 +40,7 @@ pub use fixtures::write_of;
 pub use insights::*;
 pub use outbox::*;
 pub use telemetry::*;
+pub use usage::*;
 
 use tally_domain::ports::{BoundaryUsageStore, TelemetryStore};
 
@@ -66,11 +68,18 @@ macro_rules! conformance_suite {
             invalid_writes_change_nothing,
             last_used_moves_forward_only,
             timestamps_are_stored_to_the_microsecond,
-            app_usage_counts_users_sessions_requests_and_clipped_time,
+            app_usage_counts_distinct_minutes_users_sessions_and_requests,
             app_stats_lists_overlapping_rows_oldest_first,
             access_control_refuses_and_leaves_the_store_untouched,
             access_control_lets_each_subject_do_its_job,
             concurrent_writes_of_the_same_rows_converge,
+            the_rollup_answers_after_a_tick,
+            sessions_count_every_row_once,
+            export_streams_rows_started_in_the_range,
+            retention_purges_in_bounded_rounds_after_rolling_up,
+            a_late_write_for_a_purged_hour_changes_no_figure,
+            retention_deletes_published_snapshots_only,
+            the_rollup_is_the_reference_after_random_writes_replays_and_ticks,
         );
         $crate::conformance_suite!(@boundary_cases @store $factory);
     };

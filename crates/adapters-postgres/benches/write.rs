@@ -14,6 +14,8 @@
 //! `cargo bench -p tally-adapters-postgres --bench write`
 //! (`TALLY_BENCH_ROWS` scales the row count.)
 
+mod common;
+
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
@@ -23,9 +25,10 @@ use tally_adapters_postgres::{AppStatsWriteMode, PgStore, PgStoreOptions};
 use tally_domain::appstats::{AccessMethod, StatsReport};
 use tally_domain::boundary::BoundaryDelta;
 use tally_domain::ports::{
-    AppStatsStore, AppStatsWrite, BoundaryUsageStore, InsightsStore, TelemetryStore, TimeRange,
+    AppStatsStore, AppStatsWrite, BoundaryUsageStore, InsightsStore, TelemetryStore, TimeRange, UsageStore,
 };
 use tally_domain::telemetry::{BOUNDARY_USAGE_EVENT, Period, PeriodClose, PeriodCloseOutcome};
+use tally_domain::usage::Intervals;
 use tally_tests::pg::fresh_database;
 use time::OffsetDateTime;
 use time::macros::datetime;
@@ -126,34 +129,12 @@ async fn copy_limit(rows: &[StatsReport]) -> Duration {
     let t = Instant::now();
     for chunk in rows.chunks(CALL_ROWS) {
         let mut tx = conn.begin().await.unwrap();
-        let mut buf = Vec::with_capacity(chunk.len() * 160);
-        buf.extend_from_slice(b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0");
-        let ts = |t: OffsetDateTime| {
-            ((t - datetime!(2000-01-01 0:00 UTC)).whole_microseconds() as i64).to_be_bytes()
-        };
-        for r in chunk {
-            buf.extend_from_slice(&9i16.to_be_bytes());
-            for u in [r.user_id, r.agent_id, r.session_id, r.workspace_id] {
-                buf.extend_from_slice(&16i32.to_be_bytes());
-                buf.extend_from_slice(u.as_bytes());
-            }
-            for s in [r.access_method.as_str(), &r.slug_or_port] {
-                buf.extend_from_slice(&(s.len() as i32).to_be_bytes());
-                buf.extend_from_slice(s.as_bytes());
-            }
-            for t in [r.session_started_at, r.session_ended_at.unwrap()] {
-                buf.extend_from_slice(&8i32.to_be_bytes());
-                buf.extend_from_slice(&ts(t));
-            }
-            buf.extend_from_slice(&8i32.to_be_bytes());
-            buf.extend_from_slice(&(r.requests as i64).to_be_bytes());
-        }
-        buf.extend_from_slice(&(-1i16).to_be_bytes());
+        let buf = common::binary_copy(chunk);
         let mut copy = tx
-            .copy_in_raw(
-                "COPY copy_target (user_id, agent_id, session_id, workspace_id, access_method, slug_or_port, \
-                 session_started_at, session_ended_at, requests) FROM STDIN (FORMAT binary)",
-            )
+            .copy_in_raw(&format!(
+                "COPY copy_target {} FROM STDIN (FORMAT binary)",
+                common::COPY_COLUMNS
+            ))
             .await
             .unwrap();
         copy.send(buf).await.unwrap();
@@ -176,8 +157,9 @@ fn rate(rows: usize, d: Duration) -> f64 {
 }
 
 /// The read side over the written table: app usage of one hour and of the
-/// whole day, and one page of rows.
+/// whole day from the rollup (after an untimed tick), and one page of rows.
 async fn insights_queries(store: &PgStore) -> Vec<(&'static str, Duration)> {
+    store.tick_usage_rollup().await.unwrap();
     sqlx::query("VACUUM ANALYZE workspace_app_stats")
         .execute(store.pool())
         .await
@@ -186,8 +168,8 @@ async fn insights_queries(store: &PgStore) -> Vec<(&'static str, Duration)> {
     let day = TimeRange::new(T0, T0 + time::Duration::days(1)).unwrap();
     let mut out = vec![];
     for (what, range, page) in [
-        ("app_usage, 1 hour", hour, false),
-        ("app_usage, whole day", day, false),
+        ("app_usage_by_interval, 1 hour", hour, false),
+        ("app_usage_by_interval, whole day", day, false),
         ("app_stats, 1 hour, first 1000 rows", hour, true),
     ] {
         let mut times = vec![];
@@ -196,7 +178,8 @@ async fn insights_queries(store: &PgStore) -> Vec<(&'static str, Duration)> {
             if page {
                 assert_eq!(store.app_stats(range, 1000).await.unwrap().len(), 1000);
             } else {
-                assert_eq!(store.app_usage(range).await.unwrap().len(), 10);
+                let one = Intervals::single(range).unwrap();
+                assert_eq!(store.app_usage_by_interval(&one).await.unwrap().len(), 10);
             }
             times.push(t.elapsed());
         }
@@ -292,21 +275,28 @@ async fn main() {
     let mut table = vec![];
     let mut insights = vec![];
     copies.push(measure_copy().await);
+    // Each configuration also runs without the usage rollup's start-hour
+    // marks, right after, to show what the marks cost.
     for mode in [AppStatsWriteMode::Copy, AppStatsWriteMode::Upsert] {
-        for batch in [1024, 8192] {
+        for (batch, marks) in [(1024, true), (1024, false), (8192, true), (8192, false)] {
             let db = fresh_database().await;
             let opts = PgStoreOptions {
                 write_mode: mode,
                 ..Default::default()
             };
             let store = PgStore::connect_with(&db.url, opts).await.unwrap();
+            let store = if marks {
+                store
+            } else {
+                store.without_usage_marks_for_benchmarks()
+            };
             let fresh = writes(&rows, batch);
             let update = writes(&moved, batch);
             let t_fresh = timed_writes(&store, &fresh).await;
             let t_replay = timed_writes(&store, &fresh).await;
             let t_update = timed_writes(&store, &update).await;
             let t_mixed = timed_writes(&store, &writes(&mixed, batch)).await;
-            if insights.is_empty() {
+            if insights.is_empty() && marks {
                 insights = insights_queries(&store).await;
             }
             drop(store);
@@ -322,8 +312,13 @@ async fn main() {
                 ("replay, all updated", t_update),
                 ("90% new, 10% updates", t_mixed),
             ] {
-                eprintln!("{mode:?} batch {batch} {phase}: {:.0} rows/s", rate(n, d));
-                table.push((format!("{mode:?}"), batch, phase, d, limit));
+                let label = if marks {
+                    format!("{mode:?}")
+                } else {
+                    format!("{mode:?}, no marks")
+                };
+                eprintln!("{label} batch {batch} {phase}: {:.0} rows/s", rate(n, d));
+                table.push((label, batch, phase, d, limit));
             }
         }
     }

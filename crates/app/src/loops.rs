@@ -1,5 +1,8 @@
 //! Background loops of `tally serve`: tracker flush, snapshot step, outbox
-//! publisher, lock pruning. Failures are logged and retried, never fatal.
+//! publisher, lock pruning, usage rollup and retention (`usage.rs`).
+//! Failures are logged and retried, never fatal.
+
+mod usage;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +17,7 @@ use tally_domain::retry::Backoff;
 use tally_domain::telemetry::publisher::{DEFAULT_CLAIM_LEASE, PublishRound, publish_pending};
 use tally_domain::telemetry::snapshot::snapshot_step;
 use tally_domain::telemetry::{Period, Snapshot};
+use tally_domain::usage::RetentionPolicy;
 use tokio::sync::{Mutex, Notify, watch};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
@@ -47,6 +51,9 @@ pub struct LoopSettings {
     pub tracker_flush_interval: Duration,
     pub publish_interval: Duration,
     pub lock_retention: Duration,
+    pub usage_rollup_interval: Duration,
+    pub purge_interval: Duration,
+    pub retention: RetentionPolicy,
 }
 
 /// What the loops share; also used by the shutdown sequence.
@@ -135,6 +142,8 @@ impl Background {
             tokio::spawn(self.clone().snapshot_loop(stop.clone())),
             tokio::spawn(self.clone().publisher_loop(stop.clone())),
             tokio::spawn(self.clone().prune_loop(stop.clone())),
+            tokio::spawn(self.clone().rollup_loop(stop.clone())),
+            tokio::spawn(self.clone().purge_loop(stop.clone())),
         ]
     }
 

@@ -10,7 +10,7 @@ use time::macros::datetime;
 
 mod publish;
 
-const NOW: time::OffsetDateTime = datetime!(2026-11-25 10:30:00.5 UTC);
+pub(super) const NOW: time::OffsetDateTime = datetime!(2026-11-25 10:30:00.5 UTC);
 
 fn snapshot() -> Snapshot {
     Snapshot {
@@ -25,7 +25,7 @@ fn snapshot() -> Snapshot {
     }
 }
 
-fn background(store: MockStore, sink: MockSnapshotSink) -> Background {
+pub(super) fn background(store: MockStore, sink: MockSnapshotSink) -> Background {
     let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(NOW));
     let replica_id = Uuid::new_v4();
     Background::new(
@@ -35,6 +35,9 @@ fn background(store: MockStore, sink: MockSnapshotSink) -> Background {
             tracker_flush_interval: Duration::from_secs(10),
             publish_interval: Duration::from_secs(5),
             lock_retention: Duration::from_secs(7 * 86400),
+            usage_rollup_interval: Duration::from_secs(300),
+            purge_interval: Duration::from_secs(600),
+            retention: tally_domain::usage::RetentionPolicy::default(),
         },
         Arc::new(store),
         Arc::new(BoundaryTracker::new(replica_id, clock.clone())),

@@ -4,6 +4,7 @@
 
 mod engine;
 mod fleet;
+mod ground_truth;
 mod outcome;
 mod render;
 mod sink;
@@ -25,6 +26,7 @@ use time::{Duration, OffsetDateTime};
 
 pub use engine::{SimConfig, simulate};
 pub use fleet::{Fleet, FleetSpec, Workload};
+pub use ground_truth::InsightsCheck;
 pub use outcome::{Conservation, Outcome};
 pub use timeline::Timeline;
 
@@ -175,8 +177,9 @@ impl SimulateArgs {
 /// opened or is not empty enough to simulate on.
 pub const EXIT_CONFIG: u8 = 2;
 
-/// Runs `tally simulate`: exit 0 when the conservation check holds, 1 when
-/// not, 2 on a configuration error (one line on stderr).
+/// Runs `tally simulate`: exit 0 when the conservation check and the
+/// insights' ground truth hold, 1 when not, 2 on a configuration error (one
+/// line on stderr).
 pub async fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
     let config_error = |e: anyhow::Error| {
         eprintln!("tally: configuration error: {e:#}");
@@ -204,7 +207,7 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
     let outcome = simulate(&config, store, &progress_bar()).await?;
     let verdict = outcome.conservation();
     print!("{}", render::report(&outcome, &verdict));
-    Ok(if verdict.ok {
+    Ok(if verdict.ok && outcome.insights.ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
@@ -239,14 +242,25 @@ pub(crate) async fn start_after_earlier_runs(
     Ok(match latest.first() {
         Some(s) if s.period_end > start => {
             let floor = truncate(s.period_end, interval);
-            if floor < s.period_end {
+            let next = if floor < s.period_end {
                 floor + interval
             } else {
                 floor
-            }
+            };
+            on_a_whole_hour(next, interval)
         }
         _ => start,
     })
+}
+
+/// The first period start from `at` on that is also a whole UTC hour (when
+/// one comes within a few thousand periods): the insights check reads whole
+/// hours, so an earlier run's rows must end before this run's first hour.
+fn on_a_whole_hour(at: OffsetDateTime, interval: Duration) -> OffsetDateTime {
+    (0..4096)
+        .map(|k: i32| at + interval * k)
+        .find(|t: &OffsetDateTime| t.unix_timestamp_nanos() % 3_600_000_000_000 == 0)
+        .unwrap_or(at)
 }
 
 fn progress_bar() -> ProgressBar {

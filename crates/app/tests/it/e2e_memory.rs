@@ -15,7 +15,7 @@ use time::OffsetDateTime;
 
 #[tokio::test]
 async fn go_shaped_reports_are_collected_and_read_back() {
-    let server = Server::start(&[]);
+    let server = Server::start(&ROLLUP_TICK);
     let client = client();
     let sc = Scenario::new(OffsetDateTime::now_utc());
     post_and_read_back(&client, &server, &sc).await;

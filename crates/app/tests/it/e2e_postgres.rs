@@ -14,7 +14,7 @@ use time::OffsetDateTime;
 async fn go_shaped_reports_reach_postgres_and_sigterm_flushes_the_rest() {
     let db = tally_tests::pg::fresh_database().await;
     let url = db.url.to_string();
-    let server = Server::start(&["--database-url", &url]);
+    let server = Server::start(&["--database-url", &url, ROLLUP_TICK[0], ROLLUP_TICK[1]]);
     let client = client();
     let sc = Scenario::new(OffsetDateTime::now_utc());
     post_and_read_back(&client, &server, &sc).await;
@@ -49,10 +49,19 @@ async fn go_shaped_reports_reach_postgres_and_sigterm_flushes_the_rest() {
     assert_eq!(old_open.requests, 6);
     assert!(store.workspace_last_used(sc.ws2).await.unwrap().is_some());
 
-    // A second server on the same database reads the same.
-    let server = Server::start(&["--database-url", &url]);
-    let (status, apps) = get_json(&client, &server, &sc.insights(), READER).await;
-    assert_eq!(status, StatusCode::OK);
+    // A second server on the same database reads the same, once its first
+    // rollup tick has taken in the row written at shutdown.
+    let server = Server::start(&["--database-url", &url, ROLLUP_TICK[0], ROLLUP_TICK[1]]);
+    let apps = eventually(
+        Duration::from_secs(15),
+        "the shutdown row in the insights",
+        || async {
+            let (status, apps) = get_json(&client, &server, &sc.insights(), READER).await;
+            assert_eq!(status, StatusCode::OK);
+            app(&apps, "path", "8080").is_some().then_some(apps)
+        },
+    )
+    .await;
     assert_eq!(app(&apps, "path", "8080").unwrap()["requests"], 1, "{apps}");
     assert_eq!(app(&apps, "terminal", "").unwrap()["requests"], 5, "{apps}");
 }

@@ -85,6 +85,8 @@ async fn serve_verifies_postgres_in_full_and_delivers_snapshots_to_an_https_sink
     let (sink_url, received) = https_sink(&sink_ca).await;
     let ca_file = sink_ca.path().display().to_string();
     let server = Server::start(&[
+        ROLLUP_TICK[0],
+        ROLLUP_TICK[1],
         "--database-url",
         &db.url,
         "--telemetry-url",

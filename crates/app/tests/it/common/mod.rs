@@ -20,6 +20,10 @@ pub const READER: &str = "reader-token";
 pub const ADMIN: &str = "admin-token";
 pub const MEMBER: &str = "member-token";
 
+/// For a server whose insights are read: they answer from the usage rollup,
+/// so it ticks often (the default is 5 minutes).
+pub const ROLLUP_TICK: [&str; 2] = ["--usage-rollup-interval", "200ms"];
+
 pub const APP_STATS: &str = "/api/v2/workspaceproxies/me/app-stats";
 pub const BOUNDARY_LOGS: &str = "/api/v2/workspaceagents/me/boundary-logs";
 
@@ -380,10 +384,13 @@ impl Scenario {
         ]})
     }
 
+    /// From a whole hour: sessions and requests count in the range that
+    /// holds the start of their session's UTC hour (docs/insights.md).
     pub fn insights(&self) -> String {
+        let hour = time::Duration::hours(1);
         insights_path(
-            self.now - time::Duration::hours(1),
-            self.now + time::Duration::hours(1),
+            tally_domain::telemetry::truncate(self.now - hour, hour),
+            self.now + hour,
         )
     }
 }
@@ -401,8 +408,11 @@ pub async fn post_and_read_back(client: &reqwest::Client, server: &Server, sc: &
             && code["sessions"] == 2
             && code["requests"] == requests
             && term["unique_users"] == 1
-            && term["sessions"] == 1
+            // Two sessions in one rolled-up row: both count, and their
+            // overlapping 20 s count their one minute once.
+            && term["sessions"] == 2
             && term["requests"] == 5
+            && term["session_seconds"] == 60.0
             && code["session_seconds"].as_f64()? > 300.0;
         ok.then_some(())
     };

@@ -90,7 +90,10 @@ pub async fn run(target: &Target, now: OffsetDateTime) -> Accepted {
     )
     .await;
     let now_str = |d| url_time(now + time::Duration::hours(d));
-    let insights = format!("/api/v2/insights/apps?from={}&to={}", now_str(-1), now_str(1));
+    // From a whole hour: requests count where their session's UTC hour starts.
+    let hour = time::Duration::HOUR;
+    let from = url_time(tally_domain::telemetry::truncate(now - hour, hour));
+    let insights = format!("/api/v2/insights/apps?from={from}&to={}", now_str(1));
     eventually(
         std::time::Duration::from_secs(15),
         "the 100 reports to be written",
