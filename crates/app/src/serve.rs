@@ -19,6 +19,7 @@ use uuid::Uuid;
 use crate::cli::ServeArgs;
 use crate::config::{ConfigError, Tokens, check_database_url, check_telemetry_url, redact_database_url};
 use crate::deadline::Deadline;
+use crate::http::status::StoreKind;
 use crate::http::{AppState, router};
 use crate::loops::{Background, LoopSettings, WatchedReporter, to_time};
 use crate::metrics::StoreMetrics;
@@ -122,7 +123,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     let state = AppState::new(store, collector.clone(), tracker, tokens, args.body_limit)
         .with_readiness(opened.readiness)
-        .with_access_log(args.access_log);
+        .with_access_log(args.access_log)
+        .with_store_kind(match database_url {
+            Some(_) => StoreKind::Postgres,
+            None => StoreKind::Memory,
+        });
     let metrics_server = match metrics_listener {
         Some(listener) => Some(serve_metrics(listener, state.clone())?),
         None => None,

@@ -2,11 +2,13 @@
 
 pub mod auth;
 pub mod body;
+pub mod dashboard;
 pub mod error;
 pub mod ingest;
 pub mod observe;
 pub mod openapi;
 pub mod read;
+pub mod status;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,6 +50,8 @@ pub struct AppState {
     pub readiness: Arc<dyn Readiness>,
     /// Whether each request is logged (`--access-log`).
     pub access_log: bool,
+    /// What `GET /api/v2/status` names as the store.
+    pub store_kind: status::StoreKind,
 }
 
 impl AppState {
@@ -66,6 +70,7 @@ impl AppState {
             body_limit,
             readiness: Arc::new(AlwaysReady),
             access_log: true,
+            store_kind: status::StoreKind::Memory,
         }
     }
 
@@ -78,6 +83,11 @@ impl AppState {
         self.access_log = on;
         self
     }
+
+    pub fn with_store_kind(mut self, kind: status::StoreKind) -> Self {
+        self.store_kind = kind;
+        self
+    }
 }
 
 impl std::fmt::Debug for AppState {
@@ -86,6 +96,7 @@ impl std::fmt::Debug for AppState {
             .field("tokens", &self.tokens)
             .field("body_limit", &self.body_limit)
             .field("access_log", &self.access_log)
+            .field("store_kind", &self.store_kind)
             .finish_non_exhaustive()
     }
 }
@@ -105,7 +116,10 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(read::metrics))
         .routes(routes!(read::healthz))
         .routes(routes!(read::readyz))
+        .routes(routes!(status::status))
         .routes(routes!(openapi::openapi_json))
+        .routes(routes!(dashboard::index))
+        .routes(routes!(dashboard::asset))
 }
 
 pub fn router(state: AppState, request_timeout: Duration) -> Router {

@@ -27,7 +27,7 @@ pub const MAX_SNAPSHOT_LIMIT: usize = 1000;
 /// The query's parameters by name. An unknown or repeated name is refused
 /// rather than ignored, so a typo (`limt=5`) is not silently answered with
 /// the defaults.
-fn query_params(raw: Option<String>, known: &[&'static str]) -> Result<Vec<(String, String)>, ApiError> {
+pub(super) fn query_params(raw: Option<String>, known: &[&'static str]) -> Result<Vec<(String, String)>, ApiError> {
     let pairs: Vec<(String, String)> = raw
         .map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect())
         .unwrap_or_default();
