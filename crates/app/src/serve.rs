@@ -30,7 +30,17 @@ use crate::store::Opened;
 /// [`ConfigError`]s (exit code 2).
 pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     crate::logging::init_tracing(args.log_json);
+    run_with(args, None, |_| {}).await
+}
 
+/// [`run`] on a store already opened (`None`: the one `args` names), calling
+/// `listening` with the bound address once requests are taken: how
+/// `tally simulate --serve` serves the store it filled.
+pub async fn run_with(
+    args: ServeArgs,
+    opened: Option<Opened>,
+    listening: impl FnOnce(std::net::SocketAddr),
+) -> anyhow::Result<ExitCode> {
     let tokens = check(&args)?;
     let sink: Arc<dyn SnapshotSink> = match args.telemetry_url.as_deref().map(check_telemetry_url) {
         Some(url) => {
@@ -44,7 +54,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let _ = crate::metrics::handle();
 
     let database_url = args.database_url.as_ref().map(|s| s.expose());
-    let opened = open_store_in_time(database_url, &args).await?;
+    let opened = match opened {
+        Some(opened) => opened,
+        None => open_store_in_time(database_url, &args).await?,
+    };
     let store = opened.store;
     // Every call from here on (loops, shutdown flushes, reads) ends within
     // the store timeout: a blackholed database shows as unavailable.
@@ -152,6 +165,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         store = database_url.map(redact_database_url).unwrap_or_else(|| "memory".into()),
         "listening on {addr}"
     );
+    listening(addr);
 
     // Serve until a signal (or until the server fails on its own).
     let signal = tokio::select! {

@@ -6,6 +6,7 @@ mod engine;
 mod fleet;
 mod outcome;
 mod render;
+mod serve;
 mod sink;
 mod timeline;
 
@@ -89,6 +90,13 @@ pub struct SimulateArgs {
     /// App stat rows per database statement.
     #[arg(long, env = "TALLY_BATCH_SIZE", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub batch_size: u32,
+
+    /// After the run, keep serving the API and the dashboard over the
+    /// simulated data at this address until Ctrl-C (port 0 picks a free
+    /// one), as `tally serve` would; prints the dashboard's URL and a reader
+    /// token.
+    #[arg(long, value_name = "ADDR")]
+    pub serve: Option<std::net::SocketAddr>,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -201,9 +209,16 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
     };
 
     print!("{}", render::header(&config, label));
-    let outcome = simulate(&config, store, &progress_bar()).await?;
+    let outcome = simulate(&config, store.clone(), &progress_bar()).await?;
     let verdict = outcome.conservation();
     print!("{}", render::report(&outcome, &verdict));
+    if let Some(addr) = args.serve {
+        let served = serve::serve_simulated(&args, addr, store, &config).await?;
+        if !verdict.ok {
+            return Ok(ExitCode::FAILURE);
+        }
+        return Ok(served);
+    }
     Ok(if verdict.ok {
         ExitCode::SUCCESS
     } else {
