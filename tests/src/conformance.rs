@@ -21,6 +21,7 @@ mod fixtures;
 mod insights;
 mod outbox;
 mod telemetry;
+mod usage;
 
 pub use access::*;
 pub use appstats::*;
@@ -30,6 +31,7 @@ pub use fixtures::write_of;
 pub use insights::*;
 pub use outbox::*;
 pub use telemetry::*;
+pub use usage::*;
 
 /// Expands to one `#[tokio::test(flavor = "multi_thread", worker_threads = 2)]` per conformance case;
 /// each test calls `$factory().await` to get a fresh `StoreUnderTest`.
@@ -49,7 +51,7 @@ macro_rules! conformance_suite {
             invalid_writes_change_nothing,
             last_used_moves_forward_only,
             timestamps_are_stored_to_the_microsecond,
-            app_usage_counts_users_sessions_requests_and_clipped_time,
+            app_usage_counts_distinct_minutes_users_sessions_and_requests,
             app_stats_lists_overlapping_rows_oldest_first,
             boundary_deltas_add_up_with_exact_uniques_across_replicas,
             a_replayed_delta_is_counted_once,
@@ -68,6 +70,13 @@ macro_rules! conformance_suite {
             period_switch_is_atomic_against_flushes,
             replicas_flush_while_periods_close,
             concurrent_writes_of_the_same_rows_converge,
+            the_rollup_answers_after_a_tick,
+            sessions_count_every_row_once,
+            export_streams_rows_started_in_the_range,
+            retention_purges_in_bounded_rounds_after_rolling_up,
+            a_late_write_for_a_purged_hour_changes_no_figure,
+            retention_deletes_published_snapshots_only,
+            the_rollup_is_the_reference_after_random_writes_replays_and_ticks,
         );
     };
     (@cases $factory:path; $($case:ident),* $(,)?) => {

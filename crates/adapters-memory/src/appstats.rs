@@ -1,22 +1,27 @@
-//! App stat rows, last-used times and the insights read side.
+//! App stat rows, last-used times and reads of the stored rows.
 
-use std::cmp::Reverse;
+use std::collections::BTreeMap;
 
 use async_trait::async_trait;
-use tally_domain::appstats::{AccessMethod, StatsReport};
+use tally_domain::appstats::StatsReport;
 use tally_domain::error::StoreError;
-use tally_domain::ports::{AppStatsStore, AppStatsWrite, AppUsage, InsightsStore, TimeRange};
+use tally_domain::ports::{AppStatsStore, AppStatsWrite, InsightsStore, TimeRange};
+use tally_domain::usage::minutes::hour_of;
+use tally_domain::usage::rollup::HourlyRollup;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::{Map, MemoryStore, PG_BIGINT_MAX, Set, pg_time, pg_time_ceil};
+use crate::{Map, MemoryStore, PG_BIGINT_MAX, pg_time, pg_time_ceil};
 
-type RowKey = (Uuid, Uuid, Uuid);
+pub(crate) type RowKey = (Uuid, Uuid, Uuid);
 
 #[derive(Debug, Default)]
 pub(crate) struct AppsState {
     /// Keyed by (user, agent, session); every row has an end time.
-    rows: Map<RowKey, StatsReport>,
+    pub(crate) rows: Map<RowKey, StatsReport>,
+    /// Row keys by the hour their session started (a start never changes).
+    pub(crate) by_start_hour: BTreeMap<i64, Vec<RowKey>>,
+    pub(crate) rollup: HourlyRollup,
     last_used: Map<Uuid, OffsetDateTime>,
 }
 
@@ -104,19 +109,33 @@ impl AppStatsStore for MemoryStore {
         let mut state = self.apps.write();
         // Batches only matter to PostgreSQL's statement size; applying rows
         // in order gives the same result as applying batch after batch.
+        let state = &mut *state;
         state.rows.reserve(write.rows.len());
+        // The start hours this write touches, for the next rollup tick (as
+        // PostgreSQL's marker rows); a write spans few distinct hours.
+        let mut touched: Vec<i64> = Vec::new();
         for row in &write.rows {
-            match state.rows.entry(row.row_key()) {
+            // An existing row keeps its start: that is the hour to mark.
+            let hour = match state.rows.entry(row.row_key()) {
                 // End and requests each move forward on their own, as in
                 // PostgreSQL's upsert; see `merge_forward` for why this
                 // deviates from SPEC §2's "not older and not smaller".
                 hashbrown::hash_map::Entry::Occupied(mut existing) => {
                     existing.get_mut().merge_forward(&merged_columns(row));
+                    hour_of(existing.get().session_started_at)
                 }
                 hashbrown::hash_map::Entry::Vacant(slot) => {
-                    slot.insert(stored(row));
+                    let hour = hour_of(slot.insert(stored(row)).session_started_at);
+                    state.by_start_hour.entry(hour).or_default().push(row.row_key());
+                    hour
                 }
+            };
+            if !touched.contains(&hour) {
+                touched.push(hour);
             }
+        }
+        for hour in touched {
+            state.rollup.mark(hour);
         }
         for &(workspace, at) in &write.last_used {
             let at = pg_time(at);
@@ -130,64 +149,8 @@ impl AppStatsStore for MemoryStore {
     }
 }
 
-#[derive(Default)]
-struct UsageAcc {
-    users: Set<Uuid>,
-    sessions: u64,
-    requests: u64,
-    micros: u64,
-}
-
 #[async_trait]
 impl InsightsStore for MemoryStore {
-    async fn app_usage(&self, range: TimeRange) -> Result<Vec<AppUsage>, StoreError> {
-        let range = pg_range(range);
-        let mut usage: Vec<AppUsage> = {
-            let state = self.apps.read();
-            let mut apps: Map<(AccessMethod, &str), UsageAcc> = Map::default();
-            for row in state.rows.values() {
-                let (start, end) = span(row);
-                if !range.overlaps(start, end) {
-                    continue;
-                }
-                let acc = apps
-                    .entry((row.access_method, row.slug_or_port.as_str()))
-                    .or_default();
-                acc.users.insert(row.user_id);
-                acc.sessions += 1;
-                acc.requests = acc.requests.saturating_add(row.requests);
-                let micros = range.clipped(start, end).whole_microseconds();
-                acc.micros = acc
-                    .micros
-                    .saturating_add(u64::try_from(micros).unwrap_or(u64::MAX));
-            }
-            apps.into_iter()
-                .map(|((access_method, slug), acc)| AppUsage {
-                    access_method,
-                    slug_or_port: slug.to_owned(),
-                    unique_users: acc.users.len() as u64,
-                    sessions: acc.sessions,
-                    requests: acc.requests,
-                    session_micros: acc.micros,
-                })
-                .collect()
-        };
-        usage.sort_by(|a, b| {
-            (
-                Reverse(a.unique_users),
-                Reverse(a.session_micros),
-                a.access_method.as_str(),
-            )
-                .cmp(&(
-                    Reverse(b.unique_users),
-                    Reverse(b.session_micros),
-                    b.access_method.as_str(),
-                ))
-                .then_with(|| a.slug_or_port.as_bytes().cmp(b.slug_or_port.as_bytes()))
-        });
-        Ok(usage)
-    }
-
     async fn app_stats(&self, range: TimeRange, limit: usize) -> Result<Vec<StatsReport>, StoreError> {
         let range = pg_range(range);
         let mut rows: Vec<StatsReport> = {

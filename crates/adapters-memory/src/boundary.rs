@@ -97,6 +97,20 @@ impl TelemetryState {
         summary
     }
 
+    /// Deletes published snapshots whose period ended before `before`, at
+    /// most `max_batch` of period ends past the oldest of them.
+    pub(crate) fn purge_published(&mut self, before: OffsetDateTime, max_batch: Duration) -> u64 {
+        let published_end = |e: &OutboxEntry| e.snapshot.published_at.map(|_| e.snapshot.period_end);
+        let Some(oldest) = self.outbox.values().filter_map(published_end).min() else {
+            return 0;
+        };
+        let cut = pg_time_ceil(before).min(oldest + max_batch);
+        let len = self.outbox.len();
+        self.outbox
+            .retain(|_, e| published_end(e).is_none_or(|end| end >= cut));
+        (len - self.outbox.len()) as u64
+    }
+
     fn reset_period(&mut self) {
         for row in self.replicas.values_mut() {
             row.allowed = 0;

@@ -14,10 +14,9 @@
 //!   microseconds (PostgreSQL's `timestamptz`) and returned in UTC; so are
 //!   the `now` of a claim (`claimed_until = floor(floor(now) + lease)`) and
 //!   the `at` of a publish. Bounds that are only compared with stored times
-//!   (insights ranges, the `before` of a lock prune) are compared exactly,
+//!   (row ranges, the `before` of a lock prune) are compared exactly,
 //!   which for whole-microsecond values is comparing with the bound rounded
-//!   up to a whole microsecond; session time is clipped to those rounded-up
-//!   bounds, so it is a whole number of microseconds.
+//!   up to a whole microsecond.
 //! - **App stats** ([`AppStatsStore::write_app_stats`]): all or nothing. The
 //!   whole write is validated first; `batch_size == 0`, a row without an end
 //!   time, a row ending before it starts, or a row with more than `i64::MAX`
@@ -61,11 +60,18 @@
 //!   [`TelemetryStore::list_snapshots`] orders by period end,
 //!   then id, descending. Locks are pruned when their period end is strictly
 //!   before `before`.
-//! - **Insights.** `app_usage` groups overlapping rows by (method, slug),
-//!   ordered by unique users desc, session time desc, method name asc, slug
-//!   asc (byte order, PostgreSQL's `COLLATE "C"`). `app_stats` orders by
-//!   start, session id, user id, agent id.
+//! - **Stored rows.** `app_stats` orders by start, session id, user id,
+//!   agent id.
 //!
+//! - **Usage rollup** ([`UsageStore`]): writes mark the start hours they
+//!   touch (an existing row's stored start); a tick rolls them up again with
+//!   `tally_domain::usage::rollup`, the same rules as PostgreSQL's SQL;
+//!   reads answer from the rollup only, apps ordered by unique users desc,
+//!   usage desc, method name asc, slug asc (byte order, PostgreSQL's
+//!   `COLLATE "C"`); the export sorts rows by start, user, agent, session; retention deletes raw rows by whole start hours (after a
+//!   tick) and freezes those hours, as PostgreSQL does.
+//!
+//! [`UsageStore`]: tally_domain::ports::UsageStore
 //! [`AppStatsStore::write_app_stats`]: tally_domain::ports::AppStatsStore::write_app_stats
 //! [`StatsReport::merge_forward`]: tally_domain::appstats::StatsReport::merge_forward
 //! [`BoundaryUsageStore`]: tally_domain::ports::BoundaryUsageStore
@@ -80,6 +86,7 @@ mod appstats;
 mod boundary;
 #[cfg(test)]
 mod tests;
+mod usage;
 
 use parking_lot::{Mutex, RwLock};
 use time::{OffsetDateTime, UtcOffset};

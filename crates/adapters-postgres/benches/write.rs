@@ -23,9 +23,10 @@ use tally_adapters_postgres::{AppStatsWriteMode, PgStore, PgStoreOptions};
 use tally_domain::appstats::{AccessMethod, StatsReport};
 use tally_domain::boundary::BoundaryDelta;
 use tally_domain::ports::{
-    AppStatsStore, AppStatsWrite, BoundaryUsageStore, InsightsStore, TelemetryStore, TimeRange,
+    AppStatsStore, AppStatsWrite, BoundaryUsageStore, InsightsStore, TelemetryStore, TimeRange, UsageStore,
 };
 use tally_domain::telemetry::{BOUNDARY_USAGE_EVENT, Period, PeriodClose, PeriodCloseOutcome};
+use tally_domain::usage::Intervals;
 use tally_tests::pg::fresh_database;
 use time::OffsetDateTime;
 use time::macros::datetime;
@@ -175,8 +176,9 @@ fn rate(rows: usize, d: Duration) -> f64 {
 }
 
 /// The read side over the written table: app usage of one hour and of the
-/// whole day, and one page of rows.
+/// whole day from the rollup (after an untimed tick), and one page of rows.
 async fn insights_queries(store: &PgStore) -> Vec<(&'static str, Duration)> {
+    store.tick_usage_rollup().await.unwrap();
     sqlx::query("VACUUM ANALYZE workspace_app_stats")
         .execute(store.pool())
         .await
@@ -185,8 +187,8 @@ async fn insights_queries(store: &PgStore) -> Vec<(&'static str, Duration)> {
     let day = TimeRange::new(T0, T0 + time::Duration::days(1)).unwrap();
     let mut out = vec![];
     for (what, range, page) in [
-        ("app_usage, 1 hour", hour, false),
-        ("app_usage, whole day", day, false),
+        ("app_usage_by_interval, 1 hour", hour, false),
+        ("app_usage_by_interval, whole day", day, false),
         ("app_stats, 1 hour, first 1000 rows", hour, true),
     ] {
         let mut times = vec![];
@@ -195,7 +197,8 @@ async fn insights_queries(store: &PgStore) -> Vec<(&'static str, Duration)> {
             if page {
                 assert_eq!(store.app_stats(range, 1000).await.unwrap().len(), 1000);
             } else {
-                assert_eq!(store.app_usage(range).await.unwrap().len(), 10);
+                let one = Intervals::single(range).unwrap();
+                assert_eq!(store.app_usage_by_interval(&one).await.unwrap().len(), 10);
             }
             times.push(t.elapsed());
         }
@@ -291,21 +294,28 @@ async fn main() {
     let mut table = vec![];
     let mut insights = vec![];
     copies.push(measure_copy().await);
+    // Each configuration also runs without the usage rollup's start-hour
+    // marks, right after, to show what the marks cost.
     for mode in [AppStatsWriteMode::Copy, AppStatsWriteMode::Upsert] {
-        for batch in [1024, 8192] {
+        for (batch, marks) in [(1024, true), (1024, false), (8192, true), (8192, false)] {
             let db = fresh_database().await;
             let opts = PgStoreOptions {
                 write_mode: mode,
                 ..Default::default()
             };
             let store = PgStore::connect_with(&db.url, opts).await.unwrap();
+            let store = if marks {
+                store
+            } else {
+                store.without_usage_marks_for_benchmarks()
+            };
             let fresh = writes(&rows, batch);
             let update = writes(&moved, batch);
             let t_fresh = timed_writes(&store, &fresh).await;
             let t_replay = timed_writes(&store, &fresh).await;
             let t_update = timed_writes(&store, &update).await;
             let t_mixed = timed_writes(&store, &writes(&mixed, batch)).await;
-            if insights.is_empty() {
+            if insights.is_empty() && marks {
                 insights = insights_queries(&store).await;
             }
             drop(store);
@@ -321,8 +331,13 @@ async fn main() {
                 ("replay, all updated", t_update),
                 ("90% new, 10% updates", t_mixed),
             ] {
-                eprintln!("{mode:?} batch {batch} {phase}: {:.0} rows/s", rate(n, d));
-                table.push((format!("{mode:?}"), batch, phase, d, limit));
+                let label = if marks {
+                    format!("{mode:?}")
+                } else {
+                    format!("{mode:?}, no marks")
+                };
+                eprintln!("{label} batch {batch} {phase}: {:.0} rows/s", rate(n, d));
+                table.push((label, batch, phase, d, limit));
             }
         }
     }

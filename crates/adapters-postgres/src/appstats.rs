@@ -6,6 +6,8 @@ use async_trait::async_trait;
 use sqlx::{PgConnection, Postgres, Transaction};
 use tally_domain::error::StoreError;
 use tally_domain::ports::{AppStatsStore, AppStatsWrite};
+
+use tally_domain::usage::minutes::{hour_of, hour_start};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -33,8 +35,25 @@ const COLUMNS: &str = "user_id, agent_id, session_id, workspace_id, access_metho
 ///
 /// Rows that would not change are left alone, so a replay costs index
 /// lookups and no new row versions.
-const UPSERT: &str = "INSERT INTO workspace_app_stats AS t (user_id, agent_id, session_id, workspace_id, \
-        access_method, slug_or_port, session_started_at, session_ended_at, requests) \
+///
+/// The start hours of the rows it inserted or changed (their stored start,
+/// which an update keeps) are marked for the next rollup tick in the same
+/// statement.
+const UPSERT: &str = "WITH up AS (INSERT INTO workspace_app_stats AS t (user_id, agent_id, session_id, \
+        workspace_id, access_method, slug_or_port, session_started_at, session_ended_at, requests) \
+    SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::text[], \
+        $7::timestamptz[], $8::timestamptz[], $9::int8[]) \
+    ON CONFLICT (user_id, agent_id, session_id) DO UPDATE \
+    SET session_ended_at = GREATEST(t.session_ended_at, excluded.session_ended_at), \
+        requests = GREATEST(t.requests, excluded.requests) \
+    WHERE excluded.session_ended_at > t.session_ended_at OR excluded.requests > t.requests \
+    RETURNING t.session_started_at) \
+    INSERT INTO app_usage_dirty_hours (start_hour) \
+    SELECT DISTINCT date_trunc('hour', session_started_at, 'UTC') FROM up";
+
+/// [`UPSERT`] without the marks, for the write benchmark's comparison.
+const UPSERT_UNMARKED: &str = "INSERT INTO workspace_app_stats AS t (user_id, agent_id, session_id, \
+        workspace_id, access_method, slug_or_port, session_started_at, session_ended_at, requests) \
     SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::text[], \
         $7::timestamptz[], $8::timestamptz[], $9::int8[]) \
     ON CONFLICT (user_id, agent_id, session_id) DO UPDATE \
@@ -42,8 +61,11 @@ const UPSERT: &str = "INSERT INTO workspace_app_stats AS t (user_id, agent_id, s
         requests = GREATEST(t.requests, excluded.requests) \
     WHERE excluded.session_ended_at > t.session_ended_at OR excluded.requests > t.requests";
 
-/// Last-used times move forward only.
-const TOUCH_WORKSPACES: &str = "INSERT INTO workspaces AS w (id, last_used_at) \
+/// Last-used times move forward only. The same statement marks the start
+/// hours of rows written by COPY for the next rollup tick (`$3`).
+const TOUCH_WORKSPACES: &str = "WITH marked AS (INSERT INTO app_usage_dirty_hours (start_hour) \
+        SELECT unnest($3::timestamptz[])) \
+    INSERT INTO workspaces AS w (id, last_used_at) \
     SELECT * FROM unnest($1::uuid[], $2::timestamptz[]) \
     ON CONFLICT (id) DO UPDATE SET last_used_at = GREATEST(w.last_used_at, excluded.last_used_at)";
 
@@ -68,6 +90,8 @@ struct Prepared<'a> {
     batch_size: usize,
     workspaces: Vec<Uuid>,
     last_used: Vec<OffsetDateTime>,
+    /// Distinct start hours of the rows, for the rollup marker of a COPY.
+    start_hours: Vec<OffsetDateTime>,
 }
 
 fn invalid(msg: String) -> StoreError {
@@ -139,11 +163,20 @@ impl<'a> Prepared<'a> {
         let mut touched: Vec<_> = latest.into_iter().collect();
         touched.sort_unstable_by_key(|(id, _)| *id);
         let (workspaces, last_used) = touched.into_iter().unzip();
+        // A write holds a few start hours: a linear scan beats hashing.
+        let mut hours: Vec<i64> = Vec::new();
+        for r in &rows {
+            let h = hour_of(r.started);
+            if !hours.contains(&h) {
+                hours.push(h);
+            }
+        }
         Ok(Self {
             rows,
             batch_size: write.batch_size,
             workspaces,
             last_used,
+            start_hours: hours.into_iter().map(hour_start).collect(),
         })
     }
 }
@@ -155,33 +188,70 @@ impl AppStatsStore for PgStore {
         if prepared.rows.is_empty() && prepared.workspaces.is_empty() {
             return Ok(());
         }
+        let hashes: Vec<u64> = prepared
+            .rows
+            .iter()
+            .map(|r| self.recent.hash((r.user, r.agent, r.session)))
+            .collect();
         if self.write_mode == AppStatsWriteMode::Copy {
-            match self.write_once(&prepared, AppStatsWriteMode::Copy).await {
-                // Some row already exists (an update, a replay, or a
-                // concurrent writer): redo the whole write as upserts.
+            let seen = self.recent.seen(&hashes);
+            match self.write_once(&prepared, Some(&seen)).await {
+                // Some row already exists (a replay, another replica's
+                // session, a row forgotten): redo the whole write as upserts.
                 Err(e) if is_unique_violation(&e) => {}
-                other => return other.map_err(map_sqlx_error),
+                other => {
+                    other.map_err(map_sqlx_error)?;
+                    self.recent.remember(&hashes);
+                    return Ok(());
+                }
             }
         }
-        self.write_once(&prepared, AppStatsWriteMode::Upsert)
-            .await
-            .map_err(map_sqlx_error)
+        self.write_once(&prepared, None).await.map_err(map_sqlx_error)?;
+        self.recent.remember(&hashes);
+        Ok(())
     }
 }
 
 impl PgStore {
-    async fn write_once(&self, p: &Prepared<'_>, mode: AppStatsWriteMode) -> Result<(), sqlx::Error> {
+    /// One transaction. With `copy_unless_seen`, rows not written recently
+    /// go by COPY (as if new) and the others by upsert; without it every
+    /// row goes by upsert.
+    async fn write_once(
+        &self,
+        p: &Prepared<'_>,
+        copy_unless_seen: Option<&[bool]>,
+    ) -> Result<(), sqlx::Error> {
         let mut tx: Transaction<'_, Postgres> = self.pool().begin().await?;
-        for batch in p.rows.chunks(p.batch_size) {
-            match mode {
-                AppStatsWriteMode::Upsert => upsert_batch(&mut tx, batch).await?,
-                AppStatsWriteMode::Copy => copy_batch(&mut tx, batch).await?,
+        let upsert = if self.usage_marks { UPSERT } else { UPSERT_UNMARKED };
+        // Both parts stay in key order.
+        let (mut copied, mut upserted): (Vec<&Row<'_>>, Vec<&Row<'_>>) = (Vec::new(), Vec::new());
+        for (i, row) in p.rows.iter().enumerate() {
+            match copy_unless_seen {
+                Some(seen) if !seen[i] => copied.push(row),
+                _ => upserted.push(row),
             }
         }
-        if !p.workspaces.is_empty() {
+        // COPY first: its inserts then never wait on this write's own
+        // upserts, so two replicas writing each other's rows cannot
+        // deadlock (a row one upserts, the other finds committed and fails
+        // on at once, or waits for while holding no row lock).
+        for batch in copied.chunks(p.batch_size) {
+            copy_batch(&mut tx, batch).await?;
+        }
+        for batch in upserted.chunks(p.batch_size) {
+            upsert_batch(&mut tx, batch, upsert).await?;
+        }
+        // Upserts mark the hours they change themselves.
+        let marks: &[OffsetDateTime] = if self.usage_marks && !copied.is_empty() {
+            &p.start_hours
+        } else {
+            &[]
+        };
+        if !p.workspaces.is_empty() || !marks.is_empty() {
             sqlx::query(TOUCH_WORKSPACES)
                 .bind(&p.workspaces)
                 .bind(&p.last_used)
+                .bind(marks)
                 .execute(&mut *tx)
                 .await?;
         }
@@ -189,7 +259,11 @@ impl PgStore {
     }
 }
 
-async fn upsert_batch(conn: &mut PgConnection, batch: &[Row<'_>]) -> Result<(), sqlx::Error> {
+async fn upsert_batch(
+    conn: &mut PgConnection,
+    batch: &[&Row<'_>],
+    statement: &str,
+) -> Result<(), sqlx::Error> {
     let n = batch.len();
     let (mut users, mut agents, mut sessions, mut workspaces) = (
         Vec::with_capacity(n),
@@ -215,7 +289,7 @@ async fn upsert_batch(conn: &mut PgConnection, batch: &[Row<'_>]) -> Result<(), 
         ended.push(r.ended);
         requests.push(r.requests);
     }
-    sqlx::query(UPSERT)
+    sqlx::query(statement)
         .bind(users)
         .bind(agents)
         .bind(sessions)
@@ -233,7 +307,7 @@ async fn upsert_batch(conn: &mut PgConnection, batch: &[Row<'_>]) -> Result<(), 
 /// Binary COPY of rows assumed new, straight into the table (no staging
 /// table, so no second merge rule): fails with a unique violation if one
 /// exists, and the caller redoes the whole write with [`UPSERT`].
-async fn copy_batch(conn: &mut PgConnection, batch: &[Row<'_>]) -> Result<(), sqlx::Error> {
+async fn copy_batch(conn: &mut PgConnection, batch: &[&Row<'_>]) -> Result<(), sqlx::Error> {
     let mut buf = CopyBuf::with_capacity(batch.len() * 160);
     for r in batch {
         buf.tuple(9)

@@ -1,32 +1,17 @@
-//! The read side: app usage over a time range, stored rows, last-used times.
+//! The read side: stored rows over a time range, last-used times (insights
+//! come from the usage rollup, `usage/`).
 
 use async_trait::async_trait;
 use sqlx::Row as _;
 use tally_domain::appstats::{AccessMethod, StatsReport};
 use tally_domain::error::StoreError;
-use tally_domain::ports::{AppUsage, InsightsStore, TimeRange};
+use tally_domain::ports::{InsightsStore, TimeRange};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::PgStore;
 use crate::error::map_sqlx_error;
 use crate::timeconv::{ceil_micros, limit, to_u64};
-
-/// Session time is clipped to the range and summed as intervals (exact
-/// microseconds; one conversion per group is cheaper than one per row).
-/// Slugs sort bytewise (COLLATE "C") like Rust strings, whatever the
-/// database's collation.
-const APP_USAGE: &str = "SELECT access_method, slug_or_port, \
-        count(DISTINCT user_id) AS unique_users, \
-        count(*) AS sessions, \
-        coalesce(sum(requests), 0)::int8 AS requests, \
-        (extract(epoch FROM coalesce(sum(GREATEST(interval '0', \
-            LEAST(session_ended_at, $2) - GREATEST(session_started_at, $1))), interval '0')) * 1000000)::int8 \
-            AS session_micros \
-    FROM workspace_app_stats \
-    WHERE session_started_at < $2 AND session_ended_at >= $1 \
-    GROUP BY access_method, slug_or_port \
-    ORDER BY unique_users DESC, session_micros DESC, access_method COLLATE \"C\", slug_or_port COLLATE \"C\"";
 
 const APP_STATS: &str = "SELECT user_id, workspace_id, agent_id, access_method, slug_or_port, session_id, \
         session_started_at, session_ended_at, requests \
@@ -41,30 +26,6 @@ fn access_method(s: &str) -> Result<AccessMethod, StoreError> {
 
 #[async_trait]
 impl InsightsStore for PgStore {
-    async fn app_usage(&self, range: TimeRange) -> Result<Vec<AppUsage>, StoreError> {
-        let rows = sqlx::query(APP_USAGE)
-            .bind(ceil_micros(range.from))
-            .bind(ceil_micros(range.to))
-            .fetch_all(self.pool())
-            .await
-            .map_err(map_sqlx_error)?;
-        rows.iter()
-            .map(|row| {
-                let int = |name: &str| -> Result<u64, StoreError> {
-                    to_u64(row.try_get(name).map_err(map_sqlx_error)?, name)
-                };
-                Ok(AppUsage {
-                    access_method: access_method(row.try_get("access_method").map_err(map_sqlx_error)?)?,
-                    slug_or_port: row.try_get("slug_or_port").map_err(map_sqlx_error)?,
-                    unique_users: int("unique_users")?,
-                    sessions: int("sessions")?,
-                    requests: int("requests")?,
-                    session_micros: int("session_micros")?,
-                })
-            })
-            .collect()
-    }
-
     async fn app_stats(&self, range: TimeRange, max: usize) -> Result<Vec<StatsReport>, StoreError> {
         let rows = sqlx::query(APP_STATS)
             .bind(ceil_micros(range.from))

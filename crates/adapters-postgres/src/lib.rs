@@ -10,10 +10,12 @@ mod boundary;
 mod copy;
 mod error;
 mod insights;
+mod recent;
 mod schema;
 mod telemetry;
 mod timeconv;
 mod tls;
+mod usage;
 
 use std::time::Duration;
 
@@ -32,10 +34,11 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 /// BENCHMARKS.md for why [`AppStatsWriteMode::Copy`] is the default.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum AppStatsWriteMode {
-    /// Optimistic: each batch is one binary `COPY`, as if every row were new.
-    /// If any row already exists (an update, a replay, a concurrent writer),
-    /// the unique key refuses it and the whole write is redone, in a new
-    /// transaction, with [`AppStatsWriteMode::Upsert`].
+    /// Optimistic: rows this store wrote recently go by upsert, the others
+    /// by binary `COPY` per batch, as if new. If one of those exists after
+    /// all (a replay, another replica's session), the unique key refuses it
+    /// and the whole write is redone, in a new transaction, with
+    /// [`AppStatsWriteMode::Upsert`].
     #[default]
     Copy,
     /// Per batch: one `INSERT ... SELECT FROM unnest(...) ON CONFLICT DO
@@ -69,6 +72,11 @@ impl Default for PgStoreOptions {
 pub struct PgStore {
     pool: PgPool,
     write_mode: AppStatsWriteMode,
+    /// Whether writes mark their start hours for the usage rollup; off only
+    /// in the write benchmark, to measure what the marks cost.
+    usage_marks: bool,
+    /// Keys written recently, shared by clones of this store.
+    recent: std::sync::Arc<recent::RecentKeys>,
 }
 
 impl PgStore {
@@ -87,7 +95,10 @@ impl PgStore {
             PgPoolOptions::new()
                 .max_connections(options.max_connections.max(1))
                 .acquire_timeout(options.acquire_timeout)
-                .connect_with(connect.application_name("tally"))
+                // tally's statements are short; the planner's cost guesses
+                // for the rollup's per-row hour series made JIT compile them
+                // for seconds to save milliseconds.
+                .connect_with(connect.application_name("tally").options([("jit", "off")]))
         };
         let pool = match (connect(plan.options).await, plan.tls_fallback) {
             // sslmode=allow: TLS only once the server has refused plaintext.
@@ -100,6 +111,8 @@ impl PgStore {
         let store = Self {
             pool,
             write_mode: options.write_mode,
+            usage_marks: true,
+            recent: Default::default(),
         };
         if options.migrate {
             store.migrate().await?;
@@ -112,7 +125,18 @@ impl PgStore {
         Self {
             pool,
             write_mode: AppStatsWriteMode::default(),
+            usage_marks: true,
+            recent: Default::default(),
         }
+    }
+
+    /// The same store writing without marking start hours for the usage
+    /// rollup, which then misses those writes. For the write benchmark only,
+    /// which measures the marks' cost against it.
+    #[doc(hidden)]
+    pub fn without_usage_marks_for_benchmarks(mut self) -> Self {
+        self.usage_marks = false;
+        self
     }
 
     /// The same store writing app stats the given way.

@@ -155,6 +155,30 @@ pub struct ServeArgs {
     #[arg(long, env = "TALLY_LOCK_RETENTION", default_value = "7days", value_parser = positive_duration)]
     pub lock_retention: Duration,
 
+    /// How often the usage rollup takes in new writes (one replica at a
+    /// time); insights lag writes by at most this much.
+    #[arg(long, env = "TALLY_USAGE_ROLLUP_INTERVAL", default_value = "5m", value_parser = positive_duration)]
+    pub usage_rollup_interval: Duration,
+
+    /// Raw app stat rows are deleted once their session started this long
+    /// ago (their figures stay in the usage rollup).
+    #[arg(long, env = "TALLY_RETENTION_APP_STATS", default_value = "90days", value_parser = positive_duration)]
+    pub retention_app_stats: Duration,
+
+    /// Usage rollup rows (what insights read) are deleted after this long.
+    #[arg(long, env = "TALLY_RETENTION_USAGE", default_value = "365days", value_parser = positive_duration)]
+    pub retention_usage: Duration,
+
+    /// Published snapshots are deleted this long after their period ended;
+    /// unpublished ones are kept.
+    #[arg(long, env = "TALLY_RETENTION_SNAPSHOTS", default_value = "365days", value_parser = positive_duration)]
+    pub retention_snapshots: Duration,
+
+    /// How often one replica deletes expired data, at most 4 hours of data
+    /// of each kind per round.
+    #[arg(long, env = "TALLY_PURGE_INTERVAL", default_value = "10m", value_parser = positive_duration)]
+    pub purge_interval: Duration,
+
     /// HTTP endpoint receiving each snapshot as a JSON POST (with retries).
     /// Without it snapshots are written to the log.
     #[arg(long, env = "TALLY_TELEMETRY_URL")]

@@ -125,7 +125,7 @@ mod tests {
             from: OffsetDateTime::UNIX_EPOCH,
             to: OffsetDateTime::UNIX_EPOCH,
         };
-        assert_timed_out(store.app_usage(range).await.unwrap_err(), "app_usage");
+        assert_timed_out(store.app_stats(range, 1).await.unwrap_err(), "app_stats");
         assert_timed_out(
             store
                 .prune_telemetry_locks(OffsetDateTime::UNIX_EPOCH)
@@ -133,7 +133,18 @@ mod tests {
                 .unwrap_err(),
             "prune_telemetry_locks",
         );
-        assert_eq!(started.elapsed(), Duration::from_secs(10));
+        // A raw export reads an hour at a time, each read bounded.
+        let export = TimeRange {
+            from: OffsetDateTime::UNIX_EPOCH,
+            to: OffsetDateTime::UNIX_EPOCH + time::Duration::hours(3),
+        };
+        let mut rows = tally_domain::usage::export::export_app_stats(&store, export);
+        assert_timed_out(
+            futures::StreamExt::next(&mut rows).await.unwrap().unwrap_err(),
+            "app_stats_started_in",
+        );
+        assert!(futures::StreamExt::next(&mut rows).await.is_none());
+        assert_eq!(started.elapsed(), Duration::from_secs(12));
     }
 
     #[tokio::test(start_paused = true)]
@@ -175,6 +186,9 @@ mod tests {
                 tracker_flush_interval: Duration::from_secs(10),
                 publish_interval: Duration::from_secs(5),
                 lock_retention: Duration::from_secs(86400),
+                usage_rollup_interval: Duration::from_secs(300),
+                purge_interval: Duration::from_secs(600),
+                retention: tally_domain::usage::RetentionPolicy::default(),
             },
             Arc::new(silent(Duration::from_secs(2))),
             Arc::new(BoundaryTracker::new(replica_id, clock.clone())),

@@ -1,5 +1,8 @@
 //! Background loops of `tally serve`: tracker flush, snapshot step, outbox
-//! publisher, lock pruning. Failures are logged and retried, never fatal.
+//! publisher, lock pruning, usage rollup and retention (`usage.rs`).
+//! Failures are logged and retried, never fatal.
+
+mod usage;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +17,7 @@ use tally_domain::retry::Backoff;
 use tally_domain::telemetry::publisher::{DEFAULT_CLAIM_LEASE, PublishRound, publish_pending};
 use tally_domain::telemetry::snapshot::snapshot_step;
 use tally_domain::telemetry::{Period, Snapshot};
+use tally_domain::usage::RetentionPolicy;
 use tokio::sync::{Mutex, Notify, watch};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
@@ -47,6 +51,9 @@ pub struct LoopSettings {
     pub tracker_flush_interval: Duration,
     pub publish_interval: Duration,
     pub lock_retention: Duration,
+    pub usage_rollup_interval: Duration,
+    pub purge_interval: Duration,
+    pub retention: RetentionPolicy,
 }
 
 /// What the loops share; also used by the shutdown sequence.
@@ -135,6 +142,8 @@ impl Background {
             tokio::spawn(self.clone().snapshot_loop(stop.clone())),
             tokio::spawn(self.clone().publisher_loop(stop.clone())),
             tokio::spawn(self.clone().prune_loop(stop.clone())),
+            tokio::spawn(self.clone().rollup_loop(stop.clone())),
+            tokio::spawn(self.clone().purge_loop(stop.clone())),
         ]
     }
 
@@ -351,7 +360,7 @@ pub fn to_std(d: time::Duration) -> Duration {
 mod publish_tests;
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use mockall::Sequence;
     use tally_domain::boundary::FlushOutcome;
@@ -360,7 +369,7 @@ mod tests {
     use tally_domain::telemetry::{BOUNDARY_USAGE_EVENT, PeriodCloseOutcome};
     use time::macros::datetime;
 
-    const NOW: time::OffsetDateTime = datetime!(2026-11-25 10:30:00.5 UTC);
+    pub(super) const NOW: time::OffsetDateTime = datetime!(2026-11-25 10:30:00.5 UTC);
 
     fn snapshot() -> Snapshot {
         Snapshot {
@@ -375,7 +384,7 @@ mod tests {
         }
     }
 
-    fn background(store: MockStore, sink: MockSnapshotSink) -> Background {
+    pub(super) fn background(store: MockStore, sink: MockSnapshotSink) -> Background {
         let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(NOW));
         let replica_id = Uuid::new_v4();
         Background::new(
@@ -385,6 +394,9 @@ mod tests {
                 tracker_flush_interval: Duration::from_secs(10),
                 publish_interval: Duration::from_secs(5),
                 lock_retention: Duration::from_secs(7 * 86400),
+                usage_rollup_interval: Duration::from_secs(300),
+                purge_interval: Duration::from_secs(600),
+                retention: RetentionPolicy::default(),
             },
             Arc::new(store),
             Arc::new(BoundaryTracker::new(replica_id, clock.clone())),

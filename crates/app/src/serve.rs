@@ -13,6 +13,7 @@ use tally_domain::clock::{Clock, SystemClock};
 use tally_domain::error::Report;
 use tally_domain::ports::{Layered, Reporter, SnapshotSink, Store};
 use tally_domain::retry::Backoff;
+use tally_domain::usage::RetentionPolicy;
 use tokio::sync::watch;
 use uuid::Uuid;
 
@@ -108,11 +109,19 @@ pub async fn run_with(
             tracker_flush_interval: args.tracker_flush_interval,
             publish_interval: args.publish_interval,
             lock_retention: args.lock_retention,
+            usage_rollup_interval: args.usage_rollup_interval,
+            purge_interval: args.purge_interval,
+            retention: RetentionPolicy {
+                app_stats: to_time(args.retention_app_stats),
+                usage: to_time(args.retention_usage),
+                snapshots: to_time(args.retention_snapshots),
+                ..RetentionPolicy::default()
+            },
         },
         store.clone(),
         tracker.clone(),
         sink,
-        clock,
+        clock.clone(),
     );
 
     tracing::info!(
@@ -137,6 +146,7 @@ pub async fn run_with(
     let state = AppState::new(store, collector.clone(), tracker, tokens, args.body_limit)
         .with_readiness(opened.readiness)
         .with_access_log(args.access_log)
+        .with_clock(clock)
         .with_store_kind(match database_url {
             Some(_) => StoreKind::Postgres,
             None => StoreKind::Memory,

@@ -13,3 +13,4 @@ pub mod ports;
 pub mod retry;
 pub mod schema;
 pub mod telemetry;
+pub mod usage;

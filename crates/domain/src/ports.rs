@@ -18,10 +18,13 @@ use async_trait::async_trait;
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
-use crate::appstats::{AccessMethod, StatsReport};
+use crate::appstats::StatsReport;
 use crate::boundary::{BoundaryDelta, BoundaryUsageSummary, FlushOutcome};
 use crate::error::StoreError;
 use crate::telemetry::{PeriodClose, PeriodCloseOutcome, Snapshot};
+use crate::usage::{
+    ActiveUsers, AppUsageSeries, Intervals, PurgeOutcome, RetentionPolicy, TickOutcome, UserActivity,
+};
 
 pub use layer::{CallInfo, Layer, Layered};
 
@@ -62,25 +65,6 @@ impl TimeRange {
     pub fn overlaps(&self, start: OffsetDateTime, end: OffsetDateTime) -> bool {
         start < self.to && end >= self.from
     }
-
-    /// The part of `[start, end]` inside the range (zero when none).
-    pub fn clipped(&self, start: OffsetDateTime, end: OffsetDateTime) -> Duration {
-        let d = end.min(self.to) - start.max(self.from);
-        d.max(Duration::ZERO)
-    }
-}
-
-/// Usage of one app over a time range.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
-pub struct AppUsage {
-    pub access_method: AccessMethod,
-    pub slug_or_port: String,
-    pub unique_users: u64,
-    pub sessions: u64,
-    pub requests: u64,
-    /// Session time inside the range, summed in whole microseconds (the
-    /// stores' precision) so every adapter returns the same number.
-    pub session_micros: u64,
 }
 
 declare::store_ports! {
@@ -166,12 +150,6 @@ declare::store_ports! {
 
     /// Read side for operators.
     pub trait InsightsStore {
-        /// Usage per app (access method, slug or port) of the sessions that
-        /// overlap `range` (see [`TimeRange::overlaps`]), session time clipped to
-        /// it; most users first, then most session time, then by method and slug.
-        needs(Read WorkspaceAppStats)
-        async fn app_usage(&self, range: TimeRange) -> Result<Vec<AppUsage>, StoreError>;
-
         /// Stored rows of sessions that overlap `range`, oldest start first, then
         /// by session id; at most `limit`.
         needs(Read WorkspaceAppStats)
@@ -181,12 +159,61 @@ declare::store_ports! {
         needs(Read Workspace)
         async fn workspace_last_used(&self, workspace_id: Uuid) -> Result<Option<OffsetDateTime>, StoreError>;
     }
+
+    /// The usage rollup, the reads it answers, the raw export and retention.
+    /// The figures are defined in docs/insights.md.
+    pub trait UsageStore {
+        /// Rolls up again every start hour that a write committed before the
+        /// call touched (except hours whose raw rows were purged: those are
+        /// final), so the reads below then equal the figures computed from the
+        /// stored rows. One caller at a time across replicas: while another
+        /// holds the rollup this returns at once with `skipped`.
+        needs(Read WorkspaceAppStats, Update WorkspaceAppStats)
+        async fn tick_usage_rollup(&self) -> Result<TickOutcome, StoreError>;
+
+        /// Per app (access method, slug or port): usage seconds, sessions,
+        /// requests and unique users over the range and per interval, from the
+        /// rollup; ordered by [`crate::usage::sort_app_series`]. Apps without
+        /// usage in the range are left out.
+        needs(Read WorkspaceAppStats)
+        async fn app_usage_by_interval(&self, intervals: &Intervals) -> Result<Vec<AppUsageSeries>, StoreError>;
+
+        /// Distinct users with any usage over the range and per interval.
+        needs(Read WorkspaceAppStats)
+        async fn active_users(&self, intervals: &Intervals) -> Result<ActiveUsers, StoreError>;
+
+        /// Usage per user over `range` (whole minutes, else
+        /// [`StoreError::Invalid`]), all apps merged, most usage first, then by
+        /// user id; at most `limit`.
+        needs(Read WorkspaceAppStats)
+        async fn user_activity(&self, range: TimeRange, limit: usize) -> Result<Vec<UserActivity>, StoreError>;
+
+        /// Every stored raw row whose session started in `range`, as stored,
+        /// by start, then (user, agent, session). One read: exporters page
+        /// through a long range an hour at a time with
+        /// [`crate::usage::export::export_app_stats`], so no read holds a
+        /// transaction open for long or needs memory for more than an hour.
+        needs(Read WorkspaceAppStats)
+        async fn app_stats_started_in(&self, range: TimeRange) -> Result<Vec<StatsReport>, StoreError>;
+
+        /// One bounded round of retention at `now`: raw rows whose session
+        /// started before `now - policy.app_stats` (by whole start hours, after
+        /// a tick, so nothing is deleted before it is rolled up; those hours are
+        /// final from then on), rollup rows of hours before `now -
+        /// policy.usage`, and published snapshots whose period ended before
+        /// `now - policy.snapshots`; at most `policy.max_batch` of data of each.
+        needs(Read WorkspaceAppStats, Update WorkspaceAppStats, Delete WorkspaceAppStats, Delete TelemetrySnapshot)
+        async fn purge_expired(&self, now: OffsetDateTime, policy: &RetentionPolicy) -> Result<PurgeOutcome, StoreError>;
+    }
 }
 
 /// Everything a store provides. Implemented for every type that has all parts.
-pub trait Store: AppStatsStore + BoundaryUsageStore + TelemetryStore + InsightsStore {}
+pub trait Store: AppStatsStore + BoundaryUsageStore + TelemetryStore + InsightsStore + UsageStore {}
 
-impl<T: AppStatsStore + BoundaryUsageStore + TelemetryStore + InsightsStore + ?Sized> Store for T {}
+impl<T: AppStatsStore + BoundaryUsageStore + TelemetryStore + InsightsStore + UsageStore + ?Sized> Store
+    for T
+{
+}
 
 /// Delivers rolled-up app stats somewhere (normally the store).
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]

@@ -6,7 +6,9 @@ use tally_domain::appstats::AccessMethod;
 use tally_domain::authz::{Authorized, Role, Subject};
 use tally_domain::boundary::{BoundaryUsageSummary, FlushOutcome};
 use tally_domain::error::StoreError;
-use tally_domain::ports::{AppStatsStore, BoundaryUsageStore, InsightsStore, Store, TelemetryStore};
+use tally_domain::ports::{
+    AppStatsStore, BoundaryUsageStore, InsightsStore, Store, TelemetryStore, UsageStore,
+};
 use tally_domain::telemetry::PeriodCloseOutcome;
 use uuid::Uuid;
 
@@ -84,7 +86,11 @@ pub async fn access_control_refuses_and_leaves_the_store_untouched(store: Arc<dy
         Subject::User(Role::Member),
     ] {
         let as_subject = Authorized::new(Arc::clone(&store), subject);
-        assert_forbidden(as_subject.app_usage(all_time()).await, subject, "read app usage");
+        assert_forbidden(
+            as_subject.app_usage_by_interval(&around_t0()).await,
+            subject,
+            "read app usage",
+        );
         assert_forbidden(
             as_subject.app_stats(all_time(), 10).await,
             subject,
@@ -161,7 +167,11 @@ pub async fn access_control_lets_each_subject_do_its_job(store: Arc<dyn Store>) 
     );
     system.write_app_stats(&stats).await.unwrap();
     assert_eq!(auditor.app_stats(all_time(), 10).await.unwrap().len(), 1);
-    assert_eq!(auditor.app_usage(all_time()).await.unwrap().len(), 1);
+    assert!(!system.tick_usage_rollup().await.unwrap().skipped);
+    assert_eq!(
+        auditor.app_usage_by_interval(&around_t0()).await.unwrap().len(),
+        1
+    );
     assert_eq!(
         auditor.workspace_last_used(stats.last_used[0].0).await.unwrap(),
         Some(T0 + secs(5))

@@ -116,13 +116,18 @@ pub async fn a_handoff_keeps_the_close_requests_in_either_order(store: Arc<dyn S
         store.workspace_last_used(who.workspace).await.unwrap(),
         Some(T0 + mins(5))
     );
-    let usage = store.app_usage(all_time()).await.unwrap();
+    store.tick_usage_rollup().await.unwrap();
+    let usage = store.app_usage_by_interval(&around_t0()).await.unwrap();
     assert_eq!(usage.len(), 1);
-    assert_eq!((usage[0].sessions, usage[0].requests), (2, 16), "no request lost");
     assert_eq!(
-        usage[0].session_micros,
-        2 * 5 * 60 * 1_000_000,
-        "the later, provisional end counts"
+        (usage[0].total.sessions, usage[0].total.requests),
+        (2, 16),
+        "no request lost"
+    );
+    assert_eq!(
+        usage[0].total.usage_seconds,
+        5 * 60,
+        "the later, provisional end counts (the two sessions share their minutes)"
     );
 }
 
@@ -232,7 +237,7 @@ pub async fn replaying_a_write_changes_nothing(store: Arc<dyn Store>) {
 
 type Observed = (
     Vec<tally_domain::appstats::StatsReport>,
-    Vec<tally_domain::ports::AppUsage>,
+    Vec<tally_domain::usage::AppUsageSeries>,
     Vec<Option<time::OffsetDateTime>>,
 );
 
@@ -242,7 +247,8 @@ async fn observe(store: &dyn Store, people: &[Who]) -> Observed {
     for who in people {
         last_used.push(store.workspace_last_used(who.workspace).await.unwrap());
     }
-    let usage = store.app_usage(all_time()).await.unwrap();
+    store.tick_usage_rollup().await.unwrap();
+    let usage = store.app_usage_by_interval(&around_t0()).await.unwrap();
     (by_key(all_rows(store).await), usage, last_used)
 }
 

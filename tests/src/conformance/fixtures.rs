@@ -112,6 +112,11 @@ pub(crate) fn all_time() -> TimeRange {
     TimeRange::new(datetime!(2000-01-01 0:00 UTC), datetime!(2100-01-01 0:00 UTC)).unwrap()
 }
 
+/// One interval of the day before and the day after [`T0`], for rollup reads.
+pub(crate) fn around_t0() -> tally_domain::usage::Intervals {
+    tally_domain::usage::Intervals::new(vec![T0 - Duration::DAY, T0 + Duration::DAY]).unwrap()
+}
+
 /// Every stored row, in the store's order.
 pub(crate) async fn all_rows(store: &dyn Store) -> Vec<StatsReport> {
     store.app_stats(all_time(), NO_LIMIT).await.unwrap()

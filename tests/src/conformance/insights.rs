@@ -1,47 +1,70 @@
-//! The read side: app usage over a range, stored rows over a range.
+//! The read side: app usage over a range (from the rollup), stored rows over
+//! a range.
 
 use std::sync::Arc;
 
+use futures::TryStreamExt;
 use tally_domain::appstats::AccessMethod::{self, Path, Subdomain, Terminal};
-use tally_domain::ports::{AppUsage, Store, TimeRange};
+use tally_domain::ports::{Store, TimeRange};
+use tally_domain::usage::export::export_app_stats;
+use tally_domain::usage::{AppUsageSeries, Intervals, UsageFigures, reference};
 use uuid::Uuid;
 
 use super::fixtures::*;
 
-fn usage(
-    method: AccessMethod,
-    slug: &str,
-    users: u64,
-    sessions: u64,
-    requests: u64,
-    minutes: u64,
-) -> AppUsage {
-    AppUsage {
-        access_method: method,
-        slug_or_port: slug.to_owned(),
-        unique_users: users,
+/// An app's figures over the range: (method, slug, users, sessions,
+/// requests, distinct user-minutes).
+fn figures(app: &AppUsageSeries) -> (AccessMethod, &str, u64, u64, u64, u64) {
+    let UsageFigures {
+        usage_seconds,
         sessions,
         requests,
-        session_micros: minutes * 60_000_000,
-    }
+        unique_users,
+    } = app.total;
+    (
+        app.access_method,
+        app.slug_or_port.as_str(),
+        unique_users,
+        sessions,
+        requests,
+        usage_seconds / 60,
+    )
 }
 
-/// Per-app numbers over the sessions overlapping a range, time clipped to
-/// it; most users first, then most time, then method name and slug (byte
-/// order: "B" before "a").
-pub async fn app_usage_counts_users_sessions_requests_and_clipped_time(store: Arc<dyn Store>) {
+/// App usage over one range, after a tick, checked against the reference
+/// over the stored rows as well.
+async fn usage_over(store: &dyn Store, range: TimeRange) -> Vec<AppUsageSeries> {
+    let iv = Intervals::covering(range).unwrap();
+    let got = store.app_usage_by_interval(&iv).await.unwrap();
+    let wide = TimeRange::new(range.from - mins(24 * 60), range.to).unwrap();
+    let rows: Vec<_> = export_app_stats(store, wide).try_collect().await.unwrap();
+    assert_eq!(got, reference::app_usage(&rows, &iv), "{range:?}");
+    got
+}
+
+/// Per-app figures over a range: a minute counts once per user however many
+/// sessions touch it, and only inside the range; sessions and requests count
+/// in the range that holds the UTC hour their session started in; most users
+/// first, then most usage, then method name and slug (byte order: "B"
+/// before "a").
+pub async fn app_usage_counts_distinct_minutes_users_sessions_and_requests(store: Arc<dyn Store>) {
     let store = &*store;
     let range = TimeRange::new(T0 + mins(60), T0 + mins(120)).unwrap();
     let (from, to) = (range.from, range.to);
     let [u1, u2, u3] = [Who::new(), Who::new(), Who::new()];
     let rows = vec![
-        // code: u1 twice, u2 once; one of u1's started before the range,
-        // u2's ends after it.
+        // code: u1 twice, u2 once; one of u1's started in the hour before
+        // (its minutes count here, its session and requests there), u2's
+        // ends after the range.
         row(u1, Path, "code", from - mins(10), from + mins(20), 10),
         row(u1, Path, "code", from + mins(30), from + mins(40), 5),
         row(u2, Path, "code", from + mins(50), to + mins(30), 7),
-        // 8080: as many users as code but more time; u3's session ends
-        // exactly where the range begins: it counts, with no time.
+        // u1 again, in a second tab over minutes already counted: no minute
+        // more, one session more.
+        row(u1, Path, "code", from + mins(32), from + mins(38), 1),
+        // 8080: fewer users than code but more time; u3's session ends
+        // exactly where the range begins: no minute in it, and it started
+        // in an earlier hour, so it does not count.
         row(u1, Subdomain, "8080", from, from + mins(50), 1),
         row(u3, Subdomain, "8080", from - mins(120), from, 3),
         // One user, five minutes each: ordered by method, then slug bytes.
@@ -63,61 +86,74 @@ pub async fn app_usage_counts_users_sessions_requests_and_clipped_time(store: Ar
         row(u3, Path, "code", to + mins(1), to + mins(2), 100),
     ];
     store.write_app_stats(&write_of(rows, 5)).await.unwrap();
+    let whole = Intervals::single(range).unwrap();
+    assert_eq!(
+        store.app_usage_by_interval(&whole).await.unwrap(),
+        vec![],
+        "before a tick"
+    );
+    store.tick_usage_rollup().await.unwrap();
 
-    let want = vec![
-        usage(Subdomain, "8080", 2, 2, 4, 50),
-        usage(Path, "code", 2, 3, 22, 40),
-        usage(Path, "B", 1, 1, 1, 5),
-        usage(Path, "a", 1, 1, 1, 5),
-        usage(Path, "b", 1, 1, 1, 5),
-        usage(Subdomain, "a", 1, 1, 1, 5),
-        usage(Terminal, "", 1, 1, 2, 5),
-    ];
-    assert_eq!(store.app_usage(range).await.unwrap(), want);
+    let got = usage_over(store, range).await;
+    assert_eq!(
+        got.iter().map(figures).collect::<Vec<_>>(),
+        vec![
+            (Path, "code", 2, 3, 13, 40),
+            (Subdomain, "8080", 1, 1, 1, 50),
+            (Path, "B", 1, 1, 1, 5),
+            (Path, "a", 1, 1, 1, 5),
+            (Path, "b", 1, 1, 1, 5),
+            (Subdomain, "a", 1, 1, 1, 5),
+            (Terminal, "", 1, 1, 2, 5),
+        ]
+    );
 
-    // The next hour sees u2's long session, u3's later one and "later".
+    // The next hour sees the rest of u2's long session (its session counted
+    // in the hour before), u3's later one and "later".
     let next = TimeRange::new(to, to + mins(60)).unwrap();
-    let want = vec![
-        usage(Path, "code", 2, 2, 107, 31),
-        usage(Path, "later", 1, 1, 100, 10),
-    ];
-    assert_eq!(store.app_usage(next).await.unwrap(), want);
+    let got = usage_over(store, next).await;
+    assert_eq!(
+        got.iter().map(figures).collect::<Vec<_>>(),
+        vec![(Path, "code", 2, 1, 100, 31), (Path, "later", 1, 1, 100, 10)]
+    );
 
     // A range with nothing in it.
     let empty = TimeRange::new(T0 - mins(600), T0 - mins(500)).unwrap();
-    assert_eq!(store.app_usage(empty).await.unwrap(), vec![]);
+    assert_eq!(usage_over(store, empty).await, vec![]);
 
-    // Range bounds are exact (nanoseconds) against stored microseconds, so
-    // they act as if rounded up to a whole microsecond; clipped time is
-    // whole microseconds.
+    // A range off whole minutes counts the whole minutes it touches.
     let start = T0 + mins(1000);
     let who = Who::new();
     let short = row(who, Terminal, "clip", start, start + mins(1), 1);
     store.write_app_stats(&write_of(vec![short], 5)).await.unwrap();
+    store.tick_usage_rollup().await.unwrap();
     let ns = time::Duration::nanoseconds;
-    let clip = |from, to| async move {
-        let got = store.app_usage(TimeRange::new(from, to).unwrap()).await.unwrap();
+    let minutes_in = |from, to| async move {
+        let got = usage_over(store, TimeRange::new(from, to).unwrap()).await;
         assert!(got.len() <= 1, "{got:?}");
-        got.first().map(|u| u.session_micros)
+        got.first().map(|u| u.total.usage_seconds / 60)
     };
     let end = start + mins(1);
     assert_eq!(
-        clip(end - ns(1_500), end + mins(1)).await,
+        minutes_in(end - ns(1_500), end + mins(1)).await,
         Some(1),
-        "starts 1.5 µs before the end"
+        "starts 1.5 µs before the end: touches the session's minute"
     );
     assert_eq!(
-        clip(end + ns(1), end + mins(1)).await,
+        minutes_in(end + ns(1), end + mins(1)).await,
         None,
-        "starts 1 ns after the end"
+        "starts after the end"
     );
-    assert_eq!(clip(end, end + mins(1)).await, Some(0), "starts at the end");
     assert_eq!(
-        clip(start - mins(1), start + ns(500)).await,
+        minutes_in(start - mins(1), start + ns(500)).await,
         Some(1),
         "ends 500 ns after the start"
     );
-    assert_eq!(clip(start - mins(1), start).await, None, "ends at the start");
+    assert_eq!(
+        minutes_in(start - mins(1), start).await,
+        None,
+        "ends at the start"
+    );
 }
 
 /// Stored rows of sessions overlapping a range: oldest start first, then by

@@ -1,20 +1,21 @@
 use tally_domain::appstats::AccessMethod;
-use tally_domain::ports::{AppStatsStore, AppStatsWrite, AppUsage, InsightsStore, TimeRange};
+use tally_domain::ports::{AppStatsStore, AppStatsWrite, InsightsStore, TimeRange, UsageStore};
+use tally_domain::usage::Intervals;
 use time::Duration;
 
 use super::{T0, fixture, id, session};
 
 #[tokio::test]
-async fn app_usage_counts_overlapping_sessions_clipped_to_the_range() {
+async fn app_usage_counts_distinct_minutes_from_the_rollup() {
     let f = fixture().await;
     let s = &f.store;
     let mut rows = vec![
         session(id(1), id(10), "code", 0, 600, 5),      // [0, 600]
-        session(id(1), id(10), "code", 100, 100, 1),    // same user again
-        session(id(2), id(11), "code", -300, 400, 2),   // starts before the range
+        session(id(1), id(10), "code", 100, 100, 1),    // same user, same minutes
+        session(id(2), id(11), "code", -300, 400, 2),   // starts an hour before
         session(id(3), id(12), "jupyter", 500, 900, 7), // ends after the range
-        session(id(4), id(13), "late", 1000, 10, 9),    // starts at `to`: out
-        session(id(5), id(14), "early", -100, 100, 9),  // ends at `from`: in, 0 s
+        session(id(4), id(13), "late", 1000, 10, 9),    // starts at `to`
+        session(id(5), id(14), "early", -100, 100, 9),  // ends at `from`
     ];
     rows[3].access_method = AccessMethod::Subdomain;
     s.write_app_stats(&AppStatsWrite {
@@ -25,35 +26,36 @@ async fn app_usage_counts_overlapping_sessions_clipped_to_the_range() {
     .await
     .unwrap();
     let range = TimeRange::new(T0, T0 + Duration::seconds(1000)).unwrap();
-    let usage = s.app_usage(range).await.unwrap();
-    let secs = |n: u64| n * 1_000_000;
+    // The rollup answers once a tick has run; the range is widened to the
+    // 17 minutes it touches.
+    let minutes = Intervals::covering(range).unwrap();
+    assert_eq!(s.app_usage_by_interval(&minutes).await.unwrap(), vec![]);
+    s.tick_usage_rollup().await.unwrap();
+    let usage = s.app_usage_by_interval(&minutes).await.unwrap();
+    let figures: Vec<_> = usage
+        .iter()
+        .map(|a| {
+            let t = a.total;
+            (
+                a.access_method,
+                a.slug_or_port.as_str(),
+                t.unique_users,
+                t.sessions,
+                t.requests,
+                t.usage_seconds / 60,
+            )
+        })
+        .collect();
+    // code: user 1's minutes 0..10 once for both sessions, user 2's minutes
+    // 0 and 1 (its session and requests count in the hour it started);
+    // jupyter: minutes 8..17; "late" starts in minute 16, which the range
+    // touches; "early" ends where the range starts.
     assert_eq!(
-        usage,
+        figures,
         vec![
-            AppUsage {
-                access_method: AccessMethod::Path,
-                slug_or_port: "code".into(),
-                unique_users: 2,
-                sessions: 3,
-                requests: 8,
-                session_micros: secs(600 + 100 + 100),
-            },
-            AppUsage {
-                access_method: AccessMethod::Subdomain,
-                slug_or_port: "jupyter".into(),
-                unique_users: 1,
-                sessions: 1,
-                requests: 7,
-                session_micros: secs(500),
-            },
-            AppUsage {
-                access_method: AccessMethod::Path,
-                slug_or_port: "early".into(),
-                unique_users: 1,
-                sessions: 1,
-                requests: 9,
-                session_micros: 0,
-            },
+            (AccessMethod::Path, "code", 2, 2, 6, 12),
+            (AccessMethod::Subdomain, "jupyter", 1, 1, 7, 9),
+            (AccessMethod::Path, "late", 1, 1, 9, 1),
         ]
     );
 

@@ -5,6 +5,7 @@ pub mod body;
 pub mod dashboard;
 pub mod error;
 pub mod ingest;
+pub mod insights;
 pub mod observe;
 pub mod openapi;
 pub mod read;
@@ -21,6 +22,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tally_domain::appstats::collector::StatsCollector;
 use tally_domain::boundary::tracker::BoundaryTracker;
+use tally_domain::clock::{Clock, SystemClock};
 use tally_domain::ports::Store;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -32,6 +34,10 @@ use error::ApiError;
 pub const APP_STATS_PATH: &str = "/api/v2/workspaceproxies/me/app-stats";
 pub const BOUNDARY_LOGS_PATH: &str = "/api/v2/workspaceagents/me/boundary-logs";
 pub const APP_INSIGHTS_PATH: &str = "/api/v2/insights/apps";
+pub const APP_USAGE_PATH: &str = "/api/v2/insights/app-usage";
+pub const ACTIVE_USERS_PATH: &str = "/api/v2/insights/active-users";
+pub const USER_ACTIVITY_PATH: &str = "/api/v2/insights/user-activity";
+pub const APP_STATS_EXPORT_PATH: &str = "/api/v2/insights/app-stats/export";
 pub const LAST_USED_PATH: &str = "/api/v2/workspaces/{id}/last-used";
 pub const SNAPSHOTS_PATH: &str = "/api/v2/telemetry/snapshots";
 pub const METRICS_PATH: &str = "/metrics";
@@ -50,6 +56,8 @@ pub struct AppState {
     pub readiness: Arc<dyn Readiness>,
     /// Whether each request is logged (`--access-log`).
     pub access_log: bool,
+    /// The current time, for the insights' "not in the future" and "today" rules.
+    pub clock: Arc<dyn Clock>,
     /// What `GET /api/v2/status` names as the store.
     pub store_kind: status::StoreKind,
 }
@@ -70,8 +78,14 @@ impl AppState {
             body_limit,
             readiness: Arc::new(AlwaysReady),
             access_log: true,
+            clock: Arc::new(SystemClock),
             store_kind: status::StoreKind::Memory,
         }
+    }
+
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     pub fn with_readiness(mut self, readiness: Arc<dyn Readiness>) -> Self {
@@ -111,6 +125,10 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(ingest::app_stats))
         .routes(routes!(ingest::boundary_logs))
         .routes(routes!(read::app_insights))
+        .routes(routes!(insights::app_usage))
+        .routes(routes!(insights::active_users))
+        .routes(routes!(insights::user_activity))
+        .routes(routes!(insights::export_app_stats_ndjson))
         .routes(routes!(read::last_used))
         .routes(routes!(read::snapshots))
         .routes(routes!(read::metrics))

@@ -7,7 +7,8 @@ use tally_domain::appstats::collector::{CollectorConfig, StatsCollector};
 use tally_domain::boundary::tracker::BoundaryTracker;
 use tally_domain::clock::SystemClock;
 use tally_domain::error::StoreError;
-use tally_domain::ports::{AppUsage, MockReporter, MockStore, TimeRange};
+use tally_domain::ports::{MockReporter, MockStore, TimeRange};
+use tally_domain::usage::{AppUsageSeries, UsageFigures};
 use time::macros::datetime;
 use tower::ServiceExt as _;
 
@@ -292,22 +293,27 @@ async fn health_needs_no_token_and_unknown_routes_are_json_404() {
 async fn insights_pass_the_range_and_add_session_seconds() {
     let mut store = MockStore::new();
     store
-        .expect_app_usage()
-        .withf(|r| {
-            *r == TimeRange {
-                from: datetime!(2026-11-25 10:00 UTC),
-                to: datetime!(2026-11-25 12:00 +01:00),
-            }
+        .expect_app_usage_by_interval()
+        .withf(|iv| {
+            iv.range()
+                == TimeRange {
+                    from: datetime!(2026-11-25 10:00 UTC),
+                    to: datetime!(2026-11-25 12:00 +01:00),
+                }
         })
         .times(1)
         .returning(|_| {
-            Ok(vec![AppUsage {
-                access_method: AccessMethod::Terminal,
-                slug_or_port: String::new(),
-                unique_users: 2,
+            let total = UsageFigures {
+                usage_seconds: 90,
                 sessions: 3,
                 requests: 40,
-                session_micros: 90_500_000,
+                unique_users: 2,
+            };
+            Ok(vec![AppUsageSeries {
+                access_method: AccessMethod::Terminal,
+                slug_or_port: String::new(),
+                total,
+                intervals: vec![total],
             }])
         });
     let app = app(store);
@@ -317,7 +323,9 @@ async fn insights_pass_the_range_and_add_session_seconds() {
     let apps = body["apps"].as_array().unwrap();
     assert_eq!(apps[0]["access_method"], "terminal");
     assert_eq!(apps[0]["unique_users"], 2);
-    assert_eq!(apps[0]["session_seconds"], 90.5);
+    assert_eq!(apps[0]["sessions"], 3);
+    assert_eq!(apps[0]["session_micros"], 90_000_000);
+    assert_eq!(apps[0]["session_seconds"], 90.0);
 }
 
 #[tokio::test]
@@ -377,7 +385,7 @@ async fn last_used_and_snapshots_come_from_the_store() {
 async fn store_outage_on_a_read_is_503() {
     let mut store = MockStore::new();
     store
-        .expect_app_usage()
+        .expect_app_usage_by_interval()
         .returning(|_| Err(StoreError::unavailable("connection refused")));
     let app = app(store);
     let uri = "/api/v2/insights/apps?from=2026-11-25T10:00:00Z&to=2026-11-25T11:00:00Z";

@@ -12,10 +12,9 @@ use tally_domain::appstats::reporter::StoreReporter;
 use tally_domain::authz::{Authorized, Subject};
 use tally_domain::boundary::FlushOutcome;
 use tally_domain::boundary::tracker::{BoundaryTracker, TrackerFlush};
-use tally_domain::clock::Clock;
-use tally_domain::clock::ManualClock;
+use tally_domain::clock::{Clock, ManualClock};
 use tally_domain::error::Report;
-use tally_domain::ports::{Reporter, Store};
+use tally_domain::ports::{Reporter, Store, UsageStore};
 use tally_domain::telemetry::publisher::{DEFAULT_CLAIM_LEASE, publish_pending};
 use tally_domain::telemetry::snapshot::snapshot_step;
 use time::{Duration, OffsetDateTime};
@@ -76,6 +75,8 @@ struct Sim<'a> {
     boundary_batches: u64,
     tracked: Usage,
     publish_rounds: usize,
+    /// The collectors' rollup window: what a rolled-up row covers.
+    rollup_window: Duration,
 }
 
 /// Runs the whole simulation against `store` and reads back what it holds.
@@ -134,6 +135,7 @@ pub async fn simulate(
         boundary_batches: 0,
         tracked: Usage::default(),
         publish_rounds: 0,
+        rollup_window: collector_config.rollup_window,
     };
 
     let ticks = timeline.ticks();
@@ -145,6 +147,9 @@ pub async fn simulate(
     let flush_every = (config.tracker_flush_interval.whole_nanoseconds()
         / config.report_interval.whole_nanoseconds())
     .max(1) as usize;
+    // The usage rollup ticks as in `serve`, every 5 minutes.
+    let rollup_every = (Duration::minutes(5).whole_nanoseconds() / config.report_interval.whole_nanoseconds())
+        .max(1) as usize;
 
     progress.set_length(ticks.len() as u64);
     for (i, &tick) in ticks.iter().enumerate() {
@@ -169,6 +174,9 @@ pub async fn simulate(
             .filter(|r| (i + 1 + r) % flush_every == 0)
             .collect();
         sim.flush_trackers(&due).await;
+        if (i + 1) % rollup_every == 0 {
+            sim.tick_rollup().await;
+        }
         progress.inc(1);
         if i % 16 == 0 {
             progress.set_message(format!("sim {}", render::hhmm(tick)));
@@ -186,6 +194,7 @@ pub async fn simulate(
     }
     // Anything a failed round left behind.
     sim.publish().await;
+    sim.tick_rollup().await;
     let wall = began.elapsed();
     progress.finish_and_clear();
 
@@ -352,6 +361,13 @@ impl Sim<'_> {
         }
         *self.winners.entry(period_end).or_default() += won;
         self.publish().await;
+    }
+
+    /// One usage rollup tick; a failure is retried at the next one.
+    async fn tick_rollup(&mut self) {
+        if let Err(e) = self.system_store.tick_usage_rollup().await {
+            tracing::warn!(error = %e, "usage rollup tick failed");
+        }
     }
 
     async fn publish(&mut self) {

@@ -4,6 +4,7 @@
 
 mod engine;
 mod fleet;
+mod ground_truth;
 mod outcome;
 mod render;
 mod serve;
@@ -26,6 +27,7 @@ use time::{Duration, OffsetDateTime};
 
 pub use engine::{SimConfig, simulate};
 pub use fleet::{Fleet, FleetSpec, Workload};
+pub use ground_truth::InsightsCheck;
 pub use outcome::{Conservation, Outcome};
 pub use timeline::Timeline;
 
@@ -183,8 +185,9 @@ impl SimulateArgs {
 /// opened or is not empty enough to simulate on.
 pub const EXIT_CONFIG: u8 = 2;
 
-/// Runs `tally simulate`: exit 0 when the conservation check holds, 1 when
-/// not, 2 on a configuration error (one line on stderr).
+/// Runs `tally simulate`: exit 0 when the conservation check and the
+/// insights' ground truth hold, 1 when not, 2 on a configuration error (one
+/// line on stderr).
 pub async fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
     let config_error = |e: anyhow::Error| {
         eprintln!("tally: configuration error: {e:#}");
@@ -212,14 +215,12 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
     let outcome = simulate(&config, store.clone(), &progress_bar()).await?;
     let verdict = outcome.conservation();
     print!("{}", render::report(&outcome, &verdict));
+    let ok = verdict.ok && outcome.insights.ok;
     if let Some(addr) = args.serve {
         let served = serve::serve_simulated(&args, addr, store, &config).await?;
-        if !verdict.ok {
-            return Ok(ExitCode::FAILURE);
-        }
-        return Ok(served);
+        return Ok(if ok { served } else { ExitCode::FAILURE });
     }
-    Ok(if verdict.ok {
+    Ok(if ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

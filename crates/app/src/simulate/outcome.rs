@@ -3,11 +3,12 @@
 use std::collections::HashSet;
 use std::fmt::Write as _;
 
-use tally_domain::ports::AppUsage;
 use tally_domain::telemetry::Snapshot;
+use tally_domain::usage::AppUsageSeries;
 use time::OffsetDateTime;
 
 use super::fleet::FleetSpec;
+use super::ground_truth::InsightsCheck;
 use super::timeline::Timeline;
 
 /// Boundary usage with the exact distinct workspaces and owners (fleet
@@ -103,7 +104,9 @@ pub struct Outcome {
     pub stored_snapshots: Vec<Snapshot>,
     /// Replicas that won the close of each period.
     pub winners: Vec<(OffsetDateTime, usize)>,
-    pub top_apps: Vec<AppUsage>,
+    pub top_apps: Vec<AppUsageSeries>,
+    /// The rollup's figures against what was sent.
+    pub insights: InsightsCheck,
     pub last_used: LastUsed,
     pub faults: Faults,
     pub wall: std::time::Duration,

@@ -111,8 +111,8 @@ pub fn report(o: &Outcome, verdict: &Conservation) -> String {
     }
     let _ = writeln!(out, "{snaps}");
 
-    let _ = writeln!(out, "\nTop apps (by unique users, then session time)");
-    let mut apps = table(&["app", "users", "rows", "requests", "session hours"]);
+    let _ = writeln!(out, "\nTop apps (by unique users, then usage)");
+    let mut apps = table(&["app", "users", "sessions", "requests", "usage hours"]);
     for a in o.top_apps.iter().take(TOP_APPS) {
         let label = if a.slug_or_port.is_empty() {
             a.access_method.to_string()
@@ -121,10 +121,10 @@ pub fn report(o: &Outcome, verdict: &Conservation) -> String {
         };
         apps.add_row(vec![
             label,
-            grouped(a.unique_users),
-            grouped(a.sessions),
-            grouped(a.requests),
-            format!("{:.1}", a.session_micros as f64 / 3_600e6),
+            grouped(a.total.unique_users),
+            grouped(a.total.sessions),
+            grouped(a.total.requests),
+            format!("{:.1}", a.total.usage_seconds as f64 / 3_600.0),
         ]);
     }
     let _ = writeln!(out, "{apps}");
@@ -158,9 +158,14 @@ pub fn report(o: &Outcome, verdict: &Conservation) -> String {
             f.collector_flushes, f.tracker_flushes, f.snapshot_steps, f.publishes, f.unrecovered, f.acks_lost
         );
     }
-    let _ = writeln!(out, "{}", verdict.line);
-    for p in &verdict.problems {
-        let _ = writeln!(out, "  - {p}");
+    for (line, problems) in [
+        (&verdict.line, &verdict.problems),
+        (&o.insights.line, &o.insights.problems),
+    ] {
+        let _ = writeln!(out, "{line}");
+        for p in problems {
+            let _ = writeln!(out, "  - {p}");
+        }
     }
     out
 }

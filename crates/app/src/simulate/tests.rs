@@ -43,6 +43,8 @@ async fn a_small_run_conserves_everything_with_one_snapshot_per_period() {
     let outcome = run_small(&small(1)).await;
     let verdict = outcome.conservation();
     assert!(verdict.ok, "{}\n{:#?}", verdict.line, verdict.problems);
+    let insights = &outcome.insights;
+    assert!(insights.ok, "{}\n{:#?}", insights.line, insights.problems);
     assert!(
         verdict.line.starts_with("conservation: OK requests sent="),
         "{}",
@@ -117,6 +119,8 @@ async fn traffic_ending_inside_a_period_still_closes_it() {
     let outcome = run_small(&config).await;
     let verdict = outcome.conservation();
     assert!(verdict.ok, "{}\n{:#?}", verdict.line, verdict.problems);
+    let insights = &outcome.insights;
+    assert!(insights.ok, "{}\n{:#?}", insights.line, insights.problems);
     assert_eq!(outcome.published.len(), 4);
 }
 

@@ -10,6 +10,7 @@ mod db_outage;
 mod e2e_memory;
 mod e2e_postgres;
 mod hostile;
+mod insights;
 mod ops;
 mod replicas;
 mod simulate_cli;

@@ -4,12 +4,14 @@ use std::collections::{HashMap, HashSet};
 
 use tally_domain::appstats::StatsReport;
 use tally_domain::authz::{Authorized, Role, Subject};
-use tally_domain::ports::{InsightsStore, TelemetryStore, TimeRange};
+use tally_domain::ports::{InsightsStore, TelemetryStore, TimeRange, UsageStore};
+use tally_domain::usage::Intervals;
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
 use super::{READ_LIMIT, SharedStore, Sim};
 use crate::simulate::fleet::{DurationClass, Workload};
+use crate::simulate::ground_truth::{self, Truth, check_intervals};
 use crate::simulate::outcome::{LastUsed, Outcome};
 use crate::simulate::timeline::Timeline;
 
@@ -31,9 +33,19 @@ impl Sim<'_> {
         let ours: HashSet<Uuid> = workload.sessions.iter().map(|s| s.id).collect();
         let rows = reader.app_stats(everything, READ_LIMIT).await?;
         let rows: Vec<&StatsReport> = rows.iter().filter(|r| ours.contains(&r.session_id)).collect();
+        let run = TimeRange::new(timeline.start, last_end).map_err(anyhow::Error::msg)?;
         let top_apps = reader
-            .app_usage(TimeRange::new(timeline.start, last_end).map_err(anyhow::Error::msg)?)
+            .app_usage_by_interval(&Intervals::covering(run).map_err(anyhow::Error::msg)?)
             .await?;
+        let truth = Truth::from_sessions(
+            self.fleet,
+            &workload.sessions,
+            last_sent,
+            timeline.end,
+            self.rollup_window,
+        );
+        let intervals = check_intervals(timeline).map_err(anyhow::Error::msg)?;
+        let insights = ground_truth::check(&reader, &truth, &rows, &intervals).await?;
         let stored_snapshots = reader.list_snapshots(timeline.period_count() + 16).await?;
 
         // Every workspace with a session must have been marked used, at a
@@ -104,6 +116,7 @@ impl Sim<'_> {
                 .map(|e| (*e, self.winners.get(e).copied().unwrap_or(0)))
                 .collect(),
             top_apps,
+            insights,
             last_used,
             faults: self.faults,
             wall,

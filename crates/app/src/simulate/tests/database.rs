@@ -29,6 +29,8 @@ async fn runs_over_postgresql_conserve_everything_and_a_rerun_starts_after_the_l
         .unwrap();
     let verdict = first.conservation();
     assert!(verdict.ok, "{}\n{:#?}", verdict.line, verdict.problems);
+    let insights = &first.insights;
+    assert!(insights.ok, "{}\n{:#?}", insights.line, insights.problems);
     assert!(
         verdict.line.contains("uniques exact in 2/2 periods"),
         "{}",
@@ -47,6 +49,8 @@ async fn runs_over_postgresql_conserve_everything_and_a_rerun_starts_after_the_l
         .unwrap();
     let verdict = second.conservation();
     assert!(verdict.ok, "{}\n{:#?}", verdict.line, verdict.problems);
+    let insights = &second.insights;
+    assert!(insights.ok, "{}\n{:#?}", insights.line, insights.problems);
     assert_eq!(second.published.len(), 2);
     assert!(second.published.iter().all(|s| s.period_start >= start));
 }

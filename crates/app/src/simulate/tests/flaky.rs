@@ -71,6 +71,8 @@ async fn refused_writes_are_retried_and_everything_is_conserved_exactly() {
     let outcome = simulate(&small(11), store, &ProgressBar::hidden()).await.unwrap();
     let verdict = outcome.conservation();
     assert!(verdict.ok, "{}\n{:#?}", verdict.line, verdict.problems);
+    let insights = &outcome.insights;
+    assert!(insights.ok, "{}\n{:#?}", insights.line, insights.problems);
     let f = outcome.faults;
     assert!(f.collector_flushes > 0 && f.tracker_flushes > 0, "{f:?}");
     assert_eq!((f.unrecovered, f.acks_lost), (0, 0));
@@ -88,6 +90,8 @@ async fn lost_acknowledgements_change_no_total() {
     let verdict = outcome.conservation();
     // Writes are idempotent and deltas numbered: replays count once.
     assert!(verdict.ok, "{}\n{:#?}", verdict.line, verdict.problems);
+    let insights = &outcome.insights;
+    assert!(insights.ok, "{}\n{:#?}", insights.line, insights.problems);
     assert!(outcome.faults.acks_lost > 0, "{:?}", outcome.faults);
     assert_eq!(outcome.published.len(), 4);
 }

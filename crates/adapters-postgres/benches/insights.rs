@@ -1,0 +1,373 @@
+//! Insights benchmark of the PostgreSQL store: 90 days of a 6,000-workspace
+//! fleet written through `PgStore::write_app_stats` and rolled up by the
+//! store's own tick, then the reads over a day, a week and 90 days.
+//!
+//! `cargo bench -p tally-adapters-postgres --bench insights`
+//! (`TALLY_BENCH_DAYS` shortens the data set, `TALLY_BENCH_USERS` shrinks
+//! the fleet, `TALLY_BENCH_RUNS` sets the runs per query.)
+//!
+//! The fleet: one user per workspace, in three regions whose working day
+//! starts at 01:00, 08:00 and 14:00 UTC. On a weekday a user works with
+//! probability 0.7, on a weekend day 0.08. A working day has two code-server
+//! sessions (2.5 to 4 hours and 2 to 3.5 hours), four web terminals (2 to
+//! 40 minutes), 25 rolled-up rows of short sessions to one port (each within
+//! one minute), and with probability 0.5 one session of another app (10 to
+//! 90 minutes).
+
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tally_adapters_postgres::PgStore;
+use tally_domain::appstats::{AccessMethod, StatsReport};
+use tally_domain::ports::{AppStatsStore, AppStatsWrite, TimeRange, UsageStore};
+use tally_domain::usage::{IntervalKind, Intervals, RetentionPolicy, interval};
+use tally_tests::pg::fresh_database;
+use time::macros::datetime;
+use time::{OffsetDateTime, UtcOffset};
+use uuid::Uuid;
+
+/// A Monday.
+const DAY0: OffsetDateTime = datetime!(2026-01-05 00:00 UTC);
+const CALL_ROWS: usize = 65_536;
+const BATCH: usize = 1024;
+
+fn env(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn uuid(rng: &mut StdRng) -> Uuid {
+    uuid::Builder::from_random_bytes(rng.random()).into_uuid()
+}
+
+struct Fleet {
+    users: Vec<(Uuid, Uuid, Uuid)>,
+}
+
+const OTHER_APPS: [&str; 4] = ["jupyter", "filebrowser", "grafana", "rstudio"];
+const PORTS: [&str; 3] = ["8080", "3000", "5173"];
+
+fn session(
+    who: (Uuid, Uuid, Uuid),
+    method: AccessMethod,
+    slug: &str,
+    start: OffsetDateTime,
+    len: time::Duration,
+    requests: u64,
+    rng: &mut StdRng,
+) -> StatsReport {
+    StatsReport {
+        user_id: who.0,
+        workspace_id: who.1,
+        agent_id: who.2,
+        access_method: method,
+        slug_or_port: slug.to_owned(),
+        session_id: uuid(rng),
+        session_started_at: start,
+        session_ended_at: Some(start + len),
+        requests,
+    }
+}
+
+/// Every row of day `d`, in start order (as they would arrive).
+fn day_rows(fleet: &Fleet, d: i64, rng: &mut StdRng) -> Vec<StatsReport> {
+    let day = DAY0 + time::Duration::days(d);
+    let weekday = d % 7 < 5;
+    let mins = |m: i64| time::Duration::minutes(m);
+    let mut rows = Vec::new();
+    for (u, &who) in fleet.users.iter().enumerate() {
+        if !rng.random_bool(if weekday { 0.7 } else { 0.08 }) {
+            continue;
+        }
+        let begin = day + time::Duration::hours([1, 8, 14][u % 3]);
+        let morning = begin + mins(rng.random_range(0..60));
+        rows.push(session(
+            who,
+            AccessMethod::Subdomain,
+            "code-server",
+            morning,
+            mins(rng.random_range(150..240)),
+            rng.random_range(100..5000),
+            rng,
+        ));
+        let afternoon = begin + mins(270 + rng.random_range(0..30));
+        rows.push(session(
+            who,
+            AccessMethod::Subdomain,
+            "code-server",
+            afternoon,
+            mins(rng.random_range(120..210)),
+            rng.random_range(100..5000),
+            rng,
+        ));
+        for _ in 0..4 {
+            let at = begin + mins(rng.random_range(0..540));
+            rows.push(session(
+                who,
+                AccessMethod::Terminal,
+                "",
+                at,
+                mins(rng.random_range(2..40)),
+                rng.random_range(10..500),
+                rng,
+            ));
+        }
+        let port = PORTS[rng.random_range(0..PORTS.len())];
+        for _ in 0..25 {
+            let at = begin + mins(rng.random_range(0..540));
+            rows.push(session(
+                who,
+                AccessMethod::Subdomain,
+                port,
+                at,
+                time::Duration::seconds(rng.random_range(1..59)),
+                rng.random_range(1..50),
+                rng,
+            ));
+        }
+        if rng.random_bool(0.5) {
+            let app = OTHER_APPS[rng.random_range(0..OTHER_APPS.len())];
+            let at = begin + mins(rng.random_range(0..480));
+            rows.push(session(
+                who,
+                AccessMethod::Path,
+                app,
+                at,
+                mins(rng.random_range(10..90)),
+                rng.random_range(50..2000),
+                rng,
+            ));
+        }
+    }
+    rows.sort_by_key(|r| r.session_started_at);
+    rows
+}
+
+fn writes(rows: &[StatsReport]) -> Vec<AppStatsWrite> {
+    rows.chunks(CALL_ROWS)
+        .map(|chunk| {
+            let mut last = std::collections::HashMap::new();
+            for r in chunk {
+                let end = r.session_ended_at.unwrap();
+                last.entry(r.workspace_id)
+                    .and_modify(|t: &mut OffsetDateTime| *t = (*t).max(end))
+                    .or_insert(end);
+            }
+            AppStatsWrite {
+                rows: chunk.to_vec(),
+                batch_size: BATCH,
+                last_used: last.into_iter().collect(),
+            }
+        })
+        .collect()
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// p50 and p99 (nearest rank) of `runs` timings.
+fn percentiles(mut t: Vec<Duration>) -> (f64, f64) {
+    t.sort();
+    let at = |p: f64| t[((p * t.len() as f64).ceil() as usize).clamp(1, t.len()) - 1];
+    (ms(at(0.5)), ms(at(0.99)))
+}
+
+async fn sizes(store: &PgStore) -> Vec<(String, i64, i64)> {
+    sqlx::query_as(
+        "SELECT relname::text, n_live_tup, pg_total_relation_size(relid) FROM pg_stat_user_tables \
+         WHERE relname IN ('workspace_app_stats', 'app_usage_hours') ORDER BY relname",
+    )
+    .fetch_all(store.pool())
+    .await
+    .unwrap()
+}
+
+#[tokio::main]
+async fn main() {
+    let days = env("TALLY_BENCH_DAYS", 90) as i64;
+    let users = env("TALLY_BENCH_USERS", 6000);
+    let runs = env("TALLY_BENCH_RUNS", 30);
+    let mut rng = StdRng::seed_from_u64(7);
+    let fleet = Fleet {
+        users: (0..users)
+            .map(|_| (uuid(&mut rng), uuid(&mut rng), uuid(&mut rng)))
+            .collect(),
+    };
+    let db = fresh_database().await;
+    let store = PgStore::connect(&db.url).await.unwrap();
+
+    // Load: one day at a time, then the tick that catches up that day.
+    let (mut raw_rows, mut write_time, mut ticks) = (0usize, Duration::ZERO, Vec::new());
+    for d in 0..days {
+        let rows = day_rows(&fleet, d, &mut rng);
+        raw_rows += rows.len();
+        let t = Instant::now();
+        for w in writes(&rows) {
+            store.write_app_stats(&w).await.unwrap();
+        }
+        write_time += t.elapsed();
+        let t = Instant::now();
+        let tick = store.tick_usage_rollup().await.unwrap();
+        ticks.push(t.elapsed());
+        if d % 10 == 0 {
+            eprintln!(
+                "day {d}: {} rows, tick {:.0} ms ({} start hours)",
+                rows.len(),
+                ms(ticks[d as usize]),
+                tick.start_hours
+            );
+        }
+    }
+    let end_day = DAY0 + time::Duration::days(days);
+
+    // Five minutes of fresh writes: the sessions that start in the last five
+    // minutes of the busiest hour of a weekday, and every session open then
+    // rewritten with a later end, as the collectors would.
+    let last_weekday = (0..days).rev().find(|d| d % 7 < 5).unwrap();
+    let busy = DAY0 + time::Duration::days(last_weekday) + time::Duration::hours(10);
+    let window = (busy - time::Duration::minutes(5), busy);
+    let mut fresh: Vec<StatsReport> = day_rows(&fleet, last_weekday, &mut rng)
+        .into_iter()
+        .filter(|r| r.session_started_at >= window.0 && r.session_started_at < window.1)
+        .collect();
+    let open: Vec<StatsReport> = store_rows_open_at(&store, window.1).await;
+    let open_count = open.len();
+    fresh.extend(open.into_iter().map(|mut r| {
+        r.session_ended_at = r.session_ended_at.map(|e| e + time::Duration::seconds(30));
+        r.requests += 7;
+        r
+    }));
+    let fresh_count = fresh.len();
+    for w in writes(&fresh) {
+        store.write_app_stats(&w).await.unwrap();
+    }
+    let t = Instant::now();
+    let five = store.tick_usage_rollup().await.unwrap();
+    let tick_five = t.elapsed();
+
+    sqlx::query("VACUUM ANALYZE").execute(store.pool()).await.unwrap();
+    let sized = sizes(&store).await;
+
+    // Reads over the last day, week and 90 days, in UTC and at +05:30.
+    let mut reads = Vec::new();
+    for offset in [UtcOffset::UTC, UtcOffset::from_hms(5, 30, 0).unwrap()] {
+        for span in [1i64, 7, days.min(90)] {
+            let to = end_day.to_offset(offset).date().midnight().assume_offset(offset);
+            let from = to - time::Duration::days(span);
+            let range = TimeRange::new(from, to).unwrap();
+            let iv: Intervals = interval::intervals(range, IntervalKind::Day).unwrap();
+            let mut app = Vec::new();
+            let mut active = Vec::new();
+            let mut top = Vec::new();
+            for _ in 0..runs {
+                let t = Instant::now();
+                let a = store.app_usage_by_interval(&iv).await.unwrap();
+                app.push(t.elapsed());
+                assert!(!a.is_empty());
+                let t = Instant::now();
+                store.active_users(&iv).await.unwrap();
+                active.push(t.elapsed());
+                let t = Instant::now();
+                let u = store.user_activity(range, 100).await.unwrap();
+                top.push(t.elapsed());
+                assert!(!u.is_empty());
+            }
+            reads.push((
+                offset,
+                span,
+                percentiles(app),
+                percentiles(active),
+                percentiles(top),
+            ));
+        }
+    }
+
+    // Retention: one round with the defaults at the end of the data, then
+    // rounds that keep 30 days of raw rows, timed.
+    let t = Instant::now();
+    let round = store
+        .purge_expired(end_day, &RetentionPolicy::default())
+        .await
+        .unwrap();
+    let default_round = (t.elapsed(), round);
+    let keep30 = RetentionPolicy {
+        app_stats: time::Duration::days(30),
+        ..RetentionPolicy::default()
+    };
+    let mut purge_rounds = Vec::new();
+    loop {
+        let t = Instant::now();
+        let round = store.purge_expired(end_day, &keep30).await.unwrap();
+        if round.app_stats_rows == 0 {
+            break;
+        }
+        purge_rounds.push((t.elapsed(), round.app_stats_rows));
+    }
+    sqlx::query("VACUUM ANALYZE").execute(store.pool()).await.unwrap();
+    let sized_after = sizes(&store).await;
+
+    println!(
+        "\n{days} days, {users} users (one workspace each), {raw_rows} raw rows written in {:.1} s ({:.0} rows/s)",
+        write_time.as_secs_f64(),
+        raw_rows as f64 / write_time.as_secs_f64()
+    );
+    let (p50, p99) = percentiles(ticks.clone());
+    println!(
+        "tick catching up one whole day (after each day's writes): median {p50:.0} ms, p99 {p99:.0} ms, max {:.0} ms",
+        ms(*ticks.iter().max().unwrap())
+    );
+    println!(
+        "tick over 5 minutes of fresh writes ({fresh_count} rows: {} new, {open_count} open sessions rewritten): {:.0} ms, {} start hours, {} rollup rows changed",
+        fresh_count - open_count,
+        ms(tick_five),
+        five.start_hours,
+        five.rows_changed
+    );
+    println!("\ntables after the load (VACUUM ANALYZE):");
+    for (name, rows, bytes) in &sized {
+        println!("- {name}: {rows} rows, {:.1} MiB", *bytes as f64 / 1048576.0);
+    }
+    println!(
+        "\n| offset | range | app usage p50 / p99 ms | active users p50 / p99 ms | top-100 users p50 / p99 ms |"
+    );
+    println!("|---|---|---:|---:|---:|");
+    for (offset, span, a, b, c) in &reads {
+        println!(
+            "| {offset} | {span} d | {:.1} / {:.1} | {:.1} / {:.1} | {:.1} / {:.1} |",
+            a.0, a.1, b.0, b.1, c.0, c.1
+        );
+    }
+    println!(
+        "\nretention: a default round at the end of the data took {:.0} ms and deleted {:?}",
+        ms(default_round.0),
+        default_round.1
+    );
+    let deleted: u64 = purge_rounds.iter().map(|r| r.1).sum();
+    let slowest = purge_rounds.iter().map(|r| r.0).max().unwrap_or_default();
+    println!(
+        "keeping 30 days of raw rows: {} rounds of at most 4 hours deleted {deleted} rows, slowest round {:.0} ms",
+        purge_rounds.len(),
+        ms(slowest)
+    );
+    println!("tables after it (VACUUM ANALYZE; the heap is reused, not returned):");
+    for (name, rows, bytes) in &sized_after {
+        println!("- {name}: {rows} rows, {:.1} MiB", *bytes as f64 / 1048576.0);
+    }
+}
+
+/// Stored rows of sessions still open at `at` (ending after it).
+async fn store_rows_open_at(store: &PgStore, at: OffsetDateTime) -> Vec<StatsReport> {
+    use futures::TryStreamExt;
+    let range = TimeRange::new(at - time::Duration::hours(6), at).unwrap();
+    let rows: Vec<StatsReport> = tally_domain::usage::export::export_app_stats(store, range)
+        .try_collect()
+        .await
+        .unwrap();
+    rows.into_iter()
+        .filter(|r| r.session_ended_at.unwrap() > at)
+        .collect()
+}

@@ -1,0 +1,85 @@
+//! One bounded purge round; see `UsageStore::purge_expired`.
+
+use sqlx::PgPool;
+use tally_domain::usage::minutes::{hour_of, hour_start};
+use tally_domain::usage::{PurgeOutcome, RetentionPolicy};
+use time::{Duration, OffsetDateTime};
+
+use super::{roll_up, try_lock};
+use crate::timeconv::ceil_micros;
+
+pub(super) async fn purge(
+    pool: &PgPool,
+    now: OffsetDateTime,
+    policy: &RetentionPolicy,
+) -> Result<PurgeOutcome, sqlx::Error> {
+    let batch = Duration::hours(policy.max_batch.whole_hours().max(1));
+    let mut tx = pool.begin().await?;
+    if !try_lock(&mut tx).await? {
+        return Ok(PurgeOutcome {
+            skipped: true,
+            ..PurgeOutcome::default()
+        });
+    }
+    // Every change committed before this round is rolled up before any raw
+    // row goes.
+    roll_up(&mut tx).await?;
+    let mut outcome = PurgeOutcome::default();
+
+    // Raw rows, by whole start hours, from where the last round stopped (or
+    // the oldest row): the hours deleted become final.
+    let horizon = hour_start(hour_of(now - policy.app_stats));
+    let frozen: Option<OffsetDateTime> = sqlx::query_scalar("SELECT frozen_before FROM app_usage_state")
+        .fetch_one(&mut *tx)
+        .await?;
+    let lower = match frozen {
+        Some(f) => f,
+        None => sqlx::query_scalar::<_, Option<OffsetDateTime>>(
+            "SELECT date_trunc('hour', min(session_started_at), 'UTC') FROM workspace_app_stats",
+        )
+        .fetch_one(&mut *tx)
+        .await?
+        .unwrap_or(horizon),
+    };
+    let cut = frozen.map_or(horizon.min(lower + batch), |f| f.max(horizon.min(lower + batch)));
+    sqlx::query("UPDATE app_usage_state SET frozen_before = $1")
+        .bind(cut)
+        .execute(&mut *tx)
+        .await?;
+    outcome.app_stats_rows = sqlx::query("DELETE FROM workspace_app_stats WHERE session_started_at < $1")
+        .bind(cut)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+
+    // Rollup rows, whole hours from the oldest.
+    let horizon = hour_start(hour_of(now - policy.usage));
+    let oldest: Option<OffsetDateTime> = sqlx::query_scalar("SELECT min(hour) FROM app_usage_hours")
+        .fetch_one(&mut *tx)
+        .await?;
+    if let Some(oldest) = oldest {
+        outcome.usage_rows = sqlx::query("DELETE FROM app_usage_hours WHERE hour < $1")
+            .bind(horizon.min(oldest + batch))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+    }
+
+    // Published snapshots by period end, from the oldest; unpublished ones
+    // stay whatever their age.
+    let before = ceil_micros(now - policy.snapshots);
+    let oldest: Option<OffsetDateTime> =
+        sqlx::query_scalar("SELECT min(period_end) FROM telemetry_snapshots WHERE published_at IS NOT NULL")
+            .fetch_one(&mut *tx)
+            .await?;
+    if let Some(oldest) = oldest {
+        outcome.snapshots =
+            sqlx::query("DELETE FROM telemetry_snapshots WHERE published_at IS NOT NULL AND period_end < $1")
+                .bind(before.min(oldest + policy.max_batch.max(Duration::HOUR)))
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+    }
+    tx.commit().await?;
+    Ok(outcome)
+}
