@@ -43,6 +43,13 @@ pub async fn serve_simulated(
         "--access-log".into(),
         "false".into(),
     ];
+    // Simulated time lies in the past: keep all of it for this session,
+    // whatever the retention defaults would purge.
+    let age = time::OffsetDateTime::now_utc() - config.start;
+    let keep = format!("{}days", age.whole_days().max(0) + 366);
+    for retention in ["--retention-app-stats", "--retention-usage", "--retention-snapshots"] {
+        flags.extend([retention.to_owned(), keep.clone()]);
+    }
     // On PostgreSQL the server opens the database itself (the rows are
     // there); the in-memory store is handed over.
     let opened = match &args.database_url {

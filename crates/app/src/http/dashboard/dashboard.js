@@ -75,7 +75,8 @@ function duration(seconds) {
   const m = minutes % 60;
   return h > 0 ? `${count(h)} h ${m} min` : `${m} min`;
 }
-const appName = (app) => app.slug_or_port;
+// A terminal has no slug: its access method names it.
+const appName = (app) => app.slug_or_port || app.access_method;
 const periodLabel = (iso) => iso.slice(5, 16).replace("T", " ");
 function ago(iso) {
   const s = Math.max(0, Math.round((Date.now() - Date.parse(iso)) / 1000));
@@ -84,11 +85,19 @@ function ago(iso) {
   return `${Math.round(s / 3600)} h ago`;
 }
 
-function cell(text, value, numeric) {
+function cell(text, value, className) {
   const td = document.createElement("td");
   td.textContent = text;
   if (value !== undefined) td.dataset.value = String(value);
-  if (numeric) td.className = "num";
+  if (className) td.className = className;
+  return td;
+}
+
+function appCell(app) {
+  const td = cell(appName(app));
+  const how = document.createElement("small");
+  how.textContent = app.access_method;
+  td.append(" ", how);
   return td;
 }
 
@@ -135,12 +144,11 @@ function showAppUsage(usage) {
       const tr = document.createElement("tr");
       tr.dataset.app = `${app.access_method}:${app.slug_or_port}`;
       tr.append(
-        cell(appName(app)),
-        cell(app.access_method),
-        cell(duration(app.usage_seconds), app.usage_seconds, true),
-        cell(count(app.sessions), app.sessions, true),
-        cell(count(app.unique_users), app.unique_users, true),
-        cell(count(app.requests), app.requests, true),
+        appCell(app),
+        cell(duration(app.usage_seconds), app.usage_seconds, "num"),
+        cell(count(app.sessions), app.sessions, "num"),
+        cell(count(app.unique_users), app.unique_users, "num"),
+        cell(count(app.requests), app.requests, "num optional"),
       );
       return tr;
     }),
@@ -148,9 +156,10 @@ function showAppUsage(usage) {
 
   // Usage per day: the most used apps each on their own, the rest together.
   const byUsage = [...usage.apps].sort((a, b) => b.usage_seconds - a.usage_seconds);
-  const shown = byUsage.slice(0, CHART_APPS).map((a) => `${a.access_method}:${a.slug_or_port}`);
   const key = (a) => `${a.access_method}:${a.slug_or_port}`;
-  const series = shown.map((k) => ({ key: k, label: k.split(":").slice(1).join(":"), data: [] }));
+  const shown = byUsage.slice(0, CHART_APPS).map(key);
+  const names = new Map(usage.apps.map((a) => [key(a), appName(a)]));
+  const series = shown.map((k) => ({ key: k, label: names.get(k), data: [] }));
   const other = { key: "other", label: "other apps", data: [] };
   for (const interval of usage.intervals) {
     const seconds = new Map(interval.apps.map((a) => [key(a), a.usage_seconds]));
@@ -214,9 +223,9 @@ function showSnapshots(list, range) {
       tr.dataset.snapshot = s.id;
       tr.append(
         cell(periodLabel(s.period_start), s.period_start),
-        cell(count(s.allowed_requests), s.allowed_requests, true),
-        cell(count(s.denied_requests), s.denied_requests, true),
-        cell(count(s.unique_workspaces), s.unique_workspaces, true),
+        cell(count(s.allowed_requests), s.allowed_requests, "num"),
+        cell(count(s.denied_requests), s.denied_requests, "num"),
+        cell(count(s.unique_workspaces), s.unique_workspaces, "num"),
         cell(s.published_at ? "yes" : "waiting", s.published_at ?? ""),
       );
       return tr;
