@@ -173,7 +173,9 @@ pub fn record_state(collector: &CollectorStats, pending: &PendingUsage) {
     metrics::gauge!(BACKLOG_ROWS).set(collector.backlog_rows as f64);
     metrics::gauge!(TRACKED_SESSIONS).set(collector.tracked_sessions as f64);
     metrics::gauge!(FLUSH_SECONDS).set(collector.last_flush_seconds);
-    let last_flush = collector.last_flush_at.map_or(0.0, |t| t.unix_timestamp_nanos() as f64 / 1e9);
+    let last_flush = collector
+        .last_flush_at
+        .map_or(0.0, |t| t.unix_timestamp_nanos() as f64 / 1e9);
     metrics::gauge!(LAST_FLUSH_TIME).set(last_flush);
     metrics::gauge!(BOUNDARY_PENDING).set((pending.allowed + pending.denied) as f64);
 }

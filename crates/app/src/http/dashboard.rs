@@ -102,7 +102,10 @@ fn asset_response(content_type: &'static str, body: &'static str) -> Response {
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(CONTENT_SECURITY_POLICY),
     );
-    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     // Built into the binary: a new build may change them, so revalidate.
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     response
@@ -133,8 +136,14 @@ mod tests {
                 .unwrap_or_else(|| panic!("{url} is not a dashboard asset"));
             assert!(ASSETS.iter().any(|(n, _, _)| *n == name), "{url} is not served");
         }
-        assert!(!INDEX_HTML.contains("<script>"), "no inline script (the CSP forbids it)");
-        assert!(!INDEX_HTML.contains("style=\""), "no inline style (the CSP forbids it)");
+        assert!(
+            !INDEX_HTML.contains("<script>"),
+            "no inline script (the CSP forbids it)"
+        );
+        assert!(
+            !INDEX_HTML.contains("style=\""),
+            "no inline style (the CSP forbids it)"
+        );
     }
 
     #[tokio::test]

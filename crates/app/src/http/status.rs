@@ -83,3 +83,6 @@ pub async fn status(
         version: env!("CARGO_PKG_VERSION").to_owned(),
     }))
 }
+
+#[cfg(test)]
+mod tests;

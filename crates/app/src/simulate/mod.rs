@@ -220,11 +220,7 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         let served = serve::serve_simulated(&args, addr, store, &config).await?;
         return Ok(if ok { served } else { ExitCode::FAILURE });
     }
-    Ok(if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 /// A database may hold earlier runs: start after their last period so this

@@ -47,7 +47,11 @@ pub async fn serve_simulated(
     // whatever the retention defaults would purge.
     let age = time::OffsetDateTime::now_utc() - config.start;
     let keep = format!("{}days", age.whole_days().max(0) + 366);
-    for retention in ["--retention-app-stats", "--retention-usage", "--retention-snapshots"] {
+    for retention in [
+        "--retention-app-stats",
+        "--retention-usage",
+        "--retention-snapshots",
+    ] {
         flags.extend([retention.to_owned(), keep.clone()]);
     }
     // On PostgreSQL the server opens the database itself (the rows are

@@ -83,7 +83,12 @@ async fn simulate_serve_prints_a_url_and_token_and_serves_the_simulated_days() {
     };
     let refused = get("/api/v2/status", None).await.unwrap();
     assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
-    let status: Value = get("/api/v2/status", Some(&token)).await.unwrap().json().await.unwrap();
+    let status: Value = get("/api/v2/status", Some(&token))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(status["store"], "memory", "{status}");
     assert_eq!(status["store_up"], true, "{status}");
 
@@ -103,15 +108,30 @@ async fn simulate_serve_prints_a_url_and_token_and_serves_the_simulated_days() {
         .json()
         .await
         .unwrap();
-    assert!(snapshots["snapshots"].as_array().unwrap().len() >= 4, "{snapshots}");
+    assert!(
+        snapshots["snapshots"].as_array().unwrap().len() >= 4,
+        "{snapshots}"
+    );
 
     let pid = child.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("shutdown complete"), "{stderr}");
     assert!(stderr.contains("clean=true"), "{stderr}");
     // The exit code is the simulation's verdict, as without --serve.
     let verdict_ok = !seen.iter().any(|l| l.contains("FAILED"));
-    assert_eq!(out.status.success(), verdict_ok, "{:?}\n{}", out.status, seen.join("\n"));
+    assert_eq!(
+        out.status.success(),
+        verdict_ok,
+        "{:?}\n{}",
+        out.status,
+        seen.join("\n")
+    );
 }

@@ -136,7 +136,10 @@ async fn the_last_flush_time_and_error_follow_each_flush() {
             .return_once(move |_| outcome);
     }
     let c = collector(config(), reporter, &clock);
-    assert_eq!((c.stats().last_flush_at, c.stats().last_flush_error), (None, None));
+    assert_eq!(
+        (c.stats().last_flush_at, c.stats().last_flush_error),
+        (None, None)
+    );
 
     c.collect(report(1, T0, Some(T0 + secs(10)), 2));
     c.flush().await.unwrap();
@@ -146,13 +149,20 @@ async fn the_last_flush_time_and_error_follow_each_flush() {
     c.collect(report(2, T0 + secs(100), Some(T0 + secs(110)), 1));
     assert!(c.flush().await.is_err());
     let stats = c.stats();
-    assert_eq!(stats.last_flush_at, Some(T0 + secs(30)), "a failure keeps the last success");
+    assert_eq!(
+        stats.last_flush_at,
+        Some(T0 + secs(30)),
+        "a failure keeps the last success"
+    );
     let error = stats.last_flush_error.expect("the failure is kept");
     assert!(error.contains("database down"), "{error}");
 
     clock.set(T0 + secs(230));
     c.flush().await.unwrap();
-    assert_eq!((c.stats().last_flush_at, c.stats().last_flush_error), (Some(T0 + secs(230)), None));
+    assert_eq!(
+        (c.stats().last_flush_at, c.stats().last_flush_error),
+        (Some(T0 + secs(230)), None)
+    );
 }
 
 #[tokio::test]
