@@ -174,7 +174,40 @@ def map_case(context, case):
         f, t = _parse(q.get("from")), _parse(q.get("to"))
         if f and t and f.tzinfo and t.tzinfo and not f < t:
             q["to"] = (f.astimezone(timezone.utc) + timedelta(seconds=1)).isoformat().replace("+00:00", "Z")
+    if label in INSIGHTS_RANGE_READS and isinstance(case.query, dict):
+        _insights_range(case.query)
+    if label == "GET /api/v2/insights/app-stats/export" and isinstance(case.query, dict):
+        q = case.query
+        q["start_time"] = _within(q.get("start_time"), EPOCH.replace(year=1), LATEST_QUERY - timedelta(days=1))
+        q["end_time"] = _within(q.get("end_time"), EPOCH.replace(year=1), LATEST_QUERY)
+        f, t = _parse(q.get("start_time")), _parse(q.get("end_time"))
+        if f and t and f.tzinfo and t.tzinfo and not f < t:
+            q["end_time"] = (f.astimezone(timezone.utc) + timedelta(seconds=1)).isoformat().replace("+00:00", "Z")
     return case
+
+
+INSIGHTS_RANGE_READS = {
+    "GET /api/v2/insights/app-usage",
+    "GET /api/v2/insights/active-users",
+    "GET /api/v2/insights/user-activity",
+}
+
+
+def _utc(t):
+    return t.isoformat().replace("+00:00", "Z")
+
+
+def _insights_range(q):
+    """Coder's range rules: both at midnight, not in the future, start
+    before end; with `week`, whole weeks. The generated start picks the day."""
+    t = _parse(q.get("start_time"))
+    seed = t.toordinal() if t else 0
+    today = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+    back = 7 * (1 + seed % 60)
+    start = today - timedelta(days=back)
+    days = 7 * (1 + seed % (back // 7)) if q.get("interval") == "week" else 1 + seed % back
+    q["start_time"] = _utc(start)
+    q["end_time"] = _utc(start + timedelta(days=days))
 
 
 # --- every route refuses a missing token and every wrong role's token

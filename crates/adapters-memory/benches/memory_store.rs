@@ -41,6 +41,7 @@ fn fleet_rows() -> Vec<StatsReport> {
                 session_started_at: start,
                 session_ended_at: Some(start + time::Duration::seconds(10)),
                 requests: 1 + (i % 50) as u64,
+                sessions: 1,
             }
         })
         .collect()

@@ -58,6 +58,14 @@ fn validate(write: &AppStatsWrite) -> Result<(), StoreError> {
         if row.requests > PG_BIGINT_MAX {
             return bad("requests", "larger than 9223372036854775807");
         }
+        // A row stands for at least one session (a rolled-up record for
+        // every session folded into it).
+        if row.sessions == 0 {
+            return bad("sessions", "must be at least 1");
+        }
+        if row.sessions > PG_BIGINT_MAX {
+            return bad("sessions", "larger than 9223372036854775807");
+        }
     }
     Ok(())
 }
@@ -84,6 +92,7 @@ fn merged_columns(row: &StatsReport) -> StatsReport {
         session_started_at: pg_time(row.session_started_at),
         session_ended_at: row.session_ended_at.map(pg_time),
         requests: row.requests,
+        sessions: row.sessions,
     }
 }
 

@@ -95,4 +95,47 @@ fn flushes_from_os_threads_all_count() {
     assert_eq!(summary.replicas, 4);
 }
 
+#[tokio::test]
+async fn a_row_keeps_its_session_count_and_must_stand_for_one_at_least() {
+    use tally_domain::appstats::{AccessMethod, StatsReport};
+    use tally_domain::ports::{AppStatsStore, AppStatsWrite, InsightsStore, TimeRange};
+
+    let store = MemoryStore::new();
+    let start = datetime!(2026-11-25 10:00 UTC);
+    let rolled = StatsReport {
+        user_id: Uuid::from_u128(1),
+        workspace_id: Uuid::from_u128(2),
+        agent_id: Uuid::from_u128(3),
+        access_method: AccessMethod::Path,
+        slug_or_port: "code-server".into(),
+        session_id: Uuid::from_u128(4),
+        session_started_at: start,
+        session_ended_at: Some(start + Duration::minutes(1)),
+        requests: 12,
+        sessions: 5,
+    };
+    let write = |rows: Vec<StatsReport>| AppStatsWrite {
+        rows,
+        batch_size: 10,
+        last_used: vec![],
+    };
+    store.write_app_stats(&write(vec![rolled.clone()])).await.unwrap();
+    let older = StatsReport {
+        sessions: 3,
+        ..rolled.clone()
+    };
+    store.write_app_stats(&write(vec![older])).await.unwrap();
+    let range = TimeRange::new(start, start + Duration::hours(1)).unwrap();
+    assert_eq!(store.app_stats(range, 10).await.unwrap(), vec![rolled.clone()]);
+
+    let none = StatsReport {
+        session_id: Uuid::from_u128(5),
+        sessions: 0,
+        ..rolled.clone()
+    };
+    let err = store.write_app_stats(&write(vec![none])).await.unwrap_err();
+    assert!(err.to_string().contains("sessions: must be at least 1"), "{err}");
+    assert_eq!(store.app_stats(range, 10).await.unwrap(), vec![rolled]);
+}
+
 mod props;

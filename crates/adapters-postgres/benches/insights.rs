@@ -1,6 +1,9 @@
 //! Insights benchmark of the PostgreSQL store: 90 days of a 6,000-workspace
-//! fleet written through `PgStore::write_app_stats` and rolled up by the
-//! store's own tick, then the reads over a day, a week and 90 days.
+//! fleet loaded by binary COPY (a day at a time, with the start-hour marks a
+//! write leaves) and rolled up by the store's own tick after each day, then
+//! five minutes of fresh writes through `PgStore::write_app_stats`, then the
+//! reads over a day, a week and 90 days, beside a plain scan of the rows
+//! each read covers.
 //!
 //! `cargo bench -p tally-adapters-postgres --bench insights`
 //! (`TALLY_BENCH_DAYS` shortens the data set, `TALLY_BENCH_USERS` shrinks
@@ -10,9 +13,11 @@
 //! starts at 01:00, 08:00 and 14:00 UTC. On a weekday a user works with
 //! probability 0.7, on a weekend day 0.08. A working day has two code-server
 //! sessions (2.5 to 4 hours and 2 to 3.5 hours), four web terminals (2 to
-//! 40 minutes), 25 rolled-up rows of short sessions to one port (each within
-//! one minute), and with probability 0.5 one session of another app (10 to
+//! 40 minutes), 25 rolled-up rows of 1 to 7 short sessions to one port (each
+//! within one minute), and with probability 0.5 one session of another app (10 to
 //! 90 minutes).
+
+mod common;
 
 use std::time::{Duration, Instant};
 
@@ -21,6 +26,7 @@ use rand::{Rng, SeedableRng};
 use tally_adapters_postgres::PgStore;
 use tally_domain::appstats::{AccessMethod, StatsReport};
 use tally_domain::ports::{AppStatsStore, AppStatsWrite, TimeRange, UsageStore};
+use tally_domain::usage::minutes::{hour_of, hour_start};
 use tally_domain::usage::{IntervalKind, Intervals, RetentionPolicy, interval};
 use tally_tests::pg::fresh_database;
 use time::macros::datetime;
@@ -69,6 +75,7 @@ fn session(
         session_started_at: start,
         session_ended_at: Some(start + len),
         requests,
+        sessions: 1,
     }
 }
 
@@ -118,6 +125,7 @@ fn day_rows(fleet: &Fleet, d: i64, rng: &mut StdRng) -> Vec<StatsReport> {
         let port = PORTS[rng.random_range(0..PORTS.len())];
         for _ in 0..25 {
             let at = begin + mins(rng.random_range(0..540));
+            let folded = rng.random_range(1..8);
             rows.push(session(
                 who,
                 AccessMethod::Subdomain,
@@ -127,6 +135,8 @@ fn day_rows(fleet: &Fleet, d: i64, rng: &mut StdRng) -> Vec<StatsReport> {
                 rng.random_range(1..50),
                 rng,
             ));
+            // A rolled-up record of short sessions.
+            rows.last_mut().unwrap().sessions = folded;
         }
         if rng.random_bool(0.5) {
             let app = OTHER_APPS[rng.random_range(0..OTHER_APPS.len())];
@@ -179,7 +189,8 @@ fn percentiles(mut t: Vec<Duration>) -> (f64, f64) {
 async fn sizes(store: &PgStore) -> Vec<(String, i64, i64)> {
     sqlx::query_as(
         "SELECT relname::text, n_live_tup, pg_total_relation_size(relid) FROM pg_stat_user_tables \
-         WHERE relname IN ('workspace_app_stats', 'app_usage_hours') ORDER BY relname",
+         WHERE relname IN ('workspace_app_stats', 'app_usage_hours', 'app_usage_days', 'app_usage_user_days') \
+         ORDER BY relname",
     )
     .fetch_all(store.pool())
     .await
@@ -200,15 +211,14 @@ async fn main() {
     let db = fresh_database().await;
     let store = PgStore::connect(&db.url).await.unwrap();
 
-    // Load: one day at a time, then the tick that catches up that day.
+    // Load: one day at a time by COPY with the marks a write would leave,
+    // then the tick that catches up that day.
     let (mut raw_rows, mut write_time, mut ticks) = (0usize, Duration::ZERO, Vec::new());
     for d in 0..days {
         let rows = day_rows(&fleet, d, &mut rng);
         raw_rows += rows.len();
         let t = Instant::now();
-        for w in writes(&rows) {
-            store.write_app_stats(&w).await.unwrap();
-        }
+        copy_day(&store, &rows).await;
         write_time += t.elapsed();
         let t = Instant::now();
         let tick = store.tick_usage_rollup().await.unwrap();
@@ -263,7 +273,23 @@ async fn main() {
             let mut app = Vec::new();
             let mut active = Vec::new();
             let mut top = Vec::new();
+            let mut scan = Vec::new();
+            let (first_day, end) = (
+                hour_start(hour_of(from).div_euclid(24) * 24),
+                to + time::Duration::DAY,
+            );
             for _ in 0..runs {
+                // The limit: a plain scan of the day rows the reads cover.
+                let t = Instant::now();
+                let _: (i64, Option<i64>) = sqlx::query_as(
+                    "SELECT count(*), sum(minutes[25])::int8 FROM app_usage_days WHERE day >= $1 AND day < $2",
+                )
+                .bind(first_day)
+                .bind(end)
+                .fetch_one(store.pool())
+                .await
+                .unwrap();
+                scan.push(t.elapsed());
                 let t = Instant::now();
                 let a = store.app_usage_by_interval(&iv).await.unwrap();
                 app.push(t.elapsed());
@@ -282,6 +308,7 @@ async fn main() {
                 percentiles(app),
                 percentiles(active),
                 percentiles(top),
+                percentiles(scan),
             ));
         }
     }
@@ -311,7 +338,7 @@ async fn main() {
     let sized_after = sizes(&store).await;
 
     println!(
-        "\n{days} days, {users} users (one workspace each), {raw_rows} raw rows written in {:.1} s ({:.0} rows/s)",
+        "\n{days} days, {users} users (one workspace each), {raw_rows} raw rows loaded by COPY in {:.1} s ({:.0} rows/s)",
         write_time.as_secs_f64(),
         raw_rows as f64 / write_time.as_secs_f64()
     );
@@ -332,13 +359,13 @@ async fn main() {
         println!("- {name}: {rows} rows, {:.1} MiB", *bytes as f64 / 1048576.0);
     }
     println!(
-        "\n| offset | range | app usage p50 / p99 ms | active users p50 / p99 ms | top-100 users p50 / p99 ms |"
+        "\n| offset | range | app usage p50 / p99 ms | active users p50 / p99 ms | top-100 users p50 / p99 ms | plain scan of its day rows p50 / p99 ms |"
     );
-    println!("|---|---|---:|---:|---:|");
-    for (offset, span, a, b, c) in &reads {
+    println!("|---|---|---:|---:|---:|---:|");
+    for (offset, span, a, b, c, d) in &reads {
         println!(
-            "| {offset} | {span} d | {:.1} / {:.1} | {:.1} / {:.1} | {:.1} / {:.1} |",
-            a.0, a.1, b.0, b.1, c.0, c.1
+            "| {offset} | {span} d | {:.1} / {:.1} | {:.1} / {:.1} | {:.1} / {:.1} | {:.1} / {:.1} |",
+            a.0, a.1, b.0, b.1, c.0, c.1, d.0, d.1
         );
     }
     println!(
@@ -370,4 +397,30 @@ async fn store_rows_open_at(store: &PgStore, at: OffsetDateTime) -> Vec<StatsRep
     rows.into_iter()
         .filter(|r| r.session_ended_at.unwrap() > at)
         .collect()
+}
+
+/// One day's rows by binary COPY, and the start-hour marks a write of them
+/// leaves, in one transaction.
+async fn copy_day(store: &PgStore, rows: &[StatsReport]) {
+    let mut tx = store.pool().begin().await.unwrap();
+    let mut copy = tx
+        .copy_in_raw(&format!(
+            "COPY workspace_app_stats {} FROM STDIN (FORMAT binary)",
+            common::COPY_COLUMNS
+        ))
+        .await
+        .unwrap();
+    copy.send(common::binary_copy(rows)).await.unwrap();
+    copy.finish().await.unwrap();
+    let mut hours: Vec<OffsetDateTime> = rows
+        .iter()
+        .map(|r| hour_start(hour_of(r.session_started_at)))
+        .collect();
+    hours.dedup();
+    sqlx::query("INSERT INTO app_usage_dirty_hours (start_hour) SELECT unnest($1::timestamptz[])")
+        .bind(&hours)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
 }

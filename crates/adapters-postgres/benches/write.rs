@@ -14,6 +14,8 @@
 //! `cargo bench -p tally-adapters-postgres --bench write`
 //! (`TALLY_BENCH_ROWS` scales the row count.)
 
+mod common;
+
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
@@ -80,6 +82,7 @@ fn generate(n: usize, seed: u64) -> Vec<StatsReport> {
                 session_started_at: start,
                 session_ended_at: Some(start + time::Duration::milliseconds(rng.random_range(0..600_000))),
                 requests: rng.random_range(1..1000),
+                sessions: 1,
             }
         })
         .collect()
@@ -126,34 +129,12 @@ async fn copy_limit(rows: &[StatsReport]) -> Duration {
     let t = Instant::now();
     for chunk in rows.chunks(CALL_ROWS) {
         let mut tx = conn.begin().await.unwrap();
-        let mut buf = Vec::with_capacity(chunk.len() * 160);
-        buf.extend_from_slice(b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0");
-        let ts = |t: OffsetDateTime| {
-            ((t - datetime!(2000-01-01 0:00 UTC)).whole_microseconds() as i64).to_be_bytes()
-        };
-        for r in chunk {
-            buf.extend_from_slice(&9i16.to_be_bytes());
-            for u in [r.user_id, r.agent_id, r.session_id, r.workspace_id] {
-                buf.extend_from_slice(&16i32.to_be_bytes());
-                buf.extend_from_slice(u.as_bytes());
-            }
-            for s in [r.access_method.as_str(), &r.slug_or_port] {
-                buf.extend_from_slice(&(s.len() as i32).to_be_bytes());
-                buf.extend_from_slice(s.as_bytes());
-            }
-            for t in [r.session_started_at, r.session_ended_at.unwrap()] {
-                buf.extend_from_slice(&8i32.to_be_bytes());
-                buf.extend_from_slice(&ts(t));
-            }
-            buf.extend_from_slice(&8i32.to_be_bytes());
-            buf.extend_from_slice(&(r.requests as i64).to_be_bytes());
-        }
-        buf.extend_from_slice(&(-1i16).to_be_bytes());
+        let buf = common::binary_copy(chunk);
         let mut copy = tx
-            .copy_in_raw(
-                "COPY copy_target (user_id, agent_id, session_id, workspace_id, access_method, slug_or_port, \
-                 session_started_at, session_ended_at, requests) FROM STDIN (FORMAT binary)",
-            )
+            .copy_in_raw(&format!(
+                "COPY copy_target {} FROM STDIN (FORMAT binary)",
+                common::COPY_COLUMNS
+            ))
             .await
             .unwrap();
         copy.send(buf).await.unwrap();

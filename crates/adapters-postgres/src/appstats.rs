@@ -17,7 +17,7 @@ use crate::timeconv::floor_micros;
 use crate::{AppStatsWriteMode, PgStore};
 
 const COLUMNS: &str = "user_id, agent_id, session_id, workspace_id, access_method, slug_or_port, \
-                       session_started_at, session_ended_at, requests";
+                       session_started_at, session_ended_at, requests, sessions";
 
 /// The upsert by (user, agent, session): end time and requests each move
 /// forward on their own (`GREATEST`), the rule of
@@ -40,26 +40,30 @@ const COLUMNS: &str = "user_id, agent_id, session_id, workspace_id, access_metho
 /// which an update keeps) are marked for the next rollup tick in the same
 /// statement.
 const UPSERT: &str = "WITH up AS (INSERT INTO workspace_app_stats AS t (user_id, agent_id, session_id, \
-        workspace_id, access_method, slug_or_port, session_started_at, session_ended_at, requests) \
+        workspace_id, access_method, slug_or_port, session_started_at, session_ended_at, requests, sessions) \
     SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::text[], \
-        $7::timestamptz[], $8::timestamptz[], $9::int8[]) \
+        $7::timestamptz[], $8::timestamptz[], $9::int8[], $10::int8[]) \
     ON CONFLICT (user_id, agent_id, session_id) DO UPDATE \
     SET session_ended_at = GREATEST(t.session_ended_at, excluded.session_ended_at), \
-        requests = GREATEST(t.requests, excluded.requests) \
+        requests = GREATEST(t.requests, excluded.requests), \
+        sessions = GREATEST(t.sessions, excluded.sessions) \
     WHERE excluded.session_ended_at > t.session_ended_at OR excluded.requests > t.requests \
+        OR excluded.sessions > t.sessions \
     RETURNING t.session_started_at) \
     INSERT INTO app_usage_dirty_hours (start_hour) \
     SELECT DISTINCT date_trunc('hour', session_started_at, 'UTC') FROM up";
 
 /// [`UPSERT`] without the marks, for the write benchmark's comparison.
 const UPSERT_UNMARKED: &str = "INSERT INTO workspace_app_stats AS t (user_id, agent_id, session_id, \
-        workspace_id, access_method, slug_or_port, session_started_at, session_ended_at, requests) \
+        workspace_id, access_method, slug_or_port, session_started_at, session_ended_at, requests, sessions) \
     SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::text[], \
-        $7::timestamptz[], $8::timestamptz[], $9::int8[]) \
+        $7::timestamptz[], $8::timestamptz[], $9::int8[], $10::int8[]) \
     ON CONFLICT (user_id, agent_id, session_id) DO UPDATE \
     SET session_ended_at = GREATEST(t.session_ended_at, excluded.session_ended_at), \
-        requests = GREATEST(t.requests, excluded.requests) \
-    WHERE excluded.session_ended_at > t.session_ended_at OR excluded.requests > t.requests";
+        requests = GREATEST(t.requests, excluded.requests), \
+        sessions = GREATEST(t.sessions, excluded.sessions) \
+    WHERE excluded.session_ended_at > t.session_ended_at OR excluded.requests > t.requests \
+        OR excluded.sessions > t.sessions";
 
 /// Last-used times move forward only. The same statement marks the start
 /// hours of rows written by COPY for the next rollup tick (`$3`).
@@ -82,6 +86,7 @@ struct Row<'a> {
     started: OffsetDateTime,
     ended: OffsetDateTime,
     requests: i64,
+    sessions: i64,
 }
 
 /// A write that passed validation, times at microsecond precision.
@@ -126,6 +131,25 @@ impl<'a> Prepared<'a> {
                     i64::MAX
                 ))
             })?;
+            // A row stands for at least one session (a rolled-up record for
+            // every session folded into it).
+            let sessions = match i64::try_from(r.sessions) {
+                Ok(0) => {
+                    return Err(invalid(format!(
+                        "row {i} (session {}): sessions must be at least 1",
+                        r.session_id
+                    )));
+                }
+                Ok(n) => n,
+                Err(_) => {
+                    return Err(invalid(format!(
+                        "row {i} (session {}): sessions {} is larger than the store's maximum {}",
+                        r.session_id,
+                        r.sessions,
+                        i64::MAX
+                    )));
+                }
+            };
             rows.push(Row {
                 index: i,
                 user: r.user_id,
@@ -137,6 +161,7 @@ impl<'a> Prepared<'a> {
                 started: floor_micros(r.session_started_at),
                 ended: floor_micros(ended),
                 requests,
+                sessions,
             });
         }
         // Key order: concurrent writers then take row locks in the same order
@@ -271,7 +296,8 @@ async fn upsert_batch(
         Vec::with_capacity(n),
         Vec::with_capacity(n),
     );
-    let (mut methods, mut slugs, mut started, mut ended, mut requests) = (
+    let (mut methods, mut slugs, mut started, mut ended, mut requests, mut counts) = (
+        Vec::with_capacity(n),
         Vec::with_capacity(n),
         Vec::with_capacity(n),
         Vec::with_capacity(n),
@@ -288,6 +314,7 @@ async fn upsert_batch(
         started.push(r.started);
         ended.push(r.ended);
         requests.push(r.requests);
+        counts.push(r.sessions);
     }
     sqlx::query(statement)
         .bind(users)
@@ -299,6 +326,7 @@ async fn upsert_batch(
         .bind(started)
         .bind(ended)
         .bind(requests)
+        .bind(counts)
         .execute(conn)
         .await?;
     Ok(())
@@ -310,7 +338,7 @@ async fn upsert_batch(
 async fn copy_batch(conn: &mut PgConnection, batch: &[&Row<'_>]) -> Result<(), sqlx::Error> {
     let mut buf = CopyBuf::with_capacity(batch.len() * 160);
     for r in batch {
-        buf.tuple(9)
+        buf.tuple(10)
             .uuid(r.user)
             .uuid(r.agent)
             .uuid(r.session)
@@ -319,7 +347,8 @@ async fn copy_batch(conn: &mut PgConnection, batch: &[&Row<'_>]) -> Result<(), s
             .text(r.slug)
             .timestamptz(r.started)
             .timestamptz(r.ended)
-            .int8(r.requests);
+            .int8(r.requests)
+            .int8(r.sessions);
     }
     let mut copy = conn
         .copy_in_raw(&format!(

@@ -14,7 +14,7 @@ use crate::error::map_sqlx_error;
 use crate::timeconv::{ceil_micros, limit, to_u64};
 
 const APP_STATS: &str = "SELECT user_id, workspace_id, agent_id, access_method, slug_or_port, session_id, \
-        session_started_at, session_ended_at, requests \
+        session_started_at, session_ended_at, requests, sessions \
     FROM workspace_app_stats \
     WHERE session_started_at < $2 AND session_ended_at >= $1 \
     ORDER BY session_started_at, session_id, user_id, agent_id \
@@ -47,6 +47,7 @@ impl InsightsStore for PgStore {
                     session_started_at: row.try_get("session_started_at").map_err(map_sqlx_error)?,
                     session_ended_at: Some(row.try_get("session_ended_at").map_err(map_sqlx_error)?),
                     requests: to_u64(requests, "requests")?,
+                    sessions: to_u64(row.try_get("sessions").map_err(map_sqlx_error)?, "sessions")?,
                 })
             })
             .collect()

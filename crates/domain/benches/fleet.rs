@@ -50,6 +50,7 @@ impl Fleet {
             session_started_at: start,
             session_ended_at: end,
             requests: 1,
+            sessions: 1,
         }
     }
 

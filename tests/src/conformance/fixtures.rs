@@ -69,6 +69,7 @@ pub(crate) fn row(
         session_started_at: start,
         session_ended_at: Some(end),
         requests,
+        sessions: 1,
     }
 }
 

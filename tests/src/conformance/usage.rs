@@ -127,31 +127,56 @@ fn stored_row(r: &StatsReport) -> StatsReport {
     }
 }
 
-/// Each row stands for its count of sessions (one until rows carry more):
-/// sessions count rows' sessions, not rows or minutes.
+/// Each row stands for its count of sessions: a session alone is one, a
+/// rolled-up row counts every short session folded into it, and the rollup
+/// sums the counts (not rows, not minutes). A later version of a rolled-up
+/// row with more sessions folded in raises the count; a replay or an older
+/// version does not.
 pub async fn sessions_count_every_row_once(store: Arc<dyn Store>) {
     let store = &*store;
     let day = datetime_day();
     let who = Who::new();
-    let rows: Vec<_> = (0..3)
+    let mut rows: Vec<_> = (0..3)
         .map(|i| row(who, Path, "app", day + mins(60 + i), day + mins(61 + i), 2))
         .collect();
-    store.write_app_stats(&write_of(rows, 10)).await.unwrap();
+    // The third row is a rolled-up record of 7 short sessions.
+    rows[2].sessions = 7;
+    store.write_app_stats(&write_of(rows.clone(), 10)).await.unwrap();
     store.tick_usage_rollup().await.unwrap();
     let iv = days(day, 1);
-    let usage = store.app_usage_by_interval(&iv).await.unwrap();
-    assert_eq!((usage[0].total.sessions, usage[0].total.requests), (3, 6));
-    // A replay of one row is the same row: still three sessions.
-    let again = exported(store, iv.range()).await;
+    let sessions = || async {
+        let usage = store.app_usage_by_interval(&iv).await.unwrap();
+        let user = store.user_activity(iv.range(), 10).await.unwrap();
+        assert_eq!(usage[0].total.sessions, user[0].sessions, "app and user agree");
+        (usage[0].total.sessions, usage[0].total.requests)
+    };
+    assert_eq!(sessions().await, (1 + 1 + 7, 6));
+    let stored = exported(store, iv.range()).await;
+    assert_eq!(
+        stored.iter().map(|r| r.sessions).sum::<u64>(),
+        9,
+        "stored as sent"
+    );
+
+    // A replay of every row is the same rows: still nine sessions.
     store
-        .write_app_stats(&write_of(again[..1].to_vec(), 10))
+        .write_app_stats(&write_of(stored.clone(), 10))
         .await
         .unwrap();
     store.tick_usage_rollup().await.unwrap();
-    assert_eq!(
-        store.app_usage_by_interval(&iv).await.unwrap()[0].total.sessions,
-        3
-    );
+    assert_eq!(sessions().await, (9, 6));
+
+    // Three more sessions fold into the record; an older version (fewer)
+    // arriving afterwards changes nothing.
+    let mut more = rows[2].clone();
+    more.sessions = 10;
+    store.write_app_stats(&write_of(vec![more], 10)).await.unwrap();
+    let mut older = rows[2].clone();
+    older.sessions = 4;
+    store.write_app_stats(&write_of(vec![older], 10)).await.unwrap();
+    store.tick_usage_rollup().await.unwrap();
+    assert_eq!(sessions().await, (1 + 1 + 10, 6));
+    assert_reads_match(store, &exported(store, iv.range()).await, &iv, "rolled-up rows").await;
 }
 
 /// The export streams the stored rows whose session started in the range,
@@ -385,6 +410,8 @@ async fn scenario(
             session_started_at: start,
             session_ended_at: Some(start + Duration::microseconds(s.len_us * i64::from(q) / 4)),
             requests: s.requests * u64::from(q) / 4,
+            // A rolled-up row's count grows as sessions fold into it.
+            sessions: 1 + s.requests % 3 * u64::from(q),
         }
     };
     let mut model: BTreeMap<Uuid, StatsReport> = BTreeMap::new();
@@ -427,6 +454,8 @@ async fn scenario(
         days(base - Duration::DAY, 4),
         Intervals::new(vec![base + mins(330), base + mins(1770), base + mins(3210)]).unwrap(),
         Intervals::new(vec![base + mins(61), base + mins(119), base + mins(2000)]).unwrap(),
+        // Days at -05:00: whole hours, each day split between two intervals.
+        Intervals::new(vec![base + mins(300), base + mins(1740), base + mins(3180)]).unwrap(),
     ] {
         assert_reads_match(store, &stored, &iv, "after random writes").await;
     }

@@ -28,9 +28,10 @@ fn all_time() -> TimeRange {
     TimeRange::new(datetime!(2000-01-01 0:00 UTC), datetime!(2100-01-01 0:00 UTC)).unwrap()
 }
 
-/// A row of one of four keys, with an end and a request count.
+/// A row of one of four keys, with an end, a request count and a session
+/// count (more than one for a rolled-up record).
 fn arb_row() -> impl Strategy<Value = StatsReport> {
-    (0u128..4, 0i64..5_000_000, 0u64..20).prop_map(|(key, end_us, requests)| StatsReport {
+    (0u128..4, 0i64..5_000_000, 0u64..20, 1u64..5).prop_map(|(key, end_us, requests, sessions)| StatsReport {
         user_id: Uuid::from_u128(key % 2 + 1),
         workspace_id: Uuid::from_u128(key + 100),
         agent_id: Uuid::from_u128(7),
@@ -41,6 +42,7 @@ fn arb_row() -> impl Strategy<Value = StatsReport> {
         // Sub-microsecond digits exercise the truncation before the merge.
         session_ended_at: Some(T0 + Duration::nanoseconds(end_us * 333)),
         requests,
+        sessions,
     })
 }
 
@@ -81,7 +83,8 @@ proptest! {
     }
 
     /// Writes applied in any order leave the same rows: per key the latest
-    /// end and the most requests written (truncated to microseconds).
+    /// end (truncated to microseconds), the most requests and the most
+    /// sessions written.
     #[test]
     fn write_order_does_not_matter(
         (rows, shuffled) in prop::collection::vec(arb_row(), 1..16)
@@ -101,6 +104,7 @@ proptest! {
         for held in &got {
             let same: Vec<_> = rows.iter().filter(|r| r.row_key() == held.row_key()).collect();
             prop_assert_eq!(held.requests, same.iter().map(|r| r.requests).max().unwrap());
+            prop_assert_eq!(held.sessions, same.iter().map(|r| r.sessions).max().unwrap());
             let end = same.iter().map(|r| r.session_ended_at.map(crate::pg_time)).max().unwrap();
             prop_assert_eq!(held.session_ended_at, end);
         }

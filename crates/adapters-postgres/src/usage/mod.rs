@@ -2,10 +2,13 @@
 //!
 //! Writes mark the start hours they touch (`app_usage_dirty_hours`, in the
 //! write's transaction); a tick rolls those hours up again from the raw rows
-//! ([`sql::ROLL_UP`]); reads answer from `app_usage_hours` only. Ticks and
+//! ([`sql::ROLL_UP`]) and then the day rows of the hourly rows that changed
+//! ([`days`]); reads answer from the day rows and, for hours an interval
+//! bound cuts, from `app_usage_hours`. Ticks and
 //! purges hold one transaction-level advisory lock, so one replica at a time
 //! does either.
 
+mod days;
 mod retention;
 mod sql;
 
@@ -15,7 +18,7 @@ use sqlx::{PgConnection, Row as _};
 use tally_domain::appstats::{AccessMethod, StatsReport};
 use tally_domain::error::StoreError;
 use tally_domain::ports::{TimeRange, UsageStore};
-use tally_domain::usage::minutes::{hour_of, hour_start, minute_of};
+use tally_domain::usage::minutes::minute_of;
 use tally_domain::usage::{
     ActiveUsers, AppUsageSeries, Intervals, PurgeOutcome, RetentionPolicy, TickOutcome, UsageFigures,
     UserActivity, sort_app_series,
@@ -70,6 +73,7 @@ pub(super) async fn roll_up(conn: &mut PgConnection) -> Result<TickOutcome, sqlx
             .await?;
         outcome.rows_changed += done.rows_affected();
     }
+    days::recompute(conn).await?;
     Ok(outcome)
 }
 
@@ -102,22 +106,19 @@ struct Bounds {
     times: Vec<OffsetDateTime>,
     minutes: Vec<i64>,
     count: i32,
-    first_hour: OffsetDateTime,
-    end: OffsetDateTime,
+    plan: days::Plan,
     /// Intervals past its first that one hour can reach.
     reach: i32,
 }
 
 impl Bounds {
     fn of(intervals: &Intervals) -> Result<Self, StoreError> {
-        let range = intervals.range();
         Ok(Self {
             times: intervals.bounds().to_vec(),
             minutes: intervals.bounds().iter().map(|&b| minute_of(b)).collect(),
             count: i32::try_from(intervals.len())
                 .map_err(|_| StoreError::invalid(format!("too many intervals: {}", intervals.len())))?,
-            first_hour: hour_start(hour_of(range.from)),
-            end: range.to,
+            plan: days::Plan::of(intervals),
             reach: Self::reach(intervals),
         })
     }
@@ -141,9 +142,12 @@ impl Bounds {
         q.bind(&self.times)
             .bind(&self.minutes)
             .bind(self.count)
-            .bind(self.first_hour)
-            .bind(self.end)
+            .bind(&self.plan.cut_hours)
             .bind(self.reach)
+            .bind(&self.plan.days)
+            .bind(&self.plan.intervals)
+            .bind(&self.plan.from_hours)
+            .bind(&self.plan.to_hours)
     }
 }
 
@@ -168,6 +172,7 @@ fn stats_report(row: &PgRow) -> Result<StatsReport, StoreError> {
         session_started_at: row.try_get("session_started_at").map_err(get)?,
         session_ended_at: Some(row.try_get("session_ended_at").map_err(get)?),
         requests: int(row, "requests")?,
+        sessions: int(row, "sessions")?,
     })
 }
 
@@ -241,13 +246,16 @@ impl UsageStore for PgStore {
     }
 
     async fn user_activity(&self, range: TimeRange, max: usize) -> Result<Vec<UserActivity>, StoreError> {
-        Intervals::single(range).map_err(|e| StoreError::invalid(format!("range: {e}")))?;
+        let whole = Intervals::single(range).map_err(|e| StoreError::invalid(format!("range: {e}")))?;
+        let plan = days::Plan::of(&whole);
         let rows = sqlx::query(sql::USER_ACTIVITY)
             .bind(minute_of(range.from))
             .bind(minute_of(range.to))
-            .bind(hour_start(hour_of(range.from)))
-            .bind(range.to)
+            .bind(&plan.cut_hours)
             .bind(limit(max))
+            .bind(&plan.days)
+            .bind(&plan.from_hours)
+            .bind(&plan.to_hours)
             .fetch_all(self.pool())
             .await
             .map_err(map_sqlx_error)?;

@@ -5,7 +5,7 @@ use tally_domain::usage::minutes::{hour_of, hour_start};
 use tally_domain::usage::{PurgeOutcome, RetentionPolicy};
 use time::{Duration, OffsetDateTime};
 
-use super::{roll_up, try_lock};
+use super::{days, roll_up, try_lock};
 use crate::timeconv::ceil_micros;
 
 pub(super) async fn purge(
@@ -58,11 +58,15 @@ pub(super) async fn purge(
         .fetch_one(&mut *tx)
         .await?;
     if let Some(oldest) = oldest {
+        let cut = horizon.min(oldest + batch);
         outcome.usage_rows = sqlx::query("DELETE FROM app_usage_hours WHERE hour < $1")
-            .bind(horizon.min(oldest + batch))
+            .bind(cut)
             .execute(&mut *tx)
             .await?
             .rows_affected();
+        if outcome.usage_rows > 0 {
+            days::purged_before(&mut tx, cut).await?;
+        }
     }
 
     // Published snapshots by period end, from the oldest; unpublished ones

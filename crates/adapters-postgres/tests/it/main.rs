@@ -60,6 +60,7 @@ pub fn session(
         session_started_at: start,
         session_ended_at: Some(start + Duration::seconds(secs)),
         requests,
+        sessions: 1,
     }
 }
 

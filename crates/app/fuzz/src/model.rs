@@ -292,6 +292,8 @@ impl Report {
             session_started_at: session_started_at.ok_or("session_started_at")?,
             session_ended_at,
             requests: requests.ok_or("requests")?,
+            // Not on the wire: every report is one session.
+            sessions: 1,
         })
     }
 }

@@ -19,6 +19,7 @@ use tally_domain::authz::{Action, Authorized, Resource};
 use tally_domain::ports::{TimeRange, UsageStore};
 use tally_domain::usage::export::export_app_stats;
 use tally_domain::usage::interval::{check_range, intervals, parse_time};
+use tally_domain::usage::minutes::{hour_of, hour_start};
 use tally_domain::usage::{IntervalKind, Intervals, RangeError, UsageFigures, row_sessions};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -416,16 +417,25 @@ pub async fn export_app_stats_ndjson(
     let range = TimeRange::new(from, to).map_err(|e| ApiError::bad_param("end_time", e))?;
     caller.require(Action::Read, Resource::WorkspaceAppStats)?;
     let store = Arc::new(Authorized::new(state.store.clone(), caller.0));
-    let mut rows = export_app_stats(store, range);
-    // The first page answers for the whole request: a store that is down
-    // gets its 503 before any line is sent.
-    let first = match rows.next().await {
-        Some(Err(e)) => return Err(e.into()),
-        first => first,
+    // The first page (to the end of the first hour) is read before
+    // answering: a store that is down gets its 503 before any line is sent.
+    let first_end = hour_start(hour_of(range.from) + 1).min(range.to);
+    let first = store
+        .app_stats_started_in(TimeRange {
+            from: range.from,
+            to: first_end,
+        })
+        .await?;
+    let rest = match TimeRange::new(first_end, range.to) {
+        Ok(rest) => export_app_stats(store, rest),
+        Err(_) => stream::empty().boxed(),
     };
-    let lines = stream::iter(first).chain(rows).map_ok(line).inspect_err(|e| {
-        tracing::warn!(error = %tally_domain::error::Report(e), "app stats export cut off by a store failure");
-    });
+    let lines = stream::iter(first.into_iter().map(Ok))
+        .chain(rest)
+        .map_ok(line)
+        .inspect_err(|e| {
+            tracing::warn!(error = %tally_domain::error::Report(e), "app stats export cut off by a store failure");
+        });
     Ok(([(header::CONTENT_TYPE, NDJSON)], Body::from_stream(lines)).into_response())
 }
 

@@ -127,10 +127,12 @@ pub struct AppInsights {
     pub apps: Vec<AppUsageJson>,
 }
 
-/// Usage of each app over a time range.
+/// Usage of each app over a time range, from the usage rollup (as of its
+/// last tick).
 ///
-/// From the usage rollup (as of its last tick), over the minutes the range
-/// touches; the figures are defined in docs/insights.md.
+/// The range is widened to the whole minutes it touches. Usage time is 60 s
+/// for each distinct (user, minute) inside it; sessions and requests count
+/// when the UTC hour their session started in begins inside it.
 #[utoipa::path(
     get,
     path = super::APP_INSIGHTS_PATH,

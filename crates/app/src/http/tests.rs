@@ -582,4 +582,5 @@ async fn a_request_that_might_not_fit_the_buffer_is_refused_whole() {
 }
 
 mod hostile;
+mod insights;
 mod ops;

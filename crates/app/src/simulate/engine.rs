@@ -223,6 +223,7 @@ impl Sim<'_> {
                 session_started_at: session.start,
                 session_ended_at: closed.then_some(end),
                 requests,
+                sessions: 1,
             });
         self.reports_sent += 1;
         *last_sent = requests;

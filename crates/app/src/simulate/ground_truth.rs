@@ -18,6 +18,7 @@ use tally_domain::usage::minutes::{HourUsage, covered_hours, hour_of, hour_start
 use tally_domain::usage::{
     ActiveUsers, AppUsageSeries, Intervals, UsageFigures, UserActivity, sort_app_series, top_users,
 };
+use time::format_description::well_known::Rfc3339;
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
@@ -314,7 +315,11 @@ pub async fn check<S: UsageStore + ?Sized>(
         if i == usize::MAX {
             "all days".into()
         } else {
-            format!("day from {}", intervals.bounds()[i])
+            let from = intervals.bounds()[i];
+            format!(
+                "day from {}",
+                from.format(&Rfc3339).unwrap_or_else(|_| from.to_string())
+            )
         }
     };
     d.figure(

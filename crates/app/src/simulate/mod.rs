@@ -251,14 +251,25 @@ pub(crate) async fn start_after_earlier_runs(
     Ok(match latest.first() {
         Some(s) if s.period_end > start => {
             let floor = truncate(s.period_end, interval);
-            if floor < s.period_end {
+            let next = if floor < s.period_end {
                 floor + interval
             } else {
                 floor
-            }
+            };
+            on_a_whole_hour(next, interval)
         }
         _ => start,
     })
+}
+
+/// The first period start from `at` on that is also a whole UTC hour (when
+/// one comes within a few thousand periods): the insights check reads whole
+/// hours, so an earlier run's rows must end before this run's first hour.
+fn on_a_whole_hour(at: OffsetDateTime, interval: Duration) -> OffsetDateTime {
+    (0..4096)
+        .map(|k: i32| at + interval * k)
+        .find(|t: &OffsetDateTime| t.unix_timestamp_nanos() % 3_600_000_000_000 == 0)
+        .unwrap_or(at)
 }
 
 fn progress_bar() -> ProgressBar {

@@ -284,3 +284,21 @@ fn an_odd_interval_still_starts_aligned() {
         .is_ok()
     );
 }
+
+#[test]
+fn a_rerun_starts_on_a_whole_hour_so_its_insights_hours_are_its_own() {
+    use time::macros::datetime;
+    let half = Duration::minutes(30);
+    assert_eq!(
+        on_a_whole_hour(datetime!(2026-01-05 09:30 UTC), half),
+        datetime!(2026-01-05 10:00 UTC)
+    );
+    assert_eq!(
+        on_a_whole_hour(datetime!(2026-01-05 09:00 UTC), half),
+        datetime!(2026-01-05 09:00 UTC)
+    );
+    // 7-minute periods meet the hour every 60 periods.
+    let t = on_a_whole_hour(datetime!(2026-01-05 09:07 UTC), Duration::minutes(7));
+    assert_eq!(t.minute(), 0);
+    assert_eq!((t - datetime!(2026-01-05 09:07 UTC)).whole_minutes() % 7, 0);
+}

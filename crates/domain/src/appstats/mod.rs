@@ -94,6 +94,16 @@ pub struct StatsReport {
     #[serde(deserialize_with = "wire::whole_number::deserialize")]
     #[schema(maximum = 4294967295u64)]
     pub requests: u64,
+    /// How many sessions the row stands for: 1 for a session reported on its
+    /// own; for a rolled-up record, the short sessions folded into it so far
+    /// (cumulative, like its requests). Not in the proxy's JSON, where every
+    /// report is one session, so decoding gives 1.
+    #[serde(skip, default = "one_session")]
+    pub sessions: u64,
+}
+
+fn one_session() -> u64 {
+    1
 }
 
 /// Why a report was refused, naming the offending field.
@@ -149,26 +159,33 @@ impl StatsReport {
         if self.requests > MAX_REQUESTS_PER_REPORT {
             return invalid("requests", "larger than 4294967295");
         }
+        if self.sessions == 0 {
+            return invalid("sessions", "must be at least 1");
+        }
         Ok(())
     }
 
     /// Merges another write of the same row into this one the way every
     /// store must: end time and request count each move forward on their
-    /// own (`GREATEST` of the two, an open `None` end before any time); the
-    /// other columns stay as they are.
+    /// own (`GREATEST` of the two, an open `None` end before any time), and
+    /// so does the session count of a rolled-up record; the other columns
+    /// stay as they are.
     ///
-    /// This deliberately deviates from SPEC §2's wording ("replaced only if
-    /// not older and not smaller"): under that rule a session opened on one
-    /// replica and closed on another could lose the close's requests, when
-    /// the first replica's provisional end (its flush or shutdown time) lies
+    /// A stricter rule ("a later write replaces end and requests only if it
+    /// is not older and not smaller") would lose requests: a session opened
+    /// on one replica and closed on another would lose the close's requests
+    /// when the first replica's provisional end (its flush or shutdown time) lies
     /// after the real close. A per-column maximum is idempotent, commutative
     /// and associative, so replays and the order of writes across replicas
     /// never matter and no acknowledged request is lost. The cost: after such
     /// a handoff the end can be the stopped replica's provisional end, later
-    /// than the real close by at most that replica's report interval.
+    /// than the real close by at most that replica's report interval. The
+    /// session count only grows as sessions are folded into a record, so its
+    /// maximum is the latest count.
     pub fn merge_forward(&mut self, incoming: &StatsReport) {
         self.session_ended_at = self.session_ended_at.max(incoming.session_ended_at);
         self.requests = self.requests.max(incoming.requests);
+        self.sessions = self.sessions.max(incoming.sessions);
     }
 }
 

@@ -1,24 +1,37 @@
-//! The rollup state machine of SPEC §2: pure, driven by the `now` it is given.
+//! The rollup of short sessions: pure, driven by the `now` it is given.
 //!
-//! Sessions live in their group (start truncated to the window, user,
-//! workspace, agent, access method, slug or port). A session's reports all
-//! carry the start and identity the proxy fixed when the session began, so a
-//! report's own fields name its group, and the session is found by id inside
-//! it. Each group keeps its key once (the slug interned) and a 56-byte record
-//! per session. Batches are applied group by group for cache locality.
+//! The rule is written plainly in [`reference`], and a change to it is made
+//! there first; property tests hold this engine to the reference's rows and
+//! memory accounting. In short: sessions are grouped by their start
+//! truncated to the window, user, workspace, agent, access method and slug
+//! or port; at each rollup, closed sessions no longer than the window are
+//! folded into one record per group (requests and session count), open ones
+//! older than the window and long ones are reported alone, and a group goes
+//! once nothing is left to report and one more window has passed after its
+//! record's end.
+//!
+//! The engine differs from the reference only in how it stores what it
+//! holds, each choice measured end to end (BENCHMARKS.md): a group keeps its
+//! key once with its slug interned, and a 64-byte record per session with
+//! times as offsets from the group's start; small groups find a session by
+//! scanning, larger ones by an index; every table hashes with foldhash. (A
+//! bucket sort of each batch by group, a pool of session buffers and a
+//! prefetch pass each gained less than a tenth end to end, and went.)
 
 mod batch;
 mod group;
 mod pass;
-mod storage;
+pub mod reference;
+mod slugs;
 #[cfg(test)]
 mod tests;
 
+use foldhash::fast::RandomState;
 use hashbrown::HashTable;
 use time::{Duration, OffsetDateTime};
 
-use self::group::{FastState, Group, Prepared, flags};
-use self::storage::{BufferPool, Slugs};
+use self::group::{Group, Prepared, State};
+use self::slugs::Slugs;
 use super::StatsReport;
 
 pub use self::batch::BatchCollected;
@@ -58,7 +71,7 @@ pub(crate) struct RollupRows {
 pub struct Rollup {
     window: Duration,
     window_ns: i64,
-    hasher: FastState,
+    hasher: RandomState,
     groups: HashTable<Group>,
     slugs: Slugs,
     /// Sessions open or waiting to be reported.
@@ -67,9 +80,6 @@ pub struct Rollup {
     done: usize,
     /// Groups whose rolled-up record changed outside a rollup.
     changed_groups: usize,
-    /// Scratch buffers of batch collection, kept to avoid page faults.
-    scratch: batch::Scratch,
-    pool: BufferPool,
 }
 
 impl Rollup {
@@ -84,14 +94,12 @@ impl Rollup {
         Self {
             window,
             window_ns: window.whole_nanoseconds() as i64,
-            hasher: FastState::default(),
+            hasher: RandomState::default(),
             groups: HashTable::new(),
             slugs: Slugs::default(),
             live: 0,
             done: 0,
             changed_groups: 0,
-            scratch: batch::Scratch::default(),
-            pool: BufferPool::default(),
         }
     }
 
@@ -99,7 +107,9 @@ impl Rollup {
         self.window
     }
 
-    /// Tracks a report by session id (see SPEC §2 "Collect").
+    /// Tracks a report: a session seen for the first time joins its group,
+    /// a later report of it moves its end and requests forward, each on its
+    /// own ([`StatsReport::merge_forward`]).
     pub fn collect(&mut self, report: StatsReport) {
         self.collect_within(&report, usize::MAX);
     }
@@ -116,6 +126,7 @@ impl Rollup {
             None => Collected::Dropped,
         };
         if outcome != Collected::New {
+            // Forgotten again unless a group already used it.
             self.slugs.sweep_one(slug);
         }
         outcome
@@ -129,12 +140,11 @@ impl Rollup {
             }
             let start = OffsetDateTime::from_unix_timestamp_nanos(i128::from(p.group_ns))
                 .expect("a nanosecond timestamp in i64 is a valid time");
-            let mut group = Group::new(p.hash, p.key(), start, self.pool.take());
+            let mut group = Group::new(p.hash, p.key(), start);
             group.push(&self.hasher, p.session());
             self.groups.insert_unique(p.hash, group, |g| g.hash);
             self.slugs.add_group(p.slug);
             self.live += 1;
-            self.pool.note_held(self.live + self.done);
             return Collected::New;
         };
         let Some(slot) = group.find(&self.hasher, p.session_id) else {
@@ -143,7 +153,6 @@ impl Rollup {
             }
             group.push(&self.hasher, p.session());
             self.live += 1;
-            self.pool.note_held(self.live + self.done);
             return Collected::New;
         };
         let session = &mut group.sessions[slot];
@@ -155,43 +164,43 @@ impl Rollup {
         if end_off == session.end_off && requests == session.requests {
             return Collected::Unchanged;
         }
-        if !session.is_done() {
-            session.end_off = end_off;
-            session.requests = requests;
-            return Collected::Updated;
-        }
-        if session.has(flags::ROLLED) {
-            // Already counted in the rolled-up record: add only what is new.
-            let added = requests - session.requests;
-            if added > 0 && !group.rolled_changed {
+        match &mut session.state {
+            State::Unreported | State::Alone { due: true, .. } => {}
+            State::RolledUp => {
+                // Already counted in the rolled-up record: add only what is new.
+                let added = requests - session.requests;
+                if added > 0 && !group.rolled_changed {
+                    if reserved.saturating_add(1) > budget {
+                        return Collected::Dropped;
+                    }
+                    group.rolled_changed = true;
+                    self.changed_groups += 1;
+                }
+                if let Some(rolled) = &mut group.rolled {
+                    rolled.requests += added;
+                }
+            }
+            State::Alone { due, .. } => {
+                // Reported and done: it becomes live again to report the news.
                 if reserved.saturating_add(1) > budget {
                     return Collected::Dropped;
                 }
-                group.rolled_changed = true;
-                self.changed_groups += 1;
+                *due = true;
+                group.live += 1;
+                self.live += 1;
+                self.done -= 1;
             }
-            session.end_off = end_off;
-            session.requests = requests;
-            if let Some(rolled) = &mut group.rolled {
-                rolled.requests += added;
-            }
-            return Collected::Updated;
-        }
-        // Reported alone and done: it becomes live again to report the news.
-        if reserved.saturating_add(1) > budget {
-            return Collected::Dropped;
         }
         session.end_off = end_off;
         session.requests = requests;
-        session.flags &= !flags::DONE;
-        group.live += 1;
-        self.live += 1;
-        self.done -= 1;
         Collected::Updated
     }
 
-    /// One flush's worth of rows at `now` (see SPEC §2 "Rollup"), in no
-    /// particular order.
+    /// One flush's worth of rows at `now`, in no particular order: every
+    /// changed rolled-up record, every session to report alone (an open one
+    /// older than the window with `now` as its provisional end); groups with
+    /// nothing left to report go once two windows have passed since their
+    /// start.
     pub fn rollup(&mut self, now: OffsetDateTime) -> Vec<StatsReport> {
         self.rollup_rows(now, false).rows
     }
@@ -216,30 +225,33 @@ impl Rollup {
     /// Worst-case memory units of what is held, counting for each live
     /// session the row it may yet leave in a failed flush's backlog, and for
     /// each group its rolled-up row: `2 × live + done + groups + changed
-    /// groups`. A rollup never increases this plus the rows it returns
-    /// (provisional rows aside), which is what makes a memory cap exact.
+    /// groups`, where a live session has a row still to send and a changed
+    /// group's record gained requests after the rollup that last reported
+    /// it.
+    ///
+    /// Exact, not an estimate: kept by counters that every change updates
+    /// (the tests hold them to the reference's count over all groups), in
+    /// O(1). The collector's memory cap rests on two facts: collecting
+    /// within a budget never takes this past the budget (live updates
+    /// aside, which add nothing), and a rollup never increases this plus
+    /// the rows it returns, provisional rows aside (the collector does not
+    /// keep those: the next rollup reports those sessions again).
     pub fn reserved_units(&self) -> usize {
         2 * self.live + self.done + self.groups.len() + self.changed_groups
     }
 
-    /// Checks the counters and flags against the groups.
+    /// Checks the counters against the groups.
     #[cfg(test)]
     pub(crate) fn check_invariants(&self) {
         let (mut live, mut done) = (0, 0);
         for g in &self.groups {
-            let g_live = g.sessions.iter().filter(|s| !s.is_done()).count();
+            let g_live = g.sessions.iter().filter(|s| s.is_live()).count();
             assert_eq!(g.live as usize, g_live);
             assert!(!g.sessions.is_empty());
             live += g_live;
             done += g.sessions.len() - g_live;
-            for s in &g.sessions {
-                assert!(
-                    !(s.has(flags::ROLLED) && s.has(flags::INDIVIDUAL)),
-                    "session {} both rolled up and reported alone",
-                    s.id
-                );
-                assert!(!s.has(flags::ROLLED) || s.is_done());
-                assert!(!s.is_done() || !s.is_open());
+            for s in g.sessions.iter().filter(|s| !s.is_live()) {
+                assert!(s.end_off.is_some(), "session {} done while open", s.id);
             }
         }
         assert_eq!((live, done), (self.live, self.done));

@@ -106,6 +106,9 @@ fn validate_names_the_offending_field() {
     let mut report = sample();
     report.slug_or_port = "code\0server".to_owned();
     assert_eq!(report.validate().unwrap_err().field, "slug_or_port");
+    let mut report = sample();
+    report.sessions = 0;
+    assert_eq!(report.validate().unwrap_err().field, "sessions");
 }
 
 #[test]
@@ -171,6 +174,35 @@ fn merge_forward_moves_each_column_forward_on_its_own() {
     assert_eq!(stored, with(at(40, 0), 30));
 }
 
+#[test]
+fn a_rolled_up_record_keeps_its_largest_session_count() {
+    let mut stored = sample();
+    stored.sessions = 4;
+    let mut later = stored.clone();
+    later.sessions = 6;
+    stored.merge_forward(&later);
+    assert_eq!(stored.sessions, 6, "more sessions folded in: the count moves");
+    let mut older = stored.clone();
+    older.sessions = 5;
+    stored.merge_forward(&older);
+    assert_eq!(stored.sessions, 6, "an older write of the record: it stays");
+}
+
+#[test]
+fn a_decoded_report_is_one_session_and_the_count_is_not_on_the_wire() {
+    assert_eq!(sample().sessions, 1);
+    let mut json: serde_json::Value = serde_json::from_str(GO_PAYLOAD_OPEN).unwrap();
+    json["sessions"] = 9.into();
+    let report: StatsReport = serde_json::from_value(json).unwrap();
+    assert_eq!(report.sessions, 1, "a proxy cannot claim more sessions");
+    let rolled = StatsReport {
+        sessions: 9,
+        ..report
+    };
+    let json = serde_json::to_value(&rolled).unwrap();
+    assert!(json.get("sessions").is_none(), "{json}");
+}
+
 /// The replica handoff that lost requests under SPEC's "not older and not
 /// smaller" rule: replica A reports the open session with its own flush
 /// time as provisional end, later than the real close replica B reports
@@ -199,14 +231,18 @@ mod merge_props {
 
     use super::*;
 
-    /// Writes of one row: ends (or open) after a fixed start, any requests.
+    /// Writes of one row: ends (or open) after a fixed start, any requests
+    /// and session counts.
     fn arb_writes(max: usize) -> impl Strategy<Value = Vec<StatsReport>> {
-        let write = (prop::option::weighted(0.9, 0i64..1_000), 0u64..1_000).prop_map(|(end_s, requests)| {
-            let mut r = sample();
-            r.session_ended_at = end_s.map(|s| r.session_started_at + time::Duration::seconds(s));
-            r.requests = requests;
-            r
-        });
+        let write = (prop::option::weighted(0.9, 0i64..1_000), 0u64..1_000, 1u64..50).prop_map(
+            |(end_s, requests, sessions)| {
+                let mut r = sample();
+                r.session_ended_at = end_s.map(|s| r.session_started_at + time::Duration::seconds(s));
+                r.requests = requests;
+                r.sessions = sessions;
+                r
+            },
+        );
         prop::collection::vec(write, 1..max)
     }
 
@@ -221,8 +257,8 @@ mod merge_props {
     }
 
     proptest! {
-        /// Any order of the same writes gives the same row: the latest end
-        /// and the most requests.
+        /// Any order of the same writes gives the same row: the latest end,
+        /// the most requests and the most sessions.
         #[test]
         fn write_order_does_not_matter(
             (writes, shuffled) in arb_writes(10).prop_flat_map(|w| (Just(w.clone()), Just(w).prop_shuffle())),
@@ -231,6 +267,7 @@ mod merge_props {
             prop_assert_eq!(&fold(&shuffled), &row);
             prop_assert_eq!(row.requests, writes.iter().map(|w| w.requests).max().unwrap());
             prop_assert_eq!(row.session_ended_at, writes.iter().map(|w| w.session_ended_at).max().unwrap());
+            prop_assert_eq!(row.sessions, writes.iter().map(|w| w.sessions).max().unwrap());
         }
 
         /// Merging is associative: merging pre-merged groups (the reporter's
@@ -255,6 +292,7 @@ mod merge_props {
                 row.merge_forward(w);
                 prop_assert!(row.requests >= before.requests);
                 prop_assert!(row.session_ended_at >= before.session_ended_at);
+                prop_assert!(row.sessions >= before.sessions);
             }
             let all = row.clone();
             for w in &writes[..=prefix.index(writes.len())] {

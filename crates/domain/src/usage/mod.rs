@@ -29,10 +29,10 @@ use crate::ports::TimeRange;
 pub use self::interval::{IntervalKind, RangeError};
 pub use self::minutes::{HourUsage, MINUTES_PER_HOUR};
 
-/// How many sessions a stored row stands for. Every row is one session until
-/// rows carry their own count.
-pub fn row_sessions(_row: &StatsReport) -> u64 {
-    1
+/// How many sessions a stored row stands for: its own count (a rolled-up
+/// row counts every short session folded into it).
+pub fn row_sessions(row: &StatsReport) -> u64 {
+    row.sessions
 }
 
 /// Contiguous intervals `[b0, b1), [b1, b2), ...` over a range, every bound

@@ -45,6 +45,8 @@ fn row() -> impl Strategy<Value = StatsReport> {
                 session_started_at: start,
                 session_ended_at: Some(start + Duration::microseconds(len_us)),
                 requests,
+                // Some rows are rolled up: they stand for several sessions.
+                sessions: 1 + requests % 4,
             }
         })
 }
@@ -172,6 +174,7 @@ fn two_tabs_of_one_app_count_their_minutes_once() {
         session_started_at: start,
         session_ended_at: Some(start + Duration::HOUR),
         requests: 5,
+        sessions: 1,
     };
     let rows = vec![tab(1), tab(2)];
     let iv = Intervals::new(vec![
@@ -203,6 +206,7 @@ fn a_session_over_midnight_splits_its_minutes_and_counts_where_its_hour_starts()
         session_started_at: datetime!(2026-11-25 23:50 UTC),
         session_ended_at: Some(datetime!(2026-11-26 00:20 UTC)),
         requests: 3,
+        sessions: 1,
     }];
     let days = Intervals::new(vec![
         datetime!(2026-11-25 0:00 UTC),

@@ -30,6 +30,7 @@ fn report(n: u128, start: OffsetDateTime, end: Option<OffsetDateTime>, requests:
         session_started_at: start,
         session_ended_at: end,
         requests,
+        sessions: 1,
     }
 }
 
@@ -98,7 +99,11 @@ async fn flush_reports_the_rollup_and_counts() {
     c.flush().await.unwrap();
     let calls = calls.lock();
     assert_eq!(calls.len(), 1);
-    assert_eq!(calls[0], vec![report(1, T0, Some(T0 + secs(60)), 5)]);
+    let rolled = StatsReport {
+        sessions: 2,
+        ..report(1, T0, Some(T0 + secs(60)), 5)
+    };
+    assert_eq!(calls[0], vec![rolled]);
     let stats = c.stats();
     assert_eq!(
         (stats.collected, stats.rows_reported, stats.tracked_sessions),

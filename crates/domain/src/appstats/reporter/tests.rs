@@ -23,6 +23,7 @@ fn row(user: u128, workspace: u128, session: u128, end: OffsetDateTime, requests
         session_started_at: NOW - Duration::hours(1),
         session_ended_at: Some(end),
         requests,
+        sessions: 1,
     }
 }
 

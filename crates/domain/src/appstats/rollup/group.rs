@@ -1,7 +1,9 @@
 //! Compact storage of one rollup group: the key fields once, and a small
 //! record per session (times as nanosecond offsets from the group's start).
 
-use std::hash::{BuildHasher, Hasher};
+use std::hash::BuildHasher;
+
+use foldhash::fast::RandomState;
 
 use hashbrown::HashTable;
 use time::OffsetDateTime;
@@ -9,53 +11,44 @@ use uuid::Uuid;
 
 use crate::appstats::{AccessMethod, StatsReport};
 
-/// `end_off` of a session that is still open; sorts before every end time,
-/// like `None` before `Some` in [`StatsReport::merge_forward`].
-pub(super) const OPEN: i64 = i64::MIN;
-
-/// Groups up to this size are searched linearly; bigger ones get an index.
+/// Groups up to this size are searched linearly (a scan of a few records in
+/// one cache line or two beats hashing); bigger ones get an index.
 const LINEAR_MAX: usize = 16;
 
-pub(super) type FastState = foldhash::fast::RandomState;
-
-/// Session record states, as bit flags.
-pub(super) mod flags {
-    /// Reported on its own at least once: never rolled up afterwards.
-    pub const INDIVIDUAL: u8 = 1;
-    /// Closed and fully reported (rolled up or reported alone); kept only to
-    /// recognise replays until its group is dropped.
-    pub const DONE: u8 = 2;
+/// Where a session stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum State {
+    /// In no row yet: open and young, or closed and due at the next rollup.
+    Unreported,
+    /// In a row of its own, and never rolled up afterwards. Sent again at
+    /// the next rollup if `due`: while open, and after a later report
+    /// changed it. `last_end_off` is the end of the last row sent; a later
+    /// row never ends earlier (the store keeps the later end anyway, so the
+    /// row sent is the row stored).
+    Alone { due: bool, last_end_off: i64 },
     /// Its requests are in the group's rolled-up record.
-    pub const ROLLED: u8 = 4;
+    RolledUp,
 }
 
-/// One session inside a group: 56 bytes.
+/// One session inside a group: 64 bytes.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Session {
     pub id: Uuid,
     /// Nanoseconds from the group's start to the session's start.
     pub start_off: i64,
-    /// Nanoseconds from the group's start to the session's end, or [`OPEN`].
-    pub end_off: i64,
-    /// The latest provisional end reported for it while open, or `i64::MIN`.
-    /// Its closed row never ends earlier: the store keeps the later end
-    /// anyway (ends only move forward), so the row sent is the row stored.
-    pub floor_off: i64,
+    /// Nanoseconds from the group's start to the session's end; `None`
+    /// while open, which orders before every end as in
+    /// [`StatsReport::merge_forward`].
+    pub end_off: Option<i64>,
     pub requests: u64,
-    pub flags: u8,
+    pub state: State,
 }
 
 impl Session {
-    pub fn is_open(&self) -> bool {
-        self.end_off == OPEN
-    }
-
-    pub fn is_done(&self) -> bool {
-        self.flags & flags::DONE != 0
-    }
-
-    pub fn has(&self, flag: u8) -> bool {
-        self.flags & flag != 0
+    /// Whether it has a row still to send; the others are kept only to
+    /// recognise replays until their group goes.
+    pub fn is_live(&self) -> bool {
+        matches!(self.state, State::Unreported | State::Alone { due: true, .. })
     }
 }
 
@@ -65,6 +58,8 @@ pub(super) struct RolledUp {
     /// Borrowed from the first session rolled into it.
     pub session_id: Uuid,
     pub requests: u64,
+    /// Sessions rolled into it.
+    pub sessions: u64,
 }
 
 /// The fields shared by every session of a group, which is also the
@@ -77,7 +72,7 @@ pub(super) struct GroupKey {
     pub workspace_id: Uuid,
     pub agent_id: Uuid,
     pub access_method: AccessMethod,
-    /// Interned in [`super::storage::Slugs`].
+    /// Interned in [`super::slugs::Slugs`].
     pub slug: u32,
 }
 
@@ -98,7 +93,7 @@ pub(super) struct Prepared {
     pub hash: u64,
     pub group_ns: i64,
     pub start_off: i64,
-    pub end_off: i64,
+    pub end_off: Option<i64>,
     pub requests: u64,
     pub user_id: Uuid,
     pub workspace_id: Uuid,
@@ -110,23 +105,24 @@ pub(super) struct Prepared {
 
 impl Prepared {
     /// `None` if the start is outside the nanosecond range (years 1678 to 2262).
-    pub fn new(r: &StatsReport, slug: u32, window_ns: i64, state: &FastState) -> Option<Self> {
+    /// `slug` is the report's interned slug.
+    pub fn new(r: &StatsReport, slug: u32, window_ns: i64, state: &RandomState) -> Option<Self> {
         let start_ns = i64::try_from(r.session_started_at.unix_timestamp_nanos()).ok()?;
         // The floor of `crate::telemetry::truncate`, in integers.
         let group_ns = start_ns.checked_sub(start_ns.rem_euclid(window_ns))?;
-        let end_off = match r.session_ended_at {
-            None => OPEN,
-            Some(end) => clamp_off(end.unix_timestamp_nanos() - i128::from(group_ns)),
-        };
-        let mut h = state.build_hasher();
-        h.write_i64(group_ns);
-        h.write_u128(r.user_id.as_u128());
-        h.write_u128(r.workspace_id.as_u128());
-        h.write_u128(r.agent_id.as_u128());
-        h.write_u8(r.access_method as u8);
-        h.write_u32(slug);
+        let end_off = r
+            .session_ended_at
+            .map(|end| clamp_off(end.unix_timestamp_nanos() - i128::from(group_ns)));
+        let hash = state.hash_one((
+            group_ns,
+            r.user_id.as_u128(),
+            r.workspace_id.as_u128(),
+            r.agent_id.as_u128(),
+            r.access_method as u8,
+            slug,
+        ));
         Some(Self {
-            hash: h.finish(),
+            hash,
             group_ns,
             start_off: start_ns - group_ns,
             end_off,
@@ -156,19 +152,18 @@ impl Prepared {
             id: self.session_id,
             start_off: self.start_off,
             end_off: self.end_off,
-            floor_off: i64::MIN,
             requests: self.requests,
-            flags: 0,
+            state: State::Unreported,
         }
     }
 }
 
 /// Offsets beyond ±292 years from the group's start saturate.
 pub(super) fn clamp_off(ns: i128) -> i64 {
-    ns.clamp(i128::from(i64::MIN) + 1, i128::from(i64::MAX)) as i64
+    ns.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64
 }
 
-fn id_hash(state: &FastState, id: &Uuid) -> u64 {
+fn id_hash(state: &RandomState, id: &Uuid) -> u64 {
     state.hash_one(id.as_u128())
 }
 
@@ -186,34 +181,23 @@ pub(super) struct Group {
     pub rolled_changed: bool,
     /// Sessions not yet done (open, or closed and waiting to be reported).
     pub live: u32,
-    /// Emptied by a rollup and about to be removed.
-    pub gone: bool,
 }
 
 impl Group {
-    pub fn new(hash: u64, key: GroupKey, start: OffsetDateTime, sessions: Vec<Session>) -> Self {
-        debug_assert!(sessions.is_empty());
+    pub fn new(hash: u64, key: GroupKey, start: OffsetDateTime) -> Self {
         Self {
             hash,
             key,
             start,
-            sessions,
+            sessions: Vec::new(),
             index: HashTable::new(),
             rolled: None,
             rolled_changed: false,
             live: 0,
-            gone: false,
         }
     }
 
-    /// Gives up the sessions; the group is removed right after.
-    pub fn release(&mut self) -> Vec<Session> {
-        self.gone = true;
-        self.index = HashTable::new();
-        std::mem::take(&mut self.sessions)
-    }
-
-    pub fn find(&self, state: &FastState, id: Uuid) -> Option<usize> {
+    pub fn find(&self, state: &RandomState, id: Uuid) -> Option<usize> {
         if self.sessions.len() <= LINEAR_MAX {
             return self.sessions.iter().position(|s| s.id == id);
         }
@@ -223,7 +207,7 @@ impl Group {
             .map(|&slot| slot as usize)
     }
 
-    pub fn push(&mut self, state: &FastState, session: Session) {
+    pub fn push(&mut self, state: &RandomState, session: Session) {
         self.sessions.push(session);
         self.live += 1;
         let len = self.sessions.len();

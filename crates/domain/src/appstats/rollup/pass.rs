@@ -1,9 +1,9 @@
-//! One rollup pass over the groups (SPEC §2 "Rollup").
+//! One rollup pass over the groups.
 
 use time::{Duration, OffsetDateTime};
 
-use super::group::{Group, GroupKey, RolledUp, Session, clamp_off, flags};
-use super::storage::{BufferPool, Slugs};
+use super::group::{Group, GroupKey, RolledUp, Session, State, clamp_off};
+use super::slugs::Slugs;
 use super::{Rollup, RollupRows};
 use crate::appstats::StatsReport;
 
@@ -22,51 +22,20 @@ impl Rollup {
             finished: 0,
             released: 0,
             changed_seen: 0,
-            emptied: 0,
         };
-        let mut batch: Vec<&mut Group> = Vec::with_capacity(TOUCH_AHEAD);
-        let mut groups = self.groups.iter_mut();
-        loop {
-            batch.clear();
-            batch.extend(groups.by_ref().take(TOUCH_AHEAD));
-            if batch.is_empty() {
-                break;
+        let slugs = &mut self.slugs;
+        self.groups.retain(|g| {
+            let keep = pass.group(g, slugs, &mut out);
+            if !keep {
+                slugs.remove_group(g.key.slug);
             }
-            touch(&batch);
-            for g in &mut batch {
-                pass.group(g, &self.slugs, &mut self.pool, &mut out);
-            }
-        }
-        drop(batch);
-        if pass.emptied > 0 {
-            let slugs = &mut self.slugs;
-            self.groups.retain(|g| {
-                if g.gone {
-                    slugs.remove_group(g.key.slug);
-                }
-                !g.gone
-            });
-        }
+            keep
+        });
         self.live -= pass.finished;
         self.done = self.done + pass.finished - pass.released;
         self.changed_groups -= pass.changed_seen;
         out
     }
-}
-
-/// Groups whose sessions are loaded together before being worked on.
-const TOUCH_AHEAD: usize = 8;
-
-/// Reads one byte of every session of the groups about to be processed, so
-/// their cache misses overlap instead of stalling one group at a time.
-fn touch(groups: &[&mut Group]) {
-    let mut sum = 0u8;
-    for g in groups.iter().filter(|g| g.live > 0) {
-        for s in &g.sessions {
-            sum ^= s.flags;
-        }
-    }
-    std::hint::black_box(sum);
 }
 
 /// One rollup pass over the groups.
@@ -80,11 +49,11 @@ struct Pass {
     /// Done sessions freed with their group.
     released: usize,
     changed_seen: usize,
-    emptied: usize,
 }
 
 impl Pass {
-    fn group(&mut self, g: &mut Group, slugs: &Slugs, pool: &mut BufferPool, out: &mut RollupRows) {
+    /// Reports what the group has to report; whether the group stays.
+    fn group(&mut self, g: &mut Group, slugs: &Slugs, out: &mut RollupRows) -> bool {
         let window_ns = self.window_ns;
         let now_off = clamp_off(self.now_ns - i128::from(g.key.start_ns));
         if g.live > 0 || g.rolled_changed {
@@ -95,30 +64,49 @@ impl Pass {
             }
             let mut rolled = g.rolled;
             let mut still_live = 0;
-            for s in g.sessions.iter_mut().filter(|s| !s.is_done()) {
-                if s.is_open() {
-                    let young = now_off.saturating_sub(s.start_off) <= window_ns;
-                    if young && !self.is_final && !s.has(flags::INDIVIDUAL) {
-                        still_live += 1;
-                        continue;
+            for s in g.sessions.iter_mut().filter(|s| s.is_live()) {
+                match (s.state, s.end_off) {
+                    // Closed, short and never reported alone: rolled up.
+                    (State::Unreported, Some(end)) if end.saturating_sub(s.start_off) <= window_ns => {
+                        let r = rolled.get_or_insert(RolledUp {
+                            session_id: s.id,
+                            requests: 0,
+                            sessions: 0,
+                        });
+                        r.requests += s.requests;
+                        r.sessions += 1;
+                        s.state = State::RolledUp;
+                        changed = true;
                     }
-                    s.flags |= flags::INDIVIDUAL;
-                    still_live += 1;
-                    s.floor_off = now_off.max(s.start_off);
-                    out.provisional.push(out.rows.len());
-                    out.rows.push(row(&g.key, slug, g.start, s, s.floor_off));
-                } else if !s.has(flags::INDIVIDUAL) && s.end_off.saturating_sub(s.start_off) <= window_ns {
-                    let r = rolled.get_or_insert(RolledUp {
-                        session_id: s.id,
-                        requests: 0,
-                    });
-                    r.requests += s.requests;
-                    s.flags |= flags::DONE | flags::ROLLED;
-                    changed = true;
-                } else {
-                    s.flags |= flags::DONE | flags::INDIVIDUAL;
-                    out.rows
-                        .push(row(&g.key, slug, g.start, s, s.end_off.max(s.floor_off)));
+                    // Open and young: it may yet close short.
+                    (State::Unreported, None)
+                        if !self.is_final && now_off.saturating_sub(s.start_off) <= window_ns =>
+                    {
+                        still_live += 1;
+                    }
+                    // Open: reported with `now` as its provisional end, again
+                    // at every rollup until its close is reported.
+                    (_, None) => {
+                        let end = now_off.max(s.start_off);
+                        s.state = State::Alone {
+                            due: true,
+                            last_end_off: end,
+                        };
+                        still_live += 1;
+                        out.provisional.push(out.rows.len());
+                        out.rows.push(row(&g.key, slug, g.start, s, end));
+                    }
+                    (state, Some(end)) => {
+                        let end = match state {
+                            State::Alone { last_end_off, .. } => end.max(last_end_off),
+                            _ => end,
+                        };
+                        s.state = State::Alone {
+                            due: false,
+                            last_end_off: end,
+                        };
+                        out.rows.push(row(&g.key, slug, g.start, s, end));
+                    }
                 }
             }
             self.finished += (g.live - still_live) as usize;
@@ -130,12 +118,11 @@ impl Pass {
         }
         // Late data may still come for one more window after the
         // rolled-up record's end.
-        if g.live == 0 && now_off.saturating_sub(window_ns) > window_ns {
-            let sessions = g.release();
-            self.released += sessions.len();
-            pool.give(sessions);
-            self.emptied += 1;
+        let keep = g.live > 0 || now_off.saturating_sub(window_ns) <= window_ns;
+        if !keep {
+            self.released += g.sessions.len();
         }
+        keep
     }
 }
 
@@ -154,6 +141,7 @@ fn row(key: &GroupKey, slug: &str, start: OffsetDateTime, s: &Session, end_off: 
         session_started_at: start + nanos(s.start_off),
         session_ended_at: Some(start + nanos(end_off)),
         requests: s.requests,
+        sessions: 1,
     }
 }
 
@@ -174,5 +162,6 @@ fn rolled_row(
         session_started_at: start,
         session_ended_at: Some(start + window),
         requests: r.requests,
+        sessions: r.sessions,
     }
 }

@@ -28,6 +28,7 @@ fn open(n: u128, start: OffsetDateTime, requests: u64) -> StatsReport {
         session_started_at: start,
         session_ended_at: None,
         requests,
+        sessions: 1,
     }
 }
 
@@ -42,8 +43,12 @@ fn rollup() -> Rollup {
     Rollup::new(DEFAULT_ROLLUP_WINDOW)
 }
 
-fn rolled_record(first: u128, start: OffsetDateTime, requests: u64) -> StatsReport {
-    closed(first, start, start + DEFAULT_ROLLUP_WINDOW, requests)
+/// The rolled-up record of a window: `sessions` folded in, `requests` in all.
+fn rolled_record(first: u128, start: OffsetDateTime, requests: u64, sessions: u64) -> StatsReport {
+    StatsReport {
+        sessions,
+        ..closed(first, start, start + DEFAULT_ROLLUP_WINDOW, requests)
+    }
 }
 
 #[test]
@@ -52,24 +57,24 @@ fn short_closed_sessions_roll_up_into_one_record_of_the_window() {
     r.collect(closed(1, T0 + secs(5), T0 + secs(15), 2));
     r.collect(closed(2, T0 + secs(20), T0 + secs(50), 3));
     let rows = r.rollup(T0 + secs(70));
-    assert_eq!(rows, vec![rolled_record(1, T0, 5)]);
+    assert_eq!(rows, vec![rolled_record(1, T0, 5, 2)]);
 }
 
 #[test]
 fn rolled_record_is_reported_only_when_it_changed_and_carries_the_running_total() {
     let mut r = rollup();
     r.collect(closed(1, T0 + secs(5), T0 + secs(15), 2));
-    assert_eq!(r.rollup(T0 + secs(20)), vec![rolled_record(1, T0, 2)]);
+    assert_eq!(r.rollup(T0 + secs(20)), vec![rolled_record(1, T0, 2, 1)]);
     assert_eq!(r.rollup(T0 + secs(30)), vec![], "nothing changed");
     r.collect(closed(2, T0 + secs(40), T0 + secs(45), 4));
-    assert_eq!(r.rollup(T0 + secs(50)), vec![rolled_record(1, T0, 6)]);
+    assert_eq!(r.rollup(T0 + secs(50)), vec![rolled_record(1, T0, 6, 2)]);
 }
 
 #[test]
 fn a_session_exactly_one_window_long_still_rolls_up() {
     let mut r = rollup();
     r.collect(closed(1, T0, T0 + secs(60), 1));
-    assert_eq!(r.rollup(T0 + secs(61)), vec![rolled_record(1, T0, 1)]);
+    assert_eq!(r.rollup(T0 + secs(61)), vec![rolled_record(1, T0, 1, 1)]);
 }
 
 #[test]
@@ -125,7 +130,7 @@ fn an_open_session_that_closes_short_rolls_up_once() {
     r.collect(open(1, T0 + secs(10), 1));
     assert_eq!(r.rollup(T0 + secs(20)), vec![]);
     r.collect(closed(1, T0 + secs(10), T0 + secs(40), 3));
-    assert_eq!(r.rollup(T0 + secs(50)), vec![rolled_record(1, T0, 3)]);
+    assert_eq!(r.rollup(T0 + secs(50)), vec![rolled_record(1, T0, 3, 1)]);
 }
 
 #[test]
@@ -134,7 +139,7 @@ fn replays_of_rolled_sessions_are_harmless_while_the_group_is_held() {
     let a = closed(1, T0 + secs(5), T0 + secs(15), 2);
     r.collect(a.clone());
     r.collect(a.clone());
-    assert_eq!(r.rollup(T0 + secs(20)), vec![rolled_record(1, T0, 2)]);
+    assert_eq!(r.rollup(T0 + secs(20)), vec![rolled_record(1, T0, 2, 1)]);
     assert_eq!(r.collect_within(&a, usize::MAX), Collected::Unchanged);
     assert_eq!(
         r.collect_within(&open(1, T0 + secs(5), 1), usize::MAX),
@@ -162,10 +167,10 @@ fn end_and_requests_move_forward_each_on_its_own() {
     // The same for a rolled-up session: its added requests are not lost.
     let start = T0 + secs(600);
     r.collect(closed(2, start + secs(5), start + secs(15), 2));
-    assert_eq!(r.rollup(start + secs(20)), vec![rolled_record(2, start, 2)]);
+    assert_eq!(r.rollup(start + secs(20)), vec![rolled_record(2, start, 2, 1)]);
     let earlier_more = closed(2, start + secs(5), start + secs(12), 5);
     assert_eq!(r.collect_within(&earlier_more, usize::MAX), Collected::Updated);
-    assert_eq!(r.rollup(start + secs(30)), vec![rolled_record(2, start, 5)]);
+    assert_eq!(r.rollup(start + secs(30)), vec![rolled_record(2, start, 5, 1)]);
 }
 
 #[test]
@@ -173,10 +178,10 @@ fn more_requests_for_a_rolled_session_are_added_once() {
     let mut r = rollup();
     r.collect(closed(1, T0 + secs(5), T0 + secs(15), 2));
     r.collect(closed(2, T0 + secs(6), T0 + secs(16), 1));
-    assert_eq!(r.rollup(T0 + secs(20)), vec![rolled_record(1, T0, 3)]);
+    assert_eq!(r.rollup(T0 + secs(20)), vec![rolled_record(1, T0, 3, 2)]);
     r.collect(closed(2, T0 + secs(6), T0 + secs(17), 4));
     r.collect(closed(2, T0 + secs(6), T0 + secs(17), 4));
-    assert_eq!(r.rollup(T0 + secs(30)), vec![rolled_record(1, T0, 6)]);
+    assert_eq!(r.rollup(T0 + secs(30)), vec![rolled_record(1, T0, 6, 2)]);
 }
 
 #[test]
@@ -240,7 +245,7 @@ fn big_groups_find_their_sessions_by_index() {
         r.collect(open(n, T0 + secs(1), 1));
     }
     assert_eq!(r.tracked_sessions(), 100);
-    assert_eq!(r.rollup(T0 + secs(10)), vec![rolled_record(0, T0, 200)]);
+    assert_eq!(r.rollup(T0 + secs(10)), vec![rolled_record(0, T0, 200, 100)]);
 }
 
 #[test]
@@ -334,7 +339,7 @@ fn times_with_offsets_group_by_their_instant() {
     let start = datetime!(2026-11-25 11:00:05 +01:00);
     r.collect(closed(1, start, start + secs(1), 1));
     r.collect(closed(2, T0 + secs(7), T0 + secs(8), 1));
-    assert_eq!(r.rollup(T0 + secs(30)), vec![rolled_record(1, T0, 2)]);
+    assert_eq!(r.rollup(T0 + secs(30)), vec![rolled_record(1, T0, 2, 2)]);
 }
 
 /// Seed bug 1: the seed replaced its map entry on the second open report
@@ -346,7 +351,7 @@ fn seed_bug_1_a_session_reported_open_twice_closes_and_is_freed() {
     r.collect(open(1, T0 + secs(5), 2));
     assert_eq!(r.tracked_sessions(), 1, "one record per session id");
     r.collect(closed(1, T0 + secs(5), T0 + secs(30), 3));
-    assert_eq!(r.rollup(T0 + secs(40)), vec![rolled_record(1, T0, 3)]);
+    assert_eq!(r.rollup(T0 + secs(40)), vec![rolled_record(1, T0, 3, 1)]);
     for minute in 1..5 {
         let rows = r.rollup(T0 + Duration::minutes(minute) + secs(40));
         assert!(rows.is_empty(), "never re-reported as open: {rows:?}");
@@ -431,3 +436,5 @@ fn groups_start_where_telemetry_truncate_says_also_before_1970() {
         assert_eq!(row.session_ended_at, Some(expected + Duration::seconds(45)));
     }
 }
+
+mod reference;

@@ -1,10 +1,12 @@
-//! Shared storage of the rollup: interned slugs and reusable session buffers.
+//! Interned slugs: a group names its slug by a small id, so matching a
+//! report to its group compares and hashes an id and never reaches into a
+//! string on the heap (a cache miss per report otherwise).
 
 use std::hash::BuildHasher;
 
-use hashbrown::HashTable;
+use foldhash::fast::RandomState;
 
-use super::group::{FastState, Session};
+use hashbrown::HashTable;
 
 /// Interned slugs: each distinct slug is stored once, however many groups
 /// use it, and forgotten when the last of them goes.
@@ -23,7 +25,7 @@ struct SlugEntry {
 }
 
 impl Slugs {
-    pub fn intern(&mut self, state: &FastState, text: &str) -> u32 {
+    pub fn intern(&mut self, state: &RandomState, text: &str) -> u32 {
         let hash = state.hash_one(text);
         let entries = &self.entries;
         if let Some(&id) = self.ids.find(hash, |&id| &*entries[id as usize].text == text) {
@@ -72,19 +74,6 @@ impl Slugs {
         }
     }
 
-    /// Forgets slugs interned for reports that formed no group.
-    pub fn sweep(&mut self) {
-        let unused: Vec<u32> = self
-            .ids
-            .iter()
-            .copied()
-            .filter(|&id| self.entries[id as usize].groups == 0)
-            .collect();
-        for id in unused {
-            self.forget(id);
-        }
-    }
-
     #[cfg(test)]
     pub fn len(&self) -> usize {
         self.ids.len()
@@ -98,40 +87,5 @@ impl Slugs {
             slot.remove();
         }
         self.free.push(id);
-    }
-}
-
-/// Session buffers of dropped groups, kept for new groups: freeing them one
-/// by one cost half of a rollup's time, and new groups keep coming. Holds no
-/// more slots than the most sessions ever held at once.
-#[derive(Debug, Default)]
-pub(super) struct BufferPool {
-    buffers: Vec<Vec<Session>>,
-    slots: usize,
-    high_water: usize,
-}
-
-impl BufferPool {
-    pub fn note_held(&mut self, sessions: usize) {
-        self.high_water = self.high_water.max(sessions);
-    }
-
-    pub fn take(&mut self) -> Vec<Session> {
-        match self.buffers.pop() {
-            Some(buffer) => {
-                self.slots -= buffer.capacity();
-                buffer
-            }
-            None => Vec::new(),
-        }
-    }
-
-    pub fn give(&mut self, mut buffer: Vec<Session>) {
-        if buffer.capacity() == 0 || self.slots + buffer.capacity() > self.high_water {
-            return;
-        }
-        buffer.clear();
-        self.slots += buffer.capacity();
-        self.buffers.push(buffer);
     }
 }
