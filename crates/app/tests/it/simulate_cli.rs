@@ -178,6 +178,7 @@ async fn rows_the_simulation_did_not_send_fail_the_insights_check() {
         session_started_at: start,
         session_ended_at: Some(start + time::Duration::minutes(20)),
         requests: 3,
+        sessions: 1,
     };
     Authorized::new(store, Subject::SystemRestricted)
         .write_app_stats(&AppStatsWrite {

@@ -84,6 +84,7 @@ async fn status_shows_the_collectors_sessions_backlog_and_last_flush() {
         session_started_at: T0 - time::Duration::minutes(10),
         session_ended_at: Some(T0 - time::Duration::minutes(5)),
         requests: 3,
+        sessions: 1,
     });
     assert_eq!(status_of(&app, "a").await.1["buffered_sessions"], 1);
 

@@ -30,6 +30,7 @@ fn row(start: OffsetDateTime) -> StatsReport {
         session_started_at: start,
         session_ended_at: Some(start + time::Duration::minutes(5)),
         requests: 9,
+        sessions: 1,
     }
 }
 

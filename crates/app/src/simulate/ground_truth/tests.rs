@@ -124,6 +124,7 @@ async fn the_check_passes_on_the_truth_and_names_what_differs() {
             session_started_at: s.start,
             session_ended_at: Some(s.end()),
             requests,
+            sessions: 1,
         }
     };
     let rows = [row(&sessions[0], 5), row(&sessions[1], 7), row(&sessions[2], 2)];
