@@ -1,6 +1,7 @@
 //! Developer tasks: `cargo xtask <task>`. Each task is a thin, documented
 //! wrapper around cargo and the tally binary, so CI and people run the same.
 
+mod browser;
 mod fuzz;
 mod load;
 mod schemathesis;
@@ -60,6 +61,11 @@ enum Task {
     /// Fuzz the payload decoders (cargo-fuzz, crates/app/fuzz) for a bounded
     /// time per target; installs cargo-fuzz if missing.
     Fuzz(fuzz::FuzzArgs),
+    /// The dashboard in headless Chromium (Debian's `chromium`, driven by
+    /// playwright-core from xtask/browser) against a seeded `tally simulate
+    /// --serve`: every panel against the JSON API, a wrong token, console
+    /// errors; screenshots in target/browser/.
+    Browser(browser::BrowserArgs),
 }
 
 /// How `cargo xtask outage` stops the database.
@@ -109,7 +115,8 @@ fn run(task: Task) -> anyhow::Result<()> {
             for store in ["memory", "postgres"] {
                 cargo(&["xtask", "schemathesis", "--store", store, "--examples", "10"])?;
             }
-            Ok(())
+            // As .ci/run: the dashboard in Chromium (apt-get install chromium first).
+            cargo(&["xtask", "browser"])
         }
         Task::Bench { filter } => {
             let mut args = vec!["bench", "--workspace"];
@@ -168,6 +175,7 @@ fn run(task: Task) -> anyhow::Result<()> {
         }
         Task::Fuzz(args) => fuzz::run(args),
         Task::Schemathesis(args) => schemathesis::run(args),
+        Task::Browser(args) => browser::run(args),
     }
 }
 

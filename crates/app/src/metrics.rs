@@ -27,6 +27,7 @@ pub const FAILED_FLUSHES: &str = "tally_app_stats_flush_failures_total";
 pub const BACKLOG_ROWS: &str = "tally_app_stats_backlog_rows";
 pub const TRACKED_SESSIONS: &str = "tally_app_stats_tracked_sessions";
 pub const FLUSH_SECONDS: &str = "tally_app_stats_last_flush_duration_seconds";
+pub const LAST_FLUSH_TIME: &str = "tally_app_stats_last_flush_timestamp_seconds";
 pub const BOUNDARY_TRACKED: &str = "tally_boundary_requests_tracked_total";
 pub const BOUNDARY_PENDING: &str = "tally_boundary_requests_pending";
 pub const BOUNDARY_FLUSH_FAILURES: &str = "tally_boundary_flush_failures_total";
@@ -108,6 +109,10 @@ fn describe() {
     );
     describe_gauge!(TRACKED_SESSIONS, "App sessions held in memory.");
     describe_gauge!(FLUSH_SECONDS, "Duration of the last collector flush in seconds.");
+    describe_gauge!(
+        LAST_FLUSH_TIME,
+        "Unix time in seconds when the last successful collector flush ended (0: none yet)."
+    );
     describe_counter!(BOUNDARY_TRACKED, "Boundary decisions tracked, by decision.");
     describe_gauge!(
         BOUNDARY_PENDING,
@@ -168,7 +173,20 @@ pub fn record_state(collector: &CollectorStats, pending: &PendingUsage) {
     metrics::gauge!(BACKLOG_ROWS).set(collector.backlog_rows as f64);
     metrics::gauge!(TRACKED_SESSIONS).set(collector.tracked_sessions as f64);
     metrics::gauge!(FLUSH_SECONDS).set(collector.last_flush_seconds);
+    let last_flush = collector
+        .last_flush_at
+        .map_or(0.0, |t| t.unix_timestamp_nanos() as f64 / 1e9);
+    metrics::gauge!(LAST_FLUSH_TIME).set(last_flush);
     metrics::gauge!(BOUNDARY_PENDING).set((pending.allowed + pending.denied) as f64);
+}
+
+/// What `tally_store_up` shows, also read by `GET /api/v2/status`.
+static STORE_UP_NOW: AtomicBool = AtomicBool::new(true);
+
+/// Whether the last store call of the background loops found the store up
+/// (the `tally_store_up` gauge).
+pub fn store_up() -> bool {
+    STORE_UP_NOW.load(Ordering::Acquire)
 }
 
 /// Records the outcome of a store call made in the background (loops,
@@ -176,14 +194,13 @@ pub fn record_state(collector: &CollectorStats, pending: &PendingUsage) {
 /// store answers again after failing (each failure logs its own warning).
 /// Only unavailability counts as down: a store that rejects data is up.
 pub fn store_result<T>(result: &Result<T, StoreError>) {
-    static UP: AtomicBool = AtomicBool::new(true);
     let up = match result {
         Ok(_) => true,
         Err(e) if e.is_retryable() => false,
         Err(_) => return,
     };
     metrics::gauge!(STORE_UP).set(if up { 1.0 } else { 0.0 });
-    if UP.swap(up, Ordering::AcqRel) != up && up {
+    if STORE_UP_NOW.swap(up, Ordering::AcqRel) != up && up {
         tracing::info!("store reachable again");
     }
 }

@@ -20,6 +20,7 @@ use uuid::Uuid;
 use crate::cli::ServeArgs;
 use crate::config::{ConfigError, Tokens, check_database_url, check_telemetry_url, redact_database_url};
 use crate::deadline::Deadline;
+use crate::http::status::StoreKind;
 use crate::http::{AppState, router};
 use crate::loops::{Background, LoopSettings, WatchedReporter, to_time};
 use crate::metrics::StoreMetrics;
@@ -30,7 +31,17 @@ use crate::store::Opened;
 /// [`ConfigError`]s (exit code 2).
 pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     crate::logging::init_tracing(args.log_json);
+    run_with(args, None, |_| {}).await
+}
 
+/// [`run`] on a store already opened (`None`: the one `args` names), calling
+/// `listening` with the bound address once requests are taken: how
+/// `tally simulate --serve` serves the store it filled.
+pub async fn run_with(
+    args: ServeArgs,
+    opened: Option<Opened>,
+    listening: impl FnOnce(std::net::SocketAddr),
+) -> anyhow::Result<ExitCode> {
     let tokens = check(&args)?;
     let sink: Arc<dyn SnapshotSink> = match args.telemetry_url.as_deref().map(check_telemetry_url) {
         Some(url) => {
@@ -44,7 +55,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let _ = crate::metrics::handle();
 
     let database_url = args.database_url.as_ref().map(|s| s.expose());
-    let opened = open_store_in_time(database_url, &args).await?;
+    let opened = match opened {
+        Some(opened) => opened,
+        None => open_store_in_time(database_url, &args).await?,
+    };
     let store = opened.store;
     // Every call from here on (loops, shutdown flushes, reads) ends within
     // the store timeout: a blackholed database shows as unavailable.
@@ -132,7 +146,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let state = AppState::new(store, collector.clone(), tracker, tokens, args.body_limit)
         .with_readiness(opened.readiness)
         .with_access_log(args.access_log)
-        .with_clock(clock);
+        .with_clock(clock)
+        .with_store_kind(match database_url {
+            Some(_) => StoreKind::Postgres,
+            None => StoreKind::Memory,
+        });
     let metrics_server = match metrics_listener {
         Some(listener) => Some(serve_metrics(listener, state.clone())?),
         None => None,
@@ -157,6 +175,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         store = database_url.map(redact_database_url).unwrap_or_else(|| "memory".into()),
         "listening on {addr}"
     );
+    listening(addr);
 
     // Serve until a signal (or until the server fails on its own).
     let signal = tokio::select! {

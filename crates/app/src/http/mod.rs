@@ -2,12 +2,14 @@
 
 pub mod auth;
 pub mod body;
+pub mod dashboard;
 pub mod error;
 pub mod ingest;
 pub mod insights;
 pub mod observe;
 pub mod openapi;
 pub mod read;
+pub mod status;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -56,6 +58,8 @@ pub struct AppState {
     pub access_log: bool,
     /// The current time, for the insights' "not in the future" and "today" rules.
     pub clock: Arc<dyn Clock>,
+    /// What `GET /api/v2/status` names as the store.
+    pub store_kind: status::StoreKind,
 }
 
 impl AppState {
@@ -75,6 +79,7 @@ impl AppState {
             readiness: Arc::new(AlwaysReady),
             access_log: true,
             clock: Arc::new(SystemClock),
+            store_kind: status::StoreKind::Memory,
         }
     }
 
@@ -92,6 +97,11 @@ impl AppState {
         self.access_log = on;
         self
     }
+
+    pub fn with_store_kind(mut self, kind: status::StoreKind) -> Self {
+        self.store_kind = kind;
+        self
+    }
 }
 
 impl std::fmt::Debug for AppState {
@@ -100,6 +110,7 @@ impl std::fmt::Debug for AppState {
             .field("tokens", &self.tokens)
             .field("body_limit", &self.body_limit)
             .field("access_log", &self.access_log)
+            .field("store_kind", &self.store_kind)
             .finish_non_exhaustive()
     }
 }
@@ -123,7 +134,10 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(read::metrics))
         .routes(routes!(read::healthz))
         .routes(routes!(read::readyz))
+        .routes(routes!(status::status))
         .routes(routes!(openapi::openapi_json))
+        .routes(routes!(dashboard::index))
+        .routes(routes!(dashboard::asset))
 }
 
 pub fn router(state: AppState, request_timeout: Duration) -> Router {

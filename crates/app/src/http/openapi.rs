@@ -86,6 +86,8 @@ pub async fn openapi_json() -> impl IntoResponse {
         (name = "ingest", description = "What workspace proxies and agents report."),
         (name = "read", description = "What readers (auditor, admin tokens) may read."),
         (name = "meta", description = "Health and this document; no token."),
+        (name = "dashboard", description = "The dashboard page and its assets; no token (the \
+            page asks for a reader token and reads the `read` routes with it)."),
     ),
     modifiers(&Components),
 )]

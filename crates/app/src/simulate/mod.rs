@@ -7,6 +7,7 @@ mod fleet;
 mod ground_truth;
 mod outcome;
 mod render;
+mod serve;
 mod sink;
 mod timeline;
 
@@ -91,6 +92,13 @@ pub struct SimulateArgs {
     /// App stat rows per database statement.
     #[arg(long, env = "TALLY_BATCH_SIZE", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub batch_size: u32,
+
+    /// After the run, keep serving the API and the dashboard over the
+    /// simulated data at this address until Ctrl-C (port 0 picks a free
+    /// one), as `tally serve` would; prints the dashboard's URL and a reader
+    /// token.
+    #[arg(long, value_name = "ADDR")]
+    pub serve: Option<std::net::SocketAddr>,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -204,14 +212,15 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
     };
 
     print!("{}", render::header(&config, label));
-    let outcome = simulate(&config, store, &progress_bar()).await?;
+    let outcome = simulate(&config, store.clone(), &progress_bar()).await?;
     let verdict = outcome.conservation();
     print!("{}", render::report(&outcome, &verdict));
-    Ok(if verdict.ok && outcome.insights.ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    let ok = verdict.ok && outcome.insights.ok;
+    if let Some(addr) = args.serve {
+        let served = serve::serve_simulated(&args, addr, store, &config).await?;
+        return Ok(if ok { served } else { ExitCode::FAILURE });
+    }
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 /// A database may hold earlier runs: start after their last period so this

@@ -14,4 +14,5 @@ mod insights;
 mod ops;
 mod replicas;
 mod simulate_cli;
+mod simulate_serve;
 mod tls;

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use parking_lot::Mutex;
-use time::Duration;
+use time::{Duration, OffsetDateTime};
 use tokio::sync::watch;
 
 use super::StatsReport;
@@ -59,7 +59,7 @@ impl Default for CollectorConfig {
 }
 
 /// Counters for metrics and tests.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct CollectorStats {
     /// Reports taken (including replays and those queued for the next flush).
     pub collected: u64,
@@ -76,6 +76,10 @@ pub struct CollectorStats {
     pub backlog_rows: usize,
     /// How long the last flush took, reporter call included.
     pub last_flush_seconds: f64,
+    /// When the last flush that succeeded ended (the collector's clock).
+    pub last_flush_at: Option<OffsetDateTime>,
+    /// What made the last flush fail, if it failed (cleared by a success).
+    pub last_flush_error: Option<String>,
 }
 
 /// Collects app session reports from many tasks and flushes the rollup's
@@ -118,6 +122,8 @@ struct State {
     dropped: u64,
     failed_flushes: u64,
     last_flush_seconds: f64,
+    last_flush_at: Option<OffsetDateTime>,
+    last_flush_error: Option<String>,
 }
 
 impl State {
@@ -151,6 +157,8 @@ impl StatsCollector {
             dropped: 0,
             failed_flushes: 0,
             last_flush_seconds: 0.0,
+            last_flush_at: None,
+            last_flush_error: None,
         });
         Arc::new(Self {
             config,
@@ -281,6 +289,8 @@ impl StatsCollector {
             tracked_sessions: state.rollup.tracked_sessions() + inbox.len(),
             backlog_rows: state.pending_rows,
             last_flush_seconds: state.last_flush_seconds,
+            last_flush_at: state.last_flush_at,
+            last_flush_error: state.last_flush_error.clone(),
         }
     }
 
@@ -323,8 +333,15 @@ impl StatsCollector {
         let result = self.flush_serialized(is_final).await;
         let mut state = self.state.lock();
         state.last_flush_seconds = started.elapsed().as_secs_f64();
-        if result.is_err() {
-            state.failed_flushes += 1;
+        match &result {
+            Ok(()) => {
+                state.last_flush_at = Some(self.clock.now());
+                state.last_flush_error = None;
+            }
+            Err(e) => {
+                state.failed_flushes += 1;
+                state.last_flush_error = Some(Report(e).to_string());
+            }
         }
         result
     }

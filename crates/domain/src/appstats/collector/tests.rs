@@ -126,6 +126,50 @@ async fn a_flush_with_nothing_to_report_does_not_call_the_reporter() {
     c.flush().await.unwrap();
 }
 
+/// What the replica's status shows: when the last flush succeeded (by the
+/// collector's clock) and why the last one failed, until one succeeds.
+#[tokio::test]
+async fn the_last_flush_time_and_error_follow_each_flush() {
+    let clock = ManualClock::new(T0 + secs(30));
+    let mut seq = Sequence::new();
+    let mut reporter = MockReporter::new();
+    for outcome in [Ok(()), Err(unavailable()), Ok(())] {
+        reporter
+            .expect_report()
+            .times(1)
+            .in_sequence(&mut seq)
+            .return_once(move |_| outcome);
+    }
+    let c = collector(config(), reporter, &clock);
+    assert_eq!(
+        (c.stats().last_flush_at, c.stats().last_flush_error),
+        (None, None)
+    );
+
+    c.collect(report(1, T0, Some(T0 + secs(10)), 2));
+    c.flush().await.unwrap();
+    assert_eq!(c.stats().last_flush_at, Some(T0 + secs(30)));
+
+    clock.set(T0 + secs(200));
+    c.collect(report(2, T0 + secs(100), Some(T0 + secs(110)), 1));
+    assert!(c.flush().await.is_err());
+    let stats = c.stats();
+    assert_eq!(
+        stats.last_flush_at,
+        Some(T0 + secs(30)),
+        "a failure keeps the last success"
+    );
+    let error = stats.last_flush_error.expect("the failure is kept");
+    assert!(error.contains("database down"), "{error}");
+
+    clock.set(T0 + secs(230));
+    c.flush().await.unwrap();
+    assert_eq!(
+        (c.stats().last_flush_at, c.stats().last_flush_error),
+        (Some(T0 + secs(230)), None)
+    );
+}
+
 #[tokio::test]
 async fn a_failed_report_becomes_the_backlog_and_is_retried_first_whole() {
     let clock = ManualClock::new(T0 + secs(30));
