@@ -16,8 +16,7 @@ use tally_domain::error::StoreError;
 use tally_domain::ports::Reporter;
 use time::Duration;
 
-mod fleet;
-use fleet::{Fleet, T0, rollup_now};
+use tally_domain::testing::fleet::{Fleet, T0, rollup_now};
 
 const SESSIONS: u64 = 1_000_000;
 

@@ -6,9 +6,7 @@
 
 use tally_domain::appstats::rollup::{DEFAULT_ROLLUP_WINDOW, Rollup};
 
-#[path = "../benches/fleet.rs"]
-#[allow(dead_code)]
-mod fleet;
+use tally_domain::testing::fleet::{Fleet, rollup_now};
 
 fn status(field: &str) -> String {
     std::fs::read_to_string("/proc/self/status")
@@ -20,7 +18,7 @@ fn status(field: &str) -> String {
 }
 
 fn main() {
-    let mut fleet = fleet::Fleet::new();
+    let mut fleet = Fleet::new();
     let mut rollup = Rollup::new(DEFAULT_ROLLUP_WINDOW);
     // Reports arrive in batches, as a collector applies its inbox.
     let batch_size: usize = std::env::args()
@@ -43,7 +41,7 @@ fn main() {
         rollup.groups(),
         status("VmRSS:")
     );
-    let rows = rollup.rollup(fleet::rollup_now());
+    let rows = rollup.rollup(rollup_now());
     println!(
         "rolled up: {} rows; {} groups left; VmRSS {}; peak VmHWM {}",
         rows.len(),

@@ -46,7 +46,9 @@ pub struct AppStatsWrite {
 /// A half-open time range `[from, to)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TimeRange {
+    /// Start (included).
     pub from: OffsetDateTime,
+    /// End (excluded).
     pub to: OffsetDateTime,
 }
 
@@ -219,6 +221,8 @@ impl<T: AppStatsStore + BoundaryUsageStore + TelemetryStore + InsightsStore + Us
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 #[async_trait]
 pub trait Reporter: Send + Sync {
+    /// Delivers the rows of one flush, all or none: on an error the
+    /// collector keeps them and retries.
     async fn report(&self, reports: &[StatsReport]) -> Result<(), StoreError>;
 }
 
@@ -231,6 +235,8 @@ pub struct SinkError(pub String);
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 #[async_trait]
 pub trait SnapshotSink: Send + Sync {
+    /// Delivers one snapshot; an error leaves it in the outbox for a later
+    /// round.
     async fn publish(&self, snapshot: &Snapshot) -> Result<(), SinkError>;
 }
 

@@ -3,14 +3,18 @@
 use std::sync::Arc;
 
 use tally_domain::boundary::{BoundaryUsageSummary, FlushOutcome};
-use tally_domain::ports::Store;
 use uuid::Uuid;
 
+use super::BoundaryPorts;
 use super::fixtures::*;
 
 /// Counters add up across replicas; a workspace or user seen by several
 /// replicas counts once; the tracked range spans every delta.
-pub async fn boundary_deltas_add_up_with_exact_uniques_across_replicas(store: Arc<dyn Store>) {
+pub async fn boundary_deltas_add_up_with_exact_uniques_across_replicas<
+    S: BoundaryPorts + ?Sized + 'static,
+>(
+    store: Arc<S>,
+) {
     let store = &*store;
     assert_eq!(
         store.boundary_usage_summary().await.unwrap(),
@@ -47,7 +51,7 @@ pub async fn boundary_deltas_add_up_with_exact_uniques_across_replicas(store: Ar
 /// A delta whose acknowledgement was lost comes again with the same `seq`:
 /// it is a duplicate and changes nothing; so is an older `seq`. Sequences
 /// are per replica, and a replica's first delta may have any `seq`.
-pub async fn a_replayed_delta_is_counted_once(store: Arc<dyn Store>) {
+pub async fn a_replayed_delta_is_counted_once<S: BoundaryPorts + ?Sized + 'static>(store: Arc<S>) {
     let store = &*store;
     let (r1, r2) = (Uuid::new_v4(), Uuid::new_v4());
     let w = ids(3);
@@ -117,7 +121,9 @@ pub async fn a_replayed_delta_is_counted_once(store: Arc<dyn Store>) {
 
 /// Deleting a gone replica removes its counters and its sequence; the
 /// distinct ids belong to the period and stay.
-pub async fn deleting_a_replica_forgets_its_counters_and_seq(store: Arc<dyn Store>) {
+pub async fn deleting_a_replica_forgets_its_counters_and_seq<S: BoundaryPorts + ?Sized + 'static>(
+    store: Arc<S>,
+) {
     let store = &*store;
     let (r1, r2) = (Uuid::new_v4(), Uuid::new_v4());
     let w = ids(2);
@@ -163,7 +169,7 @@ pub async fn deleting_a_replica_forgets_its_counters_and_seq(store: Arc<dyn Stor
 
 /// Deltas a `bigint` cannot hold, or with an inverted range, are refused
 /// naming the field, and neither count nor use up their `seq`.
-pub async fn invalid_deltas_change_nothing(store: Arc<dyn Store>) {
+pub async fn invalid_deltas_change_nothing<S: BoundaryPorts + ?Sized + 'static>(store: Arc<S>) {
     let store = &*store;
     let r = Uuid::new_v4();
     let range = (T0, T0 + mins(1));

@@ -10,6 +10,7 @@ use tally_domain::telemetry::{PeriodCloseOutcome, Snapshot};
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
+use super::BoundaryPorts;
 use super::fixtures::*;
 
 /// Closers stop here at the latest, so the final close always wins.
@@ -19,7 +20,7 @@ const LAST_PERIOD: i64 = MAX_RACED_PERIOD + 1;
 
 /// Closes successive periods as fast as it can until `done`; returns the
 /// snapshots it won.
-async fn closer(store: Arc<dyn Store>, done: Arc<AtomicBool>) -> Vec<Snapshot> {
+async fn closer<S: BoundaryPorts + ?Sized + 'static>(store: Arc<S>, done: Arc<AtomicBool>) -> Vec<Snapshot> {
     let replica = Uuid::new_v4();
     let mut won = Vec::new();
     let mut k = 1;
@@ -36,7 +37,11 @@ async fn closer(store: Arc<dyn Store>, done: Arc<AtomicBool>) -> Vec<Snapshot> {
 
 /// Runs `replicas` (each a future of flushes) alongside `closers` closer
 /// tasks, then closes what is left; returns every snapshot taken.
-async fn race<F>(store: &Arc<dyn Store>, replicas: Vec<F>, closers: usize) -> Vec<Snapshot>
+async fn race<S: BoundaryPorts + ?Sized + 'static, F>(
+    store: &Arc<S>,
+    replicas: Vec<F>,
+    closers: usize,
+) -> Vec<Snapshot>
 where
     F: std::future::Future<Output = ()> + Send + 'static,
 {
@@ -79,7 +84,7 @@ where
 /// A flush racing with a period switch lands wholly in one period: each
 /// delta carries one allowed, two denied, and one workspace and one user
 /// nobody else sends, so in every snapshot those four numbers agree.
-pub async fn period_switch_is_atomic_against_flushes(store: Arc<dyn Store>) {
+pub async fn period_switch_is_atomic_against_flushes<S: BoundaryPorts + ?Sized + 'static>(store: Arc<S>) {
     const REPLICAS: u64 = 4;
     const DELTAS: u64 = 150;
     let replicas = (0..REPLICAS)
@@ -116,7 +121,7 @@ pub async fn period_switch_is_atomic_against_flushes(store: Arc<dyn Store>) {
 /// lost acknowledgement would, over shared workspaces and users, while two
 /// replicas race to close the same periods: the snapshots hold exactly what
 /// was flushed, once, and no period is closed twice.
-pub async fn replicas_flush_while_periods_close(store: Arc<dyn Store>) {
+pub async fn replicas_flush_while_periods_close<S: BoundaryPorts + ?Sized + 'static>(store: Arc<S>) {
     const REPLICAS: u64 = 4;
     const DELTAS: u64 = 100;
     let workspaces = Arc::new(ids(20));

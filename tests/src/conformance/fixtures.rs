@@ -4,6 +4,8 @@ use tally_domain::appstats::{AccessMethod, StatsReport};
 use tally_domain::boundary::BoundaryDelta;
 use tally_domain::error::{Report, StoreError};
 use tally_domain::ports::{AppStatsWrite, Store, TimeRange};
+
+use super::BoundaryPorts;
 use tally_domain::telemetry::{BOUNDARY_USAGE_EVENT, Period, PeriodClose, PeriodCloseOutcome, Snapshot};
 use time::macros::datetime;
 use time::{Duration, OffsetDateTime, UtcOffset};
@@ -187,7 +189,7 @@ pub(crate) fn close_of(k: i64, replica: Uuid) -> PeriodClose {
 }
 
 /// Closes period `k` and returns its snapshot, failing if it was closed before.
-pub(crate) async fn must_close(store: &dyn Store, k: i64) -> Snapshot {
+pub(crate) async fn must_close<S: BoundaryPorts + ?Sized>(store: &S, k: i64) -> Snapshot {
     let close = close_of(k, Uuid::new_v4());
     match store.close_period(&close).await.unwrap() {
         PeriodCloseOutcome::Closed(snapshot) => snapshot,

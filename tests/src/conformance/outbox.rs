@@ -3,10 +3,10 @@
 use std::sync::Arc;
 
 use tally_domain::error::StoreError;
-use tally_domain::ports::Store;
 use tally_domain::telemetry::{PeriodCloseOutcome, Snapshot};
 use uuid::Uuid;
 
+use super::BoundaryPorts;
 use super::fixtures::*;
 
 fn ids_of(snapshots: &[Snapshot]) -> Vec<Uuid> {
@@ -18,7 +18,7 @@ fn ids_of(snapshots: &[Snapshot]) -> Vec<Uuid> {
 /// and counts the attempt; a published snapshot is never claimed again.
 /// (A claimer's own claims are claimable by it: see the next case; here a
 /// third claimer looks at the others' leases.)
-pub async fn outbox_claims_leases_publishes_and_retries(store: Arc<dyn Store>) {
+pub async fn outbox_claims_leases_publishes_and_retries<S: BoundaryPorts + ?Sized + 'static>(store: Arc<S>) {
     let store = &*store;
     let s1 = must_close(store, 1).await;
     let s2 = must_close(store, 2).await;
@@ -84,7 +84,7 @@ pub async fn outbox_claims_leases_publishes_and_retries(store: Arc<dyn Store>) {
 /// earlier round of its own, such as a claim that applied although its
 /// caller saw the call fail), with a new lease, in order with the free
 /// ones; another claimer still waits for the lease.
-pub async fn a_claimer_takes_back_its_own_claims(store: Arc<dyn Store>) {
+pub async fn a_claimer_takes_back_its_own_claims<S: BoundaryPorts + ?Sized + 'static>(store: Arc<S>) {
     let store = &*store;
     let s1 = must_close(store, 1).await;
     let s2 = must_close(store, 2).await;
@@ -136,7 +136,9 @@ pub async fn a_claimer_takes_back_its_own_claims(store: Arc<dyn Store>) {
 
 /// Marking published twice keeps the first time; it clears the claim
 /// whoever holds it, and a published snapshot is never claimed again.
-pub async fn marking_published_is_idempotent_and_clears_the_claim(store: Arc<dyn Store>) {
+pub async fn marking_published_is_idempotent_and_clears_the_claim<S: BoundaryPorts + ?Sized + 'static>(
+    store: Arc<S>,
+) {
     let store = &*store;
     let s = must_close(store, 1).await;
     let (c1, c2) = (Uuid::new_v4(), Uuid::new_v4());
@@ -188,7 +190,7 @@ pub async fn marking_published_is_idempotent_and_clears_the_claim(store: Arc<dyn
 
 /// Publishing or releasing a snapshot the outbox does not hold does nothing;
 /// a close cannot reuse the id of a snapshot in the outbox.
-pub async fn unknown_snapshots_are_ignored(store: Arc<dyn Store>) {
+pub async fn unknown_snapshots_are_ignored<S: BoundaryPorts + ?Sized + 'static>(store: Arc<S>) {
     let store = &*store;
     let (unknown, claimer) = (Uuid::new_v4(), Uuid::new_v4());
     store.mark_snapshot_published(unknown, claimer, T0).await.unwrap();
@@ -220,7 +222,7 @@ pub async fn unknown_snapshots_are_ignored(store: Arc<dyn Store>) {
 /// Pruning deletes locks of periods that ended strictly before the cut-off
 /// (compared exactly, to the nanosecond).
 /// A pruned period stays closed while a later period's lock exists.
-pub async fn pruning_locks_keeps_later_periods_closed(store: Arc<dyn Store>) {
+pub async fn pruning_locks_keeps_later_periods_closed<S: BoundaryPorts + ?Sized + 'static>(store: Arc<S>) {
     let store = &*store;
     for k in 1..=3 {
         must_close(store, k).await;

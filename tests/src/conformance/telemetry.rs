@@ -3,16 +3,16 @@
 use std::sync::Arc;
 
 use tally_domain::boundary::{BoundaryUsageSummary, FlushOutcome};
-use tally_domain::ports::Store;
 use tally_domain::telemetry::{BOUNDARY_USAGE_EVENT, PeriodClose, PeriodCloseOutcome, Snapshot};
 use uuid::Uuid;
 
+use super::BoundaryPorts;
 use super::fixtures::*;
 
 /// The lock of a period is taken once; a period that ends no later than a
 /// locked one is refused, and a refused close changes nothing. Locks are per
 /// event type.
-pub async fn a_period_is_closed_once(store: Arc<dyn Store>) {
+pub async fn a_period_is_closed_once<S: BoundaryPorts + ?Sized + 'static>(store: Arc<S>) {
     let store = &*store;
     let (r1, r2) = (Uuid::new_v4(), Uuid::new_v4());
     let first = must_close(store, 1).await;
@@ -63,7 +63,7 @@ pub async fn a_period_is_closed_once(store: Arc<dyn Store>) {
 
 /// The snapshot holds the period's totals; the next period starts from
 /// zero but every replica keeps its sequence.
-pub async fn closing_a_period_snapshots_and_resets_it(store: Arc<dyn Store>) {
+pub async fn closing_a_period_snapshots_and_resets_it<S: BoundaryPorts + ?Sized + 'static>(store: Arc<S>) {
     let store = &*store;
     let (r1, r2) = (Uuid::new_v4(), Uuid::new_v4());
     let w = ids(3);
@@ -133,7 +133,7 @@ pub async fn closing_a_period_snapshots_and_resets_it(store: Arc<dyn Store>) {
 
 /// A period nobody flushed into still gets its (zero) snapshot, also when
 /// replicas flushed in earlier periods.
-pub async fn an_empty_period_gets_a_zero_snapshot(store: Arc<dyn Store>) {
+pub async fn an_empty_period_gets_a_zero_snapshot<S: BoundaryPorts + ?Sized + 'static>(store: Arc<S>) {
     let store = &*store;
     assert_eq!(must_close(store, 0).await.usage, BoundaryUsageSummary::default());
 

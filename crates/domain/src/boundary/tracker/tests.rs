@@ -1,39 +1,35 @@
-//! One rule per test. Those marked "seed" fail on the Go seed's behaviour
-//! (SPEC §3): per-replica unique counts summed, data lost around a period
-//! reset or a failed flush.
+//! One rule per test. Those marked "naive" fail on a naive tracker that
+//! sums per-replica unique counts or loses data around a period reset or a
+//! failed flush (docs/rules.md#exactly-once, docs/rules.md#unique-counts).
 
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use parking_lot::Mutex;
+use std::future::Future;
 use time::Duration;
 
-use super::fake_store::{FakeStore, Fault};
-use super::{id, next_period, t0, tracker};
 use crate::boundary::tracker::{BoundaryTracker, PendingUsage, TrackerFlush};
-use crate::boundary::{BoundaryDelta, BoundaryUsageSummary, FlushOutcome};
+use crate::boundary::{BoundaryDelta, FlushOutcome};
 use crate::clock::ManualClock;
 use crate::error::StoreError;
-use crate::ports::{BoundaryUsageStore, MockBoundaryUsageStore};
+use crate::ports::{BoundaryUsageStore, CallInfo, Layer, Layered, MockBoundaryUsageStore};
+use crate::testing::fake_store::{FakeStore, Fault};
+use crate::testing::fixtures::{id, next_period, t0, tracker};
 
-/// Delegates to a fake store, running a hook first: stands for what other
-/// tasks do while a flush waits on the database.
-struct Hooked<'a> {
-    store: &'a FakeStore,
-    hook: Box<dyn Fn() + Send + Sync + 'a>,
-}
+mod concurrency;
+mod props;
 
-#[async_trait]
-impl BoundaryUsageStore for Hooked<'_> {
-    async fn flush_boundary_usage(&self, delta: &BoundaryDelta) -> Result<FlushOutcome, StoreError> {
-        (self.hook)();
-        self.store.flush_boundary_usage(delta).await
-    }
-    async fn boundary_usage_summary(&self) -> Result<BoundaryUsageSummary, StoreError> {
-        self.store.boundary_usage_summary().await
-    }
-    async fn delete_boundary_usage_by_replica(&self, replica_id: uuid::Uuid) -> Result<u64, StoreError> {
-        self.store.delete_boundary_usage_by_replica(replica_id).await
+/// Runs a hook before each store call: stands for what other tasks do
+/// while a flush waits on the database.
+struct Hook<'a>(Box<dyn Fn() + Send + Sync + 'a>);
+
+impl Layer for Hook<'_> {
+    async fn around<T: Send, F>(&self, _: &'static CallInfo, call: F) -> Result<T, StoreError>
+    where
+        F: Future<Output = Result<T, StoreError>> + Send,
+    {
+        (self.0)();
+        call.await
     }
 }
 
@@ -126,16 +122,16 @@ async fn a_failed_flush_keeps_its_delta_with_the_same_seq_and_resends_it_first()
     assert_eq!(t.pending(), PendingUsage::default());
 }
 
-/// Seed: usage tracked while a flush is failing is lost.
+/// Naive: usage tracked while a flush is failing is lost.
 #[tokio::test]
 async fn usage_tracked_during_a_failed_flush_is_not_lost() {
     let clock = ManualClock::new(t0());
     let t = tracker(1, &clock);
-    let store = FakeStore::new();
-    let during = Hooked {
-        store: &store,
-        hook: Box::new(|| t.track(id(11), id(2), 4, 4)),
-    };
+    let store = Arc::new(FakeStore::new());
+    let during = Layered::new(
+        Arc::clone(&store),
+        Hook(Box::new(|| t.track(id(11), id(2), 4, 4))),
+    );
     t.track(id(10), id(1), 1, 1);
     store.fail_next_flush(Fault::FailBefore);
     t.flush(&during).await.unwrap_err();
@@ -151,11 +147,11 @@ async fn usage_tracked_during_a_failed_flush_is_not_lost() {
 async fn usage_tracked_during_a_successful_flush_goes_in_the_next_delta() {
     let clock = ManualClock::new(t0());
     let t = tracker(1, &clock);
-    let store = FakeStore::new();
-    let hooked = Hooked {
-        store: &store,
-        hook: Box::new(|| t.track(id(11), id(2), 4, 0)),
-    };
+    let store = Arc::new(FakeStore::new());
+    let hooked = Layered::new(
+        Arc::clone(&store),
+        Hook(Box::new(|| t.track(id(11), id(2), 4, 0))),
+    );
     t.track(id(10), id(1), 1, 0);
     t.flush(&hooked).await.unwrap();
     assert_eq!(t.pending().allowed, 4);
@@ -164,7 +160,7 @@ async fn usage_tracked_during_a_successful_flush_goes_in_the_next_delta() {
     assert_eq!(applied, vec![(1, 1, 0), (2, 4, 0)]);
 }
 
-/// Seed: a flush that committed but whose answer was lost is applied again.
+/// Naive: a flush that committed but whose answer was lost is applied again.
 #[tokio::test]
 async fn a_lost_acknowledgement_is_not_counted_twice() {
     let clock = ManualClock::new(t0());
@@ -207,7 +203,7 @@ async fn a_lost_acknowledgement_retried_after_the_period_closed_still_counts_onc
     assert_eq!(second.usage.allowed_requests, 0);
 }
 
-/// Seed: each replica's unique count is summed, so one workspace seen by
+/// Naive: each replica's unique count is summed, so one workspace seen by
 /// three replicas counts three times.
 #[tokio::test]
 async fn uniques_are_counted_once_across_replicas() {
@@ -226,7 +222,7 @@ async fn uniques_are_counted_once_across_replicas() {
     assert_eq!(snapshot.usage.replicas, 3);
 }
 
-/// Seed: on the first flush after a reset the replica drops what it had
+/// Naive: on the first flush after a reset the replica drops what it had
 /// tracked since its last flush before the reset.
 #[tokio::test]
 async fn usage_tracked_between_the_last_flush_and_a_period_reset_lands_in_the_next_period() {

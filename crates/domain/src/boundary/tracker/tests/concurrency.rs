@@ -10,12 +10,12 @@ use std::future::Future;
 
 use time::Duration;
 
-use super::fake_store::{FakeStore, Fault};
-use super::{INTERVAL, id, next_period, t0, tracker};
 use crate::clock::{Clock, ManualClock};
 use crate::error::StoreError;
 use crate::ports::{CallInfo, Layer, Layered, MockBoundaryUsageStore};
 use crate::telemetry::snapshot::snapshot_step;
+use crate::testing::fake_store::{FakeStore, Fault};
+use crate::testing::fixtures::{INTERVAL, id, next_period, t0, tracker};
 
 const REPLICAS: u128 = 2;
 const THREADS_PER_REPLICA: u128 = 2;

@@ -3,14 +3,14 @@
 use time::Duration;
 use time::macros::datetime;
 
-use super::{INTERVAL, snapshot};
-use crate::boundary::tests::fake_store::{FakeStore, Fault};
-use crate::boundary::tests::{id, t0, tracker};
 use crate::clock::ManualClock;
 use crate::error::StoreError;
 use crate::ports::MockTelemetryStore;
 use crate::telemetry::snapshot::snapshot_step;
 use crate::telemetry::{BOUNDARY_USAGE_EVENT, PeriodCloseOutcome};
+use crate::testing::fake_store::{FakeStore, Fault};
+use crate::testing::fixtures::{INTERVAL, snapshot};
+use crate::testing::fixtures::{id, t0, tracker};
 
 #[tokio::test]
 async fn the_step_closes_the_period_that_just_ended_for_boundary_usage() {

@@ -1,10 +1,5 @@
-//! Tests of the boundary tracker against the port semantics, plus the fake
-//! store they (and the telemetry tests) run on.
-
-mod concurrency;
-pub(crate) mod fake_store;
-mod proptests;
-mod tracker_tests;
+//! Fixtures shared by the domain's unit tests: ids, the start time, a
+//! tracker on a manual clock, closing a period on the fake store.
 
 use std::sync::Arc;
 
@@ -12,13 +7,14 @@ use time::macros::datetime;
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
+use super::fake_store::FakeStore;
+use crate::boundary::BoundaryUsageSummary;
+use crate::boundary::tracker::BoundaryTracker;
 use crate::clock::{Clock, ManualClock};
-use crate::telemetry::Snapshot;
 use crate::telemetry::snapshot::snapshot_step;
+use crate::telemetry::{BOUNDARY_USAGE_EVENT, Period, Snapshot};
 
-use super::tracker::BoundaryTracker;
-use fake_store::FakeStore;
-
+/// The snapshot interval of the tests.
 pub(crate) const INTERVAL: Duration = Duration::minutes(30);
 
 pub(crate) fn t0() -> OffsetDateTime {
@@ -40,4 +36,18 @@ pub(crate) async fn next_period(store: &FakeStore, clock: &ManualClock) -> Snaps
         .await
         .unwrap()
         .expect("the period was not closed yet")
+}
+
+/// An unpublished, empty snapshot of `period`, as a mocked store returns it.
+pub(crate) fn snapshot(n: u128, period: Period) -> Snapshot {
+    Snapshot {
+        id: id(n),
+        event_type: BOUNDARY_USAGE_EVENT.to_owned(),
+        period_start: period.start,
+        period_end: period.end,
+        usage: BoundaryUsageSummary::default(),
+        created_at: period.end,
+        published_at: None,
+        publish_attempts: 0,
+    }
 }

@@ -17,8 +17,8 @@ use tally_domain::telemetry::PeriodClose;
 use time::OffsetDateTime;
 use time::macros::datetime;
 
-use super::*;
 use crate::deadline::{Deadline, DeadlineStore};
+use crate::loops::*;
 
 const STORE_TIMEOUT: Duration = Duration::from_secs(2);
 const INTERVAL: Duration = Duration::from_secs(1800);

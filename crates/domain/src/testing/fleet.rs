@@ -1,17 +1,21 @@
 //! The benchmark fleet: 1000 users, each with one workspace and one agent,
 //! 10 apps, access method path, window one minute.
 
+use crate::appstats::{AccessMethod, StatsReport};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use tally_domain::appstats::{AccessMethod, StatsReport};
 use time::macros::datetime;
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
+/// Users in the fleet, each with one workspace and one agent.
 pub const USERS: u128 = 1000;
+/// Apps each user opens.
 pub const APPS: u64 = 10;
+/// When the fleet's first window starts.
 pub const T0: OffsetDateTime = datetime!(2026-11-25 10:00 UTC);
 
+/// The fleet's generator: seeded, so every run gets the same sessions.
 #[derive(Debug)]
 pub struct Fleet {
     rng: StdRng,
@@ -25,6 +29,7 @@ impl Default for Fleet {
 }
 
 impl Fleet {
+    /// A fleet seeded with a fixed seed.
     pub fn new() -> Self {
         Self {
             rng: StdRng::seed_from_u64(7),

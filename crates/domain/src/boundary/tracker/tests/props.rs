@@ -9,12 +9,12 @@ use proptest::prelude::*;
 use time::Duration;
 use uuid::Uuid;
 
-use super::fake_store::{FakeStore, Fault};
-use super::{INTERVAL, id, t0, tracker};
 use crate::boundary::tracker::PendingUsage;
 use crate::clock::{Clock, ManualClock};
 use crate::telemetry::Period;
 use crate::telemetry::snapshot::snapshot_step;
+use crate::testing::fake_store::{FakeStore, Fault};
+use crate::testing::fixtures::{INTERVAL, id, t0, tracker};
 
 #[derive(Debug, Clone)]
 enum Op {
