@@ -69,6 +69,9 @@ impl Server {
             "200ms",
             "--publish-interval",
             "200ms",
+            // Insights read the usage rollup: tick it as often as the rest.
+            "--usage-rollup-interval",
+            "200ms",
         ])
         .args(extra)
         .env("TALLY_TOKENS", TOKENS)
