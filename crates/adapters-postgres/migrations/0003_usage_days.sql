@@ -35,6 +35,10 @@ CREATE TABLE app_usage_user_days (
         cardinality(minutes) = 25 AND cardinality(sessions) = 25 AND cardinality(requests) = 25)
 );
 
+-- A tick recomputes a user's day rows from that user's hourly rows of the
+-- day: found by user, then hour (the key leads with the hour, for reads).
+CREATE INDEX app_usage_hours_user_hour ON app_usage_hours (user_id, hour);
+
 -- Hourly rows changed by a tick whose day rows are not yet recomputed; the
 -- same tick recomputes them and empties this table, under the usage lock.
 CREATE TABLE app_usage_touched (

@@ -230,6 +230,6 @@ pub mod ports;
 pub mod retry;
 pub mod schema;
 pub mod telemetry;
-pub mod usage;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+pub mod usage;

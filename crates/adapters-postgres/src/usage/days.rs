@@ -14,18 +14,27 @@ use tally_domain::usage::minutes::{hour_of, hour_start};
 use time::{Duration, OffsetDateTime};
 
 /// Recomputes the (day, user, app) rows of every touched hourly row from the
-/// day's hourly rows (24 key lookups each).
+/// day's hourly rows (one range scan of the user's rows of that day each).
 const APP_DAYS: &str = "WITH keys AS (
     SELECT DISTINCT date_trunc('day', hour, 'UTC') AS day, user_id, access_method, slug_or_port
     FROM app_usage_touched
+), found AS (
+    SELECT k.day, k.user_id, k.access_method, k.slug_or_port,
+           extract(hour FROM x.hour AT TIME ZONE 'UTC')::int AS h,
+           bit_count(x.minutes::bit(64)) AS m, x.sessions AS s, x.requests AS r
+    FROM keys k
+    CROSS JOIN LATERAL (
+        SELECT * FROM app_usage_hours x
+        WHERE x.user_id = k.user_id AND x.hour >= k.day AND x.hour < k.day + interval '1 day'
+          AND x.access_method = k.access_method AND x.slug_or_port = k.slug_or_port
+    ) x
 ), cells AS (
     SELECT k.day, k.user_id, k.access_method, k.slug_or_port, g.h,
-           coalesce(bit_count(x.minutes::bit(64)), 0) AS m,
-           coalesce(x.sessions, 0) AS s, coalesce(x.requests, 0) AS r
+           coalesce(f.m, 0) AS m, coalesce(f.s, 0) AS s, coalesce(f.r, 0) AS r
     FROM keys k
     CROSS JOIN generate_series(0, 23) AS g(h)
-    LEFT JOIN app_usage_hours x ON x.hour = k.day + g.h * interval '1 hour'
-        AND x.user_id = k.user_id AND x.access_method = k.access_method AND x.slug_or_port = k.slug_or_port
+    LEFT JOIN found f ON f.day = k.day AND f.user_id = k.user_id AND f.access_method = k.access_method
+        AND f.slug_or_port = k.slug_or_port AND f.h = g.h
 ), cum AS (
     SELECT day, user_id, access_method, slug_or_port, h,
            (sum(m) OVER w)::int4 AS m, (sum(s) OVER w)::int8 AS s, (sum(r) OVER w)::int8 AS r
@@ -44,14 +53,20 @@ WHERE (d.minutes, d.sessions, d.requests) <> (excluded.minutes, excluded.session
 /// The same per (day, user), all apps' minute masks OR'ed per hour.
 const USER_DAYS: &str = "WITH keys AS (
     SELECT DISTINCT date_trunc('day', hour, 'UTC') AS day, user_id FROM app_usage_touched
+), found AS (
+    SELECT k.day, k.user_id, extract(hour FROM x.hour AT TIME ZONE 'UTC')::int AS h,
+           bit_count(bit_or(x.minutes)::bit(64)) AS m, sum(x.sessions) AS s, sum(x.requests) AS r
+    FROM keys k
+    CROSS JOIN LATERAL (
+        SELECT * FROM app_usage_hours x
+        WHERE x.user_id = k.user_id AND x.hour >= k.day AND x.hour < k.day + interval '1 day'
+    ) x
+    GROUP BY k.day, k.user_id, x.hour
 ), cells AS (
-    SELECT k.day, k.user_id, g.h,
-           coalesce(bit_count(bit_or(x.minutes)::bit(64)), 0) AS m,
-           coalesce(sum(x.sessions), 0) AS s, coalesce(sum(x.requests), 0) AS r
+    SELECT k.day, k.user_id, g.h, coalesce(f.m, 0) AS m, coalesce(f.s, 0) AS s, coalesce(f.r, 0) AS r
     FROM keys k
     CROSS JOIN generate_series(0, 23) AS g(h)
-    LEFT JOIN app_usage_hours x ON x.hour = k.day + g.h * interval '1 hour' AND x.user_id = k.user_id
-    GROUP BY k.day, k.user_id, g.h
+    LEFT JOIN found f ON f.day = k.day AND f.user_id = k.user_id AND f.h = g.h
 ), cum AS (
     SELECT day, user_id, h, (sum(m) OVER w)::int4 AS m, (sum(s) OVER w)::int8 AS s, (sum(r) OVER w)::int8 AS r
     FROM cells
