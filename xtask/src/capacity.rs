@@ -3,11 +3,13 @@
 //! measured in the same run: a do-nothing handler on the same HTTP stack
 //! (`crates/app/examples/null_server.rs`).
 //!
-//! Phases, each a wrk run with `capacity/ingest.lua`: app stats of new
-//! sessions against `tally serve` (default settings but tokens, on a fresh
-//! PostgreSQL from the test harness unless `--store memory`), sampling the
-//! server's RSS every second; boundary logs against it; then both endpoints
-//! against the null server. Prints a Markdown table.
+//! Phases, each a wrk run with `capacity/ingest.lua`, against `tally serve`
+//! at default settings (but tokens) on a fresh PostgreSQL from the test
+//! harness (or `--store memory`): app stats of new sessions paced at
+//! `--rate` reports/s for `--seconds`, sampling the server's RSS every
+//! second (the sustained run); app stats as fast as wrk goes; boundary logs
+//! as fast as wrk goes; then both endpoints as fast as wrk goes against the
+//! null server. Prints Markdown tables.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -34,9 +36,12 @@ pub struct CapacityArgs {
     /// Seconds of new-session app stats against tally.
     #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=3600))]
     seconds: u64,
-    /// Seconds of each other phase (boundary logs, null handler).
+    /// Seconds of each unpaced phase (tally and the null handler).
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=600))]
     short_seconds: u64,
+    /// Reports/s of the sustained app stats run (wrk paces its requests).
+    #[arg(long, default_value_t = 50_000)]
+    rate: u64,
     /// Reports per app stats request.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     batch: u32,
@@ -78,10 +83,11 @@ impl Wrk {
             .sum()
     }
 
-    fn ok(&self) -> u64 {
+    /// Answers neither 2xx nor 503.
+    fn other(&self) -> u64 {
         self.statuses
             .iter()
-            .filter(|(s, _)| (200..300).contains(s))
+            .filter(|(s, _)| !(200..300).contains(s) && *s != 503)
             .map(|(_, n)| n)
             .sum()
     }
@@ -101,7 +107,9 @@ pub fn run(args: CapacityArgs) -> anyhow::Result<()> {
         }
     };
     crate::cargo(&["build", "--release", "-p", "tally", "--example", "null_server"])?;
-    let null_binary = target.join("release").join("examples").join("null_server");
+    // A copy, so that a build during the run cannot change what is measured.
+    let null_binary = std::env::temp_dir().join(format!("tally-null-server-{}", std::process::id()));
+    std::fs::copy(target.join("release").join("examples").join("null_server"), &null_binary)?;
     let script = std::env::temp_dir().join(format!("tally-capacity-{}.lua", std::process::id()));
     std::fs::write(&script, SCRIPT)?;
 
@@ -127,17 +135,14 @@ pub fn run(args: CapacityArgs) -> anyhow::Result<()> {
     );
 
     let sampler = RssSampler::start(tally.pid());
-    let app = wrk(&args, &script, &tally.addr, "app-stats", PROXY_TOKEN, args.seconds)?;
+    let sustained = wrk(&args, &script, &tally.addr, "app-stats", PROXY_TOKEN, args.seconds, args.rate)?;
     let rss = sampler.stop();
-    let rss_after_app = rss.last().map_or(0, |s| s.1);
-    let boundary = wrk(
-        &args,
-        &script,
-        &tally.addr,
-        "boundary-logs",
-        AGENT_TOKEN,
-        args.short_seconds,
-    )?;
+    let idle_from = rss.last().map_or(0, |s| s.0);
+    let app = wrk(&args, &script, &tally.addr, "app-stats", PROXY_TOKEN, args.short_seconds, 0)?;
+    let boundary = wrk(&args, &script, &tally.addr, "boundary-logs", AGENT_TOKEN, args.short_seconds, 0)?;
+    // What stays held once the load stops: a minute idle.
+    std::thread::sleep(Duration::from_secs(60));
+    let rss_idle = rss_kib(tally.pid()).unwrap_or(0);
     let status = tally.stop()?;
     if let Some(path) = &args.rss_csv {
         let lines: String = rss.iter().map(|(t, kib)| format!("{t},{kib}\n")).collect();
@@ -147,55 +152,69 @@ pub fn run(args: CapacityArgs) -> anyhow::Result<()> {
     let mut cmd = Command::new(&null_binary);
     cmd.arg("127.0.0.1:0");
     let mut null = Server::spawn(cmd, &null_binary)?;
-    let null_app = wrk(&args, &script, &null.addr, "app-stats", PROXY_TOKEN, args.short_seconds)?;
-    let null_boundary = wrk(
-        &args,
-        &script,
-        &null.addr,
-        "boundary-logs",
-        AGENT_TOKEN,
-        args.short_seconds,
-    )?;
+    let null_app = wrk(&args, &script, &null.addr, "app-stats", PROXY_TOKEN, args.short_seconds, 0)?;
+    let null_boundary = wrk(&args, &script, &null.addr, "boundary-logs", AGENT_TOKEN, args.short_seconds, 0)?;
     null.stop()?;
     drop(db);
     let _ = std::fs::remove_file(&script);
+    let _ = std::fs::remove_file(&null_binary);
 
     let batch = f64::from(args.batch);
     println!();
-    println!("| endpoint | tally requests/s | reports/s | null handler requests/s | tally / null | 503s | other non-2xx | p99 |");
+    println!(
+        "sustained: app stats of new sessions paced at {} reports/s for {} s: {:.0} requests/s = {:.0} reports/s, {} x 503, {} other non-2xx, p99 {:.1} ms",
+        args.rate,
+        args.seconds,
+        sustained.requests_per_second,
+        sustained.requests_per_second * batch,
+        sustained.count(503),
+        sustained.other(),
+        sustained.p99_us as f64 / 1000.0
+    );
+    let max = rss.iter().map(|s| s.1).max().unwrap_or(0);
+    let at = |t: u64| rss.iter().find(|s| s.0 >= t).map_or(0, |s| s.1 / 1024);
+    println!(
+        "tally RSS (MiB) at 0 s {}, 30 s {}, 60 s {}, 120 s {}, 180 s {}, 240 s {}, end ({idle_from} s) {}; max {}; after the unpaced runs and 60 s idle {}",
+        at(0),
+        at(30),
+        at(60),
+        at(120),
+        at(180),
+        at(240),
+        rss.last().map_or(0, |s| s.1 / 1024),
+        max / 1024,
+        rss_idle / 1024
+    );
+    println!();
+    println!("| endpoint | tally requests/s | tally reports/s | null handler requests/s | tally / null | 503s | other non-2xx | tally p99 |");
     println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     for (name, t, n, per) in [
         ("app stats (new sessions)", &app, &null_app, batch),
         ("boundary logs", &boundary, &null_boundary, 1.0),
     ] {
-        let other = t.statuses.iter().filter(|(s, _)| !(200..300).contains(s) && *s != 503).map(|(_, n)| n).sum::<u64>();
         println!(
-            "| {name} | {:.0} | {:.0} | {:.0} | {:.2} | {} | {other} | {:.1} ms |",
+            "| {name} | {:.0} | {:.0} | {:.0} | {:.2} | {} | {} | {:.1} ms |",
             t.requests_per_second,
             t.requests_per_second * per,
             n.requests_per_second,
             t.requests_per_second / n.requests_per_second,
             t.count(503),
+            t.other(),
             t.p99_us as f64 / 1000.0,
         );
     }
-    let (max, first) = (
-        rss.iter().map(|s| s.1).max().unwrap_or(0),
-        rss.first().map_or(0, |s| s.1),
-    );
     println!();
-    println!(
-        "app stats: {} requests answered 2xx; tally RSS first {} MiB, max {} MiB, at the end {} MiB; exit {status}; {} WARN/ERROR lines",
-        app.ok(),
-        first / 1024,
-        max / 1024,
-        rss_after_app / 1024,
-        tally.bad_lines()
-    );
+    println!("tally exit {status}; {} WARN/ERROR lines", tally.bad_lines());
     for line in tally.last_bad_lines() {
         println!("  {line}");
     }
-    for (name, w) in [("app", &app), ("boundary", &boundary), ("null app", &null_app), ("null boundary", &null_boundary)] {
+    for (name, w) in [
+        ("sustained", &sustained),
+        ("app", &app),
+        ("boundary", &boundary),
+        ("null app", &null_app),
+        ("null boundary", &null_boundary),
+    ] {
         if !w.errors.is_empty() {
             println!("wrk {name}: {}", w.errors.trim());
         }
@@ -210,6 +229,7 @@ fn wrk(
     endpoint: &str,
     token: &str,
     seconds: u64,
+    rate: u64,
 ) -> anyhow::Result<Wrk> {
     let out = Command::new("wrk")
         .arg(format!("-t{}", args.threads))
@@ -220,7 +240,14 @@ fn wrk(
         .arg("-s")
         .arg(script)
         .arg(format!("http://{addr}"))
-        .args(["--", endpoint, token, &args.batch.to_string()])
+        .args([
+            "--",
+            endpoint,
+            token,
+            &args.batch.to_string(),
+            &rate.to_string(),
+            &args.threads.to_string(),
+        ])
         .output()
         .context("could not run wrk")?;
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -248,7 +275,7 @@ fn wrk(
             w.errors = line.to_owned();
         }
     }
-    println!("wrk {endpoint} at {addr}, {seconds} s:\n{text}");
+    println!("wrk {endpoint} at {addr}, {seconds} s, rate {rate}:\n{text}");
     Ok(w)
 }
 

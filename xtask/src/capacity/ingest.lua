@@ -1,10 +1,26 @@
 -- wrk script for `cargo xtask capacity`: POSTs app stats of new sessions
--- (a fresh session id in every report of every request) or boundary logs.
+-- (a fresh session id in every report of every request: short sessions
+-- that started 30 s ago, over 1000 users and 10 apps) or boundary logs.
 -- Arguments after `--`: ENDPOINT (app-stats | boundary-logs), TOKEN,
--- BATCH (reports per app stats request). Prints one `statuses` line at the
--- end: each status code with its count.
+-- BATCH (reports per app stats request), RATE (reports/s over all threads;
+-- 0: as fast as the connections go), THREADS (wrk's -t, to split RATE).
+-- Prints a `statuses` line at the end (each status code with its count)
+-- and a `latency` line.
+
+local ffi = require("ffi")
+ffi.cdef[[
+  typedef struct { long tv_sec; long tv_usec; } timeval;
+  int gettimeofday(timeval *tv, void *tz);
+]]
+local tv = ffi.new("timeval")
+local function now_ms()
+  ffi.C.gettimeofday(tv, nil)
+  return tonumber(tv.tv_sec) * 1000 + tonumber(tv.tv_usec) / 1000
+end
 
 local endpoint, token, batch
+-- Pacing: each request takes the next slot of this thread's schedule.
+local interval_ms, next_slot = 0, nil
 local thread_no = 0
 local threads = {}
 
@@ -27,6 +43,12 @@ function init(args)
   endpoint = args[1] or "app-stats"
   token = args[2] or "proxy"
   batch = tonumber(args[3] or "100")
+  local rate = tonumber(args[4] or "0")
+  local threads = tonumber(args[5] or "1")
+  if rate > 0 then
+    local per_request = endpoint == "app-stats" and batch or 1
+    interval_ms = 1000 * per_request * threads / rate
+  end
   wrk.method = "POST"
   wrk.headers["Content-Type"] = "application/json"
   wrk.headers["Authorization"] = "Bearer " .. token
@@ -56,12 +78,9 @@ local function app_stats_body()
     sent = sent + 1
     local u = (n * 7919) % users
     local method = ({ "path", "subdomain", "terminal" })[n % 3 + 1]
-    local ended
-    if n % 100 < 10 then
-      ended = "0001-01-01T00:00:00Z"
-    else
-      ended = started_cache.ends[n % 25]
-    end
+    -- Closed, as the proxy reports a session once it ends: a session
+    -- reported open and never closed is held until it is (by the rule).
+    local ended = started_cache.ends[n % 25]
     parts[i] = string.format(
       '{"user_id":"%s","workspace_id":"%s","agent_id":"%s","access_method":"%s","slug_or_port":"app-%d","session_id":"%s","session_started_at":"%s","session_ended_at":"%s","requests":%d}',
       uuid(1, u), uuid(2, u), uuid(3, u), method, n % 10, uuid(4, n), started_cache.start, ended, n % 50)
@@ -85,6 +104,19 @@ function request()
     body = boundary_body()
   end
   return wrk.format(nil, nil, nil, body)
+end
+
+function delay()
+  if interval_ms == 0 then
+    return 0
+  end
+  local now = now_ms()
+  if next_slot == nil or next_slot < now - 1000 then
+    -- Start, or more than a second behind: do not burst to catch up.
+    next_slot = now
+  end
+  next_slot = next_slot + interval_ms
+  return math.max(0, math.floor(next_slot - interval_ms - now))
 end
 
 function response(status, headers, body)
