@@ -1,4 +1,4 @@
-//! The store conformance suite (issue 3): written once, run against every adapter.
+//! The store conformance suite: written once, run against every adapter.
 //!
 //! Each case is a `pub async fn case(store: Arc<dyn Store>)` that panics when
 //! the store behaves differently from what the ports promise. Every case

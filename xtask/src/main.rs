@@ -92,6 +92,10 @@ fn run(task: Task) -> anyhow::Result<()> {
         Task::Ci => {
             cargo(&["fmt", "--all", "--", "--check"])?;
             cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])?;
+            cargo_env(
+                &["doc", "--no-deps", "-p", "tally-domain"],
+                &[("RUSTDOCFLAGS", "-D warnings")],
+            )?;
             // The fuzz crate is a workspace of its own: lint it, don't fuzz.
             let fuzz = "crates/app/fuzz/Cargo.toml";
             cargo(&["fmt", "--manifest-path", fuzz, "--", "--check"])?;

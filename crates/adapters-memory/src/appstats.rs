@@ -117,8 +117,7 @@ impl AppStatsStore for MemoryStore {
         for row in &write.rows {
             match state.rows.entry(row.row_key()) {
                 // End and requests each move forward on their own, as in
-                // PostgreSQL's upsert; see `merge_forward` for why this
-                // deviates from SPEC §2's "not older and not smaller".
+                // PostgreSQL's upsert (docs/rules.md#row-merge).
                 hashbrown::hash_map::Entry::Occupied(mut existing) => {
                     existing.get_mut().merge_forward(&merged_columns(row));
                 }

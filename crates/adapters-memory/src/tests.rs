@@ -97,8 +97,8 @@ fn flushes_from_os_threads_all_count() {
 
 #[tokio::test]
 async fn a_row_keeps_its_session_count_and_must_stand_for_one_at_least() {
-    use tally_domain::ports::{AppStatsStore, AppStatsWrite, InsightsStore, TimeRange};
     use tally_domain::appstats::{AccessMethod, StatsReport};
+    use tally_domain::ports::{AppStatsStore, AppStatsWrite, InsightsStore, TimeRange};
 
     let store = MemoryStore::new();
     let start = datetime!(2026-11-25 10:00 UTC);

@@ -1,4 +1,4 @@
-//! Write benchmark of the PostgreSQL store (issue 3).
+//! Write benchmark of the PostgreSQL store.
 //!
 //! 1,000,000 app stat rows (1000 users each with one workspace and agent, 10
 //! apps, random session ids) written through `PgStore::write_app_stats` in

@@ -21,14 +21,8 @@ const COLUMNS: &str = "user_id, agent_id, session_id, workspace_id, access_metho
 /// forward on their own (`GREATEST`), the rule of
 /// `StatsReport::merge_forward` that the memory store applies too.
 ///
-/// A deliberate deviation from SPEC §2 ("replaced only if not older and not
-/// smaller"): under that rule a session opened on replica A and closed on
-/// replica B lost B's requests whenever A's provisional end (its flush or
-/// shutdown time) lay after B's real close. A per-column maximum is
-/// idempotent, commutative and associative: replays and the order of
-/// writes across replicas never matter, and no acknowledged request is
-/// lost. The cost: the end can be A's provisional end, later than the real
-/// close by at most A's report interval. Ends only move forward, so
+/// Why per column and not "replaced only if not older and not smaller",
+/// and what it costs: docs/rules.md#row-merge. Ends only move forward, so
 /// `session_ended_at >= session_started_at` keeps holding.
 ///
 /// Rows that would not change are left alone, so a replay costs index

@@ -289,8 +289,9 @@ mod tests {
         }
     }
 
+    /// The defaults README and docs/rules.md#defaults give.
     #[test]
-    fn serve_defaults_match_the_spec() {
+    fn serve_defaults_are_the_documented_ones() {
         let a = serve(&[]);
         assert_eq!(a.listen, "127.0.0.1:8080".parse().unwrap());
         assert_eq!(a.report_interval, Duration::from_secs(30));

@@ -52,11 +52,16 @@ impl std::fmt::Display for Subject {
     }
 }
 
+/// What a subject does to a resource.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Action {
+    /// Adds new data.
     Create,
+    /// Reads data.
     Read,
+    /// Changes data that exists.
     Update,
+    /// Removes data.
     Delete,
 }
 
@@ -71,6 +76,7 @@ impl std::fmt::Display for Action {
     }
 }
 
+/// What is acted on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Resource {
     /// Rows of app sessions.
@@ -144,6 +150,7 @@ pub fn authorize(subject: Subject, action: Action, resource: Resource) -> Result
 pub type Authorized<S> = Layered<S, Subject>;
 
 impl<S> Authorized<S> {
+    /// The subject every call is checked for.
     pub fn subject(&self) -> Subject {
         *self.layer()
     }

@@ -8,6 +8,7 @@ use time::{Duration, OffsetDateTime};
 
 /// A source of the current time.
 pub trait Clock: Send + Sync + std::fmt::Debug {
+    /// The current time.
     fn now(&self) -> OffsetDateTime;
 }
 
@@ -34,16 +35,19 @@ pub struct ManualClock {
 }
 
 impl ManualClock {
+    /// A clock standing at `start`.
     pub fn new(start: OffsetDateTime) -> Self {
         Self {
             now: Arc::new(Mutex::new(start)),
         }
     }
 
+    /// Moves to `to` (also backwards); every clone sees it.
     pub fn set(&self, to: OffsetDateTime) {
         *self.now.lock() = to;
     }
 
+    /// Moves forward by `by`; every clone sees it.
     pub fn advance(&self, by: Duration) {
         *self.now.lock() += by;
     }

@@ -6,8 +6,11 @@ use crate::authz::{Action, Resource, Subject};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{subject} may not {action} {resource}")]
 pub struct Forbidden {
+    /// Who tried.
     pub subject: Subject,
+    /// What they tried.
     pub action: Action,
+    /// On what.
     pub resource: Resource,
 }
 
@@ -25,23 +28,30 @@ pub enum StoreError {
     /// write is atomic and idempotent.
     #[error("store unavailable: {context}")]
     Unavailable {
+        /// What failed, in words.
         context: String,
+        /// The error that caused it, if any.
         #[source]
         source: Option<BoxError>,
     },
     /// The data was rejected by a constraint; retrying will not help.
     #[error("invalid data: {context}")]
     Invalid {
+        /// What failed, in words.
         context: String,
+        /// The error that caused it, if any.
         #[source]
         source: Option<BoxError>,
     },
+    /// The access rules refused the call before it reached the store.
     #[error(transparent)]
     Forbidden(#[from] Forbidden),
     /// Anything else the adapter could not classify.
     #[error("store failure: {context}")]
     Other {
+        /// What failed, in words.
         context: String,
+        /// The error that caused it, if any.
         #[source]
         source: Option<BoxError>,
     },

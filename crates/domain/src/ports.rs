@@ -43,7 +43,9 @@ pub struct AppStatsWrite {
 /// A half-open time range `[from, to)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TimeRange {
+    /// Start (included).
     pub from: OffsetDateTime,
+    /// End (excluded).
     pub to: OffsetDateTime,
 }
 
@@ -73,10 +75,15 @@ impl TimeRange {
 /// Usage of one app over a time range.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
 pub struct AppUsage {
+    /// How the app was reached.
     pub access_method: AccessMethod,
+    /// The app's slug or port.
     pub slug_or_port: String,
+    /// Distinct users.
     pub unique_users: u64,
+    /// Stored rows (a rolled-up record is one).
     pub sessions: u64,
+    /// Requests summed.
     pub requests: u64,
     /// Session time inside the range, summed in whole microseconds (the
     /// stores' precision) so every adapter returns the same number.
@@ -192,6 +199,8 @@ impl<T: AppStatsStore + BoundaryUsageStore + TelemetryStore + InsightsStore + ?S
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 #[async_trait]
 pub trait Reporter: Send + Sync {
+    /// Delivers the rows of one flush, all or none: on an error the
+    /// collector keeps them and retries.
     async fn report(&self, reports: &[StatsReport]) -> Result<(), StoreError>;
 }
 
@@ -204,6 +213,8 @@ pub struct SinkError(pub String);
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 #[async_trait]
 pub trait SnapshotSink: Send + Sync {
+    /// Delivers one snapshot; an error leaves it in the outbox for a later
+    /// round.
     async fn publish(&self, snapshot: &Snapshot) -> Result<(), SinkError>;
 }
 

@@ -21,6 +21,8 @@ pub struct Backoff {
 }
 
 impl Backoff {
+    /// Delays that start near `first`, double, and never exceed `most`, with
+    /// jitter.
     pub const fn new(first: Duration, most: Duration) -> Self {
         Self {
             first,

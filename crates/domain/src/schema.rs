@@ -5,6 +5,7 @@ use utoipa::openapi::extensions::Extensions;
 use utoipa::openapi::schema::{KnownFormat, Object, ObjectBuilder, SchemaFormat, Type};
 use utoipa::openapi::{RefOr, Schema};
 
+/// The nil UUID, which no id may be.
 pub const NIL_UUID: &str = "00000000-0000-0000-0000-000000000000";
 
 /// Adds JSON Schema keywords utoipa has no field for (`not`, `const`):

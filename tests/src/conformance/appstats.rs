@@ -10,9 +10,9 @@ use uuid::Uuid;
 use super::fixtures::*;
 
 /// End time and requests each move forward on their own: a later write
-/// takes the later of the two ends and the larger of the two counts (a
-/// deliberate deviation from SPEC §2's "not older and not smaller", see
-/// ARCHITECTURE.md); the row's other columns are never rewritten.
+/// takes the later of the two ends and the larger of the two counts, not
+/// "only if not older and not smaller" (docs/rules.md#row-merge); the row's
+/// other columns are never rewritten.
 pub async fn each_column_moves_forward_on_its_own(store: Arc<dyn Store>) {
     let store = &*store;
     let who = Who::new();
@@ -83,9 +83,10 @@ pub async fn each_column_moves_forward_on_its_own(store: Arc<dyn Store>) {
 /// The replica handoff: replica A saw a session open (3 requests) and, at
 /// its flush or shutdown, reported it with that time as provisional end;
 /// replica B saw the real close, earlier, with 8 requests. In either order
-/// the row keeps B's requests (SPEC's "not older and not smaller" lost
+/// the row keeps B's requests (a "not older and not smaller" rule lost
 /// them when A's row came first) and the later end, A's: the documented
-/// cost is session time overstated by up to A's report interval.
+/// cost is session time overstated by up to A's report interval
+/// (docs/rules.md#row-merge).
 pub async fn a_handoff_keeps_the_close_requests_in_either_order(store: Arc<dyn Store>) {
     let store = &*store;
     let who = Who::new();
@@ -248,7 +249,7 @@ async fn observe(store: &dyn Store, people: &[Who]) -> Observed {
 
 /// Row counts that are exact multiples of the batch size, one over, one
 /// under, and batch size 1: every row lands and every workspace is bumped
-/// (the seed forgot all but the last partial batch's workspaces).
+/// (docs/rules.md#last-used; batching must not lose any of them).
 pub async fn batch_boundaries_write_every_row_and_bump_every_workspace(store: Arc<dyn Store>) {
     let store = &*store;
     let mut expected = Vec::new();

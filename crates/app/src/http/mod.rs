@@ -1,4 +1,4 @@
-//! The HTTP API of SPEC §7 (axum).
+//! The HTTP API (axum); what it promises: docs/rules.md#http-api.
 
 pub mod auth;
 pub mod body;

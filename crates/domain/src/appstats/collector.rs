@@ -19,13 +19,18 @@ use crate::error::{Report, StoreError};
 use crate::ports::Reporter;
 use crate::retry::Backoff;
 
+/// Default time between two flushes.
 pub const DEFAULT_REPORT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
 /// Default cap on sessions held in memory plus rows waiting in the backlog.
 pub const DEFAULT_MAX_BUFFERED: usize = 1_000_000;
 
+/// Settings of a [`StatsCollector`]; `Default` gives the documented
+/// defaults.
 #[derive(Debug, Clone)]
 pub struct CollectorConfig {
+    /// Sessions no longer than this are rolled up ([`Rollup`]).
     pub rollup_window: Duration,
+    /// Time between two flushes of the background loop.
     pub report_interval: std::time::Duration,
     /// Cap on tracked sessions plus backlog rows; reports of new sessions
     /// beyond it are dropped and counted. Admission reserves room for the
@@ -61,15 +66,22 @@ pub struct CollectorStats {
     pub rows_reported: u64,
     /// Reports refused by the memory cap.
     pub dropped: u64,
+    /// Flushes whose reporter call failed.
     pub failed_flushes: u64,
     /// Sessions held, plus reports queued for the next flush (each may be a
     /// new session).
     pub tracked_sessions: usize,
     /// Rows waiting in the backlog or being reported.
     pub backlog_rows: usize,
+    /// How long the last flush took, reporter call included.
     pub last_flush_seconds: f64,
 }
 
+/// Collects app session reports from many tasks and flushes the rollup's
+/// rows to a [`Reporter`]: every report interval once [`spawned`], on
+/// demand, and once more when closed.
+///
+/// [`spawned`]: StatsCollector::spawn
 pub struct StatsCollector {
     config: CollectorConfig,
     reporter: Arc<dyn Reporter>,
@@ -163,6 +175,9 @@ impl std::fmt::Debug for StatsCollector {
 }
 
 impl StatsCollector {
+    /// A collector that reports to `reporter` and reads `now` from `clock`.
+    /// Nothing runs until [`StatsCollector::spawn`] or a call to
+    /// [`StatsCollector::flush`].
     pub fn new(config: CollectorConfig, reporter: Arc<dyn Reporter>, clock: Arc<dyn Clock>) -> Arc<Self> {
         let state = Mutex::new(State {
             rollup: Rollup::new(config.rollup_window),
@@ -290,6 +305,7 @@ impl StatsCollector {
         true
     }
 
+    /// Counters as of now.
     pub fn stats(&self) -> CollectorStats {
         let state = self.state.lock();
         let inbox = self.inbox.lock();

@@ -26,14 +26,19 @@ pub const LATEST_SESSION_TIME: OffsetDateTime = time::macros::datetime!(2262-04-
 )]
 #[serde(rename_all = "lowercase")]
 pub enum AccessMethod {
+    /// By a URL path under the proxy's own host.
     Path,
+    /// By a subdomain of its own.
     Subdomain,
+    /// As the web terminal.
     Terminal,
 }
 
 impl AccessMethod {
+    /// Every method, in the order of their names.
     pub const ALL: [AccessMethod; 3] = [Self::Path, Self::Subdomain, Self::Terminal];
 
+    /// The wire name: `path`, `subdomain` or `terminal`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Path => "path",
@@ -72,13 +77,19 @@ impl std::str::FromStr for AccessMethod {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[schema(as = codersdk::WorkspaceAppStatsReport)]
 pub struct StatsReport {
+    /// The user who opened the app.
     pub user_id: Uuid,
+    /// The workspace the app runs in.
     pub workspace_id: Uuid,
+    /// The workspace agent serving the app.
     pub agent_id: Uuid,
+    /// How the user reached the app.
     pub access_method: AccessMethod,
     /// The app's slug or the port; at most 1024 bytes of UTF-8, no NUL.
     #[schema(max_length = 1024, pattern = "^[^\\u0000]*$")]
     pub slug_or_port: String,
+    /// The proxy's id of the session (of the first session, for a rolled-up
+    /// record); not the nil UUID.
     #[schema(schema_with = crate::schema::non_nil_uuid)]
     pub session_id: Uuid,
     /// RFC 3339, from 1970-01-01T00:00:00Z to 2262-04-11T23:47:16.854775807Z.
@@ -110,7 +121,9 @@ fn one_session() -> u64 {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {reason}")]
 pub struct InvalidReport {
+    /// The JSON name of the field.
     pub field: &'static str,
+    /// What is wrong with it.
     pub reason: String,
 }
 
@@ -120,6 +133,7 @@ impl StatsReport {
         (self.user_id, self.agent_id, self.session_id)
     }
 
+    /// Whether the session is still open (no end time yet).
     pub fn is_open(&self) -> bool {
         self.session_ended_at.is_none()
     }

@@ -13,6 +13,7 @@ use crate::clock::Clock;
 use crate::error::StoreError;
 use crate::ports::{AppStatsStore, AppStatsWrite, Reporter};
 
+/// Default number of rows per database statement.
 pub const DEFAULT_BATCH_SIZE: usize = 1024;
 
 /// Merges duplicate rows, computes each touched workspace's last-used time,

@@ -1,6 +1,7 @@
-//! The rollup of short sessions: pure, driven by the `now` it is given.
+//! The rollup of short sessions (docs/rules.md#rollup): pure, driven by
+//! the `now` it is given.
 //!
-//! The rule is written plainly in [`reference`], and a change to it is made
+//! The rule is written plainly in [`reference`](mod@reference), and a change to it is made
 //! there first; property tests hold this engine to the reference's rows and
 //! memory accounting. In short: sessions are grouped by their start
 //! truncated to the window, user, workspace, agent, access method and slug
@@ -103,6 +104,7 @@ impl Rollup {
         }
     }
 
+    /// The rollup window.
     pub fn window(&self) -> Duration {
         self.window
     }

@@ -203,8 +203,8 @@ fn a_decoded_report_is_one_session_and_the_count_is_not_on_the_wire() {
     assert!(json.get("sessions").is_none(), "{json}");
 }
 
-/// The replica handoff that lost requests under SPEC's "not older and not
-/// smaller" rule: replica A reports the open session with its own flush
+/// The replica handoff that loses requests under a "not older and not
+/// smaller" rule (docs/rules.md#row-merge): replica A reports the open session with its own flush
 /// time as provisional end, later than the real close replica B reports
 /// with more requests. Either order keeps B's requests and A's later end.
 #[test]

@@ -12,15 +12,18 @@ fn parse<'de, D: serde::Deserializer<'de>>(text: &str) -> Result<OffsetDateTime,
         .map_err(|e| serde::de::Error::custom(format!("invalid RFC 3339 timestamp {text:?}: {e}")))
 }
 
+/// A time as Go writes it: RFC 3339 with nanoseconds.
 pub mod go_time {
     use super::*;
     use serde::{Deserialize, Deserializer, Serializer};
 
+    /// Writes RFC 3339, with as many fraction digits as needed.
     pub fn serialize<S: Serializer>(t: &OffsetDateTime, s: S) -> Result<S::Ok, S::Error> {
         let text = t.format(&Rfc3339).map_err(serde::ser::Error::custom)?;
         s.serialize_str(&text)
     }
 
+    /// Reads RFC 3339 in any offset, naming the text when it is not.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<OffsetDateTime, D::Error> {
         let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
         parse::<D>(&text)
@@ -32,6 +35,7 @@ pub mod go_time_opt {
     use super::*;
     use serde::{Deserialize, Deserializer, Serializer};
 
+    /// Writes the time, or Go's zero time for `None`.
     pub fn serialize<S: Serializer>(t: &Option<OffsetDateTime>, s: S) -> Result<S::Ok, S::Error> {
         match t {
             Some(t) => go_time::serialize(t, s),
@@ -39,6 +43,7 @@ pub mod go_time_opt {
         }
     }
 
+    /// Reads `null`, no value or Go's zero time (any offset) as `None`.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<OffsetDateTime>, D::Error> {
         let Some(text) = Option::<std::borrow::Cow<'de, str>>::deserialize(d)? else {
             return Ok(None);
@@ -88,6 +93,7 @@ pub mod whole_number {
         }
     }
 
+    /// Reads a whole number as a `u64`.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
         d.deserialize_any(WholeNumber)
     }

@@ -1,4 +1,4 @@
-//! The per-replica boundary usage tracker of SPEC §3.
+//! The per-replica boundary usage tracker (docs/rules.md#boundary-usage).
 //!
 //! `track` adds to striped in-memory state and never waits on I/O. `flush`
 //! turns what was tracked into a numbered [`BoundaryDelta`]. A delta is kept,
@@ -21,9 +21,13 @@ use crate::ports::BoundaryUsageStore;
 /// What is tracked but not yet acknowledged by the store.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PendingUsage {
+    /// Allowed requests not yet acknowledged.
     pub allowed: u64,
+    /// Denied requests not yet acknowledged.
     pub denied: u64,
+    /// Distinct workspaces among them.
     pub workspaces: usize,
+    /// Distinct owners among them.
     pub users: usize,
 }
 
@@ -48,6 +52,8 @@ struct FlushState {
     unacked: Option<BoundaryDelta>,
 }
 
+/// One replica's boundary usage between flushes: many tasks `track`, one
+/// loop `flush`es to a [`BoundaryUsageStore`].
 pub struct BoundaryTracker {
     replica_id: Uuid,
     clock: Arc<dyn Clock>,
@@ -72,6 +78,8 @@ impl std::fmt::Debug for BoundaryTracker {
 }
 
 impl BoundaryTracker {
+    /// A tracker for `replica_id` whose first delta starts now on `clock` and
+    /// has `seq` 1.
     pub fn new(replica_id: Uuid, clock: Arc<dyn Clock>) -> Self {
         let created = clock.now();
         Self {
@@ -96,6 +104,7 @@ impl BoundaryTracker {
         self
     }
 
+    /// The replica its deltas are keyed by.
     pub fn replica_id(&self) -> Uuid {
         self.replica_id
     }

@@ -19,6 +19,8 @@ pub struct CallInfo {
 /// result. Implement it once; [`Layered`] applies it to every method of
 /// every store port.
 pub trait Layer: Send + Sync {
+    /// Runs `call` (a store method, described by `info`) with this concern
+    /// around it.
     fn around<T, F>(
         &self,
         info: &'static CallInfo,
@@ -38,14 +40,17 @@ pub struct Layered<S, L> {
 }
 
 impl<S, L> Layered<S, L> {
+    /// Wraps `inner` in `layer`.
     pub fn new(inner: S, layer: L) -> Self {
         Self { inner, layer }
     }
 
+    /// The store inside.
     pub fn inner(&self) -> &S {
         &self.inner
     }
 
+    /// The concern around it.
     pub fn layer(&self) -> &L {
         &self.layer
     }

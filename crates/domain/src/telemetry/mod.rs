@@ -32,7 +32,9 @@ pub fn truncate(t: OffsetDateTime, step: Duration) -> OffsetDateTime {
 /// One telemetry period `[start, end)`, aligned to multiples of its length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Period {
+    /// First instant of the period.
     pub start: OffsetDateTime,
+    /// First instant after it.
     pub end: OffsetDateTime,
 }
 
@@ -59,34 +61,47 @@ impl Period {
 /// A request to close a period: see [`crate::ports::TelemetryStore::close_period`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeriodClose {
+    /// What is aggregated (the lock's event type, [`BOUNDARY_USAGE_EVENT`]).
     pub event_type: String,
+    /// The period to close.
     pub period: Period,
     /// Id the snapshot gets if this close wins the lock.
     pub snapshot_id: Uuid,
     /// The replica taking the lock.
     pub replica_id: Uuid,
+    /// When the close happens (the snapshot's `created_at`).
     pub now: OffsetDateTime,
 }
 
+/// What [`crate::ports::TelemetryStore::close_period`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PeriodCloseOutcome {
+    /// This replica took the lock; the snapshot is in the outbox.
     Closed(Snapshot),
+    /// The lock for this period or a later one was already taken.
     AlreadyClosed,
 }
 
 /// One published (or to-be-published) aggregate of a period.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct Snapshot {
+    /// The snapshot's id, also the sink's idempotency key.
     pub id: Uuid,
+    /// What is aggregated ([`BOUNDARY_USAGE_EVENT`]).
     pub event_type: String,
+    /// Start of the period (included).
     #[serde(with = "time::serde::rfc3339")]
     pub period_start: OffsetDateTime,
+    /// End of the period (excluded).
     #[serde(with = "time::serde::rfc3339")]
     pub period_end: OffsetDateTime,
+    /// The period's totals across all replicas.
     #[serde(flatten)]
     pub usage: BoundaryUsageSummary,
+    /// When the period was closed.
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
+    /// When its delivery succeeded; `null` until then.
     #[serde(with = "time::serde::rfc3339::option")]
     #[schema(required = true)]
     pub published_at: Option<OffsetDateTime>,

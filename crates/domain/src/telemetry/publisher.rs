@@ -32,7 +32,9 @@ pub const DEFAULT_CLAIM_LEASE: Duration = Duration::minutes(5);
 /// What one publishing round did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PublishRound {
+    /// Snapshots delivered and marked published.
     pub published: usize,
+    /// Snapshots whose delivery failed; their claims were given back.
     pub failed: usize,
     /// Claimed but not sent: the round ran out of lease time.
     pub deferred: usize,

@@ -1,4 +1,5 @@
-//! The snapshot step of SPEC §4: once per period, one replica closes it.
+//! The snapshot step: once per period, one replica closes it
+//! (docs/rules.md#closing-a-period).
 //!
 //! Every replica runs this each interval; the store's period lock lets one
 //! win. The winner's store call takes the lock, reads and resets the period's

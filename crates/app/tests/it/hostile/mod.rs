@@ -1,4 +1,4 @@
-//! Hostile input to every endpoint of `tally serve` (issue 5), against one
+//! Hostile input to every endpoint of `tally serve`, against one
 //! server process with the in-memory store.
 //!
 //! Every malformed request gets a 4xx with a JSON body in Coder's shape

@@ -188,10 +188,10 @@ async fn close_reports_open_sessions_with_the_close_time_and_stops_the_loop() {
     );
 }
 
-/// Seed bug 3: while the backlog kept failing the seed held every new
-/// session in memory without bound.
+/// While the backlog keeps failing, memory stays under the cap and what
+/// did not fit is counted (docs/rules.md#memory-cap).
 #[tokio::test]
-async fn seed_bug_3_memory_is_capped_while_reporting_fails_and_drops_are_counted() {
+async fn memory_is_capped_while_reporting_fails_and_drops_are_counted() {
     let clock = ManualClock::new(T0);
     let mut reporter = MockReporter::new();
     reporter.expect_report().returning(|_| Err(unavailable()));

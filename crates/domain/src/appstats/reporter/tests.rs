@@ -110,10 +110,11 @@ async fn last_used_is_the_latest_end_per_workspace_but_never_after_now() {
     );
 }
 
-/// Seed bug 2: the seed bumped last-used only for the workspaces of the last
-/// partial batch, and for none when the count was a multiple of the batch.
+/// Every touched workspace's last-used time moves, not only those of the
+/// last partial batch, also when the count is a multiple of the batch size
+/// (docs/rules.md#last-used).
 #[tokio::test]
-async fn seed_bug_2_every_touched_workspace_is_bumped_whatever_the_batching() {
+async fn every_touched_workspace_is_bumped_whatever_the_batching() {
     for count in [3usize, 4, 5, 8] {
         let (store, writes) = recording_store();
         let rows: Vec<_> = (0..count as u128)
@@ -129,11 +130,12 @@ async fn seed_bug_2_every_touched_workspace_is_bumped_whatever_the_batching() {
     }
 }
 
-/// Seed bug 5: the same (user, agent, session) twice in one statement made
+/// The same (user, agent, session) twice in one statement would make
 /// PostgreSQL reject the whole upsert. Duplicates are merged column by
-/// column: the latest end and the most requests, whichever rows carry them.
+/// column: the latest end and the most requests, whichever rows carry them
+/// (docs/rules.md#writing-rows).
 #[tokio::test]
-async fn seed_bug_5_duplicates_are_merged_column_by_column() {
+async fn duplicates_are_merged_column_by_column() {
     let (store, writes) = recording_store();
     let first = row(1, 10, 100, NOW - Duration::minutes(5), 4);
     let most = row(1, 10, 100, NOW - Duration::minutes(2), 9);

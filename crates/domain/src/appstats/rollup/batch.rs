@@ -6,9 +6,13 @@ use crate::appstats::StatsReport;
 /// What [`Rollup::collect_batch`] did with its reports.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct BatchCollected {
+    /// Sessions seen for the first time.
     pub new: usize,
+    /// Reports that moved a tracked session forward.
     pub updated: usize,
+    /// Replays and older reports: nothing changed.
     pub unchanged: usize,
+    /// Reports refused by the budget or out of range.
     pub dropped: usize,
 }
 

@@ -1,5 +1,5 @@
-//! The rollup rule written plainly. A change to the rule is made here
-//! first; property tests then hold the engine ([`super::Rollup`]) to the
+//! The rollup rule written plainly (in words: docs/rules.md#rollup). A
+//! change to the rule is made here, and in that page, first; property tests then hold the engine ([`super::Rollup`]) to the
 //! same rows and the same memory accounting.
 //!
 //! Sessions live in groups keyed by their start truncated to the window,
@@ -68,6 +68,7 @@ enum State {
 }
 
 impl ReferenceRollup {
+    /// An empty rollup with this window.
     pub fn new(window: Duration) -> Self {
         let groups = HashMap::new();
         Self { window, groups }

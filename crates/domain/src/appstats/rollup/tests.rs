@@ -342,10 +342,11 @@ fn times_with_offsets_group_by_their_instant() {
     assert_eq!(r.rollup(T0 + secs(30)), vec![rolled_record(1, T0, 2, 2)]);
 }
 
-/// Seed bug 1: the seed replaced its map entry on the second open report
-/// while the group kept the first copy, which then never closed.
+/// A second open report updates the one tracked session: a copy kept
+/// apart would never close, and be re-reported as open forever
+/// (docs/rules.md#app-session-reports).
 #[test]
-fn seed_bug_1_a_session_reported_open_twice_closes_and_is_freed() {
+fn a_session_reported_open_twice_closes_and_is_freed() {
     let mut r = rollup();
     r.collect(open(1, T0 + secs(5), 1));
     r.collect(open(1, T0 + secs(5), 2));
@@ -359,10 +360,10 @@ fn seed_bug_1_a_session_reported_open_twice_closes_and_is_freed() {
     assert_eq!((r.groups(), r.tracked_sessions()), (0, 0), "freed");
 }
 
-/// Seed bug 4: on close the seed silently lost open sessions younger than
-/// the window.
+/// On close, open sessions younger than the window are reported, with the
+/// close time as provisional end, not lost (docs/rules.md#rollup).
 #[test]
-fn seed_bug_4_final_rollup_reports_young_open_sessions() {
+fn final_rollup_reports_young_open_sessions() {
     let mut r = rollup();
     r.collect(open(1, T0 + secs(50), 6));
     let now = T0 + secs(55);

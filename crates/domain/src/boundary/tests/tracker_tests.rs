@@ -1,6 +1,6 @@
-//! One rule per test. Those marked "seed" fail on the Go seed's behaviour
-//! (SPEC §3): per-replica unique counts summed, data lost around a period
-//! reset or a failed flush.
+//! One rule per test. Those marked "naive" fail on a naive tracker that
+//! sums per-replica unique counts or loses data around a period reset or a
+//! failed flush (docs/rules.md#exactly-once, docs/rules.md#unique-counts).
 
 use std::sync::Arc;
 
@@ -126,7 +126,7 @@ async fn a_failed_flush_keeps_its_delta_with_the_same_seq_and_resends_it_first()
     assert_eq!(t.pending(), PendingUsage::default());
 }
 
-/// Seed: usage tracked while a flush is failing is lost.
+/// Naive: usage tracked while a flush is failing is lost.
 #[tokio::test]
 async fn usage_tracked_during_a_failed_flush_is_not_lost() {
     let clock = ManualClock::new(t0());
@@ -164,7 +164,7 @@ async fn usage_tracked_during_a_successful_flush_goes_in_the_next_delta() {
     assert_eq!(applied, vec![(1, 1, 0), (2, 4, 0)]);
 }
 
-/// Seed: a flush that committed but whose answer was lost is applied again.
+/// Naive: a flush that committed but whose answer was lost is applied again.
 #[tokio::test]
 async fn a_lost_acknowledgement_is_not_counted_twice() {
     let clock = ManualClock::new(t0());
@@ -207,7 +207,7 @@ async fn a_lost_acknowledgement_retried_after_the_period_closed_still_counts_onc
     assert_eq!(second.usage.allowed_requests, 0);
 }
 
-/// Seed: each replica's unique count is summed, so one workspace seen by
+/// Naive: each replica's unique count is summed, so one workspace seen by
 /// three replicas counts three times.
 #[tokio::test]
 async fn uniques_are_counted_once_across_replicas() {
@@ -226,7 +226,7 @@ async fn uniques_are_counted_once_across_replicas() {
     assert_eq!(snapshot.usage.replicas, 3);
 }
 
-/// Seed: on the first flush after a reset the replica drops what it had
+/// Naive: on the first flush after a reset the replica drops what it had
 /// tracked since its last flush before the reset.
 #[tokio::test]
 async fn usage_tracked_between_the_last_flush_and_a_period_reset_lands_in_the_next_period() {

@@ -177,8 +177,8 @@ impl Run {
 
     /// Whether a closed session's group may be gone: its reports then count
     /// as new sessions, which the rollup cannot tell from late data, so the
-    /// run leaves them out (SPEC §2 keeps a group one window past its
-    /// rolled-up record's end and no longer).
+    /// run leaves them out (a group is kept one window past its rolled-up
+    /// record's end and no longer: docs/rules.md#group-lifetime).
     fn late(&self, report: &StatsReport) -> bool {
         let closed_before = self
             .sent
