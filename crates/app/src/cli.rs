@@ -136,7 +136,7 @@ pub struct ServeArgs {
     /// An app stats request that might not fit is refused whole with 503 so
     /// the proxy retries it. The process's RSS stays within this plus a
     /// fixed overhead (README, "Memory").
-    #[arg(long, env = "TALLY_MAX_MEMORY", default_value = "1GiB", value_parser = memory_size)]
+    #[arg(long, env = "TALLY_MAX_MEMORY", default_value = "2GiB", value_parser = memory_size)]
     pub max_memory: u64,
 
     /// Telemetry period; periods end at multiples of it (counted from the

@@ -37,7 +37,8 @@ end
 local sent = 0
 local users = 1000
 local started_cache, started_at = nil, -1
-local statuses = {}
+-- Global: `done` reads each thread's table with thread:get.
+statuses = {}
 
 function init(args)
   endpoint = args[1] or "app-stats"
