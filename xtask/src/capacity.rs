@@ -109,7 +109,10 @@ pub fn run(args: CapacityArgs) -> anyhow::Result<()> {
     crate::cargo(&["build", "--release", "-p", "tally", "--example", "null_server"])?;
     // A copy, so that a build during the run cannot change what is measured.
     let null_binary = std::env::temp_dir().join(format!("tally-null-server-{}", std::process::id()));
-    std::fs::copy(target.join("release").join("examples").join("null_server"), &null_binary)?;
+    std::fs::copy(
+        target.join("release").join("examples").join("null_server"),
+        &null_binary,
+    )?;
     let script = std::env::temp_dir().join(format!("tally-capacity-{}.lua", std::process::id()));
     std::fs::write(&script, SCRIPT)?;
 
@@ -135,11 +138,35 @@ pub fn run(args: CapacityArgs) -> anyhow::Result<()> {
     );
 
     let sampler = RssSampler::start(tally.pid());
-    let sustained = wrk(&args, &script, &tally.addr, "app-stats", PROXY_TOKEN, args.seconds, args.rate)?;
+    let sustained = wrk(
+        &args,
+        &script,
+        &tally.addr,
+        "app-stats",
+        PROXY_TOKEN,
+        args.seconds,
+        args.rate,
+    )?;
     let rss = sampler.stop();
     let idle_from = rss.last().map_or(0, |s| s.0);
-    let app = wrk(&args, &script, &tally.addr, "app-stats", PROXY_TOKEN, args.short_seconds, 0)?;
-    let boundary = wrk(&args, &script, &tally.addr, "boundary-logs", AGENT_TOKEN, args.short_seconds, 0)?;
+    let app = wrk(
+        &args,
+        &script,
+        &tally.addr,
+        "app-stats",
+        PROXY_TOKEN,
+        args.short_seconds,
+        0,
+    )?;
+    let boundary = wrk(
+        &args,
+        &script,
+        &tally.addr,
+        "boundary-logs",
+        AGENT_TOKEN,
+        args.short_seconds,
+        0,
+    )?;
     // What stays held once the load stops: a minute idle.
     std::thread::sleep(Duration::from_secs(60));
     let rss_idle = rss_kib(tally.pid()).unwrap_or(0);
@@ -152,8 +179,24 @@ pub fn run(args: CapacityArgs) -> anyhow::Result<()> {
     let mut cmd = Command::new(&null_binary);
     cmd.arg("127.0.0.1:0");
     let mut null = Server::spawn(cmd, &null_binary)?;
-    let null_app = wrk(&args, &script, &null.addr, "app-stats", PROXY_TOKEN, args.short_seconds, 0)?;
-    let null_boundary = wrk(&args, &script, &null.addr, "boundary-logs", AGENT_TOKEN, args.short_seconds, 0)?;
+    let null_app = wrk(
+        &args,
+        &script,
+        &null.addr,
+        "app-stats",
+        PROXY_TOKEN,
+        args.short_seconds,
+        0,
+    )?;
+    let null_boundary = wrk(
+        &args,
+        &script,
+        &null.addr,
+        "boundary-logs",
+        AGENT_TOKEN,
+        args.short_seconds,
+        0,
+    )?;
     null.stop()?;
     drop(db);
     let _ = std::fs::remove_file(&script);
@@ -186,7 +229,9 @@ pub fn run(args: CapacityArgs) -> anyhow::Result<()> {
         rss_idle / 1024
     );
     println!();
-    println!("| endpoint | tally requests/s | tally reports/s | null handler requests/s | tally / null | 503s | other non-2xx | tally p99 |");
+    println!(
+        "| endpoint | tally requests/s | tally reports/s | null handler requests/s | tally / null | 503s | other non-2xx | tally p99 |"
+    );
     println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     for (name, t, n, per) in [
         ("app stats (new sessions)", &app, &null_app, batch),

@@ -13,18 +13,22 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use tally::http::error::ApiError;
-use tally::http::{AppState, APP_STATS_PATH, BOUNDARY_LOGS_PATH};
+use tally::http::{APP_STATS_PATH, AppState, BOUNDARY_LOGS_PATH};
 use tally_domain::appstats::StatsReport;
 use tally_domain::appstats::collector::{CollectorConfig, StatsCollector};
 use tally_domain::boundary::tracker::BoundaryTracker;
+use tally_domain::clock::SystemClock;
 use tally_domain::error::StoreError;
 use tally_domain::ports::Reporter;
-use tally_domain::clock::SystemClock;
 
 /// tally's default `--body-limit`.
 const BODY_LIMIT: usize = 8 << 20;
 
-async fn read_and_drop(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Result<StatusCode, ApiError> {
+async fn read_and_drop(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<StatusCode, ApiError> {
     let bytes = tally::http::body::read_json_body(&headers, body, state.body_limit).await?;
     drop(bytes);
     Ok(StatusCode::NO_CONTENT)
@@ -46,11 +50,7 @@ async fn main() -> anyhow::Result<()> {
     let _ = tally::metrics::handle();
     let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:0".into());
     let clock = Arc::new(SystemClock);
-    let collector = StatsCollector::new(
-        CollectorConfig::default(),
-        Arc::new(Unused),
-        clock.clone(),
-    );
+    let collector = StatsCollector::new(CollectorConfig::default(), Arc::new(Unused), clock.clone());
     let state = AppState::new(
         Arc::new(tally_adapters_memory::MemoryStore::new()),
         collector,
