@@ -39,7 +39,7 @@ pub struct LoadArgs {
     open_percent: u8,
     /// Distinct app sessions, sent round after round with growing request
     /// counts (rounded up to a multiple of 256 x batch). 0: every report a
-    /// new session, which fills the server's `--max-buffered` cap within
+    /// new session, which fills the server's `--max-memory` cap within
     /// seconds, since done sessions are kept a rollup window for replays.
     #[arg(long, default_value_t = 204_800)]
     sessions: u64,
@@ -52,7 +52,7 @@ pub struct LoadArgs {
     client_threads: u32,
     /// The server's `--report-interval` (collector flushes to the store).
     /// Queued reports count three units against tally's default
-    /// `--max-buffered` (1,000,000), so at 200,000 reports/s its default 30s,
+    /// cap (`--max-memory`), so at 200,000 reports/s its default 30s,
     /// and even 1s, fill the cap and the run measures 503s; 250ms still
     /// refuses some on a busy machine.
     #[arg(long, default_value = "100ms")]

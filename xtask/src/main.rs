@@ -2,6 +2,7 @@
 //! wrapper around cargo and the tally binary, so CI and people run the same.
 
 mod browser;
+mod capacity;
 mod fuzz;
 mod load;
 mod schemathesis;
@@ -30,6 +31,10 @@ enum Task {
     },
     /// Load-test a real `tally serve` over loopback (app stats, boundary logs).
     Load(load::LoadArgs),
+    /// One replica's ingest capacity at default settings under wrk, beside
+    /// a do-nothing handler on the same HTTP stack; RSS sampled throughout.
+    /// Needs `apt-get install wrk`.
+    Capacity(capacity::CapacityArgs),
     /// Three `tally serve` replicas on one fresh PostgreSQL under load, with a
     /// SIGTERM or SIGKILL mid-load and a failing snapshot sink; checks
     /// conservation, exact per-period figures and the metrics.
@@ -126,6 +131,7 @@ fn run(task: Task) -> anyhow::Result<()> {
             cargo(&args)
         }
         Task::Load(args) => load::run(args),
+        Task::Capacity(args) => capacity::run(args),
         Task::Replicas { seconds, periods } => {
             let (seconds, periods) = (seconds.to_string(), periods.to_string());
             cargo_env(

@@ -30,15 +30,19 @@ impl Server {
         args: &[String],
     ) -> anyhow::Result<Self> {
         let mut cmd = Command::new(binary);
-        cmd.args(["serve", "--listen", "127.0.0.1:0"])
-            .args(args)
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+        cmd.args(["serve", "--listen", "127.0.0.1:0"]).args(args);
         if let Some(url) = database_url {
             cmd.arg("--database-url").arg(url);
         }
+        Self::spawn(cmd, binary)
+    }
+
+    /// Starts `cmd`, a server that logs `listening on ADDR` on stderr.
+    pub fn spawn(mut cmd: Command, binary: &std::path::Path) -> anyhow::Result<Self> {
+        cmd.env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
         let mut child = cmd
             .spawn()
             .with_context(|| format!("could not start {}", binary.display()))?;
@@ -101,6 +105,10 @@ impl Server {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn bad_lines(&self) -> u64 {

@@ -131,12 +131,13 @@ pub struct ServeArgs {
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub batch_size: u32,
 
-    /// Cap on the collector's memory, in units (a held session counts 2-3, a
-    /// row waiting to be written 1); an app stats request that might not fit
-    /// is refused whole with 503 so the proxy retries it.
-    #[arg(long, env = "TALLY_MAX_BUFFERED", default_value_t = 1_000_000,
-          value_parser = clap::value_parser!(u64).range(1..=1_000_000_000))]
-    pub max_buffered: u64,
+    /// Cap on the memory app stats may hold, e.g. 1GiB, 512MiB: sessions
+    /// being tracked, reports not yet applied, rows waiting to be written.
+    /// An app stats request that might not fit is refused whole with 503 so
+    /// the proxy retries it. The process's RSS stays within this plus a
+    /// fixed overhead (README, "Memory").
+    #[arg(long, env = "TALLY_MAX_MEMORY", default_value = "2GiB", value_parser = memory_size)]
+    pub max_memory: u64,
 
     /// Telemetry period; periods end at multiples of it (counted from the
     /// Unix epoch).
@@ -263,36 +264,38 @@ pub fn positive_duration(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
-/// A size in bytes with an optional unit: B, KB/KiB, MB/MiB, GB/GiB (case-insensitive).
-pub fn byte_size(s: &str) -> Result<usize, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num
+/// A size in bytes with an optional unit, as `bytesize` reads it: B,
+/// KB/KiB, MB/MiB, GB/GiB, TB/TiB (case-insensitive), at least one byte.
+fn bytes(s: &str) -> Result<u64, String> {
+    let size: bytesize::ByteSize = s
+        .trim()
         .parse()
-        .map_err(|_| format!("{s:?} is not a size (expected e.g. 8MiB, 512KiB, 1000000)"))?;
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" => 1000,
-        "kib" => 1 << 10,
-        "m" | "mb" => 1000 * 1000,
-        "mib" => 1 << 20,
-        "g" | "gb" => 1000 * 1000 * 1000,
-        "gib" => 1 << 30,
-        other => {
-            return Err(format!(
-                "unknown size unit {other:?} (expected B, KiB, MiB, GiB, KB, MB, GB)"
-            ));
-        }
-    };
-    let bytes = n.checked_mul(mult).ok_or_else(|| format!("{s:?} is too large"))?;
-    if bytes == 0 {
-        return Err("must be larger than zero".to_owned());
+        .map_err(|e| format!("{s:?} is not a size (expected e.g. 8MiB, 512KiB, 1000000): {e}"))?;
+    match size.as_u64() {
+        0 => Err("must be larger than zero".to_owned()),
+        n => Ok(n),
     }
-    if bytes > 1 << 30 {
+}
+
+/// A request body limit: a size of at most 1GiB.
+pub fn byte_size(s: &str) -> Result<usize, String> {
+    let n = bytes(s)?;
+    if n > 1 << 30 {
         return Err(format!("{s:?} is larger than 1GiB"));
     }
-    usize::try_from(bytes).map_err(|_| format!("{s:?} is too large"))
+    usize::try_from(n).map_err(|_| format!("{s:?} is too large"))
+}
+
+/// A memory cap: a size from 1KiB to 1TiB.
+pub fn memory_size(s: &str) -> Result<u64, String> {
+    let n = bytes(s)?;
+    if n < 1 << 10 {
+        return Err(format!("{s:?} is smaller than 1KiB"));
+    }
+    if n > 1 << 40 {
+        return Err(format!("{s:?} is larger than 1TiB"));
+    }
+    Ok(n)
 }
 
 #[cfg(test)]
@@ -380,5 +383,15 @@ mod tests {
         assert!(byte_size("2GiB").is_err());
         assert!(byte_size("-1").is_err());
         assert!(byte_size("99999999999999999999").is_err());
+    }
+
+    #[test]
+    fn memory_sizes() {
+        assert_eq!(memory_size("1GiB"), Ok(1 << 30));
+        assert_eq!(memory_size("512 MiB"), Ok(512 << 20));
+        assert_eq!(memory_size("2gb"), Ok(2_000_000_000));
+        assert!(memory_size("1000").is_err(), "below 1KiB");
+        assert!(memory_size("2TiB").is_err());
+        assert!(memory_size("lots").unwrap_err().contains("not a size"));
     }
 }

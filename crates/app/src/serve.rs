@@ -29,6 +29,18 @@ use crate::store::Opened;
 
 /// Runs the server until SIGTERM or Ctrl-C. Start-up problems are
 /// [`ConfigError`]s (exit code 2).
+/// Bytes of process memory that one unit of the collector's accounting
+/// (`CollectorConfig::max_buffered`) stands for. The costliest unit is a row
+/// waiting to be written (a `StatsReport` with its slug on the heap); a
+/// tracked session costs less per unit. Measured in a running `serve`
+/// (BENCHMARKS.md, "Ingest capacity").
+pub const BYTES_PER_UNIT: u64 = 160;
+
+/// The collector's cap, in its units, for `--max-memory` bytes.
+pub fn collector_units(max_memory: u64) -> usize {
+    usize::try_from(max_memory / BYTES_PER_UNIT).unwrap_or(usize::MAX)
+}
+
 pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     crate::logging::init_tracing(args.log_json);
     run_with(args, None, |_| {}).await
@@ -92,7 +104,7 @@ pub async fn run_with(
         CollectorConfig {
             rollup_window: to_time(args.rollup_window),
             report_interval: args.report_interval,
-            max_buffered: args.max_buffered as usize,
+            max_buffered: collector_units(args.max_memory),
             retry_min_delay: args.report_interval.min(Duration::from_secs(1)),
         },
         reporter,
@@ -129,7 +141,7 @@ pub async fn run_with(
         report_interval = %humantime::format_duration(args.report_interval),
         rollup_window = %humantime::format_duration(args.rollup_window),
         batch_size = args.batch_size,
-        max_buffered = args.max_buffered,
+        max_memory = %bytesize::ByteSize(args.max_memory).display().iec(),
         snapshot_interval = %humantime::format_duration(args.snapshot_interval),
         tracker_flush_interval = %humantime::format_duration(args.tracker_flush_interval),
         store_timeout = %humantime::format_duration(args.store_timeout),

@@ -79,7 +79,7 @@ pub fn decode_app_stats(bytes: &[u8]) -> Result<Vec<StatsReport>, ApiError> {
         (status = 403, response = Forbidden),
         (status = 413, description = "`Request body too large.` (field `body`, past \
             `--body-limit`) or `Too many app stats in one request.` (field `stats`: more \
-            than `--max-buffered` could ever hold; split the request).", body = ErrorBody),
+            than `--max-memory` could ever hold; split the request).", body = ErrorBody),
         (status = 415, response = UnsupportedMediaType),
         (status = 503, description = "`Too many app stats buffered; retry later.`: the \
             collector's buffer is full (the store may be down); nothing was taken.",
@@ -107,7 +107,7 @@ pub async fn app_stats(
             "Too many app stats in one request.",
             "stats",
             format!(
-                "{} reports in one request; at most {max} fit the collector buffer (the server's --max-buffered): split the request",
+                "{} reports in one request; at most {max} fit the collector buffer (the server's --max-memory): split the request",
                 reports.len()
             ),
         ));
@@ -122,7 +122,7 @@ pub async fn app_stats(
             StatusCode::SERVICE_UNAVAILABLE,
             "Too many app stats buffered; retry later.",
         )
-        .with_detail("the collector's buffer (--max-buffered) is full; the store may be unavailable")
+        .with_detail("the collector's buffer (--max-memory) is full; the store may be unavailable")
         // Room comes back when the buffer is flushed, every report interval:
         // by then at least one flush has begun since this refusal.
         .with_retry_after(state.collector.report_interval()));

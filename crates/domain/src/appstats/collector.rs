@@ -2,9 +2,8 @@
 //! backlog with backoff, memory cap, final flush on close.
 //!
 //! `collect` appends to an inbox under a short lock and never awaits; the
-//! next flush applies the inbox to the rollup in one batch. Flushes are
-//! serialized by an async lock held across the report; the state lock is
-//! never held while the reporter runs.
+//! inbox is applied to the rollup in batches as it fills, and at each
+//! flush. The locking rule is stated once, on [`StatsCollector`]'s fields.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -91,21 +90,33 @@ pub struct StatsCollector {
     config: CollectorConfig,
     reporter: Arc<dyn Reporter>,
     clock: Arc<dyn Clock>,
-    /// Reports not yet applied to the rollup. `collect` only appends here,
-    /// so its critical section is a push; flushes apply it in one batch.
+    // Locking, the one rule: `state` before `inbox`, never the other way
+    // round, and neither across an await. `collect` takes only `inbox`, for
+    // a push; whoever holds `state` (a flush, or a collect that filled the
+    // inbox) moves the inbox into the rollup, so reports reach the rollup in
+    // the order they were admitted. `flushing` serializes flushes across the
+    // reporter call, with neither mutex held.
+    /// Reports admitted and not yet applied to the rollup.
     inbox: Mutex<Vec<StatsReport>>,
-    /// Upper bound of the state's [`Rollup::reserved_units`] plus pending
-    /// rows, plus three units for each report taken from the inbox and not
-    /// yet applied. Written with the state lock held.
-    reserved: AtomicUsize,
     state: Mutex<State>,
-    /// Serializes flushes; held across the reporter call.
+    /// The memory accounting, kept here only: the state's units
+    /// ([`State::units`], exact) plus three units for each report taken
+    /// from the inbox and being applied. Admission adds three units for
+    /// each report in the inbox. Raised only with both locks held (when a
+    /// batch leaves the inbox), lowered to the state's units after each
+    /// change of the state.
+    committed: AtomicUsize,
     flushing: tokio::sync::Mutex<()>,
     stop: watch::Sender<bool>,
 }
 
 /// A report not yet applied may start a new session in a new group.
 const UNITS_PER_QUEUED_REPORT: usize = 3;
+
+/// Inbox length at which a collect applies the inbox to the rollup (when no
+/// flush holds the state), so new sessions need not wait for a flush to
+/// free the room their worst case holds.
+const APPLY_AT: usize = 4096;
 
 #[derive(Debug)]
 struct State {
@@ -127,8 +138,35 @@ struct State {
 }
 
 impl State {
+    /// Exact worst-case units of what is held: the rollup's, and the rows
+    /// not yet delivered.
     fn units(&self) -> usize {
         self.rollup.reserved_units() + self.pending_rows
+    }
+}
+
+/// The state, locked; publishes its units when let go.
+struct Locked<'a> {
+    state: parking_lot::MutexGuard<'a, State>,
+    committed: &'a AtomicUsize,
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        self.committed.store(self.state.units(), Ordering::Release);
+    }
+}
+
+impl std::ops::Deref for Locked<'_> {
+    type Target = State;
+    fn deref(&self) -> &State {
+        &self.state
+    }
+}
+
+impl std::ops::DerefMut for Locked<'_> {
+    fn deref_mut(&mut self) -> &mut State {
+        &mut self.state
     }
 }
 
@@ -165,34 +203,33 @@ impl StatsCollector {
             reporter,
             clock,
             inbox: Mutex::new(Vec::new()),
-            reserved: AtomicUsize::new(0),
             state,
+            committed: AtomicUsize::new(0),
             flushing: tokio::sync::Mutex::new(()),
             stop: watch::Sender::new(false),
         })
     }
 
-    /// Takes a report; never waits on I/O. Callable from many tasks.
+    /// Takes a report; never waits on I/O. Callable from many tasks. A
+    /// report that does not fit even once the inbox is applied is dropped
+    /// and counted (see [`CollectorStats::dropped`]).
     pub fn collect(&self, report: StatsReport) {
-        let mut inbox = self.inbox.lock();
-        let queued = (inbox.len() + 1).saturating_mul(UNITS_PER_QUEUED_REPORT);
-        if self.reserved.load(Ordering::Acquire).saturating_add(queued) <= self.config.max_buffered {
-            inbox.push(report);
+        let mut report = Some(report);
+        if self.admit(1, |inbox| inbox.extend(report.take())) {
             return;
         }
-        // Near the cap: apply what is queued, then decide exactly. The inbox
-        // lock stays held so that no later report overtakes this one.
-        let mut state = self.state.lock();
-        self.apply_inbox(&mut inbox, &mut state);
+        let Some(report) = report else { return };
+        // Near the cap: apply what is queued, then decide exactly.
+        let mut state = self.lock_state();
+        let inbox = self.apply_inbox(&mut state);
         let budget = self.config.max_buffered.saturating_sub(state.pending_rows);
         match state.rollup.collect_within(&report, budget) {
             Collected::Dropped => state.dropped += 1,
             _ => state.collected += 1,
         }
-        self.reserved.store(state.units(), Ordering::Release);
+        // The state publishes its units before the inbox admits more.
         drop(state);
         drop(inbox);
-        drop(report);
     }
 
     /// Reports the backlog, then one rollup. On failure the rows become the
@@ -260,17 +297,17 @@ impl StatsCollector {
     /// the queued reports are applied first (updates of known sessions take
     /// far less room once applied) and the decision is made again. No I/O.
     pub fn try_collect_all(&self, reports: Vec<StatsReport>) -> bool {
-        let need = reports.len().saturating_mul(UNITS_PER_QUEUED_REPORT);
-        let mut inbox = self.inbox.lock();
-        let queued = inbox.len().saturating_mul(UNITS_PER_QUEUED_REPORT);
-        let held = self.reserved.load(Ordering::Acquire).saturating_add(queued);
-        if held.saturating_add(need) > self.config.max_buffered {
-            let mut state = self.state.lock();
-            self.apply_inbox(&mut inbox, &mut state);
-            self.reserved.store(state.units(), Ordering::Release);
-            if state.units().saturating_add(need) > self.config.max_buffered {
-                return false;
-            }
+        let (count, mut reports) = (reports.len(), Some(reports));
+        if self.admit(count, |inbox| inbox.extend(reports.take().into_iter().flatten())) {
+            return true;
+        }
+        let Some(reports) = reports else { return true };
+        // Updates of known sessions take far less room once applied.
+        let mut state = self.lock_state();
+        let mut inbox = self.apply_inbox(&mut state);
+        let need = count.saturating_mul(UNITS_PER_QUEUED_REPORT);
+        if state.units().saturating_add(need) > self.config.max_buffered {
+            return false;
         }
         inbox.extend(reports);
         true
@@ -278,8 +315,8 @@ impl StatsCollector {
 
     /// Counters as of now.
     pub fn stats(&self) -> CollectorStats {
-        let inbox = self.inbox.lock();
         let state = self.state.lock();
+        let inbox = self.inbox.lock();
         CollectorStats {
             collected: state.collected + inbox.len() as u64,
             rows_reported: state.rows_reported,
@@ -294,44 +331,67 @@ impl StatsCollector {
         }
     }
 
-    /// Moves the inbox into the rollup. Takes the state lock before letting
-    /// go of the inbox, so batches are applied in the order they were taken.
-    fn drain(&self) -> parking_lot::MutexGuard<'_, State> {
-        let mut inbox = self.inbox.lock();
-        let mut state = self.state.lock();
-        if inbox.is_empty() {
-            return state;
+    fn lock_state(&self) -> Locked<'_> {
+        Locked {
+            state: self.state.lock(),
+            committed: &self.committed,
         }
-        let mut batch = std::mem::replace(&mut *inbox, std::mem::take(&mut state.spare));
-        let held = batch.len() * UNITS_PER_QUEUED_REPORT;
-        self.reserved.fetch_add(held, Ordering::AcqRel);
+    }
+
+    /// Pushes `count` reports (with `push`) into the inbox if their worst
+    /// case fits beside what is committed; applies the inbox when it has
+    /// grown to [`APPLY_AT`] and no one else holds the state. False, and
+    /// `push` not called, when they do not fit as queued reports.
+    fn admit(&self, count: usize, push: impl FnOnce(&mut Vec<StatsReport>)) -> bool {
+        let mut inbox = self.inbox.lock();
+        let queued = (inbox.len() + count).saturating_mul(UNITS_PER_QUEUED_REPORT);
+        if self.committed.load(Ordering::Acquire).saturating_add(queued) > self.config.max_buffered {
+            return false;
+        }
+        push(&mut inbox);
+        let full = inbox.len() >= APPLY_AT;
+        drop(inbox);
+        if full && let Some(state) = self.state.try_lock() {
+            let mut state = Locked {
+                state,
+                committed: &self.committed,
+            };
+            drop(self.apply_inbox(&mut state));
+        }
+        true
+    }
+
+    /// The one path from the inbox to the rollup, for flushes and collects
+    /// alike: takes the inbox (its reports' units stay committed while they
+    /// are applied) and applies it. Returns the inbox, locked and empty, so
+    /// a caller can decide on more reports before anyone else queues any.
+    fn apply_inbox<'a>(&'a self, state: &mut Locked<'_>) -> parking_lot::MutexGuard<'a, Vec<StatsReport>> {
+        let mut inbox = self.inbox.lock();
+        if inbox.is_empty() {
+            return inbox;
+        }
+        let spare = std::mem::take(&mut state.spare);
+        let mut batch = std::mem::replace(&mut *inbox, spare);
+        let in_flight = batch.len() * UNITS_PER_QUEUED_REPORT;
+        self.committed
+            .store(state.units().saturating_add(in_flight), Ordering::Release);
         drop(inbox);
         let budget = self.config.max_buffered.saturating_sub(state.pending_rows);
         let outcome = state.rollup.collect_batch(&batch, budget);
         state.collected += outcome.taken() as u64;
         state.dropped += outcome.dropped as u64;
-        self.reserved.store(state.units(), Ordering::Release);
         batch.clear();
         state.spare = batch;
-        state
-    }
-
-    fn apply_inbox(&self, inbox: &mut Vec<StatsReport>, state: &mut State) {
-        if inbox.is_empty() {
-            return;
-        }
-        let budget = self.config.max_buffered.saturating_sub(state.pending_rows);
-        let outcome = state.rollup.collect_batch(inbox, budget);
-        state.collected += outcome.taken() as u64;
-        state.dropped += outcome.dropped as u64;
-        inbox.clear();
+        // Applied: what the state holds now is all that counts.
+        self.committed.store(state.units(), Ordering::Release);
+        self.inbox.lock()
     }
 
     async fn flush_with(&self, is_final: bool) -> Result<(), StoreError> {
         let _serial = self.flushing.lock().await;
         let started = tokio::time::Instant::now();
         let result = self.flush_serialized(is_final).await;
-        let mut state = self.state.lock();
+        let mut state = self.lock_state();
         state.last_flush_seconds = started.elapsed().as_secs_f64();
         match &result {
             Ok(()) => {
@@ -347,32 +407,31 @@ impl StatsCollector {
     }
 
     async fn flush_serialized(&self, is_final: bool) -> Result<(), StoreError> {
-        let backlog = std::mem::take(&mut self.state.lock().backlog);
+        let backlog = std::mem::take(&mut self.lock_state().backlog);
         if !backlog.is_empty() {
             if let Err(error) = self.reporter.report(&backlog).await {
-                self.state.lock().backlog = backlog;
+                self.lock_state().backlog = backlog;
                 return Err(error);
             }
-            let mut state = self.state.lock();
+            let mut state = self.lock_state();
             state.pending_rows -= backlog.len();
             state.rows_reported += backlog.len() as u64;
-            self.reserved.store(state.units(), Ordering::Release);
         }
         let out = {
             let now = self.clock.now();
-            let mut state = self.drain();
+            let mut state = self.lock_state();
+            drop(self.apply_inbox(&mut state));
             let out = state.rollup.rollup_rows(now, is_final);
             state.pending_rows += out.rows.len() - out.provisional.len();
-            self.reserved.store(state.units(), Ordering::Release);
             out
         };
         if out.rows.is_empty() {
             return Ok(());
         }
         let result = self.reporter.report(&out.rows).await;
-        let mut state = self.state.lock();
+        let mut state = self.lock_state();
         let definitive = out.rows.len() - out.provisional.len();
-        let result = match result {
+        match result {
             Ok(()) => {
                 state.pending_rows -= definitive;
                 state.rows_reported += out.rows.len() as u64;
@@ -391,9 +450,7 @@ impl StatsCollector {
                 state.backlog = rows;
                 Err(error)
             }
-        };
-        self.reserved.store(state.units(), Ordering::Release);
-        result
+        }
     }
 }
 

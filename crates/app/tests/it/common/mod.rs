@@ -464,3 +464,9 @@ pub fn metric(text: &str, series: &str) -> f64 {
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
         .unwrap_or(0.0)
 }
+
+/// A `--max-memory` value that gives the collector a cap of `units` of its
+/// accounting (see `tally::serve::BYTES_PER_UNIT`).
+pub fn memory_for_units(units: u64) -> String {
+    (units * tally::serve::BYTES_PER_UNIT).to_string()
+}

@@ -188,6 +188,48 @@ impl Driver {
         }
     }
 
+    /// Posts batches of new sessions to `replica` until it refuses one
+    /// (503), at most `max_posts` of them, and returns the refused body,
+    /// which the caller posts again once the replica can take it (as the
+    /// proxy keeps a refused request). `None`: never refused.
+    pub async fn fill_until_refused(&self, replica: usize, max_posts: usize) -> Option<serde_json::Value> {
+        for _ in 0..max_posts {
+            let batch = session_batch(
+                (0..BATCH).map(|k| (self.workspaces[k % WORKSPACES], self.owner(k % WORKSPACES))),
+                replica,
+                self.replicas.len(),
+            );
+            let (_, body, requests) = &batch.posts[1];
+            match self.post(replica, APP_STATS, PROXY, body).await {
+                Outcome::Acked => {
+                    self.count(|t| t.app_acked += 1);
+                    let mut a = self.acked.lock();
+                    for &s in &batch.sessions {
+                        a.sessions.insert(s, *requests);
+                    }
+                }
+                Outcome::Refused => {
+                    self.count(|t| t.app_refused += 1);
+                    return Some(body.clone());
+                }
+            }
+        }
+        None
+    }
+
+    /// Posts a body refused by [`Driver::fill_until_refused`] until it is
+    /// acknowledged, and counts its sessions.
+    pub async fn resend(&self, replica: usize, body: &serde_json::Value) {
+        self.post_until_acked(replica, body).await;
+        let mut a = self.acked.lock();
+        for stat in body["stats"].as_array().into_iter().flatten() {
+            let session: Uuid = stat["session_id"].as_str().unwrap().parse().unwrap();
+            let requests = stat["requests"].as_u64().unwrap();
+            let kept = a.sessions.entry(session).or_default();
+            *kept = (*kept).max(requests);
+        }
+    }
+
     fn running(&self) -> bool {
         !self.stop.load(Ordering::SeqCst)
     }

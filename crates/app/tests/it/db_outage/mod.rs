@@ -69,10 +69,13 @@ fn replica(db: &str, sink: &str, extra: &[&str]) -> Server {
     Server::start(&args)
 }
 
-/// The last replica's collector memory cap: far above what it holds while
-/// the database is up (a few hundred units), reached within seconds of the
-/// outage, so that it refuses app stats (503) until the backlog drains.
-const SMALL_CAP: &str = "3000";
+/// The last replica's collector cap, in units of its accounting: far above
+/// what the load holds while the database is up (a few hundred units); the
+/// test fills it during the outage until it refuses app stats (503).
+const SMALL_CAP_UNITS: u64 = 3000;
+/// Most posts (8 new sessions each, two units or more apiece) the test
+/// sends to fill the capped replica: several times what the cap holds.
+const FILL_POSTS: usize = 2000;
 
 /// Runs `f` on the cluster off the runtime's threads (it blocks until done).
 async fn with_cluster(
@@ -112,10 +115,11 @@ async fn a_database_outage_loses_nothing_and_the_replicas_recover_by_themselves(
     let db = cluster.fresh_database().await;
     let url = db.url.clone();
     let sink = sink::Sink::start(0).await;
+    let small_cap = common::memory_for_units(SMALL_CAP_UNITS);
     let servers: Vec<Server> = (0..REPLICAS)
         .map(|i| {
             let extra: &[&str] = if i == REPLICAS - 1 {
-                &["--max-buffered", SMALL_CAP]
+                &["--max-memory", &small_cap]
             } else {
                 &[]
             };
@@ -167,6 +171,10 @@ async fn a_database_outage_loses_nothing_and_the_replicas_recover_by_themselves(
             (status, r.text().await.unwrap(), started.elapsed())
         })
     };
+    // The capped replica, pushed with new sessions until it refuses: it
+    // cannot write them, so they fill its cap whatever the machine's speed.
+    let refused = driver.fill_until_refused(REPLICAS - 1, FILL_POSTS).await;
+    let refused = refused.unwrap_or_else(|| panic!("the capped replica refused none of {FILL_POSTS} posts"));
     let mut max_backlog = [0.0f64; REPLICAS];
     let mut max_pending = [0.0f64; REPLICAS];
     let mut max_tracked = [0.0f64; REPLICAS];
@@ -207,6 +215,8 @@ async fn a_database_outage_loses_nothing_and_the_replicas_recover_by_themselves(
     let up_at = Instant::now();
     let up_wall = OffsetDateTime::now_utc();
 
+    // The refused post is taken once the backlog has room again.
+    driver.resend(REPLICAS - 1, &refused).await;
     // The backlog drains by itself, under load.
     let drained = check::drained(&client, &servers, &during, Duration::from_secs(30)).await;
     let drain_time = up_at.elapsed();

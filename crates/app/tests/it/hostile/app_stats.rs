@@ -302,7 +302,7 @@ pub fn cases(now: OffsetDateTime) -> Vec<Case> {
         &at("user_id"),
     ));
 
-    // Sizes: the collector's per-request limit (--max-buffered 300 is 100
+    // Sizes: the collector's per-request limit (a cap of 300 units is 100
     // reports) and the body limit (64 KiB).
     let status = StatusCode::PAYLOAD_TOO_LARGE;
     cases.push(

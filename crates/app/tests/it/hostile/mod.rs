@@ -52,13 +52,14 @@ async fn raw_connections(target: &Target) {
 
 #[tokio::test]
 async fn hostile_input_to_every_endpoint_is_refused_whole_and_the_server_keeps_serving() {
+    let cap = crate::common::memory_for_units(300);
     let server = Server::start(&[
         ROLLUP_TICK[0],
         ROLLUP_TICK[1],
         "--body-limit",
         "64KiB",
-        "--max-buffered",
-        "300",
+        "--max-memory",
+        &cap,
         "--snapshot-interval",
         "2s",
         "--request-timeout",

@@ -245,7 +245,8 @@ async fn the_access_log_can_be_turned_off_by_flag_or_variable() {
 
 #[tokio::test]
 async fn a_full_buffer_says_to_retry_after_one_report_interval() {
-    let server = Server::start(&["--max-buffered", "30", "--report-interval", "3s"]);
+    let cap = memory_for_units(30);
+    let server = Server::start(&["--max-memory", &cap, "--report-interval", "3s"]);
     let client = client();
     let now = OffsetDateTime::now_utc();
     let open = |n: usize| {
