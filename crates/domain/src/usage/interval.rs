@@ -14,7 +14,9 @@ use crate::ports::TimeRange;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {reason}")]
 pub struct RangeError {
+    /// The query parameter at fault.
     pub field: &'static str,
+    /// What is wrong with it.
     pub reason: String,
 }
 
@@ -29,11 +31,14 @@ fn refuse<T>(field: &'static str, reason: impl Into<String>) -> Result<T, RangeE
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum IntervalKind {
+    /// One day, from midnight in the range's offset.
     Day,
+    /// Seven days, from midnight in the range's offset.
     Week,
 }
 
 impl IntervalKind {
+    /// How long one interval of this kind is.
     pub fn length(self) -> Duration {
         match self {
             Self::Day => Duration::DAY,

@@ -5,6 +5,7 @@
 
 use time::OffsetDateTime;
 
+/// Minutes in an hour: the bits of an hour's minute mask.
 pub const MINUTES_PER_HOUR: u32 = 60;
 /// Every minute of an hour.
 pub const FULL_HOUR: u64 = (1 << MINUTES_PER_HOUR) - 1;
@@ -15,8 +16,11 @@ const NANOS_PER_MINUTE: i128 = 60_000_000_000;
 /// sessions and requests of the sessions that started in that hour.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub struct HourUsage {
+    /// Bit m set when minute m of the hour is covered.
     pub minutes: u64,
+    /// Sessions that started in the hour.
     pub sessions: u64,
+    /// Requests of the sessions that started in the hour.
     pub requests: u64,
 }
 

@@ -86,6 +86,7 @@ impl Intervals {
         ])
     }
 
+    /// The interval bounds, in order: interval i is `[bounds[i], bounds[i + 1])`.
     pub fn bounds(&self) -> &[OffsetDateTime] {
         &self.bounds
     }
@@ -108,6 +109,7 @@ impl Intervals {
         }
     }
 
+    /// Each interval as a range, in order.
     pub fn iter(&self) -> impl Iterator<Item = TimeRange> + '_ {
         self.bounds.windows(2).map(|w| TimeRange { from: w[0], to: w[1] })
     }
@@ -126,16 +128,23 @@ impl Intervals {
 pub struct UsageFigures {
     /// 60 × distinct (user, minute) pairs covered.
     pub usage_seconds: u64,
+    /// Real sessions (a rolled-up row counts all it stands for), counted in
+    /// the interval that holds their session's start hour.
     pub sessions: u64,
+    /// Requests, counted like sessions.
     pub requests: u64,
+    /// Distinct users with any usage.
     pub unique_users: u64,
 }
 
 /// One app's figures over the whole range and per interval.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct AppUsageSeries {
+    /// How the app was reached.
     pub access_method: AccessMethod,
+    /// The app's slug, or its port.
     pub slug_or_port: String,
+    /// The figures over the whole range.
     pub total: UsageFigures,
     /// One entry per interval, in order; intervals without usage are zero.
     pub intervals: Vec<UsageFigures>,
@@ -144,17 +153,22 @@ pub struct AppUsageSeries {
 /// Distinct users with any usage, over the range and per interval.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
 pub struct ActiveUsers {
+    /// Distinct users over the whole range.
     pub total: u64,
+    /// Distinct users per interval, in order, zeros included.
     pub intervals: Vec<u64>,
 }
 
 /// One user's activity over a range, over all apps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct UserActivity {
+    /// The user.
     pub user_id: Uuid,
     /// 60 × distinct minutes covered by any of the user's sessions.
     pub usage_seconds: u64,
+    /// The user's real sessions, over all apps.
     pub sessions: u64,
+    /// The user's requests, over all apps.
     pub requests: u64,
 }
 
@@ -187,8 +201,11 @@ impl Default for RetentionPolicy {
 pub struct PurgeOutcome {
     /// Another replica held the rollup; nothing was done.
     pub skipped: bool,
+    /// Raw app stat rows deleted.
     pub app_stats_rows: u64,
+    /// Rollup rows deleted.
     pub usage_rows: u64,
+    /// Published snapshots deleted.
     pub snapshots: u64,
 }
 

@@ -69,10 +69,15 @@ pub fn merge(stored: &mut HourUsage, contribution: &HourUsage, is_start_hour: bo
 /// One stored rollup row, as the read side sees it.
 #[derive(Debug, Clone, Copy)]
 pub struct RollupRef<'a> {
+    /// The user.
     pub user_id: Uuid,
+    /// How the app was reached.
     pub access_method: AccessMethod,
+    /// The app's slug, or its port.
     pub slug_or_port: &'a str,
+    /// The UTC hour, as hours since the Unix epoch.
     pub hour: i64,
+    /// The hour's minutes, sessions and requests.
     pub usage: HourUsage,
 }
 
@@ -305,6 +310,7 @@ impl HourlyRollup {
         self.frozen_before = Some(self.frozen_before.map_or(hour, |f| f.max(hour)));
     }
 
+    /// The hour before which rollup rows are final (their raw rows purged), if any.
     pub fn frozen_before(&self) -> Option<i64> {
         self.frozen_before
     }
@@ -326,6 +332,7 @@ impl HourlyRollup {
         self.hours.values().map(HashMap::len).sum()
     }
 
+    /// No rollup rows at all.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
