@@ -1,6 +1,5 @@
-//! The rollup rule written plainly (in words: docs/rules.md#rollup). A
-//! change to the rule is made here, and in that page, first; property tests then hold the engine ([`super::Rollup`]) to the
-//! same rows and the same memory accounting.
+//! The rollup rule written plainly (in words: docs/rules.md#rollup). A rule changes here first;
+//! property tests then hold the engine ([`super::Rollup`]) to the same rows and memory accounting.
 //!
 //! Sessions live in groups keyed by their start truncated to the window,
 //! user, workspace, agent, access method and slug or port. A later report of
