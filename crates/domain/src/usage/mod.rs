@@ -6,7 +6,7 @@
 //!   week intervals (pure arithmetic, no clock);
 //! - [`rollup`]: what the rows of one start hour contribute to the hourly
 //!   usage rollup, and the figures read back from rollup rows;
-//! - [`reference`]: the same figures computed straight from stored rows by
+//! - [`reference`](mod@reference): the same figures computed straight from stored rows by
 //!   plain code, the oracle the stores are tested against.
 
 pub mod export;
