@@ -117,7 +117,10 @@ fn a_bad_value_is_refused_naming_the_key_even_when_a_flag_overrides_it() {
         ("batch_size = \"lots\"", "batch_size: invalid value \"lots\""),
         ("listen = \"nowhere\"", "listen: invalid value \"nowhere\""),
         ("replica_id = \"not-a-uuid\"", "replica_id: invalid value"),
-        ("body_limit = \"8 parsecs\"", "unknown size unit"),
+        (
+            "body_limit = \"8 parsecs\"",
+            "body_limit: invalid value \"8 parsecs\"",
+        ),
         (
             "log_json = \"yes\"",
             "log_json: invalid value \"yes\": expected true or false",
