@@ -183,6 +183,9 @@ def map_case(context, case):
         f, t = _parse(q.get("start_time")), _parse(q.get("end_time"))
         if f and t and f.tzinfo and t.tzinfo and not f < t:
             q["end_time"] = (f.astimezone(timezone.utc) + timedelta(seconds=1)).isoformat().replace("+00:00", "Z")
+        elif f and t and f.tzinfo and t.tzinfo and t - f > timedelta(days=31):
+            # One export covers at most 31 days.
+            q["end_time"] = (f.astimezone(timezone.utc) + timedelta(days=31)).isoformat().replace("+00:00", "Z")
     return case
 
 

@@ -377,6 +377,9 @@ pub struct ExportedRow {
     pub sessions: u64,
 }
 
+/// The longest range one export request may cover.
+pub const MAX_EXPORT_RANGE: time::Duration = time::Duration::days(31);
+
 /// Every stored app-stat row whose session started in the range, as NDJSON.
 ///
 /// One JSON object per line, by session start, then (user, agent,
@@ -391,7 +394,7 @@ pub struct ExportedRow {
         ("start_time" = OffsetDateTime, Query, description = "Start of the range (RFC 3339, any \
             time), at most 9999-12-31T23:59:59.999999Z in UTC.", example = "2026-11-25T00:00:00Z"),
         ("end_time" = OffsetDateTime, Query, description = "End of the range (RFC 3339), after \
-            `start_time`, at most 9999-12-31T23:59:59.999999Z in UTC.", example = "2026-11-26T00:00:00Z"),
+            `start_time` and at most 31 days after it, at most 9999-12-31T23:59:59.999999Z in UTC.", example = "2026-11-26T00:00:00Z"),
     ),
     security(("bearer" = []), ("coder_session_token" = [])),
     extensions(("x-tally-roles" = json!(["reader", "admin"]))),
@@ -415,6 +418,14 @@ pub async fn export_app_stats_ndjson(
     let from = time_param(&pairs, "start_time")?;
     let to = time_param(&pairs, "end_time")?;
     let range = TimeRange::new(from, to).map_err(|e| ApiError::bad_param("end_time", e))?;
+    // The export reads an hour per store call: a bounded range keeps one
+    // request's work bounded too; a warehouse loader pages by month.
+    if range.to - range.from > MAX_EXPORT_RANGE {
+        return Err(ApiError::bad_param(
+            "end_time",
+            format!("at most {} days after start_time", MAX_EXPORT_RANGE.whole_days()),
+        ));
+    }
     caller.require(Action::Read, Resource::WorkspaceAppStats)?;
     let store = Arc::new(Authorized::new(state.store.clone(), caller.0));
     // The first page (to the end of the first hour) is read before
