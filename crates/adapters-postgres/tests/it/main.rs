@@ -5,6 +5,8 @@ mod boundary;
 mod concurrency;
 mod insights;
 mod migrate;
+mod replicas;
+mod retention_writers;
 mod telemetry;
 mod tls;
 
