@@ -4,6 +4,7 @@ mod appstats;
 mod boundary;
 mod concurrency;
 mod insights;
+mod lock_order;
 mod migrate;
 mod replicas;
 mod retention_writers;

@@ -22,13 +22,13 @@ use uuid::Uuid;
 use super::{T0, fixture};
 
 const REPLICAS: usize = 3;
-const ROUNDS: usize = 60;
+const ROUNDS: usize = 150;
 /// New sessions per round reported to two replicas at once.
-const SHARED: usize = 8;
+const SHARED: usize = 12;
 /// New sessions per round and replica that only it reports.
 const PRIVATE: usize = 6;
 /// Open sessions per round and replica taken over from another replica.
-const HANDOFFS: usize = 2;
+const HANDOFFS: usize = 4;
 /// Stale rows per round and replica sent again.
 const REPLAYS: usize = 3;
 /// Rounds a session stays open (rewritten each round by its replicas).

@@ -15,7 +15,7 @@ use uuid::Uuid;
 use super::{T0, fixture};
 
 const WRITERS: usize = 2;
-const ROUNDS: u64 = 40;
+const ROUNDS: u64 = 80;
 const SESSIONS: usize = 300;
 
 /// "deadlock" if `e` is one, else a panic naming `what`.
