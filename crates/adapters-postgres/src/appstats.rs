@@ -246,14 +246,15 @@ impl PgStore {
     /// Lock order, so that concurrent writers (other replicas, retention)
     /// cannot deadlock: every wait that can last happens in one global
     /// order, rows by key, then workspaces by id. Each part alone is in key
-    /// order, but not one after the other: with the COPY first, replica A
-    /// COPYing a new row k2 and then upserting its own k1 (k1 < k2) waits
-    /// for B, whose all-upsert redo of the same call already updated k1
-    /// and now waits, in its unique check, for A's uncommitted k2. So a
-    /// mixed write upserts first, touches the workspaces, and COPYs last
-    /// with a lock timeout: a COPY that would wait for another writer's row
-    /// fails at once, and the call is redone as upserts, as for a row that
-    /// exists. A write of one kind only holds key order by itself.
+    /// order, but not one after the other. The cycle of COPY first: replica
+    /// A COPYs a new row k2, then upserting its own k1 (k1 < k2) waits for
+    /// B, whose key-ordered upserts (its redo of a COPY that hit an
+    /// existing row) took k1 and wait, in the conflict check, for A's
+    /// uncommitted k2. So a mixed write upserts first, touches the
+    /// workspaces, and COPYs last under a lock timeout: a COPY that would
+    /// wait for another writer's row fails at once, and the call is redone
+    /// as upserts, as for a row that exists. A write of one kind is in key
+    /// order as it is.
     async fn write_once(
         &self,
         p: &Prepared<'_>,
