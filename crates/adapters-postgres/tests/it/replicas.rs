@@ -86,7 +86,9 @@ impl Plan {
             for to in 0..REPLICAS {
                 for _ in 0..HANDOFFS {
                     let from = (to + rng.random_range(1..REPLICAS)) % REPLICAS;
-                    let Some(&s) = open[from].choose(&mut rng) else { continue };
+                    let Some(&s) = open[from].choose(&mut rng) else {
+                        continue;
+                    };
                     open[from].retain(|&x| x != s);
                     if !open[to].contains(&s) {
                         open[to].push(s);

@@ -92,5 +92,9 @@ async fn retention_and_writers_of_the_same_old_rows_never_deadlock() {
     for w in writers {
         deadlocks.extend(w.await.unwrap());
     }
-    assert!(deadlocks.is_empty(), "{} deadlocks: {deadlocks:#?}", deadlocks.len());
+    assert!(
+        deadlocks.is_empty(),
+        "{} deadlocks: {deadlocks:#?}",
+        deadlocks.len()
+    );
 }
