@@ -12,6 +12,7 @@ use tally_domain::authz::Authorized;
 use tally_domain::authz::{Action, Resource};
 use tally_domain::ports::{InsightsStore, TelemetryStore, TimeRange, UsageStore};
 use tally_domain::telemetry::Snapshot;
+use tally_domain::usage::interval::retained;
 use tally_domain::usage::{AppUsageSeries, Intervals};
 use time::format_description::well_known::Rfc3339;
 use time::{OffsetDateTime, UtcOffset};
@@ -30,7 +31,7 @@ pub const MAX_SNAPSHOT_LIMIT: usize = 1000;
 /// rather than ignored, so a typo (`limt=5`) is not silently answered with
 /// the defaults.
 pub(super) fn query_params(
-    raw: Option<String>,
+    raw: Option<&str>,
     known: &[&'static str],
 ) -> Result<Vec<(String, String)>, ApiError> {
     let pairs: Vec<(String, String)> = raw
@@ -60,6 +61,20 @@ pub(super) fn query_params(
 
 pub(super) fn query_param<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
     pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+}
+
+/// `limit`: a whole number from 1 to `max`, `default` when absent.
+pub(super) fn limit_param(pairs: &[(String, String)], default: usize, max: usize) -> Result<usize, ApiError> {
+    let Some(raw) = query_param(pairs, "limit") else {
+        return Ok(default);
+    };
+    match raw.parse::<usize>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        _ => Err(ApiError::bad_param(
+            "limit",
+            format!("limit must be a whole number from 1 to {max}, got {raw:?}"),
+        )),
+    }
 }
 
 /// An RFC 3339 time, in UTC; refused when UTC cannot represent it.
@@ -160,11 +175,22 @@ pub async fn app_insights(
     caller: Caller,
     RawQuery(query): RawQuery,
 ) -> Result<Json<AppInsights>, ApiError> {
-    let pairs = query_params(query, &["from", "to"])?;
+    let pairs = query_params(query.as_deref(), &["from", "to"])?;
     let from = time_param(&pairs, "from")?;
     let to = time_param(&pairs, "to")?;
     let range = TimeRange::new(from, to).map_err(|e| ApiError::bad_param("to", e))?;
-    let minutes = Intervals::covering(range).map_err(|e| ApiError::bad_param("to", e))?;
+    caller.require(Action::Read, Resource::WorkspaceAppStats)?;
+    // Older clients send any range (from year 1 to 9999 for "everything"):
+    // only the part the rollup keeps is read, so a read's work is bounded
+    // by the retention however wide the range.
+    let Some(kept) = retained(range, state.clock.now(), state.usage_retention) else {
+        return Ok(Json(AppInsights {
+            from,
+            to,
+            apps: Vec::new(),
+        }));
+    };
+    let minutes = Intervals::covering(kept).map_err(|e| ApiError::bad_param("to", e))?;
     let store = Authorized::new(state.store.clone(), caller.0);
     let apps = store
         .app_usage_by_interval(&minutes)
@@ -215,7 +241,7 @@ pub async fn last_used(
 ) -> Result<Json<LastUsed>, ApiError> {
     // axum's own rejection (a percent-encoded non-UTF-8 id) is plain text.
     let Path(id) = path.map_err(|e| ApiError::bad_param("workspace_id", e.body_text()))?;
-    query_params(query, &[])?;
+    query_params(query.as_deref(), &[])?;
     let workspace_id = Uuid::parse_str(&id)
         .map_err(|e| ApiError::bad_param("workspace_id", format!("invalid UUID {id:?}: {e}")))?;
     let store = Authorized::new(state.store.clone(), caller.0);
@@ -259,19 +285,8 @@ pub async fn snapshots(
     caller: Caller,
     RawQuery(query): RawQuery,
 ) -> Result<Json<Snapshots>, ApiError> {
-    let pairs = query_params(query, &["limit"])?;
-    let limit = match query_param(&pairs, "limit") {
-        None => DEFAULT_SNAPSHOT_LIMIT,
-        Some(raw) => match raw.parse::<usize>() {
-            Ok(n) if (1..=MAX_SNAPSHOT_LIMIT).contains(&n) => n,
-            _ => {
-                return Err(ApiError::bad_param(
-                    "limit",
-                    format!("limit must be a whole number from 1 to {MAX_SNAPSHOT_LIMIT}, got {raw:?}"),
-                ));
-            }
-        },
-    };
+    let pairs = query_params(query.as_deref(), &["limit"])?;
+    let limit = limit_param(&pairs, DEFAULT_SNAPSHOT_LIMIT, MAX_SNAPSHOT_LIMIT)?;
     let store = Authorized::new(state.store.clone(), caller.0);
     let snapshots = store.list_snapshots(limit).await?;
     Ok(Json(Snapshots { snapshots }))
