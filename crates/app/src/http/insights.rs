@@ -24,7 +24,7 @@ use self::params::{ActivityRead, IntervalParams, IntervalRead, LimitParams, Rang
 use super::AppState;
 use super::auth::Caller;
 use super::error::{ApiError, ErrorBody};
-use super::openapi::responses::{Forbidden, StoreFailed, StoreUnavailable, Unauthorized};
+use super::openapi::responses::StoreReadFailures;
 
 /// One app's figures over the range or an interval.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -99,10 +99,7 @@ const ACTIVITY_READ_REFUSED: &str = "`Invalid request parameters.`: the validati
     responses(
         (status = 200, description = "Usage by app, over the range and per interval.", body = AppUsageReport),
         (status = 400, description = INTERVAL_READ_REFUSED, body = ErrorBody),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
-        (status = 500, response = StoreFailed),
-        (status = 503, response = StoreUnavailable),
+        StoreReadFailures,
     ),
 )]
 pub async fn app_usage(
@@ -175,10 +172,7 @@ pub struct ActiveUsersReport {
     responses(
         (status = 200, description = "Active users over the range and per interval.", body = ActiveUsersReport),
         (status = 400, description = INTERVAL_READ_REFUSED, body = ErrorBody),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
-        (status = 500, response = StoreFailed),
-        (status = 503, response = StoreUnavailable),
+        StoreReadFailures,
     ),
 )]
 pub async fn active_users(
@@ -235,10 +229,7 @@ pub struct UserActivityReport {
     responses(
         (status = 200, description = "The most active users.", body = UserActivityReport),
         (status = 400, description = ACTIVITY_READ_REFUSED, body = ErrorBody),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
-        (status = 500, response = StoreFailed),
-        (status = 503, response = StoreUnavailable),
+        StoreReadFailures,
     ),
 )]
 pub async fn user_activity(

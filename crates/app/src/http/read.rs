@@ -21,7 +21,7 @@ use uuid::Uuid;
 use super::AppState;
 use super::auth::Caller;
 use super::error::{ApiError, ErrorBody};
-use super::openapi::responses::{Forbidden, StoreFailed, StoreUnavailable, Unauthorized};
+use super::openapi::responses::{Forbidden, StoreReadFailures, Unauthorized};
 use crate::ready::NotReady;
 
 pub const DEFAULT_SNAPSHOT_LIMIT: usize = 100;
@@ -78,7 +78,7 @@ pub(super) fn limit_param(pairs: &[(String, String)], default: usize, max: usize
 }
 
 /// An RFC 3339 time, in UTC; refused when UTC cannot represent it.
-pub(super) fn time_param(pairs: &[(String, String)], name: &str) -> Result<OffsetDateTime, ApiError> {
+fn time_param(pairs: &[(String, String)], name: &str) -> Result<OffsetDateTime, ApiError> {
     let raw =
         query_param(pairs, name).ok_or_else(|| ApiError::bad_param(name, "missing RFC 3339 timestamp"))?;
     let t = OffsetDateTime::parse(raw, &Rfc3339).map_err(|e| {
@@ -100,6 +100,19 @@ pub(super) fn time_param(pairs: &[(String, String)], name: &str) -> Result<Offse
                 format!("timestamp {raw:?} is after 9999-12-31T23:59:59.999999Z"),
             )
         })
+}
+
+/// A range of any two RFC 3339 times, the first before the second, from a
+/// query that names only them.
+pub(super) fn any_range(
+    query: Option<&str>,
+    from: &'static str,
+    to: &'static str,
+) -> Result<TimeRange, ApiError> {
+    let pairs = query_params(query, &[from, to])?;
+    let start = time_param(&pairs, from)?;
+    let end = time_param(&pairs, to)?;
+    TimeRange::new(start, end).map_err(|e| ApiError::bad_param(to, e))
 }
 
 /// One app over the range. The field names are the route's first ones;
@@ -145,9 +158,13 @@ pub struct AppInsights {
 /// Usage of each app over a time range, from the usage rollup (as of its
 /// last tick).
 ///
-/// The range is widened to the whole minutes it touches. Usage time is 60 s
-/// for each distinct (user, minute) inside it; sessions and requests count
-/// when the UTC hour their session started in begins inside it.
+/// Any range is taken, and only the part of it the rollup keeps is read:
+/// from the usage horizon (now minus `--retention-usage`, truncated to the
+/// UTC hour) to the end of the current hour; a range wholly outside it
+/// answers no apps. That part is widened to the whole minutes it touches.
+/// Usage time is 60 s for each distinct (user, minute) inside it; sessions
+/// and requests count when the UTC hour their session started in begins
+/// inside it. `from` and `to` are echoed as given.
 #[utoipa::path(
     get,
     path = super::APP_INSIGHTS_PATH,
@@ -164,10 +181,7 @@ pub struct AppInsights {
         (status = 200, description = "Usage by app.", body = AppInsights),
         (status = 400, description = "`Invalid request parameters.`: the validation names the \
             parameter (`from`, `to`, an unknown one).", body = ErrorBody),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
-        (status = 500, response = StoreFailed),
-        (status = 503, response = StoreUnavailable),
+        StoreReadFailures,
     ),
 )]
 pub async fn app_insights(
@@ -175,10 +189,8 @@ pub async fn app_insights(
     caller: Caller,
     RawQuery(query): RawQuery,
 ) -> Result<Json<AppInsights>, ApiError> {
-    let pairs = query_params(query.as_deref(), &["from", "to"])?;
-    let from = time_param(&pairs, "from")?;
-    let to = time_param(&pairs, "to")?;
-    let range = TimeRange::new(from, to).map_err(|e| ApiError::bad_param("to", e))?;
+    let range = any_range(query.as_deref(), "from", "to")?;
+    let (from, to) = (range.from, range.to);
     caller.require(Action::Read, Resource::WorkspaceAppStats)?;
     // Older clients send any range (from year 1 to 9999 for "everything"):
     // only the part the rollup keeps is read, so a read's work is bounded
@@ -227,10 +239,7 @@ pub struct LastUsed {
         (status = 200, description = "Its last-used time, `null` if never used.", body = LastUsed),
         (status = 400, description = "`Invalid request parameters.`: `workspace_id` is not a \
             UUID, or a query parameter was given.", body = ErrorBody),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
-        (status = 500, response = StoreFailed),
-        (status = 503, response = StoreUnavailable),
+        StoreReadFailures,
     ),
 )]
 pub async fn last_used(
@@ -274,10 +283,7 @@ pub struct Snapshots {
         (status = 200, description = "The snapshots.", body = Snapshots),
         (status = 400, description = "`Invalid request parameters.`: `limit` is not a whole \
             number from 1 to 1000, or an unknown parameter was given.", body = ErrorBody),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
-        (status = 500, response = StoreFailed),
-        (status = 503, response = StoreUnavailable),
+        StoreReadFailures,
     ),
 )]
 pub async fn snapshots(

@@ -11,7 +11,7 @@ use futures::{StreamExt, TryStreamExt, stream};
 use serde::Serialize;
 use tally_domain::appstats::StatsReport;
 use tally_domain::authz::{Action, Authorized, Resource};
-use tally_domain::ports::TimeRange;
+use tally_domain::ports::{TimeRange, UsageStore};
 use tally_domain::usage::export::export_app_stats;
 use tally_domain::usage::minutes::{hour_of, hour_start};
 use tally_domain::usage::row_sessions;
@@ -19,8 +19,8 @@ use tally_domain::usage::row_sessions;
 use super::super::AppState;
 use super::super::auth::Caller;
 use super::super::error::{ApiError, ErrorBody};
-use super::super::openapi::responses::{Forbidden, StoreFailed, StoreUnavailable, Unauthorized};
-use super::super::read::{query_params, time_param};
+use super::super::openapi::responses::StoreReadFailures;
+use super::super::read::any_range;
 
 pub const NDJSON: &str = "application/x-ndjson";
 
@@ -60,10 +60,7 @@ pub const MAX_EXPORT_RANGE: time::Duration = time::Duration::days(31);
             content_type = "application/x-ndjson"),
         (status = 400, description = "`Invalid request parameters.`: the validation names the \
             parameter (`start_time`, `end_time`, an unknown one).", body = ErrorBody),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
-        (status = 500, response = StoreFailed),
-        (status = 503, response = StoreUnavailable),
+        StoreReadFailures,
     ),
 )]
 pub async fn export_app_stats_ndjson(
@@ -71,10 +68,7 @@ pub async fn export_app_stats_ndjson(
     caller: Caller,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
-    let pairs = query_params(query.as_deref(), &["start_time", "end_time"])?;
-    let from = time_param(&pairs, "start_time")?;
-    let to = time_param(&pairs, "end_time")?;
-    let range = TimeRange::new(from, to).map_err(|e| ApiError::bad_param("end_time", e))?;
+    let range = any_range(query.as_deref(), "start_time", "end_time")?;
     // The export reads an hour per store call: a bounded range keeps one
     // request's work bounded too; a warehouse loader pages by month.
     if range.to - range.from > MAX_EXPORT_RANGE {

@@ -62,6 +62,19 @@ impl RangeParams {
         })
     }
 
+    /// The prologue of every range read: the query may name the range and
+    /// `other` only; the range is checked at the state's clock and bounded
+    /// by its usage retention. Returns the query's pairs for `other`.
+    fn with(
+        parts: &Parts,
+        state: &AppState,
+        other: &'static str,
+    ) -> Result<(Self, Vec<(String, String)>), ApiError> {
+        let pairs = query_params(parts.uri.query(), &["start_time", "end_time", other])?;
+        let range = Self::parse(&pairs, state.clock.now(), state.usage_retention)?;
+        Ok((range, pairs))
+    }
+
     pub fn range(&self) -> TimeRange {
         TimeRange {
             from: self.start_time,
@@ -102,8 +115,7 @@ impl FromRequestParts<AppState> for IntervalRead {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let pairs = query_params(parts.uri.query(), &["start_time", "end_time", "interval"])?;
-        let range = RangeParams::parse(&pairs, state.clock.now(), state.usage_retention)?;
+        let (range, pairs) = RangeParams::with(parts, state, "interval")?;
         // Absent or empty: totals only, as Coder.
         let interval = match query_param(&pairs, "interval") {
             None | Some("") => None,
@@ -132,8 +144,7 @@ impl FromRequestParts<AppState> for ActivityRead {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let pairs = query_params(parts.uri.query(), &["start_time", "end_time", "limit"])?;
-        let range = RangeParams::parse(&pairs, state.clock.now(), state.usage_retention)?;
+        let (range, pairs) = RangeParams::with(parts, state, "limit")?;
         let limit = limit_param(&pairs, DEFAULT_USER_LIMIT, MAX_USER_LIMIT)?;
         Ok(Self { range, limit })
     }

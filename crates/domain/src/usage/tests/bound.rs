@@ -47,7 +47,7 @@ fn a_range_may_be_the_retention_plus_a_day_long() {
     assert_eq!(e.field, "start_time");
 
     // A short retention is said in the unit it was given in.
-    let e = check_length(range(end - Duration::days(2), end), Duration::hours(36)).unwrap_err();
+    let e = check_length(range(end - Duration::days(3), end), Duration::hours(36)).unwrap_err();
     assert!(e.reason.contains("60 hours") && e.reason.contains("36 hours"), "{}", e.reason);
     // A retention too large to add a day to bounds nothing.
     check_length(range(datetime!(0001-01-02 00:00 UTC), end), Duration::MAX).unwrap();
