@@ -163,7 +163,8 @@ fn range_read_cases(now: OffsetDateTime) -> Vec<Case> {
             (format!("start_time=2026-11-02T00:00:00-12:00&end_time=2026-11-03T00:30:00-12:00"), "end_time", ":00:00"),
             // Malformed times.
             (format!("start_time=2026-11-02T00:00:00&end_time={end}"), "start_time", "RFC 3339"),
-            (format!("start_time=2026-11-02 00:00:00Z&end_time={end}"), "start_time", "RFC 3339"),
+            // An unescaped + of an offset arrives as a space.
+            (format!("start_time=2026-11-02T00:00:00+05:45&end_time={end}"), "start_time", "RFC 3339"),
             (format!("start_time=2026-11-02T24:00:00Z&end_time={end}"), "start_time", "RFC 3339"),
             (format!("start_time=2026-02-30T00:00:00Z&end_time={end}"), "start_time", "RFC 3339"),
             (format!("start_time=2026-11-02T00:00:00%2B24:00&end_time={end}"), "start_time", "RFC 3339"),
