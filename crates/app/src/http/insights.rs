@@ -255,4 +255,3 @@ pub async fn user_activity(
         users,
     }))
 }
-

@@ -259,7 +259,10 @@ async fn a_range_longer_than_the_retention_plus_a_day_is_refused_naming_start_ti
     let last_year = "start_time=2025-11-25T00:00:00Z&end_time=2026-11-25T15:00:00Z";
     let (status, body) = call(
         &app,
-        get(&format!("/api/v2/insights/active-users?{last_year}&interval=day"), Some("rtok")),
+        get(
+            &format!("/api/v2/insights/active-users?{last_year}&interval=day"),
+            Some("rtok"),
+        ),
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -267,7 +270,10 @@ async fn a_range_longer_than_the_retention_plus_a_day_is_refused_naming_start_ti
     let longest = "start_time=2025-11-24T00:00:00Z&end_time=2026-11-25T00:00:00Z";
     let (status, body) = call(
         &app,
-        get(&format!("/api/v2/insights/active-users?{longest}&interval=day"), Some("rtok")),
+        get(
+            &format!("/api/v2/insights/active-users?{longest}&interval=day"),
+            Some("rtok"),
+        ),
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{body}");

@@ -20,14 +20,23 @@ const USER_ACTIVITY: &str = "/api/v2/insights/user-activity";
 fn last_days(offset: UtcOffset, days: i64) -> (OffsetDateTime, OffsetDateTime) {
     let now = OffsetDateTime::now_utc();
     let local = now.to_offset(offset);
-    let start = (local.date() - Duration::days(days)).midnight().assume_offset(offset);
+    let start = (local.date() - Duration::days(days))
+        .midnight()
+        .assume_offset(offset);
     let hour_end = now.replace_time(Time::from_hms(now.hour(), 0, 0).unwrap()) + Duration::HOUR;
     let latest = hour_end.to_offset(offset);
-    (start, latest.replace_time(Time::from_hms(latest.hour(), 0, 0).unwrap()))
+    (
+        start,
+        latest.replace_time(Time::from_hms(latest.hour(), 0, 0).unwrap()),
+    )
 }
 
 fn range(path: &str, (start, end): (OffsetDateTime, OffsetDateTime), extra: &str) -> String {
-    format!("{path}?start_time={}&end_time={}{extra}", url_time(start), url_time(end))
+    format!(
+        "{path}?start_time={}&end_time={}{extra}",
+        url_time(start),
+        url_time(end)
+    )
 }
 
 fn apps(body: &Value) -> BTreeSet<(String, String, u64)> {
@@ -37,7 +46,11 @@ fn apps(body: &Value) -> BTreeSet<(String, String, u64)> {
         .iter()
         .map(|a| {
             let s = |k: &str| a[k].as_str().unwrap().to_owned();
-            (s("access_method"), s("slug_or_port"), a["requests"].as_u64().unwrap())
+            (
+                s("access_method"),
+                s("slug_or_port"),
+                a["requests"].as_u64().unwrap(),
+            )
         })
         .collect()
 }
@@ -77,14 +90,22 @@ pub async fn run(target: &Target, want: &BTreeSet<(String, String, u64)>) {
     for (days, weeks) in [(6, 1), (7, 1), (13, 2), (14, 2), (364, 52)] {
         let r = (midnight - Duration::days(days), midnight);
         let body = get(target, &range(APP_USAGE, r, "&interval=week")).await;
-        assert_eq!(body["intervals"].as_array().unwrap().len(), weeks, "{days} days: {body}");
+        assert_eq!(
+            body["intervals"].as_array().unwrap().len(),
+            weeks,
+            "{days} days: {body}"
+        );
     }
 
     // The first route: its widest range reads what the rollup keeps, so it
     // answers what the retained window does; wholly outside it, nothing.
     let now = OffsetDateTime::now_utc();
     let hour = now.replace_time(Time::from_hms(now.hour(), 0, 0).unwrap());
-    let widest = get(target, "/api/v2/insights/apps?from=0000-01-01T00:00:00Z&to=9999-12-31T23:59:59.999999Z").await;
+    let widest = get(
+        target,
+        "/api/v2/insights/apps?from=0000-01-01T00:00:00Z&to=9999-12-31T23:59:59.999999Z",
+    )
+    .await;
     assert_eq!(&apps(&widest), want, "{widest}");
     assert_eq!(widest["from"], "0000-01-01T00:00:00Z");
     let kept = format!(

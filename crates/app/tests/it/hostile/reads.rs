@@ -142,11 +142,31 @@ fn range_read_cases(now: OffsetDateTime) -> Vec<Case> {
     for path in RANGE_READS {
         let mut table: Vec<(String, &str, &str)> = vec![
             // Longer than the retention plus a day.
-            (format!("start_time={}&end_time={end}", days(367)), "start_time", "366 days"),
-            (format!("start_time={}&end_time={end}", days(3650)), "start_time", "retention"),
-            (format!("start_time=0001-01-02T00:00:00Z&end_time={end}"), "start_time", "366 days"),
-            (format!("start_time=0000-01-01T00:00:00Z&end_time={end}"), "start_time", "366 days"),
-            (format!("start_time=0001-01-01T00:00:00Z&end_time={end}"), "start_time", "zero"),
+            (
+                format!("start_time={}&end_time={end}", days(367)),
+                "start_time",
+                "366 days",
+            ),
+            (
+                format!("start_time={}&end_time={end}", days(3650)),
+                "start_time",
+                "retention",
+            ),
+            (
+                format!("start_time=0001-01-02T00:00:00Z&end_time={end}"),
+                "start_time",
+                "366 days",
+            ),
+            (
+                format!("start_time=0000-01-01T00:00:00Z&end_time={end}"),
+                "start_time",
+                "366 days",
+            ),
+            (
+                format!("start_time=0001-01-01T00:00:00Z&end_time={end}"),
+                "start_time",
+                "zero",
+            ),
             (
                 format!("start_time={week_ago}&end_time=9999-12-31T00:00:00Z"),
                 "end_time",
@@ -158,19 +178,59 @@ fn range_read_cases(now: OffsetDateTime) -> Vec<Case> {
                 "future",
             ),
             // Offsets at the ends of the range, and one of 45 minutes, off midnight.
-            (format!("start_time=2026-11-02T01:00:00%2B14:00&end_time={end}"), "start_time", "00:00:00"),
-            (format!("start_time=2026-11-02T00:45:00%2B05:45&end_time={end}"), "start_time", "00:00:00"),
-            (format!("start_time=2026-11-02T00:00:00-12:00&end_time=2026-11-03T00:30:00-12:00"), "end_time", ":00:00"),
+            (
+                format!("start_time=2026-11-02T01:00:00%2B14:00&end_time={end}"),
+                "start_time",
+                "00:00:00",
+            ),
+            (
+                format!("start_time=2026-11-02T00:45:00%2B05:45&end_time={end}"),
+                "start_time",
+                "00:00:00",
+            ),
+            (
+                format!("start_time=2026-11-02T00:00:00-12:00&end_time=2026-11-03T00:30:00-12:00"),
+                "end_time",
+                ":00:00",
+            ),
             // Malformed times.
-            (format!("start_time=2026-11-02T00:00:00&end_time={end}"), "start_time", "RFC 3339"),
+            (
+                format!("start_time=2026-11-02T00:00:00&end_time={end}"),
+                "start_time",
+                "RFC 3339",
+            ),
             // An unescaped + of an offset arrives as a space.
-            (format!("start_time=2026-11-02T00:00:00+05:45&end_time={end}"), "start_time", "RFC 3339"),
-            (format!("start_time=2026-11-02T24:00:00Z&end_time={end}"), "start_time", "RFC 3339"),
-            (format!("start_time=2026-02-30T00:00:00Z&end_time={end}"), "start_time", "RFC 3339"),
-            (format!("start_time=2026-11-02T00:00:00%2B24:00&end_time={end}"), "start_time", "RFC 3339"),
-            (format!("start_time=2026-11-01T23:59:60Z&end_time={end}"), "start_time", "second"),
+            (
+                format!("start_time=2026-11-02T00:00:00+05:45&end_time={end}"),
+                "start_time",
+                "RFC 3339",
+            ),
+            (
+                format!("start_time=2026-11-02T24:00:00Z&end_time={end}"),
+                "start_time",
+                "RFC 3339",
+            ),
+            (
+                format!("start_time=2026-02-30T00:00:00Z&end_time={end}"),
+                "start_time",
+                "RFC 3339",
+            ),
+            (
+                format!("start_time=2026-11-02T00:00:00%2B24:00&end_time={end}"),
+                "start_time",
+                "RFC 3339",
+            ),
+            (
+                format!("start_time=2026-11-01T23:59:60Z&end_time={end}"),
+                "start_time",
+                "second",
+            ),
             (format!("start_time=%FF&end_time={end}"), "start_time", "RFC 3339"),
-            (format!("start_time=1764028800&end_time={end}"), "start_time", "RFC 3339"),
+            (
+                format!("start_time=1764028800&end_time={end}"),
+                "start_time",
+                "RFC 3339",
+            ),
             (format!("start_time={week_ago}&end_time="), "end_time", "RFC 3339"),
         ];
         if path.ends_with("user-activity") {
@@ -185,17 +245,37 @@ fn range_read_cases(now: OffsetDateTime) -> Vec<Case> {
                 "5.0",
                 "%FF",
             ] {
-                table.push((format!("start_time={week_ago}&end_time={end}&limit={limit}"), "limit", "1 to 1000"));
+                table.push((
+                    format!("start_time={week_ago}&end_time={end}&limit={limit}"),
+                    "limit",
+                    "1 to 1000",
+                ));
             }
-            table.push((format!("start_time={week_ago}&end_time={end}&interval=day"), "interval", "interval"));
+            table.push((
+                format!("start_time={week_ago}&end_time={end}&interval=day"),
+                "interval",
+                "interval",
+            ));
         } else {
             // Week intervals over ranges whose last week is short.
             for n in [1, 2, 5, 8, 12] {
                 let start = days(n);
-                table.push((format!("start_time={start}&end_time={end}&interval=week"), "interval", "6 days"));
+                table.push((
+                    format!("start_time={start}&end_time={end}&interval=week"),
+                    "interval",
+                    "6 days",
+                ));
             }
-            table.push((format!("start_time={week_ago}&end_time={end}&interval=Day"), "interval", "day week"));
-            table.push((format!("start_time={week_ago}&end_time={end}&limit=5"), "limit", "limit"));
+            table.push((
+                format!("start_time={week_ago}&end_time={end}&interval=Day"),
+                "interval",
+                "day week",
+            ));
+            table.push((
+                format!("start_time={week_ago}&end_time={end}&limit=5"),
+                "limit",
+                "limit",
+            ));
         }
         for (query, field, words) in table {
             let case = get(&format!("{path} ?{query}"), format!("{path}?{query}"), field);

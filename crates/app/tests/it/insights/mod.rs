@@ -318,7 +318,12 @@ async fn active_users_list_every_interval(server: &Server, f: &Fleet) {
     assert_eq!(body["active_users"], 3, "{body}");
     let per_day = body["intervals"].as_array().unwrap();
     assert_eq!(per_day.len(), 366);
-    assert_eq!(per_day[366 - 14]["active_users"], 2, "day 0: {}", per_day[366 - 14]);
+    assert_eq!(
+        per_day[366 - 14]["active_users"],
+        2,
+        "day 0: {}",
+        per_day[366 - 14]
+    );
     let body = ok(server, &range_query(USER_ACTIVITY, year, f.today, "")).await;
     assert_eq!(body["users"].as_array().unwrap().len(), 3, "{body}");
 }

@@ -5,11 +5,9 @@ use proptest::prelude::*;
 use time::macros::datetime;
 use time::{Duration, OffsetDateTime, Time, UtcOffset};
 
-use super::super::interval::{
-    check_length, check_range, intervals, max_range, retained, usage_horizon,
-};
-use super::super::minutes::{hour_of, hour_start};
 use super::super::IntervalKind;
+use super::super::interval::{check_length, check_range, intervals, max_range, retained, usage_horizon};
+use super::super::minutes::{hour_of, hour_start};
 use crate::ports::TimeRange;
 
 const NOW: OffsetDateTime = datetime!(2026-11-25 14:20:05 UTC);
@@ -25,7 +23,9 @@ fn range(from: OffsetDateTime, to: OffsetDateTime) -> TimeRange {
 /// offset such as +05:45).
 fn last_days(now: OffsetDateTime, offset: UtcOffset, days: i64) -> (OffsetDateTime, OffsetDateTime) {
     let local = now.to_offset(offset);
-    let start = (local.date() - Duration::days(days)).midnight().assume_offset(offset);
+    let start = (local.date() - Duration::days(days))
+        .midnight()
+        .assume_offset(offset);
     let latest = (hour_start(hour_of(now)) + Duration::HOUR).to_offset(offset);
     let end = latest.replace_time(Time::from_hms(latest.hour(), 0, 0).unwrap());
     (start, end)
@@ -48,7 +48,11 @@ fn a_range_may_be_the_retention_plus_a_day_long() {
 
     // A short retention is said in the unit it was given in.
     let e = check_length(range(end - Duration::days(3), end), Duration::hours(36)).unwrap_err();
-    assert!(e.reason.contains("60 hours") && e.reason.contains("36 hours"), "{}", e.reason);
+    assert!(
+        e.reason.contains("60 hours") && e.reason.contains("36 hours"),
+        "{}",
+        e.reason
+    );
     // A retention too large to add a day to bounds nothing.
     check_length(range(datetime!(0001-01-02 00:00 UTC), end), Duration::MAX).unwrap();
 }
