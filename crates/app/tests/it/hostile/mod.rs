@@ -9,7 +9,10 @@
 //! the message. After each case `/metrics` shows nothing more collected,
 //! dropped or tracked, and `/healthz` answers. At the end the read endpoints
 //! show exactly what the valid edge cases sent: empty lists store nothing,
-//! Go's `null`s are taken, unknown fields are ignored.
+//! Go's `null`s are taken, unknown fields are ignored; and the insights
+//! reads take their valid edges (`read_edges`): the longest range, every
+//! offset, the shortest week ranges, and the first route's widest range,
+//! read as the part the rollup keeps.
 
 mod app_stats;
 mod boundary;
