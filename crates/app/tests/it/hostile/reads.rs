@@ -173,7 +173,7 @@ fn range_read_cases(now: OffsetDateTime) -> Vec<Case> {
                 "future",
             ),
             (
-                format!("start_time=9999-12-30T00:00:00Z&end_time=9999-12-31T00:00:00Z"),
+                "start_time=9999-12-30T00:00:00Z&end_time=9999-12-31T00:00:00Z".to_owned(),
                 "start_time",
                 "future",
             ),
@@ -189,7 +189,7 @@ fn range_read_cases(now: OffsetDateTime) -> Vec<Case> {
                 "00:00:00",
             ),
             (
-                format!("start_time=2026-11-02T00:00:00-12:00&end_time=2026-11-03T00:30:00-12:00"),
+                "start_time=2026-11-02T00:00:00-12:00&end_time=2026-11-03T00:30:00-12:00".to_owned(),
                 "end_time",
                 ":00:00",
             ),
