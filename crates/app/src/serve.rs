@@ -41,6 +41,11 @@ pub fn collector_units(max_memory: u64) -> usize {
     usize::try_from(max_memory / BYTES_PER_UNIT).unwrap_or(usize::MAX)
 }
 
+/// Bytes that `units` of the collector's accounting stand for.
+pub fn units_to_bytes(units: usize) -> u64 {
+    (units as u64).saturating_mul(BYTES_PER_UNIT)
+}
+
 pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     crate::logging::init_tracing(args.log_json);
     run_with(args, None, |_| {}).await
