@@ -78,6 +78,13 @@ pub struct CapacityArgs {
     /// The tally binary to measure (default: build target/release/tally).
     #[arg(long)]
     binary: Option<PathBuf>,
+    /// The null server to measure beside it (default: build
+    /// target/release/examples/null_server).
+    #[arg(long)]
+    null_binary: Option<PathBuf>,
+    /// Skip the null server (its columns read 0): for runs about memory.
+    #[arg(long)]
+    no_null: bool,
     /// Extra argument for `tally serve` (repeat for several); the figures
     /// are only "at default settings" without any.
     #[arg(long = "server-arg", allow_hyphen_values = true)]
@@ -128,13 +135,17 @@ pub fn run(args: CapacityArgs) -> anyhow::Result<()> {
             target.join("release").join("tally")
         }
     };
-    crate::cargo(&["build", "--release", "-p", "tally", "--example", "null_server"])?;
+    let null_built = match &args.null_binary {
+        Some(b) => b.clone(),
+        None if args.no_null => binary.clone(),
+        None => {
+            crate::cargo(&["build", "--release", "-p", "tally", "--example", "null_server"])?;
+            target.join("release").join("examples").join("null_server")
+        }
+    };
     // A copy, so that a build during the run cannot change what is measured.
     let null_binary = std::env::temp_dir().join(format!("tally-null-server-{}", std::process::id()));
-    std::fs::copy(
-        target.join("release").join("examples").join("null_server"),
-        &null_binary,
-    )?;
+    std::fs::copy(&null_built, &null_binary)?;
     let script = std::env::temp_dir().join(format!("tally-capacity-{}.lua", std::process::id()));
     std::fs::write(&script, SCRIPT)?;
 
@@ -224,28 +235,25 @@ pub fn run(args: CapacityArgs) -> anyhow::Result<()> {
         probe::write_csv(path, &samples)?;
     }
 
-    let mut cmd = Command::new(&null_binary);
-    cmd.arg("127.0.0.1:0");
-    let mut null = Server::spawn(cmd, &null_binary)?;
-    let null_app = wrk(
-        &args,
-        &script,
-        &null.addr,
-        "app-stats",
-        PROXY_TOKEN,
-        args.short_seconds,
-        0,
-    )?;
-    let null_boundary = wrk(
-        &args,
-        &script,
-        &null.addr,
-        "boundary-logs",
-        AGENT_TOKEN,
-        args.short_seconds,
-        0,
-    )?;
-    null.stop()?;
+    let (null_app, null_boundary) = if args.no_null {
+        (Wrk::default(), Wrk::default())
+    } else {
+        let mut cmd = Command::new(&null_binary);
+        cmd.arg("127.0.0.1:0");
+        let mut null = Server::spawn(cmd, &null_binary)?;
+        let app = wrk(&args, &script, &null.addr, "app-stats", PROXY_TOKEN, args.short_seconds, 0)?;
+        let boundary = wrk(
+            &args,
+            &script,
+            &null.addr,
+            "boundary-logs",
+            AGENT_TOKEN,
+            args.short_seconds,
+            0,
+        )?;
+        null.stop()?;
+        (app, boundary)
+    };
     drop(db);
     drop(cluster);
     let _ = std::fs::remove_file(&script);
