@@ -32,8 +32,9 @@ use crate::server::Server;
 const PROXY_TOKEN: &str = "capacity-proxy";
 const AGENT_TOKEN: &str = "capacity-agent";
 const READER_TOKEN: &str = "capacity-reader";
-/// The accounting's bytes per unit (`tally::serve::BYTES_PER_UNIT`).
-const BYTES_PER_UNIT: u64 = 160;
+/// The accounting's bytes per unit (`tally::serve::BYTES_PER_UNIT`; 160
+/// before it was set from these runs' measurements).
+const BYTES_PER_UNIT: u64 = 224;
 const SCRIPT: &str = include_str!("capacity/ingest.lua");
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -272,6 +273,7 @@ pub fn run(args: CapacityArgs) -> anyhow::Result<()> {
         sustained.p99_us as f64 / 1000.0
     );
     let max = rss.iter().map(|s| s.1).max().unwrap_or(0);
+    // 0: the run was shorter.
     let at = |t: u64| rss.iter().find(|s| s.0 >= t).map_or(0, |s| s.1 / 1024);
     println!(
         "tally RSS (MiB) at 0 s {}, 30 s {}, 60 s {}, 120 s {}, 180 s {}, 240 s {}, end ({idle_from} s) {}; max {}; after the unpaced runs and 60 s idle {}",
