@@ -242,7 +242,15 @@ pub fn run(args: CapacityArgs) -> anyhow::Result<()> {
         let mut cmd = Command::new(&null_binary);
         cmd.arg("127.0.0.1:0");
         let mut null = Server::spawn(cmd, &null_binary)?;
-        let app = wrk(&args, &script, &null.addr, "app-stats", PROXY_TOKEN, args.short_seconds, 0)?;
+        let app = wrk(
+            &args,
+            &script,
+            &null.addr,
+            "app-stats",
+            PROXY_TOKEN,
+            args.short_seconds,
+            0,
+        )?;
         let boundary = wrk(
             &args,
             &script,

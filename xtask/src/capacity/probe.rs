@@ -76,7 +76,13 @@ pub fn scrape(addr: &str, token: &str) -> Option<(u64, u64)> {
     stream.read_to_string(&mut text).ok()?;
     let value = |name: &str| {
         text.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<f64>().ok())
+            .find_map(|l| {
+                l.strip_prefix(name)?
+                    .strip_prefix(' ')?
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+            })
             .map_or(0, |v| v as u64)
     };
     Some((
@@ -90,7 +96,10 @@ pub fn write_csv(path: &std::path::Path, samples: &[Sample]) -> std::io::Result<
         .iter()
         .map(|s| format!("{},{},{},{}\n", s.t, s.rss_kib, s.buffered_bytes, s.refused))
         .collect();
-    std::fs::write(path, format!("seconds,rss_kib,buffered_bytes,refused_reports\n{lines}"))
+    std::fs::write(
+        path,
+        format!("seconds,rss_kib,buffered_bytes,refused_reports\n{lines}"),
+    )
 }
 
 /// Real bytes of RSS per unit of the cap's accounting as it fills: RSS
