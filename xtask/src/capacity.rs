@@ -10,11 +10,19 @@
 //! second (the sustained run); app stats as fast as wrk goes; boundary logs
 //! as fast as wrk goes; then both endpoints as fast as wrk goes against the
 //! null server. Prints Markdown tables.
+//!
+//! `--outage` stops the database (a private cluster) before the sustained
+//! run: the collector holds every report until its cap (`--max-memory`)
+//! refuses with 503. The run prints RSS when refusals began, the peak, and
+//! RSS per unit of the cap's accounting as it filled; then the database is
+//! started again, every report taken must be written (the rows' sessions
+//! are counted), and RSS is read after 60 s idle.
+
+mod outage;
+mod probe;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -23,6 +31,10 @@ use crate::server::Server;
 
 const PROXY_TOKEN: &str = "capacity-proxy";
 const AGENT_TOKEN: &str = "capacity-agent";
+const READER_TOKEN: &str = "capacity-reader";
+/// The accounting's bytes per unit (`tally::serve::BYTES_PER_UNIT`; 160
+/// before it was set from these runs' measurements).
+const BYTES_PER_UNIT: u64 = 224;
 const SCRIPT: &str = include_str!("capacity/ingest.lua");
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -45,6 +57,12 @@ pub struct CapacityArgs {
     /// Reports per app stats request.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     batch: u32,
+    /// Users (and workspaces, agents) the new sessions spread over: at the
+    /// default about 3000 groups a minute share the sessions; a number above
+    /// the run's sessions (1000000000) puts each in a group of its own, the
+    /// costliest shape per unit of the memory cap.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    users: u64,
     /// wrk connections.
     #[arg(long, default_value_t = 32)]
     connections: u32,
@@ -53,9 +71,21 @@ pub struct CapacityArgs {
     threads: u32,
     #[arg(long, value_enum, default_value_t = Store::Postgres)]
     store: Store,
+    /// Stop the database before the sustained run and start it again after
+    /// (PostgreSQL only): fills the memory cap, then checks that everything
+    /// taken is written.
+    #[arg(long)]
+    outage: bool,
     /// The tally binary to measure (default: build target/release/tally).
     #[arg(long)]
     binary: Option<PathBuf>,
+    /// The null server to measure beside it (default: build
+    /// target/release/examples/null_server).
+    #[arg(long)]
+    null_binary: Option<PathBuf>,
+    /// Skip the null server (its columns read 0): for runs about memory.
+    #[arg(long)]
+    no_null: bool,
     /// Extra argument for `tally serve` (repeat for several); the figures
     /// are only "at default settings" without any.
     #[arg(long = "server-arg", allow_hyphen_values = true)]
@@ -106,38 +136,58 @@ pub fn run(args: CapacityArgs) -> anyhow::Result<()> {
             target.join("release").join("tally")
         }
     };
-    crate::cargo(&["build", "--release", "-p", "tally", "--example", "null_server"])?;
+    let null_built = match &args.null_binary {
+        Some(b) => b.clone(),
+        None if args.no_null => binary.clone(),
+        None => {
+            crate::cargo(&["build", "--release", "-p", "tally", "--example", "null_server"])?;
+            target.join("release").join("examples").join("null_server")
+        }
+    };
     // A copy, so that a build during the run cannot change what is measured.
     let null_binary = std::env::temp_dir().join(format!("tally-null-server-{}", std::process::id()));
-    std::fs::copy(
-        target.join("release").join("examples").join("null_server"),
-        &null_binary,
-    )?;
+    std::fs::copy(&null_built, &null_binary)?;
     let script = std::env::temp_dir().join(format!("tally-capacity-{}.lua", std::process::id()));
     std::fs::write(&script, SCRIPT)?;
 
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let db = match args.store {
-        Store::Postgres => Some(rt.block_on(tally_tests::pg::try_fresh_database())?),
-        Store::Memory => None,
+    let mut cluster = match (args.store, args.outage) {
+        (Store::Postgres, true) => {
+            Some(tally_tests::pg::PrivateCluster::new().map_err(|e| anyhow::anyhow!("{e}"))?)
+        }
+        (Store::Memory, true) => bail!("--outage needs --store postgres"),
+        _ => None,
+    };
+    let db = match (args.store, &cluster) {
+        (Store::Postgres, Some(c)) => Some(rt.block_on(c.fresh_database())),
+        (Store::Postgres, None) => Some(rt.block_on(tally_tests::pg::try_fresh_database())?),
+        (Store::Memory, _) => None,
     };
     let mut serve_args = vec![
         "--tokens".to_owned(),
-        format!("proxy={PROXY_TOKEN},agent={AGENT_TOKEN}"),
+        format!("proxy={PROXY_TOKEN},agent={AGENT_TOKEN},reader={READER_TOKEN}"),
     ];
     serve_args.extend(args.server_args.iter().cloned());
     let mut tally = Server::start(&binary, db.as_ref().map(|d| d.url.as_str()), &serve_args)?;
     println!(
-        "tally {} at {} (store {:?}), wrk -t{} -c{}, batch {}",
+        "tally {} at {} (store {:?}{}), wrk -t{} -c{}, batch {}, users {}",
         binary.display(),
         tally.addr,
         args.store,
+        if args.outage { ", outage" } else { "" },
         args.threads,
         args.connections,
-        args.batch
+        args.batch,
+        args.users
     );
 
-    let sampler = RssSampler::start(tally.pid());
+    if let Some(cluster) = cluster.as_mut() {
+        // Connected and migrated; now the database goes away.
+        std::thread::sleep(Duration::from_secs(3));
+        outage::stop(cluster)?;
+        println!("database stopped");
+    }
+    let sampler = probe::Sampler::start(tally.pid(), tally.addr.clone(), READER_TOKEN);
     let sustained = wrk(
         &args,
         &script,
@@ -147,8 +197,19 @@ pub fn run(args: CapacityArgs) -> anyhow::Result<()> {
         args.seconds,
         args.rate,
     )?;
-    let rss = sampler.stop();
+    let samples = sampler.stop();
+    let rss: Vec<(u64, u64)> = samples.iter().map(|s| (s.t, s.rss_kib)).collect();
     let idle_from = rss.last().map_or(0, |s| s.0);
+    let healed = match (cluster.as_mut(), &db) {
+        (Some(cluster), Some(db)) => {
+            let taken = sustained.count(204) * u64::from(args.batch);
+            let healed = outage::heal(&rt, cluster, &db.url, taken)?;
+            // What stays held once everything is written: a minute idle.
+            std::thread::sleep(Duration::from_secs(60));
+            Some((taken, healed, probe::rss_kib(tally.pid()).unwrap_or(0)))
+        }
+        _ => None,
+    };
     let app = wrk(
         &args,
         &script,
@@ -169,36 +230,41 @@ pub fn run(args: CapacityArgs) -> anyhow::Result<()> {
     )?;
     // What stays held once the load stops: a minute idle.
     std::thread::sleep(Duration::from_secs(60));
-    let rss_idle = rss_kib(tally.pid()).unwrap_or(0);
+    let rss_idle = probe::rss_kib(tally.pid()).unwrap_or(0);
     let status = tally.stop()?;
     if let Some(path) = &args.rss_csv {
-        let lines: String = rss.iter().map(|(t, kib)| format!("{t},{kib}\n")).collect();
-        std::fs::write(path, format!("seconds,rss_kib\n{lines}"))?;
+        probe::write_csv(path, &samples)?;
     }
 
-    let mut cmd = Command::new(&null_binary);
-    cmd.arg("127.0.0.1:0");
-    let mut null = Server::spawn(cmd, &null_binary)?;
-    let null_app = wrk(
-        &args,
-        &script,
-        &null.addr,
-        "app-stats",
-        PROXY_TOKEN,
-        args.short_seconds,
-        0,
-    )?;
-    let null_boundary = wrk(
-        &args,
-        &script,
-        &null.addr,
-        "boundary-logs",
-        AGENT_TOKEN,
-        args.short_seconds,
-        0,
-    )?;
-    null.stop()?;
+    let (null_app, null_boundary) = if args.no_null {
+        (Wrk::default(), Wrk::default())
+    } else {
+        let mut cmd = Command::new(&null_binary);
+        cmd.arg("127.0.0.1:0");
+        let mut null = Server::spawn(cmd, &null_binary)?;
+        let app = wrk(
+            &args,
+            &script,
+            &null.addr,
+            "app-stats",
+            PROXY_TOKEN,
+            args.short_seconds,
+            0,
+        )?;
+        let boundary = wrk(
+            &args,
+            &script,
+            &null.addr,
+            "boundary-logs",
+            AGENT_TOKEN,
+            args.short_seconds,
+            0,
+        )?;
+        null.stop()?;
+        (app, boundary)
+    };
     drop(db);
+    drop(cluster);
     let _ = std::fs::remove_file(&script);
     let _ = std::fs::remove_file(&null_binary);
 
@@ -215,6 +281,7 @@ pub fn run(args: CapacityArgs) -> anyhow::Result<()> {
         sustained.p99_us as f64 / 1000.0
     );
     let max = rss.iter().map(|s| s.1).max().unwrap_or(0);
+    // 0: the run was shorter.
     let at = |t: u64| rss.iter().find(|s| s.0 >= t).map_or(0, |s| s.1 / 1024);
     println!(
         "tally RSS (MiB) at 0 s {}, 30 s {}, 60 s {}, 120 s {}, 180 s {}, 240 s {}, end ({idle_from} s) {}; max {}; after the unpaced runs and 60 s idle {}",
@@ -228,6 +295,7 @@ pub fn run(args: CapacityArgs) -> anyhow::Result<()> {
         max / 1024,
         rss_idle / 1024
     );
+    print_fill(&samples, healed.as_ref());
     println!();
     println!(
         "| endpoint | tally requests/s | tally reports/s | null handler requests/s | tally / null | 503s | other non-2xx | tally p99 |"
@@ -292,6 +360,7 @@ fn wrk(
             &args.batch.to_string(),
             &rate.to_string(),
             &args.threads.to_string(),
+            &args.users.to_string(),
         ])
         .output()
         .context("could not run wrk")?;
@@ -324,38 +393,50 @@ fn wrk(
     Ok(w)
 }
 
-/// Samples a process's RSS (KiB, from /proc) every second on a thread.
-struct RssSampler {
-    stop: Arc<AtomicBool>,
-    thread: std::thread::JoinHandle<Vec<(u64, u64)>>,
-}
-
-impl RssSampler {
-    fn start(pid: u32) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let thread = std::thread::spawn(move || {
-            let mut samples = Vec::new();
-            let started = std::time::Instant::now();
-            while !flag.load(Ordering::Relaxed) {
-                if let Some(kib) = rss_kib(pid) {
-                    samples.push((started.elapsed().as_secs(), kib));
-                }
-                std::thread::sleep(Duration::from_secs(1));
-            }
-            samples
-        });
-        Self { stop, thread }
+/// The cap's fill: RSS when refusals began, the peak, RSS per unit held;
+/// and after an outage, what was written and RSS after a minute idle.
+fn print_fill(samples: &[probe::Sample], healed: Option<&(u64, outage::Healed, u64)>) {
+    let mib = |kib: u64| kib / 1024;
+    let peak = samples.iter().map(|s| s.rss_kib).max().unwrap_or(0);
+    let held = samples.iter().map(|s| s.buffered_bytes).max().unwrap_or(0);
+    match samples.iter().find(|s| s.refused > 0) {
+        Some(first) => println!(
+            "refusals began at {} s: RSS {} MiB, held as counted {} MiB; peak RSS {} MiB; most held as counted {} MiB; peak RSS - most held {} MiB",
+            first.t,
+            mib(first.rss_kib),
+            first.buffered_bytes >> 20,
+            mib(peak),
+            held >> 20,
+            (peak * 1024).saturating_sub(held) >> 20,
+        ),
+        None => println!(
+            "no refusals; peak RSS {} MiB; most held as counted {} MiB",
+            mib(peak),
+            held >> 20
+        ),
     }
-
-    fn stop(self) -> Vec<(u64, u64)> {
-        self.stop.store(true, Ordering::Relaxed);
-        self.thread.join().unwrap_or_default()
+    let per_unit = probe::bytes_per_unit(samples, BYTES_PER_UNIT, &[0.25, 0.5, 0.75, 1.0]);
+    let per_unit: Vec<String> = per_unit
+        .iter()
+        .map(|(f, b)| format!("{:.0} % full {b:.0}", f * 100.0))
+        .collect();
+    println!(
+        "RSS growth per unit held (accounting: {BYTES_PER_UNIT} bytes/unit): {}",
+        per_unit.join(", ")
+    );
+    if let Some((taken, healed, idle)) = healed {
+        println!(
+            "healed: {} reports taken (204s x batch); written after {} s: {} rows standing for {} sessions ({}); RSS after 60 s idle {} MiB",
+            taken,
+            healed.drain_seconds,
+            healed.rows,
+            healed.sessions,
+            if u64::try_from(healed.sessions).ok() == Some(*taken) {
+                "nothing lost"
+            } else {
+                "MISMATCH"
+            },
+            mib(*idle),
+        );
     }
-}
-
-fn rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
 }

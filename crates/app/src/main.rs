@@ -5,6 +5,14 @@ use std::process::ExitCode;
 use tally::EXIT_CONFIG;
 use tally::config::{ConfigError, LoadError};
 
+// The allocator comparison's candidates (BENCHMARKS.md, "Allocators").
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+#[cfg(all(feature = "mimalloc", not(feature = "jemalloc")))]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let loaded = match tally::config::load(std::env::args_os().collect()) {
         Ok(loaded) => loaded,

@@ -26,6 +26,7 @@ pub const DROPPED: &str = "tally_app_stats_reports_dropped_total";
 pub const FAILED_FLUSHES: &str = "tally_app_stats_flush_failures_total";
 pub const BACKLOG_ROWS: &str = "tally_app_stats_backlog_rows";
 pub const TRACKED_SESSIONS: &str = "tally_app_stats_tracked_sessions";
+pub const BUFFERED_BYTES: &str = "tally_app_stats_buffered_bytes";
 pub const FLUSH_SECONDS: &str = "tally_app_stats_last_flush_duration_seconds";
 pub const LAST_FLUSH_TIME: &str = "tally_app_stats_last_flush_timestamp_seconds";
 pub const BOUNDARY_TRACKED: &str = "tally_boundary_requests_tracked_total";
@@ -108,6 +109,10 @@ fn describe() {
         "App stat rows waiting to be written: left by a failed flush, or in the flush under way."
     );
     describe_gauge!(TRACKED_SESSIONS, "App sessions held in memory.");
+    describe_gauge!(
+        BUFFERED_BYTES,
+        "Bytes of app stats held as the memory cap counts them (--max-memory refuses beyond it)."
+    );
     describe_gauge!(FLUSH_SECONDS, "Duration of the last collector flush in seconds.");
     describe_gauge!(
         LAST_FLUSH_TIME,
@@ -172,6 +177,7 @@ pub fn record_state(collector: &CollectorStats, pending: &PendingUsage) {
     metrics::counter!(FAILED_FLUSHES).absolute(collector.failed_flushes);
     metrics::gauge!(BACKLOG_ROWS).set(collector.backlog_rows as f64);
     metrics::gauge!(TRACKED_SESSIONS).set(collector.tracked_sessions as f64);
+    metrics::gauge!(BUFFERED_BYTES).set(crate::serve::units_to_bytes(collector.held_units) as f64);
     metrics::gauge!(FLUSH_SECONDS).set(collector.last_flush_seconds);
     let last_flush = collector
         .last_flush_at

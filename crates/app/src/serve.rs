@@ -27,20 +27,29 @@ use crate::metrics::StoreMetrics;
 use crate::sink::{HttpSink, LogSink};
 use crate::store::Opened;
 
-/// Runs the server until SIGTERM or Ctrl-C. Start-up problems are
-/// [`ConfigError`]s (exit code 2).
 /// Bytes of process memory that one unit of the collector's accounting
-/// (`CollectorConfig::max_buffered`) stands for. The costliest unit is a row
-/// waiting to be written (a `StatsReport` with its slug on the heap); a
-/// tracked session costs less per unit. Measured in a running `serve`
-/// (BENCHMARKS.md, "Ingest capacity").
-pub const BYTES_PER_UNIT: u64 = 160;
+/// (`CollectorConfig::max_buffered`) stands for, set from RSS measured with
+/// the cap full (`cargo xtask capacity --outage`, BENCHMARKS.md "The cap
+/// full"): RSS growth over units held was 170 to 218 bytes when every new
+/// session opens a group of its own (the costliest shape: a group's record,
+/// its table slot and a session buffer for one session, three units), and
+/// about 45 bytes when many sessions share a group. 160, derived from a
+/// row's size, let RSS pass a full 256 MiB cap by 100 MiB in the first
+/// shape; at 224 the costliest shape measured stays within the cap.
+pub const BYTES_PER_UNIT: u64 = 224;
 
 /// The collector's cap, in its units, for `--max-memory` bytes.
 pub fn collector_units(max_memory: u64) -> usize {
     usize::try_from(max_memory / BYTES_PER_UNIT).unwrap_or(usize::MAX)
 }
 
+/// Bytes that `units` of the collector's accounting stand for.
+pub fn units_to_bytes(units: usize) -> u64 {
+    (units as u64).saturating_mul(BYTES_PER_UNIT)
+}
+
+/// Runs the server until SIGTERM or Ctrl-C. Start-up problems are
+/// [`ConfigError`]s (exit code 2).
 pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     crate::logging::init_tracing(args.log_json);
     run_with(args, None, |_| {}).await

@@ -3,7 +3,10 @@
 -- that started 30 s ago, over 1000 users and 10 apps) or boundary logs.
 -- Arguments after `--`: ENDPOINT (app-stats | boundary-logs), TOKEN,
 -- BATCH (reports per app stats request), RATE (reports/s over all threads;
--- 0: as fast as the connections go), THREADS (wrk's -t, to split RATE).
+-- 0: as fast as the connections go), THREADS (wrk's -t, to split RATE),
+-- USERS (users, workspaces and agents the sessions spread over; default
+-- 1000, so about 3000 groups a minute share the sessions; a number larger
+-- than the run's sessions puts every session in a group of its own).
 -- Prints a `statuses` line at the end (each status code with its count)
 -- and a `latency` line.
 
@@ -35,7 +38,7 @@ local function uuid(kind, n)
 end
 
 local sent = 0
-local users = 1000
+local users
 local started_cache, started_at = nil, -1
 -- Global: `done` reads each thread's table with thread:get.
 statuses = {}
@@ -46,6 +49,7 @@ function init(args)
   batch = tonumber(args[3] or "100")
   local rate = tonumber(args[4] or "0")
   local threads = tonumber(args[5] or "1")
+  users = tonumber(args[6] or "1000")
   if rate > 0 then
     local per_request = endpoint == "app-stats" and batch or 1
     interval_ms = 1000 * per_request * threads / rate

@@ -73,6 +73,10 @@ pub struct CollectorStats {
     pub tracked_sessions: usize,
     /// Rows waiting in the backlog or being reported.
     pub backlog_rows: usize,
+    /// Units of the memory accounting held now, queued reports at their
+    /// worst case included: what admission compares with
+    /// [`CollectorConfig::max_buffered`].
+    pub held_units: usize,
     /// How long the last flush took, reporter call included.
     pub last_flush_seconds: f64,
     /// When the last flush that succeeded ended (the collector's clock).
@@ -325,6 +329,9 @@ impl StatsCollector {
             // Each queued report may be a new session.
             tracked_sessions: state.rollup.tracked_sessions() + inbox.len(),
             backlog_rows: state.pending_rows,
+            held_units: state
+                .units()
+                .saturating_add(inbox.len() * UNITS_PER_QUEUED_REPORT),
             last_flush_seconds: state.last_flush_seconds,
             last_flush_at: state.last_flush_at,
             last_flush_error: state.last_flush_error.clone(),

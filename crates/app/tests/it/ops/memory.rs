@@ -260,6 +260,14 @@ async fn a_full_buffer_says_to_retry_after_one_report_interval() {
     };
     let (status, _) = post_json(&client, &server, APP_STATS, PROXY, &open(10)).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
+    // Ten new sessions in ten groups hold all 30 units (queued or applied),
+    // and the gauge shows them in bytes as the cap counts them.
+    let m = scrape::scrape(&client, server.addr).await;
+    assert_eq!(
+        m.count(tally::metrics::BUFFERED_BYTES, &[]).to_string(),
+        cap,
+        "tally_app_stats_buffered_bytes at the cap"
+    );
     let r = client
         .post(server.url(APP_STATS))
         .bearer_auth(PROXY)

@@ -498,6 +498,7 @@ fn a_batch_is_taken_whole_or_refused_whole() {
     assert_eq!(c.stats().collected, 0, "nothing of a refused batch is taken");
     assert!(c.try_collect_all((0..10).map(open).collect()));
     assert_eq!(c.stats().collected, 10);
+    assert_eq!(c.stats().held_units, 30, "queued at three units each");
     assert!(!c.try_collect_all((10..14).map(open).collect()));
     let stats = c.stats();
     assert_eq!((stats.collected, stats.dropped), (10, 0));
@@ -507,4 +508,5 @@ fn a_batch_is_taken_whole_or_refused_whole() {
     assert!(c.try_collect_all((0..3).map(|n| report(n, T0, None, 2)).collect()));
     let stats = c.stats();
     assert_eq!((stats.collected, stats.dropped, stats.rows_reported), (13, 0, 0));
+    assert_eq!(stats.held_units, 21 + 3 * 3, "applied, plus three queued");
 }

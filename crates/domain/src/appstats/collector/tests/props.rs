@@ -317,6 +317,12 @@ fn run_collector(plans: Vec<Plan>, ops: Vec<Op>, cap: usize) {
                 stats.tracked_sessions + stats.backlog_rows <= cap,
                 "{stats:?} over {cap}"
             );
+            // What the memory gauge shows is what admission compares.
+            assert!(stats.held_units <= cap, "{stats:?} over {cap}");
+            assert!(
+                stats.held_units >= stats.tracked_sessions + stats.backlog_rows,
+                "{stats:?}: every session and row held counts at least one unit"
+            );
         };
         let mut run = Run::new(plans);
         for op in ops {
@@ -355,7 +361,11 @@ fn run_collector(plans: Vec<Plan>, ops: Vec<Op>, cap: usize) {
         // A dropped close followed by an accepted replay of an older open
         // report leaves that session open: only without drops must all go.
         if exact {
-            assert_eq!((stats.tracked_sessions, stats.backlog_rows), (0, 0), "all freed");
+            assert_eq!(
+                (stats.tracked_sessions, stats.backlog_rows, stats.held_units),
+                (0, 0, 0),
+                "all freed"
+            );
         }
         check_rows(&model.lock(), &run, exact);
     });
