@@ -14,7 +14,7 @@ use tally_domain::clock::Clock;
 use tally_domain::error::{Report, StoreError};
 use tally_domain::ports::{Reporter, SnapshotSink, Store, TelemetryStore};
 use tally_domain::retry::Backoff;
-use tally_domain::telemetry::publisher::{DEFAULT_CLAIM_LEASE, PublishRound, publish_pending};
+use tally_domain::telemetry::publisher::{DEFAULT_CLAIM_LEASE, Delivered, PublishRound, publish_pending};
 use tally_domain::telemetry::snapshot::snapshot_step;
 use tally_domain::telemetry::{Period, Snapshot};
 use tally_domain::usage::RetentionPolicy;
@@ -68,8 +68,8 @@ pub struct Background {
     flush_lock: Arc<Mutex<()>>,
     /// One publishing round at a time: the loop and shutdown. A round takes
     /// back this replica's own claims, so two at once could send a snapshot
-    /// twice.
-    publish_lock: Arc<Mutex<()>>,
+    /// twice. It holds the deliveries whose mark the store has not taken yet.
+    publish_lock: Arc<Mutex<Delivered>>,
     publish_now: Arc<Notify>,
     /// Off only in tests that count calls on the un-jittered schedule.
     jitter: bool,
@@ -111,7 +111,7 @@ impl Background {
             sink,
             clock,
             flush_lock: Arc::new(Mutex::new(())),
-            publish_lock: Arc::new(Mutex::new(())),
+            publish_lock: Arc::new(Mutex::new(Delivered::default())),
             publish_now: Arc::new(Notify::new()),
             jitter: true,
         }
@@ -244,7 +244,7 @@ impl Background {
 
     /// One publishing round of the outbox.
     pub async fn publish_once(&self) -> Result<PublishRound, StoreError> {
-        let _one_round = self.publish_lock.lock().await;
+        let mut delivered = self.publish_lock.lock().await;
         let round = publish_pending(
             &self.as_system(),
             &*self.sink,
@@ -252,6 +252,7 @@ impl Background {
             &*self.clock,
             DEFAULT_CLAIM_LEASE,
             PUBLISH_BATCH,
+            &mut delivered,
         )
         .await;
         m::store_result(&round);

@@ -15,7 +15,7 @@ use tally_domain::boundary::tracker::{BoundaryTracker, TrackerFlush};
 use tally_domain::clock::{Clock, ManualClock};
 use tally_domain::error::Report;
 use tally_domain::ports::{Reporter, Store, UsageStore};
-use tally_domain::telemetry::publisher::{DEFAULT_CLAIM_LEASE, publish_pending};
+use tally_domain::telemetry::publisher::{DEFAULT_CLAIM_LEASE, Delivered, publish_pending};
 use tally_domain::telemetry::snapshot::snapshot_step;
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
@@ -75,6 +75,8 @@ struct Sim<'a> {
     boundary_batches: u64,
     tracked: Usage,
     publish_rounds: usize,
+    /// Per replica: snapshots delivered whose mark is still owed.
+    delivered: Vec<Delivered>,
     /// The collectors' rollup window: what a rolled-up row covers.
     rollup_window: Duration,
 }
@@ -102,7 +104,7 @@ pub async fn simulate(
         report_interval: config.report_interval.unsigned_abs(),
         ..CollectorConfig::default()
     };
-    let replicas = (0..config.fleet.replicas)
+    let replicas: Vec<_> = (0..config.fleet.replicas)
         .map(|_| {
             // Fresh ids each run: a store applies each (replica, seq) once.
             let id = Uuid::new_v4();
@@ -118,6 +120,9 @@ pub async fn simulate(
                 unflushed: Usage::default(),
             }
         })
+        .collect();
+    let delivered = std::iter::repeat_with(Delivered::default)
+        .take(replicas.len())
         .collect();
     let mut sim = Sim {
         config,
@@ -135,6 +140,7 @@ pub async fn simulate(
         boundary_batches: 0,
         tracked: Usage::default(),
         publish_rounds: 0,
+        delivered,
         rollup_window: collector_config.rollup_window,
     };
 
@@ -372,7 +378,8 @@ impl Sim<'_> {
     }
 
     async fn publish(&mut self) {
-        let claimer = self.replicas[self.publish_rounds % self.replicas.len()].id;
+        let replica = self.publish_rounds % self.replicas.len();
+        let claimer = self.replicas[replica].id;
         self.publish_rounds += 1;
         match publish_pending(
             &self.system_store,
@@ -381,6 +388,7 @@ impl Sim<'_> {
             &self.clock,
             DEFAULT_CLAIM_LEASE,
             PUBLISH_LIMIT,
+            &mut self.delivered[replica],
         )
         .await
         {

@@ -16,6 +16,12 @@
 //! ended (a store error mid-round, or a claim that applied on the server
 //! after the call had given up on it, as after a network freeze). Waiting
 //! for the lease would leave those snapshots unpublished for minutes.
+//!
+//! A snapshot delivered but not yet marked (the store failed right after
+//! the sink took it) is remembered in [`Delivered`], and the claimer's next
+//! round marks it before claiming anything: taking its own claim back would
+//! otherwise send it again. Only a process that stops in between sends a
+//! snapshot twice (under the same id, so the receiver can drop the repeat).
 
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
@@ -40,15 +46,34 @@ pub struct PublishRound {
     pub deferred: usize,
 }
 
+/// Snapshots a claimer delivered whose published mark has not reached the
+/// store yet; kept between its rounds.
+#[derive(Debug, Default)]
+pub struct Delivered {
+    unmarked: Vec<(Uuid, OffsetDateTime)>,
+}
+
+impl Delivered {
+    /// How many delivered snapshots still wait for their mark.
+    pub fn len(&self) -> usize {
+        self.unmarked.len()
+    }
+
+    /// True when every delivered snapshot is marked.
+    pub fn is_empty(&self) -> bool {
+        self.unmarked.is_empty()
+    }
+}
+
 /// Claims unpublished snapshots and sends each to the sink; a failure gives
 /// the claim back so a later round retries it. Each snapshot is marked
 /// published at the time its delivery succeeded.
 ///
 /// A store error ends the round at once and is returned; snapshots still
 /// claimed by it go out in `claimer`'s next round (other claimers wait for
-/// the lease). If marking a delivered snapshot fails it is delivered again
-/// later: delivery is at least once, and the snapshot id lets the receiver
-/// drop a repeat.
+/// the lease). If marking a delivered snapshot fails, `delivered` keeps it
+/// and the next round with the same `delivered` marks it first, without
+/// sending it again.
 ///
 /// Never run two rounds with the same `claimer` at once: each would take
 /// the other's claims.
@@ -59,8 +84,14 @@ pub async fn publish_pending<S: TelemetryStore + ?Sized, K: SnapshotSink + ?Size
     clock: &(impl Clock + ?Sized),
     lease: Duration,
     limit: usize,
+    delivered: &mut Delivered,
 ) -> Result<PublishRound, StoreError> {
     let mut round = PublishRound::default();
+    while let Some(&(id, at)) = delivered.unmarked.first() {
+        store.mark_snapshot_published(id, claimer, at).await?;
+        delivered.unmarked.remove(0);
+        round.published += 1;
+    }
     if limit == 0 {
         return Ok(round);
     }
@@ -80,9 +111,11 @@ pub async fn publish_pending<S: TelemetryStore + ?Sized, K: SnapshotSink + ?Size
         }
         match sink.publish(snapshot).await {
             Ok(()) => {
-                store
-                    .mark_snapshot_published(snapshot.id, claimer, clock.now())
-                    .await?;
+                let at = clock.now();
+                if let Err(e) = store.mark_snapshot_published(snapshot.id, claimer, at).await {
+                    delivered.unmarked.push((snapshot.id, at));
+                    return Err(e);
+                }
                 round.published += 1;
             }
             Err(error) => {

@@ -11,7 +11,7 @@ use uuid::Uuid;
 use crate::clock::{Clock, ManualClock};
 use crate::error::StoreError;
 use crate::ports::{MockSnapshotSink, MockTelemetryStore, SinkError, SnapshotSink, TelemetryStore};
-use crate::telemetry::publisher::{DEFAULT_CLAIM_LEASE, PublishRound, publish_pending};
+use crate::telemetry::publisher::{DEFAULT_CLAIM_LEASE, Delivered, PublishRound, publish_pending};
 use crate::telemetry::{Period, Snapshot};
 use crate::testing::fake_store::{FakeStore, Fault};
 use crate::testing::fixtures::{INTERVAL, snapshot};
@@ -56,9 +56,17 @@ async fn published_snapshots_are_marked_and_failed_ones_released_with_the_error(
         .withf(move |sid, c, err| *sid == id(2) && *c == claimer && err.contains("HTTP 500"))
         .times(1)
         .returning(|_, _, _| Ok(()));
-    let round = publish_pending(&store, &sink, claimer, &at(now), DEFAULT_CLAIM_LEASE, 10)
-        .await
-        .unwrap();
+    let round = publish_pending(
+        &store,
+        &sink,
+        claimer,
+        &at(now),
+        DEFAULT_CLAIM_LEASE,
+        10,
+        &mut Delivered::default(),
+    )
+    .await
+    .unwrap();
     assert_eq!(
         round,
         PublishRound {
@@ -79,10 +87,18 @@ async fn a_store_error_ends_the_round() {
     let mut sink = MockSnapshotSink::new();
     sink.expect_publish().never();
     assert!(
-        publish_pending(&store, &sink, id(1), &at(t0()), DEFAULT_CLAIM_LEASE, 10)
-            .await
-            .unwrap_err()
-            .is_retryable()
+        publish_pending(
+            &store,
+            &sink,
+            id(1),
+            &at(t0()),
+            DEFAULT_CLAIM_LEASE,
+            10,
+            &mut Delivered::default()
+        )
+        .await
+        .unwrap_err()
+        .is_retryable()
     );
 
     let period = Period::last_ended(t0(), INTERVAL);
@@ -96,9 +112,17 @@ async fn a_store_error_ends_the_round() {
         .returning(|_, _, _| Err(StoreError::unavailable("down")));
     let mut sink = MockSnapshotSink::new();
     sink.expect_publish().times(1).returning(|_| Ok(()));
-    publish_pending(&store, &sink, id(1), &at(t0()), DEFAULT_CLAIM_LEASE, 10)
-        .await
-        .unwrap_err();
+    publish_pending(
+        &store,
+        &sink,
+        id(1),
+        &at(t0()),
+        DEFAULT_CLAIM_LEASE,
+        10,
+        &mut Delivered::default(),
+    )
+    .await
+    .unwrap_err();
 }
 
 #[tokio::test]
@@ -106,9 +130,17 @@ async fn a_zero_limit_does_nothing() {
     let mut store = MockTelemetryStore::new();
     store.expect_claim_unpublished_snapshots().never();
     let sink = MockSnapshotSink::new();
-    let round = publish_pending(&store, &sink, id(1), &at(t0()), DEFAULT_CLAIM_LEASE, 0)
-        .await
-        .unwrap();
+    let round = publish_pending(
+        &store,
+        &sink,
+        id(1),
+        &at(t0()),
+        DEFAULT_CLAIM_LEASE,
+        0,
+        &mut Delivered::default(),
+    )
+    .await
+    .unwrap();
     assert_eq!(round, PublishRound::default());
 }
 
@@ -132,14 +164,23 @@ async fn a_claim_left_by_a_crashed_replica_is_retried_after_its_lease() {
         &at(now + Duration::seconds(30)),
         DEFAULT_CLAIM_LEASE,
         10,
+        &mut Delivered::default(),
     )
     .await
     .unwrap();
     assert_eq!(during, PublishRound::default(), "the lease still holds");
     let after = now + DEFAULT_CLAIM_LEASE;
-    let round = publish_pending(&store, &sink, id(2), &at(after), DEFAULT_CLAIM_LEASE, 10)
-        .await
-        .unwrap();
+    let round = publish_pending(
+        &store,
+        &sink,
+        id(2),
+        &at(after),
+        DEFAULT_CLAIM_LEASE,
+        10,
+        &mut Delivered::default(),
+    )
+    .await
+    .unwrap();
     assert_eq!(round.published, 1);
     assert_eq!(sink.successes(), HashMap::from([(snap.id, 1)]));
     let listed = store.list_snapshots(10).await.unwrap();
@@ -158,9 +199,17 @@ async fn a_claim_that_applied_but_failed_does_not_hold_up_the_next_round() {
     let now = clock.now();
     let sink = RecordingSink::failing(vec![]);
     store.fail_next_claim(Fault::LostAck);
-    publish_pending(&store, &sink, id(1), &at(now), DEFAULT_CLAIM_LEASE, 10)
-        .await
-        .unwrap_err();
+    publish_pending(
+        &store,
+        &sink,
+        id(1),
+        &at(now),
+        DEFAULT_CLAIM_LEASE,
+        10,
+        &mut Delivered::default(),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(
         store.claim_of(snap.id),
         Some((id(1), now + DEFAULT_CLAIM_LEASE)),
@@ -168,17 +217,33 @@ async fn a_claim_that_applied_but_failed_does_not_hold_up_the_next_round() {
     );
 
     let soon = now + Duration::seconds(1);
-    let other = publish_pending(&store, &sink, id(2), &at(soon), DEFAULT_CLAIM_LEASE, 10)
-        .await
-        .unwrap();
+    let other = publish_pending(
+        &store,
+        &sink,
+        id(2),
+        &at(soon),
+        DEFAULT_CLAIM_LEASE,
+        10,
+        &mut Delivered::default(),
+    )
+    .await
+    .unwrap();
     assert_eq!(
         other,
         PublishRound::default(),
         "another replica waits for the lease"
     );
-    let round = publish_pending(&store, &sink, id(1), &at(soon), DEFAULT_CLAIM_LEASE, 10)
-        .await
-        .unwrap();
+    let round = publish_pending(
+        &store,
+        &sink,
+        id(1),
+        &at(soon),
+        DEFAULT_CLAIM_LEASE,
+        10,
+        &mut Delivered::default(),
+    )
+    .await
+    .unwrap();
     assert_eq!(round.published, 1);
     assert_eq!(sink.successes(), HashMap::from([(snap.id, 1)]));
     assert_eq!(store.claim_of(snap.id), None);
@@ -189,12 +254,20 @@ async fn a_claim_that_applied_but_failed_does_not_hold_up_the_next_round() {
 }
 
 /// A mark that fails after a delivery ends the round with the rest of its
-/// batch still claimed; the claimer's next round sends them, and the
-/// delivered one again if the mark did not apply (at least once).
+/// batch still claimed; the claimer's next round marks the delivered one
+/// without sending it again, then sends the rest. A process that starts
+/// afresh (an empty `Delivered`) sends it again if the mark never applied:
+/// at least once, under the same id.
 #[tokio::test]
 async fn a_failed_mark_leaves_the_rest_of_the_batch_to_the_next_round() {
-    // (fault, whether the next round sends the delivered one again)
-    for (fault, resent) in [(Fault::FailBefore, true), (Fault::LostAck, false)] {
+    // (fault, the next round remembers the delivery, whether it sends it again)
+    for (fault, remembered, resent) in [
+        (Fault::FailBefore, true, false),
+        (Fault::LostAck, true, false),
+        (Fault::FailBefore, false, true),
+        (Fault::LostAck, false, false),
+    ] {
+        let case = format!("{fault:?}, remembered: {remembered}");
         let clock = ManualClock::new(t0());
         let store = FakeStore::new();
         let first = next_period(&store, &clock).await;
@@ -202,27 +275,55 @@ async fn a_failed_mark_leaves_the_rest_of_the_batch_to_the_next_round() {
         let now = clock.now();
         let sink = RecordingSink::failing(vec![]);
         store.fail_next_mark(fault);
-        publish_pending(&store, &sink, id(1), &at(now), DEFAULT_CLAIM_LEASE, 10)
-            .await
-            .unwrap_err();
-        assert_eq!(sink.successes(), HashMap::from([(first.id, 1)]), "{fault:?}");
-        assert_eq!(store.claim_of(second.id).map(|c| c.0), Some(id(1)), "{fault:?}");
+        let mut delivered = Delivered::default();
+        publish_pending(
+            &store,
+            &sink,
+            id(1),
+            &at(now),
+            DEFAULT_CLAIM_LEASE,
+            10,
+            &mut delivered,
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(delivered.len(), 1, "{case}");
+        assert_eq!(sink.successes(), HashMap::from([(first.id, 1)]), "{case}");
+        assert_eq!(store.claim_of(second.id).map(|c| c.0), Some(id(1)), "{case}");
 
+        if !remembered {
+            delivered = Delivered::default();
+        }
         let soon = now + Duration::seconds(1);
-        let round = publish_pending(&store, &sink, id(1), &at(soon), DEFAULT_CLAIM_LEASE, 10)
-            .await
-            .unwrap();
-        assert_eq!(round.published, 1 + usize::from(resent), "{fault:?}");
+        let round = publish_pending(
+            &store,
+            &sink,
+            id(1),
+            &at(soon),
+            DEFAULT_CLAIM_LEASE,
+            10,
+            &mut delivered,
+        )
+        .await
+        .unwrap();
+        assert!(delivered.is_empty(), "{case}");
+        let marked_again = usize::from(remembered || resent);
+        assert_eq!(round.published, 1 + marked_again, "{case}");
         assert_eq!(
             sink.successes(),
             HashMap::from([(first.id, 1 + usize::from(resent)), (second.id, 1)]),
-            "{fault:?}"
+            "{case}"
         );
         let listed = store.list_snapshots(10).await.unwrap();
         assert!(
             listed.iter().all(|s| s.published_at.is_some()),
-            "{fault:?}: {listed:#?}"
+            "{case}: {listed:#?}"
         );
+        // The published time is the first delivery's, not the mark's retry.
+        let first_row = listed.iter().find(|s| s.id == first.id).unwrap();
+        if !resent {
+            assert_eq!(first_row.published_at, Some(now), "{case}");
+        }
     }
 }
 
@@ -251,9 +352,17 @@ async fn a_round_stops_sending_at_half_its_lease_and_marks_each_at_its_delivery(
     }
     let start = clock.now();
     let sink = SlowSink(clock.clone());
-    let round = publish_pending(&store, &sink, id(1), &clock, DEFAULT_CLAIM_LEASE, 10)
-        .await
-        .unwrap();
+    let round = publish_pending(
+        &store,
+        &sink,
+        id(1),
+        &clock,
+        DEFAULT_CLAIM_LEASE,
+        10,
+        &mut Delivered::default(),
+    )
+    .await
+    .unwrap();
     assert_eq!(
         round,
         PublishRound {
@@ -275,14 +384,30 @@ async fn a_round_stops_sending_at_half_its_lease_and_marks_each_at_its_delivery(
 
     // For another replica the unsent two stay claimed until the lease
     // ends, then go out.
-    let again = publish_pending(&store, &sink, id(2), &clock, DEFAULT_CLAIM_LEASE, 10)
-        .await
-        .unwrap();
+    let again = publish_pending(
+        &store,
+        &sink,
+        id(2),
+        &clock,
+        DEFAULT_CLAIM_LEASE,
+        10,
+        &mut Delivered::default(),
+    )
+    .await
+    .unwrap();
     assert_eq!(again, PublishRound::default(), "still under the first lease");
     clock.set(start + DEFAULT_CLAIM_LEASE);
-    let rest = publish_pending(&store, &sink, id(2), &clock, DEFAULT_CLAIM_LEASE, 10)
-        .await
-        .unwrap();
+    let rest = publish_pending(
+        &store,
+        &sink,
+        id(2),
+        &clock,
+        DEFAULT_CLAIM_LEASE,
+        10,
+        &mut Delivered::default(),
+    )
+    .await
+    .unwrap();
     assert_eq!(rest.published, 2);
 }
 

@@ -8,7 +8,7 @@ use time::{Duration, OffsetDateTime};
 use super::{RecordingSink, at};
 use crate::clock::{Clock, ManualClock};
 use crate::ports::TelemetryStore;
-use crate::telemetry::publisher::{DEFAULT_CLAIM_LEASE, publish_pending};
+use crate::telemetry::publisher::{DEFAULT_CLAIM_LEASE, Delivered, publish_pending};
 use crate::testing::fake_store::FakeStore;
 use crate::testing::fixtures::{id, next_period, t0};
 
@@ -27,13 +27,22 @@ async fn publish_until_done(
     let sink = RecordingSink::failing(failures);
     let mut now: OffsetDateTime = clock.now();
     let (mut published, mut failed) = (0, 0);
+    let mut delivered = [Delivered::default(), Delivered::default()];
     // Every failure costs at most one extra round.
     for round in 0..(snapshots + failures_scripted + 1) {
         let limit = limits[round % limits.len()];
         let claimer = id(1 + (round % 2) as u128);
-        let r = publish_pending(&store, &sink, claimer, &at(now), DEFAULT_CLAIM_LEASE, limit)
-            .await
-            .unwrap();
+        let r = publish_pending(
+            &store,
+            &sink,
+            claimer,
+            &at(now),
+            DEFAULT_CLAIM_LEASE,
+            limit,
+            &mut delivered[round % 2],
+        )
+        .await
+        .unwrap();
         published += r.published;
         failed += r.failed;
         now += Duration::seconds(1);
