@@ -24,6 +24,12 @@ pub const DEFAULT_REPORT_INTERVAL: std::time::Duration = std::time::Duration::fr
 /// Default cap on sessions held in memory plus rows waiting in the backlog.
 pub const DEFAULT_MAX_BUFFERED: usize = 1_000_000;
 
+/// Rows handed to the reporter in one call at most. After an outage the
+/// backlog can hold millions of rows; one store call (one transaction) that
+/// large would outlast the store's deadline at every retry and never drain.
+/// Parts go in order, and a failure keeps only the rows not yet written.
+pub const MAX_ROWS_PER_REPORT: usize = 20_000;
+
 /// Settings of a [`StatsCollector`]; `Default` gives the documented
 /// defaults.
 #[derive(Debug, Clone)]
@@ -414,15 +420,18 @@ impl StatsCollector {
     }
 
     async fn flush_serialized(&self, is_final: bool) -> Result<(), StoreError> {
-        let backlog = std::mem::take(&mut self.lock_state().backlog);
+        let mut backlog = std::mem::take(&mut self.lock_state().backlog);
         if !backlog.is_empty() {
-            if let Err(error) = self.reporter.report(&backlog).await {
-                self.lock_state().backlog = backlog;
+            let result = self.report_in_parts(&backlog).await;
+            let written = result.as_ref().err().map_or(backlog.len(), |(n, _)| *n);
+            let mut state = self.lock_state();
+            state.pending_rows -= written;
+            state.rows_reported += written as u64;
+            if let Err((_, error)) = result {
+                backlog.drain(..written);
+                state.backlog = backlog;
                 return Err(error);
             }
-            let mut state = self.lock_state();
-            state.pending_rows -= backlog.len();
-            state.rows_reported += backlog.len() as u64;
         }
         let out = {
             let now = self.clock.now();
@@ -435,7 +444,7 @@ impl StatsCollector {
         if out.rows.is_empty() {
             return Ok(());
         }
-        let result = self.reporter.report(&out.rows).await;
+        let result = self.report_in_parts(&out.rows).await;
         let mut state = self.lock_state();
         let definitive = out.rows.len() - out.provisional.len();
         match result {
@@ -444,20 +453,38 @@ impl StatsCollector {
                 state.rows_reported += out.rows.len() as u64;
                 Ok(())
             }
-            Err(error) => {
-                // Open sessions' rows are superseded: every later rollup
-                // reports those sessions again with a later end.
+            Err((written, error)) => {
+                // The first `written` rows are stored. Of the rest, open
+                // sessions' rows are superseded: every later rollup reports
+                // those sessions again with a later end.
                 let mut rows = Vec::with_capacity(definitive);
                 let mut provisional = out.provisional.iter().peekable();
+                let mut stored_definitive = 0;
                 for (i, row) in out.rows.into_iter().enumerate() {
-                    if provisional.next_if_eq(&&i).is_none() {
-                        rows.push(row);
+                    let open = provisional.next_if_eq(&&i).is_some();
+                    match (i < written, open) {
+                        (true, false) => stored_definitive += 1,
+                        (false, false) => rows.push(row),
+                        (_, true) => {}
                     }
                 }
+                state.pending_rows -= stored_definitive;
+                state.rows_reported += written as u64;
                 state.backlog = rows;
                 Err(error)
             }
         }
+    }
+
+    /// Reports `rows` in parts of at most [`MAX_ROWS_PER_REPORT`]; a failure
+    /// says how many leading rows were written before it.
+    async fn report_in_parts(&self, rows: &[StatsReport]) -> Result<(), (usize, StoreError)> {
+        let mut written = 0;
+        for part in rows.chunks(MAX_ROWS_PER_REPORT) {
+            self.reporter.report(part).await.map_err(|e| (written, e))?;
+            written += part.len();
+        }
+        Ok(())
     }
 }
 

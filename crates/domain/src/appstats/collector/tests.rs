@@ -170,6 +170,118 @@ async fn the_last_flush_time_and_error_follow_each_flush() {
     );
 }
 
+/// A backlog larger than one store call takes goes in parts; a failure
+/// keeps only the rows not yet written, so a long outage's backlog drains.
+#[tokio::test]
+async fn a_large_backlog_is_written_in_parts_and_a_failed_part_keeps_only_the_rest() {
+    let n = MAX_ROWS_PER_REPORT * 2 + 5;
+    // The flush's first call fails (all n rows become the backlog); the
+    // retry writes one part and fails on the second; the next flush writes
+    // the last two parts.
+    let script = [false, true, false, true, true];
+    let calls: Calls = Arc::default();
+    let mut reporter = MockReporter::new();
+    let seen = calls.clone();
+    reporter.expect_report().returning(move |rows| {
+        let mut seen = seen.lock();
+        seen.push(rows.to_vec());
+        if script.get(seen.len() - 1).copied().unwrap_or(true) {
+            Ok(())
+        } else {
+            Err(unavailable())
+        }
+    });
+    let clock = ManualClock::new(T0 + secs(130));
+    let config = CollectorConfig {
+        max_buffered: n * 4,
+        ..config()
+    };
+    let c = collector(config, reporter, &clock);
+    for i in 0..n {
+        // Closed sessions longer than the rollup window: one row each.
+        c.collect(report(i as u128 + 1, T0, Some(T0 + secs(120)), 1));
+    }
+    assert!(c.flush().await.is_err());
+    assert_eq!(c.stats().backlog_rows, n);
+    assert!(c.flush().await.is_err(), "the second part fails");
+    let stats = c.stats();
+    assert_eq!(
+        stats.backlog_rows,
+        n - MAX_ROWS_PER_REPORT,
+        "the written part left the backlog"
+    );
+    assert_eq!(stats.rows_reported, MAX_ROWS_PER_REPORT as u64);
+    c.flush().await.unwrap();
+    let stats = c.stats();
+    assert_eq!((stats.backlog_rows, stats.rows_reported), (0, n as u64));
+
+    let calls = calls.lock();
+    let sizes: Vec<usize> = calls.iter().map(Vec::len).collect();
+    assert_eq!(
+        sizes,
+        [
+            MAX_ROWS_PER_REPORT,
+            MAX_ROWS_PER_REPORT,
+            MAX_ROWS_PER_REPORT,
+            MAX_ROWS_PER_REPORT,
+            5
+        ]
+    );
+    // Each row was in exactly one successful call.
+    let mut written: Vec<Uuid> = calls
+        .iter()
+        .zip(script)
+        .filter(|(_, ok)| *ok)
+        .flat_map(|(rows, _)| rows.iter().map(|r| r.session_id))
+        .collect();
+    written.sort();
+    written.dedup();
+    assert_eq!(written.len(), n);
+}
+
+/// The same within one flush of the rollup: the rows written before the
+/// failed part are not kept, the rest become the backlog.
+#[tokio::test]
+async fn a_rollup_whose_second_part_fails_keeps_only_the_rest_as_backlog() {
+    let n = MAX_ROWS_PER_REPORT + 7;
+    let calls: Calls = Arc::default();
+    let mut scripted = MockReporter::new();
+    let seen = calls.clone();
+    scripted.expect_report().returning(move |rows| {
+        let mut seen = seen.lock();
+        seen.push(rows.to_vec());
+        if seen.len() == 2 {
+            Err(unavailable())
+        } else {
+            Ok(())
+        }
+    });
+    let clock = ManualClock::new(T0 + secs(130));
+    let config = CollectorConfig {
+        max_buffered: n * 4,
+        ..config()
+    };
+    let c = collector(config, scripted, &clock);
+    for i in 0..n {
+        c.collect(report(i as u128 + 1, T0, Some(T0 + secs(120)), 1));
+    }
+    assert!(c.flush().await.is_err());
+    let stats = c.stats();
+    assert_eq!(
+        (stats.backlog_rows, stats.rows_reported),
+        (7, MAX_ROWS_PER_REPORT as u64)
+    );
+    c.flush().await.unwrap();
+    let stats = c.stats();
+    assert_eq!((stats.backlog_rows, stats.rows_reported), (0, n as u64));
+    let calls = calls.lock();
+    assert_eq!(
+        calls.iter().map(Vec::len).collect::<Vec<_>>(),
+        [MAX_ROWS_PER_REPORT, 7, 7]
+    );
+    assert_eq!(calls[1], calls[2], "the failed part is retried as it was");
+}
+
 #[tokio::test]
 async fn a_failed_report_becomes_the_backlog_and_is_retried_first_whole() {
     let clock = ManualClock::new(T0 + secs(30));
