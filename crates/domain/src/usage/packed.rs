@@ -339,7 +339,8 @@ impl ReadPlan {
         for hour in hour_of(range.from)..=hour_of(range.to - time::Duration::MINUTE) {
             let start = hour_start(hour);
             let end = start + time::Duration::HOUR;
-            let inside = &bounds[bounds.partition_point(|b| *b <= start)..bounds.partition_point(|b| *b < end)];
+            let inside =
+                &bounds[bounds.partition_point(|b| *b <= start)..bounds.partition_point(|b| *b < end)];
             if inside.iter().any(|b| minute_of(*b).rem_euclid(15) != 0) {
                 cut_hours.push(hour);
                 continue;
@@ -611,19 +612,17 @@ where
     let plan = ReadPlan::of(intervals);
     let mut ordinals = Ordinals::default();
     let (apps, _) = pack(day_rows(&plan, &rows), |u| ordinals.of(u));
-    let encoded: Vec<(i64, AppKey, (Vec<u8>, Vec<u8>))> =
-        apps.into_iter().map(|((d, app), day)| (d, app, day.encode())).collect();
+    let encoded: Vec<(i64, AppKey, (Vec<u8>, Vec<u8>))> = apps
+        .into_iter()
+        .map(|((d, app), day)| (d, app, day.encode()))
+        .collect();
     let cut = cut_rows(&plan, &rows, &mut ordinals);
     app_usage(
         &plan,
         intervals,
-        encoded.iter().map(|(d, app, (f, u))| {
-            (
-                *d,
-                app.clone(),
-                AppDayRef::new(f, u).expect("encoded here"),
-            )
-        }),
+        encoded
+            .iter()
+            .map(|(d, app, (f, u))| (*d, app.clone(), AppDayRef::new(f, u).expect("encoded here"))),
         cut,
     )
 }

@@ -85,7 +85,11 @@ fn a_bound_off_the_quarter_grid_cuts_its_hour_only() {
     let (_, quarters) = &plan.days[0];
     assert_eq!(quarters[39], None, "09:45 is before the range");
     assert_eq!(&quarters[40..48], &[Some(0); 8], "10:00 to 12:00");
-    assert_eq!(&quarters[48..52], &[None; 4], "hour 12 comes from the hourly rows");
+    assert_eq!(
+        &quarters[48..52],
+        &[None; 4],
+        "hour 12 comes from the hourly rows"
+    );
     assert_eq!(&quarters[52..54], &[Some(1); 2], "13:00 to 13:30");
     assert_eq!(quarters[54], None);
 }
