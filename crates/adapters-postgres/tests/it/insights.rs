@@ -82,7 +82,16 @@ async fn packed_day_rows_are_rebuilt_for_marked_days_with_dense_ordinals() {
     let iv = tally_domain::usage::interval::intervals(range, tally_domain::usage::IntervalKind::Day).unwrap();
     for d in 0..3 {
         let rows: Vec<_> = (0..4u128)
-            .map(|u| session(id(1 + u), id(20 + u), "code", d * 86_400 + 600 * u as i64, 3000, 4))
+            .map(|u| {
+                session(
+                    id(1 + u),
+                    id(20 + u),
+                    "code",
+                    d * 86_400 + 600 * u as i64,
+                    3000,
+                    4,
+                )
+            })
             .collect();
         s.write_app_stats(&AppStatsWrite {
             rows,
