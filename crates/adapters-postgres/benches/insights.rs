@@ -254,10 +254,12 @@ async fn main() {
         sqlx::query("VACUUM ANALYZE").execute(store.pool()).await.unwrap();
         store.pool().close().await;
         drop(store);
-        sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = 'insights_loading'")
-            .execute(&admin)
-            .await
-            .unwrap();
+        sqlx::query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = 'insights_loading'",
+        )
+        .execute(&admin)
+        .await
+        .unwrap();
         // Named `insights` only once complete: an interrupted load starts over.
         sqlx::query("ALTER DATABASE insights_loading RENAME TO insights")
             .execute(&admin)
