@@ -52,6 +52,11 @@
 //! # }
 //! ```
 
+//!
+//! A benchmark whose data set takes long to load keeps it in a
+//! [`KeptCluster`]: a directory of its choosing (under `target/`), at
+//! PostgreSQL's default settings, started again as it was by later runs.
+
 mod server;
 
 use std::sync::OnceLock;
