@@ -90,16 +90,20 @@ impl UsageStore for MemoryStore {
     // keeps, packed here per read: one combining code for both stores.
     async fn app_usage_by_interval(&self, intervals: &Intervals) -> Result<Vec<AppUsageSeries>, StoreError> {
         let state = self.apps.read();
-        Ok(packed::app_usage_from_hours(intervals, |from, to| {
-            state.rollup.rows(from, to)
-        }))
+        Ok(packed::app_usage_from_hours(
+            intervals,
+            state.rollup.hour_span(),
+            |from, to| state.rollup.rows(from, to),
+        ))
     }
 
     async fn active_users(&self, intervals: &Intervals) -> Result<ActiveUsers, StoreError> {
         let state = self.apps.read();
-        Ok(packed::active_users_from_hours(intervals, |from, to| {
-            state.rollup.rows(from, to)
-        }))
+        Ok(packed::active_users_from_hours(
+            intervals,
+            state.rollup.hour_span(),
+            |from, to| state.rollup.rows(from, to),
+        ))
     }
 
     async fn user_activity(&self, range: TimeRange, limit: usize) -> Result<Vec<UserActivity>, StoreError> {

@@ -122,11 +122,30 @@ async fn cut_rows(conn: &mut PgConnection, hours: &[i64]) -> Result<Vec<CutRow>,
         .collect()
 }
 
+/// The plan of a read, within the hours that hold rollup rows when the
+/// range is longer than a year (two index lookups): a range of centuries
+/// plans only the days that have data.
+async fn plan_of(pool: &PgPool, intervals: &Intervals) -> Result<ReadPlan, StoreError> {
+    let range = intervals.range();
+    if range.to - range.from <= time::Duration::days(400) {
+        return Ok(ReadPlan::of(intervals));
+    }
+    let (first, last): (Option<OffsetDateTime>, Option<OffsetDateTime>) =
+        sqlx::query_as("SELECT min(hour), max(hour) FROM app_usage_hours")
+            .fetch_one(pool)
+            .await
+            .map_err(map_sqlx_error)?;
+    // Hours added after this look-up are outside what the read sees, as if
+    // it ran before the tick that added them.
+    let span = first.zip(last).map(|(a, b)| (hour_of(a), hour_of(b)));
+    Ok(ReadPlan::within(intervals, Some(span.unwrap_or((0, -1)))))
+}
+
 pub(super) async fn app_usage(
     pool: &PgPool,
     intervals: &Intervals,
 ) -> Result<Vec<AppUsageSeries>, StoreError> {
-    let plan = ReadPlan::of(intervals);
+    let plan = plan_of(pool, intervals).await?;
     let query = sqlx::query(
         "SELECT day, access_method, slug_or_port, figures, users FROM app_usage_app_days \
          WHERE day = ANY($1::timestamptz[])",
@@ -157,7 +176,7 @@ pub(super) async fn app_usage(
 }
 
 pub(super) async fn active_users(pool: &PgPool, intervals: &Intervals) -> Result<ActiveUsers, StoreError> {
-    let plan = ReadPlan::of(intervals);
+    let plan = plan_of(pool, intervals).await?;
     let query = sqlx::query("SELECT day, users FROM app_usage_fleet_days WHERE day = ANY($1::timestamptz[])")
         .bind(plan_days(&plan));
     let (rows, cut) = if plan.cut_hours.is_empty() {

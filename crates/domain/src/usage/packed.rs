@@ -330,11 +330,22 @@ pub struct ReadPlan {
 impl ReadPlan {
     /// The plan of a read over `intervals` (bounds are whole minutes).
     pub fn of(intervals: &Intervals) -> Self {
+        Self::within(intervals, None)
+    }
+
+    /// The plan of a read over `intervals` that covers only the hours
+    /// `span` (first, last), the hours that hold any rollup row: a range of
+    /// centuries plans only the days that have data.
+    pub fn within(intervals: &Intervals, span: Option<(i64, i64)>) -> Self {
         let bounds = intervals.bounds();
         let range = intervals.range();
         let mut days: BTreeMap<i64, [Option<u32>; QUARTERS_PER_DAY]> = BTreeMap::new();
         let mut cut_hours = Vec::new();
-        for hour in hour_of(range.from)..=hour_of(range.to - time::Duration::MINUTE) {
+        let (mut first, mut last) = (hour_of(range.from), hour_of(range.to - time::Duration::MINUTE));
+        if let Some((a, b)) = span {
+            (first, last) = (first.max(a), last.min(b));
+        }
+        for hour in first..=last {
             let start = hour_start(hour);
             let end = start + time::Duration::HOUR;
             let inside =

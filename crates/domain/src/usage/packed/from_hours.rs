@@ -55,12 +55,16 @@ impl Ordinals {
 /// Reads over hourly rollup rows through the packed day rows, the way a
 /// store with day rows answers: pack the plan's days, take its cut hours
 /// from the hourly rows. `rows(from_hour, to_hour)` yields the rollup rows
-/// of those hours.
-pub fn app_usage_from_hours<'a, I>(intervals: &Intervals, rows: impl Fn(i64, i64) -> I) -> Vec<AppUsageSeries>
+/// of those hours; `span` the first and last hour that hold any.
+pub fn app_usage_from_hours<'a, I>(
+    intervals: &Intervals,
+    span: Option<(i64, i64)>,
+    rows: impl Fn(i64, i64) -> I,
+) -> Vec<AppUsageSeries>
 where
     I: Iterator<Item = RollupRef<'a>>,
 {
-    let plan = ReadPlan::of(intervals);
+    let plan = ReadPlan::within(intervals, span);
     let mut ordinals = Ordinals::default();
     let (apps, _) = pack(day_rows(&plan, &rows), |u| ordinals.of(u));
     let encoded: Vec<(i64, AppKey, Encoded)> = apps
@@ -80,11 +84,15 @@ where
 
 /// Active users over hourly rollup rows through the packed day rows; see
 /// [`app_usage_from_hours`].
-pub fn active_users_from_hours<'a, I>(intervals: &Intervals, rows: impl Fn(i64, i64) -> I) -> ActiveUsers
+pub fn active_users_from_hours<'a, I>(
+    intervals: &Intervals,
+    span: Option<(i64, i64)>,
+    rows: impl Fn(i64, i64) -> I,
+) -> ActiveUsers
 where
     I: Iterator<Item = RollupRef<'a>>,
 {
-    let plan = ReadPlan::of(intervals);
+    let plan = ReadPlan::within(intervals, span);
     let mut ordinals = Ordinals::default();
     let (_, fleet) = pack(day_rows(&plan, &rows), |u| ordinals.of(u));
     let encoded: Vec<(i64, Vec<u8>)> = fleet.into_iter().map(|(d, day)| (d, day.encode().0)).collect();

@@ -25,12 +25,12 @@ fn offset_days() -> impl Strategy<Value = Intervals> {
 fn assert_packed_is_the_reference(rollup: &HourlyRollup, rows: &[StatsReport], iv: &Intervals) {
     let hours = |from: i64, to: i64| rollup.rows(from, to);
     assert_eq!(
-        app_usage_from_hours(iv, hours),
+        app_usage_from_hours(iv, rollup.hour_span(), hours),
         reference::app_usage(rows, iv),
         "app usage over {iv:?}"
     );
     assert_eq!(
-        active_users_from_hours(iv, hours),
+        active_users_from_hours(iv, rollup.hour_span(), hours),
         reference::active_users(rows, iv),
         "active users over {iv:?}"
     );
