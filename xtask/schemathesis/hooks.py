@@ -200,15 +200,23 @@ def _utc(t):
     return t.isoformat().replace("+00:00", "Z")
 
 
+# The longest range a rollup read takes at the server's default usage
+# retention (365 days): the retention plus a day.
+MAX_RANGE_DAYS = 366
+
+
 def _insights_range(q):
     """Coder's range rules: both at midnight, not in the future, start
-    before end; with `week`, whole weeks. The generated start picks the day."""
+    before end; with `week`, whole weeks; at most MAX_RANGE_DAYS long. The
+    generated start picks the day (up to 420 days back: a range may lie
+    before the retention)."""
     t = _parse(q.get("start_time"))
     seed = t.toordinal() if t else 0
     today = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
     back = 7 * (1 + seed % 60)
     start = today - timedelta(days=back)
-    days = 7 * (1 + seed % (back // 7)) if q.get("interval") == "week" else 1 + seed % back
+    longest = min(back, MAX_RANGE_DAYS)
+    days = 7 * (1 + seed % (longest // 7)) if q.get("interval") == "week" else 1 + seed % longest
     q["start_time"] = _utc(start)
     q["end_time"] = _utc(start + timedelta(days=days))
 

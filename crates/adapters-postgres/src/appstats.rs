@@ -12,7 +12,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::copy::CopyBuf;
-use crate::error::{is_unique_violation, map_sqlx_error};
+use crate::error::{is_lock_timeout, is_unique_violation, map_sqlx_error};
 use crate::timeconv::floor_micros;
 use crate::{AppStatsWriteMode, PgStore};
 
@@ -216,8 +216,9 @@ impl AppStatsStore for PgStore {
             let seen = self.recent.seen(&hashes);
             match self.write_once(&prepared, Some(&seen)).await {
                 // Some row already exists (a replay, another replica's
-                // session, a row forgotten): redo the whole write as upserts.
-                Err(e) if is_unique_violation(&e) => {}
+                // session, a row forgotten) or another writer holds it:
+                // redo the whole write as upserts.
+                Err(e) if is_unique_violation(&e) || is_lock_timeout(&e) => {}
                 other => {
                     other.map_err(map_sqlx_error)?;
                     self.recent.remember(&hashes);
@@ -231,10 +232,29 @@ impl AppStatsStore for PgStore {
     }
 }
 
+/// How long the COPY of a mixed write may wait for a lock before it gives up
+/// as if its rows existed (see [`PgStore::write_once`]): far below
+/// PostgreSQL's `deadlock_timeout` (1 s), so a wait that would close a cycle
+/// ends before the server looks for one.
+const COPY_LOCK_TIMEOUT: &str = "SET LOCAL lock_timeout = '1ms'";
+
 impl PgStore {
     /// One transaction. With `copy_unless_seen`, rows not written recently
     /// go by COPY (as if new) and the others by upsert; without it every
     /// row goes by upsert.
+    ///
+    /// Lock order, so that concurrent writers (other replicas, retention)
+    /// cannot deadlock: every wait that can last happens in one global
+    /// order, rows by key, then workspaces by id. Each part alone is in key
+    /// order, but not one after the other. The cycle of COPY first: replica
+    /// A COPYs a new row k2, then upserting its own k1 (k1 < k2) waits for
+    /// B, whose key-ordered upserts (its redo of a COPY that hit an
+    /// existing row) took k1 and wait, in the conflict check, for A's
+    /// uncommitted k2. So a mixed write upserts first, touches the
+    /// workspaces, and COPYs last under a lock timeout: a COPY that would
+    /// wait for another writer's row fails at once, and the call is redone
+    /// as upserts, as for a row that exists. A write of one kind is in key
+    /// order as it is.
     async fn write_once(
         &self,
         p: &Prepared<'_>,
@@ -250,12 +270,11 @@ impl PgStore {
                 _ => upserted.push(row),
             }
         }
-        // COPY first: its inserts then never wait on this write's own
-        // upserts, so two replicas writing each other's rows cannot
-        // deadlock (a row one upserts, the other finds committed and fails
-        // on at once, or waits for while holding no row lock).
-        for batch in copied.chunks(p.batch_size) {
-            copy_batch(&mut tx, batch).await?;
+        let mixed = !copied.is_empty() && !upserted.is_empty();
+        if !mixed {
+            for batch in copied.chunks(p.batch_size) {
+                copy_batch(&mut tx, batch).await?;
+            }
         }
         for batch in upserted.chunks(p.batch_size) {
             upsert_batch(&mut tx, batch, upsert).await?;
@@ -273,6 +292,12 @@ impl PgStore {
                 .bind(marks)
                 .execute(&mut *tx)
                 .await?;
+        }
+        if mixed {
+            sqlx::query(COPY_LOCK_TIMEOUT).execute(&mut *tx).await?;
+            for batch in copied.chunks(p.batch_size) {
+                copy_batch(&mut tx, batch).await?;
+            }
         }
         tx.commit().await
     }

@@ -70,6 +70,12 @@ pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some("23505"))
 }
 
+/// Whether a statement gave up waiting for a lock (`lock_timeout`,
+/// SQLSTATE 55P03).
+pub(crate) fn is_lock_timeout(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some("55P03"))
+}
+
 enum Class {
     Retry,
     Invalid,

@@ -159,6 +159,7 @@ pub async fn run_with(
         .with_readiness(opened.readiness)
         .with_access_log(args.access_log)
         .with_clock(clock)
+        .with_usage_retention(to_time(args.retention_usage))
         .with_store_kind(match database_url {
             Some(_) => StoreKind::Postgres,
             None => StoreKind::Memory,

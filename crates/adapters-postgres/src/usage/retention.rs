@@ -46,11 +46,20 @@ pub(super) async fn purge(
         .bind(cut)
         .execute(&mut *tx)
         .await?;
-    outcome.app_stats_rows = sqlx::query("DELETE FROM workspace_app_stats WHERE session_started_at < $1")
-        .bind(cut)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+    // Rows are locked in key order, the order writers lock them in: deleting
+    // in heap order could lock a row a writer wants next while waiting for
+    // one that writer holds (a write of sessions older than the retention).
+    outcome.app_stats_rows = sqlx::query(
+        "DELETE FROM workspace_app_stats t USING ( \
+             SELECT user_id, agent_id, session_id FROM workspace_app_stats \
+             WHERE session_started_at < $1 \
+             ORDER BY user_id, agent_id, session_id FOR UPDATE) old \
+         WHERE (t.user_id, t.agent_id, t.session_id) = (old.user_id, old.agent_id, old.session_id)",
+    )
+    .bind(cut)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
 
     // Rollup rows, whole hours from the oldest.
     let horizon = hour_start(hour_of(now - policy.usage));

@@ -4,7 +4,10 @@ mod appstats;
 mod boundary;
 mod concurrency;
 mod insights;
+mod lock_order;
 mod migrate;
+mod replicas;
+mod retention_writers;
 mod telemetry;
 mod tls;
 

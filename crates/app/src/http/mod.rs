@@ -24,6 +24,7 @@ use tally_domain::appstats::collector::StatsCollector;
 use tally_domain::boundary::tracker::BoundaryTracker;
 use tally_domain::clock::{Clock, SystemClock};
 use tally_domain::ports::Store;
+use tally_domain::usage::RetentionPolicy;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -60,6 +61,9 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     /// What `GET /api/v2/status` names as the store.
     pub store_kind: status::StoreKind,
+    /// How long the usage rollup keeps an hour (`--retention-usage`): the
+    /// longest range an insights read covers.
+    pub usage_retention: time::Duration,
 }
 
 impl AppState {
@@ -80,6 +84,7 @@ impl AppState {
             access_log: true,
             clock: Arc::new(SystemClock),
             store_kind: status::StoreKind::Memory,
+            usage_retention: RetentionPolicy::default().usage,
         }
     }
 
@@ -102,6 +107,11 @@ impl AppState {
         self.store_kind = kind;
         self
     }
+
+    pub fn with_usage_retention(mut self, retention: time::Duration) -> Self {
+        self.usage_retention = retention;
+        self
+    }
 }
 
 impl std::fmt::Debug for AppState {
@@ -111,6 +121,7 @@ impl std::fmt::Debug for AppState {
             .field("body_limit", &self.body_limit)
             .field("access_log", &self.access_log)
             .field("store_kind", &self.store_kind)
+            .field("usage_retention", &self.usage_retention)
             .finish_non_exhaustive()
     }
 }
@@ -128,7 +139,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(insights::app_usage))
         .routes(routes!(insights::active_users))
         .routes(routes!(insights::user_activity))
-        .routes(routes!(insights::export_app_stats_ndjson))
+        .routes(routes!(insights::export::export_app_stats_ndjson))
         .routes(routes!(read::last_used))
         .routes(routes!(read::snapshots))
         .routes(routes!(read::metrics))

@@ -100,7 +100,8 @@ pub fn base() -> Document {
 }
 
 /// The shared error answers, as `#/components/responses/NAME`: an
-/// operation names those it can give, `(status = 401, response = Unauthorized)`.
+/// operation names those it can give, `(status = 401, response = Unauthorized)`,
+/// or, for a read of the store, all of [`responses::StoreReadFailures`].
 pub mod responses {
     use super::ErrorBody;
 
@@ -143,6 +144,21 @@ pub mod responses {
     /// The store failed.
     #[derive(Debug, utoipa::ToResponse)]
     pub struct StoreFailed(pub ErrorBody);
+
+    /// The failures of every route that reads the store for a caller: no
+    /// or a wrong token, a role that may not read, a store that failed or
+    /// is unavailable. `responses(... , StoreReadFailures)` lists all four.
+    #[derive(Debug, utoipa::IntoResponses)]
+    pub enum StoreReadFailures {
+        #[response(status = 401)]
+        Unauthorized(#[ref_response] Unauthorized),
+        #[response(status = 403)]
+        Forbidden(#[ref_response] Forbidden),
+        #[response(status = 500)]
+        StoreFailed(#[ref_response] StoreFailed),
+        #[response(status = 503)]
+        StoreUnavailable(#[ref_response] StoreUnavailable),
+    }
 }
 
 struct Components;

@@ -12,6 +12,7 @@ use tally_domain::authz::Authorized;
 use tally_domain::authz::{Action, Resource};
 use tally_domain::ports::{InsightsStore, TelemetryStore, TimeRange, UsageStore};
 use tally_domain::telemetry::Snapshot;
+use tally_domain::usage::interval::retained;
 use tally_domain::usage::{AppUsageSeries, Intervals};
 use time::format_description::well_known::Rfc3339;
 use time::{OffsetDateTime, UtcOffset};
@@ -20,7 +21,7 @@ use uuid::Uuid;
 use super::AppState;
 use super::auth::Caller;
 use super::error::{ApiError, ErrorBody};
-use super::openapi::responses::{Forbidden, StoreFailed, StoreUnavailable, Unauthorized};
+use super::openapi::responses::{Forbidden, StoreReadFailures, Unauthorized};
 use crate::ready::NotReady;
 
 pub const DEFAULT_SNAPSHOT_LIMIT: usize = 100;
@@ -30,7 +31,7 @@ pub const MAX_SNAPSHOT_LIMIT: usize = 1000;
 /// rather than ignored, so a typo (`limt=5`) is not silently answered with
 /// the defaults.
 pub(super) fn query_params(
-    raw: Option<String>,
+    raw: Option<&str>,
     known: &[&'static str],
 ) -> Result<Vec<(String, String)>, ApiError> {
     let pairs: Vec<(String, String)> = raw
@@ -62,8 +63,22 @@ pub(super) fn query_param<'a>(pairs: &'a [(String, String)], name: &str) -> Opti
     pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
 }
 
+/// `limit`: a whole number from 1 to `max`, `default` when absent.
+pub(super) fn limit_param(pairs: &[(String, String)], default: usize, max: usize) -> Result<usize, ApiError> {
+    let Some(raw) = query_param(pairs, "limit") else {
+        return Ok(default);
+    };
+    match raw.parse::<usize>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        _ => Err(ApiError::bad_param(
+            "limit",
+            format!("limit must be a whole number from 1 to {max}, got {raw:?}"),
+        )),
+    }
+}
+
 /// An RFC 3339 time, in UTC; refused when UTC cannot represent it.
-pub(super) fn time_param(pairs: &[(String, String)], name: &str) -> Result<OffsetDateTime, ApiError> {
+fn time_param(pairs: &[(String, String)], name: &str) -> Result<OffsetDateTime, ApiError> {
     let raw =
         query_param(pairs, name).ok_or_else(|| ApiError::bad_param(name, "missing RFC 3339 timestamp"))?;
     let t = OffsetDateTime::parse(raw, &Rfc3339).map_err(|e| {
@@ -85,6 +100,19 @@ pub(super) fn time_param(pairs: &[(String, String)], name: &str) -> Result<Offse
                 format!("timestamp {raw:?} is after 9999-12-31T23:59:59.999999Z"),
             )
         })
+}
+
+/// A range of any two RFC 3339 times, the first before the second, from a
+/// query that names only them.
+pub(super) fn any_range(
+    query: Option<&str>,
+    from: &'static str,
+    to: &'static str,
+) -> Result<TimeRange, ApiError> {
+    let pairs = query_params(query, &[from, to])?;
+    let start = time_param(&pairs, from)?;
+    let end = time_param(&pairs, to)?;
+    TimeRange::new(start, end).map_err(|e| ApiError::bad_param(to, e))
 }
 
 /// One app over the range. The field names are the route's first ones;
@@ -130,9 +158,13 @@ pub struct AppInsights {
 /// Usage of each app over a time range, from the usage rollup (as of its
 /// last tick).
 ///
-/// The range is widened to the whole minutes it touches. Usage time is 60 s
-/// for each distinct (user, minute) inside it; sessions and requests count
-/// when the UTC hour their session started in begins inside it.
+/// Any range is taken, and only the part of it the rollup keeps is read:
+/// from the usage horizon (now minus `--retention-usage`, truncated to the
+/// UTC hour) to the end of the current hour; a range wholly outside it
+/// answers no apps. That part is widened to the whole minutes it touches.
+/// Usage time is 60 s for each distinct (user, minute) inside it; sessions
+/// and requests count when the UTC hour their session started in begins
+/// inside it. `from` and `to` are echoed as given.
 #[utoipa::path(
     get,
     path = super::APP_INSIGHTS_PATH,
@@ -149,10 +181,7 @@ pub struct AppInsights {
         (status = 200, description = "Usage by app.", body = AppInsights),
         (status = 400, description = "`Invalid request parameters.`: the validation names the \
             parameter (`from`, `to`, an unknown one).", body = ErrorBody),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
-        (status = 500, response = StoreFailed),
-        (status = 503, response = StoreUnavailable),
+        StoreReadFailures,
     ),
 )]
 pub async fn app_insights(
@@ -160,11 +189,20 @@ pub async fn app_insights(
     caller: Caller,
     RawQuery(query): RawQuery,
 ) -> Result<Json<AppInsights>, ApiError> {
-    let pairs = query_params(query, &["from", "to"])?;
-    let from = time_param(&pairs, "from")?;
-    let to = time_param(&pairs, "to")?;
-    let range = TimeRange::new(from, to).map_err(|e| ApiError::bad_param("to", e))?;
-    let minutes = Intervals::covering(range).map_err(|e| ApiError::bad_param("to", e))?;
+    let range = any_range(query.as_deref(), "from", "to")?;
+    let (from, to) = (range.from, range.to);
+    caller.require(Action::Read, Resource::WorkspaceAppStats)?;
+    // Older clients send any range (from year 1 to 9999 for "everything"):
+    // only the part the rollup keeps is read, so a read's work is bounded
+    // by the retention however wide the range.
+    let Some(kept) = retained(range, state.clock.now(), state.usage_retention) else {
+        return Ok(Json(AppInsights {
+            from,
+            to,
+            apps: Vec::new(),
+        }));
+    };
+    let minutes = Intervals::covering(kept).map_err(|e| ApiError::bad_param("to", e))?;
     let store = Authorized::new(state.store.clone(), caller.0);
     let apps = store
         .app_usage_by_interval(&minutes)
@@ -201,10 +239,7 @@ pub struct LastUsed {
         (status = 200, description = "Its last-used time, `null` if never used.", body = LastUsed),
         (status = 400, description = "`Invalid request parameters.`: `workspace_id` is not a \
             UUID, or a query parameter was given.", body = ErrorBody),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
-        (status = 500, response = StoreFailed),
-        (status = 503, response = StoreUnavailable),
+        StoreReadFailures,
     ),
 )]
 pub async fn last_used(
@@ -215,7 +250,7 @@ pub async fn last_used(
 ) -> Result<Json<LastUsed>, ApiError> {
     // axum's own rejection (a percent-encoded non-UTF-8 id) is plain text.
     let Path(id) = path.map_err(|e| ApiError::bad_param("workspace_id", e.body_text()))?;
-    query_params(query, &[])?;
+    query_params(query.as_deref(), &[])?;
     let workspace_id = Uuid::parse_str(&id)
         .map_err(|e| ApiError::bad_param("workspace_id", format!("invalid UUID {id:?}: {e}")))?;
     let store = Authorized::new(state.store.clone(), caller.0);
@@ -248,10 +283,7 @@ pub struct Snapshots {
         (status = 200, description = "The snapshots.", body = Snapshots),
         (status = 400, description = "`Invalid request parameters.`: `limit` is not a whole \
             number from 1 to 1000, or an unknown parameter was given.", body = ErrorBody),
-        (status = 401, response = Unauthorized),
-        (status = 403, response = Forbidden),
-        (status = 500, response = StoreFailed),
-        (status = 503, response = StoreUnavailable),
+        StoreReadFailures,
     ),
 )]
 pub async fn snapshots(
@@ -259,19 +291,8 @@ pub async fn snapshots(
     caller: Caller,
     RawQuery(query): RawQuery,
 ) -> Result<Json<Snapshots>, ApiError> {
-    let pairs = query_params(query, &["limit"])?;
-    let limit = match query_param(&pairs, "limit") {
-        None => DEFAULT_SNAPSHOT_LIMIT,
-        Some(raw) => match raw.parse::<usize>() {
-            Ok(n) if (1..=MAX_SNAPSHOT_LIMIT).contains(&n) => n,
-            _ => {
-                return Err(ApiError::bad_param(
-                    "limit",
-                    format!("limit must be a whole number from 1 to {MAX_SNAPSHOT_LIMIT}, got {raw:?}"),
-                ));
-            }
-        },
-    };
+    let pairs = query_params(query.as_deref(), &["limit"])?;
+    let limit = limit_param(&pairs, DEFAULT_SNAPSHOT_LIMIT, MAX_SNAPSHOT_LIMIT)?;
     let store = Authorized::new(state.store.clone(), caller.0);
     let snapshots = store.list_snapshots(limit).await?;
     Ok(Json(Snapshots { snapshots }))

@@ -71,7 +71,7 @@ pub async fn status(
 ) -> Result<Json<Status>, ApiError> {
     // Fleet-wide figures, as /metrics: the right to read app stats.
     caller.require(Action::Read, Resource::WorkspaceAppStats)?;
-    super::read::query_params(query, &[])?;
+    super::read::query_params(query.as_deref(), &[])?;
     let stats = state.collector.stats();
     Ok(Json(Status {
         store: state.store_kind,

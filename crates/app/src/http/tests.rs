@@ -223,6 +223,10 @@ fn malformed_boundary_logs_name_the_field() {
     }
 }
 
+/// The time the insights routes see in these tests: their range rules
+/// and the usage horizon depend on it.
+const READ_NOW: time::OffsetDateTime = datetime!(2026-11-25 14:20 UTC);
+
 fn state(store: MockStore, body_limit: usize) -> AppState {
     let collector = StatsCollector::new(
         CollectorConfig::default(),
@@ -236,6 +240,7 @@ fn state(store: MockStore, body_limit: usize) -> AppState {
         crate::config::Tokens::parse(TOKENS).unwrap(),
         body_limit,
     )
+    .with_clock(Arc::new(tally_domain::clock::ManualClock::new(READ_NOW)))
 }
 
 async fn call(app: &Router, req: Request<Body>) -> (StatusCode, serde_json::Value) {

@@ -1,10 +1,12 @@
 //! Checking a requested insights range and cutting it into intervals, the
 //! way Coder's insights endpoints do (see docs/insights.md, "Ranges and
-//! intervals"). Pure: the current time is an argument.
+//! intervals"), and bounding a read's range by the usage retention (see
+//! docs/insights.md, "How long a range may be"). Pure: the current time is
+//! an argument.
 
 use time::format_description::well_known::Rfc3339;
 use time::macros::datetime;
-use time::{Duration, OffsetDateTime};
+use time::{Duration, OffsetDateTime, PrimitiveDateTime};
 
 use super::Intervals;
 use super::minutes::{hour_of, hour_start};
@@ -136,4 +138,62 @@ pub fn intervals(range: TimeRange, kind: IntervalKind) -> Result<Intervals, Rang
         field: "start_time",
         reason,
     })
+}
+
+/// The longest range a rollup read takes: the usage retention plus one day,
+/// so that "the last N days" up to the current hour (N midnights back, and
+/// an end up to the next midnight) works for every N up to the retention.
+/// The work of a read grows with its range, and nothing older than the
+/// retention is kept to be read.
+pub fn max_range(retention: Duration) -> Duration {
+    retention.saturating_add(Duration::DAY)
+}
+
+/// Refuses a range longer than [`max_range`] of `retention`, naming
+/// `start_time` (the end is the one the "today" rules pin down).
+pub fn check_length(range: TimeRange, retention: Duration) -> Result<TimeRange, RangeError> {
+    let longest = max_range(retention);
+    if range.to - range.from > longest {
+        return refuse(
+            "start_time",
+            format!(
+                "must be at most {} before end_time (the usage retention, --retention-usage, of {} \
+                 plus one day: nothing older is kept), got {}",
+                describe(longest),
+                describe(retention),
+                describe(range.to - range.from),
+            ),
+        );
+    }
+    Ok(range)
+}
+
+/// The first hour the usage rollup keeps at `now`: a purge deletes the
+/// rollup's hours that start before it.
+pub fn usage_horizon(now: OffsetDateTime, retention: Duration) -> OffsetDateTime {
+    match now.checked_sub(retention) {
+        Some(t) => hour_start(hour_of(t)),
+        None => PrimitiveDateTime::MIN.assume_utc(),
+    }
+}
+
+/// The part of `range` whose figures the rollup holds at `now`: from the
+/// usage horizon to the end of the current hour (as no other read looks
+/// past it). `None` when nothing of `range` is in it.
+pub fn retained(range: TimeRange, now: OffsetDateTime, retention: Duration) -> Option<TimeRange> {
+    let from = range.from.max(usage_horizon(now, retention));
+    let to = range.to.min(hour_start(hour_of(now)) + Duration::HOUR);
+    (from < to).then_some(TimeRange { from, to })
+}
+
+/// A length as days, hours or seconds, the largest unit that is exact.
+fn describe(d: Duration) -> String {
+    let plural = |n: i64, unit: &str| format!("{n} {unit}{}", if n == 1 { "" } else { "s" });
+    if d.whole_seconds() % 86_400 == 0 {
+        plural(d.whole_days(), "day")
+    } else if d.whole_seconds() % 3600 == 0 {
+        plural(d.whole_hours(), "hour")
+    } else {
+        plural(d.whole_seconds(), "second")
+    }
 }

@@ -12,6 +12,8 @@ use super::minutes::hour_of;
 use super::rollup::{HourlyRollup, contributions};
 use super::*;
 
+mod bound;
+
 pub(super) const BASE: OffsetDateTime = datetime!(2026-11-24 00:00 UTC);
 
 fn user(i: u8) -> Uuid {

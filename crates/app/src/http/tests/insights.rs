@@ -237,3 +237,139 @@ async fn a_long_export_gives_the_thread_back_between_pages() {
     // 744 empty hours: the first poll must not walk them all.
     assert!(std::pin::Pin::new(&mut body).poll_next(&mut cx).is_pending());
 }
+
+/// A rollup read covers at most the usage retention plus a day; a longer
+/// range is refused naming `start_time` before the store is asked (the
+/// mock has no expectation for the refused ones: a call would panic).
+#[tokio::test]
+async fn a_range_longer_than_the_retention_plus_a_day_is_refused_naming_start_time() {
+    let mut store = MockStore::new();
+    store
+        .expect_active_users()
+        .withf(|iv| iv.len() == 366)
+        .times(2)
+        .returning(|iv| {
+            Ok(ActiveUsers {
+                total: 0,
+                intervals: vec![0; iv.len()],
+            })
+        });
+    let app = app_at(store, NOW);
+    // "The last 365 days" to the end of the current hour: 365 days and 15 hours.
+    let last_year = "start_time=2025-11-25T00:00:00Z&end_time=2026-11-25T15:00:00Z";
+    let (status, body) = call(
+        &app,
+        get(
+            &format!("/api/v2/insights/active-users?{last_year}&interval=day"),
+            Some("rtok"),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // 366 days exactly is the longest; the intervals reach the store.
+    let longest = "start_time=2025-11-24T00:00:00Z&end_time=2026-11-25T00:00:00Z";
+    let (status, body) = call(
+        &app,
+        get(
+            &format!("/api/v2/insights/active-users?{longest}&interval=day"),
+            Some("rtok"),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    for route in ["app-usage", "active-users", "user-activity"] {
+        for query in [
+            "start_time=2025-11-23T00:00:00Z&end_time=2026-11-25T00:00:00Z",
+            "start_time=0001-01-02T00:00:00Z&end_time=2026-11-25T00:00:00Z",
+            "start_time=0000-01-01T00:00:00Z&end_time=2026-11-25T14:00:00Z",
+            // The same instants, the start in the earliest offset.
+            "start_time=2025-11-24T00:00:00%2B14:00&end_time=2026-11-25T00:00:00-12:00",
+        ] {
+            let uri = format!("/api/v2/insights/{route}?{query}");
+            let (status, body) = call(&app, get(&uri, Some("rtok"))).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}: {body}");
+            let error = error_body(&body);
+            assert_eq!(error.field(), Some("start_time"), "{uri}: {body}");
+            assert!(error.text().contains("366 days"), "{uri}: {body}");
+            assert!(error.text().contains("retention"), "{uri}: {body}");
+        }
+    }
+}
+
+/// The bound follows `--retention-usage`.
+#[tokio::test]
+async fn the_range_bound_is_the_configured_retention_plus_a_day() {
+    let state = state(MockStore::new(), 4096)
+        .with_clock(Arc::new(ManualClock::new(NOW)))
+        .with_usage_retention(time::Duration::days(30));
+    let app = router(state, std::time::Duration::from_secs(5));
+    let uri = "/api/v2/insights/user-activity?start_time=2026-10-24T00:00:00Z&end_time=2026-11-25T00:00:00Z";
+    let (status, body) = call(&app, get(uri, Some("rtok"))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let error = error_body(&body);
+    assert_eq!(error.field(), Some("start_time"));
+    assert!(
+        error.text().contains("31 days") && error.text().contains("30 days"),
+        "{body}"
+    );
+}
+
+/// The first route takes any range and reads only the part the rollup
+/// keeps: from the usage horizon (now minus the retention, to the hour)
+/// to the end of the current hour. A range wholly outside it is answered
+/// without the store, but not to a caller who may not read.
+#[tokio::test]
+async fn the_old_route_reads_only_the_part_of_its_range_the_rollup_keeps() {
+    let mut store = MockStore::new();
+    store
+        .expect_app_usage_by_interval()
+        .withf(|iv| {
+            iv.len() == 1
+                && iv.range()
+                    == TimeRange {
+                        from: datetime!(2025-11-25 14:00 UTC),
+                        to: datetime!(2026-11-25 15:00 UTC),
+                    }
+        })
+        .times(1)
+        .returning(|_| Ok(vec![]));
+    store
+        .expect_app_usage_by_interval()
+        .withf(|iv| {
+            iv.range()
+                == TimeRange {
+                    from: datetime!(2026-11-25 10:00 UTC),
+                    to: datetime!(2026-11-25 15:00 UTC),
+                }
+        })
+        .times(1)
+        .returning(|_| Ok(vec![]));
+    let app = app_at(store, NOW);
+    let everything = "/api/v2/insights/apps?from=0000-01-01T00:00:00Z&to=9999-12-31T23:59:59.999999Z";
+    let (status, body) = call(&app, get(everything, Some("rtok"))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // The answer echoes the range asked for.
+    assert_eq!(body["from"], "0000-01-01T00:00:00Z");
+    assert_eq!(body["to"], "9999-12-31T23:59:59.999999Z");
+    let (status, body) = call(
+        &app,
+        get(
+            "/api/v2/insights/apps?from=2026-11-25T10:00:00Z&to=2026-11-26T10:00:00Z",
+            Some("rtok"),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    for outside in [
+        "from=0001-01-01T00:00:00Z&to=2002-01-01T00:00:00Z",
+        "from=2025-11-25T13:00:00Z&to=2025-11-25T14:00:00Z",
+        "from=2026-11-25T15:00:00Z&to=9999-12-31T23:59:59Z",
+    ] {
+        let uri = format!("/api/v2/insights/apps?{outside}");
+        let (status, body) = call(&app, get(&uri, Some("rtok"))).await;
+        assert_eq!(status, StatusCode::OK, "{uri}: {body}");
+        assert_eq!(body["apps"], serde_json::json!([]), "{uri}: {body}");
+        let (status, body) = call(&app, get(&uri, Some("mtok"))).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{uri}: {body}");
+    }
+}

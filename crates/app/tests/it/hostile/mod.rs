@@ -9,11 +9,15 @@
 //! the message. After each case `/metrics` shows nothing more collected,
 //! dropped or tracked, and `/healthz` answers. At the end the read endpoints
 //! show exactly what the valid edge cases sent: empty lists store nothing,
-//! Go's `null`s are taken, unknown fields are ignored.
+//! Go's `null`s are taken, unknown fields are ignored; and the insights
+//! reads take their valid edges (`read_edges`): the longest range, every
+//! offset, the shortest week ranges, and the first route's widest range,
+//! read as the part the rollup keeps.
 
 mod app_stats;
 mod boundary;
 mod harness;
+mod read_edges;
 mod reads;
 mod valid;
 
@@ -68,7 +72,7 @@ async fn hostile_input_to_every_endpoint_is_refused_whole_and_the_server_keeps_s
     let target = Target::new(&server);
     let now = OffsetDateTime::now_utc();
 
-    let tables = [app_stats::cases(now), boundary::cases(), reads::cases()];
+    let tables = [app_stats::cases(now), boundary::cases(), reads::cases(now)];
     let sizes = tables.iter().map(Vec::len).collect::<Vec<_>>();
     eprintln!(
         "cases: app stats {}, boundary logs {}, reads {}",
@@ -89,8 +93,8 @@ async fn hostile_input_to_every_endpoint_is_refused_whole_and_the_server_keeps_s
 
     let accepted = valid::run(&target, now).await;
 
-    // The insights show exactly the accepted apps, over any range.
-    // The widest range accepted.
+    // The insights show exactly the accepted apps. The first route takes
+    // any range, the widest too, and reads the part the rollup keeps.
     let range = "from=0000-01-01T00:00:00Z&to=9999-12-31T23:59:59.999999Z";
     let want: BTreeSet<_> = accepted
         .apps
@@ -117,6 +121,7 @@ async fn hostile_input_to_every_endpoint_is_refused_whole_and_the_server_keeps_s
     })
     .await;
     assert!(!apps.to_string().contains("must-not-appear"), "{apps}");
+    read_edges::run(&target, &want).await;
 
     let last_used = |ws: uuid::Uuid| {
         let target = target.clone();

@@ -1,19 +1,29 @@
 //! Bad parameters on the read endpoints.
 
 use reqwest::{Method, StatusCode};
+use time::{Duration, OffsetDateTime, Time};
 
 use super::app_stats::POISON_WS;
 use super::harness::Case;
+use super::valid::url_time;
 use crate::common::*;
 
 const INSIGHTS: &str = "/api/v2/insights/apps";
 const SNAPSHOTS: &str = "/api/v2/telemetry/snapshots";
 const FROM: &str = "2026-11-25T10:00:00Z";
 const TO: &str = "2026-11-25T11:00:00Z";
+const RANGE_READS: [&str; 3] = [
+    "/api/v2/insights/app-usage",
+    "/api/v2/insights/active-users",
+    "/api/v2/insights/user-activity",
+];
 
-pub fn cases() -> Vec<Case> {
-    let get = |name: &str, path: String, field: &str| Case::get(name.to_owned(), &path, READER, field);
-    let mut cases = Vec::new();
+fn get(name: &str, path: String, field: &str) -> Case {
+    Case::get(name.to_owned(), &path, READER, field)
+}
+
+pub fn cases(now: OffsetDateTime) -> Vec<Case> {
+    let mut cases = range_read_cases(now);
 
     // App insights: a range of two RFC 3339 times, from before to.
     for (query, field) in [
@@ -116,6 +126,161 @@ pub fn cases() -> Vec<Case> {
             .method(method)
             .no_field();
         cases.push(case.status(StatusCode::METHOD_NOT_ALLOWED));
+    }
+    cases
+}
+
+/// The range reads over the rollup, at `now` (the server's clock): Coder's
+/// range rules, and a range at most the usage retention (365 days here)
+/// plus a day long.
+fn range_read_cases(now: OffsetDateTime) -> Vec<Case> {
+    let today = now.replace_time(Time::MIDNIGHT);
+    let days = |n: i64| url_time(today - Duration::days(n));
+    let week_ago = days(7);
+    let end = url_time(today);
+    let mut cases = Vec::new();
+    for path in RANGE_READS {
+        let mut table: Vec<(String, &str, &str)> = vec![
+            // Longer than the retention plus a day.
+            (
+                format!("start_time={}&end_time={end}", days(367)),
+                "start_time",
+                "366 days",
+            ),
+            (
+                format!("start_time={}&end_time={end}", days(3650)),
+                "start_time",
+                "retention",
+            ),
+            (
+                format!("start_time=0001-01-02T00:00:00Z&end_time={end}"),
+                "start_time",
+                "366 days",
+            ),
+            (
+                format!("start_time=0000-01-01T00:00:00Z&end_time={end}"),
+                "start_time",
+                "366 days",
+            ),
+            (
+                format!("start_time=0001-01-01T00:00:00Z&end_time={end}"),
+                "start_time",
+                "zero",
+            ),
+            (
+                format!("start_time={week_ago}&end_time=9999-12-31T00:00:00Z"),
+                "end_time",
+                "future",
+            ),
+            (
+                "start_time=9999-12-30T00:00:00Z&end_time=9999-12-31T00:00:00Z".to_owned(),
+                "start_time",
+                "future",
+            ),
+            // Offsets at the ends of the range, and one of 45 minutes, off midnight.
+            (
+                format!("start_time=2026-11-02T01:00:00%2B14:00&end_time={end}"),
+                "start_time",
+                "00:00:00",
+            ),
+            (
+                format!("start_time=2026-11-02T00:45:00%2B05:45&end_time={end}"),
+                "start_time",
+                "00:00:00",
+            ),
+            (
+                "start_time=2026-11-02T00:00:00-12:00&end_time=2026-11-03T00:30:00-12:00".to_owned(),
+                "end_time",
+                ":00:00",
+            ),
+            // Malformed times.
+            (
+                format!("start_time=2026-11-02T00:00:00&end_time={end}"),
+                "start_time",
+                "RFC 3339",
+            ),
+            // An unescaped + of an offset arrives as a space.
+            (
+                format!("start_time=2026-11-02T00:00:00+05:45&end_time={end}"),
+                "start_time",
+                "RFC 3339",
+            ),
+            (
+                format!("start_time=2026-11-02T24:00:00Z&end_time={end}"),
+                "start_time",
+                "RFC 3339",
+            ),
+            (
+                format!("start_time=2026-02-30T00:00:00Z&end_time={end}"),
+                "start_time",
+                "RFC 3339",
+            ),
+            (
+                format!("start_time=2026-11-02T00:00:00%2B24:00&end_time={end}"),
+                "start_time",
+                "RFC 3339",
+            ),
+            (
+                format!("start_time=2026-11-01T23:59:60Z&end_time={end}"),
+                "start_time",
+                "second",
+            ),
+            (format!("start_time=%FF&end_time={end}"), "start_time", "RFC 3339"),
+            (
+                format!("start_time=1764028800&end_time={end}"),
+                "start_time",
+                "RFC 3339",
+            ),
+            (format!("start_time={week_ago}&end_time="), "end_time", "RFC 3339"),
+        ];
+        if path.ends_with("user-activity") {
+            for limit in [
+                "0",
+                "1001",
+                "-1",
+                "18446744073709551616",
+                "99999999999999999999999",
+                "1e3",
+                "0x10",
+                "5.0",
+                "%FF",
+            ] {
+                table.push((
+                    format!("start_time={week_ago}&end_time={end}&limit={limit}"),
+                    "limit",
+                    "1 to 1000",
+                ));
+            }
+            table.push((
+                format!("start_time={week_ago}&end_time={end}&interval=day"),
+                "interval",
+                "interval",
+            ));
+        } else {
+            // Week intervals over ranges whose last week is short.
+            for n in [1, 2, 5, 8, 12] {
+                let start = days(n);
+                table.push((
+                    format!("start_time={start}&end_time={end}&interval=week"),
+                    "interval",
+                    "6 days",
+                ));
+            }
+            table.push((
+                format!("start_time={week_ago}&end_time={end}&interval=Day"),
+                "interval",
+                "day week",
+            ));
+            table.push((
+                format!("start_time={week_ago}&end_time={end}&limit=5"),
+                "limit",
+                "limit",
+            ));
+        }
+        for (query, field, words) in table {
+            let case = get(&format!("{path} ?{query}"), format!("{path}?{query}"), field);
+            cases.push(case.mentions(words));
+        }
     }
     cases
 }

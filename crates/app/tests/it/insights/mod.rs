@@ -310,6 +310,22 @@ async fn active_users_list_every_interval(server: &Server, f: &Fleet) {
     // Day 1 alone: B (s3's last 20 minutes) and A (terminal).
     let body = ok(server, &range_query(ACTIVE_USERS, f.day(1), f.day(2), "")).await;
     assert_eq!(body["active_users"], 2, "{body}");
+
+    // The longest range the usage retention (365 days) allows, a day
+    // more: every interval listed, the fleet in its last days.
+    let year = f.today - time::Duration::days(366);
+    let body = ok(server, &range_query(ACTIVE_USERS, year, f.today, "&interval=day")).await;
+    assert_eq!(body["active_users"], 3, "{body}");
+    let per_day = body["intervals"].as_array().unwrap();
+    assert_eq!(per_day.len(), 366);
+    assert_eq!(
+        per_day[366 - 14]["active_users"],
+        2,
+        "day 0: {}",
+        per_day[366 - 14]
+    );
+    let body = ok(server, &range_query(USER_ACTIVITY, year, f.today, "")).await;
+    assert_eq!(body["users"].as_array().unwrap().len(), 3, "{body}");
 }
 
 async fn user_activity_merges_apps_and_keeps_the_limit(server: &Server, f: &Fleet) {
@@ -359,6 +375,25 @@ async fn the_old_route_counts_overlapping_minutes_once(server: &Server, f: &Flee
     assert_eq!(code["unique_users"], 1);
     let jupyter = app(&body, "path", "jupyter").unwrap();
     assert_eq!(jupyter["session_seconds"], 1800.0, "{body}");
+
+    // Its widest range reads the part the rollup keeps (the last 365 days
+    // to the current hour's end): the whole fleet.
+    let widest = "/api/v2/insights/apps?from=0000-01-01T00:00:00Z&to=9999-12-31T23:59:59.999999Z";
+    let (status, body) = get_json(&client(), server, widest, READER).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let sessions = |method, slug| app(&body, method, slug).unwrap()["sessions"].clone();
+    assert_eq!(sessions("subdomain", "code-server"), 3, "{body}");
+    assert_eq!(sessions("path", "jupyter"), 2, "{body}");
+    assert_eq!(sessions("terminal", ""), 1, "{body}");
+    // Wholly before what the rollup keeps: nothing, whatever is stored.
+    let (status, body) = get_json(
+        &client(),
+        server,
+        "/api/v2/insights/apps?from=0001-01-01T00:00:00Z&to=2001-01-01T00:00:00Z",
+        READER,
+    )
+    .await;
+    assert_eq!((status, &body["apps"]), (StatusCode::OK, &json!([])), "{body}");
 }
 
 async fn export_streams_the_rows_as_ndjson(server: &Server, f: &Fleet) {
@@ -467,6 +502,12 @@ async fn parameter_errors_name_the_parameter(server: &Server, f: &Fleet) {
                 "start_time",
             ),
             (format!("start_time=0001-01-01T00:00:00Z&{ok_end}"), "start_time"),
+            // Longer than the usage retention (365 days) plus a day.
+            (
+                format!("start_time={}&{ok_end}", enc(start - time::Duration::days(360))),
+                "start_time",
+            ),
+            (format!("start_time=0001-01-02T00:00:00Z&{ok_end}"), "start_time"),
             (
                 format!("start_time={}&{ok_end}", enc(start + time::Duration::hours(1))),
                 "start_time",
