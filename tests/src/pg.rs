@@ -52,6 +52,11 @@
 //! # }
 //! ```
 
+//!
+//! A benchmark whose data set takes long to load keeps it in a
+//! [`KeptCluster`]: a directory of its choosing (under `target/`), at
+//! PostgreSQL's default settings, started again as it was by later runs.
+
 mod server;
 
 use std::sync::OnceLock;
@@ -271,6 +276,44 @@ impl PrivateCluster {
 impl Drop for PrivateCluster {
     fn drop(&mut self) {
         self.cluster.remove();
+    }
+}
+
+/// A cluster whose data directory is kept between runs (a benchmark's data
+/// set, built once): at PostgreSQL's default settings (only listening is
+/// limited to loopback), on a free port, stopped when the process exits or
+/// the value is dropped, its directory left in place.
+#[derive(Debug)]
+pub struct KeptCluster {
+    cluster: Cluster,
+    created: bool,
+}
+
+impl KeptCluster {
+    /// Starts the cluster kept in `dir`, creating it (initdb) when `dir` holds
+    /// none. Blocks until it accepts connections.
+    pub fn open(dir: &std::path::Path) -> Result<Self, HarnessError> {
+        Cluster::start_kept(dir)
+            .map(|(cluster, created)| Self { cluster, created })
+            .map_err(HarnessError)
+    }
+
+    /// Whether [`KeptCluster::open`] created it (an empty cluster).
+    pub fn created(&self) -> bool {
+        self.created
+    }
+
+    /// The URL of database `name` on it (superuser).
+    pub fn url(&self, name: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{name}", self.cluster.port)
+    }
+}
+
+impl Drop for KeptCluster {
+    fn drop(&mut self) {
+        if self.cluster.is_running() {
+            let _ = self.cluster.stop(Shutdown::Fast);
+        }
     }
 }
 

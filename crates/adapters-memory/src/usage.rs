@@ -2,13 +2,15 @@
 //!
 //! The same rules as PostgreSQL's (`tally_domain::usage::rollup`): writes
 //! mark the start hours they touch, a tick rolls those hours up again from
-//! the raw rows, reads answer from the rollup only.
+//! the raw rows, reads answer from the rollup only (app usage and active
+//! users through `tally_domain::usage::packed`, as PostgreSQL does).
 
 use async_trait::async_trait;
 use tally_domain::appstats::StatsReport;
 use tally_domain::error::StoreError;
 use tally_domain::ports::{TimeRange, UsageStore};
 use tally_domain::usage::minutes::hour_of;
+use tally_domain::usage::packed;
 use tally_domain::usage::rollup::{self, contributions};
 use tally_domain::usage::{
     ActiveUsers, AppUsageSeries, Intervals, PurgeOutcome, RetentionPolicy, TickOutcome, UserActivity,
@@ -84,14 +86,24 @@ impl UsageStore for MemoryStore {
         Ok(self.apps.write().tick())
     }
 
+    // App usage and active users go through the packed day rows PostgreSQL
+    // keeps, packed here per read: one combining code for both stores.
     async fn app_usage_by_interval(&self, intervals: &Intervals) -> Result<Vec<AppUsageSeries>, StoreError> {
         let state = self.apps.read();
-        Ok(rollup::app_usage(state.rollup.rows_for(intervals), intervals))
+        Ok(packed::app_usage_from_hours(
+            intervals,
+            state.rollup.hour_span(),
+            |from, to| state.rollup.rows(from, to),
+        ))
     }
 
     async fn active_users(&self, intervals: &Intervals) -> Result<ActiveUsers, StoreError> {
         let state = self.apps.read();
-        Ok(rollup::active_users(state.rollup.rows_for(intervals), intervals))
+        Ok(packed::active_users_from_hours(
+            intervals,
+            state.rollup.hour_span(),
+            |from, to| state.rollup.rows(from, to),
+        ))
     }
 
     async fn user_activity(&self, range: TimeRange, limit: usize) -> Result<Vec<UserActivity>, StoreError> {

@@ -1,13 +1,20 @@
 //! Insights benchmark of the PostgreSQL store: 90 days of a 6,000-workspace
-//! fleet loaded by binary COPY (a day at a time, with the start-hour marks a
-//! write leaves) and rolled up by the store's own tick after each day, then
+//! fleet loaded by binary COPY a day at a time with their hourly rollup
+//! rows, the store's tick rebuilding the day rows after each day, then
 //! five minutes of fresh writes through `PgStore::write_app_stats`, then the
-//! reads over a day, a week and 90 days, beside a plain scan of the rows
-//! each read covers.
+//! reads over a day, a week and 90 days, beside the limit: a plain fetch of
+//! the packed day rows each read covers.
 //!
 //! `cargo bench -p tally-adapters-postgres --bench insights`
 //! (`TALLY_BENCH_DAYS` shortens the data set, `TALLY_BENCH_USERS` shrinks
 //! the fleet, `TALLY_BENCH_RUNS` sets the runs per query.)
+//!
+//! The loaded data set is kept in a PostgreSQL cluster of its own under
+//! `target/bench-data/` (default settings), named by [`DATA_SET_VERSION`],
+//! the fleet size and the days: a later run with the same key starts from it
+//! at once, on a copy (`CREATE DATABASE ... TEMPLATE`), so the fresh writes
+//! and the retention rounds never change it. Change the version whenever the
+//! fleet model or the schema changes; `TALLY_BENCH_RELOAD=1` rebuilds it.
 //!
 //! The fleet: one user per workspace, in three regions whose working day
 //! starts at 01:00, 08:00 and 14:00 UTC. On a weekday a user works with
@@ -28,10 +35,14 @@ use tally_domain::appstats::{AccessMethod, StatsReport};
 use tally_domain::ports::{AppStatsStore, AppStatsWrite, TimeRange, UsageStore};
 use tally_domain::usage::minutes::{hour_of, hour_start};
 use tally_domain::usage::{IntervalKind, Intervals, RetentionPolicy, interval};
-use tally_tests::pg::fresh_database;
+use tally_tests::pg::KeptCluster;
 use time::macros::datetime;
 use time::{OffsetDateTime, UtcOffset};
 use uuid::Uuid;
+
+/// Names the kept data set: bump it when the fleet model or the schema of
+/// what the load writes changes.
+const DATA_SET_VERSION: u32 = 2;
 
 /// A Monday.
 const DAY0: OffsetDateTime = datetime!(2026-01-05 00:00 UTC);
@@ -189,7 +200,8 @@ fn percentiles(mut t: Vec<Duration>) -> (f64, f64) {
 async fn sizes(store: &PgStore) -> Vec<(String, i64, i64)> {
     sqlx::query_as(
         "SELECT relname::text, n_live_tup, pg_total_relation_size(relid) FROM pg_stat_user_tables \
-         WHERE relname IN ('workspace_app_stats', 'app_usage_hours', 'app_usage_days', 'app_usage_user_days') \
+         WHERE relname IN ('workspace_app_stats', 'app_usage_hours', 'app_usage_user_days', \
+             'app_usage_app_days', 'app_usage_fleet_days', 'app_usage_users') \
          ORDER BY relname",
     )
     .fetch_all(store.pool())
@@ -208,30 +220,69 @@ async fn main() {
             .map(|_| (uuid(&mut rng), uuid(&mut rng), uuid(&mut rng)))
             .collect(),
     };
-    let db = fresh_database().await;
-    let store = PgStore::connect(&db.url).await.unwrap();
-
-    // Load: one day at a time by COPY with the marks a write would leave,
-    // then the tick that catches up that day.
-    let (mut raw_rows, mut write_time, mut ticks) = (0usize, Duration::ZERO, Vec::new());
-    for d in 0..days {
-        let rows = day_rows(&fleet, d, &mut rng);
-        raw_rows += rows.len();
-        let t = Instant::now();
-        copy_day(&store, &rows).await;
-        write_time += t.elapsed();
-        let t = Instant::now();
-        let tick = store.tick_usage_rollup().await.unwrap();
-        ticks.push(t.elapsed());
-        if d % 10 == 0 {
-            eprintln!(
-                "day {d}: {} rows, tick {:.0} ms ({} start hours)",
-                rows.len(),
-                ms(ticks[d as usize]),
-                tick.start_hours
-            );
-        }
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"));
+    let dir = target
+        .join("bench-data")
+        .join(format!("insights-v{DATA_SET_VERSION}-{users}u-{days}d"));
+    if std::env::var_os("TALLY_BENCH_RELOAD").is_some() {
+        let _ = std::fs::remove_dir_all(&dir);
     }
+    let cluster = tokio::task::spawn_blocking(move || KeptCluster::open(&dir))
+        .await
+        .unwrap()
+        .unwrap();
+    let admin = sqlx::PgPool::connect(&cluster.url("postgres")).await.unwrap();
+    let loaded: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT FROM pg_database WHERE datname = 'insights')")
+            .fetch_one(&admin)
+            .await
+            .unwrap();
+    let mut load = None;
+    if !loaded {
+        sqlx::query("DROP DATABASE IF EXISTS insights_loading")
+            .execute(&admin)
+            .await
+            .unwrap();
+        sqlx::query("CREATE DATABASE insights_loading")
+            .execute(&admin)
+            .await
+            .unwrap();
+        let store = PgStore::connect(&cluster.url("insights_loading")).await.unwrap();
+        load = Some(load_data_set(&store, &fleet, days, &mut rng).await);
+        sqlx::query("VACUUM ANALYZE").execute(store.pool()).await.unwrap();
+        store.pool().close().await;
+        drop(store);
+        sqlx::query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = 'insights_loading'",
+        )
+        .execute(&admin)
+        .await
+        .unwrap();
+        // Named `insights` only once complete: an interrupted load starts over.
+        sqlx::query("ALTER DATABASE insights_loading RENAME TO insights")
+            .execute(&admin)
+            .await
+            .unwrap();
+    } else {
+        eprintln!("reusing the kept data set");
+    }
+    sqlx::query("DROP DATABASE IF EXISTS insights_run")
+        .execute(&admin)
+        .await
+        .unwrap();
+    let t = Instant::now();
+    sqlx::query("CREATE DATABASE insights_run TEMPLATE insights STRATEGY = FILE_COPY")
+        .execute(&admin)
+        .await
+        .unwrap();
+    eprintln!("copied the data set in {:.1} s", t.elapsed().as_secs_f64());
+    let store = PgStore::connect(&cluster.url("insights_run")).await.unwrap();
+    let raw_rows: i64 = sqlx::query_scalar("SELECT count(*) FROM workspace_app_stats")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
     let end_day = DAY0 + time::Duration::days(days);
 
     // Five minutes of fresh writes: the sessions that start in the last five
@@ -240,7 +291,7 @@ async fn main() {
     let last_weekday = (0..days).rev().find(|d| d % 7 < 5).unwrap();
     let busy = DAY0 + time::Duration::days(last_weekday) + time::Duration::hours(10);
     let window = (busy - time::Duration::minutes(5), busy);
-    let mut fresh: Vec<StatsReport> = day_rows(&fleet, last_weekday, &mut rng)
+    let mut fresh: Vec<StatsReport> = day_rows(&fleet, last_weekday, &mut StdRng::seed_from_u64(8))
         .into_iter()
         .filter(|r| r.session_started_at >= window.0 && r.session_started_at < window.1)
         .collect();
@@ -279,17 +330,18 @@ async fn main() {
                 to + time::Duration::DAY,
             );
             for _ in 0..runs {
-                // The limit: a plain scan of the day rows the reads cover.
+                // The limit: a plain fetch of the packed rows app usage reads.
                 let t = Instant::now();
-                let _: (i64, Option<i64>) = sqlx::query_as(
-                    "SELECT count(*), sum(minutes[25])::int8 FROM app_usage_days WHERE day >= $1 AND day < $2",
+                let fetched: Vec<(Vec<u8>, Vec<u8>)> = sqlx::query_as(
+                    "SELECT figures, users FROM app_usage_app_days WHERE day >= $1 AND day < $2",
                 )
                 .bind(first_day)
                 .bind(end)
-                .fetch_one(store.pool())
+                .fetch_all(store.pool())
                 .await
                 .unwrap();
                 scan.push(t.elapsed());
+                assert!(!fetched.is_empty());
                 let t = Instant::now();
                 let a = store.app_usage_by_interval(&iv).await.unwrap();
                 app.push(t.elapsed());
@@ -329,7 +381,8 @@ async fn main() {
     loop {
         let t = Instant::now();
         let round = store.purge_expired(end_day, &keep30).await.unwrap();
-        if round.app_stats_rows == 0 {
+        // A day of rounds is enough to time them.
+        if round.app_stats_rows == 0 || purge_rounds.len() == 6 {
             break;
         }
         purge_rounds.push((t.elapsed(), round.app_stats_rows));
@@ -337,16 +390,22 @@ async fn main() {
     sqlx::query("VACUUM ANALYZE").execute(store.pool()).await.unwrap();
     let sized_after = sizes(&store).await;
 
-    println!(
-        "\n{days} days, {users} users (one workspace each), {raw_rows} raw rows loaded by COPY in {:.1} s ({:.0} rows/s)",
-        write_time.as_secs_f64(),
-        raw_rows as f64 / write_time.as_secs_f64()
-    );
-    let (p50, p99) = percentiles(ticks.clone());
-    println!(
-        "tick catching up one whole day (after each day's writes): median {p50:.0} ms, p99 {p99:.0} ms, max {:.0} ms",
-        ms(*ticks.iter().max().unwrap())
-    );
+    println!("\n{days} days, {users} users (one workspace each), {raw_rows} raw rows");
+    match load {
+        None => println!("(the kept data set: its load was measured when it was built)"),
+        Some((write_time, ticks)) => {
+            println!(
+                "loaded by COPY in {:.1} s ({:.0} rows/s)",
+                write_time.as_secs_f64(),
+                raw_rows as f64 / write_time.as_secs_f64()
+            );
+            let (p50, p99) = percentiles(ticks.clone());
+            println!(
+                "tick rebuilding one whole day's day rows (after each day's load): median {p50:.0} ms, p99 {p99:.0} ms, max {:.0} ms",
+                ms(*ticks.iter().max().unwrap())
+            );
+        }
+    }
     println!(
         "tick over 5 minutes of fresh writes ({fresh_count} rows: {} new, {open_count} open sessions rewritten): {:.0} ms, {} start hours, {} rollup rows changed",
         fresh_count - open_count,
@@ -376,7 +435,7 @@ async fn main() {
     let deleted: u64 = purge_rounds.iter().map(|r| r.1).sum();
     let slowest = purge_rounds.iter().map(|r| r.0).max().unwrap_or_default();
     println!(
-        "keeping 30 days of raw rows: {} rounds of at most 4 hours deleted {deleted} rows, slowest round {:.0} ms",
+        "keeping 30 days of raw rows: {} rounds of at most 4 hours (the first day's) deleted {deleted} rows, slowest round {:.0} ms",
         purge_rounds.len(),
         ms(slowest)
     );
@@ -384,6 +443,61 @@ async fn main() {
     for (name, rows, bytes) in &sized_after {
         println!("- {name}: {rows} rows, {:.1} MiB", *bytes as f64 / 1048576.0);
     }
+}
+
+/// Loads `days` days, one day at a time: the raw rows by binary COPY, and
+/// the hourly rollup rows they make (`tally_domain::usage::rollup::
+/// contributions`, the rules the tick's SQL follows and the conformance
+/// suite holds it to) merged in as the tick would merge them, marked as
+/// touched; then a tick, which has no start hour to roll up and rebuilds the
+/// day rows of the touched hours. (Rolling up 90 days of raw rows through
+/// the tick takes over half an hour here; the tick's own roll-up is timed on
+/// the fresh writes below.) Returns the time spent writing and each tick's.
+async fn load_data_set(
+    store: &PgStore,
+    fleet: &Fleet,
+    days: i64,
+    rng: &mut StdRng,
+) -> (Duration, Vec<Duration>) {
+    let (mut write_time, mut ticks) = (Duration::ZERO, Vec::new());
+    for d in 0..days {
+        let rows = day_rows(fleet, d, rng);
+        let t = Instant::now();
+        copy_day(store, &rows).await;
+        write_time += t.elapsed();
+        let t = Instant::now();
+        let tick = store.tick_usage_rollup().await.unwrap();
+        ticks.push(t.elapsed());
+        if d % 10 == 0 {
+            eprintln!(
+                "day {d}: {} rows, day rows rebuilt in {:.0} ms ({} start hours rolled up)",
+                rows.len(),
+                ms(ticks[d as usize]),
+                tick.start_hours
+            );
+        }
+    }
+    (write_time, ticks)
+}
+
+/// The hourly rows of `rows` in COPY's text format.
+fn hourly_copy(rows: &[StatsReport]) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut out = Vec::new();
+    for ((user, method, slug, hour), u) in tally_domain::usage::rollup::contributions(rows) {
+        let at = hour_start(hour);
+        writeln!(
+            out,
+            "{}\t{user}\t{}\t{slug}\t{}\t{}\t{}",
+            at.format(&time::format_description::well_known::Rfc3339).unwrap(),
+            method.as_str(),
+            u.minutes,
+            u.sessions,
+            u.requests
+        )
+        .unwrap();
+    }
+    out
 }
 
 /// Stored rows of sessions still open at `at` (ending after it).
@@ -399,8 +513,9 @@ async fn store_rows_open_at(store: &PgStore, at: OffsetDateTime) -> Vec<StatsRep
         .collect()
 }
 
-/// One day's rows by binary COPY, and the start-hour marks a write of them
-/// leaves, in one transaction.
+/// One day's raw rows by binary COPY and their hourly rows merged into
+/// the rollup (minutes OR'ed, counts added: a start hour's counts come from
+/// one day only), marked as touched, in one transaction.
 async fn copy_day(store: &PgStore, rows: &[StatsReport]) {
     let mut tx = store.pool().begin().await.unwrap();
     let mut copy = tx
@@ -412,15 +527,26 @@ async fn copy_day(store: &PgStore, rows: &[StatsReport]) {
         .unwrap();
     copy.send(common::binary_copy(rows)).await.unwrap();
     copy.finish().await.unwrap();
-    let mut hours: Vec<OffsetDateTime> = rows
-        .iter()
-        .map(|r| hour_start(hour_of(r.session_started_at)))
-        .collect();
-    hours.dedup();
-    sqlx::query("INSERT INTO app_usage_dirty_hours (start_hour) SELECT unnest($1::timestamptz[])")
-        .bind(&hours)
+    sqlx::query("CREATE TEMPORARY TABLE stage (LIKE app_usage_hours) ON COMMIT DROP")
         .execute(&mut *tx)
         .await
         .unwrap();
+    let mut copy = tx
+        .copy_in_raw(
+            "COPY stage (hour, user_id, access_method, slug_or_port, minutes, sessions, requests) FROM STDIN",
+        )
+        .await
+        .unwrap();
+    copy.send(hourly_copy(rows)).await.unwrap();
+    copy.finish().await.unwrap();
+    for sql in [
+        "INSERT INTO app_usage_hours AS u SELECT * FROM stage ON CONFLICT (hour, user_id, access_method, slug_or_port) \
+         DO UPDATE SET minutes = u.minutes | excluded.minutes, sessions = u.sessions + excluded.sessions, \
+         requests = u.requests + excluded.requests",
+        "INSERT INTO app_usage_touched (hour, user_id, access_method, slug_or_port) \
+         SELECT hour, user_id, access_method, slug_or_port FROM stage",
+    ] {
+        sqlx::query(sql).execute(&mut *tx).await.unwrap();
+    }
     tx.commit().await.unwrap();
 }

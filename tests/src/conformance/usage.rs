@@ -456,6 +456,15 @@ async fn scenario(
         Intervals::new(vec![base + mins(61), base + mins(119), base + mins(2000)]).unwrap(),
         // Days at -05:00: whole hours, each day split between two intervals.
         Intervals::new(vec![base + mins(300), base + mins(1740), base + mins(3180)]).unwrap(),
+        // Days at +05:45, ending on a whole hour: bounds on quarter hours
+        // inside a UTC hour.
+        Intervals::new(vec![
+            base - mins(345),
+            base + mins(1095),
+            base + mins(2535),
+            base + mins(2595),
+        ])
+        .unwrap(),
     ] {
         assert_reads_match(store, &stored, &iv, "after random writes").await;
     }

@@ -30,6 +30,10 @@ const TEST_SETTINGS: &[(&str, &str)] = &[
     ("listen_addresses", "127.0.0.1"),
 ];
 
+/// Settings of a kept cluster: PostgreSQL's defaults, but for listening on
+/// loopback only.
+const KEPT_SETTINGS: &[(&str, &str)] = &[("listen_addresses", "127.0.0.1")];
+
 /// A running cluster. The shared one is never dropped (it lives in a
 /// static); the watchdog stops it when the process exits. A private one
 /// ([`super::PrivateCluster`]) may also be stopped and started again.
@@ -42,6 +46,9 @@ pub(super) struct Cluster {
     account: Option<(String, u32, u32)>,
     /// Settings after [`TEST_SETTINGS`], overriding them.
     extra: Vec<(String, String)>,
+    /// A kept cluster ([`Cluster::start_kept`]): PostgreSQL's default
+    /// settings, and its directory outlives the process.
+    kept: bool,
     /// The shell running the server; `None` while the server is stopped.
     watchdog: Option<Child>,
 }
@@ -111,6 +118,34 @@ impl Cluster {
 
     pub fn is_running(&self) -> bool {
         self.watchdog.is_some()
+    }
+
+    /// Starts the cluster kept in `dir` at PostgreSQL's default settings,
+    /// creating it first (initdb) if `dir` holds none; the directory is never
+    /// removed. Returns whether it was created now.
+    pub fn start_kept(dir: &Path) -> Result<(Cluster, bool), String> {
+        let bin = find_bin_dir()?;
+        let created = !dir.join("data").join("PG_VERSION").is_file();
+        let mut cluster = if created {
+            let _ = fs::remove_dir_all(dir);
+            fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            init_in(&bin, Vec::new(), dir.to_path_buf())?
+        } else {
+            Cluster {
+                port: free_port()?,
+                dir: dir.to_path_buf(),
+                bin,
+                account: server_account()?,
+                extra: Vec::new(),
+                kept: true,
+                watchdog: None,
+            }
+        };
+        cluster.kept = true;
+        // A server left running by a process that died is stopped first.
+        let _ = fs::remove_file(cluster.data().join("postmaster.pid"));
+        cluster.launch()?;
+        Ok((cluster, created))
     }
 
     fn data(&self) -> PathBuf {
@@ -223,9 +258,11 @@ impl Cluster {
             shell_quote(&dir),
         ];
         let extra = self.extra.iter().map(|(k, v)| (k.as_str(), v.as_str()));
-        for (k, v) in TEST_SETTINGS.iter().copied().chain(extra) {
+        let settings = if self.kept { KEPT_SETTINGS } else { TEST_SETTINGS };
+        for (k, v) in settings.iter().copied().chain(extra) {
             server.push(format!("-c {k}={v}"));
         }
+        let remove = if self.kept { "true" } else { "rm -rf" };
         // The watchdog: polls the test process and stops the server (fast
         // shutdown) once it is gone, then removes the directory. If the server
         // stops by itself the directory stays for the test process to read
@@ -237,12 +274,13 @@ pg=$!
 while kill -0 {parent} 2>/dev/null && kill -0 $pg 2>/dev/null; do sleep 1; done
 kill -INT $pg 2>/dev/null
 wait $pg
-kill -0 {parent} 2>/dev/null || rm -rf {dir}
+kill -0 {parent} 2>/dev/null || {remove} {dir}
 "#,
             server = server.join(" "),
             log = shell_quote(&log),
             parent = std::process::id(),
             dir = shell_quote(&dir),
+            remove = remove,
         );
         let mut watchdog = Command::new("sh")
             .arg("-c")
@@ -357,7 +395,6 @@ fn shell_quote(p: &Path) -> String {
 
 /// A new data directory (initdb) and a free port; not started yet.
 fn init_once(bin: &Path, extra: Vec<(String, String)>) -> Result<Cluster, String> {
-    let account = server_account()?;
     // /tmp rather than TMPDIR: the server account must be able to reach the
     // directory, and the socket path must stay under ~100 bytes.
     let parent = match Path::new("/tmp") {
@@ -369,6 +406,12 @@ fn init_once(bin: &Path, extra: Vec<(String, String)>) -> Result<Cluster, String
         .tempdir_in(parent)
         .map_err(|e| format!("cannot create a temporary directory for the test server: {e}"))?
         .keep();
+    init_in(bin, extra, dir)
+}
+
+/// initdb in `dir` (which exists), and a free port.
+fn init_in(bin: &Path, extra: Vec<(String, String)>, dir: PathBuf) -> Result<Cluster, String> {
+    let account = server_account()?;
     let cleanup = |msg: String| {
         let _ = fs::remove_dir_all(&dir);
         msg
@@ -429,6 +472,7 @@ fn init_once(bin: &Path, extra: Vec<(String, String)>) -> Result<Cluster, String
         bin: bin.to_path_buf(),
         account,
         extra,
+        kept: false,
         watchdog: None,
     })
 }

@@ -1,56 +1,21 @@
-//! Day rows of the rollup (`app_usage_days`, `app_usage_user_days`): how a
-//! tick keeps them equal to the hourly rows, and how a read splits its range
-//! between them and the hourly rows.
+//! (day, user) rows of the rollup (`app_usage_user_days`): how a tick keeps
+//! them equal to the hourly rows, and how user activity splits its range
+//! between them and the hourly rows. (The packed rows are [`packed`].)
 //!
 //! A day row holds prefix sums over the day's 24 UTC hours, so any run of
-//! whole hours of a day is two array reads. A read takes every hour that
-//! lies wholly inside one of its intervals from the day rows, and only the
-//! hours an interval bound cuts (or the range's ragged ends) from the hourly
-//! rows with their minute masks.
+//! whole hours of a day is two array reads. User activity takes the whole
+//! hours of the days its range cuts from these rows, and only the hours a
+//! bound cuts from the hourly rows with their minute masks.
 
 use sqlx::PgConnection;
+
+use super::packed;
 use tally_domain::usage::Intervals;
 use tally_domain::usage::minutes::{hour_of, hour_start};
 use time::{Duration, OffsetDateTime};
 
-/// Recomputes the (day, user, app) rows of every touched hourly row from the
-/// day's hourly rows (one range scan of the user's rows of that day each).
-const APP_DAYS: &str = "WITH keys AS (
-    SELECT DISTINCT date_trunc('day', hour, 'UTC') AS day, user_id, access_method, slug_or_port
-    FROM app_usage_touched
-), found AS (
-    SELECT k.day, k.user_id, k.access_method, k.slug_or_port,
-           extract(hour FROM x.hour AT TIME ZONE 'UTC')::int AS h,
-           bit_count(x.minutes::bit(64)) AS m, x.sessions AS s, x.requests AS r
-    FROM keys k
-    CROSS JOIN LATERAL (
-        SELECT * FROM app_usage_hours x
-        WHERE x.user_id = k.user_id AND x.hour >= k.day AND x.hour < k.day + interval '1 day'
-          AND x.access_method = k.access_method AND x.slug_or_port = k.slug_or_port
-    ) x
-), cells AS (
-    SELECT k.day, k.user_id, k.access_method, k.slug_or_port, g.h,
-           coalesce(f.m, 0) AS m, coalesce(f.s, 0) AS s, coalesce(f.r, 0) AS r
-    FROM keys k
-    CROSS JOIN generate_series(0, 23) AS g(h)
-    LEFT JOIN found f ON f.day = k.day AND f.user_id = k.user_id AND f.access_method = k.access_method
-        AND f.slug_or_port = k.slug_or_port AND f.h = g.h
-), cum AS (
-    SELECT day, user_id, access_method, slug_or_port, h,
-           (sum(m) OVER w)::int4 AS m, (sum(s) OVER w)::int8 AS s, (sum(r) OVER w)::int8 AS r
-    FROM cells
-    WINDOW w AS (PARTITION BY day, user_id, access_method, slug_or_port ORDER BY h)
-)
-INSERT INTO app_usage_days AS d (day, user_id, access_method, slug_or_port, minutes, sessions, requests)
-SELECT day, user_id, access_method, slug_or_port, array_prepend(0, array_agg(m ORDER BY h)),
-       array_prepend(0::int8, array_agg(s ORDER BY h)), array_prepend(0::int8, array_agg(r ORDER BY h))
-FROM cum
-GROUP BY day, user_id, access_method, slug_or_port
-ON CONFLICT (day, user_id, access_method, slug_or_port) DO UPDATE SET
-    minutes = excluded.minutes, sessions = excluded.sessions, requests = excluded.requests
-WHERE (d.minutes, d.sessions, d.requests) <> (excluded.minutes, excluded.sessions, excluded.requests)";
-
-/// The same per (day, user), all apps' minute masks OR'ed per hour.
+/// Recomputes the (day, user) rows of every touched hourly row from the
+/// user's hourly rows of that day, all apps' minute masks OR'ed per hour.
 const USER_DAYS: &str = "WITH keys AS (
     SELECT DISTINCT date_trunc('day', hour, 'UTC') AS day, user_id FROM app_usage_touched
 ), found AS (
@@ -81,20 +46,19 @@ ON CONFLICT (day, user_id) DO UPDATE SET
     minutes = excluded.minutes, sessions = excluded.sessions, requests = excluded.requests
 WHERE (d.minutes, d.sessions, d.requests) <> (excluded.minutes, excluded.sessions, excluded.requests)";
 
-/// Brings the day rows of every touched hourly row up to date and forgets
-/// the touches; the caller holds the usage lock.
+/// Brings the day rows of every touched hourly row up to date (the (day,
+/// user) rows, then the packed rows of their days) and forgets the touches;
+/// the caller holds the usage lock.
 pub(super) async fn recompute(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
-    sqlx::query(APP_DAYS).execute(&mut *conn).await?;
     sqlx::query(USER_DAYS).execute(&mut *conn).await?;
     // Day rows left with nothing (their hourly rows were purged) go.
-    for table in ["app_usage_days", "app_usage_user_days"] {
-        sqlx::query(&format!(
-            "DELETE FROM {table} d USING (SELECT DISTINCT date_trunc('day', hour, 'UTC') AS day \
-             FROM app_usage_touched) t WHERE d.day = t.day AND d.minutes[25] = 0 AND d.sessions[25] = 0"
-        ))
-        .execute(&mut *conn)
-        .await?;
-    }
+    sqlx::query(
+        "DELETE FROM app_usage_user_days d USING (SELECT DISTINCT date_trunc('day', hour, 'UTC') AS day \
+         FROM app_usage_touched) t WHERE d.day = t.day AND d.minutes[25] = 0 AND d.sessions[25] = 0",
+    )
+    .execute(&mut *conn)
+    .await?;
+    packed::rebuild_touched(conn).await?;
     sqlx::query("DELETE FROM app_usage_touched")
         .execute(&mut *conn)
         .await?;
@@ -105,20 +69,24 @@ pub(super) async fn recompute(conn: &mut PgConnection) -> Result<(), sqlx::Error
 /// go, and those of the day `cut` falls in are recomputed from the hours
 /// left.
 pub(super) async fn purged_before(conn: &mut PgConnection, cut: OffsetDateTime) -> Result<(), sqlx::Error> {
-    for table in ["app_usage_days", "app_usage_user_days"] {
-        sqlx::query(&format!("DELETE FROM {table} WHERE day <= $1"))
-            .bind(cut - Duration::DAY)
-            .execute(&mut *conn)
-            .await?;
+    let day = hour_start(hour_of(cut).div_euclid(24) * 24);
+    sqlx::query("DELETE FROM app_usage_user_days WHERE day < $1")
+        .bind(day)
+        .execute(&mut *conn)
+        .await?;
+    packed::delete_before(conn, day).await?;
+    if day < cut {
+        // Every user of the cut day is recomputed (only the day and user of
+        // a touch are read for (day, user) rows), and its packed rows.
+        sqlx::query(
+            "INSERT INTO app_usage_touched (hour, user_id, access_method, slug_or_port) \
+             SELECT day, user_id, '', '' FROM app_usage_user_days WHERE day = $1",
+        )
+        .bind(day)
+        .execute(&mut *conn)
+        .await?;
+        packed::mark(conn, day).await?;
     }
-    sqlx::query(
-        "INSERT INTO app_usage_touched (hour, user_id, access_method, slug_or_port) \
-         SELECT day, user_id, access_method, slug_or_port FROM app_usage_days \
-         WHERE day = date_trunc('day', $1::timestamptz, 'UTC') AND day < $1",
-    )
-    .bind(cut)
-    .execute(&mut *conn)
-    .await?;
     recompute(conn).await
 }
 

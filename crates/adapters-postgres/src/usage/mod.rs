@@ -3,12 +3,14 @@
 //! Writes mark the start hours they touch (`app_usage_dirty_hours`, in the
 //! write's transaction); a tick rolls those hours up again from the raw rows
 //! ([`sql::ROLL_UP`]) and then the day rows of the hourly rows that changed
-//! ([`days`]); reads answer from the day rows and, for hours an interval
-//! bound cuts, from `app_usage_hours`. Ticks and
+//! ([`days`], [`packed`]); reads ([`reads`]) answer from the day rows and,
+//! for hours an interval bound cuts, from `app_usage_hours`. Ticks and
 //! purges hold one transaction-level advisory lock, so one replica at a time
 //! does either.
 
 mod days;
+mod packed;
+mod reads;
 mod retention;
 mod sql;
 
@@ -18,16 +20,14 @@ use sqlx::{PgConnection, Row as _};
 use tally_domain::appstats::{AccessMethod, StatsReport};
 use tally_domain::error::StoreError;
 use tally_domain::ports::{TimeRange, UsageStore};
-use tally_domain::usage::minutes::minute_of;
 use tally_domain::usage::{
-    ActiveUsers, AppUsageSeries, Intervals, PurgeOutcome, RetentionPolicy, TickOutcome, UsageFigures,
-    UserActivity, sort_app_series,
+    ActiveUsers, AppUsageSeries, Intervals, PurgeOutcome, RetentionPolicy, TickOutcome, UserActivity,
 };
 use time::{Duration, OffsetDateTime};
 
 use crate::PgStore;
 use crate::error::map_sqlx_error;
-use crate::timeconv::{ceil_micros, limit, to_u64};
+use crate::timeconv::{ceil_micros, to_u64};
 
 /// The advisory lock of ticks and purges ("tallyus").
 pub(crate) const USAGE_LOCK_KEY: i64 = 0x0074_616c_6c79_7573;
@@ -101,65 +101,6 @@ fn access_method(row: &PgRow) -> Result<AccessMethod, StoreError> {
     s.parse().map_err(StoreError::other)
 }
 
-/// The parameters of [`sql::PARTS`].
-struct Bounds {
-    times: Vec<OffsetDateTime>,
-    minutes: Vec<i64>,
-    count: i32,
-    plan: days::Plan,
-    /// Intervals past its first that one hour can reach.
-    reach: i32,
-}
-
-impl Bounds {
-    fn of(intervals: &Intervals) -> Result<Self, StoreError> {
-        Ok(Self {
-            times: intervals.bounds().to_vec(),
-            minutes: intervals.bounds().iter().map(|&b| minute_of(b)).collect(),
-            count: i32::try_from(intervals.len())
-                .map_err(|_| StoreError::invalid(format!("too many intervals: {}", intervals.len())))?,
-            plan: days::Plan::of(intervals),
-            reach: Self::reach(intervals),
-        })
-    }
-
-    /// An hour whose start lies in interval `i` reaches at most the
-    /// intervals that begin within the next 59 minutes.
-    fn reach(intervals: &Intervals) -> i32 {
-        let shortest = intervals
-            .iter()
-            .map(|r| r.to - r.from)
-            .min()
-            .unwrap_or(Duration::HOUR);
-        let minutes = shortest.whole_minutes().max(1);
-        i32::try_from(59 / minutes + 1).unwrap_or(60)
-    }
-
-    fn bind<'q>(
-        &'q self,
-        q: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
-    ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
-        q.bind(&self.times)
-            .bind(&self.minutes)
-            .bind(self.count)
-            .bind(&self.plan.cut_hours)
-            .bind(self.reach)
-            .bind(&self.plan.days)
-            .bind(&self.plan.intervals)
-            .bind(&self.plan.from_hours)
-            .bind(&self.plan.to_hours)
-    }
-}
-
-fn figures(row: &PgRow) -> Result<UsageFigures, StoreError> {
-    Ok(UsageFigures {
-        usage_seconds: int(row, "usage_seconds")?,
-        sessions: int(row, "sessions")?,
-        requests: int(row, "requests")?,
-        unique_users: int(row, "unique_users")?,
-    })
-}
-
 fn stats_report(row: &PgRow) -> Result<StatsReport, StoreError> {
     let get = |e| map_sqlx_error(e);
     Ok(StatsReport {
@@ -192,83 +133,15 @@ impl UsageStore for PgStore {
     }
 
     async fn app_usage_by_interval(&self, intervals: &Intervals) -> Result<Vec<AppUsageSeries>, StoreError> {
-        let bounds = Bounds::of(intervals)?;
-        let text = sql::app_usage();
-        let rows = bounds
-            .bind(sqlx::query(&text))
-            .fetch_all(self.pool())
-            .await
-            .map_err(map_sqlx_error)?;
-        let mut apps: std::collections::HashMap<(AccessMethod, String), AppUsageSeries> = Default::default();
-        for row in &rows {
-            let method = access_method(row)?;
-            let slug: String = row.try_get("slug_or_port").map_err(map_sqlx_error)?;
-            let series = apps
-                .entry((method, slug.clone()))
-                .or_insert_with(|| AppUsageSeries {
-                    access_method: method,
-                    slug_or_port: slug,
-                    total: UsageFigures::default(),
-                    intervals: vec![UsageFigures::default(); intervals.len()],
-                });
-            let i: Option<i32> = row.try_get("i").map_err(map_sqlx_error)?;
-            match i {
-                None => series.total = figures(row)?,
-                Some(i) => series.intervals[(i - 1) as usize] = figures(row)?,
-            }
-        }
-        let mut series: Vec<AppUsageSeries> = apps.into_values().collect();
-        sort_app_series(&mut series);
-        Ok(series)
+        reads::app_usage(self.pool(), intervals).await
     }
 
     async fn active_users(&self, intervals: &Intervals) -> Result<ActiveUsers, StoreError> {
-        let bounds = Bounds::of(intervals)?;
-        let text = sql::active_users();
-        let rows = bounds
-            .bind(sqlx::query(&text))
-            .fetch_all(self.pool())
-            .await
-            .map_err(map_sqlx_error)?;
-        let mut out = ActiveUsers {
-            total: 0,
-            intervals: vec![0; intervals.len()],
-        };
-        for row in &rows {
-            let i: Option<i32> = row.try_get("i").map_err(map_sqlx_error)?;
-            let users = int(row, "users")?;
-            match i {
-                None => out.total = users,
-                Some(i) => out.intervals[(i - 1) as usize] = users,
-            }
-        }
-        Ok(out)
+        reads::active_users(self.pool(), intervals).await
     }
 
     async fn user_activity(&self, range: TimeRange, max: usize) -> Result<Vec<UserActivity>, StoreError> {
-        let whole = Intervals::single(range).map_err(|e| StoreError::invalid(format!("range: {e}")))?;
-        let plan = days::Plan::of(&whole);
-        let rows = sqlx::query(sql::USER_ACTIVITY)
-            .bind(minute_of(range.from))
-            .bind(minute_of(range.to))
-            .bind(&plan.cut_hours)
-            .bind(limit(max))
-            .bind(&plan.days)
-            .bind(&plan.from_hours)
-            .bind(&plan.to_hours)
-            .fetch_all(self.pool())
-            .await
-            .map_err(map_sqlx_error)?;
-        rows.iter()
-            .map(|row| {
-                Ok(UserActivity {
-                    user_id: row.try_get("user_id").map_err(map_sqlx_error)?,
-                    usage_seconds: int(row, "usage_seconds")?,
-                    sessions: int(row, "sessions")?,
-                    requests: int(row, "requests")?,
-                })
-            })
-            .collect()
+        reads::user_activity(self.pool(), range, max).await
     }
 
     async fn app_stats_started_in(&self, range: TimeRange) -> Result<Vec<StatsReport>, StoreError> {

@@ -69,3 +69,61 @@ async fn app_usage_counts_distinct_minutes_from_the_rollup() {
     assert_eq!(s.app_stats(range, 2).await.unwrap(), stats[..2].to_vec());
     assert!(s.workspace_last_used(id(999)).await.unwrap().is_none());
 }
+
+/// Users get dense ordinals from 0, once each, whatever the ticks; packed
+/// rows dropped and their days marked (what the migration that adds them
+/// does) are rebuilt by the next tick to the same figures.
+#[tokio::test]
+async fn packed_day_rows_are_rebuilt_for_marked_days_with_dense_ordinals() {
+    let f = fixture().await;
+    let s = &f.store;
+    let day = |d: i64| T0 + Duration::days(d);
+    let range = TimeRange::new(day(0) - Duration::hours(10), day(3) - Duration::hours(10)).unwrap();
+    let iv = tally_domain::usage::interval::intervals(range, tally_domain::usage::IntervalKind::Day).unwrap();
+    for d in 0..3 {
+        let rows: Vec<_> = (0..4u128)
+            .map(|u| {
+                session(
+                    id(1 + u),
+                    id(20 + u),
+                    "code",
+                    d * 86_400 + 600 * u as i64,
+                    3000,
+                    4,
+                )
+            })
+            .collect();
+        s.write_app_stats(&AppStatsWrite {
+            rows,
+            batch_size: 3,
+            last_used: vec![],
+        })
+        .await
+        .unwrap();
+        s.tick_usage_rollup().await.unwrap();
+    }
+    let (lo, hi, n): (i32, i32, i64) =
+        sqlx::query_as("SELECT min(ordinal), max(ordinal), count(*) FROM app_usage_users")
+            .fetch_one(s.pool())
+            .await
+            .unwrap();
+    assert_eq!((lo, hi, n), (0, 3, 4));
+    let usage = s.app_usage_by_interval(&iv).await.unwrap();
+    let active = s.active_users(&iv).await.unwrap();
+    let top = s.user_activity(range, 10).await.unwrap();
+    assert_eq!(usage[0].total.unique_users, 4);
+    assert_eq!(active.intervals, vec![4, 4, 4]);
+
+    for sql in [
+        "DELETE FROM app_usage_app_days",
+        "DELETE FROM app_usage_fleet_days",
+        "INSERT INTO app_usage_packed_dirty (day) SELECT DISTINCT date_trunc('day', hour, 'UTC') FROM app_usage_hours",
+    ] {
+        sqlx::query(sql).execute(s.pool()).await.unwrap();
+    }
+    assert_eq!(s.active_users(&iv).await.unwrap().total, 0, "no packed rows");
+    s.tick_usage_rollup().await.unwrap();
+    assert_eq!(s.app_usage_by_interval(&iv).await.unwrap(), usage);
+    assert_eq!(s.active_users(&iv).await.unwrap(), active);
+    assert_eq!(s.user_activity(range, 10).await.unwrap(), top);
+}

@@ -6,12 +6,15 @@
 //!   week intervals (pure arithmetic, no clock);
 //! - [`rollup`]: what the rows of one start hour contribute to the hourly
 //!   usage rollup, and the figures read back from rollup rows;
+//! - [`packed`]: day rows packed per UTC day (and app) for long reads, and
+//!   the figures combined from them;
 //! - [`reference`](mod@reference): the same figures computed straight from stored rows by
 //!   plain code, the oracle the stores are tested against.
 
 pub mod export;
 pub mod interval;
 pub mod minutes;
+pub mod packed;
 pub mod reference;
 pub mod rollup;
 #[cfg(test)]

@@ -327,6 +327,11 @@ impl HourlyRollup {
         gone.values().map(|rows| rows.len() as u64).sum()
     }
 
+    /// The first and last hour that hold rollup rows, if any.
+    pub fn hour_span(&self) -> Option<(i64, i64)> {
+        Some((*self.hours.keys().next()?, *self.hours.keys().next_back()?))
+    }
+
     /// Every rollup row, for tests and diagnostics.
     pub fn len(&self) -> usize {
         self.hours.values().map(HashMap::len).sum()

@@ -14,7 +14,7 @@ use super::*;
 
 mod bound;
 
-const BASE: OffsetDateTime = datetime!(2026-11-24 00:00 UTC);
+pub(super) const BASE: OffsetDateTime = datetime!(2026-11-24 00:00 UTC);
 
 fn user(i: u8) -> Uuid {
     Uuid::from_u128(0x1000 + u128::from(i))
@@ -27,7 +27,7 @@ const APPS: [(AccessMethod, &str); 3] = [
 ];
 
 /// A stored row: whole microseconds, within two days of `BASE`.
-fn row() -> impl Strategy<Value = StatsReport> {
+pub(super) fn row() -> impl Strategy<Value = StatsReport> {
     (
         0u8..4,
         0usize..3,
@@ -54,7 +54,7 @@ fn row() -> impl Strategy<Value = StatsReport> {
 }
 
 /// Whole-minute interval bounds around the rows' window.
-fn intervals_strategy() -> impl Strategy<Value = Intervals> {
+pub(super) fn intervals_strategy() -> impl Strategy<Value = Intervals> {
     (-600i64..3 * 1440, proptest::collection::vec(1i64..1500, 1..5)).prop_map(|(first, steps)| {
         let mut at = BASE + Duration::minutes(first);
         let mut bounds = vec![at];
@@ -66,7 +66,7 @@ fn intervals_strategy() -> impl Strategy<Value = Intervals> {
     })
 }
 
-fn roll_up_once(rows: &[StatsReport]) -> HourlyRollup {
+pub(super) fn roll_up_once(rows: &[StatsReport]) -> HourlyRollup {
     let mut rollup = HourlyRollup::default();
     let mut by_hour: BTreeMap<i64, Vec<&StatsReport>> = BTreeMap::new();
     for r in rows {
