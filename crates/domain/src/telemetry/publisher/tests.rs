@@ -56,17 +56,7 @@ async fn published_snapshots_are_marked_and_failed_ones_released_with_the_error(
         .withf(move |sid, c, err| *sid == id(2) && *c == claimer && err.contains("HTTP 500"))
         .times(1)
         .returning(|_, _, _| Ok(()));
-    let round = publish_pending(
-        &store,
-        &sink,
-        claimer,
-        &at(now),
-        DEFAULT_CLAIM_LEASE,
-        10,
-        &mut Delivered::default(),
-    )
-    .await
-    .unwrap();
+    let round = fresh_round(&store, &sink, claimer, &at(now)).await.unwrap();
     assert_eq!(
         round,
         PublishRound {
@@ -87,18 +77,10 @@ async fn a_store_error_ends_the_round() {
     let mut sink = MockSnapshotSink::new();
     sink.expect_publish().never();
     assert!(
-        publish_pending(
-            &store,
-            &sink,
-            id(1),
-            &at(t0()),
-            DEFAULT_CLAIM_LEASE,
-            10,
-            &mut Delivered::default()
-        )
-        .await
-        .unwrap_err()
-        .is_retryable()
+        fresh_round(&store, &sink, id(1), &at(t0()))
+            .await
+            .unwrap_err()
+            .is_retryable()
     );
 
     let period = Period::last_ended(t0(), INTERVAL);
@@ -112,17 +94,7 @@ async fn a_store_error_ends_the_round() {
         .returning(|_, _, _| Err(StoreError::unavailable("down")));
     let mut sink = MockSnapshotSink::new();
     sink.expect_publish().times(1).returning(|_| Ok(()));
-    publish_pending(
-        &store,
-        &sink,
-        id(1),
-        &at(t0()),
-        DEFAULT_CLAIM_LEASE,
-        10,
-        &mut Delivered::default(),
-    )
-    .await
-    .unwrap_err();
+    fresh_round(&store, &sink, id(1), &at(t0())).await.unwrap_err();
 }
 
 #[tokio::test]
@@ -157,30 +129,12 @@ async fn a_claim_left_by_a_crashed_replica_is_retried_after_its_lease() {
         .unwrap();
     assert_eq!(claimed.len(), 1);
     let sink = RecordingSink::failing(vec![]);
-    let during = publish_pending(
-        &store,
-        &sink,
-        id(2),
-        &at(now + Duration::seconds(30)),
-        DEFAULT_CLAIM_LEASE,
-        10,
-        &mut Delivered::default(),
-    )
-    .await
-    .unwrap();
+    let during = fresh_round(&store, &sink, id(2), &at(now + Duration::seconds(30)))
+        .await
+        .unwrap();
     assert_eq!(during, PublishRound::default(), "the lease still holds");
     let after = now + DEFAULT_CLAIM_LEASE;
-    let round = publish_pending(
-        &store,
-        &sink,
-        id(2),
-        &at(after),
-        DEFAULT_CLAIM_LEASE,
-        10,
-        &mut Delivered::default(),
-    )
-    .await
-    .unwrap();
+    let round = fresh_round(&store, &sink, id(2), &at(after)).await.unwrap();
     assert_eq!(round.published, 1);
     assert_eq!(sink.successes(), HashMap::from([(snap.id, 1)]));
     let listed = store.list_snapshots(10).await.unwrap();
@@ -199,17 +153,7 @@ async fn a_claim_that_applied_but_failed_does_not_hold_up_the_next_round() {
     let now = clock.now();
     let sink = RecordingSink::failing(vec![]);
     store.fail_next_claim(Fault::LostAck);
-    publish_pending(
-        &store,
-        &sink,
-        id(1),
-        &at(now),
-        DEFAULT_CLAIM_LEASE,
-        10,
-        &mut Delivered::default(),
-    )
-    .await
-    .unwrap_err();
+    fresh_round(&store, &sink, id(1), &at(now)).await.unwrap_err();
     assert_eq!(
         store.claim_of(snap.id),
         Some((id(1), now + DEFAULT_CLAIM_LEASE)),
@@ -217,33 +161,13 @@ async fn a_claim_that_applied_but_failed_does_not_hold_up_the_next_round() {
     );
 
     let soon = now + Duration::seconds(1);
-    let other = publish_pending(
-        &store,
-        &sink,
-        id(2),
-        &at(soon),
-        DEFAULT_CLAIM_LEASE,
-        10,
-        &mut Delivered::default(),
-    )
-    .await
-    .unwrap();
+    let other = fresh_round(&store, &sink, id(2), &at(soon)).await.unwrap();
     assert_eq!(
         other,
         PublishRound::default(),
         "another replica waits for the lease"
     );
-    let round = publish_pending(
-        &store,
-        &sink,
-        id(1),
-        &at(soon),
-        DEFAULT_CLAIM_LEASE,
-        10,
-        &mut Delivered::default(),
-    )
-    .await
-    .unwrap();
+    let round = fresh_round(&store, &sink, id(1), &at(soon)).await.unwrap();
     assert_eq!(round.published, 1);
     assert_eq!(sink.successes(), HashMap::from([(snap.id, 1)]));
     assert_eq!(store.claim_of(snap.id), None);
@@ -327,6 +251,26 @@ async fn a_failed_mark_leaves_the_rest_of_the_batch_to_the_next_round() {
     }
 }
 
+/// A round of `claimer` with the default lease, room for 10 snapshots and
+/// no deliveries remembered from earlier rounds.
+async fn fresh_round(
+    store: &(impl TelemetryStore + ?Sized),
+    sink: &(impl SnapshotSink + ?Sized),
+    claimer: Uuid,
+    clock: &(impl Clock + ?Sized),
+) -> Result<PublishRound, StoreError> {
+    publish_pending(
+        store,
+        sink,
+        claimer,
+        clock,
+        DEFAULT_CLAIM_LEASE,
+        10,
+        &mut Delivered::default(),
+    )
+    .await
+}
+
 fn at(now: OffsetDateTime) -> ManualClock {
     ManualClock::new(now)
 }
@@ -352,17 +296,7 @@ async fn a_round_stops_sending_at_half_its_lease_and_marks_each_at_its_delivery(
     }
     let start = clock.now();
     let sink = SlowSink(clock.clone());
-    let round = publish_pending(
-        &store,
-        &sink,
-        id(1),
-        &clock,
-        DEFAULT_CLAIM_LEASE,
-        10,
-        &mut Delivered::default(),
-    )
-    .await
-    .unwrap();
+    let round = fresh_round(&store, &sink, id(1), &clock).await.unwrap();
     assert_eq!(
         round,
         PublishRound {
@@ -384,30 +318,10 @@ async fn a_round_stops_sending_at_half_its_lease_and_marks_each_at_its_delivery(
 
     // For another replica the unsent two stay claimed until the lease
     // ends, then go out.
-    let again = publish_pending(
-        &store,
-        &sink,
-        id(2),
-        &clock,
-        DEFAULT_CLAIM_LEASE,
-        10,
-        &mut Delivered::default(),
-    )
-    .await
-    .unwrap();
+    let again = fresh_round(&store, &sink, id(2), &clock).await.unwrap();
     assert_eq!(again, PublishRound::default(), "still under the first lease");
     clock.set(start + DEFAULT_CLAIM_LEASE);
-    let rest = publish_pending(
-        &store,
-        &sink,
-        id(2),
-        &clock,
-        DEFAULT_CLAIM_LEASE,
-        10,
-        &mut Delivered::default(),
-    )
-    .await
-    .unwrap();
+    let rest = fresh_round(&store, &sink, id(2), &clock).await.unwrap();
     assert_eq!(rest.published, 2);
 }
 
