@@ -141,25 +141,36 @@ async fn plan_of(pool: &PgPool, intervals: &Intervals) -> Result<ReadPlan, Store
     Ok(ReadPlan::within(intervals, Some(span.unwrap_or((0, -1)))))
 }
 
+/// The packed rows of the plan's days (`sql` binds them as `$1`) and the
+/// hourly rows of its cut hours; with cut hours, both from one snapshot.
+async fn days_and_cut_hours(
+    pool: &PgPool,
+    plan: &ReadPlan,
+    sql: &'static str,
+) -> Result<(Vec<PgRow>, Vec<CutRow>), StoreError> {
+    let query = sqlx::query(sql).bind(plan_days(plan));
+    if plan.cut_hours.is_empty() {
+        return Ok((query.fetch_all(pool).await.map_err(map_sqlx_error)?, Vec::new()));
+    }
+    let mut tx = snapshot(pool).await?;
+    let rows = query.fetch_all(&mut *tx).await.map_err(map_sqlx_error)?;
+    let cut = cut_rows(&mut tx, &plan.cut_hours).await?;
+    tx.commit().await.map_err(map_sqlx_error)?;
+    Ok((rows, cut))
+}
+
 pub(super) async fn app_usage(
     pool: &PgPool,
     intervals: &Intervals,
 ) -> Result<Vec<AppUsageSeries>, StoreError> {
     let plan = plan_of(pool, intervals).await?;
-    let query = sqlx::query(
+    let (rows, cut) = days_and_cut_hours(
+        pool,
+        &plan,
         "SELECT day, access_method, slug_or_port, figures, users FROM app_usage_app_days \
          WHERE day = ANY($1::timestamptz[])",
     )
-    .bind(plan_days(&plan));
-    let (rows, cut) = if plan.cut_hours.is_empty() {
-        (query.fetch_all(pool).await.map_err(map_sqlx_error)?, Vec::new())
-    } else {
-        let mut tx = snapshot(pool).await?;
-        let rows = query.fetch_all(&mut *tx).await.map_err(map_sqlx_error)?;
-        let cut = cut_rows(&mut tx, &plan.cut_hours).await?;
-        tx.commit().await.map_err(map_sqlx_error)?;
-        (rows, cut)
-    };
+    .await?;
     let mut days = Vec::with_capacity(rows.len());
     for row in &rows {
         let day: OffsetDateTime = row.try_get(0).map_err(map_sqlx_error)?;
@@ -177,17 +188,12 @@ pub(super) async fn app_usage(
 
 pub(super) async fn active_users(pool: &PgPool, intervals: &Intervals) -> Result<ActiveUsers, StoreError> {
     let plan = plan_of(pool, intervals).await?;
-    let query = sqlx::query("SELECT day, users FROM app_usage_fleet_days WHERE day = ANY($1::timestamptz[])")
-        .bind(plan_days(&plan));
-    let (rows, cut) = if plan.cut_hours.is_empty() {
-        (query.fetch_all(pool).await.map_err(map_sqlx_error)?, Vec::new())
-    } else {
-        let mut tx = snapshot(pool).await?;
-        let rows = query.fetch_all(&mut *tx).await.map_err(map_sqlx_error)?;
-        let cut = cut_rows(&mut tx, &plan.cut_hours).await?;
-        tx.commit().await.map_err(map_sqlx_error)?;
-        (rows, cut)
-    };
+    let (rows, cut) = days_and_cut_hours(
+        pool,
+        &plan,
+        "SELECT day, users FROM app_usage_fleet_days WHERE day = ANY($1::timestamptz[])",
+    )
+    .await?;
     let mut days = Vec::with_capacity(rows.len());
     for row in &rows {
         let day: OffsetDateTime = row.try_get(0).map_err(map_sqlx_error)?;
