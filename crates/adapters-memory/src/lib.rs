@@ -84,6 +84,7 @@
 
 mod appstats;
 mod boundary;
+pub mod budget;
 #[cfg(test)]
 mod tests;
 mod usage;
@@ -102,11 +103,35 @@ pub struct MemoryStore {
     /// Boundary usage, period locks and the outbox: one lock, so a period
     /// close is atomic against flushes.
     telemetry: Mutex<boundary::TelemetryState>,
+    /// What it holds, in bytes, against its limit; locked inside either
+    /// lock above, never the other way round.
+    budget: budget::Budget,
 }
 
 impl MemoryStore {
+    /// A store without a memory limit (tests, embedding).
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A store that holds at most `max_bytes` as its [`budget`] counts them:
+    /// a write that would pass it is refused as unavailable, until retention
+    /// deletes rows.
+    pub fn with_limit(max_bytes: u64) -> Self {
+        Self {
+            budget: budget::Budget::new(max_bytes),
+            ..Self::default()
+        }
+    }
+
+    /// Sets the limit of [`MemoryStore::with_limit`] anew.
+    pub fn set_limit(&self, max_bytes: u64) {
+        self.budget.set_limit(max_bytes);
+    }
+
+    /// What it holds against its limit, now.
+    pub fn memory_use(&self) -> budget::MemoryUse {
+        self.budget.usage()
     }
 }
 

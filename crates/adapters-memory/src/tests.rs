@@ -139,3 +139,4 @@ async fn a_row_keeps_its_session_count_and_must_stand_for_one_at_least() {
 }
 
 mod props;
+mod budget;

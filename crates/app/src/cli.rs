@@ -132,12 +132,21 @@ pub struct ServeArgs {
     pub batch_size: u32,
 
     /// Cap on the memory app stats may hold, e.g. 1GiB, 512MiB: sessions
-    /// being tracked, reports not yet applied, rows waiting to be written.
-    /// An app stats request that might not fit is refused whole with 503 so
-    /// the proxy retries it. The process's RSS stays within this plus a
-    /// fixed overhead (README, "Memory").
-    #[arg(long, env = "TALLY_MAX_MEMORY", default_value = "2GiB", value_parser = memory_size)]
+    /// being tracked, reports not yet applied, rows waiting to be written,
+    /// and, without a database, the in-memory store's rows (their share is
+    /// `--memory-store-share`). An app stats request that might not fit is
+    /// refused whole with 503 so the proxy retries it. The process's RSS
+    /// stays within this plus a fixed overhead (README, "Memory").
+    #[arg(long, env = "TALLY_MAX_MEMORY", default_value = crate::serve::DEFAULT_MAX_MEMORY, value_parser = memory_size)]
     pub max_memory: u64,
+
+    /// Without a database: the percentage of `--max-memory` the in-memory
+    /// store's rows may take (the collector has the rest); a write past it
+    /// is refused like a database that is down, until retention deletes
+    /// rows. Not used with `--database-url`.
+    #[arg(long, env = "TALLY_MEMORY_STORE_SHARE", default_value_t = crate::serve::DEFAULT_MEMORY_STORE_SHARE,
+          value_parser = clap::value_parser!(u8).range(1..=99))]
+    pub memory_store_share: u8,
 
     /// Telemetry period; periods end at multiples of it (counted from the
     /// Unix epoch).
