@@ -71,7 +71,17 @@
 //!   `COLLATE "C"`); the export sorts rows by start, user, agent, session; retention deletes raw rows by whole start hours (after a
 //!   tick) and freezes those hours, as PostgreSQL does.
 //!
+//! - **Memory limit** ([`MemoryStore::with_limit`]): every raw row, rollup
+//!   row, last-used time and distinct boundary id of the current period is
+//!   charged at a measured size ([`budget`]) while it is held; a write of
+//!   raw rows or a boundary delta that would pass the limit is refused
+//!   whole as [`StoreError::Unavailable`] (retryable, nothing changes) until
+//!   retention or a period close deletes what makes room. Deletes, ticks,
+//!   period closes and the outbox are never refused. [`MemoryStore::new`]
+//!   has no limit.
+//!
 //! [`UsageStore`]: tally_domain::ports::UsageStore
+//! [`StoreError::Unavailable`]: tally_domain::error::StoreError::Unavailable
 //! [`AppStatsStore::write_app_stats`]: tally_domain::ports::AppStatsStore::write_app_stats
 //! [`StatsReport::merge_forward`]: tally_domain::appstats::StatsReport::merge_forward
 //! [`BoundaryUsageStore`]: tally_domain::ports::BoundaryUsageStore
