@@ -114,9 +114,13 @@ impl Budget {
     /// charged and reserved; else refuses, changing nothing but the count of
     /// refusals. `what` names the write in the error.
     pub(crate) fn take(&self, held: u64, reserve: u64, what: impl FnOnce() -> String) -> Result<(), StoreError> {
+        let need = held.saturating_add(reserve);
+        if need == 0 {
+            // Adds nothing (an upsert that covers no new hour): always fits.
+            return Ok(());
+        }
         let mut c = self.state.lock();
         let used = c.held.saturating_add(c.reserved);
-        let need = held.saturating_add(reserve);
         if used.saturating_add(need) > c.limit {
             c.refused += 1;
             if !c.full {
