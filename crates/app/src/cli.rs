@@ -334,7 +334,25 @@ mod tests {
         assert_eq!(a.body_limit, 8 << 20);
         assert_eq!(a.lock_retention, Duration::from_secs(7 * 24 * 3600));
         assert_eq!(a.store_timeout, Duration::from_secs(10));
+        assert_eq!(a.max_memory, 2 << 30);
+        assert_eq!(a.memory_store_share, 25);
         assert!(a.database_url.is_none() && a.tokens.is_none() && !a.log_json);
+    }
+
+    /// Without a database the cap is split; with one the collector has it all.
+    #[test]
+    fn the_in_memory_store_takes_its_share_of_the_cap() {
+        use crate::serve::{collector_share, memory_store_share};
+        let a = serve(&[]);
+        assert_eq!(memory_store_share(a.max_memory, a.memory_store_share), 512 << 20);
+        assert_eq!(collector_share(a.max_memory, Some(a.memory_store_share)), 1536 << 20);
+        assert_eq!(collector_share(a.max_memory, None), 2 << 30);
+        let max = 1 << 40;
+        assert_eq!(memory_store_share(max, 99) + collector_share(max, Some(99)), max);
+        for bad in ["0", "100", "half"] {
+            let err = parse(&["serve", "--memory-store-share", bad]).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{bad}");
+        }
     }
 
     #[test]
