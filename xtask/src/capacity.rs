@@ -217,7 +217,12 @@ pub fn run(args: CapacityArgs) -> anyhow::Result<()> {
         // What stays held once everything is written: a minute idle.
         std::thread::sleep(Duration::from_secs(60));
         let drain_peak = draining.iter().map(|s| s.rss_kib).max().unwrap_or(0);
-        (taken, healed, probe::rss_kib(tally.pid()).unwrap_or(0), drain_peak)
+        (
+            taken,
+            healed,
+            probe::rss_kib(tally.pid()).unwrap_or(0),
+            drain_peak,
+        )
     });
     let rss: Vec<(u64, u64)> = samples.iter().map(|s| (s.t, s.rss_kib)).collect();
     let idle_from = rss.last().map_or(0, |s| s.0);

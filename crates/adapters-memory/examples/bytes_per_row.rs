@@ -21,7 +21,11 @@ use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
 const T0: OffsetDateTime = datetime!(2026-11-25 00:00 UTC);
-const METHODS: [AccessMethod; 3] = [AccessMethod::Path, AccessMethod::Subdomain, AccessMethod::Terminal];
+const METHODS: [AccessMethod; 3] = [
+    AccessMethod::Path,
+    AccessMethod::Subdomain,
+    AccessMethod::Terminal,
+];
 
 fn rss_bytes() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
@@ -114,7 +118,8 @@ async fn main() {
     let before = rss_bytes();
     let held = store.memory_use().held_bytes;
     store.tick_usage_rollup().await.unwrap();
-    let created = (store.memory_use().held_bytes - held) / (tally_adapters_memory::budget::ROLLUP_ROW_BYTES + 5);
+    let created =
+        (store.memory_use().held_bytes - held) / (tally_adapters_memory::budget::ROLLUP_ROW_BYTES + 5);
     println!(
         "rollup rows: {created} created by one tick, RSS growth per row {:.0} bytes",
         rss_bytes().saturating_sub(before) as f64 / created.max(1) as f64

@@ -113,7 +113,12 @@ impl Budget {
     /// Charges `held` and reserves `reserve` bytes if both fit beside what is
     /// charged and reserved; else refuses, changing nothing but the count of
     /// refusals. `what` names the write in the error.
-    pub(crate) fn take(&self, held: u64, reserve: u64, what: impl FnOnce() -> String) -> Result<(), StoreError> {
+    pub(crate) fn take(
+        &self,
+        held: u64,
+        reserve: u64,
+        what: impl FnOnce() -> String,
+    ) -> Result<(), StoreError> {
         let need = held.saturating_add(reserve);
         if need == 0 {
             // Adds nothing (an upsert that covers no new hour): always fits.

@@ -154,7 +154,8 @@ impl UsageStore for MemoryStore {
             let mut state = self.apps.write();
             // Nothing is deleted before the rollup has taken it in.
             state.tick(&self.budget);
-            outcome.app_stats_rows = state.purge_raw(hour_of(now - policy.app_stats), max_hours, &self.budget);
+            outcome.app_stats_rows =
+                state.purge_raw(hour_of(now - policy.app_stats), max_hours, &self.budget);
             outcome.usage_rows = state.purge_rollup(hour_of(now - policy.usage), max_hours, &self.budget);
         }
         let before = now - policy.snapshots;

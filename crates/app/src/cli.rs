@@ -345,7 +345,10 @@ mod tests {
         use crate::serve::{collector_share, memory_store_share};
         let a = serve(&[]);
         assert_eq!(memory_store_share(a.max_memory, a.memory_store_share), 512 << 20);
-        assert_eq!(collector_share(a.max_memory, Some(a.memory_store_share)), 1536 << 20);
+        assert_eq!(
+            collector_share(a.max_memory, Some(a.memory_store_share)),
+            1536 << 20
+        );
         assert_eq!(collector_share(a.max_memory, None), 2 << 30);
         let max = 1 << 40;
         assert_eq!(memory_store_share(max, 99) + collector_share(max, Some(99)), max);

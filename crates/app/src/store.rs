@@ -36,8 +36,8 @@ pub async fn open_store(database_url: Option<&str>) -> anyhow::Result<Arc<dyn St
 /// The in-memory store, limited to its default share of the default
 /// `--max-memory` (`serve` sets its limit from its own options).
 pub fn default_memory_store() -> Arc<MemoryStore> {
-    let max_memory = crate::cli::memory_size(crate::serve::DEFAULT_MAX_MEMORY)
-        .expect("the default --max-memory parses");
+    let max_memory =
+        crate::cli::memory_size(crate::serve::DEFAULT_MAX_MEMORY).expect("the default --max-memory parses");
     Arc::new(MemoryStore::with_limit(crate::serve::memory_store_share(
         max_memory,
         crate::serve::DEFAULT_MEMORY_STORE_SHARE,

@@ -17,11 +17,28 @@ const REFUSED: &str = "tally_store_memory_writes_refused_total";
 const BATCH: usize = 50;
 
 /// `n` closed sessions of one user, workspace and app, all started at `start`.
-fn sessions(user: Uuid, workspace: Uuid, start: OffsetDateTime, length: time::Duration, n: usize) -> (Vec<Uuid>, serde_json::Value) {
+fn sessions(
+    user: Uuid,
+    workspace: Uuid,
+    start: OffsetDateTime,
+    length: time::Duration,
+    n: usize,
+) -> (Vec<Uuid>, serde_json::Value) {
     let ids: Vec<Uuid> = (0..n).map(|_| Uuid::new_v4()).collect();
     let stats: Vec<_> = ids
         .iter()
-        .map(|&s| go_report(user, workspace, "path", "code-server", s, start, Some(start + length), 2))
+        .map(|&s| {
+            go_report(
+                user,
+                workspace,
+                "path",
+                "code-server",
+                s,
+                start,
+                Some(start + length),
+                2,
+            )
+        })
         .collect();
     (ids, serde_json::json!({ "stats": stats }))
 }
@@ -47,7 +64,8 @@ async fn a_full_memory_store_holds_ingest_in_the_collector_until_retention_makes
         ROLLUP_TICK[1],
     ]);
     let client = client();
-    let old = |i: usize| OffsetDateTime::now_utc() - time::Duration::hours(3) + time::Duration::seconds(i as i64);
+    let old =
+        |i: usize| OffsetDateTime::now_utc() - time::Duration::hours(3) + time::Duration::seconds(i as i64);
     let ten_minutes = time::Duration::minutes(10);
     let (user, workspace) = (Uuid::new_v4(), Uuid::new_v4());
 
@@ -95,23 +113,47 @@ async fn a_full_memory_store_holds_ingest_in_the_collector_until_retention_makes
             other => panic!("{other}: {}", response.text().await.unwrap()),
         }
     };
-    assert_eq!(refusal.headers()["retry-after"], "1", "one report interval, rounded up");
+    assert_eq!(
+        refusal.headers()["retry-after"],
+        "1",
+        "one report interval, rounded up"
+    );
     let body: serde_json::Value = refusal.json().await.unwrap();
-    assert_eq!(body["message"], "Too many app stats buffered; retry later.", "{body}");
+    assert_eq!(
+        body["message"], "Too many app stats buffered; retry later.",
+        "{body}"
+    );
     assert!(!taken.is_empty(), "some new sessions were taken before the cap");
     let m = metrics(&client, &server).await;
-    assert!(m.count(tally::metrics::BACKLOG_ROWS, &[]) > 0, "the collector holds rows");
-    assert!(server.logs().contains("in-memory store full"), "{}", server.logs());
+    assert!(
+        m.count(tally::metrics::BACKLOG_ROWS, &[]) > 0,
+        "the collector holds rows"
+    );
+    assert!(
+        server.logs().contains("in-memory store full"),
+        "{}",
+        server.logs()
+    );
 
     // The next round deletes the old rows: the backlog goes in, and new
     // sessions are taken again.
-    eventually(Duration::from_secs(60), "retention to make room and the backlog to drain", || async {
-        let m = metrics(&client, &server).await;
-        (m.count(tally::metrics::BACKLOG_ROWS, &[]) == 0).then_some(())
-    })
+    eventually(
+        Duration::from_secs(60),
+        "retention to make room and the backlog to drain",
+        || async {
+            let m = metrics(&client, &server).await;
+            (m.count(tally::metrics::BACKLOG_ROWS, &[]) == 0).then_some(())
+        },
+    )
     .await;
     let owner = Uuid::new_v4();
-    let (_, body) = sessions(owner, Uuid::new_v4(), OffsetDateTime::now_utc() - time::Duration::seconds(1), time::Duration::seconds(1), BATCH);
+    let (_, body) = sessions(
+        owner,
+        Uuid::new_v4(),
+        OffsetDateTime::now_utc() - time::Duration::seconds(1),
+        time::Duration::seconds(1),
+        BATCH,
+    );
     let status = eventually(Duration::from_secs(20), "a new request taken", || async {
         let (status, _) = post_json(&client, &server, APP_STATS, PROXY, &body).await;
         (status == StatusCode::NO_CONTENT).then_some(status)
@@ -121,7 +163,11 @@ async fn a_full_memory_store_holds_ingest_in_the_collector_until_retention_makes
     taken.push((owner, BATCH));
     let m = settled(&client, server.addr).await;
     assert_eq!(m.count(tally::metrics::DROPPED, &[]), 0);
-    assert!(server.logs().contains("in-memory store takes writes again"), "{}", server.logs());
+    assert!(
+        server.logs().contains("in-memory store takes writes again"),
+        "{}",
+        server.logs()
+    );
 
     // Every new session answered 204 is stored: each request's group is one
     // rolled-up row standing for its sessions.

@@ -475,7 +475,8 @@ pub fn memory_for_units(units: u64) -> String {
 /// `percent` of the cap first (`--memory-store-share`): the smallest
 /// `--max-memory` leaving the collector `units`.
 pub fn memory_store_cap_for_units(units: u64, percent: u8) -> String {
-    let collector = |max: u64| tally::serve::collector_units(tally::serve::collector_share(max, Some(percent)));
+    let collector =
+        |max: u64| tally::serve::collector_units(tally::serve::collector_share(max, Some(percent)));
     let mut max = units * tally::serve::BYTES_PER_UNIT;
     while collector(max) < units as usize {
         max += 1;
