@@ -4,9 +4,10 @@
 //! Each kept thing is charged at a measured size when it is created and
 //! given back when it is deleted, so the bytes charged are always the sum
 //! over what is held ([`held_bytes`] below says how much each thing costs).
-//! The sizes are RSS per item measured in a release build (`cargo run
-//! --release -p tally-adapters-memory --example bytes_per_row`), taken at
-//! the worst point of the hash tables' growth.
+//! The sizes are estimates from the structures' sizes at the worst point
+//! of a hash table's growth (just after it doubled); `cargo run --release
+//! -p tally-adapters-memory --example bytes_per_row` measures them in RSS
+//! (not run yet: set them from its output).
 //!
 //! A write of raw rows also reserves room for the usage rollup rows the next
 //! tick may create from it (one per hour each row covers, an upper bound);
