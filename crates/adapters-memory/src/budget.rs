@@ -1,7 +1,7 @@
 //! The store's memory budget: what it holds, charged in bytes against a
 //! limit, and the refusal of a write that would pass it.
 //!
-//! Each kept thing is charged at a measured size when it is created and
+//! Each kept thing is charged at a fixed size when it is created and
 //! given back when it is deleted, so the bytes charged are always the sum
 //! over what is held ([`held_bytes`] below says how much each thing costs).
 //! The sizes are estimates from the structures' sizes at the worst point

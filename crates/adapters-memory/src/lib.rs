@@ -73,7 +73,7 @@
 //!
 //! - **Memory limit** ([`MemoryStore::with_limit`]): every raw row, rollup
 //!   row, last-used time and distinct boundary id of the current period is
-//!   charged at a measured size ([`budget`]) while it is held; a write of
+//!   charged at a fixed size ([`budget`]) while it is held; a write of
 //!   raw rows or a boundary delta that would pass the limit is refused
 //!   whole as [`StoreError::Unavailable`] (retryable, nothing changes) until
 //!   retention or a period close deletes what makes room. Deletes, ticks,
