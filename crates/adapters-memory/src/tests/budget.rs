@@ -111,15 +111,16 @@ impl Model {
         let mut workspaces = HashSet::new();
         for row in rows {
             let end = pg_time(row.session_ended_at.unwrap());
-            let per_hour = ROLLUP_ROW_BYTES + row.slug_or_port.len() as u64;
+            let per_hour = |r: &StatsReport| ROLLUP_ROW_BYTES + r.slug_or_port.len() as u64;
             match self.rows.get(&row.row_key()) {
+                // A held row keeps its own slug, the one its rollup rows get.
                 Some(old) => {
                     let old_end = hour(old.session_ended_at.unwrap());
-                    reserved += (hour(end) - old_end).max(0) as u64 * per_hour;
+                    reserved += (hour(end) - old_end).max(0) as u64 * per_hour(old);
                 }
                 None => {
                     held += RAW_ROW_BYTES + row.slug_or_port.len() as u64;
-                    reserved += (hour(end) - hour(row.session_started_at) + 1) as u64 * per_hour;
+                    reserved += (hour(end) - hour(row.session_started_at) + 1) as u64 * per_hour(row);
                 }
             }
             if !self.workspaces.contains(&row.workspace_id) {
