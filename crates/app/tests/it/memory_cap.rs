@@ -171,32 +171,45 @@ async fn a_full_memory_store_holds_ingest_in_the_collector_until_retention_makes
 
     // Every new session answered 204 is stored: each request's group is one
     // rolled-up row standing for its sessions.
+    // The last request's group is rolled up at the next flush.
+    let owners: HashSet<Uuid> = taken.iter().map(|(o, _)| *o).collect();
+    let answered: usize = taken.iter().map(|(_, n)| n).sum();
     let now = OffsetDateTime::now_utc();
     let export = format!(
         "/api/v2/insights/app-stats/export?start_time={}&end_time={}",
         rfc3339(now - time::Duration::hours(1)).replace('+', "%2B"),
         rfc3339(now + time::Duration::hours(1)).replace('+', "%2B"),
     );
-    let text = client
-        .get(server.url(&export))
-        .bearer_auth(READER)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let owners: HashSet<Uuid> = taken.iter().map(|(o, _)| *o).collect();
-    let mut stored = 0;
-    for line in text.lines() {
-        let row: serde_json::Value = serde_json::from_str(line).unwrap();
-        let user: Uuid = row["user_id"].as_str().unwrap().parse().unwrap();
-        if owners.contains(&user) {
-            stored += row["sessions"].as_u64().unwrap() as usize;
+    let stored_sessions = || async {
+        let text = client
+            .get(server.url(&export))
+            .bearer_auth(READER)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let mut stored = 0;
+        for line in text.lines() {
+            let row: serde_json::Value = serde_json::from_str(line).unwrap();
+            let user: Uuid = row["user_id"].as_str().unwrap().parse().unwrap();
+            if owners.contains(&user) {
+                stored += row["sessions"].as_u64().unwrap() as usize;
+            }
         }
-    }
-    let answered: usize = taken.iter().map(|(_, n)| n).sum();
-    assert_eq!(stored, answered, "sessions stored against sessions answered 204");
+        stored
+    };
+    let what = format!("all {answered} sessions answered 204 stored");
+    eventually(Duration::from_secs(10), &what, || async {
+        (stored_sessions().await == answered).then_some(())
+    })
+    .await;
+    assert_eq!(
+        stored_sessions().await,
+        answered,
+        "sessions stored against sessions answered 204"
+    );
 
     server.signal("-TERM");
     let (status, logs) = server.wait(Duration::from_secs(30));
