@@ -303,7 +303,12 @@ async fn main() {
     );
     println!("\ntables after the load (VACUUM ANALYZE):");
     for t in &sized {
-        println!("- {}: {} rows, {:.1} MiB", t.name, t.live_rows, common::mib(t.total));
+        println!(
+            "- {}: {} rows, {:.1} MiB",
+            t.name,
+            t.live_rows,
+            common::mib(t.total)
+        );
     }
     println!(
         "\n| offset | range | app usage p50 / p99 ms | active users p50 / p99 ms | top-100 users p50 / p99 ms | plain scan of its day rows p50 / p99 ms |"
@@ -334,7 +339,12 @@ async fn main() {
     println!("  each round: {}", each.join(", "));
     println!("tables after it (VACUUM ANALYZE; the heap is reused, not returned):");
     for t in &sized_after {
-        println!("- {}: {} rows, {:.1} MiB", t.name, t.live_rows, common::mib(t.total));
+        println!(
+            "- {}: {} rows, {:.1} MiB",
+            t.name,
+            t.live_rows,
+            common::mib(t.total)
+        );
     }
 }
 
@@ -385,4 +395,3 @@ async fn store_rows_open_at(store: &PgStore, at: OffsetDateTime) -> Vec<StatsRep
         .filter(|r| r.session_ended_at.unwrap() > at)
         .collect()
 }
-

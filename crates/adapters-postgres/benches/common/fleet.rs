@@ -6,8 +6,8 @@
 //! to one port (each within one minute), and with probability 0.5 one
 //! session of another app (10 to 90 minutes). And how a day of it is loaded.
 
-use rand::rngs::StdRng;
 use rand::Rng;
+use rand::rngs::StdRng;
 use tally_adapters_postgres::PgStore;
 use tally_domain::appstats::{AccessMethod, StatsReport};
 use tally_domain::usage::minutes::hour_start;

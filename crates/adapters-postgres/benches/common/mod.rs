@@ -69,7 +69,6 @@ pub fn percentiles(mut t: Vec<Duration>) -> (f64, f64) {
     (ms(at(0.5)), ms(at(0.99)))
 }
 
-
 pub fn mib(bytes: i64) -> f64 {
     bytes as f64 / 1048576.0
 }

@@ -29,7 +29,12 @@ const WIDEST_DAYS: i64 = 366;
 /// The name of the year database built on `today` (UTC midnight).
 pub fn name(today: OffsetDateTime) -> String {
     let d = today.date();
-    format!("insights_year_{}{:02}{:02}", d.year(), u8::from(d.month()), d.day())
+    format!(
+        "insights_year_{}{:02}{:02}",
+        d.year(),
+        u8::from(d.month()),
+        d.day()
+    )
 }
 
 /// Turns the freshly copied data set in `pool` into the year ending on the
