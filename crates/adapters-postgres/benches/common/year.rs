@@ -1,7 +1,7 @@
 //! A populated year for the widest range a read takes (366 days), made from
 //! the insights bench's kept data set without loading a year: its rollup
-//! day rows of the first 12 weeks (84 days, whole weeks so that weekdays
-//! stay weekdays) repeated back to back over the 364 days before the day
+//! day rows of its whole weeks (84 days of the 90-day set: whole weeks so
+//! that weekdays stay weekdays) repeated back to back over the 364 days before the day
 //! it is built, ending yesterday, so that `tally serve` (which checks a
 //! range against the real clock) reads the same database. The packed day
 //! rows hold no date, so a repeated day is that day's rows as the tick
@@ -21,8 +21,6 @@ use time::{OffsetDateTime, UtcOffset};
 use super::fleet::DAY0;
 use super::{mib, percentiles};
 
-/// Days of the kept data set repeated.
-pub const BLOCK_DAYS: i64 = 84;
 /// The widest range the reads accept at the default usage retention.
 const WIDEST_DAYS: i64 = 366;
 
@@ -37,21 +35,24 @@ pub fn name(today: OffsetDateTime) -> String {
     )
 }
 
-/// Turns the freshly copied data set in `pool` into the year ending on the
-/// day before `today`.
-pub async fn build(pool: &PgPool, today: OffsetDateTime) {
+/// Turns the freshly copied data set of `days` days in `pool` into the year
+/// ending on the day before `today`.
+pub async fn build(pool: &PgPool, days: i64, today: OffsetDateTime) {
+    let block_days = days / 7 * 7;
+    assert!(block_days > 0, "a year is made of whole weeks of the data set");
     let first = today - time::Duration::days(364);
     // The first block starts on the weekday of DAY0, on or before `first`.
     let base = (first - DAY0).whole_days().div_euclid(7) * 7;
-    let block_end = DAY0 + time::Duration::days(BLOCK_DAYS);
+    let block_end = DAY0 + time::Duration::days(block_days);
     let tail = today - time::Duration::days(7);
     let mut tx = pool.begin().await.unwrap();
     sqlx::query(
         "CREATE TEMPORARY TABLE shifts ON COMMIT DROP AS \
-         SELECT make_interval(days => ($1 + $2 * k)::int) AS s FROM generate_series(0, 5) k",
+         SELECT make_interval(days => ($1 + $2 * k)::int) AS s FROM generate_series(0, $3) k",
     )
     .bind(base)
-    .bind(BLOCK_DAYS)
+    .bind(block_days)
+    .bind(371 / block_days + 1)
     .execute(&mut *tx)
     .await
     .unwrap();
