@@ -49,9 +49,10 @@ pub(super) async fn purge(
     // Rows are locked in key order, the order writers lock them in: deleting
     // in heap order could lock a row a writer wants next while waiting for
     // one that writer holds (a write of sessions older than the retention).
-    // The start bound is repeated on `t` so that both sides read the BRIN's
-    // few page ranges: without it the planner may hash-join the locked rows
-    // against a scan of the whole table.
+    // The start bound is repeated on `t` so that the join reads only what
+    // the BRIN finds: without it the planner, whose estimate of rows before
+    // the cut still counts those earlier rounds deleted, hash-joined the
+    // locked rows against a scan of the whole table.
     outcome.app_stats_rows = sqlx::query(
         "DELETE FROM workspace_app_stats t USING ( \
              SELECT user_id, agent_id, session_id FROM workspace_app_stats \
