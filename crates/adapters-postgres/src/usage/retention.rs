@@ -49,12 +49,17 @@ pub(super) async fn purge(
     // Rows are locked in key order, the order writers lock them in: deleting
     // in heap order could lock a row a writer wants next while waiting for
     // one that writer holds (a write of sessions older than the retention).
+    // The start bound is repeated on `t` so that the join reads only what
+    // the BRIN finds: without it the planner, whose estimate of rows before
+    // the cut still counts those earlier rounds deleted, hash-joined the
+    // locked rows against a scan of the whole table.
     outcome.app_stats_rows = sqlx::query(
         "DELETE FROM workspace_app_stats t USING ( \
              SELECT user_id, agent_id, session_id FROM workspace_app_stats \
              WHERE session_started_at < $1 \
              ORDER BY user_id, agent_id, session_id FOR UPDATE) old \
-         WHERE (t.user_id, t.agent_id, t.session_id) = (old.user_id, old.agent_id, old.session_id)",
+         WHERE t.session_started_at < $1 \
+           AND (t.user_id, t.agent_id, t.session_id) = (old.user_id, old.agent_id, old.session_id)",
     )
     .bind(cut)
     .execute(&mut *tx)
