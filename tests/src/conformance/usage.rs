@@ -342,7 +342,14 @@ pub async fn retention_skips_empty_history(store: Arc<dyn Store>) {
 
     // Emptied, the store gets a row a day short of the retention; two days
     // later the first round deletes it.
-    let young = row(who, Path, "b", now - Duration::days(89), now - Duration::days(89) + mins(5), 1);
+    let young = row(
+        who,
+        Path,
+        "b",
+        now - Duration::days(89),
+        now - Duration::days(89) + mins(5),
+        1,
+    );
     store.write_app_stats(&write_of(vec![young], 1)).await.unwrap();
     let round = store.purge_expired(now, &policy()).await.unwrap();
     assert_eq!(round.app_stats_rows, 0, "kept within the retention: {round:?}");

@@ -13,9 +13,9 @@ use time::macros::datetime;
 use tower::ServiceExt as _;
 
 use super::ingest::{BoundaryBatch, decode_app_stats, decode_boundary_logs};
+use super::*;
 use tally_domain::appstats::StatsReport;
 use tally_domain::appstats::session_times::SessionTimeLimits;
-use super::*;
 
 const TOKENS: &str = "proxy=ptok,agent=atok,reader=rtok,admin=admtok,member=mtok";
 

@@ -201,7 +201,9 @@ pub fn cases(now: OffsetDateTime) -> Vec<Case> {
     ] {
         let mut bad = r.report("bad");
         bad["session_started_at"] = rfc3339(start).into();
-        bad["session_ended_at"] = end.map_or_else(|| "0001-01-01T00:00:00Z".to_owned(), rfc3339).into();
+        bad["session_ended_at"] = end
+            .map_or_else(|| "0001-01-01T00:00:00Z".to_owned(), rfc3339)
+            .into();
         let mentions = if field == "session_ended_at" || start > now {
             "10m"
         } else {

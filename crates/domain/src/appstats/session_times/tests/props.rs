@@ -21,7 +21,9 @@ const DAY_NS: i128 = 86_400_000_000_000;
 
 fn at(ns: i128, offset_s: i32) -> OffsetDateTime {
     let offset = time::UtcOffset::from_whole_seconds(offset_s).unwrap();
-    OffsetDateTime::from_unix_timestamp_nanos(ns).unwrap().to_offset(offset)
+    OffsetDateTime::from_unix_timestamp_nanos(ns)
+        .unwrap()
+        .to_offset(offset)
 }
 
 proptest! {
