@@ -142,8 +142,9 @@ def _parse(value):
         return None
 
 
-def _session_time(value, earliest, latest):
-    """`value` if its instant is in [earliest, latest], else one that is."""
+def _within(value, earliest, latest, step=timedelta(days=1), steps=20000):
+    """`value` if its instant is in [earliest, latest], else a time that is
+    (`earliest` and some of `steps` times `step`)."""
     t = _parse(value)
     if t is None or t.tzinfo is None:
         return value
@@ -153,22 +154,7 @@ def _session_time(value, earliest, latest):
         utc = None
     if utc is not None and earliest <= utc <= latest:
         return value
-    span = int((latest - earliest).total_seconds())
-    return _utc(earliest + timedelta(seconds=t.toordinal() * 7919 % span))
-
-
-def _within(value, earliest, latest):
-    """`value` if its instant is in [earliest, latest], else a time that is."""
-    t = _parse(value)
-    if t is None or t.tzinfo is None:
-        return value
-    try:
-        utc = t.astimezone(timezone.utc)
-    except (OverflowError, ValueError):
-        utc = None
-    if utc is not None and earliest <= utc <= latest:
-        return value
-    return (earliest + timedelta(days=t.toordinal() % 20000)).isoformat().replace("+00:00", "Z")
+    return (earliest + step * (t.toordinal() % steps)).isoformat().replace("+00:00", "Z")
 
 
 @schemathesis.hook
@@ -181,7 +167,8 @@ def map_case(context, case):
         for report in case.body.get("stats") or []:
             if not isinstance(report, dict):
                 continue
-            start = _session_time(report.get("session_started_at"), now - SESSION_AGE, now)
+            seconds = int(SESSION_AGE.total_seconds())
+            start = _within(report.get("session_started_at"), now - SESSION_AGE, now, timedelta(seconds=1), seconds)
             report["session_started_at"] = start
             end = report.get("session_ended_at")
             end_t, start_t = _parse(end), _parse(start)

@@ -1,8 +1,7 @@
 use time::macros::datetime;
-use uuid::Uuid;
 
 use super::*;
-use crate::appstats::AccessMethod;
+use crate::testing::fixtures;
 
 mod props;
 
@@ -15,19 +14,9 @@ fn limits() -> SessionTimeLimits {
     }
 }
 
+/// A report of one session, started and ended as given.
 fn report(start: OffsetDateTime, end: Option<OffsetDateTime>) -> StatsReport {
-    StatsReport {
-        user_id: Uuid::from_u128(1),
-        workspace_id: Uuid::from_u128(2),
-        agent_id: Uuid::from_u128(3),
-        access_method: AccessMethod::Path,
-        slug_or_port: "code-server".into(),
-        session_id: Uuid::from_u128(4),
-        session_started_at: start,
-        session_ended_at: end,
-        requests: 1,
-        sessions: 1,
-    }
+    fixtures::report(1, start, end, 1)
 }
 
 /// The field refused, if any.
