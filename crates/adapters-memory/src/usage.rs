@@ -42,12 +42,15 @@ impl AppsState {
     }
 
     /// Deletes raw rows of whole start hours before `horizon`, at most
-    /// `max_hours` of them from where the last round stopped (or the oldest
-    /// row); the hours deleted become final.
+    /// `max_hours` of them from the oldest row held at or after where the
+    /// last round stopped (empty history is skipped, not walked); the hours
+    /// deleted become final.
     fn purge_raw(&mut self, horizon: i64, max_hours: i64) -> u64 {
-        let frozen = self.rollup.frozen_before();
-        let oldest = self.by_start_hour.keys().next().copied();
-        let lower = frozen.or(oldest).unwrap_or(horizon);
+        let frozen = self.rollup.frozen_before().unwrap_or(i64::MIN);
+        let oldest = (frozen < horizon)
+            .then(|| self.by_start_hour.range(frozen..horizon).next().map(|(&h, _)| h))
+            .flatten();
+        let lower = oldest.unwrap_or(horizon);
         self.rollup
             .freeze_before(horizon.min(lower.saturating_add(max_hours)));
         let cut = self.rollup.frozen_before().unwrap_or(horizon);

@@ -26,22 +26,25 @@ pub(super) async fn purge(
     roll_up(&mut tx).await?;
     let mut outcome = PurgeOutcome::default();
 
-    // Raw rows, by whole start hours, from where the last round stopped (or
-    // the oldest row): the hours deleted become final.
+    // Raw rows, by whole start hours, from the oldest row held at or after
+    // where the last round stopped (empty history is skipped, not walked):
+    // the hours deleted become final.
     let horizon = hour_start(hour_of(now - policy.app_stats));
     let frozen: Option<OffsetDateTime> = sqlx::query_scalar("SELECT frozen_before FROM app_usage_state")
         .fetch_one(&mut *tx)
         .await?;
-    let lower = match frozen {
-        Some(f) => f,
-        None => sqlx::query_scalar::<_, Option<OffsetDateTime>>(
-            "SELECT date_trunc('hour', min(session_started_at), 'UTC') FROM workspace_app_stats",
-        )
-        .fetch_one(&mut *tx)
-        .await?
-        .unwrap_or(horizon),
-    };
-    let cut = frozen.map_or(horizon.min(lower + batch), |f| f.max(horizon.min(lower + batch)));
+    // Only expired rows are looked at, so the BRIN on the start reads the
+    // oldest page ranges, not the retained table.
+    let oldest: Option<OffsetDateTime> = sqlx::query_scalar(
+        "SELECT date_trunc('hour', min(session_started_at), 'UTC') FROM workspace_app_stats \
+         WHERE session_started_at >= coalesce($1, '-infinity') AND session_started_at < $2",
+    )
+    .bind(frozen)
+    .bind(horizon)
+    .fetch_one(&mut *tx)
+    .await?;
+    let cut = horizon.min(oldest.map_or(horizon, |o| o + batch));
+    let cut = frozen.map_or(cut, |f| f.max(cut));
     sqlx::query("UPDATE app_usage_state SET frozen_before = $1")
         .bind(cut)
         .execute(&mut *tx)
