@@ -126,7 +126,7 @@ def after_call(context, case, response):
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 LATEST_QUERY = datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone.utc)
 # The session times the server takes at its defaults (docs/rules.md,
-# "Session times"): a start within the raw retention (90 days), nothing more
+# "Session times"): a start within the usage retention (365 days), nothing more
 # than the clock skew allowance (1 hour) ahead of its clock. Positive cases
 # get times from 80 days ago to now, clear of both edges however late they
 # are sent.

@@ -336,7 +336,7 @@ mod tests {
             tally_domain::appstats::session_times::SessionTimeLimits::default(),
             tally_domain::appstats::session_times::SessionTimeLimits {
                 clock_skew: crate::loops::to_time(a.clock_skew),
-                retention: crate::loops::to_time(a.retention_app_stats),
+                retention: crate::loops::to_time(a.retention_usage),
             },
             "the domain's defaults are the flags' defaults"
         );

@@ -173,7 +173,7 @@ pub async fn run_with(
         .with_usage_retention(to_time(args.retention_usage))
         .with_session_times(SessionTimeLimits {
             clock_skew: to_time(args.clock_skew),
-            retention: to_time(args.retention_app_stats),
+            retention: to_time(args.retention_usage),
         })
         .with_store_kind(match database_url {
             Some(_) => StoreKind::Postgres,

@@ -180,10 +180,10 @@ impl Request {
 }
 
 /// The server's default limits around its clock ([`crate::now`]): a start
-/// at most 90 days old (the raw retention), nothing more than an hour ahead.
+/// at most 365 days old (the usage retention), nothing more than an hour ahead.
 fn taken() -> (OffsetDateTime, OffsetDateTime) {
     let now = crate::now();
-    (now - Duration::days(90), now + Duration::hours(1))
+    (now - Duration::days(365), now + Duration::hours(1))
 }
 
 /// The session time rules, checked after the others: the start within the

@@ -55,7 +55,7 @@ pub fn decode_app_stats(bytes: &[u8], window: &SessionWindow) -> Result<Vec<Stat
 ///
 /// Taken whole or not at all: every report is validated before any is
 /// collected, its times against the server's clock (a start within
-/// `--retention-app-stats`, nothing more than `--clock-skew` ahead). A later report of the same (user, agent, session) moves its
+/// `--retention-usage`, nothing more than `--clock-skew` ahead). A later report of the same (user, agent, session) moves its
 /// end time and request count forward.
 #[utoipa::path(
     post,
@@ -80,7 +80,7 @@ pub fn decode_app_stats(bytes: &[u8], window: &SessionWindow) -> Result<Vec<Stat
         (status = 204, description = "Every report was taken (or there were none)."),
         (status = 400, description = "`Invalid request body.`: the validation names the field \
             (`stats[3].requests`, `body`). A session time the server does not take (a start \
-            older than `--retention-app-stats`, a start or end more than `--clock-skew` ahead of \
+            older than `--retention-usage`, a start or end more than `--clock-skew` ahead of \
             the server's clock) names that time (`stats[3].session_started_at`).", body = ErrorBody),
         (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),

@@ -61,7 +61,7 @@ pub struct AppState {
     /// The current time, for the session times ingest takes and the
     /// insights' "not in the future" and "today" rules.
     pub clock: Arc<dyn Clock>,
-    /// The session times ingest takes (`--clock-skew`, `--retention-app-stats`).
+    /// The session times ingest takes (`--clock-skew`, `--retention-usage`).
     pub session_times: SessionTimeLimits,
     /// What `GET /api/v2/status` names as the store.
     pub store_kind: status::StoreKind,

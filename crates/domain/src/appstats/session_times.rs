@@ -13,8 +13,12 @@ pub struct SessionTimeLimits {
     /// How far ahead of the server's clock a time may be: a proxy's clock
     /// may run a little fast, but not this far.
     pub clock_skew: Duration,
-    /// How long raw rows are kept ([`RetentionPolicy::app_stats`]): a
-    /// session that started longer ago would be purged at once.
+    /// How long the usage rollup is kept ([`RetentionPolicy::usage`]):
+    /// nothing of a session that started longer ago is kept, and the bound
+    /// caps the hours the rollup expands one row into. Not the raw
+    /// retention: a session may stay open longer than raw rows are kept
+    /// (its row is purged by start and written again by its next report),
+    /// and refusing it would refuse its proxy's whole batch at every retry.
     pub retention: Duration,
 }
 
@@ -36,7 +40,7 @@ impl Default for SessionTimeLimits {
     fn default() -> Self {
         Self {
             clock_skew: Self::DEFAULT_CLOCK_SKEW,
-            retention: RetentionPolicy::default().app_stats,
+            retention: RetentionPolicy::default().usage,
         }
     }
 }
@@ -75,7 +79,7 @@ impl SessionWindow {
         InvalidReport {
             field: "session_started_at",
             reason: format!(
-                "{} is before {}, the oldest start taken: raw app stats are kept {} only",
+                "{} is before {}, the oldest start taken: usage is kept {} only",
                 rfc3339(start),
                 rfc3339(self.earliest_start),
                 self.limits.retention

@@ -49,7 +49,7 @@ fn app() -> Router {
         1 << 20,
     )
     // The document's examples are of late November 2026 (an ingested
-    // session must be younger than the raw retention): the clock reads just
+    // session must be younger than the usage retention): the clock reads just
     // after them.
     .with_clock(Arc::new(tally_domain::clock::ManualClock::new(
         time::macros::datetime!(2026-12-01 12:00 UTC),

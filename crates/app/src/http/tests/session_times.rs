@@ -82,9 +82,11 @@ async fn times_at_the_edges_are_taken_and_one_second_past_refuses_the_whole_requ
 }
 
 #[tokio::test]
-async fn the_default_limits_take_an_outage_backlog_of_the_retention() {
+async fn the_default_limits_take_an_outage_backlog_and_sessions_open_past_the_raw_retention() {
     let (app, collector) = app_with(SessionTimeLimits::default());
-    let backlog: Vec<_> = [1, 30, 89]
+    // 91 and 364 days: sessions still open after raw rows (90 days) would
+    // have been purged, within the usage retention (365 days).
+    let backlog: Vec<_> = [1, 30, 89, 91, 364]
         .into_iter()
         .map(|days| {
             let start = READ_NOW - Duration::days(days);
@@ -93,8 +95,8 @@ async fn the_default_limits_take_an_outage_backlog_of_the_retention() {
         .collect();
     let (status, body) = post_stats(&app, backlog).await;
     assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
-    assert_eq!(collector.stats().collected, 3);
-    let (status, body) = post_stats(&app, vec![report(READ_NOW - Duration::days(91), READ_NOW)]).await;
+    assert_eq!(collector.stats().collected, 5);
+    let (status, body) = post_stats(&app, vec![report(READ_NOW - Duration::days(366), READ_NOW)]).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert_eq!(error_body(&body).field(), Some("stats[0].session_started_at"));
 }

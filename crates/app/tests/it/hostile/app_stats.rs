@@ -171,7 +171,7 @@ pub fn cases(now: OffsetDateTime) -> Vec<Case> {
     ));
     // Times the server's clock rules out: the server takes nothing more
     // than `--clock-skew` (10 minutes here, an hour by default) ahead of
-    // it, and no start older than `--retention-app-stats` (90 days). The
+    // it, and no start older than `--retention-usage` (365 days). The
     // exact edges are the domain's and the route's unit tests.
     for (name, start, end, field) in [
         (
@@ -188,8 +188,8 @@ pub fn cases(now: OffsetDateTime) -> Vec<Case> {
         ),
         (
             "start older than the retention",
-            now - time::Duration::days(91),
-            Some(now - time::Duration::days(91) + time::Duration::minutes(5)),
+            now - time::Duration::days(366),
+            Some(now - time::Duration::days(366) + time::Duration::minutes(5)),
             "session_started_at",
         ),
         (

@@ -25,10 +25,10 @@ fn refused(start: OffsetDateTime, end: Option<OffsetDateTime>) -> Option<&'stati
 }
 
 #[test]
-fn the_defaults_are_an_hour_of_skew_and_the_raw_retention() {
+fn the_defaults_are_an_hour_of_skew_and_the_usage_retention() {
     let d = SessionTimeLimits::default();
     assert_eq!(d.clock_skew, Duration::HOUR);
-    assert_eq!(d.retention, RetentionPolicy::default().app_stats);
+    assert_eq!(d.retention, RetentionPolicy::default().usage);
 }
 
 #[test]
@@ -57,7 +57,7 @@ fn a_start_exactly_at_the_retention_is_taken_and_one_second_older_is_not() {
     assert_eq!(refused(edge, Some(NOW)), None);
     let older = edge - Duration::SECOND;
     assert_eq!(refused(older, None), Some("session_started_at"));
-    // Its end does not save it: the row would be purged at once.
+    // Its end does not save it: nothing that old is kept.
     assert_eq!(refused(older, Some(NOW)), Some("session_started_at"));
     assert_eq!(
         refused(edge - Duration::NANOSECOND, Some(edge)),
