@@ -42,7 +42,7 @@ use uuid::Uuid;
 
 /// Names the kept data set: bump it when the fleet model or the schema of
 /// what the load writes changes.
-const DATA_SET_VERSION: u32 = 2;
+const DATA_SET_VERSION: u32 = 3;
 
 /// A Monday.
 const DAY0: OffsetDateTime = datetime!(2026-01-05 00:00 UTC);
@@ -200,8 +200,8 @@ fn percentiles(mut t: Vec<Duration>) -> (f64, f64) {
 async fn sizes(store: &PgStore) -> Vec<(String, i64, i64)> {
     sqlx::query_as(
         "SELECT relname::text, n_live_tup, pg_total_relation_size(relid) FROM pg_stat_user_tables \
-         WHERE relname IN ('workspace_app_stats', 'app_usage_hours', 'app_usage_user_days', \
-             'app_usage_app_days', 'app_usage_fleet_days', 'app_usage_users') \
+         WHERE relname IN ('workspace_app_stats', 'app_usage_hours', 'app_usage_app_days', \
+             'app_usage_fleet_days', 'app_usage_users') \
          ORDER BY relname",
     )
     .fetch_all(store.pool())
@@ -417,6 +417,21 @@ async fn main() {
     for (name, rows, bytes) in &sized {
         println!("- {name}: {rows} rows, {:.1} MiB", *bytes as f64 / 1048576.0);
     }
+    let (users_bytes, totals_bytes, detail_bytes, entries): (i64, i64, i64, i64) = sqlx::query_as(
+        "SELECT sum(octet_length(users))::int8, sum(octet_length(totals))::int8, \
+         sum(octet_length(detail))::int8, sum(octet_length(users) / 16)::int8 FROM app_usage_fleet_days",
+    )
+    .fetch_one(store.pool())
+    .await
+    .unwrap();
+    let mib = |b: i64| b as f64 / 1048576.0;
+    println!(
+        "fleet-day columns: users {:.1} MiB, totals {:.1} MiB, detail {:.1} MiB ({:.1} bytes per active user and day, {entries} of them)",
+        mib(users_bytes),
+        mib(totals_bytes),
+        mib(detail_bytes),
+        detail_bytes as f64 / entries as f64
+    );
     println!(
         "\n| offset | range | app usage p50 / p99 ms | active users p50 / p99 ms | top-100 users p50 / p99 ms | plain scan of its day rows p50 / p99 ms |"
     );
@@ -448,9 +463,9 @@ async fn main() {
 /// Loads `days` days, one day at a time: the raw rows by binary COPY, and
 /// the hourly rollup rows they make (`tally_domain::usage::rollup::
 /// contributions`, the rules the tick's SQL follows and the conformance
-/// suite holds it to) merged in as the tick would merge them, marked as
-/// touched; then a tick, which has no start hour to roll up and rebuilds the
-/// day rows of the touched hours. (Rolling up 90 days of raw rows through
+/// suite holds it to) merged in as the tick would merge them, their days
+/// marked; then a tick, which has no start hour to roll up and rebuilds the
+/// packed rows of the marked days. (Rolling up 90 days of raw rows through
 /// the tick takes over half an hour here; the tick's own roll-up is timed on
 /// the fresh writes below.) Returns the time spent writing and each tick's.
 async fn load_data_set(
@@ -515,7 +530,7 @@ async fn store_rows_open_at(store: &PgStore, at: OffsetDateTime) -> Vec<StatsRep
 
 /// One day's raw rows by binary COPY and their hourly rows merged into
 /// the rollup (minutes OR'ed, counts added: a start hour's counts come from
-/// one day only), marked as touched, in one transaction.
+/// one day only), their days marked for the packed rows, in one transaction.
 async fn copy_day(store: &PgStore, rows: &[StatsReport]) {
     let mut tx = store.pool().begin().await.unwrap();
     let mut copy = tx
@@ -543,8 +558,7 @@ async fn copy_day(store: &PgStore, rows: &[StatsReport]) {
         "INSERT INTO app_usage_hours AS u SELECT * FROM stage ON CONFLICT (hour, user_id, access_method, slug_or_port) \
          DO UPDATE SET minutes = u.minutes | excluded.minutes, sessions = u.sessions + excluded.sessions, \
          requests = u.requests + excluded.requests",
-        "INSERT INTO app_usage_touched (hour, user_id, access_method, slug_or_port) \
-         SELECT hour, user_id, access_method, slug_or_port FROM stage",
+        "INSERT INTO app_usage_packed_dirty (day) SELECT DISTINCT date_trunc('day', hour, 'UTC') FROM stage",
     ] {
         sqlx::query(sql).execute(&mut *tx).await.unwrap();
     }
