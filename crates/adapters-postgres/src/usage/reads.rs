@@ -185,7 +185,8 @@ pub(super) async fn user_activity(
     let whole = Intervals::single(range).map_err(|e| StoreError::invalid(format!("range: {e}")))?;
     let plan = plan_of(pool, &whole).await?;
     let (full, cut): (Vec<i64>, Vec<i64>) = plan.day_numbers().partition(|&d| plan.covers_whole(d));
-    let at = |days: Vec<i64>| -> Vec<OffsetDateTime> { days.into_iter().map(|d| hour_start(24 * d)).collect() };
+    let at =
+        |days: Vec<i64>| -> Vec<OffsetDateTime> { days.into_iter().map(|d| hour_start(24 * d)).collect() };
     let mut tx = snapshot(pool).await?;
     let rows = sqlx::query(ACTIVITY_DAYS)
         .bind(at(full))

@@ -140,7 +140,14 @@ async fn user_activity_over_cut_days_needs_no_detail_from_an_older_schema() {
     let rows: Vec<_> = (0..3i64)
         .flat_map(|d| {
             (0..5u128).map(move |u| {
-                let mut r = session(id(1 + u), id(20 + u), "code", d * 86_400 + 420 * u as i64, 2500, 4);
+                let mut r = session(
+                    id(1 + u),
+                    id(20 + u),
+                    "code",
+                    d * 86_400 + 420 * u as i64,
+                    2500,
+                    4,
+                );
                 r.sessions = 1 + u as u64;
                 r
             })
@@ -169,7 +176,11 @@ async fn user_activity_over_cut_days_needs_no_detail_from_an_older_schema() {
     for r in ranges {
         let iv = Intervals::single(r).unwrap();
         let got = s.user_activity(r, 10).await.unwrap();
-        assert_eq!(got, tally_domain::usage::reference::user_activity(&stored, &iv, 10), "{r:?}");
+        assert_eq!(
+            got,
+            tally_domain::usage::reference::user_activity(&stored, &iv, 10),
+            "{r:?}"
+        );
         assert!(!got.is_empty());
         want.push(got);
     }
@@ -178,6 +189,10 @@ async fn user_activity_over_cut_days_needs_no_detail_from_an_older_schema() {
         .await
         .unwrap();
     for (r, want) in ranges.into_iter().zip(want) {
-        assert_eq!(s.user_activity(r, 10).await.unwrap(), want, "{r:?} without detail");
+        assert_eq!(
+            s.user_activity(r, 10).await.unwrap(),
+            want,
+            "{r:?} without detail"
+        );
     }
 }

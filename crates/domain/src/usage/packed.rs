@@ -490,8 +490,8 @@ mod per_user;
 #[cfg(test)]
 mod tests;
 
-pub use per_user::{ActivityTotals, FleetDayPart, UserTotals, top_named, user_activity};
 pub use fleet::{DayDetail, DetailRef, FleetDay, TotalsRef, UserDay};
 pub use from_hours::{
     Ordinals, active_users_from_hours, app_usage_from_hours, pack, user_activity_from_hours,
 };
+pub use per_user::{ActivityTotals, FleetDayPart, UserTotals, top_named, user_activity};

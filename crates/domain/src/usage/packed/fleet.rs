@@ -170,14 +170,16 @@ impl FleetDay {
         let users = totals
             .iter()
             .zip(details)
-            .map(|((ordinal, minutes, sessions, requests), (_, active, detail))| UserDay {
-                ordinal,
-                active,
-                minutes,
-                sessions,
-                requests,
-                detail,
-            })
+            .map(
+                |((ordinal, minutes, sessions, requests), (_, active, detail))| UserDay {
+                    ordinal,
+                    active,
+                    minutes,
+                    sessions,
+                    requests,
+                    detail,
+                },
+            )
             .collect();
         Ok(Self { users })
     }
@@ -185,7 +187,11 @@ impl FleetDay {
 
 fn encode_detail(out: &mut Vec<u8>, active: u128, d: &DayDetail) {
     let quarters: Vec<u8> = set_bits(active).map(|q| d.minutes[q]).collect();
-    out.extend(quarters.chunks(2).map(|p| p[0] | p.get(1).map_or(0, |hi| hi << 4)));
+    out.extend(
+        quarters
+            .chunks(2)
+            .map(|p| p[0] | p.get(1).map_or(0, |hi| hi << 4)),
+    );
     for h in session_hours(active) {
         let mut buf = [0u8; 10];
         for v in [d.sessions[h], d.requests[h]] {
@@ -260,7 +266,8 @@ impl<'a> DetailRef<'a> {
             }
             let Some((ordinal, active)) = users.next() else {
                 failed = true;
-                return (!rest.is_empty()).then(|| Err(format!("{} bytes of detail after the last user", rest.len())));
+                return (!rest.is_empty())
+                    .then(|| Err(format!("{} bytes of detail after the last user", rest.len())));
             };
             let entry = decode_detail(&mut rest, active).map(|d| (ordinal, active, d));
             failed = entry.is_err();

@@ -112,7 +112,9 @@ pub fn user_activity<'a>(
         let Some(quarters) = plan.day(day) else { continue };
         match part {
             FleetDayPart::Totals(_) if !plan.covers_whole(day) => {
-                return Err(format!("day {day} is cut by the range: its totals cannot be used"));
+                return Err(format!(
+                    "day {day} is cut by the range: its totals cannot be used"
+                ));
             }
             FleetDayPart::Totals(t) => {
                 for (ordinal, minutes, sessions, requests) in t.iter() {
@@ -134,7 +136,8 @@ pub fn user_activity<'a>(
     let (from, to) = (minute_of(range.from), minute_of(range.to));
     let mut hours: HashMap<(u32, i64), u64> = HashMap::new();
     for row in cut {
-        *hours.entry((row.ordinal, row.hour)).or_default() |= row.usage.minutes & mask_within(row.hour, from, to);
+        *hours.entry((row.ordinal, row.hour)).or_default() |=
+            row.usage.minutes & mask_within(row.hour, from, to);
         if row.usage.sessions > 0 && intervals.index_of(hour_start(row.hour)).is_some() {
             totals.add(row.ordinal, (0, row.usage.sessions, row.usage.requests));
         }

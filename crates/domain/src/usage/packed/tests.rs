@@ -142,7 +142,9 @@ fn a_fleet_day_whose_detail_does_not_fit_its_users_is_refused() {
     };
     let (users, totals, detail) = FleetDay::build([(0, 5, hour), (1, 6, hour)]).encode();
     assert_eq!(
-        FleetDay::decode(&users, &totals, &detail).unwrap().users[1].detail.minutes[24..26],
+        FleetDay::decode(&users, &totals, &detail).unwrap().users[1]
+            .detail
+            .minutes[24..26],
         [1, 2],
         "minute 14 in quarter 0, 15 and 16 in quarter 1 of hour 6"
     );
