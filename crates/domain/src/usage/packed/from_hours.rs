@@ -134,8 +134,7 @@ where
     let plan = ReadPlan::within(intervals, span);
     let mut ordinals = Ordinals::default();
     let (_, fleet) = pack(day_rows(&plan, &rows), |u| ordinals.of(u));
-    let encoded: Vec<(i64, (Vec<u8>, Vec<u8>, Vec<u8>))> =
-        fleet.into_iter().map(|(d, day)| (d, day.encode())).collect();
+    let encoded: Vec<_> = fleet.into_iter().map(|(d, day)| (d, day.encode())).collect();
     let cut = cut_rows(&plan, &rows, &mut ordinals);
     let days = encoded.iter().map(|(d, (users, totals, detail))| {
         let users = UsersRef::new(users).expect("encoded here");
