@@ -2,8 +2,9 @@
 //!
 //! The same rules as PostgreSQL's (`tally_domain::usage::rollup`): writes
 //! mark the start hours they touch, a tick rolls those hours up again from
-//! the raw rows, reads answer from the rollup only (app usage and active
-//! users through `tally_domain::usage::packed`, as PostgreSQL does).
+//! the raw rows, reads answer from the rollup only (app usage, active users
+//! and user activity through `tally_domain::usage::packed`, as PostgreSQL
+//! does).
 
 use async_trait::async_trait;
 use tally_domain::appstats::StatsReport;
@@ -11,7 +12,7 @@ use tally_domain::error::StoreError;
 use tally_domain::ports::{TimeRange, UsageStore};
 use tally_domain::usage::minutes::hour_of;
 use tally_domain::usage::packed;
-use tally_domain::usage::rollup::{self, contributions};
+use tally_domain::usage::rollup::contributions;
 use tally_domain::usage::{
     ActiveUsers, AppUsageSeries, Intervals, PurgeOutcome, RetentionPolicy, TickOutcome, UserActivity,
 };
@@ -89,8 +90,8 @@ impl UsageStore for MemoryStore {
         Ok(self.apps.write().tick())
     }
 
-    // App usage and active users go through the packed day rows PostgreSQL
-    // keeps, packed here per read: one combining code for both stores.
+    // Every read goes through the packed day rows PostgreSQL keeps, packed
+    // here per read: one combining code for both stores.
     async fn app_usage_by_interval(&self, intervals: &Intervals) -> Result<Vec<AppUsageSeries>, StoreError> {
         let state = self.apps.read();
         Ok(packed::app_usage_from_hours(
@@ -112,9 +113,10 @@ impl UsageStore for MemoryStore {
     async fn user_activity(&self, range: TimeRange, limit: usize) -> Result<Vec<UserActivity>, StoreError> {
         let intervals = whole_minutes(range)?;
         let state = self.apps.read();
-        Ok(rollup::user_activity(
-            state.rollup.rows_for(&intervals),
+        Ok(packed::user_activity_from_hours(
             &intervals,
+            state.rollup.hour_span(),
+            |from, to| state.rollup.rows(from, to),
             limit,
         ))
     }

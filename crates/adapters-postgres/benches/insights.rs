@@ -41,7 +41,7 @@ use time::{OffsetDateTime, UtcOffset};
 
 /// Names the kept data set: bump it when the fleet model or the schema of
 /// what the load writes changes.
-const DATA_SET_VERSION: u32 = 2;
+const DATA_SET_VERSION: u32 = 3;
 
 const CALL_ROWS: usize = 65_536;
 const BATCH: usize = 1024;
@@ -305,6 +305,20 @@ async fn main() {
             common::mib(t.total)
         );
     }
+    let (users_bytes, totals_bytes, detail_bytes, entries): (i64, i64, i64, i64) = sqlx::query_as(
+        "SELECT sum(octet_length(users))::int8, sum(octet_length(totals))::int8, \
+         sum(octet_length(detail))::int8, sum(octet_length(users) / 16)::int8 FROM app_usage_fleet_days",
+    )
+    .fetch_one(store.pool())
+    .await
+    .unwrap();
+    println!(
+        "fleet-day columns: users {:.1} MiB, totals {:.1} MiB, detail {:.1} MiB ({:.1} bytes per active user and day, {entries} of them)",
+        common::mib(users_bytes),
+        common::mib(totals_bytes),
+        common::mib(detail_bytes),
+        detail_bytes as f64 / entries as f64
+    );
     println!(
         "\n| offset | range | app usage p50 / p99 ms | active users p50 / p99 ms | top-100 users p50 / p99 ms | plain scan of its day rows p50 / p99 ms |"
     );
@@ -346,9 +360,9 @@ async fn main() {
 /// Loads `days` days, one day at a time: the raw rows by binary COPY, and
 /// the hourly rollup rows they make (`tally_domain::usage::rollup::
 /// contributions`, the rules the tick's SQL follows and the conformance
-/// suite holds it to) merged in as the tick would merge them, marked as
-/// touched; then a tick, which has no start hour to roll up and rebuilds the
-/// day rows of the touched hours. (Rolling up 90 days of raw rows through
+/// suite holds it to) merged in as the tick would merge them, their days
+/// marked; then a tick, which has no start hour to roll up and rebuilds the
+/// packed rows of the marked days. (Rolling up 90 days of raw rows through
 /// the tick takes over half an hour here; the tick's own roll-up is timed on
 /// the fresh writes below.) Returns the time spent writing and each tick's.
 async fn load_data_set(

@@ -160,7 +160,7 @@ fn hourly_copy(rows: &[StatsReport]) -> Vec<u8> {
 
 /// One day's raw rows by binary COPY and their hourly rows merged into
 /// the rollup (minutes OR'ed, counts added: a start hour's counts come from
-/// one day only), marked as touched, in one transaction.
+/// one day only), their days marked for the packed rows, in one transaction.
 pub async fn copy_day(store: &PgStore, rows: &[StatsReport]) {
     let mut tx = store.pool().begin().await.unwrap();
     let mut copy = tx
@@ -188,8 +188,7 @@ pub async fn copy_day(store: &PgStore, rows: &[StatsReport]) {
         "INSERT INTO app_usage_hours AS u SELECT * FROM stage ON CONFLICT (hour, user_id, access_method, slug_or_port) \
          DO UPDATE SET minutes = u.minutes | excluded.minutes, sessions = u.sessions + excluded.sessions, \
          requests = u.requests + excluded.requests",
-        "INSERT INTO app_usage_touched (hour, user_id, access_method, slug_or_port) \
-         SELECT hour, user_id, access_method, slug_or_port FROM stage",
+        "INSERT INTO app_usage_packed_dirty (day) SELECT DISTINCT date_trunc('day', hour, 'UTC') FROM stage",
     ] {
         sqlx::query(sql).execute(&mut *tx).await.unwrap();
     }

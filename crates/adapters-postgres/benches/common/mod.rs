@@ -107,7 +107,6 @@ pub async fn sizes(pool: &PgPool) -> Vec<TableSize> {
     let tables = [
         "workspace_app_stats",
         "app_usage_hours",
-        "app_usage_user_days",
         "app_usage_app_days",
         "app_usage_fleet_days",
         "app_usage_users",

@@ -66,13 +66,7 @@ pub async fn build(pool: &PgPool, days: i64, today: OffsetDateTime) {
         ),
         (
             "app_usage_fleet_days",
-            "SELECT d.day + s.s AS day, d.users, d.totals FROM app_usage_fleet_days d, shifts s \
-             WHERE d.day < $1 AND d.day + s.s >= $2 AND d.day + s.s < $3",
-        ),
-        (
-            "app_usage_user_days",
-            "SELECT d.day + s.s AS day, d.user_id, d.minutes, d.sessions, d.requests \
-             FROM app_usage_user_days d, shifts s \
+            "SELECT d.day + s.s AS day, d.users, d.totals, d.detail FROM app_usage_fleet_days d, shifts s \
              WHERE d.day < $1 AND d.day + s.s >= $2 AND d.day + s.s < $3",
         ),
         (
@@ -102,8 +96,8 @@ pub async fn build(pool: &PgPool, days: i64, today: OffsetDateTime) {
         eprintln!("year: {table} shifted in {:.1} s", t.elapsed().as_secs_f64());
     }
     sqlx::query(
-        "TRUNCATE workspace_app_stats, app_usage_hours, app_usage_user_days, app_usage_app_days, \
-         app_usage_fleet_days, app_usage_dirty_hours, app_usage_touched, app_usage_packed_dirty",
+        "TRUNCATE workspace_app_stats, app_usage_hours, app_usage_app_days, \
+         app_usage_fleet_days, app_usage_dirty_hours, app_usage_packed_dirty",
     )
     .execute(&mut *tx)
     .await

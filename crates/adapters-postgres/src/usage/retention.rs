@@ -5,7 +5,7 @@ use tally_domain::usage::minutes::{hour_of, hour_start};
 use tally_domain::usage::{PurgeOutcome, RetentionPolicy};
 use time::{Duration, OffsetDateTime};
 
-use super::{days, roll_up, try_lock};
+use super::{packed, roll_up, try_lock};
 use crate::timeconv::ceil_micros;
 
 pub(super) async fn purge(
@@ -82,7 +82,7 @@ pub(super) async fn purge(
             .await?
             .rows_affected();
         if outcome.usage_rows > 0 {
-            days::purged_before(&mut tx, cut).await?;
+            packed::purged_before(&mut tx, cut).await?;
         }
     }
 
