@@ -78,6 +78,7 @@ macro_rules! conformance_suite {
             export_streams_rows_started_in_the_range,
             retention_purges_in_bounded_rounds_after_rolling_up,
             a_late_write_for_a_purged_hour_changes_no_figure,
+            retention_skips_empty_history,
             retention_deletes_published_snapshots_only,
             the_rollup_is_the_reference_after_random_writes_replays_and_ticks,
         );

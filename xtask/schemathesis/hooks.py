@@ -15,9 +15,10 @@ What they add to schemathesis' own checks:
   ledger with its status; `cargo xtask schemathesis` then checks that no id
   of a refused request was stored and every accepted one was.
 - `cross_field_rules`: the relations JSON Schema cannot state (an end not
-  before its start, `to` after `from`, times in range) are made to hold in
-  positive cases, so a refusal of a case the document calls valid is a
-  finding, not noise.
+  before its start, `to` after `from`, times in range, session times
+  within what the server's clock takes) are made to hold in positive
+  cases, so a refusal of a case the document calls valid is a finding, not
+  noise.
 
 Settings come from TALLY_ST_CONFIG (JSON): {"tokens": {role: token},
 "ledger": path}.
@@ -122,9 +123,14 @@ def after_call(context, case, response):
 
 # --- relations JSON Schema cannot state, in positive cases
 
-LATEST_SESSION = datetime(2262, 4, 11, 23, 47, 16, tzinfo=timezone.utc)
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 LATEST_QUERY = datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone.utc)
+# The session times the server takes at its defaults (docs/rules.md,
+# "Session times"): a start within the usage retention (365 days), nothing more
+# than the clock skew allowance (1 hour) ahead of its clock. Positive cases
+# get times from 80 days ago to now, clear of both edges however late they
+# are sent.
+SESSION_AGE = timedelta(days=80)
 
 
 def _parse(value):
@@ -136,8 +142,9 @@ def _parse(value):
         return None
 
 
-def _within(value, earliest, latest):
-    """`value` if its instant is in [earliest, latest], else a time that is."""
+def _within(value, earliest, latest, step=timedelta(days=1), steps=20000):
+    """`value` if its instant is in [earliest, latest], else a time that is
+    (`earliest` and some of `steps` times `step`)."""
     t = _parse(value)
     if t is None or t.tzinfo is None:
         return value
@@ -147,7 +154,7 @@ def _within(value, earliest, latest):
         utc = None
     if utc is not None and earliest <= utc <= latest:
         return value
-    return (earliest + timedelta(days=t.toordinal() % 20000)).isoformat().replace("+00:00", "Z")
+    return (earliest + step * (t.toordinal() % steps)).isoformat().replace("+00:00", "Z")
 
 
 @schemathesis.hook
@@ -156,16 +163,18 @@ def map_case(context, case):
         return case
     label = f"{case.method.upper()} {case.operation.path}"
     if label == "POST /api/v2/workspaceproxies/me/app-stats" and isinstance(case.body, dict):
+        now = datetime.now(timezone.utc)
         for report in case.body.get("stats") or []:
             if not isinstance(report, dict):
                 continue
-            start = _within(report.get("session_started_at"), EPOCH, LATEST_SESSION)
+            seconds = int(SESSION_AGE.total_seconds())
+            start = _within(report.get("session_started_at"), now - SESSION_AGE, now, timedelta(seconds=1), seconds)
             report["session_started_at"] = start
             end = report.get("session_ended_at")
             end_t, start_t = _parse(end), _parse(start)
             if end_t is None or start_t is None or end_t.year == 1:
                 continue
-            if end_t.astimezone(timezone.utc) < start_t.astimezone(timezone.utc) or end_t.astimezone(timezone.utc) > LATEST_SESSION:
+            if end_t.astimezone(timezone.utc) < start_t.astimezone(timezone.utc) or end_t.astimezone(timezone.utc) > now:
                 report["session_ended_at"] = start
     if label == "GET /api/v2/insights/apps" and isinstance(case.query, dict):
         q = case.query

@@ -2,8 +2,9 @@
 //!
 //! The same rules as PostgreSQL's (`tally_domain::usage::rollup`): writes
 //! mark the start hours they touch, a tick rolls those hours up again from
-//! the raw rows, reads answer from the rollup only (app usage and active
-//! users through `tally_domain::usage::packed`, as PostgreSQL does).
+//! the raw rows, reads answer from the rollup only (app usage, active users
+//! and user activity through `tally_domain::usage::packed`, as PostgreSQL
+//! does).
 
 use async_trait::async_trait;
 use tally_domain::appstats::StatsReport;
@@ -11,7 +12,7 @@ use tally_domain::error::StoreError;
 use tally_domain::ports::{TimeRange, UsageStore};
 use tally_domain::usage::minutes::hour_of;
 use tally_domain::usage::packed;
-use tally_domain::usage::rollup::{self, contributions};
+use tally_domain::usage::rollup::contributions;
 use tally_domain::usage::{
     ActiveUsers, AppUsageSeries, Intervals, PurgeOutcome, RetentionPolicy, TickOutcome, UserActivity,
 };
@@ -52,12 +53,15 @@ impl AppsState {
     }
 
     /// Deletes raw rows of whole start hours before `horizon`, at most
-    /// `max_hours` of them from where the last round stopped (or the oldest
-    /// row); the hours deleted become final.
+    /// `max_hours` of them from the oldest row held at or after where the
+    /// last round stopped (empty history is skipped, not walked); the hours
+    /// deleted become final.
     fn purge_raw(&mut self, horizon: i64, max_hours: i64, budget: &Budget) -> u64 {
-        let frozen = self.rollup.frozen_before();
-        let oldest = self.by_start_hour.keys().next().copied();
-        let lower = frozen.or(oldest).unwrap_or(horizon);
+        let frozen = self.rollup.frozen_before().unwrap_or(i64::MIN);
+        let oldest = (frozen < horizon)
+            .then(|| self.by_start_hour.range(frozen..horizon).next().map(|(&h, _)| h))
+            .flatten();
+        let lower = oldest.unwrap_or(horizon);
         self.rollup
             .freeze_before(horizon.min(lower.saturating_add(max_hours)));
         let cut = self.rollup.frozen_before().unwrap_or(horizon);
@@ -109,8 +113,8 @@ impl UsageStore for MemoryStore {
         Ok(self.apps.write().tick(&self.budget))
     }
 
-    // App usage and active users go through the packed day rows PostgreSQL
-    // keeps, packed here per read: one combining code for both stores.
+    // Every read goes through the packed day rows PostgreSQL keeps, packed
+    // here per read: one combining code for both stores.
     async fn app_usage_by_interval(&self, intervals: &Intervals) -> Result<Vec<AppUsageSeries>, StoreError> {
         let state = self.apps.read();
         Ok(packed::app_usage_from_hours(
@@ -132,9 +136,10 @@ impl UsageStore for MemoryStore {
     async fn user_activity(&self, range: TimeRange, limit: usize) -> Result<Vec<UserActivity>, StoreError> {
         let intervals = whole_minutes(range)?;
         let state = self.apps.read();
-        Ok(rollup::user_activity(
-            state.rollup.rows_for(&intervals),
+        Ok(packed::user_activity_from_hours(
             &intervals,
+            state.rollup.hour_span(),
+            |from, to| state.rollup.rows(from, to),
             limit,
         ))
     }

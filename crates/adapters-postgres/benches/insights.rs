@@ -9,6 +9,11 @@
 //! (`TALLY_BENCH_DAYS` shortens the data set, `TALLY_BENCH_USERS` shrinks
 //! the fleet, `TALLY_BENCH_RUNS` sets the runs per query.)
 //!
+//! `TALLY_BENCH_YEAR=1` instead times the widest range a read accepts (366
+//! days) over a year of the fleet made from the kept data set
+//! (`common/year.rs`; kept too, as `insights_year_YYYYMMDD`, the day it was
+//! built), and nothing else.
+//!
 //! The loaded data set is kept in a PostgreSQL cluster of its own under
 //! `target/bench-data/` (default settings), named by [`DATA_SET_VERSION`],
 //! the fleet size and the days: a later run with the same key starts from it
@@ -16,156 +21,30 @@
 //! and the retention rounds never change it. Change the version whenever the
 //! fleet model or the schema changes; `TALLY_BENCH_RELOAD=1` rebuilds it.
 //!
-//! The fleet: one user per workspace, in three regions whose working day
-//! starts at 01:00, 08:00 and 14:00 UTC. On a weekday a user works with
-//! probability 0.7, on a weekend day 0.08. A working day has two code-server
-//! sessions (2.5 to 4 hours and 2 to 3.5 hours), four web terminals (2 to
-//! 40 minutes), 25 rolled-up rows of 1 to 7 short sessions to one port (each
-//! within one minute), and with probability 0.5 one session of another app (10 to
-//! 90 minutes).
+//! The fleet is `common/fleet.rs`.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
+use common::fleet::{DAY0, Fleet, copy_day, day_rows};
+use common::{env, ms, percentiles};
+use rand::SeedableRng;
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 use tally_adapters_postgres::PgStore;
-use tally_domain::appstats::{AccessMethod, StatsReport};
+use tally_domain::appstats::StatsReport;
 use tally_domain::ports::{AppStatsStore, AppStatsWrite, TimeRange, UsageStore};
 use tally_domain::usage::minutes::{hour_of, hour_start};
 use tally_domain::usage::{IntervalKind, Intervals, RetentionPolicy, interval};
 use tally_tests::pg::KeptCluster;
-use time::macros::datetime;
 use time::{OffsetDateTime, UtcOffset};
-use uuid::Uuid;
 
 /// Names the kept data set: bump it when the fleet model or the schema of
 /// what the load writes changes.
-const DATA_SET_VERSION: u32 = 2;
+const DATA_SET_VERSION: u32 = 3;
 
-/// A Monday.
-const DAY0: OffsetDateTime = datetime!(2026-01-05 00:00 UTC);
 const CALL_ROWS: usize = 65_536;
 const BATCH: usize = 1024;
-
-fn env(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn uuid(rng: &mut StdRng) -> Uuid {
-    uuid::Builder::from_random_bytes(rng.random()).into_uuid()
-}
-
-struct Fleet {
-    users: Vec<(Uuid, Uuid, Uuid)>,
-}
-
-const OTHER_APPS: [&str; 4] = ["jupyter", "filebrowser", "grafana", "rstudio"];
-const PORTS: [&str; 3] = ["8080", "3000", "5173"];
-
-fn session(
-    who: (Uuid, Uuid, Uuid),
-    method: AccessMethod,
-    slug: &str,
-    start: OffsetDateTime,
-    len: time::Duration,
-    requests: u64,
-    rng: &mut StdRng,
-) -> StatsReport {
-    StatsReport {
-        user_id: who.0,
-        workspace_id: who.1,
-        agent_id: who.2,
-        access_method: method,
-        slug_or_port: slug.to_owned(),
-        session_id: uuid(rng),
-        session_started_at: start,
-        session_ended_at: Some(start + len),
-        requests,
-        sessions: 1,
-    }
-}
-
-/// Every row of day `d`, in start order (as they would arrive).
-fn day_rows(fleet: &Fleet, d: i64, rng: &mut StdRng) -> Vec<StatsReport> {
-    let day = DAY0 + time::Duration::days(d);
-    let weekday = d % 7 < 5;
-    let mins = |m: i64| time::Duration::minutes(m);
-    let mut rows = Vec::new();
-    for (u, &who) in fleet.users.iter().enumerate() {
-        if !rng.random_bool(if weekday { 0.7 } else { 0.08 }) {
-            continue;
-        }
-        let begin = day + time::Duration::hours([1, 8, 14][u % 3]);
-        let morning = begin + mins(rng.random_range(0..60));
-        rows.push(session(
-            who,
-            AccessMethod::Subdomain,
-            "code-server",
-            morning,
-            mins(rng.random_range(150..240)),
-            rng.random_range(100..5000),
-            rng,
-        ));
-        let afternoon = begin + mins(270 + rng.random_range(0..30));
-        rows.push(session(
-            who,
-            AccessMethod::Subdomain,
-            "code-server",
-            afternoon,
-            mins(rng.random_range(120..210)),
-            rng.random_range(100..5000),
-            rng,
-        ));
-        for _ in 0..4 {
-            let at = begin + mins(rng.random_range(0..540));
-            rows.push(session(
-                who,
-                AccessMethod::Terminal,
-                "",
-                at,
-                mins(rng.random_range(2..40)),
-                rng.random_range(10..500),
-                rng,
-            ));
-        }
-        let port = PORTS[rng.random_range(0..PORTS.len())];
-        for _ in 0..25 {
-            let at = begin + mins(rng.random_range(0..540));
-            let folded = rng.random_range(1..8);
-            rows.push(session(
-                who,
-                AccessMethod::Subdomain,
-                port,
-                at,
-                time::Duration::seconds(rng.random_range(1..59)),
-                rng.random_range(1..50),
-                rng,
-            ));
-            // A rolled-up record of short sessions.
-            rows.last_mut().unwrap().sessions = folded;
-        }
-        if rng.random_bool(0.5) {
-            let app = OTHER_APPS[rng.random_range(0..OTHER_APPS.len())];
-            let at = begin + mins(rng.random_range(0..480));
-            rows.push(session(
-                who,
-                AccessMethod::Path,
-                app,
-                at,
-                mins(rng.random_range(10..90)),
-                rng.random_range(50..2000),
-                rng,
-            ));
-        }
-    }
-    rows.sort_by_key(|r| r.session_started_at);
-    rows
-}
 
 fn writes(rows: &[StatsReport]) -> Vec<AppStatsWrite> {
     rows.chunks(CALL_ROWS)
@@ -186,40 +65,13 @@ fn writes(rows: &[StatsReport]) -> Vec<AppStatsWrite> {
         .collect()
 }
 
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
-}
-
-/// p50 and p99 (nearest rank) of `runs` timings.
-fn percentiles(mut t: Vec<Duration>) -> (f64, f64) {
-    t.sort();
-    let at = |p: f64| t[((p * t.len() as f64).ceil() as usize).clamp(1, t.len()) - 1];
-    (ms(at(0.5)), ms(at(0.99)))
-}
-
-async fn sizes(store: &PgStore) -> Vec<(String, i64, i64)> {
-    sqlx::query_as(
-        "SELECT relname::text, n_live_tup, pg_total_relation_size(relid) FROM pg_stat_user_tables \
-         WHERE relname IN ('workspace_app_stats', 'app_usage_hours', 'app_usage_user_days', \
-             'app_usage_app_days', 'app_usage_fleet_days', 'app_usage_users') \
-         ORDER BY relname",
-    )
-    .fetch_all(store.pool())
-    .await
-    .unwrap()
-}
-
 #[tokio::main]
 async fn main() {
     let days = env("TALLY_BENCH_DAYS", 90) as i64;
     let users = env("TALLY_BENCH_USERS", 6000);
     let runs = env("TALLY_BENCH_RUNS", 30);
     let mut rng = StdRng::seed_from_u64(7);
-    let fleet = Fleet {
-        users: (0..users)
-            .map(|_| (uuid(&mut rng), uuid(&mut rng), uuid(&mut rng)))
-            .collect(),
-    };
+    let fleet = Fleet::new(users, &mut rng);
     let target = std::env::var("CARGO_TARGET_DIR")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|_| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"));
@@ -268,6 +120,37 @@ async fn main() {
     } else {
         eprintln!("reusing the kept data set");
     }
+    if std::env::var_os("TALLY_BENCH_YEAR").is_some() {
+        let today = OffsetDateTime::now_utc().date().midnight().assume_utc();
+        let name = common::year::name(today);
+        let built: bool = sqlx::query_scalar("SELECT EXISTS (SELECT FROM pg_database WHERE datname = $1)")
+            .bind(&name)
+            .fetch_one(&admin)
+            .await
+            .unwrap();
+        if !built {
+            for sql in [
+                "DROP DATABASE IF EXISTS insights_year_building",
+                "CREATE DATABASE insights_year_building TEMPLATE insights STRATEGY = FILE_COPY",
+            ] {
+                sqlx::query(sql).execute(&admin).await.unwrap();
+            }
+            let pool = sqlx::PgPool::connect(&cluster.url("insights_year_building"))
+                .await
+                .unwrap();
+            let t = Instant::now();
+            common::year::build(&pool, days, today).await;
+            eprintln!("built the year in {:.1} s", t.elapsed().as_secs_f64());
+            pool.close().await;
+            sqlx::query(&format!("ALTER DATABASE insights_year_building RENAME TO {name}"))
+                .execute(&admin)
+                .await
+                .unwrap();
+        }
+        let store = PgStore::connect(&cluster.url(&name)).await.unwrap();
+        common::year::widest_reads(&store, runs).await;
+        return;
+    }
     sqlx::query("DROP DATABASE IF EXISTS insights_run")
         .execute(&admin)
         .await
@@ -311,7 +194,7 @@ async fn main() {
     let tick_five = t.elapsed();
 
     sqlx::query("VACUUM ANALYZE").execute(store.pool()).await.unwrap();
-    let sized = sizes(&store).await;
+    let sized = common::sizes(store.pool()).await;
 
     // Reads over the last day, week and 90 days, in UTC and at +05:30.
     let mut reads = Vec::new();
@@ -388,7 +271,7 @@ async fn main() {
         purge_rounds.push((t.elapsed(), round.app_stats_rows));
     }
     sqlx::query("VACUUM ANALYZE").execute(store.pool()).await.unwrap();
-    let sized_after = sizes(&store).await;
+    let sized_after = common::sizes(store.pool()).await;
 
     println!("\n{days} days, {users} users (one workspace each), {raw_rows} raw rows");
     match load {
@@ -414,9 +297,28 @@ async fn main() {
         five.rows_changed
     );
     println!("\ntables after the load (VACUUM ANALYZE):");
-    for (name, rows, bytes) in &sized {
-        println!("- {name}: {rows} rows, {:.1} MiB", *bytes as f64 / 1048576.0);
+    for t in &sized {
+        println!(
+            "- {}: {} rows, {:.1} MiB",
+            t.name,
+            t.live_rows,
+            common::mib(t.total)
+        );
     }
+    let (users_bytes, totals_bytes, detail_bytes, entries): (i64, i64, i64, i64) = sqlx::query_as(
+        "SELECT sum(octet_length(users))::int8, sum(octet_length(totals))::int8, \
+         sum(octet_length(detail))::int8, sum(octet_length(users) / 16)::int8 FROM app_usage_fleet_days",
+    )
+    .fetch_one(store.pool())
+    .await
+    .unwrap();
+    println!(
+        "fleet-day columns: users {:.1} MiB, totals {:.1} MiB, detail {:.1} MiB ({:.1} bytes per active user and day, {entries} of them)",
+        common::mib(users_bytes),
+        common::mib(totals_bytes),
+        common::mib(detail_bytes),
+        detail_bytes as f64 / entries as f64
+    );
     println!(
         "\n| offset | range | app usage p50 / p99 ms | active users p50 / p99 ms | top-100 users p50 / p99 ms | plain scan of its day rows p50 / p99 ms |"
     );
@@ -439,18 +341,28 @@ async fn main() {
         purge_rounds.len(),
         ms(slowest)
     );
+    let each: Vec<String> = purge_rounds
+        .iter()
+        .map(|(t, rows)| format!("{rows} rows in {:.0} ms", ms(*t)))
+        .collect();
+    println!("  each round: {}", each.join(", "));
     println!("tables after it (VACUUM ANALYZE; the heap is reused, not returned):");
-    for (name, rows, bytes) in &sized_after {
-        println!("- {name}: {rows} rows, {:.1} MiB", *bytes as f64 / 1048576.0);
+    for t in &sized_after {
+        println!(
+            "- {}: {} rows, {:.1} MiB",
+            t.name,
+            t.live_rows,
+            common::mib(t.total)
+        );
     }
 }
 
 /// Loads `days` days, one day at a time: the raw rows by binary COPY, and
 /// the hourly rollup rows they make (`tally_domain::usage::rollup::
 /// contributions`, the rules the tick's SQL follows and the conformance
-/// suite holds it to) merged in as the tick would merge them, marked as
-/// touched; then a tick, which has no start hour to roll up and rebuilds the
-/// day rows of the touched hours. (Rolling up 90 days of raw rows through
+/// suite holds it to) merged in as the tick would merge them, their days
+/// marked; then a tick, which has no start hour to roll up and rebuilds the
+/// packed rows of the marked days. (Rolling up 90 days of raw rows through
 /// the tick takes over half an hour here; the tick's own roll-up is timed on
 /// the fresh writes below.) Returns the time spent writing and each tick's.
 async fn load_data_set(
@@ -480,26 +392,6 @@ async fn load_data_set(
     (write_time, ticks)
 }
 
-/// The hourly rows of `rows` in COPY's text format.
-fn hourly_copy(rows: &[StatsReport]) -> Vec<u8> {
-    use std::io::Write as _;
-    let mut out = Vec::new();
-    for ((user, method, slug, hour), u) in tally_domain::usage::rollup::contributions(rows) {
-        let at = hour_start(hour);
-        writeln!(
-            out,
-            "{}\t{user}\t{}\t{slug}\t{}\t{}\t{}",
-            at.format(&time::format_description::well_known::Rfc3339).unwrap(),
-            method.as_str(),
-            u.minutes,
-            u.sessions,
-            u.requests
-        )
-        .unwrap();
-    }
-    out
-}
-
 /// Stored rows of sessions still open at `at` (ending after it).
 async fn store_rows_open_at(store: &PgStore, at: OffsetDateTime) -> Vec<StatsReport> {
     use futures::TryStreamExt;
@@ -511,42 +403,4 @@ async fn store_rows_open_at(store: &PgStore, at: OffsetDateTime) -> Vec<StatsRep
     rows.into_iter()
         .filter(|r| r.session_ended_at.unwrap() > at)
         .collect()
-}
-
-/// One day's raw rows by binary COPY and their hourly rows merged into
-/// the rollup (minutes OR'ed, counts added: a start hour's counts come from
-/// one day only), marked as touched, in one transaction.
-async fn copy_day(store: &PgStore, rows: &[StatsReport]) {
-    let mut tx = store.pool().begin().await.unwrap();
-    let mut copy = tx
-        .copy_in_raw(&format!(
-            "COPY workspace_app_stats {} FROM STDIN (FORMAT binary)",
-            common::COPY_COLUMNS
-        ))
-        .await
-        .unwrap();
-    copy.send(common::binary_copy(rows)).await.unwrap();
-    copy.finish().await.unwrap();
-    sqlx::query("CREATE TEMPORARY TABLE stage (LIKE app_usage_hours) ON COMMIT DROP")
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    let mut copy = tx
-        .copy_in_raw(
-            "COPY stage (hour, user_id, access_method, slug_or_port, minutes, sessions, requests) FROM STDIN",
-        )
-        .await
-        .unwrap();
-    copy.send(hourly_copy(rows)).await.unwrap();
-    copy.finish().await.unwrap();
-    for sql in [
-        "INSERT INTO app_usage_hours AS u SELECT * FROM stage ON CONFLICT (hour, user_id, access_method, slug_or_port) \
-         DO UPDATE SET minutes = u.minutes | excluded.minutes, sessions = u.sessions + excluded.sessions, \
-         requests = u.requests + excluded.requests",
-        "INSERT INTO app_usage_touched (hour, user_id, access_method, slug_or_port) \
-         SELECT hour, user_id, access_method, slug_or_port FROM stage",
-    ] {
-        sqlx::query(sql).execute(&mut *tx).await.unwrap();
-    }
-    tx.commit().await.unwrap();
 }

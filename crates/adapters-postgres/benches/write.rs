@@ -12,7 +12,8 @@
 //! switch with 10,000 distinct workspaces from 16 replicas.
 //!
 //! `cargo bench -p tally-adapters-postgres --bench write`
-//! (`TALLY_BENCH_ROWS` scales the row count.)
+//! (`TALLY_BENCH_ROWS` scales the row count; `TALLY_BENCH_ONLY=marks` runs
+//! only the interleaved comparison of the rollup marks, [`marks_ab`].)
 
 mod common;
 
@@ -189,6 +190,61 @@ async fn insights_queries(store: &PgStore) -> Vec<(&'static str, Duration)> {
     out
 }
 
+/// What the usage rollup's start-hour marks cost the write path at the
+/// default settings (COPY mode, batch 1024), measured so that load on a
+/// shared machine falls on both sides alike: two stores on one database,
+/// one marking and one not, take the calls of every phase in turn (call k
+/// goes to store k mod 2, which also writes that chunk's replay and
+/// updates, so each store's recent-rows memory sees its own rows). Four
+/// rounds, each on a fresh database, with the stores' order swapped every
+/// round.
+async fn marks_ab(rows: &[StatsReport], moved: &[StatsReport], mixed: &[StatsReport]) {
+    const BATCH: usize = 1024;
+    let phases = [
+        ("fresh insert", writes(rows, BATCH)),
+        ("replay, no change", writes(rows, BATCH)),
+        ("replay, all updated", writes(moved, BATCH)),
+        ("90% new, 10% updates", writes(mixed, BATCH)),
+    ];
+    // [phase][marks?] total time and rows
+    let mut totals = [[(Duration::ZERO, 0usize); 2]; 4];
+    for round in 0..4 {
+        let db = fresh_database().await;
+        let marked = PgStore::connect(&db.url).await.unwrap();
+        let unmarked = PgStore::connect(&db.url)
+            .await
+            .unwrap()
+            .without_usage_marks_for_benchmarks();
+        for (p, (_, calls)) in phases.iter().enumerate() {
+            for (k, w) in calls.iter().enumerate() {
+                let marks = (k + round) % 2 == 0;
+                let store = if marks { &marked } else { &unmarked };
+                let t = Instant::now();
+                store.write_app_stats(w).await.expect("write");
+                let slot = &mut totals[p][usize::from(marks)];
+                slot.0 += t.elapsed();
+                slot.1 += w.rows.len();
+            }
+        }
+        let marks: i64 = sqlx::query_scalar("SELECT count(*) FROM app_usage_dirty_hours")
+            .fetch_one(marked.pool())
+            .await
+            .unwrap();
+        eprintln!("round {round}: {marks} marks written");
+    }
+    println!(
+        "\nmarks, interleaved (Copy mode, batch {BATCH}, 4 rounds of {} rows per phase):",
+        rows.len()
+    );
+    println!("| phase | marks rows/s | no marks rows/s | marks / no marks |");
+    println!("|---|---:|---:|---:|");
+    for (p, (phase, _)) in phases.iter().enumerate() {
+        let [(t0, n0), (t1, n1)] = totals[p];
+        let (with, without) = (rate(n1, t1), rate(n0, t0));
+        println!("| {phase} | {with:.0} | {without:.0} | {:.3} |", with / without);
+    }
+}
+
 async fn period_switch() -> Vec<Duration> {
     let mut times = Vec::new();
     for round in 0..5u64 {
@@ -258,6 +314,10 @@ async fn main() {
     // the stricter limit, so both are measured. The machine is shared, so
     // COPY runs before and after every configuration and each is compared
     // with the COPY runs next to it.
+    if std::env::var("TALLY_BENCH_ONLY").as_deref() == Ok("marks") {
+        marks_ab(&rows, &moved, &mixed).await;
+        return;
+    }
     let mut sorted = rows.clone();
     for chunk in sorted.chunks_mut(CALL_ROWS) {
         chunk.sort_unstable_by_key(|r| r.row_key());

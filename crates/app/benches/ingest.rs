@@ -10,13 +10,16 @@ use tally::config::Tokens;
 use tally::http::{APP_STATS_PATH, AppState, ingest::decode_app_stats, router};
 use tally_domain::appstats::collector::{CollectorConfig, StatsCollector};
 use tally_domain::appstats::reporter::StoreReporter;
+use tally_domain::appstats::session_times::SessionTimeLimits;
 use tally_domain::authz::{Authorized, Subject};
 use tally_domain::boundary::tracker::BoundaryTracker;
-use tally_domain::clock::SystemClock;
+use tally_domain::clock::{ManualClock, SystemClock};
 use tally_domain::ports::Store;
 use tower::ServiceExt as _;
 
 const BATCH: usize = 100;
+/// The server's clock for ingest: the batch's sessions are of its day.
+const NOW: time::OffsetDateTime = time::macros::datetime!(2026-11-25 12:00 UTC);
 
 fn batch_body(seed: u64) -> Vec<u8> {
     let stats: Vec<_> = (0..BATCH as u64)
@@ -46,10 +49,11 @@ fn batch_body(seed: u64) -> Vec<u8> {
 
 fn decode(c: &mut Criterion) {
     let body = batch_body(0);
+    let window = SessionTimeLimits::default().at(NOW);
     let mut g = c.benchmark_group("app_stats");
     g.throughput(Throughput::Elements(BATCH as u64));
     g.bench_function("decode_and_validate_batch_of_100", |b| {
-        b.iter(|| decode_app_stats(std::hint::black_box(&body)).unwrap())
+        b.iter(|| decode_app_stats(std::hint::black_box(&body), &window).unwrap())
     });
     g.finish();
 }
@@ -81,7 +85,8 @@ fn request(c: &mut Criterion) {
             Arc::new(BoundaryTracker::new(uuid::Uuid::new_v4(), clock)),
             Tokens::parse("proxy=bench").unwrap(),
             8 << 20,
-        ),
+        )
+        .with_clock(Arc::new(ManualClock::new(NOW))),
         std::time::Duration::from_secs(30),
     );
     // Distinct sessions per request, as a fleet would send; flushed now and

@@ -175,6 +175,13 @@ pub struct ServeArgs {
     #[arg(long, env = "TALLY_RETENTION_APP_STATS", default_value = "90days", value_parser = positive_duration)]
     pub retention_app_stats: Duration,
 
+    /// How far ahead of this server's clock a reported app session's start
+    /// or end may be (a proxy's clock may run a little fast); a request
+    /// with a later time is refused with 400, as is one with a start older
+    /// than `--retention-app-stats`.
+    #[arg(long, env = "TALLY_CLOCK_SKEW", default_value = "1h", value_parser = positive_duration)]
+    pub clock_skew: Duration,
+
     /// Usage rollup rows (what insights read) are deleted after this long.
     #[arg(long, env = "TALLY_RETENTION_USAGE", default_value = "365days", value_parser = positive_duration)]
     pub retention_usage: Duration,
@@ -336,6 +343,14 @@ mod tests {
         assert_eq!(a.store_timeout, Duration::from_secs(10));
         assert_eq!(a.max_memory, 2 << 30);
         assert_eq!(a.memory_store_share, 25);
+        assert_eq!(
+            tally_domain::appstats::session_times::SessionTimeLimits::default(),
+            tally_domain::appstats::session_times::SessionTimeLimits {
+                clock_skew: crate::loops::to_time(a.clock_skew),
+                retention: crate::loops::to_time(a.retention_usage),
+            },
+            "the domain's defaults are the flags' defaults"
+        );
         assert!(a.database_url.is_none() && a.tokens.is_none() && !a.log_json);
     }
 

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use tally_domain::appstats::collector::{CollectorConfig, StatsCollector};
 use tally_domain::appstats::reporter::StoreReporter;
+use tally_domain::appstats::session_times::SessionTimeLimits;
 use tally_domain::authz::{Authorized, Subject};
 use tally_domain::boundary::tracker::{BoundaryTracker, TrackerFlush};
 use tally_domain::clock::{Clock, SystemClock};
@@ -185,6 +186,7 @@ pub async fn run_with(
         snapshot_interval = %humantime::format_duration(args.snapshot_interval),
         tracker_flush_interval = %humantime::format_duration(args.tracker_flush_interval),
         store_timeout = %humantime::format_duration(args.store_timeout),
+        clock_skew = %humantime::format_duration(args.clock_skew),
         sink = args.telemetry_url.as_deref().unwrap_or("log"),
         tokens = tokens.len(),
         body_limit = args.body_limit,
@@ -201,6 +203,10 @@ pub async fn run_with(
         .with_clock(clock)
         .with_usage_retention(to_time(args.retention_usage))
         .with_memory_store(memory_store)
+        .with_session_times(SessionTimeLimits {
+            clock_skew: to_time(args.clock_skew),
+            retention: to_time(args.retention_usage),
+        })
         .with_store_kind(match database_url {
             Some(_) => StoreKind::Postgres,
             None => StoreKind::Memory,

@@ -305,6 +305,61 @@ pub async fn a_late_write_for_a_purged_hour_changes_no_figure(store: Arc<dyn Sto
     );
 }
 
+/// A round's batch starts at the oldest raw row held: rows only long before
+/// the horizon, with months of empty history between them, are all gone
+/// after a round per batch of rows, not a round per four empty hours; each
+/// round still deletes at most four start hours, and only rows rolled up.
+pub async fn retention_skips_empty_history(store: Arc<dyn Store>) {
+    let store = &*store;
+    let day = datetime_day();
+    let who = Who::new();
+    let at = |d: i64, minute: i64| day + Duration::days(d) + mins(minute);
+    // Start hours 0, 1 and 5 of the day, then one 100 days later.
+    let rows = vec![
+        row(who, Path, "a", at(0, 5), at(0, 15), 1),
+        row(who, Path, "a", at(0, 65), at(0, 75), 2),
+        row(who, Path, "a", at(0, 5 * 60 + 5), at(0, 5 * 60 + 15), 3),
+        row(who, Terminal, "", at(100, 5), at(100, 25), 4),
+    ];
+    store.write_app_stats(&write_of(rows.clone(), 8)).await.unwrap();
+    let before: Vec<_> = rows.iter().map(stored_row).collect();
+    let iv = days(day, 101);
+
+    // 300 days on, all of it is past the raw retention (90 days) and none
+    // of the rollup past its own (365). No tick ran: rounds roll up first.
+    let now = day + Duration::days(300);
+    let mut deleted = Vec::new();
+    for _ in 0..4 {
+        let round = store.purge_expired(now, &policy()).await.unwrap();
+        assert_eq!(round.usage_rows, 0, "{round:?}");
+        deleted.push(round.app_stats_rows);
+    }
+    // Hours 0..4, then 5..9 (from the oldest row, not from hour 4), then
+    // the row 100 days later; then nothing is left.
+    assert_eq!(deleted, [2, 1, 1, 0]);
+    assert_eq!(all_rows(store).await, vec![]);
+    assert_reads_match(store, &before, &iv, "after the raw rows went").await;
+
+    // Emptied, the store gets a row a day short of the retention; two days
+    // later the first round deletes it.
+    let young = row(
+        who,
+        Path,
+        "b",
+        now - Duration::days(89),
+        now - Duration::days(89) + mins(5),
+        1,
+    );
+    store.write_app_stats(&write_of(vec![young], 1)).await.unwrap();
+    let round = store.purge_expired(now, &policy()).await.unwrap();
+    assert_eq!(round.app_stats_rows, 0, "kept within the retention: {round:?}");
+    let round = store
+        .purge_expired(now + Duration::days(2), &policy())
+        .await
+        .unwrap();
+    assert_eq!(round.app_stats_rows, 1, "{round:?}");
+}
+
 /// Published snapshots older than their retention go, oldest first, at most
 /// four hours of periods per round; unpublished ones stay.
 pub async fn retention_deletes_published_snapshots_only(store: Arc<dyn Store>) {

@@ -2,13 +2,13 @@
 //!
 //! Writes mark the start hours they touch (`app_usage_dirty_hours`, in the
 //! write's transaction); a tick rolls those hours up again from the raw rows
-//! ([`sql::ROLL_UP`]) and then the day rows of the hourly rows that changed
-//! ([`days`], [`packed`]); reads ([`reads`]) answer from the day rows and,
-//! for hours an interval bound cuts, from `app_usage_hours`. Ticks and
+//! ([`sql::ROLL_UP`]) and then the packed day rows of the days whose hourly
+//! rows changed ([`packed`]); reads ([`reads`]) answer from the packed rows
+//! and, for hours an interval bound cuts off the quarter grid, from
+//! `app_usage_hours`. Ticks and
 //! purges hold one transaction-level advisory lock, so one replica at a time
 //! does either.
 
-mod days;
 mod packed;
 mod reads;
 mod retention;
@@ -66,14 +66,14 @@ pub(super) async fn roll_up(conn: &mut PgConnection) -> Result<TickOutcome, sqlx
     sqlx::query("SET LOCAL jit = off").execute(&mut *conn).await?;
     // Runs of consecutive hours, each one range scan of the start index.
     for (from, to) in runs(&hours) {
-        let done = sqlx::query(sql::ROLL_UP)
+        let changed: i64 = sqlx::query_scalar(sql::ROLL_UP)
             .bind(from)
             .bind(to)
-            .execute(&mut *conn)
+            .fetch_one(&mut *conn)
             .await?;
-        outcome.rows_changed += done.rows_affected();
+        outcome.rows_changed += changed as u64;
     }
-    days::recompute(conn).await?;
+    packed::rebuild_marked(conn).await?;
     Ok(outcome)
 }
 

@@ -1,14 +1,16 @@
 //! Packed day rows (`app_usage_app_days`, `app_usage_fleet_days`): the tick
-//! rebuilds every UTC day any of whose hourly rows changed, from all of that
-//! day's hourly rows, with `tally_domain::usage::packed` (the same code the
-//! reads combine them with). A whole day is rebuilt, not patched: the
-//! additive figures are sums over users, and a day is about as many hourly
-//! rows as one read of them would scan.
+//! rebuilds every UTC day any of whose hourly rows changed (the roll-up
+//! marks it in `app_usage_packed_dirty`), from all of that day's hourly
+//! rows, with `tally_domain::usage::packed` (the same code the reads combine
+//! them with). A whole day is rebuilt, not patched: the additive figures
+//! are sums over users, and a day is about as many hourly rows as one read
+//! of them would scan.
 
 use std::collections::BTreeMap;
 
 use sqlx::{PgConnection, Row as _};
 use tally_domain::usage::HourUsage;
+use tally_domain::usage::minutes::{hour_of, hour_start};
 use tally_domain::usage::packed::{AppDay, AppKey, FleetDay};
 use time::{Duration, OffsetDateTime};
 
@@ -27,15 +29,12 @@ const DAY_ROWS: &str = "SELECT u.ordinal, h.access_method, h.slug_or_port,
 FROM app_usage_hours h JOIN app_usage_users u USING (user_id)
 WHERE h.hour >= $1 AND h.hour < $2";
 
-/// Marks the UTC days of the touched hourly rows for a rebuild, then
-/// rebuilds every marked day; the caller holds the usage lock and empties
-/// `app_usage_touched` afterwards.
-pub(super) async fn rebuild_touched(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+/// Rebuilds every UTC day marked for it (by a tick's changed hourly rows,
+/// a purge, a migration); the caller holds the usage lock.
+pub(super) async fn rebuild_marked(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
     let days: Vec<OffsetDateTime> = sqlx::query_scalar(
         "WITH taken AS (DELETE FROM app_usage_packed_dirty RETURNING day) \
-         SELECT day FROM taken \
-         UNION SELECT DISTINCT date_trunc('day', hour, 'UTC') FROM app_usage_touched \
-         ORDER BY 1",
+         SELECT DISTINCT day FROM taken ORDER BY 1",
     )
     .fetch_all(&mut *conn)
     .await?;
@@ -45,24 +44,30 @@ pub(super) async fn rebuild_touched(conn: &mut PgConnection) -> Result<(), sqlx:
     Ok(())
 }
 
-/// Marks a UTC day for the next rebuild.
-pub(super) async fn mark(conn: &mut PgConnection, day: OffsetDateTime) -> Result<(), sqlx::Error> {
-    sqlx::query("INSERT INTO app_usage_packed_dirty (day) VALUES (date_trunc('day', $1::timestamptz, 'UTC'))")
-        .bind(day)
-        .execute(conn)
-        .await
-        .map(drop)
-}
-
-/// Deletes the packed rows of the days before `day`.
-pub(super) async fn delete_before(conn: &mut PgConnection, day: OffsetDateTime) -> Result<(), sqlx::Error> {
+/// After the hourly rows before `cut` were purged: packed rows of the days
+/// wholly before it go, and those of the day `cut` falls in are rebuilt
+/// from the hours left (with every other marked day).
+pub(super) async fn purged_before(conn: &mut PgConnection, cut: OffsetDateTime) -> Result<(), sqlx::Error> {
+    let day = hour_start(hour_of(cut).div_euclid(24) * 24);
     for table in ["app_usage_app_days", "app_usage_fleet_days"] {
         sqlx::query(&format!("DELETE FROM {table} WHERE day < $1"))
             .bind(day)
             .execute(&mut *conn)
             .await?;
     }
-    Ok(())
+    if day < cut {
+        mark(conn, day).await?;
+    }
+    rebuild_marked(conn).await
+}
+
+/// Marks a UTC day for the next rebuild.
+async fn mark(conn: &mut PgConnection, day: OffsetDateTime) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO app_usage_packed_dirty (day) VALUES (date_trunc('day', $1::timestamptz, 'UTC'))")
+        .bind(day)
+        .execute(conn)
+        .await
+        .map(drop)
 }
 
 fn usage_of(row: &sqlx::postgres::PgRow) -> Result<(u32, AppKey, usize, HourUsage), sqlx::Error> {
@@ -139,11 +144,12 @@ async fn rebuild_day(conn: &mut PgConnection, day: OffsetDateTime) -> Result<(),
     .await?;
     let fleet = FleetDay::build(all);
     if !fleet.users.is_empty() {
-        let (users, totals) = fleet.encode();
-        sqlx::query("INSERT INTO app_usage_fleet_days (day, users, totals) VALUES ($1, $2, $3)")
+        let (users, totals, detail) = fleet.encode();
+        sqlx::query("INSERT INTO app_usage_fleet_days (day, users, totals, detail) VALUES ($1, $2, $3, $4)")
             .bind(day)
             .bind(users)
             .bind(totals)
+            .bind(detail)
             .execute(&mut *conn)
             .await?;
     }

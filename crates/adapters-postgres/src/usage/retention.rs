@@ -5,7 +5,7 @@ use tally_domain::usage::minutes::{hour_of, hour_start};
 use tally_domain::usage::{PurgeOutcome, RetentionPolicy};
 use time::{Duration, OffsetDateTime};
 
-use super::{days, roll_up, try_lock};
+use super::{packed, roll_up, try_lock};
 use crate::timeconv::ceil_micros;
 
 pub(super) async fn purge(
@@ -26,22 +26,25 @@ pub(super) async fn purge(
     roll_up(&mut tx).await?;
     let mut outcome = PurgeOutcome::default();
 
-    // Raw rows, by whole start hours, from where the last round stopped (or
-    // the oldest row): the hours deleted become final.
+    // Raw rows, by whole start hours, from the oldest row held at or after
+    // where the last round stopped (empty history is skipped, not walked):
+    // the hours deleted become final.
     let horizon = hour_start(hour_of(now - policy.app_stats));
     let frozen: Option<OffsetDateTime> = sqlx::query_scalar("SELECT frozen_before FROM app_usage_state")
         .fetch_one(&mut *tx)
         .await?;
-    let lower = match frozen {
-        Some(f) => f,
-        None => sqlx::query_scalar::<_, Option<OffsetDateTime>>(
-            "SELECT date_trunc('hour', min(session_started_at), 'UTC') FROM workspace_app_stats",
-        )
-        .fetch_one(&mut *tx)
-        .await?
-        .unwrap_or(horizon),
-    };
-    let cut = frozen.map_or(horizon.min(lower + batch), |f| f.max(horizon.min(lower + batch)));
+    // Only expired rows are looked at, so the BRIN on the start reads the
+    // oldest page ranges, not the retained table.
+    let oldest: Option<OffsetDateTime> = sqlx::query_scalar(
+        "SELECT date_trunc('hour', min(session_started_at), 'UTC') FROM workspace_app_stats \
+         WHERE session_started_at >= coalesce($1, '-infinity') AND session_started_at < $2",
+    )
+    .bind(frozen)
+    .bind(horizon)
+    .fetch_one(&mut *tx)
+    .await?;
+    let cut = horizon.min(oldest.map_or(horizon, |o| o + batch));
+    let cut = frozen.map_or(cut, |f| f.max(cut));
     sqlx::query("UPDATE app_usage_state SET frozen_before = $1")
         .bind(cut)
         .execute(&mut *tx)
@@ -49,12 +52,17 @@ pub(super) async fn purge(
     // Rows are locked in key order, the order writers lock them in: deleting
     // in heap order could lock a row a writer wants next while waiting for
     // one that writer holds (a write of sessions older than the retention).
+    // The start bound is repeated on `t` so that the join reads only what
+    // the BRIN finds: without it the planner, whose estimate of rows before
+    // the cut still counts those earlier rounds deleted, hash-joined the
+    // locked rows against a scan of the whole table.
     outcome.app_stats_rows = sqlx::query(
         "DELETE FROM workspace_app_stats t USING ( \
              SELECT user_id, agent_id, session_id FROM workspace_app_stats \
              WHERE session_started_at < $1 \
              ORDER BY user_id, agent_id, session_id FOR UPDATE) old \
-         WHERE (t.user_id, t.agent_id, t.session_id) = (old.user_id, old.agent_id, old.session_id)",
+         WHERE t.session_started_at < $1 \
+           AND (t.user_id, t.agent_id, t.session_id) = (old.user_id, old.agent_id, old.session_id)",
     )
     .bind(cut)
     .execute(&mut *tx)
@@ -74,7 +82,7 @@ pub(super) async fn purge(
             .await?
             .rows_affected();
         if outcome.usage_rows > 0 {
-            days::purged_before(&mut tx, cut).await?;
+            packed::purged_before(&mut tx, cut).await?;
         }
     }
 

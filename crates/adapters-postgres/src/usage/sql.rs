@@ -5,9 +5,9 @@
 //! `a..b`: `((1 << b) - 1) # ((1 << a) - 1)` for `a < b`.
 
 /// Recomputes what the rows starting in the hours `[$1, $2)` contribute and
-/// merges it into `app_usage_hours`, noting the rows that changed in
-/// `app_usage_touched` for the day rows (see [`super::days`]): minutes OR'ed into every hour a row
-/// covers; sessions and requests of each recomputed start hour replaced by
+/// merges it into `app_usage_hours`, marking the UTC days of the rows that
+/// changed for a rebuild of their packed rows (see [`super::packed`]), and
+/// answers how many changed: minutes OR'ed into every hour a row covers; sessions and requests of each recomputed start hour replaced by
 /// the sums over the rows that started in it. Rows that would not change
 /// are left alone. A row covers minutes `[first, past)` with `first` its
 /// start truncated to the minute and `past` its end rounded up to one
@@ -49,10 +49,11 @@ ON CONFLICT (hour, user_id, access_method, slug_or_port) DO UPDATE SET
 WHERE (u.minutes | excluded.minutes) <> u.minutes
    OR (excluded.hour >= $1 AND excluded.hour < $2
        AND (excluded.sessions, excluded.requests) <> (u.sessions, u.requests))
-RETURNING u.hour, u.user_id, u.access_method, u.slug_or_port
+RETURNING u.hour
+), marked AS (
+    INSERT INTO app_usage_packed_dirty (day) SELECT DISTINCT date_trunc('day', hour, 'UTC') FROM up
 )
-INSERT INTO app_usage_touched (hour, user_id, access_method, slug_or_port)
-SELECT hour, user_id, access_method, slug_or_port FROM up";
+SELECT count(*) FROM up";
 
 /// Raw rows whose session started in `[$1, $2)`, as the export sends them.
 pub(super) const STARTED_IN: &str = "SELECT user_id, workspace_id, agent_id, access_method, slug_or_port, \

@@ -127,3 +127,72 @@ async fn packed_day_rows_are_rebuilt_for_marked_days_with_dense_ordinals() {
     assert_eq!(s.active_users(&iv).await.unwrap(), active);
     assert_eq!(s.user_activity(range, 10).await.unwrap(), top);
 }
+
+/// User activity over ranges that cut days on and off the quarter grid is
+/// the reference, from the fleet days' detail; a fleet day without detail
+/// (as packed before it existed, until the tick after the migration
+/// rebuilds it) gives the same figures from its hourly rows.
+#[tokio::test]
+async fn user_activity_over_cut_days_needs_no_detail_from_an_older_schema() {
+    let f = fixture().await;
+    let s = &f.store;
+    let at = |d: i64, m: i64| T0 + Duration::days(d) + Duration::minutes(m);
+    let rows: Vec<_> = (0..3i64)
+        .flat_map(|d| {
+            (0..5u128).map(move |u| {
+                let mut r = session(
+                    id(1 + u),
+                    id(20 + u),
+                    "code",
+                    d * 86_400 + 420 * u as i64,
+                    2500,
+                    4,
+                );
+                r.sessions = 1 + u as u64;
+                r
+            })
+        })
+        .collect();
+    s.write_app_stats(&AppStatsWrite {
+        rows,
+        batch_size: 4,
+        last_used: vec![],
+    })
+    .await
+    .unwrap();
+    s.tick_usage_rollup().await.unwrap();
+    let stored = s
+        .app_stats_started_in(TimeRange::new(at(-1, 0), at(4, 0)).unwrap())
+        .await
+        .unwrap();
+    let ranges = [
+        // Quarter hours inside the sessions' hours, and whole days between.
+        TimeRange::new(at(0, 15), at(2, 45)).unwrap(),
+        // Off the quarter grid: the cut hours come from the hourly rows.
+        TimeRange::new(at(0, 7), at(1, 37)).unwrap(),
+        TimeRange::new(at(1, -600), at(2, -600)).unwrap(),
+    ];
+    let mut want = Vec::new();
+    for r in ranges {
+        let iv = Intervals::single(r).unwrap();
+        let got = s.user_activity(r, 10).await.unwrap();
+        assert_eq!(
+            got,
+            tally_domain::usage::reference::user_activity(&stored, &iv, 10),
+            "{r:?}"
+        );
+        assert!(!got.is_empty());
+        want.push(got);
+    }
+    sqlx::query("UPDATE app_usage_fleet_days SET detail = NULL")
+        .execute(s.pool())
+        .await
+        .unwrap();
+    for (r, want) in ranges.into_iter().zip(want) {
+        assert_eq!(
+            s.user_activity(r, 10).await.unwrap(),
+            want,
+            "{r:?} without detail"
+        );
+    }
+}

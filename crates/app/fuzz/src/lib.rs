@@ -8,11 +8,25 @@ pub mod model;
 use tally::http::error::ApiError;
 use tally::http::ingest::{BoundaryBatch, decode_app_stats, decode_boundary_logs};
 use tally_domain::appstats::StatsReport;
+use tally_domain::appstats::session_times::{SessionTimeLimits, SessionWindow};
 use tally_domain::appstats::{MAX_REQUESTS_PER_REPORT, MAX_SLUG_OR_PORT_LEN};
+use time::OffsetDateTime;
+
+/// The server's clock in the targets, 2027-01-01T00:00:00Z: every seed's
+/// session lies within the default limits around it.
+pub fn now() -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp(1_798_761_600).expect("a valid time")
+}
+
+/// The session times the decoder takes in the targets: the server's
+/// defaults at [`now`].
+pub fn window() -> SessionWindow {
+    SessionTimeLimits::default().at(now())
+}
 
 /// Decodes app stats and checks what holds for any outcome.
 pub fn check_app_stats(data: &[u8]) -> Result<Vec<StatsReport>, ApiError> {
-    let result = decode_app_stats(data);
+    let result = decode_app_stats(data, &window());
     match &result {
         Ok(reports) => {
             assert_json_object(data);
@@ -32,6 +46,16 @@ pub fn assert_report_invariants(i: usize, r: &StatsReport) {
     if let Err(e) = r.validate() {
         panic!("accepted report {i} fails validation ({e}): {r:?}");
     }
+    let w = window();
+    assert!(
+        r.session_started_at >= w.earliest_start && r.session_started_at <= w.latest,
+        "report {i}: a start outside {w:?} accepted: {r:?}"
+    );
+    assert!(
+        r.session_ended_at.is_none_or(|end| end <= w.latest),
+        "report {i}: an end past {} accepted: {r:?}",
+        w.latest
+    );
     assert!(!r.session_id.is_nil(), "report {i}: nil session id accepted");
     assert!(
         r.session_started_at.year() >= 1970,
@@ -60,7 +84,7 @@ pub fn assert_report_invariants(i: usize, r: &StatsReport) {
 fn assert_app_stats_round_trip(reports: &[StatsReport]) {
     let body =
         serde_json::to_vec(&serde_json::json!({ "stats": reports })).expect("accepted reports serialize");
-    match decode_app_stats(&body) {
+    match decode_app_stats(&body, &window()) {
         Ok(again) => assert_eq!(again, reports, "round trip changed the reports"),
         Err(e) => panic!(
             "re-encoded reports refused: {e:?}\nbody: {}",

@@ -6,7 +6,7 @@
 use arbitrary::Arbitrary;
 use std::fmt::Write as _;
 use tally_domain::appstats::{AccessMethod, StatsReport};
-use time::{Date, Month, OffsetDateTime, PrimitiveDateTime, UtcOffset};
+use time::{Date, Duration, Month, OffsetDateTime, PrimitiveDateTime, UtcOffset};
 use uuid::Uuid;
 
 const MAX_REQUESTS: u64 = u32::MAX as u64;
@@ -73,6 +73,11 @@ pub enum Stamp {
     Text(String),
     Number(i64),
     Null,
+    /// Within 200 days of the server's clock either way, to the second.
+    Near(i32),
+    /// At, or a nanosecond or a second past, an edge of the times the
+    /// server takes, in some offset.
+    Edge(u8),
 }
 
 #[derive(Debug, Arbitrary)]
@@ -166,11 +171,31 @@ impl Request {
             );
         }
         for (i, r) in parsed.iter().enumerate() {
-            if let Some(f) = rule_broken(r) {
+            if let Some(f) = rule_broken(r).or_else(|| time_rule_broken(r)) {
                 return Err(Refusal::Rule(format!("stats[{i}].{f}")));
             }
         }
         Ok(parsed)
+    }
+}
+
+/// The server's default limits around its clock ([`crate::now`]): a start
+/// at most 365 days old (the usage retention), nothing more than an hour ahead.
+fn taken() -> (OffsetDateTime, OffsetDateTime) {
+    let now = crate::now();
+    (now - Duration::days(365), now + Duration::hours(1))
+}
+
+/// The session time rules, checked after the others: the start within the
+/// times taken, then the end not past them.
+fn time_rule_broken(r: &StatsReport) -> Option<&'static str> {
+    let (earliest, latest) = taken();
+    if r.session_started_at < earliest || r.session_started_at > latest {
+        Some("session_started_at")
+    } else if r.session_ended_at.is_some_and(|end| end > latest) {
+        Some("session_ended_at")
+    } else {
+        None
     }
 }
 
@@ -367,6 +392,10 @@ impl Slug {
 impl Stamp {
     fn json(&self) -> String {
         match self {
+            Stamp::Near(_) | Stamp::Edge(_) => {
+                let t = self.parse().expect("a time near the clock");
+                quote(&t.format(&time::format_description::well_known::Rfc3339).unwrap())
+            }
             Stamp::Parts(p) => quote(&p.text()),
             Stamp::GoZero(hours) => {
                 let offset = UtcOffset::from_hms(hours % 24, 0, 0).unwrap();
@@ -381,6 +410,25 @@ impl Stamp {
 
     fn parse(&self) -> Option<OffsetDateTime> {
         match self {
+            Stamp::Near(n) => {
+                const SPAN: i64 = 200 * 86_400;
+                Some(crate::now() + Duration::seconds(i64::from(*n).rem_euclid(2 * SPAN) - SPAN))
+            }
+            Stamp::Edge(n) => {
+                let (earliest, latest) = taken();
+                let t = [
+                    earliest - Duration::SECOND,
+                    earliest - Duration::NANOSECOND,
+                    earliest,
+                    earliest + Duration::NANOSECOND,
+                    latest - Duration::NANOSECOND,
+                    latest,
+                    latest + Duration::NANOSECOND,
+                    latest + Duration::SECOND,
+                ][usize::from(n % 8)];
+                let hours = i8::try_from(n / 8 % 27).unwrap() - 13;
+                Some(t.to_offset(UtcOffset::from_hms(hours, 0, 0).unwrap()))
+            }
             Stamp::Parts(p) => p.value(),
             Stamp::GoZero(_) => Some(go_zero()),
             Stamp::Text(s) => OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok(),

@@ -9,6 +9,7 @@ use axum::http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 use tally_domain::appstats::MAX_REQUESTS_PER_REPORT;
 use tally_domain::appstats::StatsReport;
+use tally_domain::appstats::session_times::SessionWindow;
 use tally_domain::appstats::wire::whole_number;
 use tally_domain::authz::{Action, Resource};
 use uuid::Uuid;
@@ -36,12 +37,15 @@ fn null_as_empty<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: D) ->
     Ok(Option::<Vec<T>>::deserialize(d)?.unwrap_or_default())
 }
 
-/// Decodes and validates a whole app stats request.
-pub fn decode_app_stats(bytes: &[u8]) -> Result<Vec<StatsReport>, ApiError> {
+/// Decodes and validates a whole app stats request, its times against
+/// `window` (docs/rules.md#session-times): the first report that breaks a
+/// rule refuses the request.
+pub fn decode_app_stats(bytes: &[u8], window: &SessionWindow) -> Result<Vec<StatsReport>, ApiError> {
     let request: AppStatsRequest = decode(bytes)?;
     for (i, Object(report)) in request.stats.iter().enumerate() {
         report
             .validate()
+            .and_then(|()| window.check(report))
             .map_err(|e| ApiError::bad_field(format!("stats[{i}].{}", e.field), e.reason))?;
     }
     Ok(request.stats.into_iter().map(|Object(r)| r).collect())
@@ -50,7 +54,8 @@ pub fn decode_app_stats(bytes: &[u8]) -> Result<Vec<StatsReport>, ApiError> {
 /// Report app sessions (workspace proxies).
 ///
 /// Taken whole or not at all: every report is validated before any is
-/// collected. A later report of the same (user, agent, session) moves its
+/// collected, its times against the server's clock (a start within
+/// `--retention-usage`, nothing more than `--clock-skew` ahead). A later report of the same (user, agent, session) moves its
 /// end time and request count forward.
 #[utoipa::path(
     post,
@@ -74,7 +79,9 @@ pub fn decode_app_stats(bytes: &[u8]) -> Result<Vec<StatsReport>, ApiError> {
     responses(
         (status = 204, description = "Every report was taken (or there were none)."),
         (status = 400, description = "`Invalid request body.`: the validation names the field \
-            (`stats[3].requests`, `body`).", body = ErrorBody),
+            (`stats[3].requests`, `body`). A session time the server does not take (a start \
+            older than `--retention-usage`, a start or end more than `--clock-skew` ahead of \
+            the server's clock) names that time (`stats[3].session_started_at`).", body = ErrorBody),
         (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
         (status = 413, description = "`Request body too large.` (field `body`, past \
@@ -94,7 +101,8 @@ pub async fn app_stats(
 ) -> Result<StatusCode, ApiError> {
     caller.require(Action::Create, Resource::WorkspaceAppStats)?;
     let bytes = read_json_body(&headers, body, state.body_limit).await?;
-    let reports = decode_app_stats(&bytes)?;
+    let window = state.session_times.at(state.clock.now());
+    let reports = decode_app_stats(&bytes, &window)?;
     if reports.is_empty() {
         return Ok(StatusCode::NO_CONTENT);
     }

@@ -23,8 +23,8 @@ use uuid::Uuid;
 use self::params::{ActivityRead, IntervalParams, IntervalRead, LimitParams, RangeParams};
 use super::AppState;
 use super::auth::Caller;
-use super::error::{ApiError, ErrorBody};
-use super::openapi::responses::StoreReadFailures;
+use super::error::ApiError;
+use super::openapi::responses::{RangeReadRefused, StoreReadFailures};
 
 /// One app's figures over the range or an interval.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -78,13 +78,6 @@ pub struct AppUsageReport {
     pub intervals: Vec<AppUsageInterval>,
 }
 
-const INTERVAL_READ_REFUSED: &str = "`Invalid request parameters.`: the validation names the \
-    parameter (`start_time`, `end_time`, `interval`, an unknown one). A range longer than the \
-    usage retention plus one day is refused naming `start_time`, with the limit in its detail.";
-const ACTIVITY_READ_REFUSED: &str = "`Invalid request parameters.`: the validation names the \
-    parameter (`start_time`, `end_time`, `limit`, an unknown one). A range longer than the \
-    usage retention plus one day is refused naming `start_time`, with the limit in its detail.";
-
 /// App usage per app and access method, over a range and per interval.
 ///
 /// From the usage rollup (as of its last tick): usage seconds (distinct
@@ -98,7 +91,7 @@ const ACTIVITY_READ_REFUSED: &str = "`Invalid request parameters.`: the validati
     extensions(("x-tally-roles" = json!(["reader", "admin"]))),
     responses(
         (status = 200, description = "Usage by app, over the range and per interval.", body = AppUsageReport),
-        (status = 400, description = INTERVAL_READ_REFUSED, body = ErrorBody),
+        RangeReadRefused,
         StoreReadFailures,
     ),
 )]
@@ -171,7 +164,7 @@ pub struct ActiveUsersReport {
     extensions(("x-tally-roles" = json!(["reader", "admin"]))),
     responses(
         (status = 200, description = "Active users over the range and per interval.", body = ActiveUsersReport),
-        (status = 400, description = INTERVAL_READ_REFUSED, body = ErrorBody),
+        RangeReadRefused,
         StoreReadFailures,
     ),
 )]
@@ -228,7 +221,7 @@ pub struct UserActivityReport {
     extensions(("x-tally-roles" = json!(["reader", "admin"]))),
     responses(
         (status = 200, description = "The most active users.", body = UserActivityReport),
-        (status = 400, description = ACTIVITY_READ_REFUSED, body = ErrorBody),
+        RangeReadRefused,
         StoreReadFailures,
     ),
 )]

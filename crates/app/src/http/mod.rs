@@ -21,6 +21,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tally_domain::appstats::collector::StatsCollector;
+use tally_domain::appstats::session_times::SessionTimeLimits;
 use tally_domain::boundary::tracker::BoundaryTracker;
 use tally_domain::clock::{Clock, SystemClock};
 use tally_domain::ports::Store;
@@ -57,8 +58,11 @@ pub struct AppState {
     pub readiness: Arc<dyn Readiness>,
     /// Whether each request is logged (`--access-log`).
     pub access_log: bool,
-    /// The current time, for the insights' "not in the future" and "today" rules.
+    /// The current time, for the session times ingest takes and the
+    /// insights' "not in the future" and "today" rules.
     pub clock: Arc<dyn Clock>,
+    /// The session times ingest takes (`--clock-skew`, `--retention-usage`).
+    pub session_times: SessionTimeLimits,
     /// What `GET /api/v2/status` names as the store.
     pub store_kind: status::StoreKind,
     /// How long the usage rollup keeps an hour (`--retention-usage`): the
@@ -86,6 +90,7 @@ impl AppState {
             readiness: Arc::new(AlwaysReady),
             access_log: true,
             clock: Arc::new(SystemClock),
+            session_times: SessionTimeLimits::default(),
             store_kind: status::StoreKind::Memory,
             usage_retention: RetentionPolicy::default().usage,
             memory_store: None,
@@ -121,6 +126,11 @@ impl AppState {
         self.usage_retention = retention;
         self
     }
+
+    pub fn with_session_times(mut self, limits: SessionTimeLimits) -> Self {
+        self.session_times = limits;
+        self
+    }
 }
 
 impl std::fmt::Debug for AppState {
@@ -131,6 +141,7 @@ impl std::fmt::Debug for AppState {
             .field("access_log", &self.access_log)
             .field("store_kind", &self.store_kind)
             .field("usage_retention", &self.usage_retention)
+            .field("session_times", &self.session_times)
             .finish_non_exhaustive()
     }
 }

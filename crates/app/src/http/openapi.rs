@@ -145,6 +145,18 @@ pub mod responses {
     #[derive(Debug, utoipa::ToResponse)]
     pub struct StoreFailed(pub ErrorBody);
 
+    /// The 400 of every insights range read (app usage, active users, user
+    /// activity), which list it beside [`StoreReadFailures`].
+    #[derive(Debug, utoipa::IntoResponses)]
+    #[response(
+        status = 400,
+        description = "`Invalid request parameters.`: the validation names \
+        the parameter (`start_time`, `end_time`, the route's `interval` or `limit`, an unknown \
+        one). A range longer than the usage retention plus one day is refused naming \
+        `start_time`, with the limit in its detail."
+    )]
+    pub struct RangeReadRefused(pub ErrorBody);
+
     /// The failures of every route that reads the store for a caller: no
     /// or a wrong token, a role that may not read, a store that failed or
     /// is unavailable. `responses(... , StoreReadFailures)` lists all four.

@@ -14,6 +14,8 @@ use tower::ServiceExt as _;
 
 use super::ingest::{BoundaryBatch, decode_app_stats, decode_boundary_logs};
 use super::*;
+use tally_domain::appstats::StatsReport;
+use tally_domain::appstats::session_times::SessionTimeLimits;
 
 const TOKENS: &str = "proxy=ptok,agent=atok,reader=rtok,admin=admtok,member=mtok";
 
@@ -43,15 +45,15 @@ fn decodes_what_the_go_proxy_sends() {
     let mut extra = report_json(S2, "2026-11-25T10:20:00Z", 3);
     extra["some_future_field"] = serde_json::json!({"nested": true});
     let body = body_of(vec![report_json(S1, "0001-01-01T00:00:00Z", 7), extra]);
-    let reports = decode_app_stats(&body).unwrap();
+    let reports = decode_stats(&body).unwrap();
     assert_eq!(reports.len(), 2);
     assert!(reports[0].is_open());
     assert_eq!(reports[0].access_method, AccessMethod::Path);
     assert_eq!(reports[1].session_ended_at, Some(datetime!(2026-11-25 10:20 UTC)));
     assert_eq!(reports[1].requests, 3);
     // Go sends a nil slice as null; an empty list is fine too.
-    assert!(decode_app_stats(br#"{"stats":null}"#).unwrap().is_empty());
-    assert!(decode_app_stats(br#"{"stats":[]}"#).unwrap().is_empty());
+    assert!(decode_stats(br#"{"stats":null}"#).unwrap().is_empty());
+    assert!(decode_stats(br#"{"stats":[]}"#).unwrap().is_empty());
 }
 
 #[test]
@@ -125,16 +127,16 @@ fn malformed_app_stats_name_the_offending_field() {
         ("trailing garbage", br#"{"stats":[]} x"#.to_vec(), "body"),
     ];
     for (name, body, field) in cases {
-        let err = decode_app_stats(&body).unwrap_err();
+        let err = decode_stats(&body).unwrap_err();
         assert_eq!(err.status, StatusCode::BAD_REQUEST, "{name}");
         assert_eq!(err.field.as_deref(), Some(field), "{name}: {}", err.message);
     }
     let mut truncated = body_of(vec![valid()]);
     truncated.truncate(truncated.len() / 2);
-    let err = decode_app_stats(&truncated).unwrap_err();
+    let err = decode_stats(&truncated).unwrap_err();
     let detail = err.detail.unwrap_or_default();
     assert!(detail.starts_with("truncated JSON"), "{detail}");
-    let err = decode_app_stats(b"\xff\xfe{").unwrap_err();
+    let err = decode_stats(b"\xff\xfe{").unwrap_err();
     assert_eq!(err.status, StatusCode::BAD_REQUEST);
 }
 
@@ -145,12 +147,12 @@ fn text_in_ignored_fields_must_still_be_valid() {
         br#"{"x":"\ud800","stats":[]}"#,
         br#"{"stats":[],"x":{"y":["\uDC00"]}}"#,
     ] {
-        let err = decode_app_stats(body).unwrap_err();
+        let err = decode_stats(body).unwrap_err();
         assert_eq!(err.status, StatusCode::BAD_REQUEST);
         assert_eq!(err.field.as_deref(), Some("body"), "{}", err.message);
     }
     let ok = br#"{"x":"caf\u00e9 \ud83d\ude00 \\u","stats":[]}"#;
-    assert!(decode_app_stats(ok).unwrap().is_empty());
+    assert!(decode_stats(ok).unwrap().is_empty());
 }
 
 #[test]
@@ -223,9 +225,14 @@ fn malformed_boundary_logs_name_the_field() {
     }
 }
 
-/// The time the insights routes see in these tests: their range rules
-/// and the usage horizon depend on it.
+/// The time the routes see in these tests: the insights' range rules, the
+/// usage horizon and the session times ingest takes depend on it.
 const READ_NOW: time::OffsetDateTime = datetime!(2026-11-25 14:20 UTC);
+
+/// Decodes app stats as the route does at [`READ_NOW`], default limits.
+fn decode_stats(body: &[u8]) -> Result<Vec<StatsReport>, error::ApiError> {
+    decode_app_stats(body, &SessionTimeLimits::default().at(READ_NOW))
+}
 
 fn state(store: MockStore, body_limit: usize) -> AppState {
     let collector = StatsCollector::new(
@@ -589,3 +596,4 @@ async fn a_request_that_might_not_fit_the_buffer_is_refused_whole() {
 mod hostile;
 mod insights;
 mod ops;
+mod session_times;

@@ -4,6 +4,7 @@
 pub mod collector;
 pub mod reporter;
 pub mod rollup;
+pub mod session_times;
 pub mod wire;
 
 use serde::{Deserialize, Serialize};
@@ -92,11 +93,15 @@ pub struct StatsReport {
     /// record); not the nil UUID.
     #[schema(schema_with = crate::schema::non_nil_uuid)]
     pub session_id: Uuid,
-    /// RFC 3339, from 1970-01-01T00:00:00Z to 2262-04-11T23:47:16.854775807Z.
+    /// RFC 3339, from 1970-01-01T00:00:00Z to 2262-04-11T23:47:16.854775807Z;
+    /// ingest also refuses a start older than the server's raw app stats
+    /// retention, or further ahead of the server's clock than its clock
+    /// skew allowance (both settings of the server).
     #[serde(with = "wire::go_time")]
     pub session_started_at: OffsetDateTime,
     /// RFC 3339, not before `session_started_at` and not after
-    /// 2262-04-11T23:47:16.854775807Z; Go's zero time
+    /// 2262-04-11T23:47:16.854775807Z (at ingest, not further ahead of the
+    /// server's clock than its clock skew allowance); Go's zero time
     /// `0001-01-01T00:00:00Z` (any offset), `null` or no value at all for
     /// a session still open.
     #[serde(with = "wire::go_time_opt", default)]
@@ -138,7 +143,9 @@ impl StatsReport {
         self.session_ended_at.is_none()
     }
 
-    /// Checks what serde cannot: ranges and relations between fields.
+    /// Checks what serde cannot: ranges and relations between fields. The
+    /// times ingest takes relative to its clock are checked apart, by
+    /// [`session_times::SessionWindow::check`].
     pub fn validate(&self) -> Result<(), InvalidReport> {
         let invalid = |field, reason: &str| {
             Err(InvalidReport {

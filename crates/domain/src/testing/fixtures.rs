@@ -1,5 +1,6 @@
-//! Fixtures shared by the domain's unit tests: ids, the start time, a
-//! tracker on a manual clock, closing a period on the fake store.
+//! Fixtures shared by the domain's unit tests: ids, the start time, an app
+//! session report, a tracker on a manual clock, closing a period on the fake
+//! store.
 
 use std::sync::Arc;
 
@@ -8,6 +9,7 @@ use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
 use super::fake_store::FakeStore;
+use crate::appstats::{AccessMethod, StatsReport};
 use crate::boundary::BoundaryUsageSummary;
 use crate::boundary::tracker::BoundaryTracker;
 use crate::clock::{Clock, ManualClock};
@@ -23,6 +25,27 @@ pub(crate) fn t0() -> OffsetDateTime {
 
 pub(crate) fn id(n: u128) -> Uuid {
     Uuid::from_u128(n)
+}
+
+/// Session `n` of one user's `code-server` by path, one session's row.
+pub(crate) fn report(
+    n: u128,
+    start: OffsetDateTime,
+    end: Option<OffsetDateTime>,
+    requests: u64,
+) -> StatsReport {
+    StatsReport {
+        user_id: Uuid::from_u128(1),
+        workspace_id: Uuid::from_u128(2),
+        agent_id: Uuid::from_u128(3),
+        access_method: AccessMethod::Path,
+        slug_or_port: "code-server".into(),
+        session_id: Uuid::from_u128(0x100 + n),
+        session_started_at: start,
+        session_ended_at: end,
+        requests,
+        sessions: 1,
+    }
 }
 
 pub(crate) fn tracker(replica: u128, clock: &ManualClock) -> Arc<BoundaryTracker> {

@@ -8,8 +8,9 @@
 //! `h`) in which the user had a covered minute, plus the first quarter of
 //! every hour in which a session of the user started (its sessions count in
 //! the interval that holds the hour's start). Per UTC day over all apps, a
-//! [`FleetDay`]: each user's activity over all apps and the day's totals
-//! (distinct minutes over all apps, sessions, requests).
+//! [`FleetDay`]: each user's activity over all apps, the day's totals
+//! (distinct minutes over all apps, sessions, requests), and the same per
+//! quarter hour and start hour for the days a user-activity range cuts.
 //!
 //! Users are numbered by the store (a dense `user -> ordinal` dictionary), so
 //! distinct users are bitsets. Whenever every interval bound inside an hour
@@ -32,8 +33,6 @@ pub const QUARTERS_PER_DAY: usize = 96;
 pub const HOURS_PER_DAY: usize = 24;
 /// Bytes of one (ordinal, activity) entry: `u32` and 12 bytes of mask, little-endian.
 const USER_BYTES: usize = 16;
-/// Bytes of one user's day totals: minutes `u32`, sessions and requests `u64`.
-const TOTAL_BYTES: usize = 20;
 /// Bytes of an app day's additive figures: 96 minute sums, 24 session and 24 request sums, `u64`.
 const FIGURE_BYTES: usize = 8 * (QUARTERS_PER_DAY + 2 * HOURS_PER_DAY);
 
@@ -210,110 +209,6 @@ impl<'a> UsersRef<'a> {
     }
 }
 
-/// One user's day over all apps.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct UserDay {
-    /// The user's ordinal.
-    pub ordinal: u32,
-    /// Activity over all apps.
-    pub active: u128,
-    /// Distinct minutes covered by any app over the day.
-    pub minutes: u64,
-    /// Sessions that started in the day.
-    pub sessions: u64,
-    /// Their requests.
-    pub requests: u64,
-}
-
-/// One UTC day over all apps: every active user's day, by ordinal.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct FleetDay {
-    /// The users with any usage in the day.
-    pub users: Vec<UserDay>,
-}
-
-impl FleetDay {
-    /// From the day's hourly rows of every app: (ordinal, hour of the day, usage).
-    pub fn build(rows: impl IntoIterator<Item = (u32, usize, HourUsage)>) -> Self {
-        // Minutes of one user and hour OR'ed over apps first: a minute counts once.
-        let mut hours: BTreeMap<(u32, usize), HourUsage> = BTreeMap::new();
-        for (user, h, usage) in rows {
-            let merged = hours.entry((user, h)).or_default();
-            merged.minutes |= usage.minutes;
-            if usage.sessions > 0 {
-                merged.sessions = merged.sessions.saturating_add(usage.sessions);
-                merged.requests = merged.requests.saturating_add(usage.requests);
-            }
-        }
-        let mut users: Vec<UserDay> = Vec::new();
-        for ((ordinal, h), usage) in hours {
-            let a = activity(h, &usage);
-            if a == 0 {
-                continue;
-            }
-            if users.last().map(|u| u.ordinal) != Some(ordinal) {
-                users.push(UserDay {
-                    ordinal,
-                    active: 0,
-                    minutes: 0,
-                    sessions: 0,
-                    requests: 0,
-                });
-            }
-            let u = users.last_mut().expect("pushed above");
-            u.active |= a;
-            u.minutes += u64::from(usage.minutes.count_ones());
-            u.sessions = u.sessions.saturating_add(usage.sessions);
-            u.requests = u.requests.saturating_add(usage.requests);
-        }
-        Self { users }
-    }
-
-    /// The activity entries and the totals, as stored.
-    pub fn encode(&self) -> (Vec<u8>, Vec<u8>) {
-        let mut totals = Vec::with_capacity(self.users.len() * TOTAL_BYTES);
-        for u in &self.users {
-            totals.extend_from_slice(&(u.minutes.min(u64::from(u32::MAX)) as u32).to_le_bytes());
-            totals.extend_from_slice(&u.sessions.to_le_bytes());
-            totals.extend_from_slice(&u.requests.to_le_bytes());
-        }
-        (
-            encode_users(self.users.iter().map(|u| (u.ordinal, u.active))),
-            totals,
-        )
-    }
-
-    /// Reads what [`FleetDay::encode`] wrote.
-    pub fn decode(users: &[u8], totals: &[u8]) -> Result<Self, String> {
-        let users = UsersRef::new(users)?;
-        if totals.len() != users.len() * TOTAL_BYTES {
-            return Err(format!(
-                "a fleet day of {} users has {} bytes of totals, not {}",
-                users.len(),
-                totals.len(),
-                users.len() * TOTAL_BYTES
-            ));
-        }
-        Ok(Self {
-            users: users
-                .iter()
-                .zip(totals.chunks_exact(TOTAL_BYTES))
-                .map(|((ordinal, active), t)| {
-                    let mut m = [0; 4];
-                    m.copy_from_slice(&t[..4]);
-                    UserDay {
-                        ordinal,
-                        active,
-                        minutes: u64::from(u32::from_le_bytes(m)),
-                        sessions: u64_at(&t[4..], 0),
-                        requests: u64_at(&t[4..], 1),
-                    }
-                })
-                .collect(),
-        })
-    }
-}
-
 /// How a read over intervals is covered: per UTC day the interval of each of
 /// its quarter hours, and the hours read from the hourly rows instead.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -374,6 +269,21 @@ impl ReadPlan {
     /// The UTC days to fetch, as days since the epoch.
     pub fn day_numbers(&self) -> impl Iterator<Item = i64> + '_ {
         self.days.iter().map(|(d, _)| *d)
+    }
+
+    /// Whether every quarter of `day` is planned, all in one interval.
+    pub fn covers_whole(&self, day: i64) -> bool {
+        self.day(day)
+            .is_some_and(|q| q[0].is_some() && q.iter().all(|i| *i == q[0]))
+    }
+
+    /// The hours (since the epoch) of `day` with any planned quarter.
+    pub fn hours_of(&self, day: i64) -> Vec<i64> {
+        let Some(q) = self.day(day) else { return Vec::new() };
+        (0..HOURS_PER_DAY)
+            .filter(|h| q[4 * h..4 * h + 4].iter().any(Option::is_some))
+            .map(|h| 24 * day + h as i64)
+            .collect()
     }
 
     fn day(&self, day: i64) -> Option<&[Option<u32>; QUARTERS_PER_DAY]> {
@@ -574,8 +484,14 @@ pub fn active_users<'a>(
     }
 }
 
+mod fleet;
 mod from_hours;
+mod per_user;
 #[cfg(test)]
 mod tests;
 
-pub use from_hours::{Ordinals, active_users_from_hours, app_usage_from_hours, pack};
+pub use fleet::{DayDetail, DetailRef, FleetDay, TotalsRef, UserDay};
+pub use from_hours::{
+    Ordinals, active_users_from_hours, app_usage_from_hours, pack, user_activity_from_hours,
+};
+pub use per_user::{ActivityTotals, FleetDayPart, UserTotals, top_named, user_activity};

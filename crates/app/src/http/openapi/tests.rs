@@ -47,7 +47,13 @@ fn app() -> Router {
         Arc::new(BoundaryTracker::new(uuid::Uuid::new_v4(), Arc::new(SystemClock))),
         crate::config::Tokens::parse(&tokens).unwrap(),
         1 << 20,
-    );
+    )
+    // The document's examples are of late November 2026 (an ingested
+    // session must be younger than the usage retention): the clock reads just
+    // after them.
+    .with_clock(Arc::new(tally_domain::clock::ManualClock::new(
+        time::macros::datetime!(2026-12-01 12:00 UTC),
+    )));
     router(state, Duration::from_secs(30))
 }
 

@@ -47,7 +47,7 @@ fn list_items_must_be_objects() {
     .iter()
     .map(|k| report[*k].clone())
     .collect();
-    let err = decode_app_stats(in_order(&serde_json::to_string(&fields).unwrap()).as_bytes()).unwrap_err();
+    let err = decode_stats(in_order(&serde_json::to_string(&fields).unwrap()).as_bytes()).unwrap_err();
     assert_eq!(err.field.as_deref(), Some("stats[0]"), "{err:?}");
 
     let ws = "2c9e3a44-5b6c-4d7e-8f90-a1b2c3d4e5f6";

@@ -45,7 +45,9 @@ impl Metrics {
     }
 }
 
-/// Scrapes `GET /metrics` of the replica at `addr`.
+/// Scrapes `GET /metrics` of the replica at `addr`. A replica always has
+/// samples (its process metrics at least): an answer without any fails,
+/// saying so, rather than leave a caller to index nothing.
 pub async fn scrape(client: &reqwest::Client, addr: SocketAddr) -> Metrics {
     let response = client
         .get(format!("http://{addr}/metrics"))
@@ -58,7 +60,13 @@ pub async fn scrape(client: &reqwest::Client, addr: SocketAddr) -> Metrics {
         reqwest::StatusCode::OK,
         "GET /metrics on {addr}"
     );
-    parse(&response.text().await.unwrap())
+    let text = response.text().await.unwrap();
+    let metrics = parse(&text);
+    assert!(
+        !metrics.samples.is_empty(),
+        "GET /metrics on {addr} answered no samples: {text:?}"
+    );
+    metrics
 }
 
 /// Scrapes until the replica has written out everything it accepted (no

@@ -127,7 +127,7 @@ pub async fn stop_cleanly(servers: Vec<crate::common::Server>) -> Vec<String> {
     logs
 }
 
-/// `/metrics` of every replica, in order.
+/// `/metrics` of every replica, in order, each with samples.
 pub async fn scrape_all(client: &reqwest::Client, servers: &[crate::common::Server]) -> Vec<Metrics> {
     let mut samples = Vec::new();
     for s in servers {
@@ -144,6 +144,11 @@ pub async fn drained(
     during: &[Metrics],
     within: Duration,
 ) -> Vec<Metrics> {
+    assert_eq!(
+        during.len(),
+        servers.len(),
+        "no scrape of every replica during the outage to compare with"
+    );
     crate::common::eventually(within, "the backlog to drain", || async move {
         let now = scrape_all(client, servers).await;
         let ok = now.iter().zip(during).all(|(s, d)| {

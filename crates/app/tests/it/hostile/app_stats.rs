@@ -4,6 +4,7 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
+use time::macros::datetime;
 
 use super::harness::{Case, RAW, splice};
 use crate::common::*;
@@ -45,6 +46,11 @@ impl Reports {
         splice(&json!({"stats": [self.report("must-not-appear"), bad]}), raw)
     }
 
+    /// A valid report, then `bad`.
+    pub fn body_of(&self, bad: Value) -> Vec<u8> {
+        serde_json::to_vec(&json!({"stats": [self.report("must-not-appear"), bad]})).unwrap()
+    }
+
     /// `stats[1].key` set to the raw JSON text `raw`.
     pub fn with(&self, key: &str, raw: impl AsRef<[u8]>) -> Vec<u8> {
         let mut bad = self.report("bad");
@@ -56,8 +62,7 @@ impl Reports {
     pub fn without(&self, key: &str) -> Vec<u8> {
         let mut bad = self.report("bad");
         bad.as_object_mut().unwrap().remove(key);
-        let text = serde_json::to_string(&json!({"stats": [self.report("must-not-appear"), bad]})).unwrap();
-        text.into_bytes()
+        self.body_of(bad)
     }
 
     /// `stats[1]` replaced by the raw JSON text `raw`.
@@ -164,6 +169,48 @@ pub fn cases(now: OffsetDateTime) -> Vec<Case> {
         r.with("session_ended_at", before_start),
         &at("session_ended_at"),
     ));
+    // Times the server's clock rules out: the server takes nothing more
+    // than `--clock-skew` (10 minutes here, an hour by default) ahead of
+    // it, and no start older than `--retention-usage` (365 days). The
+    // exact edges are the domain's and the route's unit tests.
+    for (name, start, end, field) in [
+        (
+            "start past the clock skew",
+            now + time::Duration::minutes(20),
+            None,
+            "session_started_at",
+        ),
+        (
+            "end past the clock skew",
+            now - time::Duration::minutes(5),
+            Some(now + time::Duration::minutes(20)),
+            "session_ended_at",
+        ),
+        (
+            "start older than the retention",
+            now - time::Duration::days(366),
+            Some(now - time::Duration::days(366) + time::Duration::minutes(5)),
+            "session_started_at",
+        ),
+        (
+            "a session from 1970 to 2262",
+            datetime!(1970-01-01 00:00 UTC),
+            Some(datetime!(2262-04-11 23:47:16 UTC)),
+            "session_started_at",
+        ),
+    ] {
+        let mut bad = r.report("bad");
+        bad["session_started_at"] = rfc3339(start).into();
+        bad["session_ended_at"] = end
+            .map_or_else(|| "0001-01-01T00:00:00Z".to_owned(), rfc3339)
+            .into();
+        let mentions = if field == "session_ended_at" || start > now {
+            "10m"
+        } else {
+            "90d"
+        };
+        cases.push(post(name, r.body_of(bad), &at(field)).mentions(mentions));
+    }
 
     // Negative and overflowing counts; 2^32 is past what one report may
     // carry so that rolled-up sums fit the store's signed 64-bit columns. A

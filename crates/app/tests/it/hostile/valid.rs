@@ -170,6 +170,19 @@ pub async fn run(target: &Target, now: OffsetDateTime) -> Accepted {
     let body = json!({"stats": [report("path", "charset", 5)]}).to_string();
     let ct = "application/json; charset=UTF-8";
     accepted_as(target, "explicit UTF-8 charset", APP_STATS, ct, body, (1, 0, 0)).await;
+    // A proxy's backlog from an outage, within the raw retention (90 days).
+    let mut backlog = report("path", "backlog", 2);
+    let old = now - time::Duration::days(89);
+    backlog["session_started_at"] = rfc3339(old).into();
+    backlog["session_ended_at"] = rfc3339(old + time::Duration::minutes(5)).into();
+    accepted(
+        target,
+        "a backlog of 89 days",
+        APP_STATS,
+        json!({"stats": [backlog]}),
+        (1, 0, 0),
+    )
+    .await;
 
     let owner = uuid::Uuid::new_v4();
     let boundary = |fields: Value| {
@@ -216,6 +229,7 @@ pub async fn run(target: &Target, now: OffsetDateTime) -> Accepted {
             ("subdomain", "no-end", 1),
             ("terminal", "", 4_294_967_295),
             ("path", "charset", 5),
+            ("path", "backlog", 2),
         ],
         allowed: 2 + 2 + 4_294_967_295,
         denied: 2 + 3,

@@ -10,6 +10,7 @@ use super::*;
 use crate::appstats::AccessMethod;
 use crate::clock::ManualClock;
 use crate::ports::MockReporter;
+use crate::testing::fixtures::report;
 
 mod props;
 
@@ -17,21 +18,6 @@ const T0: OffsetDateTime = datetime!(2026-11-25 10:00 UTC);
 
 fn secs(s: i64) -> Duration {
     Duration::seconds(s)
-}
-
-fn report(n: u128, start: OffsetDateTime, end: Option<OffsetDateTime>, requests: u64) -> StatsReport {
-    StatsReport {
-        user_id: Uuid::from_u128(1),
-        workspace_id: Uuid::from_u128(2),
-        agent_id: Uuid::from_u128(3),
-        access_method: AccessMethod::Path,
-        slug_or_port: "code-server".into(),
-        session_id: Uuid::from_u128(0x100 + n),
-        session_started_at: start,
-        session_ended_at: end,
-        requests,
-        sessions: 1,
-    }
 }
 
 fn unavailable() -> StoreError {

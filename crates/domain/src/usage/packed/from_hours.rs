@@ -7,9 +7,10 @@ use hashbrown::HashMap;
 use uuid::Uuid;
 
 use super::{
-    ActiveUsers, AppDay, AppDayRef, AppKey, AppUsageSeries, CutRow, FleetDay, Intervals, ReadPlan, UsersRef,
-    active_users, app_usage,
+    ActiveUsers, AppDay, AppDayRef, AppKey, AppUsageSeries, CutRow, DetailRef, FleetDay, FleetDayPart,
+    Intervals, ReadPlan, TotalsRef, UsersRef, active_users, app_usage, top_named, user_activity,
 };
+use crate::usage::UserActivity;
 use crate::usage::minutes::HourUsage;
 use crate::usage::rollup::RollupRef;
 
@@ -42,13 +43,24 @@ pub fn pack<'a>(
 
 /// Dense ordinals for users in the order first seen.
 #[derive(Debug, Default)]
-pub struct Ordinals(HashMap<Uuid, u32>);
+pub struct Ordinals {
+    ordinals: HashMap<Uuid, u32>,
+    users: Vec<Uuid>,
+}
 
 impl Ordinals {
     /// The user's ordinal, numbering a new user next.
     pub fn of(&mut self, user: Uuid) -> u32 {
-        let next = self.0.len() as u32;
-        *self.0.entry(user).or_insert(next)
+        let next = self.users.len() as u32;
+        *self.ordinals.entry(user).or_insert_with(|| {
+            self.users.push(user);
+            next
+        })
+    }
+
+    /// The user numbered `ordinal`, if any.
+    pub fn user(&self, ordinal: u32) -> Option<Uuid> {
+        self.users.get(ordinal as usize).copied()
     }
 }
 
@@ -105,6 +117,36 @@ where
             .map(|(d, u)| (*d, UsersRef::new(u).expect("encoded here"))),
         cut,
     )
+}
+
+/// User activity over hourly rollup rows through the packed fleet days:
+/// the totals of the days `intervals` covers whole, the detail of the days
+/// it cuts; see [`app_usage_from_hours`].
+pub fn user_activity_from_hours<'a, I>(
+    intervals: &Intervals,
+    span: Option<(i64, i64)>,
+    rows: impl Fn(i64, i64) -> I,
+    limit: usize,
+) -> Vec<UserActivity>
+where
+    I: Iterator<Item = RollupRef<'a>>,
+{
+    let plan = ReadPlan::within(intervals, span);
+    let mut ordinals = Ordinals::default();
+    let (_, fleet) = pack(day_rows(&plan, &rows), |u| ordinals.of(u));
+    let encoded: Vec<_> = fleet.into_iter().map(|(d, day)| (d, day.encode())).collect();
+    let cut = cut_rows(&plan, &rows, &mut ordinals);
+    let days = encoded.iter().map(|(d, (users, totals, detail))| {
+        let users = UsersRef::new(users).expect("encoded here");
+        let part = if plan.covers_whole(*d) {
+            FleetDayPart::Totals(TotalsRef::new(users, totals).expect("encoded here"))
+        } else {
+            FleetDayPart::Detail(DetailRef::new(users, detail))
+        };
+        (*d, part)
+    });
+    let totals = user_activity(&plan, intervals, days, cut).expect("encoded here");
+    top_named(totals.contenders(limit), limit, |o| ordinals.user(o)).expect("numbered here")
 }
 
 fn day_rows<'a, I>(plan: &ReadPlan, rows: &impl Fn(i64, i64) -> I) -> Vec<RollupRef<'a>>
