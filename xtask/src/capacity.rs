@@ -197,19 +197,35 @@ pub fn run(args: CapacityArgs) -> anyhow::Result<()> {
         args.seconds,
         args.rate,
     )?;
-    let samples = sampler.stop();
-    let rss: Vec<(u64, u64)> = samples.iter().map(|s| (s.t, s.rss_kib)).collect();
-    let idle_from = rss.last().map_or(0, |s| s.0);
+    // After an outage the sampler goes on while the backlog drains: its
+    // write holds copies of what it writes.
     let healed = match (cluster.as_mut(), &db) {
         (Some(cluster), Some(db)) => {
             let taken = sustained.count(204) * u64::from(args.batch);
             let healed = outage::heal(&rt, cluster, &db.url, taken)?;
-            // What stays held once everything is written: a minute idle.
-            std::thread::sleep(Duration::from_secs(60));
-            Some((taken, healed, probe::rss_kib(tally.pid()).unwrap_or(0)))
+            Some((taken, healed))
         }
         _ => None,
     };
+    let all_samples = sampler.stop();
+    let heal_from = all_samples
+        .iter()
+        .position(|s| s.t > args.seconds)
+        .unwrap_or(all_samples.len());
+    let (samples, draining) = all_samples.split_at(heal_from);
+    let healed = healed.map(|(taken, healed)| {
+        // What stays held once everything is written: a minute idle.
+        std::thread::sleep(Duration::from_secs(60));
+        let drain_peak = draining.iter().map(|s| s.rss_kib).max().unwrap_or(0);
+        (
+            taken,
+            healed,
+            probe::rss_kib(tally.pid()).unwrap_or(0),
+            drain_peak,
+        )
+    });
+    let rss: Vec<(u64, u64)> = samples.iter().map(|s| (s.t, s.rss_kib)).collect();
+    let idle_from = rss.last().map_or(0, |s| s.0);
     let app = wrk(
         &args,
         &script,
@@ -233,7 +249,7 @@ pub fn run(args: CapacityArgs) -> anyhow::Result<()> {
     let rss_idle = probe::rss_kib(tally.pid()).unwrap_or(0);
     let status = tally.stop()?;
     if let Some(path) = &args.rss_csv {
-        probe::write_csv(path, &samples)?;
+        probe::write_csv(path, &all_samples)?;
     }
 
     let (null_app, null_boundary) = if args.no_null {
@@ -295,7 +311,10 @@ pub fn run(args: CapacityArgs) -> anyhow::Result<()> {
         max / 1024,
         rss_idle / 1024
     );
-    print_fill(&samples, healed.as_ref());
+    print_fill(samples, healed.as_ref());
+    if let Some(most) = all_samples.iter().map(|s| s.store_bytes).max().filter(|&b| b > 0) {
+        println!("in-memory store: most held as it counts {} MiB", most >> 20);
+    }
     println!();
     println!(
         "| endpoint | tally requests/s | tally reports/s | null handler requests/s | tally / null | 503s | other non-2xx | tally p99 |"
@@ -395,7 +414,7 @@ fn wrk(
 
 /// The cap's fill: RSS when refusals began, the peak, RSS per unit held;
 /// and after an outage, what was written and RSS after a minute idle.
-fn print_fill(samples: &[probe::Sample], healed: Option<&(u64, outage::Healed, u64)>) {
+fn print_fill(samples: &[probe::Sample], healed: Option<&(u64, outage::Healed, u64, u64)>) {
     let mib = |kib: u64| kib / 1024;
     let peak = samples.iter().map(|s| s.rss_kib).max().unwrap_or(0);
     let held = samples.iter().map(|s| s.buffered_bytes).max().unwrap_or(0);
@@ -424,9 +443,9 @@ fn print_fill(samples: &[probe::Sample], healed: Option<&(u64, outage::Healed, u
         "RSS growth per unit held (accounting: {BYTES_PER_UNIT} bytes/unit): {}",
         per_unit.join(", ")
     );
-    if let Some((taken, healed, idle)) = healed {
+    if let Some((taken, healed, idle, drain_peak)) = healed {
         println!(
-            "healed: {} reports taken (204s x batch); written after {} s: {} rows standing for {} sessions ({}); RSS after 60 s idle {} MiB",
+            "healed: {} reports taken (204s x batch); written after {} s: {} rows standing for {} sessions ({}); peak RSS while draining {} MiB; RSS after 60 s idle {} MiB",
             taken,
             healed.drain_seconds,
             healed.rows,
@@ -436,6 +455,7 @@ fn print_fill(samples: &[probe::Sample], healed: Option<&(u64, outage::Healed, u
             } else {
                 "MISMATCH"
             },
+            mib(*drain_peak),
             mib(*idle),
         );
     }

@@ -11,7 +11,8 @@ use tally_domain::usage::rollup::HourlyRollup;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::{Map, MemoryStore, PG_BIGINT_MAX, pg_time, pg_time_ceil};
+use crate::budget::{LAST_USED_BYTES, raw_row_bytes, rollup_reservation};
+use crate::{Map, MemoryStore, PG_BIGINT_MAX, Set, pg_time, pg_time_ceil};
 
 pub(crate) type RowKey = (Uuid, Uuid, Uuid);
 
@@ -22,7 +23,39 @@ pub(crate) struct AppsState {
     /// Row keys by the hour their session started (a start never changes).
     pub(crate) by_start_hour: BTreeMap<i64, Vec<RowKey>>,
     pub(crate) rollup: HourlyRollup,
-    last_used: Map<Uuid, OffsetDateTime>,
+    pub(crate) last_used: Map<Uuid, OffsetDateTime>,
+}
+
+impl AppsState {
+    /// What `write` adds to the store's budget, before it is applied: the
+    /// new rows and workspaces, and the room reserved for the rollup rows
+    /// the hours it covers anew may need.
+    fn cost(&self, write: &AppStatsWrite) -> (u64, u64) {
+        let (mut held, mut reserve) = (0, 0);
+        for row in &write.rows {
+            let end = pg_time(row.session_ended_at.unwrap_or(row.session_started_at));
+            match self.rows.get(&row.row_key()) {
+                // Only an end moved forward covers more hours.
+                Some(stored) => {
+                    let stored_end = stored.session_ended_at.unwrap_or(stored.session_started_at);
+                    reserve += rollup_reservation(&stored.slug_or_port, hour_of(stored_end) + 1, end);
+                }
+                None => {
+                    held += raw_row_bytes(row);
+                    let start = pg_time(row.session_started_at);
+                    reserve += rollup_reservation(&row.slug_or_port, hour_of(start), end);
+                }
+            }
+        }
+        let mut new_workspaces: Set<Uuid> = Set::default();
+        for (workspace, _) in &write.last_used {
+            if !self.last_used.contains_key(workspace) {
+                new_workspaces.insert(*workspace);
+            }
+        }
+        held += LAST_USED_BYTES * new_workspaces.len() as u64;
+        (held, reserve)
+    }
 }
 
 /// Checks the whole write before anything is applied, so a refusal leaves
@@ -116,6 +149,10 @@ impl AppStatsStore for MemoryStore {
     async fn write_app_stats(&self, write: &AppStatsWrite) -> Result<(), StoreError> {
         validate(write)?;
         let mut state = self.apps.write();
+        let (held, reserve) = state.cost(write);
+        self.budget.take(held, reserve, || {
+            format!("a write of {} app stat rows", write.rows.len())
+        })?;
         // Batches only matter to PostgreSQL's statement size; applying rows
         // in order gives the same result as applying batch after batch.
         let state = &mut *state;

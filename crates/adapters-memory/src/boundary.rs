@@ -10,6 +10,7 @@ use tally_domain::telemetry::{PeriodClose, PeriodCloseOutcome, Snapshot};
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
+use crate::budget::BOUNDARY_ID_BYTES;
 use crate::{Map, MemoryStore, PG_BIGINT_MAX, Set, pg_time, pg_time_ceil};
 
 #[derive(Debug, Default)]
@@ -111,6 +112,28 @@ impl TelemetryState {
         (len - self.outbox.len()) as u64
     }
 
+    /// The bytes the distinct ids of the current period are charged.
+    fn id_bytes(&self) -> u64 {
+        BOUNDARY_ID_BYTES * (self.workspaces.len() + self.users.len()) as u64
+    }
+
+    /// Ids of `delta` the period does not hold yet (each counted once).
+    fn new_ids(&self, delta: &BoundaryDelta) -> u64 {
+        let workspaces: Set<Uuid> = delta
+            .workspace_ids
+            .iter()
+            .filter(|id| !self.workspaces.contains(*id))
+            .copied()
+            .collect();
+        let users: Set<Uuid> = delta
+            .user_ids
+            .iter()
+            .filter(|id| !self.users.contains(*id))
+            .copied()
+            .collect();
+        (workspaces.len() + users.len()) as u64
+    }
+
     fn reset_period(&mut self) {
         for row in self.replicas.values_mut() {
             row.allowed = 0;
@@ -144,6 +167,12 @@ impl BoundaryUsageStore for MemoryStore {
                 tracked: Some((from, to)),
             },
         };
+        // Only the period's distinct ids grow with the load; the rest is a
+        // row per replica.
+        let new_ids = state.new_ids(delta);
+        self.budget.take(new_ids * BOUNDARY_ID_BYTES, 0, || {
+            format!("a boundary delta with {new_ids} new ids")
+        })?;
         state.replicas.insert(delta.replica_id, updated);
         state.workspaces.extend(delta.workspace_ids.iter().copied());
         state.users.extend(delta.user_ids.iter().copied());
@@ -199,6 +228,7 @@ impl TelemetryStore for MemoryStore {
             .entry(close.event_type.clone())
             .or_default()
             .insert(end, close.replica_id);
+        self.budget.give_back(state.id_bytes());
         state.reset_period();
         state.outbox.insert(
             snapshot.id,

@@ -71,7 +71,17 @@
 //!   `COLLATE "C"`); the export sorts rows by start, user, agent, session; retention deletes raw rows by whole start hours (after a
 //!   tick) and freezes those hours, as PostgreSQL does.
 //!
+//! - **Memory limit** ([`MemoryStore::with_limit`]): every raw row, rollup
+//!   row, last-used time and distinct boundary id of the current period is
+//!   charged at a fixed size ([`budget`]) while it is held; a write of
+//!   raw rows or a boundary delta that would pass the limit is refused
+//!   whole as [`StoreError::Unavailable`] (retryable, nothing changes) until
+//!   retention or a period close deletes what makes room. Deletes, ticks,
+//!   period closes and the outbox are never refused. [`MemoryStore::new`]
+//!   has no limit.
+//!
 //! [`UsageStore`]: tally_domain::ports::UsageStore
+//! [`StoreError::Unavailable`]: tally_domain::error::StoreError::Unavailable
 //! [`AppStatsStore::write_app_stats`]: tally_domain::ports::AppStatsStore::write_app_stats
 //! [`StatsReport::merge_forward`]: tally_domain::appstats::StatsReport::merge_forward
 //! [`BoundaryUsageStore`]: tally_domain::ports::BoundaryUsageStore
@@ -84,6 +94,7 @@
 
 mod appstats;
 mod boundary;
+pub mod budget;
 #[cfg(test)]
 mod tests;
 mod usage;
@@ -102,11 +113,35 @@ pub struct MemoryStore {
     /// Boundary usage, period locks and the outbox: one lock, so a period
     /// close is atomic against flushes.
     telemetry: Mutex<boundary::TelemetryState>,
+    /// What it holds, in bytes, against its limit; locked inside either
+    /// lock above, never the other way round.
+    budget: budget::Budget,
 }
 
 impl MemoryStore {
+    /// A store without a memory limit (tests, embedding).
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A store that holds at most `max_bytes` as its [`budget`] counts them:
+    /// a write that would pass it is refused as unavailable, until retention
+    /// deletes rows.
+    pub fn with_limit(max_bytes: u64) -> Self {
+        Self {
+            budget: budget::Budget::new(max_bytes),
+            ..Self::default()
+        }
+    }
+
+    /// Sets the limit of [`MemoryStore::with_limit`] anew.
+    pub fn set_limit(&self, max_bytes: u64) {
+        self.budget.set_limit(max_bytes);
+    }
+
+    /// What it holds against its limit, now.
+    pub fn memory_use(&self) -> budget::MemoryUse {
+        self.budget.usage()
     }
 }
 

@@ -138,4 +138,5 @@ async fn a_row_keeps_its_session_count_and_must_stand_for_one_at_least() {
     assert_eq!(store.app_stats(range, 10).await.unwrap(), vec![rolled]);
 }
 
+mod budget;
 mod props;

@@ -19,6 +19,7 @@ use tally_domain::usage::{
 use time::OffsetDateTime;
 
 use crate::appstats::AppsState;
+use crate::budget::{Budget, raw_row_bytes, rollup_bytes};
 use crate::{MemoryStore, pg_time_ceil};
 
 /// Whole hours of a batch limit, at least one.
@@ -27,7 +28,16 @@ pub(crate) fn batch_hours(policy: &RetentionPolicy) -> i64 {
 }
 
 impl AppsState {
-    fn tick(&mut self) -> TickOutcome {
+    /// Rolls up the dirty start hours; charges the rollup rows created and
+    /// gives back the room the writes reserved for them.
+    pub(crate) fn tick(&mut self, budget: &Budget) -> TickOutcome {
+        let before = rollup_bytes(&self.rollup);
+        let outcome = self.roll_up_dirty();
+        budget.settle_tick(rollup_bytes(&self.rollup) - before);
+        outcome
+    }
+
+    fn roll_up_dirty(&mut self) -> TickOutcome {
         let mut outcome = TickOutcome::default();
         for hour in self.rollup.take_dirty() {
             let keys = self
@@ -46,7 +56,7 @@ impl AppsState {
     /// `max_hours` of them from the oldest row held at or after where the
     /// last round stopped (empty history is skipped, not walked); the hours
     /// deleted become final.
-    fn purge_raw(&mut self, horizon: i64, max_hours: i64) -> u64 {
+    fn purge_raw(&mut self, horizon: i64, max_hours: i64, budget: &Budget) -> u64 {
         let frozen = self.rollup.frozen_before().unwrap_or(i64::MIN);
         let oldest = (frozen < horizon)
             .then(|| self.by_start_hour.range(frozen..horizon).next().map(|(&h, _)| h))
@@ -58,10 +68,23 @@ impl AppsState {
         // Late rows of hours already final lie below the cut and go too.
         let keep = self.by_start_hour.split_off(&cut);
         let gone = std::mem::replace(&mut self.by_start_hour, keep);
-        let mut deleted = 0;
+        let (mut deleted, mut freed) = (0, 0);
         for key in gone.values().flatten() {
-            deleted += u64::from(self.rows.remove(key).is_some());
+            if let Some(row) = self.rows.remove(key) {
+                deleted += 1;
+                freed += raw_row_bytes(&row);
+            }
         }
+        budget.give_back(freed);
+        deleted
+    }
+
+    /// Deletes rollup rows as [`purge_before`](tally_domain::usage::rollup::HourlyRollup::purge_before) does and gives
+    /// their charges back.
+    fn purge_rollup(&mut self, horizon: i64, max_hours: i64, budget: &Budget) -> u64 {
+        let before = rollup_bytes(&self.rollup);
+        let deleted = self.rollup.purge_before(horizon, max_hours);
+        budget.give_back(before - rollup_bytes(&self.rollup));
         deleted
     }
 }
@@ -87,7 +110,7 @@ fn whole_minutes(range: TimeRange) -> Result<Intervals, StoreError> {
 #[async_trait]
 impl UsageStore for MemoryStore {
     async fn tick_usage_rollup(&self) -> Result<TickOutcome, StoreError> {
-        Ok(self.apps.write().tick())
+        Ok(self.apps.write().tick(&self.budget))
     }
 
     // Every read goes through the packed day rows PostgreSQL keeps, packed
@@ -135,9 +158,10 @@ impl UsageStore for MemoryStore {
         {
             let mut state = self.apps.write();
             // Nothing is deleted before the rollup has taken it in.
-            state.tick();
-            outcome.app_stats_rows = state.purge_raw(hour_of(now - policy.app_stats), max_hours);
-            outcome.usage_rows = state.rollup.purge_before(hour_of(now - policy.usage), max_hours);
+            state.tick(&self.budget);
+            outcome.app_stats_rows =
+                state.purge_raw(hour_of(now - policy.app_stats), max_hours, &self.budget);
+            outcome.usage_rows = state.purge_rollup(hour_of(now - policy.usage), max_hours, &self.budget);
         }
         let before = now - policy.snapshots;
         outcome.snapshots = self

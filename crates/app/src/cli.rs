@@ -132,12 +132,21 @@ pub struct ServeArgs {
     pub batch_size: u32,
 
     /// Cap on the memory app stats may hold, e.g. 1GiB, 512MiB: sessions
-    /// being tracked, reports not yet applied, rows waiting to be written.
-    /// An app stats request that might not fit is refused whole with 503 so
-    /// the proxy retries it. The process's RSS stays within this plus a
-    /// fixed overhead (README, "Memory").
-    #[arg(long, env = "TALLY_MAX_MEMORY", default_value = "2GiB", value_parser = memory_size)]
+    /// being tracked, reports not yet applied, rows waiting to be written,
+    /// and, without a database, the in-memory store's rows (their share is
+    /// `--memory-store-share`). An app stats request that might not fit is
+    /// refused whole with 503 so the proxy retries it. The process's RSS
+    /// stays within this plus a fixed overhead (README, "Memory").
+    #[arg(long, env = "TALLY_MAX_MEMORY", default_value = crate::serve::DEFAULT_MAX_MEMORY, value_parser = memory_size)]
     pub max_memory: u64,
+
+    /// Without a database: the percentage of `--max-memory` the in-memory
+    /// store's rows may take (the collector has the rest); a write past it
+    /// is refused like a database that is down, until retention deletes
+    /// rows. Not used with `--database-url`.
+    #[arg(long, env = "TALLY_MEMORY_STORE_SHARE", default_value_t = crate::serve::DEFAULT_MEMORY_STORE_SHARE,
+          value_parser = clap::value_parser!(u8).range(1..=99))]
+    pub memory_store_share: u8,
 
     /// Telemetry period; periods end at multiples of it (counted from the
     /// Unix epoch).
@@ -332,6 +341,8 @@ mod tests {
         assert_eq!(a.body_limit, 8 << 20);
         assert_eq!(a.lock_retention, Duration::from_secs(7 * 24 * 3600));
         assert_eq!(a.store_timeout, Duration::from_secs(10));
+        assert_eq!(a.max_memory, 2 << 30);
+        assert_eq!(a.memory_store_share, 25);
         assert_eq!(
             tally_domain::appstats::session_times::SessionTimeLimits::default(),
             tally_domain::appstats::session_times::SessionTimeLimits {
@@ -341,6 +352,25 @@ mod tests {
             "the domain's defaults are the flags' defaults"
         );
         assert!(a.database_url.is_none() && a.tokens.is_none() && !a.log_json);
+    }
+
+    /// Without a database the cap is split; with one the collector has it all.
+    #[test]
+    fn the_in_memory_store_takes_its_share_of_the_cap() {
+        use crate::serve::{collector_share, memory_store_share};
+        let a = serve(&[]);
+        assert_eq!(memory_store_share(a.max_memory, a.memory_store_share), 512 << 20);
+        assert_eq!(
+            collector_share(a.max_memory, Some(a.memory_store_share)),
+            1536 << 20
+        );
+        assert_eq!(collector_share(a.max_memory, None), 2 << 30);
+        let max = 1 << 40;
+        assert_eq!(memory_store_share(max, 99) + collector_share(max, Some(99)), max);
+        for bad in ["0", "100", "half"] {
+            let err = parse(&["serve", "--memory-store-share", bad]).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{bad}");
+        }
     }
 
     #[test]

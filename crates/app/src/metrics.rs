@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tally_adapters_memory::budget::MemoryUse;
 use tally_domain::appstats::collector::CollectorStats;
 use tally_domain::boundary::tracker::PendingUsage;
 use tally_domain::error::StoreError;
@@ -39,6 +40,10 @@ pub const HTTP_REQUESTS: &str = "tally_http_requests_total";
 pub const STORE_UP: &str = "tally_store_up";
 pub const HTTP_REQUEST_SECONDS: &str = "tally_http_request_duration_seconds";
 pub const STORE_CALL_SECONDS: &str = "tally_store_call_duration_seconds";
+pub const MEMORY_STORE_BYTES: &str = "tally_store_memory_bytes";
+pub const MEMORY_STORE_RESERVED: &str = "tally_store_memory_reserved_bytes";
+pub const MEMORY_STORE_LIMIT: &str = "tally_store_memory_limit_bytes";
+pub const MEMORY_STORE_REFUSED: &str = "tally_store_memory_writes_refused_total";
 
 /// Bucket bounds of [`HTTP_REQUEST_SECONDS`]: from an ingest answered in
 /// memory (well under a millisecond) to the default request timeout.
@@ -80,10 +85,14 @@ fn process() -> &'static metrics_process::Collector {
 }
 
 /// The Prometheus text of a scrape: the registry after the collector's,
-/// tracker's and process's current figures are copied in.
-pub fn render(collector: &CollectorStats, pending: &PendingUsage) -> String {
+/// tracker's, in-memory store's (when it is the store) and process's current
+/// figures are copied in.
+pub fn render(collector: &CollectorStats, pending: &PendingUsage, memory: Option<MemoryUse>) -> String {
     let handle = handle();
     record_state(collector, pending);
+    if let Some(memory) = memory {
+        record_memory_store(&memory);
+    }
     process().collect();
     handle.render()
 }
@@ -140,6 +149,22 @@ fn describe() {
         STORE_UP,
         "1 when the last store call of the background loops succeeded, 0 when it failed."
     );
+    describe_gauge!(
+        MEMORY_STORE_BYTES,
+        "Bytes the in-memory store holds as its share of --max-memory counts them."
+    );
+    describe_gauge!(
+        MEMORY_STORE_RESERVED,
+        "Bytes the in-memory store keeps free for the usage rollup rows of its next tick."
+    );
+    describe_gauge!(
+        MEMORY_STORE_LIMIT,
+        "The in-memory store's share of --max-memory, in bytes."
+    );
+    describe_counter!(
+        MEMORY_STORE_REFUSED,
+        "Writes the in-memory store refused because its share of --max-memory was full."
+    );
     describe_histogram!(
         STORE_CALL_SECONDS,
         metrics::Unit::Seconds,
@@ -184,6 +209,14 @@ pub fn record_state(collector: &CollectorStats, pending: &PendingUsage) {
         .map_or(0.0, |t| t.unix_timestamp_nanos() as f64 / 1e9);
     metrics::gauge!(LAST_FLUSH_TIME).set(last_flush);
     metrics::gauge!(BOUNDARY_PENDING).set((pending.allowed + pending.denied) as f64);
+}
+
+/// Copies what the in-memory store holds into the registry.
+fn record_memory_store(memory: &MemoryUse) {
+    metrics::gauge!(MEMORY_STORE_BYTES).set(memory.held_bytes as f64);
+    metrics::gauge!(MEMORY_STORE_RESERVED).set(memory.reserved_bytes as f64);
+    metrics::gauge!(MEMORY_STORE_LIMIT).set(memory.limit_bytes as f64);
+    metrics::counter!(MEMORY_STORE_REFUSED).absolute(memory.refused_writes);
 }
 
 /// What `tally_store_up` shows, also read by `GET /api/v2/status`.

@@ -39,6 +39,29 @@ use crate::store::Opened;
 /// shape; at 224 the costliest shape measured stays within the cap.
 pub const BYTES_PER_UNIT: u64 = 224;
 
+/// `--max-memory` unless set.
+pub const DEFAULT_MAX_MEMORY: &str = "2GiB";
+
+/// `--memory-store-share` unless set: a quarter of the cap holds many hours
+/// of rows at the ingest target's load while the collector keeps the room
+/// that load needs (BENCHMARKS.md, "The in-memory store at its defaults").
+pub const DEFAULT_MEMORY_STORE_SHARE: u8 = 25;
+
+/// The in-memory store's share of `max_memory`, `percent` of it
+/// (docs/rules.md#memory-cap).
+pub fn memory_store_share(max_memory: u64, percent: u8) -> u64 {
+    (u128::from(max_memory) * u128::from(percent) / 100) as u64
+}
+
+/// The collector's share of `max_memory`: all of it on PostgreSQL, else
+/// what the in-memory store's `percent` leaves.
+pub fn collector_share(max_memory: u64, memory_store_percent: Option<u8>) -> u64 {
+    match memory_store_percent {
+        Some(percent) => max_memory - memory_store_share(max_memory, percent),
+        None => max_memory,
+    }
+}
+
 /// The collector's cap, in its units, for `--max-memory` bytes.
 pub fn collector_units(max_memory: u64) -> usize {
     usize::try_from(max_memory / BYTES_PER_UNIT).unwrap_or(usize::MAX)
@@ -82,6 +105,10 @@ pub async fn run_with(
         None => open_store_in_time(database_url, &args).await?,
     };
     let store = opened.store;
+    let memory_store = opened.memory;
+    if let Some(memory) = &memory_store {
+        memory.set_limit(memory_store_share(args.max_memory, args.memory_store_share));
+    }
     // Every call from here on (loops, shutdown flushes, reads) ends within
     // the store timeout: a blackholed database shows as unavailable.
     // Each call is timed too, the timeout included.
@@ -114,7 +141,10 @@ pub async fn run_with(
         CollectorConfig {
             rollup_window: to_time(args.rollup_window),
             report_interval: args.report_interval,
-            max_buffered: collector_units(args.max_memory),
+            max_buffered: collector_units(collector_share(
+                args.max_memory,
+                memory_store.as_ref().map(|_| args.memory_store_share),
+            )),
             retry_min_delay: args.report_interval.min(Duration::from_secs(1)),
         },
         reporter,
@@ -152,6 +182,7 @@ pub async fn run_with(
         rollup_window = %humantime::format_duration(args.rollup_window),
         batch_size = args.batch_size,
         max_memory = %bytesize::ByteSize(args.max_memory).display().iec(),
+        memory_store_share = memory_store.as_ref().map(|_| args.memory_store_share),
         snapshot_interval = %humantime::format_duration(args.snapshot_interval),
         tracker_flush_interval = %humantime::format_duration(args.tracker_flush_interval),
         store_timeout = %humantime::format_duration(args.store_timeout),
@@ -171,6 +202,7 @@ pub async fn run_with(
         .with_access_log(args.access_log)
         .with_clock(clock)
         .with_usage_retention(to_time(args.retention_usage))
+        .with_memory_store(memory_store)
         .with_session_times(SessionTimeLimits {
             clock_skew: to_time(args.clock_skew),
             retention: to_time(args.retention_usage),

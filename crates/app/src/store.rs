@@ -23,19 +23,45 @@ pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Waits between connection attempts at start-up: about 0.1 s, doubling to 2 s.
 const CONNECT_RETRY: Backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
 
-/// The in-memory store when `database_url` is `None`, else PostgreSQL
-/// (connected, migrations applied). Errors never contain the password.
+/// The in-memory store when `database_url` is `None` (with its share of
+/// the default `--max-memory`), else PostgreSQL (connected, migrations
+/// applied). Errors never contain the password.
 pub async fn open_store(database_url: Option<&str>) -> anyhow::Result<Arc<dyn Store>> {
     match database_url {
-        None => Ok(Arc::new(MemoryStore::new())),
+        None => Ok(default_memory_store()),
         Some(url) => Ok(Arc::new(connect_postgres(url).await?)),
     }
+}
+
+/// The in-memory store, limited to its default share of the default
+/// `--max-memory` (`serve` sets its limit from its own options).
+pub fn default_memory_store() -> Arc<MemoryStore> {
+    let max_memory =
+        crate::cli::memory_size(crate::serve::DEFAULT_MAX_MEMORY).expect("the default --max-memory parses");
+    Arc::new(MemoryStore::with_limit(crate::serve::memory_store_share(
+        max_memory,
+        crate::serve::DEFAULT_MEMORY_STORE_SHARE,
+    )))
 }
 
 /// What `serve` runs on: the store and its readiness check.
 pub struct Opened {
     pub store: Arc<dyn Store>,
     pub readiness: Arc<dyn Readiness>,
+    /// The in-memory store, when it is the store: `serve` sets its share of
+    /// `--max-memory` and shows what it holds in `/metrics`.
+    pub memory: Option<Arc<MemoryStore>>,
+}
+
+impl Opened {
+    /// `store` as what `serve` runs on.
+    pub fn memory(store: Arc<MemoryStore>) -> Self {
+        Self {
+            store: store.clone(),
+            readiness: Arc::new(AlwaysReady),
+            memory: Some(store),
+        }
+    }
 }
 
 impl std::fmt::Debug for Opened {
@@ -54,10 +80,7 @@ pub async fn open_for_serve(
     store_timeout: Duration,
 ) -> anyhow::Result<Opened> {
     let Some(url) = database_url else {
-        return Ok(Opened {
-            store: Arc::new(MemoryStore::new()),
-            readiness: Arc::new(AlwaysReady),
-        });
+        return Ok(Opened::memory(Arc::new(MemoryStore::new())));
     };
     let store = connect_postgres_with(url, migrate).await?;
     if !migrate {
@@ -78,6 +101,7 @@ pub async fn open_for_serve(
     Ok(Opened {
         readiness: Arc::new(PgReadiness::new(store.clone(), store_timeout)),
         store: Arc::new(store),
+        memory: None,
     })
 }
 

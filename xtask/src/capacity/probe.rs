@@ -18,6 +18,8 @@ pub struct Sample {
     pub buffered_bytes: u64,
     /// `tally_app_stats_reports_refused_total`.
     pub refused: u64,
+    /// `tally_store_memory_bytes` (the in-memory store's rows; 0 on PostgreSQL).
+    pub store_bytes: u64,
 }
 
 /// Samples on a thread until stopped.
@@ -36,12 +38,13 @@ impl Sampler {
             while !flag.load(Ordering::Relaxed) {
                 let tick = Instant::now();
                 if let Some(rss_kib) = rss_kib(pid) {
-                    let (buffered_bytes, refused) = scrape(&addr, token).unwrap_or_default();
+                    let (buffered_bytes, refused, store_bytes) = scrape(&addr, token).unwrap_or_default();
                     samples.push(Sample {
                         t: started.elapsed().as_secs(),
                         rss_kib,
                         buffered_bytes,
                         refused,
+                        store_bytes,
                     });
                 }
                 std::thread::sleep(Duration::from_secs(1).saturating_sub(tick.elapsed()));
@@ -63,8 +66,9 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// (buffered bytes, reports refused) from one scrape of `/metrics`.
-pub fn scrape(addr: &str, token: &str) -> Option<(u64, u64)> {
+/// (buffered bytes, reports refused, in-memory store bytes) from one scrape
+/// of `/metrics`.
+pub fn scrape(addr: &str, token: &str) -> Option<(u64, u64, u64)> {
     let mut stream = TcpStream::connect(addr).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     write!(
@@ -88,17 +92,23 @@ pub fn scrape(addr: &str, token: &str) -> Option<(u64, u64)> {
     Some((
         value("tally_app_stats_buffered_bytes"),
         value("tally_app_stats_reports_refused_total"),
+        value("tally_store_memory_bytes"),
     ))
 }
 
 pub fn write_csv(path: &std::path::Path, samples: &[Sample]) -> std::io::Result<()> {
     let lines: String = samples
         .iter()
-        .map(|s| format!("{},{},{},{}\n", s.t, s.rss_kib, s.buffered_bytes, s.refused))
+        .map(|s| {
+            format!(
+                "{},{},{},{},{}\n",
+                s.t, s.rss_kib, s.buffered_bytes, s.refused, s.store_bytes
+            )
+        })
         .collect();
     std::fs::write(
         path,
-        format!("seconds,rss_kib,buffered_bytes,refused_reports\n{lines}"),
+        format!("seconds,rss_kib,buffered_bytes,refused_reports,store_bytes\n{lines}"),
     )
 }
 

@@ -68,6 +68,9 @@ pub struct AppState {
     /// How long the usage rollup keeps an hour (`--retention-usage`): the
     /// longest range an insights read covers.
     pub usage_retention: time::Duration,
+    /// The in-memory store, when it is the store: `/metrics` shows what it
+    /// holds against its share of `--max-memory`.
+    pub memory_store: Option<Arc<tally_adapters_memory::MemoryStore>>,
 }
 
 impl AppState {
@@ -90,7 +93,13 @@ impl AppState {
             session_times: SessionTimeLimits::default(),
             store_kind: status::StoreKind::Memory,
             usage_retention: RetentionPolicy::default().usage,
+            memory_store: None,
         }
+    }
+
+    pub fn with_memory_store(mut self, store: Option<Arc<tally_adapters_memory::MemoryStore>>) -> Self {
+        self.memory_store = store;
+        self
     }
 
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {

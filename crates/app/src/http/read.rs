@@ -396,7 +396,8 @@ pub async fn metrics(State(state): State<AppState>, caller: Caller) -> Result<im
 
 /// `GET /metrics` of `--metrics-listen`, without a token.
 pub async fn open_metrics(State(state): State<AppState>) -> impl IntoResponse {
-    let body = crate::metrics::render(&state.collector.stats(), &state.tracker.pending());
+    let memory = state.memory_store.as_deref().map(|m| m.memory_use());
+    let body = crate::metrics::render(&state.collector.stats(), &state.tracker.pending(), memory);
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],

@@ -197,9 +197,17 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         Ok(c) => c,
         Err(e) => return Ok(config_error(e)),
     };
-    let store = match crate::store::open_store(args.database_url.as_deref()).await {
-        Ok(s) => s,
-        Err(e) => return Ok(config_error(e)),
+    // The in-memory store is kept as such, for `--serve` to hand over.
+    let memory = args
+        .database_url
+        .is_none()
+        .then(crate::store::default_memory_store);
+    let store: Arc<dyn Store> = match &memory {
+        Some(memory) => memory.clone(),
+        None => match crate::store::open_store(args.database_url.as_deref()).await {
+            Ok(s) => s,
+            Err(e) => return Ok(config_error(e)),
+        },
     };
     config.start = match start_after_earlier_runs(&store, config.start, config.snapshot_interval).await {
         Ok(start) => start,
@@ -217,7 +225,7 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
     print!("{}", render::report(&outcome, &verdict));
     let ok = verdict.ok && outcome.insights.ok;
     if let Some(addr) = args.serve {
-        let served = serve::serve_simulated(&args, addr, store, &config).await?;
+        let served = serve::serve_simulated(&args, addr, memory, &config).await?;
         return Ok(if ok { served } else { ExitCode::FAILURE });
     }
     Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })

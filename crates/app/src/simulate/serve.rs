@@ -8,12 +8,11 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
-use tally_domain::ports::Store;
+use tally_adapters_memory::MemoryStore;
 use uuid::Uuid;
 
 use super::{SimConfig, SimulateArgs};
 use crate::cli::ServeArgs;
-use crate::ready::AlwaysReady;
 use crate::store::Opened;
 
 /// `tally serve`'s options, parsed on their own (flags given here win over
@@ -24,12 +23,12 @@ struct ServeOnly {
     args: ServeArgs,
 }
 
-/// Serves `store` at `addr` until SIGTERM or Ctrl-C. The dashboard's URL
+/// Serves the simulated store (`memory`, or the database) at `addr` until SIGTERM or Ctrl-C. The dashboard's URL
 /// names the simulated days (in its fragment; the token never is in a URL).
 pub async fn serve_simulated(
     args: &SimulateArgs,
     addr: SocketAddr,
-    store: Arc<dyn Store>,
+    memory: Option<Arc<MemoryStore>>,
     config: &SimConfig,
 ) -> anyhow::Result<ExitCode> {
     let token = Uuid::new_v4().simple().to_string();
@@ -56,15 +55,14 @@ pub async fn serve_simulated(
     }
     // On PostgreSQL the server opens the database itself (the rows are
     // there); the in-memory store is handed over.
-    let opened = match &args.database_url {
-        Some(url) => {
+    let opened = match (&args.database_url, memory) {
+        (Some(url), _) => {
             flags.extend(["--database-url".into(), url.clone()]);
             None
         }
-        None => Some(Opened {
-            store,
-            readiness: Arc::new(AlwaysReady),
-        }),
+        (None, memory) => Some(Opened::memory(
+            memory.expect("the simulation ran on the in-memory store"),
+        )),
     };
     let serve_args = ServeOnly::try_parse_from(flags)?.args;
     crate::logging::init_tracing(serve_args.log_json);

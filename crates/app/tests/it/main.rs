@@ -11,6 +11,7 @@ mod e2e_memory;
 mod e2e_postgres;
 mod hostile;
 mod insights;
+mod memory_cap;
 mod ops;
 mod replicas;
 mod simulate_cli;

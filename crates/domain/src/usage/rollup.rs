@@ -236,6 +236,10 @@ pub struct HourlyRollup {
     dirty: BTreeSet<i64>,
     /// Start hours before this one are final: their raw rows were purged.
     frozen_before: Option<i64>,
+    /// Rows held, and the bytes of their slugs: what a store charges for
+    /// them without walking every hour.
+    rows: usize,
+    slug_bytes: usize,
 }
 
 impl HourlyRollup {
@@ -271,6 +275,8 @@ impl HourlyRollup {
                     let mut fresh = HourUsage::default();
                     merge(&mut fresh, c, hour == start_hour);
                     rows.insert((user, method, slug.to_owned()), fresh);
+                    self.rows += 1;
+                    self.slug_bytes += slug.len();
                     true
                 }
             };
@@ -324,7 +330,13 @@ impl HourlyRollup {
         let upto = horizon.min(oldest.saturating_add(max_hours.max(1)));
         let keep = self.hours.split_off(&upto);
         let gone = std::mem::replace(&mut self.hours, keep);
-        gone.values().map(|rows| rows.len() as u64).sum()
+        let mut deleted = 0;
+        for rows in gone.values() {
+            deleted += rows.len();
+            self.slug_bytes -= rows.keys().map(|(_, _, slug)| slug.len()).sum::<usize>();
+        }
+        self.rows -= deleted;
+        deleted as u64
     }
 
     /// The first and last hour that hold rollup rows, if any.
@@ -332,9 +344,14 @@ impl HourlyRollup {
         Some((*self.hours.keys().next()?, *self.hours.keys().next_back()?))
     }
 
-    /// Every rollup row, for tests and diagnostics.
+    /// Every rollup row.
     pub fn len(&self) -> usize {
-        self.hours.values().map(HashMap::len).sum()
+        self.rows
+    }
+
+    /// The bytes of the slugs of every rollup row (each row owns its slug).
+    pub fn slug_bytes(&self) -> usize {
+        self.slug_bytes
     }
 
     /// No rollup rows at all.

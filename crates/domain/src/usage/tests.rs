@@ -158,6 +158,10 @@ proptest! {
             }
         }
         tick(&mut rollup, &stored);
+        // Its counters are the count over its rows (what a store charges).
+        let held: Vec<_> = rollup.rows(i64::MIN, i64::MAX).collect();
+        assert_eq!(rollup.len(), held.len());
+        assert_eq!(rollup.slug_bytes(), held.iter().map(|r| r.slug_or_port.len()).sum::<usize>());
         let rows: Vec<StatsReport> = stored.into_values().collect();
         assert_same_figures(&rollup, &rows, &iv);
     }

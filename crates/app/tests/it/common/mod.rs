@@ -466,7 +466,21 @@ pub fn metric(text: &str, series: &str) -> f64 {
 }
 
 /// A `--max-memory` value that gives the collector a cap of `units` of its
-/// accounting (see `tally::serve::BYTES_PER_UNIT`).
+/// accounting (see `tally::serve::BYTES_PER_UNIT`), on PostgreSQL.
 pub fn memory_for_units(units: u64) -> String {
     (units * tally::serve::BYTES_PER_UNIT).to_string()
+}
+
+/// [`memory_for_units`] for a server on the in-memory store, which takes
+/// `percent` of the cap first (`--memory-store-share`): the smallest
+/// `--max-memory` leaving the collector `units`.
+pub fn memory_store_cap_for_units(units: u64, percent: u8) -> String {
+    let collector =
+        |max: u64| tally::serve::collector_units(tally::serve::collector_share(max, Some(percent)));
+    let mut max = units * tally::serve::BYTES_PER_UNIT;
+    while collector(max) < units as usize {
+        max += 1;
+    }
+    assert_eq!(collector(max), units as usize);
+    max.to_string()
 }

@@ -56,7 +56,9 @@ async fn raw_connections(target: &Target) {
 
 #[tokio::test]
 async fn hostile_input_to_every_endpoint_is_refused_whole_and_the_server_keeps_serving() {
-    let cap = crate::common::memory_for_units(300);
+    // The collector's cap is what these cases test; the in-memory store's
+    // share must hold the rows of the valid ones.
+    let cap = crate::common::memory_store_cap_for_units(300, 90);
     let server = Server::start(&[
         ROLLUP_TICK[0],
         ROLLUP_TICK[1],
@@ -64,6 +66,8 @@ async fn hostile_input_to_every_endpoint_is_refused_whole_and_the_server_keeps_s
         "64KiB",
         "--max-memory",
         &cap,
+        "--memory-store-share",
+        "90",
         "--snapshot-interval",
         "2s",
         "--request-timeout",
