@@ -456,18 +456,26 @@ impl StatsCollector {
             Err((written, error)) => {
                 // The first `written` rows are stored. Of the rest, open
                 // sessions' rows are superseded: every later rollup reports
-                // those sessions again with a later end.
-                let mut rows = Vec::with_capacity(definitive);
+                // those sessions again with a later end. Filtered in place:
+                // a copy would hold a second backlog the cap does not count.
+                let mut rows = out.rows;
                 let mut provisional = out.provisional.iter().peekable();
                 let mut stored_definitive = 0;
-                for (i, row) in out.rows.into_iter().enumerate() {
+                let mut i = 0;
+                rows.retain(|_| {
                     let open = provisional.next_if_eq(&&i).is_some();
-                    match (i < written, open) {
-                        (true, false) => stored_definitive += 1,
-                        (false, false) => rows.push(row),
-                        (_, true) => {}
-                    }
-                }
+                    let keep = match (i < written, open) {
+                        (true, false) => {
+                            stored_definitive += 1;
+                            false
+                        }
+                        (false, false) => true,
+                        (_, true) => false,
+                    };
+                    i += 1;
+                    keep
+                });
+                debug_assert!(rows.len() <= definitive);
                 state.pending_rows -= stored_definitive;
                 state.rows_reported += written as u64;
                 state.backlog = rows;
