@@ -207,7 +207,7 @@ pub fn cases(now: OffsetDateTime) -> Vec<Case> {
         let mentions = if field == "session_ended_at" || start > now {
             "10m"
         } else {
-            "90d"
+            "365d"
         };
         cases.push(post(name, r.body_of(bad), &at(field)).mentions(mentions));
     }
