@@ -138,5 +138,19 @@ async fn a_row_keeps_its_session_count_and_must_stand_for_one_at_least() {
     assert_eq!(store.app_stats(range, 10).await.unwrap(), vec![rolled]);
 }
 
+/// Runs a store call to completion in a property test's synchronous body.
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+/// A range holding every time the tests write.
+fn all_time() -> tally_domain::ports::TimeRange {
+    tally_domain::ports::TimeRange::new(datetime!(2000-01-01 0:00 UTC), datetime!(2100-01-01 0:00 UTC))
+        .unwrap()
+}
+
 mod budget;
 mod props;

@@ -8,7 +8,7 @@ use tally_domain::appstats::{AccessMethod, StatsReport};
 use tally_domain::boundary::BoundaryDelta;
 use tally_domain::error::StoreError;
 use tally_domain::ports::{
-    AppStatsStore, AppStatsWrite, BoundaryUsageStore, InsightsStore, TelemetryStore, TimeRange, UsageStore,
+    AppStatsStore, AppStatsWrite, BoundaryUsageStore, InsightsStore, TelemetryStore, UsageStore,
 };
 use tally_domain::telemetry::{Period, PeriodClose};
 use tally_domain::usage::RetentionPolicy;
@@ -16,22 +16,12 @@ use time::macros::datetime;
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
+use super::{all_time, block_on};
 use crate::budget::{BOUNDARY_ID_BYTES, LAST_USED_BYTES, RAW_ROW_BYTES, ROLLUP_ROW_BYTES};
 use crate::{MemoryStore, pg_time};
 
 const T0: OffsetDateTime = datetime!(2026-11-25 10:00 UTC);
 const SLUGS: [&str; 3] = ["a", "code-server", "jupyter-notebook"];
-
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap()
-        .block_on(f)
-}
-
-fn all_time() -> TimeRange {
-    TimeRange::new(datetime!(2000-01-01 0:00 UTC), datetime!(2100-01-01 0:00 UTC)).unwrap()
-}
 
 fn hour(t: OffsetDateTime) -> i64 {
     t.unix_timestamp().div_euclid(3600)

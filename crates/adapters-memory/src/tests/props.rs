@@ -5,28 +5,16 @@ use std::collections::{HashMap, HashSet};
 use proptest::prelude::*;
 use tally_domain::appstats::{AccessMethod, StatsReport};
 use tally_domain::boundary::{BoundaryDelta, BoundaryUsageSummary, FlushOutcome};
-use tally_domain::ports::{
-    AppStatsStore, AppStatsWrite, BoundaryUsageStore, InsightsStore, TelemetryStore, TimeRange,
-};
+use tally_domain::ports::{AppStatsStore, AppStatsWrite, BoundaryUsageStore, InsightsStore, TelemetryStore};
 use tally_domain::telemetry::{Period, PeriodClose, PeriodCloseOutcome};
 use time::macros::datetime;
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
+use super::{all_time, block_on};
 use crate::MemoryStore;
 
 const T0: OffsetDateTime = datetime!(2026-11-25 10:00 UTC);
-
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap()
-        .block_on(f)
-}
-
-fn all_time() -> TimeRange {
-    TimeRange::new(datetime!(2000-01-01 0:00 UTC), datetime!(2100-01-01 0:00 UTC)).unwrap()
-}
 
 /// A row of one of four keys, with an end, a request count and a session
 /// count (more than one for a rolled-up record).
