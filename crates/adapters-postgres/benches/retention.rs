@@ -11,10 +11,21 @@
 //! days and a year), so each window fills and then holds for a while. Every
 //! N days it prints every table's size in both.
 //!
+//! Every report also plans, with `EXPLAIN (ANALYZE, BUFFERS)`, the raw reads
+//! that the index on the session start serves, in every database: the
+//! tick's read of one hour of the last weekday loaded, the round's search
+//! for the oldest expired row, and the round's delete at the next cut
+//! (rolled back). `TALLY_BENCH_INDEXES` compares indexes on the start
+//! (`common::StartIndex`) under retention: one purged database per entry,
+//! `brin`, `brin-multi`, `btree`, or `brin-resummarized` (the BRIN, with
+//! every page range that held a purged row summarized again after the
+//! day's rounds, timed with them), each loaded with the same rows.
+//!
 //! `cargo bench -p tally-adapters-postgres --bench retention`
 //! (`TALLY_BENCH_DAYS` (90), `TALLY_BENCH_USERS` (6000),
 //! `TALLY_BENCH_RAW_DAYS` (30), `TALLY_BENCH_USAGE_DAYS` (60),
-//! `TALLY_BENCH_EVERY` (10 days); `TALLY_BENCH_KEEP=1` leaves both
+//! `TALLY_BENCH_EVERY` (10 days), `TALLY_BENCH_INDEXES` (none: one purged
+//! database with the migrations' index); `TALLY_BENCH_KEEP=1` leaves the
 //! databases in the cluster under `target/bench-data/retention`, else they
 //! are dropped at the end.)
 
@@ -23,10 +34,11 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::fleet::{DAY0, Fleet, copy_day, day_rows};
-use common::{env, mib, ms, percentiles, table_sizes};
+use common::{Explained, StartIndex, env, mib, ms, percentiles, table_sizes};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use tally_adapters_postgres::PgStore;
+use tally_adapters_postgres::start_index_sql::{DELETE_RAW, OLDEST_RAW};
 use tally_domain::ports::UsageStore;
 use tally_domain::usage::RetentionPolicy;
 use tally_tests::pg::KeptCluster;
@@ -69,6 +81,79 @@ async fn catch_up(store: &PgStore, now: OffsetDateTime, policy: &RetentionPolicy
     }
 }
 
+/// A database where retention runs, and what its rounds took.
+struct Purged {
+    name: String,
+    store: PgStore,
+    /// Summarize again, after the day's rounds, every page range of the
+    /// start's BRIN that held a row they deleted.
+    resummarize: bool,
+    since: Rounds,
+    rounds: Vec<Duration>,
+}
+
+/// `TALLY_BENCH_INDEXES`: (database name, index to put in place, resummarize).
+fn variants() -> Vec<(String, Option<StartIndex>, bool)> {
+    let list = std::env::var("TALLY_BENCH_INDEXES").unwrap_or_default();
+    if list.trim().is_empty() {
+        return vec![("purged".to_owned(), None, false)];
+    }
+    list.split(',')
+        .map(|v| {
+            let v = v.trim();
+            let (index, resummarize) = match v {
+                "brin-resummarized" => (StartIndex::Brin, true),
+                _ => (
+                    StartIndex::parse(v).unwrap_or_else(|| panic!("TALLY_BENCH_INDEXES: unknown index {v:?}")),
+                    false,
+                ),
+            };
+            (format!("purged_{}", v.replace('-', "_")), Some(index), resummarize)
+        })
+        .collect()
+}
+
+/// The first block of every BRIN page range (32 pages) holding a row that
+/// started before `before`.
+async fn ranges_before(pool: &sqlx::PgPool, before: OffsetDateTime) -> Vec<i64> {
+    sqlx::query_scalar(
+        "SELECT DISTINCT ((ctid::text::point)[0]::int8 / 32) * 32 FROM workspace_app_stats \
+         WHERE session_started_at < $1",
+    )
+    .bind(before)
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
+
+/// Summarizes the page ranges starting at `blocks` again, from the rows
+/// they hold now.
+async fn resummarize(pool: &sqlx::PgPool, blocks: &[i64]) {
+    let index = start_index(pool).await.0;
+    for sql in [
+        "SELECT count(brin_desummarize_range($1::regclass, b)) FROM unnest($2::int8[]) b",
+        "SELECT count(brin_summarize_range($1::regclass, b)) FROM unnest($2::int8[]) b",
+    ] {
+        sqlx::query(sql)
+            .bind(&index)
+            .bind(blocks)
+            .execute(pool)
+            .await
+            .unwrap();
+    }
+}
+
+/// The name and size of the index on the session start.
+async fn start_index(pool: &sqlx::PgPool) -> (String, i64) {
+    sqlx::query_as(
+        "SELECT indexrelid::regclass::text, pg_relation_size(indexrelid) FROM pg_index \
+         WHERE indrelid = 'workspace_app_stats'::regclass AND NOT indisprimary",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
 #[tokio::main]
 async fn main() {
     let days = env("TALLY_BENCH_DAYS", 90) as i64;
@@ -88,78 +173,232 @@ async fn main() {
         .unwrap()
         .unwrap();
     let admin = sqlx::PgPool::connect(&cluster.url("postgres")).await.unwrap();
-    let mut stores = Vec::new();
-    for name in ["kept", "purged"] {
+    let fresh = async |name: &str| {
         for sql in [
             format!("DROP DATABASE IF EXISTS {name}"),
             format!("CREATE DATABASE {name}"),
         ] {
             sqlx::query(&sql).execute(&admin).await.unwrap();
         }
-        stores.push(PgStore::connect(&cluster.url(name)).await.unwrap());
+        PgStore::connect(&cluster.url(name)).await.unwrap()
+    };
+    let kept = fresh("kept").await;
+    let mut purged = Vec::new();
+    for (name, index, resummarize) in variants() {
+        let store = fresh(&name).await;
+        if let Some(index) = index {
+            index.apply(store.pool()).await;
+        }
+        purged.push(Purged {
+            name,
+            store,
+            resummarize,
+            since: Rounds::default(),
+            rounds: Vec::new(),
+        });
     }
-    let (kept, purged) = (&stores[0], &stores[1]);
 
     let mut rng = StdRng::seed_from_u64(7);
     let fleet = Fleet::new(users, &mut rng);
     println!(
-        "{days} days of {users} users, a day at a time; `purged` keeps raw rows {} days and the rollup {} days, \
-         with rounds of at most {} hours per table",
+        "{days} days of {users} users, a day at a time; the purged databases ({}) keep raw rows {} days and the \
+         rollup {} days, with rounds of at most {} hours per table",
+        purged.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", "),
         policy.app_stats.whole_days(),
         policy.usage.whole_days(),
         policy.max_batch.whole_hours()
     );
     let started = Instant::now();
-    let (mut loads, mut all_rounds) = ([Vec::new(), Vec::new()], Vec::new());
-    let mut since = Rounds::default();
+    let mut loads = vec![Vec::new(); purged.len() + 1];
     let mut raw_rows = 0;
+    let mut last_weekday = 0;
     for d in 0..days {
         let rows = day_rows(&fleet, d, &mut rng);
         raw_rows += rows.len();
-        for (i, store) in stores.iter().enumerate() {
+        if d % 7 < 5 {
+            last_weekday = d;
+        }
+        let stores = std::iter::once(&kept).chain(purged.iter().map(|p| &p.store));
+        for (i, store) in stores.enumerate() {
             let t = Instant::now();
             copy_day(store, &rows).await;
             store.tick_usage_rollup().await.unwrap();
             loads[i].push(t.elapsed());
         }
-        let done = catch_up(purged, DAY0 + time::Duration::days(d + 1), &policy).await;
-        since.rounds.extend(&done.rounds);
-        since.raw_rows += done.raw_rows;
-        since.usage_rows += done.usage_rows;
-        all_rounds.extend(done.rounds);
+        let now = DAY0 + time::Duration::days(d + 1);
+        for p in &mut purged {
+            let held = if p.resummarize {
+                ranges_before(p.store.pool(), now - policy.app_stats).await
+            } else {
+                Vec::new()
+            };
+            let mut done = catch_up(&p.store, now, &policy).await;
+            if !held.is_empty() {
+                let t = Instant::now();
+                resummarize(p.store.pool(), &held).await;
+                // Counted as part of the day's last round.
+                *done.rounds.last_mut().unwrap() += t.elapsed();
+            }
+            p.since.rounds.extend(&done.rounds);
+            p.since.raw_rows += done.raw_rows;
+            p.since.usage_rows += done.usage_rows;
+            p.rounds.extend(done.rounds);
+        }
         if (d + 1) % every == 0 || d + 1 == days {
-            let (p50, p99) = percentiles(since.rounds.clone());
             println!(
-                "\nafter day {} ({:.0} s in): {raw_rows} raw rows loaded; retention since the last report: {} rounds, \
-                 {} raw and {} rollup rows deleted, round p50 {p50:.0} ms, p99 {p99:.0} ms, slowest {:.0} ms",
+                "\nafter day {} ({:.0} s in): {raw_rows} raw rows loaded",
                 d + 1,
-                started.elapsed().as_secs_f64(),
-                since.rounds.len(),
-                since.raw_rows,
-                since.usage_rows,
-                ms(since.rounds.iter().copied().max().unwrap_or_default())
+                started.elapsed().as_secs_f64()
             );
-            report(kept, purged).await;
-            since = Rounds::default();
+            for p in &mut purged {
+                let since = std::mem::take(&mut p.since);
+                let (p50, p99) = percentiles(since.rounds.clone());
+                println!(
+                    "- `{}`: retention since the last report: {} rounds, {} raw and {} rollup rows deleted, \
+                     round p50 {p50:.0} ms, p99 {p99:.0} ms, slowest {:.0} ms",
+                    p.name,
+                    since.rounds.len(),
+                    since.raw_rows,
+                    since.usage_rows,
+                    ms(since.rounds.iter().copied().max().unwrap_or_default())
+                );
+            }
+            report(&kept, &purged[0].store).await;
+            let hour = DAY0 + time::Duration::days(last_weekday) + time::Duration::hours(9);
+            plans(&kept, &purged, hour).await;
         }
     }
-    for (name, times) in ["kept", "purged"].iter().zip(loads) {
+    let names = std::iter::once("kept").chain(purged.iter().map(|p| p.name.as_str()));
+    for (name, times) in names.zip(loads) {
         let (p50, p99) = percentiles(times);
         println!("a day's load and tick in `{name}`: p50 {p50:.0} ms, p99 {p99:.0} ms");
     }
-    let (p50, p99) = percentiles(all_rounds.clone());
-    println!(
-        "retention rounds in `purged`: {}, p50 {p50:.0} ms, p99 {p99:.0} ms",
-        all_rounds.len()
-    );
-    drop(stores);
+    for p in &purged {
+        let (p50, p99) = percentiles(p.rounds.clone());
+        println!(
+            "retention rounds in `{}`: {}, p50 {p50:.0} ms, p99 {p99:.0} ms",
+            p.name,
+            p.rounds.len()
+        );
+    }
+    let names: Vec<String> = std::iter::once("kept".to_owned())
+        .chain(purged.iter().map(|p| p.name.clone()))
+        .collect();
+    drop(kept);
+    drop(purged);
     if std::env::var_os("TALLY_BENCH_KEEP").is_none() {
-        for name in ["kept", "purged"] {
+        for name in names {
             sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)"))
                 .execute(&admin)
                 .await
                 .unwrap();
         }
+    }
+}
+
+/// `EXPLAIN (ANALYZE, BUFFERS)` of `sql` with the one parameter `at`, in a
+/// transaction rolled back afterwards, `jit` off as in a round; the best
+/// execution time of `runs`, the blocks of the last.
+async fn explain(pool: &sqlx::PgPool, sql: &str, binds: &[Option<OffsetDateTime>], runs: usize) -> Explained {
+    let mut best: Option<Explained> = None;
+    for _ in 0..runs {
+        let mut tx = pool.begin().await.unwrap();
+        sqlx::query("SET LOCAL jit = off").execute(&mut *tx).await.unwrap();
+        let explain = format!("EXPLAIN (ANALYZE, BUFFERS) {sql}");
+        let mut q = sqlx::query_scalar::<_, String>(&explain);
+        for b in binds {
+            q = q.bind(*b);
+        }
+        let lines = q.fetch_all(&mut *tx).await.unwrap();
+        tx.rollback().await.unwrap();
+        let e = Explained::parse(&lines);
+        best = Some(match best {
+            Some(b) if b.execution_ms < e.execution_ms => Explained {
+                execution_ms: b.execution_ms,
+                ..e
+            },
+            _ => e,
+        });
+    }
+    best.unwrap()
+}
+
+/// The raw reads served by the start's index, in every database: what
+/// each touched, against the heap's size.
+async fn plans(kept: &PgStore, purged: &[Purged], hour: OffsetDateTime) {
+    println!(
+        "\nplans (buffers hit + read; heap blocks of the bitmap scans; ms, best of 3 for the reads): the tick's read of \
+         {hour} to the next hour, the round's search for the oldest expired row, its delete at the next cut (rolled back)"
+    );
+    println!(
+        "| database | start index | index MiB | heap blocks | hour read: rows, buffers, heap blocks, ms | \
+         oldest row: buffers, heap blocks, ms | delete: rows, buffers, heap blocks, ms |"
+    );
+    println!("|---|---|---:|---:|---|---|---|");
+    let all = std::iter::once(("kept", kept)).chain(purged.iter().map(|p| (p.name.as_str(), &p.store)));
+    for (name, store) in all {
+        let pool = store.pool();
+        let (index, index_bytes) = start_index(pool).await;
+        let kind: String = sqlx::query_scalar(
+            "SELECT regexp_replace(pg_get_indexdef($1::regclass), '.* USING ', '')",
+        )
+        .bind(&index)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        let heap_blocks: i64 = sqlx::query_scalar("SELECT pg_relation_size('workspace_app_stats') / 8192")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+        let next = hour + time::Duration::HOUR;
+        // The raw read of the tick's roll-up statement.
+        let read = "SELECT user_id, access_method, slug_or_port, sessions, requests, session_started_at, \
+                    session_ended_at FROM workspace_app_stats \
+                    WHERE session_started_at >= $1 AND session_started_at < $2";
+        let count = |from: Option<OffsetDateTime>, to: OffsetDateTime| async move {
+            let n: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM workspace_app_stats \
+                 WHERE session_started_at >= coalesce($1, '-infinity') AND session_started_at < $2",
+            )
+            .bind(from)
+            .bind(to)
+            .fetch_one(pool)
+            .await
+            .unwrap();
+            n
+        };
+        let hour_rows = count(Some(hour), next).await;
+        let hour_read = explain(pool, read, &[Some(hour), Some(next)], 3).await;
+        let frozen: Option<OffsetDateTime> = sqlx::query_scalar("SELECT frozen_before FROM app_usage_state")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+        let (oldest, delete, delete_rows) = match frozen {
+            Some(frozen) => {
+                let horizon = frozen + time::Duration::days(1);
+                let cut = frozen + time::Duration::hours(4);
+                (
+                    Some(explain(pool, OLDEST_RAW, &[Some(frozen), Some(horizon)], 3).await),
+                    Some(explain(pool, DELETE_RAW, &[Some(cut)], 1).await),
+                    count(None, cut).await,
+                )
+            }
+            None => (None, None, 0),
+        };
+        let show = |e: Option<Explained>| {
+            e.map_or("-".to_owned(), |e| {
+                format!("{}, {}, {:.1}", e.buffers, e.heap_blocks, e.execution_ms)
+            })
+        };
+        println!(
+            "| {name} | {kind} | {:.2} | {heap_blocks} | {hour_rows}, {}, {}, {:.1} | {} | {} |",
+            mib(index_bytes),
+            hour_read.buffers,
+            hour_read.heap_blocks,
+            hour_read.execution_ms,
+            show(oldest),
+            delete.map_or("-".to_owned(), |e| format!("{delete_rows}, {}", show(Some(e)))),
+        );
     }
 }
 

@@ -13,7 +13,9 @@
 //!
 //! `cargo bench -p tally-adapters-postgres --bench write`
 //! (`TALLY_BENCH_ROWS` scales the row count; `TALLY_BENCH_ONLY=marks` runs
-//! only the interleaved comparison of the rollup marks, [`marks_ab`].)
+//! only the interleaved comparison of the rollup marks, [`marks_ab`];
+//! `TALLY_BENCH_ONLY=index` only that of indexes on the session start,
+//! [`index_ab`].)
 
 mod common;
 
@@ -30,6 +32,7 @@ use tally_domain::ports::{
 };
 use tally_domain::telemetry::{BOUNDARY_USAGE_EVENT, Period, PeriodClose, PeriodCloseOutcome};
 use tally_domain::usage::Intervals;
+use common::StartIndex;
 use tally_tests::pg::fresh_database;
 use time::OffsetDateTime;
 use time::macros::datetime;
@@ -245,6 +248,77 @@ async fn marks_ab(rows: &[StatsReport], moved: &[StatsReport], mixed: &[StatsRep
     }
 }
 
+/// What an index on the session start costs the write path at the default
+/// settings (COPY mode, batch 1024), interleaved as [`marks_ab`] is: one
+/// database per index (`common::StartIndex`), the calls of every phase
+/// dealt to them in turn (call k to database (k + round) mod 3, with its
+/// replay and updates), three rounds on fresh databases. Then each index's
+/// size.
+async fn index_ab(rows: &[StatsReport], moved: &[StatsReport], mixed: &[StatsReport]) {
+    const BATCH: usize = 1024;
+    const INDEXES: [StartIndex; 3] = [StartIndex::Brin, StartIndex::BrinMulti, StartIndex::Btree];
+    let phases = [
+        ("fresh insert", writes(rows, BATCH)),
+        ("replay, no change", writes(rows, BATCH)),
+        ("replay, all updated", writes(moved, BATCH)),
+        ("90% new, 10% updates", writes(mixed, BATCH)),
+    ];
+    // [phase][index] total time and rows
+    let mut totals = [[(Duration::ZERO, 0usize); 3]; 4];
+    let mut sizes = [0i64; 3];
+    for round in 0..3 {
+        let mut stores = Vec::new();
+        let mut dbs = Vec::new();
+        for index in INDEXES {
+            let db = fresh_database().await;
+            let store = PgStore::connect(&db.url).await.unwrap();
+            index.apply(store.pool()).await;
+            stores.push(store);
+            dbs.push(db);
+        }
+        for (p, (_, calls)) in phases.iter().enumerate() {
+            for (k, w) in calls.iter().enumerate() {
+                let i = (k + round) % INDEXES.len();
+                let t = Instant::now();
+                stores[i].write_app_stats(w).await.expect("write");
+                let slot = &mut totals[p][i];
+                slot.0 += t.elapsed();
+                slot.1 += w.rows.len();
+            }
+        }
+        for (i, store) in stores.iter().enumerate() {
+            let size: i64 = sqlx::query_scalar("SELECT pg_relation_size('workspace_app_stats_started_idx')")
+                .fetch_one(store.pool())
+                .await
+                .unwrap();
+            sizes[i] += size;
+        }
+        eprintln!("round {round} done");
+    }
+    println!(
+        "\nindexes on the start, interleaved (Copy mode, batch {BATCH}, 3 rounds of {} rows per phase):",
+        rows.len()
+    );
+    let names: Vec<&str> = INDEXES.iter().map(|i| i.name()).collect();
+    println!("| phase | {} rows/s | / brin |", names.join(" rows/s | "));
+    println!("|---|{}---:|", "---:|".repeat(INDEXES.len()));
+    for (p, (phase, _)) in phases.iter().enumerate() {
+        let rates: Vec<f64> = totals[p].iter().map(|&(t, n)| rate(n, t)).collect();
+        let ratios: Vec<String> = rates.iter().map(|r| format!("{:.3}", r / rates[0])).collect();
+        println!(
+            "| {phase} | {} | {} |",
+            rates.iter().map(|r| format!("{r:.0}")).collect::<Vec<_>>().join(" | "),
+            ratios.join(" / ")
+        );
+    }
+    for (i, name) in names.iter().enumerate() {
+        println!(
+            "- {name}: {:.2} MiB per database after a round (its share of the rows)",
+            sizes[i] as f64 / 3.0 / 1048576.0
+        );
+    }
+}
+
 async fn period_switch() -> Vec<Duration> {
     let mut times = Vec::new();
     for round in 0..5u64 {
@@ -314,9 +388,10 @@ async fn main() {
     // the stricter limit, so both are measured. The machine is shared, so
     // COPY runs before and after every configuration and each is compared
     // with the COPY runs next to it.
-    if std::env::var("TALLY_BENCH_ONLY").as_deref() == Ok("marks") {
-        marks_ab(&rows, &moved, &mixed).await;
-        return;
+    match std::env::var("TALLY_BENCH_ONLY").as_deref() {
+        Ok("marks") => return marks_ab(&rows, &moved, &mixed).await,
+        Ok("index") => return index_ab(&rows, &moved, &mixed).await,
+        _ => {}
     }
     let mut sorted = rows.clone();
     for chunk in sorted.chunks_mut(CALL_ROWS) {

@@ -117,3 +117,100 @@ pub async fn sizes(pool: &PgPool) -> Vec<TableSize> {
         .filter(|t| tables.contains(&t.name.as_str()))
         .collect()
 }
+
+/// An index on the raw rows' session start, for comparing them: the
+/// benchmarks replace whatever the migrations made with one of these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartIndex {
+    /// The BRIN of migration 0002 (one min/max per 32-page range).
+    Brin,
+    /// The same BRIN with the multi-minmax operator class (several
+    /// intervals per range).
+    BrinMulti,
+    /// A B-tree.
+    Btree,
+}
+
+impl StartIndex {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Brin => "brin",
+            Self::BrinMulti => "brin-multi",
+            Self::Btree => "btree",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Brin, Self::BrinMulti, Self::Btree]
+            .into_iter()
+            .find(|i| i.name() == s)
+    }
+
+    /// Drops every index of `workspace_app_stats` but its key and creates
+    /// this one as `workspace_app_stats_started_idx`.
+    pub async fn apply(self, pool: &PgPool) {
+        let create = match self {
+            Self::Brin => {
+                "CREATE INDEX workspace_app_stats_started_idx ON workspace_app_stats \
+                 USING brin (session_started_at) WITH (pages_per_range = 32, autosummarize = on)"
+            }
+            Self::BrinMulti => {
+                "CREATE INDEX workspace_app_stats_started_idx ON workspace_app_stats \
+                 USING brin (session_started_at timestamptz_minmax_multi_ops) \
+                 WITH (pages_per_range = 32, autosummarize = on)"
+            }
+            Self::Btree => {
+                "CREATE INDEX workspace_app_stats_started_idx ON workspace_app_stats (session_started_at)"
+            }
+        };
+        for sql in [
+            "DO $$ DECLARE i regclass; BEGIN \
+                 FOR i IN SELECT indexrelid::regclass FROM pg_index \
+                          WHERE indrelid = 'workspace_app_stats'::regclass AND NOT indisprimary LOOP \
+                     EXECUTE format('DROP INDEX %s', i); \
+                 END LOOP; END $$",
+            create,
+        ] {
+            sqlx::query(sql).execute(pool).await.unwrap();
+        }
+    }
+}
+
+/// What `EXPLAIN (ANALYZE, BUFFERS)` says of one statement.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Explained {
+    /// Shared buffers the whole statement touched (hit and read).
+    pub buffers: u64,
+    /// Heap blocks of its bitmap heap scans (exact and lossy), if any.
+    pub heap_blocks: u64,
+    pub execution_ms: f64,
+}
+
+impl Explained {
+    /// Reads the text form: the first `Buffers:` line is the root node's
+    /// (it includes its children's).
+    pub fn parse(lines: &[String]) -> Self {
+        let number = |line: &str, key: &str| -> u64 {
+            line.split(key)
+                .nth(1)
+                .map(|rest| rest.chars().take_while(char::is_ascii_digit).collect::<String>())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0)
+        };
+        let mut out = Self::default();
+        if let Some(line) = lines.iter().find(|l| l.contains("Buffers: shared")) {
+            out.buffers = number(line, "hit=") + number(line, "read=");
+        }
+        for line in lines.iter().filter(|l| l.contains("Heap Blocks:")) {
+            out.heap_blocks += number(line, "exact=") + number(line, "lossy=");
+        }
+        if let Some(line) = lines.iter().find(|l| l.contains("Execution Time:")) {
+            out.execution_ms = line
+                .split("Execution Time:")
+                .nth(1)
+                .and_then(|t| t.trim().trim_end_matches("ms").trim().parse().ok())
+                .unwrap_or(0.0);
+        }
+        out
+    }
+}

@@ -11,8 +11,8 @@
 
 mod packed;
 mod reads;
-mod retention;
-mod sql;
+pub(crate) mod retention;
+pub(crate) mod sql;
 
 use async_trait::async_trait;
 use sqlx::postgres::PgRow;

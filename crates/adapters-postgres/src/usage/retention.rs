@@ -8,6 +8,26 @@ use time::{Duration, OffsetDateTime};
 use super::{packed, roll_up, try_lock};
 use crate::timeconv::ceil_micros;
 
+/// The hour of the oldest raw row with a start in `[$1, $2)` (`$1` NULL:
+/// from the beginning).
+pub const OLDEST_RAW: &str = "SELECT date_trunc('hour', min(session_started_at), 'UTC') FROM workspace_app_stats \
+     WHERE session_started_at >= coalesce($1, '-infinity') AND session_started_at < $2";
+
+/// Deletes the raw rows that started before `$1`. Rows are locked in key
+/// order, the order writers lock them in: deleting in heap order could lock
+/// a row a writer wants next while waiting for one that writer holds (a
+/// write of sessions older than the retention). The start bound is repeated
+/// on `t` so that the join reads only what the start index finds: without it
+/// the planner, whose estimate of rows before the cut still counts those
+/// earlier rounds deleted, hash-joined the locked rows against a scan of the
+/// whole table.
+pub const DELETE_RAW: &str = "DELETE FROM workspace_app_stats t USING ( \
+         SELECT user_id, agent_id, session_id FROM workspace_app_stats \
+         WHERE session_started_at < $1 \
+         ORDER BY user_id, agent_id, session_id FOR UPDATE) old \
+     WHERE t.session_started_at < $1 \
+       AND (t.user_id, t.agent_id, t.session_id) = (old.user_id, old.agent_id, old.session_id)";
+
 pub(super) async fn purge(
     pool: &PgPool,
     now: OffsetDateTime,
@@ -35,10 +55,7 @@ pub(super) async fn purge(
         .await?;
     // Only expired rows are looked at, so the BRIN on the start reads the
     // oldest page ranges, not the retained table.
-    let oldest: Option<OffsetDateTime> = sqlx::query_scalar(
-        "SELECT date_trunc('hour', min(session_started_at), 'UTC') FROM workspace_app_stats \
-         WHERE session_started_at >= coalesce($1, '-infinity') AND session_started_at < $2",
-    )
+    let oldest: Option<OffsetDateTime> = sqlx::query_scalar(OLDEST_RAW)
     .bind(frozen)
     .bind(horizon)
     .fetch_one(&mut *tx)
@@ -49,21 +66,7 @@ pub(super) async fn purge(
         .bind(cut)
         .execute(&mut *tx)
         .await?;
-    // Rows are locked in key order, the order writers lock them in: deleting
-    // in heap order could lock a row a writer wants next while waiting for
-    // one that writer holds (a write of sessions older than the retention).
-    // The start bound is repeated on `t` so that the join reads only what
-    // the BRIN finds: without it the planner, whose estimate of rows before
-    // the cut still counts those earlier rounds deleted, hash-joined the
-    // locked rows against a scan of the whole table.
-    outcome.app_stats_rows = sqlx::query(
-        "DELETE FROM workspace_app_stats t USING ( \
-             SELECT user_id, agent_id, session_id FROM workspace_app_stats \
-             WHERE session_started_at < $1 \
-             ORDER BY user_id, agent_id, session_id FOR UPDATE) old \
-         WHERE t.session_started_at < $1 \
-           AND (t.user_id, t.agent_id, t.session_id) = (old.user_id, old.agent_id, old.session_id)",
-    )
+    outcome.app_stats_rows = sqlx::query(DELETE_RAW)
     .bind(cut)
     .execute(&mut *tx)
     .await?

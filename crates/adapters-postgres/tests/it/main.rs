@@ -8,6 +8,7 @@ mod lock_order;
 mod migrate;
 mod replicas;
 mod retention_writers;
+mod start_index;
 mod telemetry;
 mod tls;
 
