@@ -21,6 +21,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::StartIndex;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use sqlx::{Connection, PgConnection};
@@ -32,7 +33,6 @@ use tally_domain::ports::{
 };
 use tally_domain::telemetry::{BOUNDARY_USAGE_EVENT, Period, PeriodClose, PeriodCloseOutcome};
 use tally_domain::usage::Intervals;
-use common::StartIndex;
 use tally_tests::pg::fresh_database;
 use time::OffsetDateTime;
 use time::macros::datetime;
@@ -307,7 +307,11 @@ async fn index_ab(rows: &[StatsReport], moved: &[StatsReport], mixed: &[StatsRep
         let ratios: Vec<String> = rates.iter().map(|r| format!("{:.3}", r / rates[0])).collect();
         println!(
             "| {phase} | {} | {} |",
-            rates.iter().map(|r| format!("{r:.0}")).collect::<Vec<_>>().join(" | "),
+            rates
+                .iter()
+                .map(|r| format!("{r:.0}"))
+                .collect::<Vec<_>>()
+                .join(" | "),
             ratios.join(" / ")
         );
     }

@@ -27,12 +27,11 @@ pub use error::map_sqlx_error;
 pub use schema::{MigrationEntry, MigrationState, MigrationStatus};
 pub use tls::{ConnectPlan, SslMode, TlsFailure};
 
-/// The statements on raw rows that the index on the session start serves,
-/// for the benchmarks and tests that examine their plans.
+/// The retention round's statements on raw rows, for the retention
+/// benchmark's plans of them.
 #[doc(hidden)]
 pub mod start_index_sql {
     pub use crate::usage::retention::{DELETE_RAW, OLDEST_RAW};
-    pub use crate::usage::sql::STARTED_IN;
 }
 
 /// The migrations of `migrations/`, embedded in the binary.

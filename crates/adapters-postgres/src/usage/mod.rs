@@ -12,7 +12,7 @@
 mod packed;
 mod reads;
 pub(crate) mod retention;
-pub(crate) mod sql;
+mod sql;
 
 use async_trait::async_trait;
 use sqlx::postgres::PgRow;

@@ -13,20 +13,43 @@ use crate::timeconv::ceil_micros;
 pub const OLDEST_RAW: &str = "SELECT date_trunc('hour', min(session_started_at), 'UTC') FROM workspace_app_stats \
      WHERE session_started_at >= coalesce($1, '-infinity') AND session_started_at < $2";
 
-/// Deletes the raw rows that started before `$1`. Rows are locked in key
-/// order, the order writers lock them in: deleting in heap order could lock
-/// a row a writer wants next while waiting for one that writer holds (a
-/// write of sessions older than the retention). The start bound is repeated
-/// on `t` so that the join reads only what the start index finds: without it
-/// the planner, whose estimate of rows before the cut still counts those
-/// earlier rounds deleted, hash-joined the locked rows against a scan of the
-/// whole table.
-pub const DELETE_RAW: &str = "DELETE FROM workspace_app_stats t USING ( \
-         SELECT user_id, agent_id, session_id FROM workspace_app_stats \
-         WHERE session_started_at < $1 \
-         ORDER BY user_id, agent_id, session_id FOR UPDATE) old \
-     WHERE t.session_started_at < $1 \
-       AND (t.user_id, t.agent_id, t.session_id) = (old.user_id, old.agent_id, old.session_id)";
+/// Deletes the raw rows that started before `$1`, answering how many and
+/// the heap blocks they were on. Rows are locked in key order, the order
+/// writers lock them in: deleting in heap order could lock a row a writer
+/// wants next while waiting for one that writer holds (a write of sessions
+/// older than the retention). The start bound is repeated on `t` so that the
+/// join reads only what the BRIN finds: without it the planner, whose
+/// estimate of rows before the cut still counts those earlier rounds
+/// deleted, hash-joined the locked rows against a scan of the whole table.
+pub const DELETE_RAW: &str = "WITH gone AS ( \
+         DELETE FROM workspace_app_stats t USING ( \
+             SELECT user_id, agent_id, session_id FROM workspace_app_stats \
+             WHERE session_started_at < $1 \
+             ORDER BY user_id, agent_id, session_id FOR UPDATE) old \
+         WHERE t.session_started_at < $1 \
+           AND (t.user_id, t.agent_id, t.session_id) = (old.user_id, old.agent_id, old.session_id) \
+         RETURNING t.ctid) \
+     SELECT count(*), coalesce(array_agg(DISTINCT (ctid::text::point)[0]::int8), '{}') FROM gone";
+
+/// Summarizes again, from the rows they hold now, the BRIN page ranges of
+/// the start that hold the heap blocks `$1`. A range's summary only widens: deleted rows
+/// stay in it (VACUUM does not narrow it), and once the heap reuses their
+/// space for new rows the range matches every start between the oldest
+/// row it ever held and the newest, so reads of one recent hour and the
+/// purge's own search came to read most of the table. This runs after the
+/// delete has committed (until then the deleted rows still count). Ranges
+/// are summarized right after being cleared: an unsummarized range matches
+/// every read. A waiting lock gives up at once, so that an autovacuum of
+/// the table (which holds the same lock) is neither cancelled nor waited
+/// for; those ranges are summarized afresh when their rows next expire.
+pub const RESUMMARIZE: &str = "WITH brin AS ( \
+         SELECT c.oid AS index, coalesce(( \
+             SELECT split_part(o, '=', 2)::int8 FROM unnest(c.reloptions) o \
+             WHERE o LIKE 'pages_per_range=%'), 128) AS pages \
+         FROM pg_class c WHERE c.oid = 'workspace_app_stats_started_brin'::regclass) \
+     SELECT count(*) FROM ( \
+         SELECT brin_desummarize_range(index, first), brin_summarize_range(index, first) \
+         FROM (SELECT DISTINCT index, b / pages * pages AS first FROM brin, unnest($1::int8[]) b) r) s";
 
 pub(super) async fn purge(
     pool: &PgPool,
@@ -56,21 +79,18 @@ pub(super) async fn purge(
     // Only expired rows are looked at, so the BRIN on the start reads the
     // oldest page ranges, not the retained table.
     let oldest: Option<OffsetDateTime> = sqlx::query_scalar(OLDEST_RAW)
-    .bind(frozen)
-    .bind(horizon)
-    .fetch_one(&mut *tx)
-    .await?;
+        .bind(frozen)
+        .bind(horizon)
+        .fetch_one(&mut *tx)
+        .await?;
     let cut = horizon.min(oldest.map_or(horizon, |o| o + batch));
     let cut = frozen.map_or(cut, |f| f.max(cut));
     sqlx::query("UPDATE app_usage_state SET frozen_before = $1")
         .bind(cut)
         .execute(&mut *tx)
         .await?;
-    outcome.app_stats_rows = sqlx::query(DELETE_RAW)
-    .bind(cut)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
+    let (deleted, blocks): (i64, Vec<i64>) = sqlx::query_as(DELETE_RAW).bind(cut).fetch_one(&mut *tx).await?;
+    outcome.app_stats_rows = deleted as u64;
 
     // Rollup rows, whole hours from the oldest.
     let horizon = hour_start(hour_of(now - policy.usage));
@@ -105,5 +125,23 @@ pub(super) async fn purge(
                 .rows_affected();
     }
     tx.commit().await?;
+    if !blocks.is_empty()
+        && let Err(e) = resummarize(pool, &blocks).await
+    {
+        tracing::warn!(
+            error = %e,
+            ranges_of_blocks = blocks.len(),
+            "raw rows purged; their BRIN ranges were not summarized again (reads of them stay wider)"
+        );
+    }
     Ok(outcome)
+}
+
+async fn resummarize(pool: &PgPool, blocks: &[i64]) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET LOCAL lock_timeout = '50ms'")
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(RESUMMARIZE).bind(blocks).execute(&mut *tx).await?;
+    tx.commit().await
 }

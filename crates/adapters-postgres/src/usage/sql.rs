@@ -56,7 +56,7 @@ RETURNING u.hour
 SELECT count(*) FROM up";
 
 /// Raw rows whose session started in `[$1, $2)`, as the export sends them.
-pub const STARTED_IN: &str = "SELECT user_id, workspace_id, agent_id, access_method, slug_or_port, \
+pub(super) const STARTED_IN: &str = "SELECT user_id, workspace_id, agent_id, access_method, slug_or_port, \
         session_id, session_started_at, session_ended_at, requests, sessions \
     FROM workspace_app_stats \
     WHERE session_started_at >= $1 AND session_started_at < $2 \
