@@ -94,7 +94,7 @@ async fn a_blackholed_database_is_reported_retried_and_loses_nothing() {
     };
 
     tokio::time::sleep(LOAD).await;
-    let before = check::scrape_all(&client, &servers).await;
+    let before = scrape::scrape_all(&client, servers.iter().map(|s| s.addr)).await;
     for (i, s) in before.iter().enumerate() {
         assert_eq!(s.get(STORE_UP, &[]), 1.0, "replica {i} before: {s:?}");
         assert_eq!(s.get(APP_FAILED_FLUSHES, &[]), 0.0, "replica {i} before: {s:?}");
@@ -124,7 +124,7 @@ async fn a_blackholed_database_is_reported_retried_and_loses_nothing() {
     let mut during = Vec::new();
     while frozen_at.elapsed() < FREEZE {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        during = check::scrape_all(&client, &servers).await;
+        during = scrape::scrape_all(&client, servers.iter().map(|s| s.addr)).await;
         for (i, s) in during.iter().enumerate() {
             saw_down[i] |= s.get(STORE_UP, &[]) == 0.0;
             max_backlog[i] = max_backlog[i].max(s.get(APP_BACKLOG, &[]));
@@ -150,16 +150,14 @@ async fn a_blackholed_database_is_reported_retried_and_loses_nothing() {
     driver.stop.store(true, Ordering::SeqCst);
     run.await.unwrap();
     let load_ended = OffsetDateTime::now_utc();
-    for s in &servers {
-        scrape::settled(&client, s.addr).await;
-    }
+    scrape::settle_all(&client, servers.iter().map(|s| s.addr)).await;
 
     // Periods resume: one after the last acknowledged request closes, and
     // every snapshot goes out.
     let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
     let rows = check::published_after(&pool, load_ended, Duration::from_secs(15)).await;
 
-    let after = check::scrape_all(&client, &servers).await;
+    let after = scrape::scrape_all(&client, servers.iter().map(|s| s.addr)).await;
     let logs = check::stop_cleanly(servers).await;
     for line in logs[0].lines().filter(|l| l.contains("WARN")) {
         eprintln!("replica 0: {line}");

@@ -6,7 +6,7 @@ use std::time::Duration;
 use tally::metrics::{BACKLOG_ROWS, ROWS_WRITTEN, STORE_UP};
 use time::OffsetDateTime;
 
-use crate::common::scrape::Metrics;
+use crate::common::scrape::{Metrics, scrape_all};
 
 use super::load::Acked;
 pub use crate::common::db::{SnapshotRow, snapshots};
@@ -127,15 +127,6 @@ pub async fn stop_cleanly(servers: Vec<crate::common::Server>) -> Vec<String> {
     logs
 }
 
-/// `/metrics` of every replica, in order, each with samples.
-pub async fn scrape_all(client: &reqwest::Client, servers: &[crate::common::Server]) -> Vec<Metrics> {
-    let mut samples = Vec::new();
-    for s in servers {
-        samples.push(crate::common::scrape::scrape(client, s.addr).await);
-    }
-    samples
-}
-
 /// Waits until every replica has the store back, no app stat rows waiting,
 /// and has written rows since `during` was scraped; returns that scrape.
 pub async fn drained(
@@ -150,7 +141,7 @@ pub async fn drained(
         "no scrape of every replica during the outage to compare with"
     );
     crate::common::eventually(within, "the backlog to drain", || async move {
-        let now = scrape_all(client, servers).await;
+        let now = scrape_all(client, servers.iter().map(|s| s.addr)).await;
         let ok = now.iter().zip(during).all(|(s, d)| {
             s.get(BACKLOG_ROWS, &[]) == 0.0
                 && s.get(STORE_UP, &[]) == 1.0

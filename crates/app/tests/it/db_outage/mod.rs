@@ -135,7 +135,7 @@ async fn a_database_outage_loses_nothing_and_the_replicas_recover_by_themselves(
 
     // Up: flushes work, nothing has failed.
     tokio::time::sleep(load).await;
-    let before = check::scrape_all(&client, &servers).await;
+    let before = scrape::scrape_all(&client, servers.iter().map(|s| s.addr)).await;
     for (i, s) in before.iter().enumerate() {
         assert_eq!(
             s.get(APP_FAILED_FLUSHES, &[]),
@@ -185,7 +185,7 @@ async fn a_database_outage_loses_nothing_and_the_replicas_recover_by_themselves(
     let mut during = Vec::new();
     while during.is_empty() || down_at.elapsed() < outage {
         tokio::time::sleep(Duration::from_millis(500).min(outage)).await;
-        during = check::scrape_all(&client, &servers).await;
+        during = scrape::scrape_all(&client, servers.iter().map(|s| s.addr)).await;
         for (i, s) in during.iter().enumerate() {
             max_backlog[i] = max_backlog[i].max(s.get(APP_BACKLOG, &[]));
             max_pending[i] = max_pending[i].max(s.get(BOUNDARY_PENDING, &[]));
@@ -229,16 +229,14 @@ async fn a_database_outage_loses_nothing_and_the_replicas_recover_by_themselves(
     let load_ended = OffsetDateTime::now_utc();
 
     // Idle: the boundary usage is flushed too.
-    for s in &servers {
-        scrape::settled(&client, s.addr).await;
-    }
+    scrape::settle_all(&client, servers.iter().map(|s| s.addr)).await;
 
     // Periods resume: one after the last acknowledged request is closed (so
     // it holds everything), and every snapshot is published.
     let pool = sqlx::PgPool::connect(&url).await.unwrap();
     let rows = check::published_after(&pool, load_ended, Duration::from_secs(20)).await;
 
-    let after = check::scrape_all(&client, &servers).await;
+    let after = scrape::scrape_all(&client, servers.iter().map(|s| s.addr)).await;
     let logs = check::stop_cleanly(servers).await;
 
     // What an operator reads: replica 0's warnings and errors.

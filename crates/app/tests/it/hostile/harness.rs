@@ -3,6 +3,7 @@
 use reqwest::{Method, StatusCode};
 use tally::http::error::ErrorBody;
 
+use crate::common::scrape::{Metrics, scrape};
 use crate::common::*;
 
 /// Where [`splice`] puts raw bytes: set a JSON value to this string.
@@ -51,16 +52,8 @@ impl Target {
         format!("{}{path}", self.base)
     }
 
-    pub async fn metrics(&self) -> String {
-        let response = self
-            .client
-            .get(self.url("/metrics"))
-            .bearer_auth(READER)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), StatusCode::OK);
-        response.text().await.unwrap()
+    pub async fn metrics(&self) -> Metrics {
+        scrape(&self.client, self.addr).await
     }
 
     pub async fn healthy(&self) -> bool {
@@ -80,18 +73,13 @@ pub struct Stored {
 }
 
 pub async fn stored(target: &Target) -> Stored {
-    let text = target.metrics().await;
+    let m = target.metrics().await;
+    let tracked = |decision| m.get("tally_boundary_requests_tracked_total", &[("decision", decision)]);
     Stored {
-        collected: metric(&text, "tally_app_stats_reports_collected_total"),
-        dropped: metric(&text, "tally_app_stats_reports_dropped_total"),
-        allowed: metric(
-            &text,
-            "tally_boundary_requests_tracked_total{decision=\"allowed\"}",
-        ),
-        denied: metric(
-            &text,
-            "tally_boundary_requests_tracked_total{decision=\"denied\"}",
-        ),
+        collected: m.get("tally_app_stats_reports_collected_total", &[]),
+        dropped: m.get("tally_app_stats_reports_dropped_total", &[]),
+        allowed: tracked("allowed"),
+        denied: tracked("denied"),
     }
 }
 
