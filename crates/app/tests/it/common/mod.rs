@@ -173,6 +173,17 @@ pub fn client() -> reqwest::Client {
         .unwrap()
 }
 
+/// The whole number in the environment variable `name` (a longer run's
+/// setting, from `cargo xtask`), else `default`.
+pub fn number_from_env(name: &str, default: u64) -> u64 {
+    match std::env::var(name) {
+        Ok(s) => s
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={s:?} is not a whole number")),
+        Err(_) => default,
+    }
+}
+
 pub fn rfc3339(t: OffsetDateTime) -> String {
     t.format(&Rfc3339).unwrap()
 }

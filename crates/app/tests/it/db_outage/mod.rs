@@ -37,15 +37,6 @@ use time::OffsetDateTime;
 
 const REPLICAS: usize = 3;
 
-fn seconds_from_env(var: &str, default: u64) -> u64 {
-    match std::env::var(var) {
-        Ok(s) => s
-            .parse()
-            .unwrap_or_else(|_| panic!("{var}={s:?} is not a number of seconds")),
-        Err(_) => default,
-    }
-}
-
 /// How the database goes down: `TALLY_OUTAGE_SHUTDOWN=fast` for a clean
 /// stop, else a crash (`immediate`).
 fn shutdown_from_env() -> Shutdown {
@@ -98,8 +89,8 @@ fn count_lines(log: &str, needle: &str) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_database_outage_loses_nothing_and_the_replicas_recover_by_themselves() {
-    let outage = Duration::from_secs(seconds_from_env("TALLY_OUTAGE_SECONDS", 10));
-    let load = Duration::from_secs(seconds_from_env("TALLY_OUTAGE_LOAD_SECONDS", 4));
+    let outage = Duration::from_secs(common::number_from_env("TALLY_OUTAGE_SECONDS", 10));
+    let load = Duration::from_secs(common::number_from_env("TALLY_OUTAGE_LOAD_SECONDS", 4));
     // A store call waits this long for a connection before it fails: the
     // outage must last longer for failures to show.
     let felt = tally::store::ACQUIRE_TIMEOUT + Duration::from_secs(3);
@@ -108,10 +99,7 @@ async fn a_database_outage_loses_nothing_and_the_replicas_recover_by_themselves(
         "TALLY_OUTAGE_SECONDS must be at least {} for the failures to show",
         felt.as_secs()
     );
-    let cluster = tokio::task::spawn_blocking(PrivateCluster::new)
-        .await
-        .unwrap()
-        .unwrap_or_else(|e| panic!("{e}"));
+    let cluster = PrivateCluster::started().await;
     let db = cluster.fresh_database().await;
     let url = db.url.clone();
     let sink = sink::Sink::start(0).await;

@@ -19,6 +19,19 @@ pub fn splice(value: &serde_json::Value, raw: &[u8]) -> Vec<u8> {
     [&bytes[..at], raw, &bytes[at + marker.len()..]].concat()
 }
 
+/// Numbers no count takes: negative, past 64 bits, not whole.
+pub const NOT_COUNTS: [&str; 5] = [
+    "-1",
+    "-9223372036854775808",
+    "18446744073709551616",
+    "1e400",
+    "1.5",
+];
+
+/// Whole numbers past the most one report may carry (4294967295): refused
+/// naming that limit.
+pub const PAST_A_REPORTS_COUNT: [&str; 3] = ["9223372036854775808", "18446744073709551615", "4294967296"];
+
 /// The server under test, cheap to clone into a task.
 #[derive(Debug, Clone)]
 pub struct Target {

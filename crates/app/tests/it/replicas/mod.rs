@@ -30,17 +30,8 @@ use uuid::Uuid;
 /// round's retries, so the outbox has to try again later.
 const SINK_OUTAGE: u64 = 6;
 
-fn env_number(name: &str, default: u64) -> u64 {
-    match std::env::var(name) {
-        Ok(s) => s
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}={s:?} is not a whole number")),
-        Err(_) => default,
-    }
-}
-
 fn load_seconds() -> u64 {
-    env_number("TALLY_REPLICAS_SECONDS", 6)
+    common::number_from_env("TALLY_REPLICAS_SECONDS", 6)
 }
 
 fn replica(db: &str, sink: &str) -> Server {
@@ -83,7 +74,7 @@ async fn a_killed_replica_loses_at_most_what_it_acknowledged_since_its_last_flus
 /// the outbox and the sink; snapshots wait out a long sink outage.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_period_counts_exactly_what_was_sent_in_it_through_a_long_sink_outage() {
-    exact::scenario(env_number("TALLY_REPLICAS_PERIODS", 5) as usize).await;
+    exact::scenario(common::number_from_env("TALLY_REPLICAS_PERIODS", 5) as usize).await;
 }
 
 async fn scenario(halt: Halt) {
