@@ -25,20 +25,26 @@ fn snapshot() -> Snapshot {
     }
 }
 
+/// The loops' settings in these tests: 30-minute periods, the tracker
+/// flushed every 10 s, the outbox every 5 s, locks kept a week.
+pub(crate) fn settings(replica_id: Uuid) -> LoopSettings {
+    LoopSettings {
+        replica_id,
+        snapshot_interval: Duration::from_secs(1800),
+        tracker_flush_interval: Duration::from_secs(10),
+        publish_interval: Duration::from_secs(5),
+        lock_retention: Duration::from_secs(7 * 86400),
+        usage_rollup_interval: Duration::from_secs(300),
+        purge_interval: Duration::from_secs(600),
+        retention: tally_domain::usage::RetentionPolicy::default(),
+    }
+}
+
 pub(super) fn background(store: MockStore, sink: MockSnapshotSink) -> Background {
     let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(NOW));
     let replica_id = Uuid::new_v4();
     Background::new(
-        LoopSettings {
-            replica_id,
-            snapshot_interval: Duration::from_secs(1800),
-            tracker_flush_interval: Duration::from_secs(10),
-            publish_interval: Duration::from_secs(5),
-            lock_retention: Duration::from_secs(7 * 86400),
-            usage_rollup_interval: Duration::from_secs(300),
-            purge_interval: Duration::from_secs(600),
-            retention: tally_domain::usage::RetentionPolicy::default(),
-        },
+        settings(replica_id),
         Arc::new(store),
         Arc::new(BoundaryTracker::new(replica_id, clock.clone())),
         Arc::new(sink),

@@ -22,7 +22,9 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use common::Server;
-use common::db::{SnapshotRow, assert_sessions_exact, snapshots, stored_sessions, unclosed_boundary};
+use common::db::{
+    SnapshotRow, assert_boundary_exact, assert_sessions_exact, counted_boundary, snapshots, stored_sessions,
+};
 use load::{Driver, USERS, WORKSPACES};
 use uuid::Uuid;
 
@@ -185,20 +187,9 @@ async fn scenario(halt: Halt) {
     }
 
     // Conservation: snapshots plus what is still unclosed is what was acknowledged.
-    let (rest_allowed, rest_denied) = unclosed_boundary(&pool).await;
-    let allowed: i64 = rows.iter().map(|r| r.allowed).sum::<i64>() + rest_allowed;
-    let denied: i64 = rows.iter().map(|r| r.denied).sum::<i64>() + rest_denied;
+    let (allowed, denied) = counted_boundary(&pool, &rows).await;
     match halt {
-        Halt::Term => {
-            assert_eq!(
-                allowed as u64, acked.allowed,
-                "allowed decisions; snapshots: {rows:#?}"
-            );
-            assert_eq!(
-                denied as u64, acked.denied,
-                "denied decisions; snapshots: {rows:#?}"
-            );
-        }
+        Halt::Term => assert_boundary_exact((allowed, denied), (acked.allowed, acked.denied), &rows),
         Halt::Kill => {
             let since: u64 = acked
                 .retiring_boundary
@@ -208,11 +199,11 @@ async fn scenario(halt: Halt) {
                 .sum();
             let lost_allowed = acked
                 .allowed
-                .checked_sub(allowed as u64)
+                .checked_sub(allowed)
                 .expect("more allowed counted than sent");
             let lost_denied = acked
                 .denied
-                .checked_sub(denied as u64)
+                .checked_sub(denied)
                 .expect("more denied counted than sent");
             let bound = unflushed + since;
             eprintln!(
