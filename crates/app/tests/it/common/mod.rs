@@ -303,6 +303,21 @@ async fn json_answer(request: reqwest::RequestBuilder) -> (reqwest::StatusCode, 
     (status, body)
 }
 
+/// `tally serve` as one replica of a fleet on the PostgreSQL database at
+/// `db`: 2-second periods, snapshots delivered to `sink`, then `extra`.
+pub fn replica(db: &str, sink: &str, extra: &[&str]) -> Server {
+    let mut args = vec![
+        "--database-url",
+        db,
+        "--snapshot-interval",
+        "2s",
+        "--telemetry-url",
+        sink,
+    ];
+    args.extend(extra);
+    Server::start(&args)
+}
+
 /// Polls `probe` until it returns `Some`, for at most `timeout`.
 pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut probe: F) -> T
 where

@@ -63,19 +63,9 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn replica(url: &str, sink: &sink::Sink, extra: &[&str]) -> Server {
     let timeout = humantime::format_duration(STORE_TIMEOUT).to_string();
-    let sink = sink.url();
-    let mut args = vec![
-        "--database-url",
-        url,
-        "--snapshot-interval",
-        "2s",
-        "--store-timeout",
-        &timeout,
-        "--telemetry-url",
-        &sink,
-    ];
+    let mut args = vec!["--store-timeout", &timeout];
     args.extend(extra);
-    Server::start(&args)
+    common::replica(url, &sink.url(), &args)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -88,10 +78,7 @@ async fn a_blackholed_database_is_reported_retried_and_loses_nothing() {
     let servers: Vec<Server> = (0..REPLICAS).map(|_| replica(&url, &sink, &[])).collect();
     let driver = Driver::new(servers.iter().map(|s| s.addr).collect());
     let client = common::client();
-    let run = {
-        let driver = driver.clone();
-        tokio::spawn(async move { driver.run(4, 2).await })
-    };
+    let run = driver.start(4, 2);
 
     tokio::time::sleep(LOAD).await;
     let before = scrape::scrape_all(&client, servers.iter().map(|s| s.addr)).await;
@@ -275,10 +262,7 @@ async fn a_shutdown_in_the_blackhole_flushes_once_the_network_heals() {
     let sink = sink::Sink::start(0).await;
     let server = replica(&url, &sink, &["--shutdown-timeout", "20s"]);
     let driver = Driver::new(vec![server.addr]);
-    let run = {
-        let driver = driver.clone();
-        tokio::spawn(async move { driver.run(2, 1).await })
-    };
+    let run = driver.start(2, 1);
     tokio::time::sleep(Duration::from_secs(2)).await;
     proxy.freeze();
     driver.outage.store(true, Ordering::SeqCst);

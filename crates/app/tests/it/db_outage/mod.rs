@@ -47,19 +47,6 @@ fn shutdown_from_env() -> Shutdown {
     }
 }
 
-fn replica(db: &str, sink: &str, extra: &[&str]) -> Server {
-    let mut args = vec![
-        "--database-url",
-        db,
-        "--snapshot-interval",
-        "2s",
-        "--telemetry-url",
-        sink,
-    ];
-    args.extend(extra);
-    Server::start(&args)
-}
-
 /// The last replica's collector cap, in units of its accounting: far above
 /// what the load holds while the database is up (a few hundred units); the
 /// test fills it during the outage until it refuses app stats (503).
@@ -111,15 +98,12 @@ async fn a_database_outage_loses_nothing_and_the_replicas_recover_by_themselves(
             } else {
                 &[]
             };
-            replica(&url, &sink.url(), extra)
+            common::replica(&url, &sink.url(), extra)
         })
         .collect();
     let driver = Driver::new(servers.iter().map(|s| s.addr).collect());
     let client = common::client();
-    let run = {
-        let driver = driver.clone();
-        tokio::spawn(async move { driver.run(4, 2).await })
-    };
+    let run = driver.start(4, 2);
 
     // Up: flushes work, nothing has failed.
     tokio::time::sleep(load).await;

@@ -36,17 +36,6 @@ fn load_seconds() -> u64 {
     common::number_from_env("TALLY_REPLICAS_SECONDS", 6)
 }
 
-fn replica(db: &str, sink: &str) -> Server {
-    Server::start(&[
-        "--database-url",
-        db,
-        "--snapshot-interval",
-        "2s",
-        "--telemetry-url",
-        sink,
-    ])
-}
-
 fn stop(server: Server) {
     server.signal("-TERM");
     let (status, logs) = server.wait(Duration::from_secs(30));
@@ -83,7 +72,7 @@ async fn scenario(halt: Halt) {
     let db = tally_tests::pg::fresh_database().await;
     let url = db.url.to_string();
     let sink = sink::Sink::start(SINK_OUTAGE).await;
-    let mut servers: Vec<Option<Server>> = (0..3).map(|_| Some(replica(&url, &sink.url()))).collect();
+    let mut servers: Vec<Option<Server>> = (0..3).map(|_| Some(common::replica(&url, &sink.url(), &[]))).collect();
     let addrs = servers.iter().map(|s| s.as_ref().unwrap().addr).collect();
     // Replica 2 is stopped halfway through the load.
     let driver = Driver::new(addrs, Some(2));
@@ -150,7 +139,7 @@ async fn scenario(halt: Halt) {
         .await
         .unwrap();
     }
-    let last = replica(&url, &sink.url());
+    let last = common::replica(&url, &sink.url(), &[]);
     let deadline = Instant::now() + Duration::from_secs(20);
     let delivered = loop {
         let rows = snapshots(&pool).await;
