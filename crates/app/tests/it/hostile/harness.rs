@@ -87,7 +87,7 @@ pub struct Stored {
 
 pub async fn stored(target: &Target) -> Stored {
     let m = target.metrics().await;
-    let tracked = |decision| m.get("tally_boundary_requests_tracked_total", &[("decision", decision)]);
+    let tracked = |decision: &str| m.get("tally_boundary_requests_tracked_total", &[("decision", decision)]);
     Stored {
         collected: m.get("tally_app_stats_reports_collected_total", &[]),
         dropped: m.get("tally_app_stats_reports_dropped_total", &[]),
