@@ -257,7 +257,11 @@ impl PgStore {
         copy_unless_seen: Option<&[bool]>,
     ) -> Result<(), sqlx::Error> {
         let mut tx: Transaction<'_, Postgres> = self.pool().begin().await?;
-        let upsert = if self.usage_marks { UPSERT.as_str() } else { UPSERT_UNMARKED };
+        let upsert = if self.usage_marks {
+            UPSERT.as_str()
+        } else {
+            UPSERT_UNMARKED
+        };
         // Both parts stay in key order.
         let (mut copied, mut upserted): (Vec<&Row<'_>>, Vec<&Row<'_>>) = (Vec::new(), Vec::new());
         for (i, row) in p.rows.iter().enumerate() {

@@ -271,10 +271,7 @@ async fn the_publisher_retries_an_unavailable_outbox_within_30_s() {
     assert!((18..=24).contains(&failing), "{failing} rounds in 10 min");
     outage.end();
     tokio::time::sleep(MAX_OUTBOX_BACKOFF + Duration::from_millis(10)).await;
-    assert!(
-        outage.calls() > failing,
-        "no round after the store came back"
-    );
+    assert!(outage.calls() > failing, "no round after the store came back");
     tx.send(true).unwrap();
     task.await.unwrap();
 }

@@ -263,7 +263,10 @@ async fn boundary_logs_are_counted_once_in_published_snapshots() {
     .await;
     let m = scrape(&client, server.addr).await;
     assert_eq!(
-        m.count("tally_boundary_requests_tracked_total", &[("decision", "allowed")]),
+        m.count(
+            "tally_boundary_requests_tracked_total",
+            &[("decision", "allowed")]
+        ),
         6,
         "{m:?}"
     );

@@ -79,14 +79,8 @@ pub async fn counted_boundary(pool: &sqlx::PgPool, snapshots: &[SnapshotRow]) ->
 /// The decisions [`counted_boundary`] found are the acknowledged ones,
 /// exactly (`snapshots` for the message).
 pub fn assert_boundary_exact(counted: (u64, u64), acked: (u64, u64), snapshots: &[SnapshotRow]) {
-    assert_eq!(
-        counted.0, acked.0,
-        "allowed decisions; snapshots: {snapshots:#?}"
-    );
-    assert_eq!(
-        counted.1, acked.1,
-        "denied decisions; snapshots: {snapshots:#?}"
-    );
+    assert_eq!(counted.0, acked.0, "allowed decisions; snapshots: {snapshots:#?}");
+    assert_eq!(counted.1, acked.1, "denied decisions; snapshots: {snapshots:#?}");
 }
 
 /// The stored app stats sessions: request count by session id.

@@ -73,10 +73,7 @@ pub async fn scrape_without_token(client: &reqwest::Client, addr: SocketAddr) ->
 }
 
 async fn fetch(request: reqwest::RequestBuilder, what: &str) -> Metrics {
-    let response = request
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    let response = request.send().await.unwrap_or_else(|e| panic!("{what}: {e}"));
     assert_eq!(response.status(), reqwest::StatusCode::OK, "{what}");
     let text = response.text().await.unwrap();
     let metrics = parse(&text);

@@ -38,7 +38,12 @@ pub fn start_read(
     let client = client.clone();
     tokio::spawn(async move {
         let started = Instant::now();
-        let r = client.get(url).bearer_auth(crate::common::READER).send().await.unwrap();
+        let r = client
+            .get(url)
+            .bearer_auth(crate::common::READER)
+            .send()
+            .await
+            .unwrap();
         let status = r.status();
         (status, r.text().await.unwrap(), started.elapsed())
     })

@@ -72,7 +72,9 @@ async fn scenario(halt: Halt) {
     let db = tally_tests::pg::fresh_database().await;
     let url = db.url.to_string();
     let sink = sink::Sink::start(SINK_OUTAGE).await;
-    let mut servers: Vec<Option<Server>> = (0..3).map(|_| Some(common::replica(&url, &sink.url(), &[]))).collect();
+    let mut servers: Vec<Option<Server>> = (0..3)
+        .map(|_| Some(common::replica(&url, &sink.url(), &[])))
+        .collect();
     let addrs = servers.iter().map(|s| s.as_ref().unwrap().addr).collect();
     // Replica 2 is stopped halfway through the load.
     let driver = Driver::new(addrs, Some(2));
