@@ -84,7 +84,7 @@ impl BoundaryUsageStore for PgStore {
         let workspaces = sorted_ids(&delta.workspace_ids);
         let users = sorted_ids(&delta.user_ids);
 
-        let mut tx = self.pool().begin().await.map_err(map_sqlx_error)?;
+        let mut tx = crate::tx::begin(self.pool()).await.map_err(map_sqlx_error)?;
         sqlx::query("SELECT pg_advisory_xact_lock_shared($1)")
             .bind(PERIOD_LOCK_KEY)
             .execute(&mut *tx)
@@ -133,7 +133,7 @@ impl BoundaryUsageStore for PgStore {
     }
 
     async fn delete_boundary_usage_by_replica(&self, replica_id: Uuid) -> Result<u64, StoreError> {
-        let mut tx = self.pool().begin().await.map_err(map_sqlx_error)?;
+        let mut tx = crate::tx::begin(self.pool()).await.map_err(map_sqlx_error)?;
         sqlx::query("SELECT pg_advisory_xact_lock_shared($1)")
             .bind(PERIOD_LOCK_KEY)
             .execute(&mut *tx)
