@@ -256,7 +256,7 @@ impl PgStore {
         p: &Prepared<'_>,
         copy_unless_seen: Option<&[bool]>,
     ) -> Result<(), sqlx::Error> {
-        let mut tx: Transaction<'_, Postgres> = self.pool().begin().await?;
+        let mut tx = crate::tx::begin(self.pool()).await?;
         let upsert = if self.usage_marks {
             UPSERT.as_str()
         } else {
@@ -273,7 +273,7 @@ impl PgStore {
         let mixed = !copied.is_empty() && !upserted.is_empty();
         if !mixed {
             for batch in copied.chunks(p.batch_size) {
-                copy_batch(&mut tx, batch).await?;
+                tx = copy_batch(tx, batch).await?;
             }
         }
         for batch in upserted.chunks(p.batch_size) {
@@ -296,7 +296,7 @@ impl PgStore {
         if mixed {
             sqlx::query(COPY_LOCK_TIMEOUT).execute(&mut *tx).await?;
             for batch in copied.chunks(p.batch_size) {
-                copy_batch(&mut tx, batch).await?;
+                tx = copy_batch(tx, batch).await?;
             }
         }
         tx.commit().await
@@ -354,7 +354,10 @@ async fn upsert_batch(
 /// Binary COPY of rows assumed new, straight into the table (no staging
 /// table, so no second merge rule): fails with a unique violation if one
 /// exists, and the caller redoes the whole write with [`UPSERT`].
-async fn copy_batch(conn: &mut PgConnection, batch: &[&Row<'_>]) -> Result<(), sqlx::Error> {
+async fn copy_batch(
+    tx: Transaction<'static, Postgres>,
+    batch: &[&Row<'_>],
+) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
     let mut buf = CopyBuf::with_capacity(batch.len() * 160);
     for r in batch {
         buf.tuple(10)
@@ -369,15 +372,6 @@ async fn copy_batch(conn: &mut PgConnection, batch: &[&Row<'_>]) -> Result<(), s
             .int8(r.requests)
             .int8(r.sessions);
     }
-    let mut copy = conn
-        .copy_in_raw(&format!(
-            "COPY workspace_app_stats ({COLUMNS}) FROM STDIN (FORMAT binary)"
-        ))
-        .await?;
-    if let Err(e) = copy.send(buf.finish()).await {
-        let _ = copy.abort("send failed").await;
-        return Err(e);
-    }
-    copy.finish().await?;
-    Ok(())
+    let statement = format!("COPY workspace_app_stats ({COLUMNS}) FROM STDIN (FORMAT binary)");
+    crate::tx::copy_in(tx, statement, buf.finish()).await
 }

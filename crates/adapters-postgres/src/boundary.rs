@@ -107,7 +107,7 @@ impl BoundaryUsageStore for PgStore {
         let workspaces = sorted_ids(&delta.workspace_ids);
         let users = sorted_ids(&delta.user_ids);
 
-        let mut tx = self.pool().begin().await.map_err(map_sqlx_error)?;
+        let mut tx = crate::tx::begin(self.pool()).await.map_err(map_sqlx_error)?;
         lock_period(&mut tx, PeriodLock::Shared).await?;
         let applied = sqlx::query(APPLY_DELTA)
             .bind(delta.replica_id)
@@ -152,7 +152,7 @@ impl BoundaryUsageStore for PgStore {
     }
 
     async fn delete_boundary_usage_by_replica(&self, replica_id: Uuid) -> Result<u64, StoreError> {
-        let mut tx = self.pool().begin().await.map_err(map_sqlx_error)?;
+        let mut tx = crate::tx::begin(self.pool()).await.map_err(map_sqlx_error)?;
         lock_period(&mut tx, PeriodLock::Shared).await?;
         let done = sqlx::query("DELETE FROM boundary_usage_replicas WHERE replica_id = $1")
             .bind(replica_id)

@@ -55,7 +55,7 @@ impl TelemetryStore for PgStore {
                 close.period.end, close.period.start
             )));
         }
-        let mut tx = self.pool().begin().await.map_err(map_sqlx_error)?;
+        let mut tx = crate::tx::begin(self.pool()).await.map_err(map_sqlx_error)?;
         // Waits for in-flight flushes and holds new ones off until commit.
         lock_period(&mut tx, PeriodLock::Exclusive).await?;
         let taken = sqlx::query(
