@@ -130,7 +130,7 @@ pub(super) async fn purge(
     {
         tracing::warn!(
             error = %e,
-            ranges_of_blocks = blocks.len(),
+            heap_blocks = blocks.len(),
             "raw rows purged; their BRIN ranges were not summarized again (reads of them stay wider)"
         );
     }
@@ -138,7 +138,7 @@ pub(super) async fn purge(
 }
 
 async fn resummarize(pool: &PgPool, blocks: &[i64]) -> Result<(), sqlx::Error> {
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::tx::begin(pool).await?;
     sqlx::query("SET LOCAL lock_timeout = '50ms'")
         .execute(&mut *tx)
         .await?;
