@@ -32,17 +32,15 @@ pub const DELETE_RAW: &str = "WITH gone AS ( \
      SELECT count(*), coalesce(array_agg(DISTINCT (ctid::text::point)[0]::int8), '{}') FROM gone";
 
 /// Summarizes again, from the rows they hold now, the BRIN page ranges of
-/// the start that hold the heap blocks `$1`. A range's summary only widens: deleted rows
-/// stay in it (VACUUM does not narrow it), and once the heap reuses their
-/// space for new rows the range matches every start between the oldest
-/// row it ever held and the newest, so reads of one recent hour and the
-/// purge's own search came to read most of the table. This runs after the
-/// delete has committed (until then the deleted rows still count). Ranges
-/// are summarized right after being cleared: an unsummarized range matches
-/// every read. A waiting lock gives up at once, so that an autovacuum of
-/// the table (which holds the same lock) is neither cancelled nor waited
-/// for; those ranges are summarized afresh when their rows next expire.
-pub const RESUMMARIZE: &str = "WITH brin AS ( \
+/// the start that hold the heap blocks `$1`. A range's summary only widens:
+/// deleted rows stay in it (VACUUM does not narrow it), and once the heap
+/// reuses their space for new rows the range matches every start between
+/// the oldest row it ever held and the newest, so reads of one recent hour
+/// and the purge's own search came to read most of the table. It runs after
+/// the delete has committed (until then the deleted rows still count), and
+/// summarizes each range right after clearing it: an unsummarized range
+/// matches every read.
+const RESUMMARIZE: &str = "WITH brin AS ( \
          SELECT c.oid AS index, coalesce(( \
              SELECT split_part(o, '=', 2)::int8 FROM unnest(c.reloptions) o \
              WHERE o LIKE 'pages_per_range=%'), 128) AS pages \
@@ -137,6 +135,11 @@ pub(super) async fn purge(
     Ok(outcome)
 }
 
+/// [`RESUMMARIZE`] in a transaction of its own that gives up on a lock it
+/// would wait for: summarizing takes the lock an autovacuum of the table
+/// holds, and a wait past `deadlock_timeout` would cancel that autovacuum.
+/// Ranges left as they were are summarized afresh when their rows next
+/// expire.
 async fn resummarize(pool: &PgPool, blocks: &[i64]) -> Result<(), sqlx::Error> {
     let mut tx = crate::tx::begin(pool).await?;
     sqlx::query("SET LOCAL lock_timeout = '50ms'")
