@@ -13,14 +13,15 @@ use crate::timeconv::ceil_micros;
 pub const OLDEST_RAW: &str = "SELECT date_trunc('hour', min(session_started_at), 'UTC') FROM workspace_app_stats \
      WHERE session_started_at >= coalesce($1, '-infinity') AND session_started_at < $2";
 
-/// Deletes the raw rows that started before `$1`, answering how many and
-/// the heap blocks they were on. Rows are locked in key order, the order
-/// writers lock them in: deleting in heap order could lock a row a writer
-/// wants next while waiting for one that writer holds (a write of sessions
-/// older than the retention). The start bound is repeated on `t` so that the
-/// join reads only what the BRIN finds: without it the planner, whose
-/// estimate of rows before the cut still counts those earlier rounds
-/// deleted, hash-joined the locked rows against a scan of the whole table.
+/// Deletes the raw rows that started before `$1`, answering how many, and
+/// notes the heap blocks they were on for the next round to summarize
+/// again ([`RESUMMARIZE`]). Rows are locked in key order, the order writers
+/// lock them in: deleting in heap order could lock a row a writer wants next
+/// while waiting for one that writer holds (a write of sessions older than
+/// the retention). The start bound is repeated on `t` so that the join reads
+/// only what the BRIN finds: without it the planner, whose estimate of rows
+/// before the cut still counts those earlier rounds deleted, hash-joined the
+/// locked rows against a scan of the whole table.
 pub const DELETE_RAW: &str = "WITH gone AS ( \
          DELETE FROM workspace_app_stats t USING ( \
              SELECT user_id, agent_id, session_id FROM workspace_app_stats \
@@ -28,26 +29,32 @@ pub const DELETE_RAW: &str = "WITH gone AS ( \
              ORDER BY user_id, agent_id, session_id FOR UPDATE) old \
          WHERE t.session_started_at < $1 \
            AND (t.user_id, t.agent_id, t.session_id) = (old.user_id, old.agent_id, old.session_id) \
-         RETURNING t.ctid) \
-     SELECT count(*), coalesce(array_agg(DISTINCT (ctid::text::point)[0]::int8), '{}') FROM gone";
+         RETURNING t.ctid), \
+     noted AS ( \
+         INSERT INTO app_stats_purged_blocks (block) \
+         SELECT DISTINCT (ctid::text::point)[0]::int8 FROM gone) \
+     SELECT count(*) FROM gone";
 
 /// Summarizes again, from the rows they hold now, the BRIN page ranges of
-/// the start that hold the heap blocks `$1`. A range's summary only widens:
-/// deleted rows stay in it (VACUUM does not narrow it), and once the heap
-/// reuses their space for new rows the range matches every start between
-/// the oldest row it ever held and the newest, so reads of one recent hour
-/// and the purge's own search came to read most of the table. It runs after
-/// the delete has committed (until then the deleted rows still count), and
-/// summarizes each range right after clearing it: an unsummarized range
-/// matches every read.
-const RESUMMARIZE: &str = "WITH brin AS ( \
+/// the start that held rows earlier rounds deleted, and forgets those
+/// blocks. A range's summary only widens: deleted rows stay in it (VACUUM
+/// does not narrow it), and once the heap reuses their space for new rows
+/// the range matches every start between the oldest row it ever held and
+/// the newest, so reads of one recent hour and the purge's own search came
+/// to read most of the table. Deleted rows drop out of a summary only once
+/// no transaction that began before their delete committed is left, which
+/// is why this waits for the next round rather than following the delete.
+/// Each range is summarized right after being cleared: an unsummarized
+/// range matches every read.
+const RESUMMARIZE: &str = "WITH taken AS (DELETE FROM app_stats_purged_blocks RETURNING block), \
+     brin AS ( \
          SELECT c.oid AS index, coalesce(( \
              SELECT split_part(o, '=', 2)::int8 FROM unnest(c.reloptions) o \
              WHERE o LIKE 'pages_per_range=%'), 128) AS pages \
          FROM pg_class c WHERE c.oid = 'workspace_app_stats_started_brin'::regclass) \
      SELECT count(*) FROM ( \
          SELECT brin_desummarize_range(index, first), brin_summarize_range(index, first) \
-         FROM (SELECT DISTINCT index, b / pages * pages AS first FROM brin, unnest($1::int8[]) b) r) s";
+         FROM (SELECT DISTINCT index, block / pages * pages AS first FROM brin, taken) r) s";
 
 pub(super) async fn purge(
     pool: &PgPool,
@@ -55,6 +62,9 @@ pub(super) async fn purge(
     policy: &RetentionPolicy,
 ) -> Result<PurgeOutcome, sqlx::Error> {
     let batch = Duration::hours(policy.max_batch.whole_hours().max(1));
+    if let Err(e) = resummarize(pool).await {
+        tracing::warn!(error = %e, "the BRIN ranges of purged raw rows were not summarized again; the next round tries");
+    }
     let mut tx = crate::tx::begin(pool).await?;
     if !try_lock(&mut tx).await? {
         return Ok(PurgeOutcome {
@@ -87,7 +97,10 @@ pub(super) async fn purge(
         .bind(cut)
         .execute(&mut *tx)
         .await?;
-    let (deleted, blocks): (i64, Vec<i64>) = sqlx::query_as(DELETE_RAW).bind(cut).fetch_one(&mut *tx).await?;
+    let deleted: i64 = sqlx::query_scalar(DELETE_RAW)
+        .bind(cut)
+        .fetch_one(&mut *tx)
+        .await?;
     outcome.app_stats_rows = deleted as u64;
 
     // Rollup rows, whole hours from the oldest.
@@ -123,28 +136,22 @@ pub(super) async fn purge(
                 .rows_affected();
     }
     tx.commit().await?;
-    if !blocks.is_empty()
-        && let Err(e) = resummarize(pool, &blocks).await
-    {
-        tracing::warn!(
-            error = %e,
-            heap_blocks = blocks.len(),
-            "raw rows purged; their BRIN ranges were not summarized again (reads of them stay wider)"
-        );
-    }
     Ok(outcome)
 }
 
-/// [`RESUMMARIZE`] in a transaction of its own that gives up on a lock it
-/// would wait for: summarizing takes the lock an autovacuum of the table
-/// holds, and a wait past `deadlock_timeout` would cancel that autovacuum.
-/// Ranges left as they were are summarized afresh when their rows next
-/// expire.
-async fn resummarize(pool: &PgPool, blocks: &[i64]) -> Result<(), sqlx::Error> {
+/// [`RESUMMARIZE`] in a transaction of its own, under the usage lock (one
+/// replica at a time; skipped while another holds it), giving up on a
+/// table lock it would wait for: summarizing takes the lock an autovacuum
+/// of the table holds, and a wait past `deadlock_timeout` would cancel that
+/// autovacuum. Blocks not summarized stay noted for the next round.
+async fn resummarize(pool: &PgPool) -> Result<(), sqlx::Error> {
     let mut tx = crate::tx::begin(pool).await?;
+    if !try_lock(&mut tx).await? {
+        return Ok(());
+    }
     sqlx::query("SET LOCAL lock_timeout = '50ms'")
         .execute(&mut *tx)
         .await?;
-    sqlx::query(RESUMMARIZE).bind(blocks).execute(&mut *tx).await?;
+    sqlx::query(RESUMMARIZE).execute(&mut *tx).await?;
     tx.commit().await
 }
