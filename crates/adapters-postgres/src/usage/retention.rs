@@ -149,9 +149,21 @@ async fn resummarize(pool: &PgPool) -> Result<(), sqlx::Error> {
     if !try_lock(&mut tx).await? {
         return Ok(());
     }
-    sqlx::query("SET LOCAL lock_timeout = '50ms'")
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query(RESUMMARIZE).execute(&mut *tx).await?;
-    tx.commit().await
+    let done = async {
+        sqlx::query("SET LOCAL lock_timeout = '50ms'")
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(RESUMMARIZE).execute(&mut *tx).await
+    }
+    .await;
+    match done {
+        Ok(_) => tx.commit().await,
+        // Rolled back before the round goes on: a dropped transaction would
+        // keep the usage lock until its queued rollback ran, and the round's
+        // own transaction would find it held and skip.
+        Err(e) => {
+            let _ = tx.rollback().await;
+            Err(e)
+        }
+    }
 }
