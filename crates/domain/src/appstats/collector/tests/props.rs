@@ -286,6 +286,10 @@ fn run_rollup(plans: Vec<Plan>, ops: Vec<Op>) {
 }
 
 fn run_collector(plans: Vec<Plan>, ops: Vec<Op>, cap: usize) {
+    run_weighted_collector(plans, ops, cap, Weights::UNITS);
+}
+
+fn run_weighted_collector(plans: Vec<Plan>, ops: Vec<Op>, cap: usize, weights: Weights) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
@@ -306,6 +310,7 @@ fn run_collector(plans: Vec<Plan>, ops: Vec<Op>, cap: usize) {
         let c = collector(
             CollectorConfig {
                 max_buffered: cap,
+                weights,
                 ..config()
             },
             reporter,
@@ -322,6 +327,11 @@ fn run_collector(plans: Vec<Plan>, ops: Vec<Op>, cap: usize) {
             assert!(
                 stats.held_units >= stats.tracked_sessions + stats.backlog_rows,
                 "{stats:?}: every session and row held counts at least one unit"
+            );
+            let weighed = weights.session * stats.tracked_sessions + weights.rows(stats.backlog_rows);
+            assert!(
+                stats.held_units >= weighed,
+                "{stats:?}: every session and row held counts at its weight ({weights:?})"
             );
         };
         let mut run = Run::new(plans);
@@ -456,5 +466,15 @@ proptest! {
         cap in 0usize..40,
     ) {
         run_collector(plans, ops, cap);
+    }
+
+    #[test]
+    fn collector_stays_within_a_cap_of_any_weights(
+        plans in plans(),
+        ops in ops(),
+        cap in 0usize..400,
+        (session, group, row) in (1usize..10, 1usize..10, 1usize..10),
+    ) {
+        run_weighted_collector(plans, ops, cap, Weights { session, group, row });
     }
 }
