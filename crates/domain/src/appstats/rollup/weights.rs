@@ -28,8 +28,11 @@ pub struct Held {
 /// row`, a new session in a group already held `session + row`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Weights {
+    /// A session held.
     pub session: usize,
+    /// A group held.
     pub group: usize,
+    /// A row waiting, or one a held session or changed record may leave.
     pub row: usize,
 }
 
@@ -42,13 +45,20 @@ impl Weights {
         row: 1,
     };
 
-    /// Bytes of RSS each thing was measured to take (glibc malloc;
-    /// `examples/rollup_memory.rs` and BENCHMARKS.md, "The cap full"):
-    /// what `tally serve` weighs its cap with. PLACEHOLDER
+    /// Bytes of RSS each thing was measured to take (glibc malloc, by
+    /// `examples/rss_weights.rs`; BENCHMARKS.md, "The cap full"): what
+    /// `tally serve` weighs its cap with. A session: 79 to 96 bytes in
+    /// groups of 300 to 1,700 sessions. A row: 176 (the report, 144, and
+    /// its slug's copy). A group: what a session in a group of its own
+    /// takes beyond a session and its row, at its most: 889 bytes with the
+    /// group table just grown (least full; 669 when fullest), so 617,
+    /// rounded up. So the costliest shape never takes more than it is
+    /// counted at, and sessions sharing groups are counted at about their
+    /// RSS (their rows aside, counted while they may yet be left).
     pub const RSS_BYTES: Self = Self {
         session: 96,
-        group: 560,
-        row: 192,
+        group: 624,
+        row: 176,
     };
 
     /// The weight of what `held` counts.
