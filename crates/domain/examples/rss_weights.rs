@@ -67,7 +67,11 @@ fn report(own_groups: bool, k: usize) -> StatsReport {
         user_id: Uuid::from_u128(0x1_0000_0000 + user),
         workspace_id: Uuid::from_u128(0x2_0000_0000 + user),
         agent_id: Uuid::from_u128(0x3_0000_0000 + user),
-        access_method: [AccessMethod::Path, AccessMethod::Subdomain, AccessMethod::Terminal][method],
+        access_method: [
+            AccessMethod::Path,
+            AccessMethod::Subdomain,
+            AccessMethod::Terminal,
+        ][method],
         slug_or_port: format!("app-{app}"),
         session_id: Uuid::from_u128(0x4_0000_0000 + k128),
         session_started_at: start,
@@ -103,7 +107,11 @@ fn measure(own_groups: bool, sessions: usize) {
     let per = |bytes: u64| bytes as f64 / sessions as f64;
     println!(
         "| {} | {sessions} | {groups} | {:.0} | {:.0} | {:.2} | {} | {:.0} | {:.0} | {:.2} | {:.0} |",
-        if own_groups { "own group each" } else { "3,000 groups" },
+        if own_groups {
+            "own group each"
+        } else {
+            "3,000 groups"
+        },
         per(held),
         per(counted),
         held as f64 / counted as f64,

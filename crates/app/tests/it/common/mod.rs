@@ -481,8 +481,7 @@ pub fn worst_report_bytes() -> u64 {
 /// `percent` of the cap first (`--memory-store-share`): the smallest
 /// `--max-memory` leaving the collector that much.
 pub fn memory_store_cap_for_reports(reports: u64, percent: u8) -> String {
-    let collector =
-        |max: u64| tally::serve::collector_cap(tally::serve::collector_share(max, Some(percent)));
+    let collector = |max: u64| tally::serve::collector_cap(tally::serve::collector_share(max, Some(percent)));
     let want = reports * worst_report_bytes();
     // Start below where the share reaches `want`, then step up to it.
     let mut max = (want * 100 / (100 - u64::from(percent))).saturating_sub(100);

@@ -632,7 +632,10 @@ async fn the_cap_weighs_sessions_groups_and_rows_each_at_its_own_weight() {
     let short = |n: u128, requests| report(n, T0, Some(T0 + secs(5)), requests);
     assert!(c.try_collect_all((0..10).map(|n| short(n, 1)).collect()));
     assert_eq!(c.stats().held_units, 10 * 1110);
-    assert!(!c.try_collect_all(vec![short(10, 1)]), "no room for one more at its worst");
+    assert!(
+        !c.try_collect_all(vec![short(10, 1)]),
+        "no room for one more at its worst"
+    );
     // Refused, but the queue was applied first: one group and ten live
     // sessions, each with the row it may leave.
     assert_eq!(c.stats().held_units, 100 + 10 * (10 + 1000));

@@ -344,7 +344,11 @@ fn the_budget_weighs_groups_sessions_and_rows_each_at_its_own_weight() {
     };
     let mut r = Rollup::with_weights(DEFAULT_ROLLUP_WINDOW, w);
     assert_eq!(r.collect_within(&open(1, T0, 1), 1109), Collected::Dropped);
-    assert_eq!(r.collect_within(&open(1, T0, 1), 1110), Collected::New, "a new group");
+    assert_eq!(
+        r.collect_within(&open(1, T0, 1), 1110),
+        Collected::New,
+        "a new group"
+    );
     let short = closed(2, T0 + secs(1), T0 + secs(2), 1);
     assert_eq!(r.collect_within(&short, 2119), Collected::Dropped);
     assert_eq!(r.collect_within(&short, 2120), Collected::New, "a new session");
@@ -360,9 +364,18 @@ fn the_budget_weighs_groups_sessions_and_rows_each_at_its_own_weight() {
     assert_eq!(r.rollup(T0 + secs(10)), vec![rolled_record(2, T0, 1, 1)]);
     assert_eq!(r.reserved_units(), 100 + 2 * 10 + 1000);
     // More requests for it: its record's row is held again, once.
-    assert_eq!(r.collect_within(&closed(2, T0 + secs(1), T0 + secs(2), 3), 2119), Collected::Dropped);
-    assert_eq!(r.collect_within(&closed(2, T0 + secs(1), T0 + secs(2), 3), 2120), Collected::Updated);
-    assert_eq!(r.collect_within(&closed(2, T0 + secs(1), T0 + secs(2), 4), 2120), Collected::Updated);
+    assert_eq!(
+        r.collect_within(&closed(2, T0 + secs(1), T0 + secs(2), 3), 2119),
+        Collected::Dropped
+    );
+    assert_eq!(
+        r.collect_within(&closed(2, T0 + secs(1), T0 + secs(2), 3), 2120),
+        Collected::Updated
+    );
+    assert_eq!(
+        r.collect_within(&closed(2, T0 + secs(1), T0 + secs(2), 4), 2120),
+        Collected::Updated
+    );
     assert_eq!(r.held().changed_groups, 1);
     assert_eq!(r.reserved_units(), 2120);
 }
