@@ -229,6 +229,18 @@ impl PrivateCluster {
             .map_err(HarnessError)
     }
 
+    /// [`PrivateCluster::new`] off the runtime's threads (initdb and the
+    /// wait until ready block), for async tests.
+    ///
+    /// # Panics
+    /// When the cluster cannot be started, with a message saying why.
+    pub async fn started() -> Self {
+        match tokio::task::spawn_blocking(Self::new).await.unwrap() {
+            Ok(cluster) => cluster,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
     /// The URL of its maintenance database (superuser).
     pub fn admin_url(&self) -> String {
         self.cluster.admin_url()
@@ -561,10 +573,7 @@ mod tests {
     #[tokio::test]
     async fn a_private_cluster_stops_and_starts_again_keeping_committed_data() {
         let shared = fresh_database().await;
-        let mut cluster = tokio::task::spawn_blocking(PrivateCluster::new)
-            .await
-            .unwrap()
-            .unwrap();
+        let mut cluster = PrivateCluster::started().await;
         let port = cluster.port();
         let db = cluster.fresh_database().await;
         let mut conn = PgConnection::connect(&db.url).await.unwrap();

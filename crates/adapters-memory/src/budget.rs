@@ -4,10 +4,10 @@
 //! Each kept thing is charged at a fixed size when it is created and
 //! given back when it is deleted, so the bytes charged are always the sum
 //! over what is held ([`held_bytes`] below says how much each thing costs).
-//! The sizes are estimates from the structures' sizes at the worst point
-//! of a hash table's growth (just after it doubled); `cargo run --release
-//! -p tally-adapters-memory --example bytes_per_row` measures them in RSS
-//! (not run yet: set them from its output).
+//! The sizes are RSS measured at the worst point of a hash table's growth
+//! (just after it doubled), rounded up: `cargo run --release -p
+//! tally-adapters-memory --example bytes_per_row` measures them (figures in
+//! BENCHMARKS.md, "What the in-memory store's rows cost").
 //!
 //! A write of raw rows also reserves room for the usage rollup rows the next
 //! tick may create from it (one per hour each row covers, an upper bound);
@@ -28,14 +28,15 @@ use time::OffsetDateTime;
 
 /// RSS of one raw app stat row: its entry in the row table (key, row, the
 /// table's slack), its key in the start-hour index; its slug's bytes come on
-/// top.
+/// top (measured worst 541 with a 5-byte slug).
 pub const RAW_ROW_BYTES: u64 = 560;
 /// RSS of one usage rollup row (user, app, hour) in its hour's table; its
-/// slug's bytes come on top.
+/// slug's bytes come on top (measured 173 to 203 with a 5-byte slug).
 pub const ROLLUP_ROW_BYTES: u64 = 200;
-/// RSS of one workspace's last-used time.
-pub const LAST_USED_BYTES: u64 = 64;
-/// RSS of one distinct workspace or user id of the current telemetry period.
+/// RSS of one workspace's last-used time (measured worst 148).
+pub const LAST_USED_BYTES: u64 = 150;
+/// RSS of one distinct workspace or user id of the current telemetry period
+/// (measured worst 40).
 pub const BOUNDARY_ID_BYTES: u64 = 40;
 
 /// What a raw row costs while it is held.

@@ -141,11 +141,23 @@ async fn main() {
             let t = Instant::now();
             common::year::build(&pool, days, today).await;
             eprintln!("built the year in {:.1} s", t.elapsed().as_secs_f64());
-            pool.close().await;
-            sqlx::query(&format!("ALTER DATABASE insights_year_building RENAME TO {name}"))
-                .execute(&admin)
-                .await
-                .unwrap();
+            drop(pool);
+            // A rename refuses while any session is in the database, and a
+            // dropped pool's backends may still be exiting: end them first.
+            sqlx::query(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE datname = 'insights_year_building' AND pid <> pg_backend_pid()",
+            )
+            .execute(&admin)
+            .await
+            .unwrap();
+            let rename = format!("ALTER DATABASE insights_year_building RENAME TO {name}");
+            let mut tries = 0;
+            while let Err(e) = sqlx::query(&rename).execute(&admin).await {
+                tries += 1;
+                assert!(tries < 50, "renaming the year database: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
         }
         let store = PgStore::connect(&cluster.url(&name)).await.unwrap();
         common::year::widest_reads(&store, runs).await;

@@ -1,6 +1,7 @@
 //! Writing app stat rows and workspaces' last-used time.
 
 use std::collections::HashMap;
+use std::sync::LazyLock;
 
 use async_trait::async_trait;
 use sqlx::{PgConnection, Postgres, Transaction};
@@ -30,24 +31,8 @@ const COLUMNS: &str = "user_id, agent_id, session_id, workspace_id, access_metho
 /// Rows that would not change are left alone, so a replay costs index
 /// lookups and no new row versions.
 ///
-/// The start hours of the rows it inserted or changed (their stored start,
-/// which an update keeps) are marked for the next rollup tick in the same
-/// statement.
-const UPSERT: &str = "WITH up AS (INSERT INTO workspace_app_stats AS t (user_id, agent_id, session_id, \
-        workspace_id, access_method, slug_or_port, session_started_at, session_ended_at, requests, sessions) \
-    SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::text[], \
-        $7::timestamptz[], $8::timestamptz[], $9::int8[], $10::int8[]) \
-    ON CONFLICT (user_id, agent_id, session_id) DO UPDATE \
-    SET session_ended_at = GREATEST(t.session_ended_at, excluded.session_ended_at), \
-        requests = GREATEST(t.requests, excluded.requests), \
-        sessions = GREATEST(t.sessions, excluded.sessions) \
-    WHERE excluded.session_ended_at > t.session_ended_at OR excluded.requests > t.requests \
-        OR excluded.sessions > t.sessions \
-    RETURNING t.session_started_at) \
-    INSERT INTO app_usage_dirty_hours (start_hour) \
-    SELECT DISTINCT date_trunc('hour', session_started_at, 'UTC') FROM up";
-
-/// [`UPSERT`] without the marks, for the write benchmark's comparison.
+/// Run as it is only without usage marks, for the write benchmark's
+/// comparison; writes otherwise go through [`UPSERT`].
 const UPSERT_UNMARKED: &str = "INSERT INTO workspace_app_stats AS t (user_id, agent_id, session_id, \
         workspace_id, access_method, slug_or_port, session_started_at, session_ended_at, requests, sessions) \
     SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::text[], \
@@ -58,6 +43,17 @@ const UPSERT_UNMARKED: &str = "INSERT INTO workspace_app_stats AS t (user_id, ag
         sessions = GREATEST(t.sessions, excluded.sessions) \
     WHERE excluded.session_ended_at > t.session_ended_at OR excluded.requests > t.requests \
         OR excluded.sessions > t.sessions";
+
+/// [`UPSERT_UNMARKED`] that also marks the start hours of the rows it
+/// inserted or changed (their stored start, which an update keeps) for the
+/// next rollup tick, in the same statement.
+static UPSERT: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH up AS ({UPSERT_UNMARKED} RETURNING t.session_started_at) \
+         INSERT INTO app_usage_dirty_hours (start_hour) \
+         SELECT DISTINCT date_trunc('hour', session_started_at, 'UTC') FROM up"
+    )
+});
 
 /// Last-used times move forward only. The same statement marks the start
 /// hours of rows written by COPY for the next rollup tick (`$3`).
@@ -260,8 +256,12 @@ impl PgStore {
         p: &Prepared<'_>,
         copy_unless_seen: Option<&[bool]>,
     ) -> Result<(), sqlx::Error> {
-        let mut tx: Transaction<'_, Postgres> = self.pool().begin().await?;
-        let upsert = if self.usage_marks { UPSERT } else { UPSERT_UNMARKED };
+        let mut tx = crate::tx::begin(self.pool()).await?;
+        let upsert = if self.usage_marks {
+            UPSERT.as_str()
+        } else {
+            UPSERT_UNMARKED
+        };
         // Both parts stay in key order.
         let (mut copied, mut upserted): (Vec<&Row<'_>>, Vec<&Row<'_>>) = (Vec::new(), Vec::new());
         for (i, row) in p.rows.iter().enumerate() {
@@ -273,7 +273,7 @@ impl PgStore {
         let mixed = !copied.is_empty() && !upserted.is_empty();
         if !mixed {
             for batch in copied.chunks(p.batch_size) {
-                copy_batch(&mut tx, batch).await?;
+                tx = copy_batch(tx, batch).await?;
             }
         }
         for batch in upserted.chunks(p.batch_size) {
@@ -296,7 +296,7 @@ impl PgStore {
         if mixed {
             sqlx::query(COPY_LOCK_TIMEOUT).execute(&mut *tx).await?;
             for batch in copied.chunks(p.batch_size) {
-                copy_batch(&mut tx, batch).await?;
+                tx = copy_batch(tx, batch).await?;
             }
         }
         tx.commit().await
@@ -354,7 +354,10 @@ async fn upsert_batch(
 /// Binary COPY of rows assumed new, straight into the table (no staging
 /// table, so no second merge rule): fails with a unique violation if one
 /// exists, and the caller redoes the whole write with [`UPSERT`].
-async fn copy_batch(conn: &mut PgConnection, batch: &[&Row<'_>]) -> Result<(), sqlx::Error> {
+async fn copy_batch(
+    tx: Transaction<'static, Postgres>,
+    batch: &[&Row<'_>],
+) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
     let mut buf = CopyBuf::with_capacity(batch.len() * 160);
     for r in batch {
         buf.tuple(10)
@@ -369,15 +372,6 @@ async fn copy_batch(conn: &mut PgConnection, batch: &[&Row<'_>]) -> Result<(), s
             .int8(r.requests)
             .int8(r.sessions);
     }
-    let mut copy = conn
-        .copy_in_raw(&format!(
-            "COPY workspace_app_stats ({COLUMNS}) FROM STDIN (FORMAT binary)"
-        ))
-        .await?;
-    if let Err(e) = copy.send(buf.finish()).await {
-        let _ = copy.abort("send failed").await;
-        return Err(e);
-    }
-    copy.finish().await?;
-    Ok(())
+    let statement = format!("COPY workspace_app_stats ({COLUMNS}) FROM STDIN (FORMAT binary)");
+    crate::tx::copy_in(tx, statement, buf.finish()).await
 }

@@ -17,7 +17,30 @@ use crate::error::map_sqlx_error;
 use crate::timeconv::{floor_micros, to_i64, to_u64};
 
 /// Advisory lock key of the current period's boundary usage ("tallybu").
-pub(crate) const PERIOD_LOCK_KEY: i64 = 0x0074_616c_6c79_6275;
+const PERIOD_LOCK_KEY: i64 = 0x0074_616c_6c79_6275;
+
+/// How a transaction holds the period lock: flushes and deletes share it,
+/// the period switch holds it alone.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum PeriodLock {
+    Shared,
+    Exclusive,
+}
+
+/// Takes the period lock until the end of the transaction on `tx`
+/// (waiting while it is held the other way).
+pub(crate) async fn lock_period(tx: &mut PgConnection, how: PeriodLock) -> Result<(), StoreError> {
+    let sql = match how {
+        PeriodLock::Shared => "SELECT pg_advisory_xact_lock_shared($1)",
+        PeriodLock::Exclusive => "SELECT pg_advisory_xact_lock($1)",
+    };
+    sqlx::query(sql)
+        .bind(PERIOD_LOCK_KEY)
+        .execute(tx)
+        .await
+        .map_err(map_sqlx_error)?;
+    Ok(())
+}
 
 /// Adds the delta unless the replica already applied this `seq`.
 const APPLY_DELTA: &str = "INSERT INTO boundary_usage_replicas AS r \
@@ -84,12 +107,8 @@ impl BoundaryUsageStore for PgStore {
         let workspaces = sorted_ids(&delta.workspace_ids);
         let users = sorted_ids(&delta.user_ids);
 
-        let mut tx = self.pool().begin().await.map_err(map_sqlx_error)?;
-        sqlx::query("SELECT pg_advisory_xact_lock_shared($1)")
-            .bind(PERIOD_LOCK_KEY)
-            .execute(&mut *tx)
-            .await
-            .map_err(map_sqlx_error)?;
+        let mut tx = crate::tx::begin(self.pool()).await.map_err(map_sqlx_error)?;
+        lock_period(&mut tx, PeriodLock::Shared).await?;
         let applied = sqlx::query(APPLY_DELTA)
             .bind(delta.replica_id)
             .bind(allowed)
@@ -133,12 +152,8 @@ impl BoundaryUsageStore for PgStore {
     }
 
     async fn delete_boundary_usage_by_replica(&self, replica_id: Uuid) -> Result<u64, StoreError> {
-        let mut tx = self.pool().begin().await.map_err(map_sqlx_error)?;
-        sqlx::query("SELECT pg_advisory_xact_lock_shared($1)")
-            .bind(PERIOD_LOCK_KEY)
-            .execute(&mut *tx)
-            .await
-            .map_err(map_sqlx_error)?;
+        let mut tx = crate::tx::begin(self.pool()).await.map_err(map_sqlx_error)?;
+        lock_period(&mut tx, PeriodLock::Shared).await?;
         let done = sqlx::query("DELETE FROM boundary_usage_replicas WHERE replica_id = $1")
             .bind(replica_id)
             .execute(&mut *tx)

@@ -15,6 +15,7 @@ mod schema;
 mod telemetry;
 mod timeconv;
 mod tls;
+mod tx;
 mod usage;
 
 use std::time::Duration;

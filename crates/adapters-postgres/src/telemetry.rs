@@ -11,7 +11,7 @@ use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
 use crate::PgStore;
-use crate::boundary::{PERIOD_LOCK_KEY, summary};
+use crate::boundary::{PeriodLock, lock_period, summary};
 use crate::error::map_sqlx_error;
 use crate::timeconv::{floor_micros, limit, to_i64, to_u64};
 
@@ -55,13 +55,9 @@ impl TelemetryStore for PgStore {
                 close.period.end, close.period.start
             )));
         }
-        let mut tx = self.pool().begin().await.map_err(map_sqlx_error)?;
+        let mut tx = crate::tx::begin(self.pool()).await.map_err(map_sqlx_error)?;
         // Waits for in-flight flushes and holds new ones off until commit.
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(PERIOD_LOCK_KEY)
-            .execute(&mut *tx)
-            .await
-            .map_err(map_sqlx_error)?;
+        lock_period(&mut tx, PeriodLock::Exclusive).await?;
         let taken = sqlx::query(
             "SELECT 1 FROM telemetry_locks WHERE event_type = $1 AND period_ending_at >= $2 LIMIT 1",
         )

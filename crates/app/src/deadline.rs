@@ -181,14 +181,8 @@ mod tests {
         let replica_id = Uuid::new_v4();
         let bg = Background::new(
             LoopSettings {
-                replica_id,
-                snapshot_interval: Duration::from_secs(1800),
-                tracker_flush_interval: Duration::from_secs(10),
-                publish_interval: Duration::from_secs(5),
                 lock_retention: Duration::from_secs(86400),
-                usage_rollup_interval: Duration::from_secs(300),
-                purge_interval: Duration::from_secs(600),
-                retention: tally_domain::usage::RetentionPolicy::default(),
+                ..crate::loops::tests::settings(replica_id)
             },
             Arc::new(silent(Duration::from_secs(2))),
             Arc::new(BoundaryTracker::new(replica_id, clock.clone())),

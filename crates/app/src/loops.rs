@@ -358,4 +358,4 @@ pub fn to_std(d: time::Duration) -> Duration {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -120,7 +120,7 @@ fn stats_report(row: &PgRow) -> Result<StatsReport, StoreError> {
 #[async_trait]
 impl UsageStore for PgStore {
     async fn tick_usage_rollup(&self) -> Result<TickOutcome, StoreError> {
-        let mut tx = self.pool().begin().await.map_err(map_sqlx_error)?;
+        let mut tx = crate::tx::begin(self.pool()).await.map_err(map_sqlx_error)?;
         if !try_lock(&mut tx).await.map_err(map_sqlx_error)? {
             return Ok(TickOutcome {
                 skipped: true,

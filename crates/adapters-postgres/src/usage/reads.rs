@@ -60,12 +60,9 @@ fn plan_days(plan: &ReadPlan) -> Vec<OffsetDateTime> {
 
 /// A read-only transaction seeing one snapshot.
 async fn snapshot(pool: &PgPool) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, StoreError> {
-    let mut tx = pool.begin().await.map_err(map_sqlx_error)?;
-    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        .execute(&mut *tx)
+    crate::tx::begin_with(pool, "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         .await
-        .map_err(map_sqlx_error)?;
-    Ok(tx)
+        .map_err(map_sqlx_error)
 }
 
 async fn cut_rows(conn: &mut PgConnection, hours: &[i64]) -> Result<Vec<CutRow>, StoreError> {

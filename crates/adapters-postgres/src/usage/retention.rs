@@ -14,7 +14,7 @@ pub(super) async fn purge(
     policy: &RetentionPolicy,
 ) -> Result<PurgeOutcome, sqlx::Error> {
     let batch = Duration::hours(policy.max_batch.whole_hours().max(1));
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::tx::begin(pool).await?;
     if !try_lock(&mut tx).await? {
         return Ok(PurgeOutcome {
             skipped: true,

@@ -2,6 +2,7 @@
 
 mod appstats;
 mod boundary;
+mod cancelled;
 mod concurrency;
 mod insights;
 mod lock_order;

@@ -250,12 +250,17 @@ fn state(store: MockStore, body_limit: usize) -> AppState {
     .with_clock(Arc::new(tally_domain::clock::ManualClock::new(READ_NOW)))
 }
 
+/// The whole body of `response`.
+pub(super) async fn body_bytes(response: axum::response::Response) -> axum::body::Bytes {
+    axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap()
+}
+
 async fn call(app: &Router, req: Request<Body>) -> (StatusCode, serde_json::Value) {
     let response = app.clone().oneshot(req).await.unwrap();
     let status = response.status();
-    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
-        .await
-        .unwrap();
+    let bytes = body_bytes(response).await;
     let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
     (status, json)
 }

@@ -1,5 +1,7 @@
 //! The background loops: flush, snapshot and publish rounds against mocks.
 
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+
 use super::*;
 use mockall::Sequence;
 use tally_domain::boundary::FlushOutcome;
@@ -25,20 +27,26 @@ fn snapshot() -> Snapshot {
     }
 }
 
+/// The loops' settings in these tests: 30-minute periods, the tracker
+/// flushed every 10 s, the outbox every 5 s, locks kept a week.
+pub(crate) fn settings(replica_id: Uuid) -> LoopSettings {
+    LoopSettings {
+        replica_id,
+        snapshot_interval: Duration::from_secs(1800),
+        tracker_flush_interval: Duration::from_secs(10),
+        publish_interval: Duration::from_secs(5),
+        lock_retention: Duration::from_secs(7 * 86400),
+        usage_rollup_interval: Duration::from_secs(300),
+        purge_interval: Duration::from_secs(600),
+        retention: tally_domain::usage::RetentionPolicy::default(),
+    }
+}
+
 pub(super) fn background(store: MockStore, sink: MockSnapshotSink) -> Background {
     let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(NOW));
     let replica_id = Uuid::new_v4();
     Background::new(
-        LoopSettings {
-            replica_id,
-            snapshot_interval: Duration::from_secs(1800),
-            tracker_flush_interval: Duration::from_secs(10),
-            publish_interval: Duration::from_secs(5),
-            lock_retention: Duration::from_secs(7 * 86400),
-            usage_rollup_interval: Duration::from_secs(300),
-            purge_interval: Duration::from_secs(600),
-            retention: tally_domain::usage::RetentionPolicy::default(),
-        },
+        settings(replica_id),
         Arc::new(store),
         Arc::new(BoundaryTracker::new(replica_id, clock.clone())),
         Arc::new(sink),
@@ -170,24 +178,53 @@ async fn loops_stop_when_told() {
     }
 }
 
+/// A mock store's outage: calls fail as unavailable while it is down,
+/// and every call is counted.
+#[derive(Debug, Clone)]
+struct Outage {
+    down: Arc<AtomicBool>,
+    calls: Arc<AtomicU32>,
+}
+
+impl Outage {
+    /// An outage under way.
+    fn begun() -> Self {
+        Self {
+            down: Arc::new(AtomicBool::new(true)),
+            calls: Arc::default(),
+        }
+    }
+
+    /// Counts a call; it fails while the store is down, else answers `ok()`.
+    fn call<T>(&self, ok: impl FnOnce() -> T) -> Result<T, StoreError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        if self.down.load(Ordering::SeqCst) {
+            Err(StoreError::unavailable("connection refused"))
+        } else {
+            Ok(ok())
+        }
+    }
+
+    fn end(&self) {
+        self.down.store(false, Ordering::SeqCst);
+    }
+
+    fn calls(&self) -> u32 {
+        self.calls.load(Ordering::SeqCst)
+    }
+}
+
 /// While the store fails fast, the tracker loop backs off (one call and
 /// one warning per backoff step, not one per 200 ms); once it answers,
 /// the kept usage is flushed and the loop returns to its interval.
 #[tokio::test(start_paused = true)]
 async fn the_tracker_loop_backs_off_while_the_store_fails_and_recovers() {
-    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-    let calls = Arc::new(AtomicU32::new(0));
-    let down = Arc::new(AtomicBool::new(true));
+    let outage = Outage::begun();
     let mut store = MockStore::new();
-    let (c, d) = (calls.clone(), down.clone());
-    store.expect_flush_boundary_usage().returning(move |_| {
-        c.fetch_add(1, Ordering::SeqCst);
-        if d.load(Ordering::SeqCst) {
-            Err(StoreError::unavailable("connection refused"))
-        } else {
-            Ok(FlushOutcome::Applied)
-        }
-    });
+    let o = outage.clone();
+    store
+        .expect_flush_boundary_usage()
+        .returning(move |_| o.call(|| FlushOutcome::Applied));
     let mut bg = background(store, MockSnapshotSink::new());
     bg.jitter = false;
     bg.settings.tracker_flush_interval = Duration::from_millis(200);
@@ -197,11 +234,11 @@ async fn the_tracker_loop_backs_off_while_the_store_fails_and_recovers() {
 
     // 0.2 + 0.4 + 0.8 + 1.6 + 3.2 + 5 + 5 ... : 7 calls in 20 s, not 100.
     tokio::time::sleep(Duration::from_secs(20)).await;
-    let failing = calls.load(Ordering::SeqCst);
+    let failing = outage.calls();
     assert!((6..=8).contains(&failing), "{failing} calls in 20 s");
     assert_eq!(bg.tracker.pending().allowed, 5, "kept while the store fails");
 
-    down.store(false, Ordering::SeqCst);
+    outage.end();
     tokio::time::sleep(MAX_TRACKER_BACKOFF + Duration::from_millis(10)).await;
     assert_eq!(bg.tracker.pending().allowed, 0, "flushed once the store answers");
     // Back to the interval: new usage goes out within it.
@@ -218,53 +255,39 @@ async fn the_tracker_loop_backs_off_while_the_store_fails_and_recovers() {
 /// 5 min a failing sink may take), so snapshots go out soon after.
 #[tokio::test(start_paused = true)]
 async fn the_publisher_retries_an_unavailable_outbox_within_30_s() {
-    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-    let calls = Arc::new(AtomicU32::new(0));
-    let down = Arc::new(AtomicBool::new(true));
+    let outage = Outage::begun();
     let mut store = MockStore::new();
-    let (c, d) = (calls.clone(), down.clone());
+    let o = outage.clone();
     store
         .expect_claim_unpublished_snapshots()
-        .returning(move |_, _, _, _| {
-            c.fetch_add(1, Ordering::SeqCst);
-            if d.load(Ordering::SeqCst) {
-                Err(StoreError::unavailable("connection refused"))
-            } else {
-                Ok(vec![])
-            }
-        });
+        .returning(move |_, _, _, _| o.call(Vec::new));
     let mut bg = background(store, MockSnapshotSink::new());
     bg.jitter = false;
     let (tx, rx) = watch::channel(false);
     let task = tokio::spawn(bg.clone().publisher_loop(rx));
     tokio::time::sleep(Duration::from_secs(600)).await;
     // 5 s, then 10, 20, 30, 30...: about 22 rounds in 10 min.
-    let failing = calls.load(Ordering::SeqCst);
+    let failing = outage.calls();
     assert!((18..=24).contains(&failing), "{failing} rounds in 10 min");
-    down.store(false, Ordering::SeqCst);
+    outage.end();
     tokio::time::sleep(MAX_OUTBOX_BACKOFF + Duration::from_millis(10)).await;
-    assert!(
-        calls.load(Ordering::SeqCst) > failing,
-        "no round after the store came back"
-    );
+    assert!(outage.calls() > failing, "no round after the store came back");
     tx.send(true).unwrap();
     task.await.unwrap();
 }
 
-/// A store that fails every call of `call`, counting them.
-fn failing(calls: &Arc<std::sync::atomic::AtomicU32>) -> MockStore {
-    use std::sync::atomic::Ordering;
+/// A store whose tracker flushes and period closes go through `outage`
+/// (the tests below never end it, so every one fails).
+fn failing(outage: &Outage) -> MockStore {
     let mut store = MockStore::new();
-    let c = calls.clone();
-    store.expect_flush_boundary_usage().returning(move |_| {
-        c.fetch_add(1, Ordering::SeqCst);
-        Err(StoreError::unavailable("connection refused"))
-    });
-    let c = calls.clone();
-    store.expect_close_period().returning(move |_| {
-        c.fetch_add(1, Ordering::SeqCst);
-        Err(StoreError::unavailable("connection refused"))
-    });
+    let o = outage.clone();
+    store
+        .expect_flush_boundary_usage()
+        .returning(move |_| o.call(|| FlushOutcome::Applied));
+    let o = outage.clone();
+    store
+        .expect_close_period()
+        .returning(move |_| o.call(|| PeriodCloseOutcome::AlreadyClosed));
     store
 }
 
@@ -273,14 +296,14 @@ fn failing(calls: &Arc<std::sync::atomic::AtomicU32>) -> MockStore {
 /// calls in 20 s, not 100.
 #[tokio::test(start_paused = true)]
 async fn the_jittered_tracker_loop_backs_off_within_its_bounds() {
-    let calls = Arc::new(std::sync::atomic::AtomicU32::new(0));
-    let mut bg = background(failing(&calls), MockSnapshotSink::new());
+    let outage = Outage::begun();
+    let mut bg = background(failing(&outage), MockSnapshotSink::new());
     bg.settings.tracker_flush_interval = Duration::from_millis(200);
     bg.tracker.track(Uuid::new_v4(), Uuid::new_v4(), 5, 1);
     let (tx, rx) = watch::channel(false);
     let task = tokio::spawn(bg.clone().tracker_loop(rx));
     tokio::time::sleep(Duration::from_secs(20)).await;
-    let n = calls.load(std::sync::atomic::Ordering::SeqCst);
+    let n = outage.calls();
     assert!((7..=11).contains(&n), "{n} calls in 20 s");
     tx.send(true).unwrap();
     task.await.unwrap();
@@ -290,8 +313,8 @@ async fn the_jittered_tracker_loop_backs_off_within_its_bounds() {
 /// 16, 30, 30 ...) until the next period begins.
 #[tokio::test(start_paused = true)]
 async fn the_snapshot_step_retries_with_backoff() {
-    let calls = Arc::new(std::sync::atomic::AtomicU32::new(0));
-    let mut bg = background(failing(&calls), MockSnapshotSink::new());
+    let outage = Outage::begun();
+    let mut bg = background(failing(&outage), MockSnapshotSink::new());
     bg.jitter = false;
     let (tx, rx) = watch::channel(false);
     let task = tokio::spawn(bg.clone().snapshot_loop(rx));
@@ -300,7 +323,7 @@ async fn the_snapshot_step_retries_with_backoff() {
     tokio::time::sleep(Duration::from_secs(30 * 60 + 90)).await;
     // Nothing tracked, so each attempt is one close: at 0, 0.5, 1.5,
     // 3.5, 7.5, 15.5, 31.5 and 61.5 s after the boundary (then 91.5).
-    let attempts = calls.load(std::sync::atomic::Ordering::SeqCst);
+    let attempts = outage.calls();
     assert_eq!(attempts, 8, "{attempts} attempts in 90 s");
     tx.send(true).unwrap();
     task.await.unwrap();

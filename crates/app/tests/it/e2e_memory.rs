@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::http::StatusCode as AxumStatus;
+use common::scrape::scrape;
 use common::*;
 use reqwest::StatusCode;
 use time::OffsetDateTime;
@@ -20,23 +21,22 @@ async fn go_shaped_reports_are_collected_and_read_back() {
     let sc = Scenario::new(OffsetDateTime::now_utc());
     post_and_read_back(&client, &server, &sc).await;
 
-    let metrics = client
-        .get(server.url("/metrics"))
-        .bearer_auth(READER)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(metrics.status(), StatusCode::OK);
-    let text = metrics.text().await.unwrap();
-    for name in [
-        "tally_app_stats_reports_collected_total 9",
-        "tally_app_stats_rows_written_total",
-        "tally_app_stats_backlog_rows 0",
-        "tally_app_stats_reports_dropped_total 0",
-        "tally_app_stats_last_flush_duration_seconds",
-        "tally_http_requests_total{method=\"POST\",route=\"/api/v2/workspaceproxies/me/app-stats\",status=\"204\"} 2",
-    ] {
-        assert!(text.contains(name), "{name} missing in\n{text}");
+    let m = scrape(&client, server.addr).await;
+    let ingest = [("method", "POST"), ("route", APP_STATS), ("status", "204")];
+    // Each series rendered, with its value where one is known.
+    let series: [(&str, &[(&str, &str)], Option<u64>); 6] = [
+        ("tally_app_stats_reports_collected_total", &[], Some(9)),
+        ("tally_app_stats_rows_written_total", &[], None),
+        ("tally_app_stats_backlog_rows", &[], Some(0)),
+        ("tally_app_stats_reports_dropped_total", &[], Some(0)),
+        ("tally_app_stats_last_flush_duration_seconds", &[], None),
+        ("tally_http_requests_total", &ingest, Some(2)),
+    ];
+    for (name, labels, value) in series {
+        assert!(m.has(name, labels), "{name}{labels:?} missing in\n{m:?}");
+        if let Some(value) = value {
+            assert_eq!(m.count(name, labels), value, "{name}{labels:?} in\n{m:?}");
+        }
     }
 }
 
@@ -261,20 +261,16 @@ async fn boundary_logs_are_counted_once_in_published_snapshots() {
         },
     )
     .await;
-    let metrics = client
-        .get(server.url("/metrics"))
-        .bearer_auth(READER)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        metrics.contains("tally_boundary_requests_tracked_total{decision=\"allowed\"} 6"),
-        "{metrics}"
+    let m = scrape(&client, server.addr).await;
+    assert_eq!(
+        m.count(
+            "tally_boundary_requests_tracked_total",
+            &[("decision", "allowed")]
+        ),
+        6,
+        "{m:?}"
     );
-    assert!(metrics.contains("tally_snapshots_published_total"), "{metrics}");
+    assert!(m.has("tally_snapshots_published_total", &[]), "{m:?}");
 }
 
 #[tokio::test]

@@ -9,7 +9,7 @@ use reqwest::StatusCode;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::common::scrape::{Metrics, scrape, settled};
+use crate::common::scrape::{scrape, settled};
 use crate::common::*;
 
 const REFUSED: &str = "tally_store_memory_writes_refused_total";
@@ -43,10 +43,6 @@ fn sessions(
     (ids, serde_json::json!({ "stats": stats }))
 }
 
-async fn metrics(client: &reqwest::Client, server: &Server) -> Metrics {
-    scrape(client, server.addr).await
-}
-
 #[tokio::test]
 async fn a_full_memory_store_holds_ingest_in_the_collector_until_retention_makes_room() {
     // A quarter of the cap (256 KiB) is the store's: a few hundred rows.
@@ -78,12 +74,12 @@ async fn a_full_memory_store_holds_ingest_in_the_collector_until_retention_makes
         server.logs().contains("expired data purged").then_some(())
     })
     .await;
-    let m = metrics(&client, &server).await;
+    let m = scrape(&client, server.addr).await;
     assert_eq!(m.count("tally_store_memory_limit_bytes", &[]), 256 << 10);
 
     // Sessions of three hours ago, each a row of its own, fill the store.
     let mut batches = 0;
-    while metrics(&client, &server).await.count(REFUSED, &[]) == 0 {
+    while scrape(&client, server.addr).await.count(REFUSED, &[]) == 0 {
         batches += 1;
         assert!(batches < 100, "the store never filled");
         let (_, body) = sessions(user, workspace, old(batches), ten_minutes, BATCH);
@@ -124,7 +120,7 @@ async fn a_full_memory_store_holds_ingest_in_the_collector_until_retention_makes
         "{body}"
     );
     assert!(!taken.is_empty(), "some new sessions were taken before the cap");
-    let m = metrics(&client, &server).await;
+    let m = scrape(&client, server.addr).await;
     assert!(
         m.count(tally::metrics::BACKLOG_ROWS, &[]) > 0,
         "the collector holds rows"
@@ -141,7 +137,7 @@ async fn a_full_memory_store_holds_ingest_in_the_collector_until_retention_makes
         Duration::from_secs(60),
         "retention to make room and the backlog to drain",
         || async {
-            let m = metrics(&client, &server).await;
+            let m = scrape(&client, server.addr).await;
             (m.count(tally::metrics::BACKLOG_ROWS, &[]) == 0).then_some(())
         },
     )
@@ -181,15 +177,7 @@ async fn a_full_memory_store_holds_ingest_in_the_collector_until_retention_makes
         rfc3339(now + time::Duration::hours(1)).replace('+', "%2B"),
     );
     let stored_sessions = || async {
-        let text = client
-            .get(server.url(&export))
-            .bearer_auth(READER)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let (_, text) = get_text(&client, &server, &export, READER).await;
         let mut stored = 0;
         for line in text.lines() {
             let row: serde_json::Value = serde_json::from_str(line).unwrap();

@@ -9,15 +9,11 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::Value;
 
+use crate::common::tally;
+
 #[tokio::test]
 async fn simulate_serve_prints_a_url_and_token_and_serves_the_simulated_days() {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tally"));
-    for (key, _) in std::env::vars() {
-        if key.starts_with("TALLY_") {
-            cmd.env_remove(key);
-        }
-    }
-    let mut child = cmd
+    let mut child = tally()
         .args([
             "simulate",
             "--workspaces",

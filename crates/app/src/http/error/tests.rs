@@ -8,9 +8,7 @@ mod cause;
 async fn body_of(e: ApiError) -> (StatusCode, serde_json::Value) {
     let response = e.into_response();
     let status = response.status();
-    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
-        .await
-        .unwrap();
+    let bytes = crate::http::tests::body_bytes(response).await;
     (status, serde_json::from_slice(&bytes).unwrap())
 }
 

@@ -30,9 +30,7 @@ async fn status_of(app: &axum::Router, token: &str) -> (StatusCode, Value) {
         .unwrap();
     let response = app.clone().oneshot(request).await.unwrap();
     let status = response.status();
-    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
-        .await
-        .unwrap();
+    let bytes = crate::http::tests::body_bytes(response).await;
     (status, serde_json::from_slice(&bytes).unwrap())
 }
 

@@ -21,9 +21,7 @@ async fn a_stalled_body_is_a_json_408() {
     let response = app.oneshot(req).await.unwrap();
     assert_eq!(response.status(), StatusCode::REQUEST_TIMEOUT);
     assert_eq!(response.headers()["connection"], "close");
-    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
-        .await
-        .unwrap();
+    let bytes = body_bytes(response).await;
     let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
     assert!(error_body(&body).text().contains("100ms"), "{body}");
     assert_eq!(collector.stats().collected, 0);

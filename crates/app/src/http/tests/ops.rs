@@ -50,7 +50,7 @@ async fn readiness_is_200_only_when_the_store_answers_with_a_current_schema() {
         let r = response(&app, get("/readyz", None)).await;
         assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(r.headers()["retry-after"], "5");
-        let bytes = axum::body::to_bytes(r.into_body(), usize::MAX).await.unwrap();
+        let bytes = body_bytes(r).await;
         let body = error_body(&serde_json::from_slice(&bytes).unwrap());
         assert_eq!(body.message, message);
         assert_eq!(body.detail.as_deref(), Some(detail.as_str()));
@@ -236,7 +236,7 @@ async fn the_metrics_router_needs_no_token() {
     let (status, _) = call(&open, get("/metrics", None)).await;
     assert_eq!(status, StatusCode::OK);
     let r = response(&open, get("/metrics", None)).await;
-    let bytes = axum::body::to_bytes(r.into_body(), usize::MAX).await.unwrap();
+    let bytes = body_bytes(r).await;
     let text = String::from_utf8(bytes.to_vec()).unwrap();
     assert!(text.contains("process_resident_memory_bytes"), "{text}");
     // Only metrics there; the API's /metrics still wants a reader.

@@ -102,14 +102,8 @@ impl Harness {
         let replica_id = Uuid::new_v4();
         let bg = Background::new(
             LoopSettings {
-                replica_id,
                 snapshot_interval: INTERVAL,
-                tracker_flush_interval: Duration::from_secs(10),
-                publish_interval: Duration::from_secs(5),
-                lock_retention: Duration::from_secs(7 * 86400),
-                usage_rollup_interval: Duration::from_secs(300),
-                purge_interval: Duration::from_secs(600),
-                retention: tally_domain::usage::RetentionPolicy::default(),
+                ..super::settings(replica_id)
             },
             Arc::new(DeadlineStore::new(store.clone(), Deadline(STORE_TIMEOUT))),
             Arc::new(BoundaryTracker::new(replica_id, shared_clock.clone())),

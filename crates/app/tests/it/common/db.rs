@@ -67,6 +67,22 @@ pub async fn unclosed_boundary(pool: &sqlx::PgPool) -> (i64, i64) {
     .unwrap()
 }
 
+/// Boundary decisions counted, (allowed, denied): those in `snapshots` plus
+/// those not yet closed into one.
+pub async fn counted_boundary(pool: &sqlx::PgPool, snapshots: &[SnapshotRow]) -> (u64, u64) {
+    let (rest_allowed, rest_denied) = unclosed_boundary(pool).await;
+    let allowed: i64 = snapshots.iter().map(|r| r.allowed).sum::<i64>() + rest_allowed;
+    let denied: i64 = snapshots.iter().map(|r| r.denied).sum::<i64>() + rest_denied;
+    (allowed as u64, denied as u64)
+}
+
+/// The decisions [`counted_boundary`] found are the acknowledged ones,
+/// exactly (`snapshots` for the message).
+pub fn assert_boundary_exact(counted: (u64, u64), acked: (u64, u64), snapshots: &[SnapshotRow]) {
+    assert_eq!(counted.0, acked.0, "allowed decisions; snapshots: {snapshots:#?}");
+    assert_eq!(counted.1, acked.1, "denied decisions; snapshots: {snapshots:#?}");
+}
+
 /// The stored app stats sessions: request count by session id.
 pub async fn stored_sessions(pool: &sqlx::PgPool) -> HashMap<Uuid, i64> {
     sqlx::query("SELECT session_id, requests FROM workspace_app_stats")

@@ -173,6 +173,17 @@ pub fn client() -> reqwest::Client {
         .unwrap()
 }
 
+/// The whole number in the environment variable `name` (a longer run's
+/// setting, from `cargo xtask`), else `default`.
+pub fn number_from_env(name: &str, default: u64) -> u64 {
+    match std::env::var(name) {
+        Ok(s) => s
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={s:?} is not a whole number")),
+        Err(_) => default,
+    }
+}
+
 pub fn rfc3339(t: OffsetDateTime) -> String {
     t.format(&Rfc3339).unwrap()
 }
@@ -254,16 +265,7 @@ pub async fn post_json(
     token: &str,
     body: &serde_json::Value,
 ) -> (reqwest::StatusCode, serde_json::Value) {
-    let response = client
-        .post(server.url(path))
-        .bearer_auth(token)
-        .json(body)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status();
-    let body = response.json().await.unwrap_or(serde_json::Value::Null);
-    (status, body)
+    json_answer(client.post(server.url(path)).bearer_auth(token).json(body)).await
 }
 
 pub async fn get_json(
@@ -272,6 +274,16 @@ pub async fn get_json(
     path: &str,
     token: &str,
 ) -> (reqwest::StatusCode, serde_json::Value) {
+    json_answer(client.get(server.url(path)).bearer_auth(token)).await
+}
+
+/// [`get_json`] for an answer that is not one JSON value (NDJSON, text).
+pub async fn get_text(
+    client: &reqwest::Client,
+    server: &Server,
+    path: &str,
+    token: &str,
+) -> (reqwest::StatusCode, String) {
     let response = client
         .get(server.url(path))
         .bearer_auth(token)
@@ -279,8 +291,31 @@ pub async fn get_json(
         .await
         .unwrap();
     let status = response.status();
+    (status, response.text().await.unwrap())
+}
+
+/// The status and JSON body of the answer to `request` (`null` for a body
+/// that is not JSON).
+async fn json_answer(request: reqwest::RequestBuilder) -> (reqwest::StatusCode, serde_json::Value) {
+    let response = request.send().await.unwrap();
+    let status = response.status();
     let body = response.json().await.unwrap_or(serde_json::Value::Null);
     (status, body)
+}
+
+/// `tally serve` as one replica of a fleet on the PostgreSQL database at
+/// `db`: 2-second periods, snapshots delivered to `sink`, then `extra`.
+pub fn replica(db: &str, sink: &str, extra: &[&str]) -> Server {
+    let mut args = vec![
+        "--database-url",
+        db,
+        "--snapshot-interval",
+        "2s",
+        "--telemetry-url",
+        sink,
+    ];
+    args.extend(extra);
+    Server::start(&args)
 }
 
 /// Polls `probe` until it returns `Some`, for at most `timeout`.
@@ -454,15 +489,6 @@ pub async fn post_and_read_back(client: &reqwest::Client, server: &Server, sc: &
     assert_eq!(status, reqwest::StatusCode::OK);
     let last_used = OffsetDateTime::parse(last["last_used_at"].as_str().unwrap(), &Rfc3339).unwrap();
     assert!(last_used >= sc.t0 + time::Duration::seconds(300), "{last}");
-}
-
-/// The value of one series (`name` or `name{labels}`) in Prometheus text;
-/// 0 when it was never recorded.
-pub fn metric(text: &str, series: &str) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
-        .unwrap_or(0.0)
 }
 
 /// A `--max-memory` value whose collector cap holds exactly `reports`

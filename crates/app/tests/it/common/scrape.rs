@@ -16,22 +16,35 @@ pub struct Sample {
 #[derive(Debug, Clone, Default)]
 pub struct Metrics {
     pub samples: Vec<Sample>,
+    /// Each metric family's type (`counter`, `gauge`, `histogram`...), from
+    /// its `# TYPE` line.
+    pub types: BTreeMap<String, String>,
 }
 
 impl Metrics {
+    /// Whether a sample named `name` carrying all of `labels` was rendered
+    /// (whatever its value).
+    pub fn has(&self, name: &str, labels: &[(&str, &str)]) -> bool {
+        self.matching(name, labels).next().is_some()
+    }
+
+    fn matching<'a>(
+        &'a self,
+        name: &'a str,
+        labels: &'a [(&'a str, &'a str)],
+    ) -> impl Iterator<Item = &'a Sample> + 'a {
+        self.samples.iter().filter(move |s| {
+            s.name == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| s.labels.get(*k).is_some_and(|x| x == v))
+        })
+    }
+
     /// Sum of the samples named `name` carrying all of `labels`; 0 if none
     /// (a counter never incremented is not rendered).
     pub fn get(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
-        self.samples
-            .iter()
-            .filter(|s| s.name == name)
-            .filter(|s| {
-                labels
-                    .iter()
-                    .all(|(k, v)| s.labels.get(*k).is_some_and(|x| x == v))
-            })
-            .map(|s| s.value)
-            .sum()
+        self.matching(name, labels).map(|s| s.value).sum()
     }
 
     /// [`Self::get`] for a counter or a gauge holding a whole number.
@@ -45,28 +58,54 @@ impl Metrics {
     }
 }
 
-/// Scrapes `GET /metrics` of the replica at `addr`. A replica always has
-/// samples (its process metrics at least): an answer without any fails,
-/// saying so, rather than leave a caller to index nothing.
+/// Scrapes `GET /metrics` of the replica at `addr` as a reader. A replica
+/// always has samples (its process metrics at least): an answer without any
+/// fails, saying so, rather than leave a caller to index nothing.
 pub async fn scrape(client: &reqwest::Client, addr: SocketAddr) -> Metrics {
-    let response = client
-        .get(format!("http://{addr}/metrics"))
-        .bearer_auth(READER)
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("GET /metrics on {addr}: {e}"));
-    assert_eq!(
-        response.status(),
-        reqwest::StatusCode::OK,
-        "GET /metrics on {addr}"
-    );
+    let request = client.get(format!("http://{addr}/metrics")).bearer_auth(READER);
+    fetch(request, &format!("GET /metrics on {addr}")).await
+}
+
+/// [`scrape`] without a token, for the `--metrics-listen` address at `addr`.
+pub async fn scrape_without_token(client: &reqwest::Client, addr: SocketAddr) -> Metrics {
+    let request = client.get(format!("http://{addr}/metrics"));
+    fetch(request, &format!("GET /metrics on {addr} without a token")).await
+}
+
+async fn fetch(request: reqwest::RequestBuilder, what: &str) -> Metrics {
+    let response = request.send().await.unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert_eq!(response.status(), reqwest::StatusCode::OK, "{what}");
     let text = response.text().await.unwrap();
     let metrics = parse(&text);
     assert!(
         !metrics.samples.is_empty(),
-        "GET /metrics on {addr} answered no samples: {text:?}"
+        "{what} answered no samples: {text:?}"
     );
     metrics
+}
+
+/// [`scrape`] of every replica, in order.
+pub async fn scrape_all(
+    client: &reqwest::Client,
+    addrs: impl IntoIterator<Item = SocketAddr>,
+) -> Vec<Metrics> {
+    let mut all = Vec::new();
+    for addr in addrs {
+        all.push(scrape(client, addr).await);
+    }
+    all
+}
+
+/// [`settled`] of every replica, in order.
+pub async fn settle_all(
+    client: &reqwest::Client,
+    addrs: impl IntoIterator<Item = SocketAddr>,
+) -> Vec<Metrics> {
+    let mut all = Vec::new();
+    for addr in addrs {
+        all.push(settled(client, addr).await);
+    }
+    all
 }
 
 /// Scrapes until the replica has written out everything it accepted (no
@@ -89,15 +128,25 @@ pub async fn settled(client: &reqwest::Client, addr: SocketAddr) -> Metrics {
     }
 }
 
-/// Parses the Prometheus text format (comments skipped).
+/// Parses the Prometheus text format: the samples and the `# TYPE` lines
+/// (other comments skipped).
 pub fn parse(text: &str) -> Metrics {
-    let samples = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    let lines = || text.lines().map(str::trim).filter(|l| !l.is_empty());
+    let samples = lines()
+        .filter(|l| !l.starts_with('#'))
         .map(|line| parse_line(line).unwrap_or_else(|| panic!("unparsable metrics line {line:?}")))
         .collect();
-    Metrics { samples }
+    let types = lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .map(|l| {
+            let mut parts = l.split_whitespace();
+            match (parts.next(), parts.next()) {
+                (Some(name), Some(kind)) => (name.to_owned(), kind.to_owned()),
+                _ => panic!("unparsable metrics line {l:?}"),
+            }
+        })
+        .collect();
+    Metrics { samples, types }
 }
 
 fn parse_line(line: &str) -> Option<Sample> {
@@ -166,4 +215,20 @@ fn parses_labels_with_braces_commas_and_escapes() {
     assert_eq!(m.count("tally_http_requests_total", &[("route", "q\"")]), 4);
     assert_eq!(m.count("tally_app_stats_backlog_rows", &[]), 0);
     assert_eq!(m.count("absent", &[("a", "b")]), 0);
+    assert!(m.has("tally_app_stats_backlog_rows", &[]));
+    assert!(m.has("tally_http_requests_total", &[("status", "204")]));
+    assert!(!m.has("tally_http_requests_total", &[("status", "500")]));
+}
+
+#[test]
+fn reads_each_familys_type() {
+    let m = parse(
+        "# HELP tally_store_up 1 when the store answers.\n\
+         # TYPE tally_store_up gauge\n\
+         tally_store_up 1\n\
+         # TYPE tally_http_requests_total counter\n",
+    );
+    assert_eq!(m.types["tally_store_up"], "gauge");
+    assert_eq!(m.types["tally_http_requests_total"], "counter");
+    assert_eq!(m.types.len(), 2);
 }

@@ -63,19 +63,9 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn replica(url: &str, sink: &sink::Sink, extra: &[&str]) -> Server {
     let timeout = humantime::format_duration(STORE_TIMEOUT).to_string();
-    let sink = sink.url();
-    let mut args = vec![
-        "--database-url",
-        url,
-        "--snapshot-interval",
-        "2s",
-        "--store-timeout",
-        &timeout,
-        "--telemetry-url",
-        &sink,
-    ];
+    let mut args = vec!["--store-timeout", &timeout];
     args.extend(extra);
-    Server::start(&args)
+    common::replica(url, &sink.url(), &args)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -88,56 +78,31 @@ async fn a_blackholed_database_is_reported_retried_and_loses_nothing() {
     let servers: Vec<Server> = (0..REPLICAS).map(|_| replica(&url, &sink, &[])).collect();
     let driver = Driver::new(servers.iter().map(|s| s.addr).collect());
     let client = common::client();
-    let run = {
-        let driver = driver.clone();
-        tokio::spawn(async move { driver.run(4, 2).await })
-    };
+    let run = driver.start(4, 2);
 
     tokio::time::sleep(LOAD).await;
-    let before = check::scrape_all(&client, &servers).await;
-    for (i, s) in before.iter().enumerate() {
-        assert_eq!(s.get(STORE_UP, &[]), 1.0, "replica {i} before: {s:?}");
-        assert_eq!(s.get(APP_FAILED_FLUSHES, &[]), 0.0, "replica {i} before: {s:?}");
-        assert_eq!(s.get(BOUNDARY_FAILURES, &[]), 0.0, "replica {i} before: {s:?}");
-    }
+    let before = scrape::scrape_all(&client, servers.iter().map(|s| s.addr)).await;
+    check::all_healthy(&before, "before");
 
     // Blackhole: every connection stays open, nothing gets through.
     driver.outage.store(true, Ordering::SeqCst);
     proxy.freeze();
     let frozen_at = Instant::now();
-    let read = {
-        let url = servers[0].url(&common::insights_path(
-            OffsetDateTime::now_utc() - time::Duration::hours(1),
-            OffsetDateTime::now_utc(),
-        ));
-        let client = client.clone();
-        tokio::spawn(async move {
-            let started = Instant::now();
-            let r = client.get(url).bearer_auth(common::READER).send().await.unwrap();
-            let status = r.status();
-            (status, r.text().await.unwrap(), started.elapsed())
-        })
-    };
+    let read = check::start_read(&client, &servers[0]);
     let mut saw_down = [false; REPLICAS];
     let mut max_backlog = [0.0f64; REPLICAS];
     let mut max_pending = [0.0f64; REPLICAS];
     let mut during = Vec::new();
     while frozen_at.elapsed() < FREEZE {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        during = check::scrape_all(&client, &servers).await;
+        during = scrape::scrape_all(&client, servers.iter().map(|s| s.addr)).await;
         for (i, s) in during.iter().enumerate() {
             saw_down[i] |= s.get(STORE_UP, &[]) == 0.0;
             max_backlog[i] = max_backlog[i].max(s.get(APP_BACKLOG, &[]));
             max_pending[i] = max_pending[i].max(s.get(BOUNDARY_PENDING, &[]));
         }
     }
-    let (status, body, took) = read.await.unwrap();
-    assert_eq!(status, reqwest::StatusCode::SERVICE_UNAVAILABLE, "{body}");
-    assert!(body.contains("retry later"), "{body}");
-    assert!(
-        took < STORE_TIMEOUT + Duration::from_secs(2),
-        "a read took {took:?} to fail"
-    );
+    check::refused_within(read, STORE_TIMEOUT + Duration::from_secs(2)).await;
 
     // The network heals; tally is not restarted.
     proxy.unfreeze();
@@ -150,16 +115,14 @@ async fn a_blackholed_database_is_reported_retried_and_loses_nothing() {
     driver.stop.store(true, Ordering::SeqCst);
     run.await.unwrap();
     let load_ended = OffsetDateTime::now_utc();
-    for s in &servers {
-        scrape::settled(&client, s.addr).await;
-    }
+    scrape::settle_all(&client, servers.iter().map(|s| s.addr)).await;
 
     // Periods resume: one after the last acknowledged request closes, and
     // every snapshot goes out.
     let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
     let rows = check::published_after(&pool, load_ended, Duration::from_secs(15)).await;
 
-    let after = check::scrape_all(&client, &servers).await;
+    let after = scrape::scrape_all(&client, servers.iter().map(|s| s.addr)).await;
     let logs = check::stop_cleanly(servers).await;
     for line in logs[0].lines().filter(|l| l.contains("WARN")) {
         eprintln!("replica 0: {line}");
@@ -299,10 +262,7 @@ async fn a_shutdown_in_the_blackhole_flushes_once_the_network_heals() {
     let sink = sink::Sink::start(0).await;
     let server = replica(&url, &sink, &["--shutdown-timeout", "20s"]);
     let driver = Driver::new(vec![server.addr]);
-    let run = {
-        let driver = driver.clone();
-        tokio::spawn(async move { driver.run(2, 1).await })
-    };
+    let run = driver.start(2, 1);
     tokio::time::sleep(Duration::from_secs(2)).await;
     proxy.freeze();
     driver.outage.store(true, Ordering::SeqCst);

@@ -1,17 +1,65 @@
 //! What must hold in the database and at the sink after the outage.
 
 use std::collections::{HashMap, HashSet};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use tally::metrics::{BACKLOG_ROWS, ROWS_WRITTEN, STORE_UP};
+use tally::metrics::{BACKLOG_ROWS, BOUNDARY_FLUSH_FAILURES, FAILED_FLUSHES, ROWS_WRITTEN, STORE_UP};
 use time::OffsetDateTime;
 
-use crate::common::scrape::Metrics;
+use crate::common::scrape::{Metrics, scrape_all};
 
 use super::load::Acked;
 pub use crate::common::db::{SnapshotRow, snapshots};
-use crate::common::db::{assert_sessions_exact, stored_sessions, unclosed_boundary};
+use crate::common::db::{assert_boundary_exact, assert_sessions_exact, counted_boundary, stored_sessions};
 use crate::common::sink::Sink;
+
+/// Every replica, scraped before the database goes away, has its store up
+/// and no failed flush; `when` names that moment in the messages.
+pub fn all_healthy(scrapes: &[Metrics], when: &str) {
+    for (i, s) in scrapes.iter().enumerate() {
+        assert_eq!(s.get(STORE_UP, &[]), 1.0, "replica {i} {when}: {s:?}");
+        assert_eq!(s.get(FAILED_FLUSHES, &[]), 0.0, "replica {i} {when}: {s:?}");
+        assert_eq!(
+            s.get(BOUNDARY_FLUSH_FAILURES, &[]),
+            0.0,
+            "replica {i} {when}: {s:?}"
+        );
+    }
+}
+
+/// An insights read of the last hour from `server`, started now, with the
+/// time it took to answer: for a read while the store is down.
+pub fn start_read(
+    client: &reqwest::Client,
+    server: &crate::common::Server,
+) -> tokio::task::JoinHandle<(reqwest::StatusCode, String, Duration)> {
+    let now = OffsetDateTime::now_utc();
+    let url = server.url(&crate::common::insights_path(now - time::Duration::hours(1), now));
+    let client = client.clone();
+    tokio::spawn(async move {
+        let started = Instant::now();
+        let r = client
+            .get(url)
+            .bearer_auth(crate::common::READER)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        (status, r.text().await.unwrap(), started.elapsed())
+    })
+}
+
+/// The read of [`start_read`] failed clearly (503, "retry later") and in
+/// less than `within`.
+pub async fn refused_within(
+    read: tokio::task::JoinHandle<(reqwest::StatusCode, String, Duration)>,
+    within: Duration,
+) {
+    let (status, body, took) = read.await.unwrap();
+    assert_eq!(status, reqwest::StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(body.contains("retry later"), "{body}");
+    assert!(took < within, "a read took {took:?} to fail");
+}
 
 /// No two snapshots for one period.
 pub fn one_snapshot_per_period(rows: &[SnapshotRow]) {
@@ -29,17 +77,8 @@ pub fn one_snapshot_per_period(rows: &[SnapshotRow]) {
 /// exactly; every acknowledged session is stored with its highest
 /// acknowledged count, and nothing else is.
 pub async fn nothing_lost(pool: &sqlx::PgPool, acked: &Acked, rows: &[SnapshotRow]) {
-    let (rest_allowed, rest_denied) = unclosed_boundary(pool).await;
-    let allowed: i64 = rows.iter().map(|r| r.allowed).sum::<i64>() + rest_allowed;
-    let denied: i64 = rows.iter().map(|r| r.denied).sum::<i64>() + rest_denied;
-    assert_eq!(
-        allowed as u64, acked.allowed,
-        "allowed decisions; snapshots: {rows:#?}"
-    );
-    assert_eq!(
-        denied as u64, acked.denied,
-        "denied decisions; snapshots: {rows:#?}"
-    );
+    let counted = counted_boundary(pool, rows).await;
+    assert_boundary_exact(counted, (acked.allowed, acked.denied), rows);
 
     assert_sessions_exact(&stored_sessions(pool).await, &acked.sessions);
 }
@@ -127,15 +166,6 @@ pub async fn stop_cleanly(servers: Vec<crate::common::Server>) -> Vec<String> {
     logs
 }
 
-/// `/metrics` of every replica, in order, each with samples.
-pub async fn scrape_all(client: &reqwest::Client, servers: &[crate::common::Server]) -> Vec<Metrics> {
-    let mut samples = Vec::new();
-    for s in servers {
-        samples.push(crate::common::scrape::scrape(client, s.addr).await);
-    }
-    samples
-}
-
 /// Waits until every replica has the store back, no app stat rows waiting,
 /// and has written rows since `during` was scraped; returns that scrape.
 pub async fn drained(
@@ -150,7 +180,7 @@ pub async fn drained(
         "no scrape of every replica during the outage to compare with"
     );
     crate::common::eventually(within, "the backlog to drain", || async move {
-        let now = scrape_all(client, servers).await;
+        let now = scrape_all(client, servers.iter().map(|s| s.addr)).await;
         let ok = now.iter().zip(during).all(|(s, d)| {
             s.get(BACKLOG_ROWS, &[]) == 0.0
                 && s.get(STORE_UP, &[]) == 1.0

@@ -15,10 +15,7 @@ use tally_tests::pg::{PrivateCluster, Shutdown};
 /// (and writes it once the database is back, before its shutdown timeout).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_waits_for_the_database_at_start_and_at_shutdown() {
-    let cluster = tokio::task::spawn_blocking(PrivateCluster::new)
-        .await
-        .unwrap()
-        .unwrap_or_else(|e| panic!("{e}"));
+    let cluster = PrivateCluster::started().await;
     let db = cluster.fresh_database().await;
     let url = db.url.clone();
     let cluster = with_cluster(cluster, |c| c.stop(Shutdown::Immediate).unwrap()).await;

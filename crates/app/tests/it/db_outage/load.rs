@@ -71,10 +71,7 @@ impl Driver {
             stop: AtomicBool::new(false),
             next: AtomicU64::new(0),
             acked: Mutex::new(Acked::default()),
-            client: reqwest::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .build()
-                .unwrap(),
+            client: crate::common::client(),
         })
     }
 
@@ -234,8 +231,13 @@ impl Driver {
         !self.stop.load(Ordering::SeqCst)
     }
 
-    /// Runs `boundary` and `app` concurrent loops until told to stop.
-    pub async fn run(self: &Arc<Self>, boundary: usize, app: usize) {
+    /// Starts `boundary` and `app` concurrent loops, which run until told to
+    /// stop; the task ends when they all have.
+    pub fn start(self: &Arc<Self>, boundary: usize, app: usize) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(self.clone().run(boundary, app))
+    }
+
+    async fn run(self: Arc<Self>, boundary: usize, app: usize) {
         let mut tasks = Vec::new();
         for _ in 0..boundary {
             let d = self.clone();

@@ -37,15 +37,6 @@ use time::OffsetDateTime;
 
 const REPLICAS: usize = 3;
 
-fn seconds_from_env(var: &str, default: u64) -> u64 {
-    match std::env::var(var) {
-        Ok(s) => s
-            .parse()
-            .unwrap_or_else(|_| panic!("{var}={s:?} is not a number of seconds")),
-        Err(_) => default,
-    }
-}
-
 /// How the database goes down: `TALLY_OUTAGE_SHUTDOWN=fast` for a clean
 /// stop, else a crash (`immediate`).
 fn shutdown_from_env() -> Shutdown {
@@ -54,19 +45,6 @@ fn shutdown_from_env() -> Shutdown {
         Ok("immediate") | Err(_) => Shutdown::Immediate,
         Ok(other) => panic!("TALLY_OUTAGE_SHUTDOWN={other:?}: expected fast or immediate"),
     }
-}
-
-fn replica(db: &str, sink: &str, extra: &[&str]) -> Server {
-    let mut args = vec![
-        "--database-url",
-        db,
-        "--snapshot-interval",
-        "2s",
-        "--telemetry-url",
-        sink,
-    ];
-    args.extend(extra);
-    Server::start(&args)
 }
 
 /// The last replica's collector cap, in reports at their worst case (a new
@@ -99,8 +77,8 @@ fn count_lines(log: &str, needle: &str) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_database_outage_loses_nothing_and_the_replicas_recover_by_themselves() {
-    let outage = Duration::from_secs(seconds_from_env("TALLY_OUTAGE_SECONDS", 10));
-    let load = Duration::from_secs(seconds_from_env("TALLY_OUTAGE_LOAD_SECONDS", 4));
+    let outage = Duration::from_secs(common::number_from_env("TALLY_OUTAGE_SECONDS", 10));
+    let load = Duration::from_secs(common::number_from_env("TALLY_OUTAGE_LOAD_SECONDS", 4));
     // A store call waits this long for a connection before it fails: the
     // outage must last longer for failures to show.
     let felt = tally::store::ACQUIRE_TIMEOUT + Duration::from_secs(3);
@@ -109,10 +87,7 @@ async fn a_database_outage_loses_nothing_and_the_replicas_recover_by_themselves(
         "TALLY_OUTAGE_SECONDS must be at least {} for the failures to show",
         felt.as_secs()
     );
-    let cluster = tokio::task::spawn_blocking(PrivateCluster::new)
-        .await
-        .unwrap()
-        .unwrap_or_else(|e| panic!("{e}"));
+    let cluster = PrivateCluster::started().await;
     let db = cluster.fresh_database().await;
     let url = db.url.clone();
     let sink = sink::Sink::start(0).await;
@@ -124,32 +99,17 @@ async fn a_database_outage_loses_nothing_and_the_replicas_recover_by_themselves(
             } else {
                 &[]
             };
-            replica(&url, &sink.url(), extra)
+            common::replica(&url, &sink.url(), extra)
         })
         .collect();
     let driver = Driver::new(servers.iter().map(|s| s.addr).collect());
     let client = common::client();
-    let run = {
-        let driver = driver.clone();
-        tokio::spawn(async move { driver.run(4, 2).await })
-    };
+    let run = driver.start(4, 2);
 
     // Up: flushes work, nothing has failed.
     tokio::time::sleep(load).await;
-    let before = check::scrape_all(&client, &servers).await;
-    for (i, s) in before.iter().enumerate() {
-        assert_eq!(
-            s.get(APP_FAILED_FLUSHES, &[]),
-            0.0,
-            "replica {i} before the outage: {s:?}"
-        );
-        assert_eq!(
-            s.get(BOUNDARY_FAILURES, &[]),
-            0.0,
-            "replica {i} before the outage: {s:?}"
-        );
-        assert_eq!(s.get(STORE_UP, &[]), 1.0, "replica {i} before the outage: {s:?}");
-    }
+    let before = scrape::scrape_all(&client, servers.iter().map(|s| s.addr)).await;
+    check::all_healthy(&before, "before the outage");
 
     // Down, as in a crash. Load goes on; the metrics are watched.
     driver.outage.store(true, Ordering::SeqCst);
@@ -157,21 +117,7 @@ async fn a_database_outage_loses_nothing_and_the_replicas_recover_by_themselves(
     let cluster = with_cluster(cluster, move |c| c.stop(how).unwrap()).await;
     let down_at = Instant::now();
     // A read needs the store: it fails, clearly and in bounded time.
-    let read = {
-        let (client, url) = (
-            client.clone(),
-            servers[0].url(&common::insights_path(
-                OffsetDateTime::now_utc() - time::Duration::hours(1),
-                OffsetDateTime::now_utc(),
-            )),
-        );
-        tokio::spawn(async move {
-            let started = Instant::now();
-            let r = client.get(url).bearer_auth(common::READER).send().await.unwrap();
-            let status = r.status();
-            (status, r.text().await.unwrap(), started.elapsed())
-        })
-    };
+    let read = check::start_read(&client, &servers[0]);
     // The capped replica, pushed with new sessions until it refuses: it
     // cannot write them, so they fill its cap whatever the machine's speed.
     let refused = driver.fill_until_refused(REPLICAS - 1, FILL_POSTS).await;
@@ -186,7 +132,7 @@ async fn a_database_outage_loses_nothing_and_the_replicas_recover_by_themselves(
     let mut during = Vec::new();
     while during.is_empty() || down_at.elapsed() < outage {
         tokio::time::sleep(Duration::from_millis(500).min(outage)).await;
-        during = check::scrape_all(&client, &servers).await;
+        during = scrape::scrape_all(&client, servers.iter().map(|s| s.addr)).await;
         for (i, s) in during.iter().enumerate() {
             max_backlog[i] = max_backlog[i].max(s.get(APP_BACKLOG, &[]));
             max_pending[i] = max_pending[i].max(s.get(BOUNDARY_PENDING, &[]));
@@ -194,13 +140,7 @@ async fn a_database_outage_loses_nothing_and_the_replicas_recover_by_themselves(
             saw_down[i] |= s.get(STORE_UP, &[]) == 0.0;
         }
     }
-    let (status, body, took) = read.await.unwrap();
-    assert_eq!(status, reqwest::StatusCode::SERVICE_UNAVAILABLE, "{body}");
-    assert!(body.contains("retry later"), "{body}");
-    assert!(
-        took < tally::store::ACQUIRE_TIMEOUT + Duration::from_secs(2),
-        "a read took {took:?} to fail"
-    );
+    check::refused_within(read, tally::store::ACQUIRE_TIMEOUT + Duration::from_secs(2)).await;
     let health = client
         .get(servers[0].url("/healthz"))
         .send()
@@ -230,16 +170,14 @@ async fn a_database_outage_loses_nothing_and_the_replicas_recover_by_themselves(
     let load_ended = OffsetDateTime::now_utc();
 
     // Idle: the boundary usage is flushed too.
-    for s in &servers {
-        scrape::settled(&client, s.addr).await;
-    }
+    scrape::settle_all(&client, servers.iter().map(|s| s.addr)).await;
 
     // Periods resume: one after the last acknowledged request is closed (so
     // it holds everything), and every snapshot is published.
     let pool = sqlx::PgPool::connect(&url).await.unwrap();
     let rows = check::published_after(&pool, load_ended, Duration::from_secs(20)).await;
 
-    let after = check::scrape_all(&client, &servers).await;
+    let after = scrape::scrape_all(&client, servers.iter().map(|s| s.addr)).await;
     let logs = check::stop_cleanly(servers).await;
 
     // What an operator reads: replica 0's warnings and errors.

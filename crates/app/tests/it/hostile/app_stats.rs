@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::macros::datetime;
 
-use super::harness::{Case, RAW, splice};
+use super::harness::{Case, NOT_COUNTS, PAST_A_REPORTS_COUNT, RAW, splice};
 use crate::common::*;
 
 /// The workspace of every report sent in a refused request.
@@ -216,21 +216,14 @@ pub fn cases(now: OffsetDateTime) -> Vec<Case> {
     // carry so that rolled-up sums fit the store's signed 64-bit columns. A
     // whole number in another notation (`1e3`, `12.0`) is a count, as JSON
     // Schema's integer has it; 2^32 written so is still too large.
-    for raw in [
-        "-1",
-        "-9223372036854775808",
-        "18446744073709551616",
-        "1e400",
-        "1.5",
-        "4.294967296e9",
-    ] {
+    for raw in NOT_COUNTS.into_iter().chain(["4.294967296e9"]) {
         cases.push(post(
             &format!("requests {raw}"),
             r.with("requests", raw),
             &at("requests"),
         ));
     }
-    for raw in ["9223372036854775808", "18446744073709551615", "4294967296"] {
+    for raw in PAST_A_REPORTS_COUNT {
         cases.push(
             post(
                 &format!("requests {raw}"),

@@ -4,7 +4,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use super::app_stats::POISON_WS;
-use super::harness::{Case, RAW, splice};
+use super::harness::{Case, NOT_COUNTS, PAST_A_REPORTS_COUNT, RAW, splice};
 use crate::common::*;
 
 fn counts() -> Value {
@@ -121,20 +121,14 @@ pub fn cases() -> Vec<Case> {
 
     // Negative and overflowing counts.
     for key in ["allowed", "denied"] {
-        for raw in [
-            "-1",
-            "-9223372036854775808",
-            "18446744073709551616",
-            "1e400",
-            "1.5",
-        ] {
+        for raw in NOT_COUNTS {
             cases.push(post(
                 &format!("{key} {raw}"),
                 with(counts(), &format!("/{key}"), raw),
                 key,
             ));
         }
-        for raw in ["9223372036854775808", "18446744073709551615", "4294967296"] {
+        for raw in PAST_A_REPORTS_COUNT {
             let body = with(counts(), &format!("/{key}"), raw);
             cases.push(post(&format!("{key} {raw}"), body, key).mentions("4294967295"));
         }

@@ -3,6 +3,7 @@
 use reqwest::{Method, StatusCode};
 use tally::http::error::ErrorBody;
 
+use crate::common::scrape::{Metrics, scrape};
 use crate::common::*;
 
 /// Where [`splice`] puts raw bytes: set a JSON value to this string.
@@ -17,6 +18,19 @@ pub fn splice(value: &serde_json::Value, raw: &[u8]) -> Vec<u8> {
     let bytes = text.as_bytes();
     [&bytes[..at], raw, &bytes[at + marker.len()..]].concat()
 }
+
+/// Numbers no count takes: negative, past 64 bits, not whole.
+pub const NOT_COUNTS: [&str; 5] = [
+    "-1",
+    "-9223372036854775808",
+    "18446744073709551616",
+    "1e400",
+    "1.5",
+];
+
+/// Whole numbers past the most one report may carry (4294967295): refused
+/// naming that limit.
+pub const PAST_A_REPORTS_COUNT: [&str; 3] = ["9223372036854775808", "18446744073709551615", "4294967296"];
 
 /// The server under test, cheap to clone into a task.
 #[derive(Debug, Clone)]
@@ -51,16 +65,8 @@ impl Target {
         format!("{}{path}", self.base)
     }
 
-    pub async fn metrics(&self) -> String {
-        let response = self
-            .client
-            .get(self.url("/metrics"))
-            .bearer_auth(READER)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), StatusCode::OK);
-        response.text().await.unwrap()
+    pub async fn metrics(&self) -> Metrics {
+        scrape(&self.client, self.addr).await
     }
 
     pub async fn healthy(&self) -> bool {
@@ -80,18 +86,13 @@ pub struct Stored {
 }
 
 pub async fn stored(target: &Target) -> Stored {
-    let text = target.metrics().await;
+    let m = target.metrics().await;
+    let tracked = |decision: &str| m.get("tally_boundary_requests_tracked_total", &[("decision", decision)]);
     Stored {
-        collected: metric(&text, "tally_app_stats_reports_collected_total"),
-        dropped: metric(&text, "tally_app_stats_reports_dropped_total"),
-        allowed: metric(
-            &text,
-            "tally_boundary_requests_tracked_total{decision=\"allowed\"}",
-        ),
-        denied: metric(
-            &text,
-            "tally_boundary_requests_tracked_total{decision=\"denied\"}",
-        ),
+        collected: m.get("tally_app_stats_reports_collected_total", &[]),
+        dropped: m.get("tally_app_stats_reports_dropped_total", &[]),
+        allowed: tracked("allowed"),
+        denied: tracked("denied"),
     }
 }
 

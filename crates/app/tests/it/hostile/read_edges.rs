@@ -4,12 +4,11 @@
 
 use std::collections::BTreeSet;
 
-use serde_json::Value;
 use time::format_description::well_known::Rfc3339;
 use time::{Duration, OffsetDateTime, Time, UtcOffset};
 
 use super::harness::Target;
-use super::valid::{get, url_time};
+use super::valid::{apps, get, url_time};
 
 const APP_USAGE: &str = "/api/v2/insights/app-usage";
 const ACTIVE_USERS: &str = "/api/v2/insights/active-users";
@@ -37,22 +36,6 @@ fn range(path: &str, (start, end): (OffsetDateTime, OffsetDateTime), extra: &str
         url_time(start),
         url_time(end)
     )
-}
-
-fn apps(body: &Value) -> BTreeSet<(String, String, u64)> {
-    body["apps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| {
-            let s = |k: &str| a[k].as_str().unwrap().to_owned();
-            (
-                s("access_method"),
-                s("slug_or_port"),
-                a["requests"].as_u64().unwrap(),
-            )
-        })
-        .collect()
 }
 
 /// `want`: (method, slug, requests) of every accepted app, all of them

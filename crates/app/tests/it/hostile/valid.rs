@@ -1,6 +1,8 @@
 //! The valid edge cases of both ingest endpoints: accepted, and exactly their
 //! known fields stored.
 
+use std::collections::BTreeSet;
+
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
@@ -234,6 +236,23 @@ pub async fn run(target: &Target, now: OffsetDateTime) -> Accepted {
         allowed: 2 + 2 + 4_294_967_295,
         denied: 2 + 3,
     }
+}
+
+/// (access method, slug, requests) of every app in an insights answer.
+pub fn apps(body: &Value) -> BTreeSet<(String, String, u64)> {
+    body["apps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            let s = |k: &str| a[k].as_str().unwrap().to_owned();
+            (
+                s("access_method"),
+                s("slug_or_port"),
+                a["requests"].as_u64().unwrap(),
+            )
+        })
+        .collect()
 }
 
 pub fn url_time(t: OffsetDateTime) -> String {

@@ -1,7 +1,5 @@
 //! Against the in-memory store.
 
-use std::collections::BTreeMap;
-
 use reqwest::StatusCode;
 use time::OffsetDateTime;
 
@@ -27,22 +25,11 @@ async fn the_memory_store_is_always_ready_and_live() {
     assert_eq!(body["status"], "ready", "{body}");
 }
 
-/// Every metric family served, by name, with its type.
-fn families(text: &str) -> BTreeMap<String, String> {
-    text.lines()
-        .filter_map(|l| l.strip_prefix("# TYPE "))
-        .filter_map(|l| {
-            let mut parts = l.split_whitespace();
-            Some((parts.next()?.to_owned(), parts.next()?.to_owned()))
-        })
-        .collect()
-}
-
 #[tokio::test]
 async fn the_metrics_listener_serves_every_metric_without_a_token_under_one_naming_scheme() {
     let server = Server::start(&["--metrics-listen", "127.0.0.1:0"]);
     let client = client();
-    let open = format!("http://{}/metrics", metrics_addr(&server));
+    let open = metrics_addr(&server);
     // Some of everything: ingest, a refusal, a read.
     let now = OffsetDateTime::now_utc();
     let (ws, user) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
@@ -62,10 +49,8 @@ async fn the_metrics_listener_serves_every_metric_without_a_token_under_one_nami
     let (status, _) = get_json(&client, &server, "/api/v2/telemetry/snapshots", MEMBER).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
 
-    let r = client.get(&open).send().await.unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
-    let text = r.text().await.unwrap();
-    let served = families(&text);
+    let m = scrape::scrape_without_token(&client, open).await;
+    let served = &m.types;
     for (name, kind) in [
         ("tally_app_stats_reports_collected_total", "counter"),
         ("tally_app_stats_last_flush_duration_seconds", "gauge"),
@@ -81,10 +66,10 @@ async fn the_metrics_listener_serves_every_metric_without_a_token_under_one_nami
         assert_eq!(
             served.get(name).map(String::as_str),
             Some(kind),
-            "{name} in\n{text}"
+            "{name} in\n{m:?}"
         );
     }
-    for (name, kind) in &served {
+    for (name, kind) in served {
         assert!(
             name.starts_with("tally_") || name.starts_with("process_"),
             "{name}"
@@ -103,29 +88,19 @@ async fn the_metrics_listener_serves_every_metric_without_a_token_under_one_nami
         }
     }
     // The route of the histogram is the route's pattern, the status a class.
-    assert!(
-        text.contains(
-            "tally_http_request_duration_seconds_count{method=\"POST\",route=\"/api/v2/workspaceproxies/me/app-stats\",status_class=\"2xx\"} 1"
-        ),
-        "{text}"
-    );
-    assert!(
-        text.contains("route=\"/api/v2/telemetry/snapshots\",status_class=\"4xx\""),
-        "{text}"
-    );
+    let durations = "tally_http_request_duration_seconds_count";
+    let ingest = [("method", "POST"), ("route", APP_STATS), ("status_class", "2xx")];
+    assert!(m.has(durations, &ingest), "{m:?}");
+    assert_eq!(m.count(durations, &ingest), 1, "{m:?}");
+    let refused_read = [("route", "/api/v2/telemetry/snapshots"), ("status_class", "4xx")];
+    assert!(m.has(durations, &refused_read), "{m:?}");
 
     // The API's own /metrics still wants a reader; the open one is only that.
     let api = client.get(server.url("/metrics")).send().await.unwrap();
     assert_eq!(api.status(), StatusCode::UNAUTHORIZED);
-    let api = client
-        .get(server.url("/metrics"))
-        .bearer_auth(READER)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(api.status(), StatusCode::OK);
+    scrape::scrape(&client, server.addr).await;
     let elsewhere = client
-        .get(open.replace("/metrics", "/api/v2/telemetry/snapshots"))
+        .get(format!("http://{open}/api/v2/telemetry/snapshots"))
         .bearer_auth(ADMIN)
         .send()
         .await

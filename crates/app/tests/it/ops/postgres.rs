@@ -28,6 +28,19 @@ async fn history_exists(url: &str) -> bool {
     found.is_some()
 }
 
+/// Records migration 9999, "from a newer tally", as applied: one this build
+/// does not know.
+async fn record_a_migration_from_a_newer_tally(url: &str) {
+    let pool = sqlx::PgPool::connect(url).await.unwrap();
+    sqlx::query(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+         VALUES (9999, 'from a newer tally', true, '\\x00', 1)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+}
+
 fn known_migrations() -> usize {
     tally_adapters_postgres::MIGRATOR.iter().count()
 }
@@ -68,14 +81,7 @@ async fn migrate_status_lists_pending_applied_and_unknown_migrations_and_changes
     );
 
     // A migration only a newer tally knows.
-    let pool = sqlx::PgPool::connect(&url).await.unwrap();
-    sqlx::query(
-        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
-         VALUES (9999, 'from a newer tally', true, '\\x00', 1)",
-    )
-    .execute(&pool)
-    .await
-    .unwrap();
+    record_a_migration_from_a_newer_tally(&url).await;
     let (stdout, _) = text(&run(&["migrate", "--status", "--database-url", &url]));
     assert!(
         stdout
@@ -127,14 +133,7 @@ async fn serve_no_migrate_refuses_a_schema_behind_and_starts_on_a_current_one() 
 
     // A migration only a newer tally knows: --no-migrate starts and is
     // ready; a migrating serve refuses the history it does not know.
-    let pool = sqlx::PgPool::connect(&url).await.unwrap();
-    sqlx::query(
-        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
-         VALUES (9999, 'from a newer tally', true, '\\x00', 1)",
-    )
-    .execute(&pool)
-    .await
-    .unwrap();
+    record_a_migration_from_a_newer_tally(&url).await;
     let server = Server::start(&["--database-url", &url, "--no-migrate"]);
     let r = client().get(server.url("/readyz")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
@@ -166,10 +165,7 @@ async fn ready(client: &reqwest::Client, server: &Server) -> (StatusCode, Option
 
 #[tokio::test]
 async fn readiness_follows_the_database_and_its_schema() {
-    let mut cluster = tokio::task::spawn_blocking(PrivateCluster::new)
-        .await
-        .unwrap()
-        .unwrap();
+    let mut cluster = PrivateCluster::started().await;
     let db = cluster.fresh_database().await;
     let url = db.url.to_string();
     let server = Server::start(&["--database-url", &url, "--store-timeout", "2s"]);

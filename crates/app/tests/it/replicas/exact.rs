@@ -26,7 +26,7 @@ use super::checks;
 use super::load::Driver;
 use super::{SnapshotRow, snapshots, stop};
 use crate::common::Server;
-use crate::common::scrape::{Metrics, scrape, settled};
+use crate::common::scrape::{scrape_all, settle_all};
 
 /// The telemetry period the replicas run with.
 const INTERVAL: Duration = Duration::from_secs(2);
@@ -112,22 +112,6 @@ impl Outbox {
     }
 }
 
-async fn scrape_all(client: &reqwest::Client, driver: &Driver) -> Vec<Metrics> {
-    let mut all = Vec::new();
-    for &addr in &driver.replicas {
-        all.push(scrape(client, addr).await);
-    }
-    all
-}
-
-async fn settle_all(client: &reqwest::Client, driver: &Driver) -> Vec<Metrics> {
-    let mut all = Vec::new();
-    for &addr in &driver.replicas {
-        all.push(settled(client, addr).await);
-    }
-    all
-}
-
 /// Sends a period's boundary logs, for `workspaces` with their owners, (and app stats) until `until`; every
 /// workspace goes through every replica first, even past `until` (the flush
 /// check after the period is what makes the attribution certain).
@@ -186,7 +170,7 @@ async fn flushed_before_close(
 ) -> (f64, bool) {
     let deadline = wall_to_instant(end) + INTERVAL;
     loop {
-        let pending: Vec<u64> = scrape_all(client, driver)
+        let pending: Vec<u64> = scrape_all(client, driver.replicas.iter().copied())
             .await
             .iter()
             .map(|mx| mx.count(m::BOUNDARY_PENDING, &[]))
@@ -291,7 +275,7 @@ pub async fn scenario(periods: usize) {
     .await;
     let deadline = Instant::now() + Duration::from_secs(10);
     let metrics = loop {
-        let metrics = settle_all(&client, &driver).await;
+        let metrics = settle_all(&client, driver.replicas.iter().copied()).await;
         let rows_now = snapshots(&pool).await;
         let accepted = sink.received.lock().accepted.len() as u64;
         let sum = |name| metrics.iter().map(|mx| mx.count(name, &[])).sum::<u64>();

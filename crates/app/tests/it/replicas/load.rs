@@ -76,10 +76,7 @@ impl Driver {
             retiring_signalled: AtomicBool::new(false),
             next: AtomicU64::new(0),
             acked: Mutex::new(Acked::default()),
-            client: reqwest::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .build()
-                .unwrap(),
+            client: crate::common::client(),
         })
     }
 

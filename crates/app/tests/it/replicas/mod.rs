@@ -22,7 +22,9 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use common::Server;
-use common::db::{SnapshotRow, assert_sessions_exact, snapshots, stored_sessions, unclosed_boundary};
+use common::db::{
+    SnapshotRow, assert_boundary_exact, assert_sessions_exact, counted_boundary, snapshots, stored_sessions,
+};
 use load::{Driver, USERS, WORKSPACES};
 use uuid::Uuid;
 
@@ -30,28 +32,8 @@ use uuid::Uuid;
 /// round's retries, so the outbox has to try again later.
 const SINK_OUTAGE: u64 = 6;
 
-fn env_number(name: &str, default: u64) -> u64 {
-    match std::env::var(name) {
-        Ok(s) => s
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}={s:?} is not a whole number")),
-        Err(_) => default,
-    }
-}
-
 fn load_seconds() -> u64 {
-    env_number("TALLY_REPLICAS_SECONDS", 6)
-}
-
-fn replica(db: &str, sink: &str) -> Server {
-    Server::start(&[
-        "--database-url",
-        db,
-        "--snapshot-interval",
-        "2s",
-        "--telemetry-url",
-        sink,
-    ])
+    common::number_from_env("TALLY_REPLICAS_SECONDS", 6)
 }
 
 fn stop(server: Server) {
@@ -83,14 +65,16 @@ async fn a_killed_replica_loses_at_most_what_it_acknowledged_since_its_last_flus
 /// the outbox and the sink; snapshots wait out a long sink outage.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_period_counts_exactly_what_was_sent_in_it_through_a_long_sink_outage() {
-    exact::scenario(env_number("TALLY_REPLICAS_PERIODS", 5) as usize).await;
+    exact::scenario(common::number_from_env("TALLY_REPLICAS_PERIODS", 5) as usize).await;
 }
 
 async fn scenario(halt: Halt) {
     let db = tally_tests::pg::fresh_database().await;
     let url = db.url.to_string();
     let sink = sink::Sink::start(SINK_OUTAGE).await;
-    let mut servers: Vec<Option<Server>> = (0..3).map(|_| Some(replica(&url, &sink.url()))).collect();
+    let mut servers: Vec<Option<Server>> = (0..3)
+        .map(|_| Some(common::replica(&url, &sink.url(), &[])))
+        .collect();
     let addrs = servers.iter().map(|s| s.as_ref().unwrap().addr).collect();
     // Replica 2 is stopped halfway through the load.
     let driver = Driver::new(addrs, Some(2));
@@ -157,7 +141,7 @@ async fn scenario(halt: Halt) {
         .await
         .unwrap();
     }
-    let last = replica(&url, &sink.url());
+    let last = common::replica(&url, &sink.url(), &[]);
     let deadline = Instant::now() + Duration::from_secs(20);
     let delivered = loop {
         let rows = snapshots(&pool).await;
@@ -194,20 +178,9 @@ async fn scenario(halt: Halt) {
     }
 
     // Conservation: snapshots plus what is still unclosed is what was acknowledged.
-    let (rest_allowed, rest_denied) = unclosed_boundary(&pool).await;
-    let allowed: i64 = rows.iter().map(|r| r.allowed).sum::<i64>() + rest_allowed;
-    let denied: i64 = rows.iter().map(|r| r.denied).sum::<i64>() + rest_denied;
+    let (allowed, denied) = counted_boundary(&pool, &rows).await;
     match halt {
-        Halt::Term => {
-            assert_eq!(
-                allowed as u64, acked.allowed,
-                "allowed decisions; snapshots: {rows:#?}"
-            );
-            assert_eq!(
-                denied as u64, acked.denied,
-                "denied decisions; snapshots: {rows:#?}"
-            );
-        }
+        Halt::Term => assert_boundary_exact((allowed, denied), (acked.allowed, acked.denied), &rows),
         Halt::Kill => {
             let since: u64 = acked
                 .retiring_boundary
@@ -217,11 +190,11 @@ async fn scenario(halt: Halt) {
                 .sum();
             let lost_allowed = acked
                 .allowed
-                .checked_sub(allowed as u64)
+                .checked_sub(allowed)
                 .expect("more allowed counted than sent");
             let lost_denied = acked
                 .denied
-                .checked_sub(denied as u64)
+                .checked_sub(denied)
                 .expect("more denied counted than sent");
             let bound = unflushed + since;
             eprintln!(

@@ -40,10 +40,51 @@ fn collector(
     StatsCollector::new(config, Arc::new(reporter), Arc::new(clock.clone()))
 }
 
-/// Calls as the reporter saw them, each with the session ids it carried.
-type Calls = Arc<Mutex<Vec<Vec<StatsReport>>>>;
+/// [`config`] with the collector's memory cap at `max_buffered` units.
+fn capped(max_buffered: usize) -> CollectorConfig {
+    CollectorConfig {
+        max_buffered,
+        ..config()
+    }
+}
 
-/// A mock reporter that fails its first `failures` calls and records all.
+/// One call a [`recording_reporter`] took.
+#[derive(Debug, Clone)]
+struct Call {
+    at: tokio::time::Instant,
+    rows: Vec<StatsReport>,
+    /// Whether it succeeded (else it failed as against a database that is down).
+    ok: bool,
+}
+
+/// Every call a [`recording_reporter`] took, in order.
+type Calls = Arc<Mutex<Vec<Call>>>;
+
+/// A mock reporter that records every call and fails those `fails` picks by
+/// their number (from 0) as against a database that is down; the others
+/// succeed. `|_| false` never fails, `|call| call < 2` fails twice first.
+fn recording_reporter(fails: impl Fn(usize) -> bool + Send + 'static) -> (MockReporter, Calls) {
+    let calls: Calls = Arc::default();
+    let mut reporter = MockReporter::new();
+    let seen = calls.clone();
+    reporter.expect_report().returning(move |rows| {
+        let mut seen = seen.lock();
+        let ok = !fails(seen.len());
+        seen.push(Call {
+            at: tokio::time::Instant::now(),
+            rows: rows.to_vec(),
+            ok,
+        });
+        if ok { Ok(()) } else { Err(unavailable()) }
+    });
+    (reporter, calls)
+}
+
+/// The rows of each call, in order.
+fn rows_of(calls: &[Call]) -> Vec<Vec<StatsReport>> {
+    calls.iter().map(|c| c.rows.clone()).collect()
+}
+
 /// Expects one report call, next in `seq`, of exactly `rows`.
 fn expect_report_in(
     reporter: &mut MockReporter,
@@ -59,26 +100,10 @@ fn expect_report_in(
         .return_once(move |_| outcome);
 }
 
-fn flaky_reporter(failures: usize) -> (MockReporter, Calls) {
-    let calls: Calls = Arc::default();
-    let mut reporter = MockReporter::new();
-    let seen = calls.clone();
-    reporter.expect_report().returning(move |rows| {
-        let mut seen = seen.lock();
-        seen.push(rows.to_vec());
-        if seen.len() <= failures {
-            Err(unavailable())
-        } else {
-            Ok(())
-        }
-    });
-    (reporter, calls)
-}
-
 #[tokio::test]
 async fn flush_reports_the_rollup_and_counts() {
     let clock = ManualClock::new(T0 + secs(30));
-    let (reporter, calls) = flaky_reporter(0);
+    let (reporter, calls) = recording_reporter(|_| false);
     let c = collector(config(), reporter, &clock);
     c.collect(report(1, T0, Some(T0 + secs(10)), 2));
     c.collect(report(2, T0, Some(T0 + secs(20)), 3));
@@ -89,7 +114,7 @@ async fn flush_reports_the_rollup_and_counts() {
         sessions: 2,
         ..report(1, T0, Some(T0 + secs(60)), 5)
     };
-    assert_eq!(calls[0], vec![rolled]);
+    assert_eq!(calls[0].rows, vec![rolled]);
     let stats = c.stats();
     assert_eq!(
         (stats.collected, stats.rows_reported, stats.tracked_sessions),
@@ -117,15 +142,7 @@ async fn a_flush_with_nothing_to_report_does_not_call_the_reporter() {
 #[tokio::test]
 async fn the_last_flush_time_and_error_follow_each_flush() {
     let clock = ManualClock::new(T0 + secs(30));
-    let mut seq = Sequence::new();
-    let mut reporter = MockReporter::new();
-    for outcome in [Ok(()), Err(unavailable()), Ok(())] {
-        reporter
-            .expect_report()
-            .times(1)
-            .in_sequence(&mut seq)
-            .return_once(move |_| outcome);
-    }
+    let (reporter, calls) = recording_reporter(|call| call == 1);
     let c = collector(config(), reporter, &clock);
     assert_eq!(
         (c.stats().last_flush_at, c.stats().last_flush_error),
@@ -154,6 +171,8 @@ async fn the_last_flush_time_and_error_follow_each_flush() {
         (c.stats().last_flush_at, c.stats().last_flush_error),
         (Some(T0 + secs(230)), None)
     );
+    let outcomes: Vec<bool> = calls.lock().iter().map(|c| c.ok).collect();
+    assert_eq!(outcomes, [true, false, true]);
 }
 
 /// A backlog larger than one store call takes goes in parts; a failure
@@ -164,25 +183,9 @@ async fn a_large_backlog_is_written_in_parts_and_a_failed_part_keeps_only_the_re
     // The flush's first call fails (all n rows become the backlog); the
     // retry writes one part and fails on the second; the next flush writes
     // the last two parts.
-    let script = [false, true, false, true, true];
-    let calls: Calls = Arc::default();
-    let mut reporter = MockReporter::new();
-    let seen = calls.clone();
-    reporter.expect_report().returning(move |rows| {
-        let mut seen = seen.lock();
-        seen.push(rows.to_vec());
-        if script.get(seen.len() - 1).copied().unwrap_or(true) {
-            Ok(())
-        } else {
-            Err(unavailable())
-        }
-    });
+    let (reporter, calls) = recording_reporter(|call| call == 0 || call == 2);
     let clock = ManualClock::new(T0 + secs(130));
-    let config = CollectorConfig {
-        max_buffered: n * 4,
-        ..config()
-    };
-    let c = collector(config, reporter, &clock);
+    let c = collector(capped(n * 4), reporter, &clock);
     for i in 0..n {
         // Closed sessions longer than the rollup window: one row each.
         c.collect(report(i as u128 + 1, T0, Some(T0 + secs(120)), 1));
@@ -202,7 +205,7 @@ async fn a_large_backlog_is_written_in_parts_and_a_failed_part_keeps_only_the_re
     assert_eq!((stats.backlog_rows, stats.rows_reported), (0, n as u64));
 
     let calls = calls.lock();
-    let sizes: Vec<usize> = calls.iter().map(Vec::len).collect();
+    let sizes: Vec<usize> = calls.iter().map(|c| c.rows.len()).collect();
     assert_eq!(
         sizes,
         [
@@ -216,9 +219,8 @@ async fn a_large_backlog_is_written_in_parts_and_a_failed_part_keeps_only_the_re
     // Each row was in exactly one successful call.
     let mut written: Vec<Uuid> = calls
         .iter()
-        .zip(script)
-        .filter(|(_, ok)| *ok)
-        .flat_map(|(rows, _)| rows.iter().map(|r| r.session_id))
+        .filter(|c| c.ok)
+        .flat_map(|c| c.rows.iter().map(|r| r.session_id))
         .collect();
     written.sort();
     written.dedup();
@@ -230,24 +232,9 @@ async fn a_large_backlog_is_written_in_parts_and_a_failed_part_keeps_only_the_re
 #[tokio::test]
 async fn a_rollup_whose_second_part_fails_keeps_only_the_rest_as_backlog() {
     let n = MAX_ROWS_PER_REPORT + 7;
-    let calls: Calls = Arc::default();
-    let mut scripted = MockReporter::new();
-    let seen = calls.clone();
-    scripted.expect_report().returning(move |rows| {
-        let mut seen = seen.lock();
-        seen.push(rows.to_vec());
-        if seen.len() == 2 {
-            Err(unavailable())
-        } else {
-            Ok(())
-        }
-    });
+    let (reporter, calls) = recording_reporter(|call| call == 1);
     let clock = ManualClock::new(T0 + secs(130));
-    let config = CollectorConfig {
-        max_buffered: n * 4,
-        ..config()
-    };
-    let c = collector(config, scripted, &clock);
+    let c = collector(capped(n * 4), reporter, &clock);
     for i in 0..n {
         c.collect(report(i as u128 + 1, T0, Some(T0 + secs(120)), 1));
     }
@@ -262,10 +249,13 @@ async fn a_rollup_whose_second_part_fails_keeps_only_the_rest_as_backlog() {
     assert_eq!((stats.backlog_rows, stats.rows_reported), (0, n as u64));
     let calls = calls.lock();
     assert_eq!(
-        calls.iter().map(Vec::len).collect::<Vec<_>>(),
+        calls.iter().map(|c| c.rows.len()).collect::<Vec<_>>(),
         [MAX_ROWS_PER_REPORT, 7, 7]
     );
-    assert_eq!(calls[1], calls[2], "the failed part is retried as it was");
+    assert_eq!(
+        calls[1].rows, calls[2].rows,
+        "the failed part is retried as it was"
+    );
 }
 
 #[tokio::test]
@@ -302,7 +292,7 @@ async fn a_failed_report_becomes_the_backlog_and_is_retried_first_whole() {
 #[tokio::test]
 async fn provisional_rows_of_a_failed_flush_are_reported_again_later_not_backlogged() {
     let clock = ManualClock::new(T0 + secs(90));
-    let (reporter, calls) = flaky_reporter(1);
+    let (reporter, calls) = recording_reporter(|call| call < 1);
     let c = collector(config(), reporter, &clock);
     c.collect(report(1, T0, None, 1));
     assert!(c.flush().await.is_err());
@@ -311,13 +301,13 @@ async fn provisional_rows_of_a_failed_flush_are_reported_again_later_not_backlog
     c.flush().await.unwrap();
     let calls = calls.lock();
     assert_eq!(calls.len(), 2);
-    assert_eq!(calls[1], vec![report(1, T0, Some(T0 + secs(120)), 1)]);
+    assert_eq!(calls[1].rows, vec![report(1, T0, Some(T0 + secs(120)), 1)]);
 }
 
 #[tokio::test]
 async fn close_reports_open_sessions_with_the_close_time_and_stops_the_loop() {
     let clock = ManualClock::new(T0 + secs(10));
-    let (reporter, calls) = flaky_reporter(0);
+    let (reporter, calls) = recording_reporter(|_| false);
     let c = collector(config(), reporter, &clock);
     let task = c.spawn();
     c.collect(report(1, T0 + secs(5), None, 3));
@@ -325,7 +315,7 @@ async fn close_reports_open_sessions_with_the_close_time_and_stops_the_loop() {
     c.close().await.unwrap();
     task.await.unwrap();
     assert_eq!(
-        *calls.lock(),
+        rows_of(&calls.lock()),
         vec![vec![report(1, T0 + secs(5), Some(T0 + secs(20)), 3)]]
     );
 }
@@ -335,17 +325,9 @@ async fn close_reports_open_sessions_with_the_close_time_and_stops_the_loop() {
 #[tokio::test]
 async fn memory_is_capped_while_reporting_fails_and_drops_are_counted() {
     let clock = ManualClock::new(T0);
-    let mut reporter = MockReporter::new();
-    reporter.expect_report().returning(|_| Err(unavailable()));
+    let (reporter, _) = recording_reporter(|_| true);
     let cap = 50;
-    let c = collector(
-        CollectorConfig {
-            max_buffered: cap,
-            ..config()
-        },
-        reporter,
-        &clock,
-    );
+    let c = collector(capped(cap), reporter, &clock);
     for minute in 0..20 {
         let start = T0 + Duration::minutes(minute);
         for n in 0..10 {
@@ -372,34 +354,21 @@ async fn memory_is_capped_while_reporting_fails_and_drops_are_counted() {
 #[tokio::test]
 async fn updates_of_tracked_sessions_are_taken_at_the_cap() {
     let clock = ManualClock::new(T0);
-    let (reporter, calls) = flaky_reporter(0);
-    let c = collector(
-        CollectorConfig {
-            max_buffered: 3,
-            ..config()
-        },
-        reporter,
-        &clock,
-    );
+    let (reporter, calls) = recording_reporter(|_| false);
+    let c = collector(capped(3), reporter, &clock);
     c.collect(report(1, T0, None, 1));
     c.collect(report(2, T0, None, 1));
     c.collect(report(1, T0, Some(T0 + secs(5)), 4));
     assert_eq!((c.stats().collected, c.stats().dropped), (2, 1));
     clock.set(T0 + secs(10));
     c.flush().await.unwrap();
-    assert_eq!(calls.lock()[0], vec![report(1, T0, Some(T0 + secs(60)), 4)]);
+    assert_eq!(calls.lock()[0].rows, vec![report(1, T0, Some(T0 + secs(60)), 4)]);
 }
 
 #[tokio::test(start_paused = true)]
 async fn the_loop_flushes_every_interval() {
     let clock = ManualClock::new(T0);
-    let times = Arc::new(Mutex::new(Vec::new()));
-    let mut reporter = MockReporter::new();
-    let seen = times.clone();
-    reporter.expect_report().returning(move |_| {
-        seen.lock().push(tokio::time::Instant::now());
-        Ok(())
-    });
+    let (reporter, calls) = recording_reporter(|_| false);
     let c = collector(config(), reporter, &clock);
     let begin = tokio::time::Instant::now();
     let task = c.spawn();
@@ -411,25 +380,14 @@ async fn the_loop_flushes_every_interval() {
     }
     c.close().await.unwrap();
     task.await.unwrap();
-    let offsets: Vec<_> = times.lock().iter().map(|t| (*t - begin).as_secs()).collect();
+    let offsets: Vec<_> = calls.lock().iter().map(|c| (c.at - begin).as_secs()).collect();
     assert_eq!(offsets, vec![30, 60, 90]);
 }
 
 #[tokio::test(start_paused = true)]
 async fn after_failures_the_loop_backs_off_exponentially_then_recovers_and_loses_nothing() {
     let clock = ManualClock::new(T0 + secs(10));
-    let times = Arc::new(Mutex::new(Vec::new()));
-    let mut reporter = MockReporter::new();
-    let seen = times.clone();
-    reporter.expect_report().returning(move |rows| {
-        let mut seen = seen.lock();
-        seen.push((tokio::time::Instant::now(), rows.to_vec()));
-        if seen.len() <= 4 {
-            Err(unavailable())
-        } else {
-            Ok(())
-        }
-    });
+    let (reporter, calls) = recording_reporter(|call| call < 4);
     let c = collector(
         CollectorConfig {
             report_interval: std::time::Duration::from_secs(60),
@@ -446,18 +404,18 @@ async fn after_failures_the_loop_backs_off_exponentially_then_recovers_and_loses
     c.close().await.unwrap();
     task.await.unwrap();
 
-    let times = times.lock();
-    assert_eq!(times.len(), 5, "four failures, then success");
+    let calls = calls.lock();
+    assert_eq!(calls.len(), 5, "four failures, then success");
     let mut previous = begin;
     let mut gaps = Vec::new();
-    for (at, rows) in times.iter() {
+    for call in calls.iter() {
         assert_eq!(
-            *rows,
+            call.rows,
             vec![report(1, T0, Some(T0 + secs(60)), 4)],
             "the same backlog"
         );
-        gaps.push((*at - previous).as_secs_f64());
-        previous = *at;
+        gaps.push((call.at - previous).as_secs_f64());
+        previous = call.at;
     }
     assert_eq!(gaps[0], 60.0, "first flush after one interval");
     // Retries: 2 s, 4 s, 8 s, 16 s, each plus jitter of less than itself.
@@ -580,12 +538,8 @@ fn debug_output_names_the_collector_without_the_reporter() {
 #[test]
 fn a_batch_is_taken_whole_or_refused_whole() {
     let clock = ManualClock::new(T0);
-    let config = CollectorConfig {
-        max_buffered: 30,
-        ..config()
-    };
     // A reporter with no expectations: any report would panic.
-    let c = collector(config, MockReporter::new(), &clock);
+    let c = collector(capped(30), MockReporter::new(), &clock);
     let open = |n: u128| report(n, T0, None, 1);
 
     assert_eq!(c.max_reports_per_call(), 10);
@@ -620,11 +574,10 @@ async fn the_cap_weighs_sessions_groups_and_rows_each_at_its_own_weight() {
         row: 1000,
     };
     let clock = ManualClock::new(T0);
-    let (reporter, calls) = flaky_reporter(1);
+    let (reporter, calls) = recording_reporter(|call| call == 0);
     let config = CollectorConfig {
-        max_buffered: 10 * 1110,
         weights,
-        ..config()
+        ..capped(10 * 1110)
     };
     let c = collector(config, reporter, &clock);
     assert_eq!(c.max_reports_per_call(), 10);
@@ -652,6 +605,6 @@ async fn the_cap_weighs_sessions_groups_and_rows_each_at_its_own_weight() {
     c.flush().await.unwrap();
     assert_eq!(c.stats().held_units, 100 + 10 * 10, "both rows written");
     let calls = calls.lock();
-    let requests: Vec<u64> = calls.iter().map(|rows| rows[0].requests).collect();
+    let requests: Vec<u64> = calls.iter().map(|call| call.rows[0].requests).collect();
     assert_eq!(requests, [10, 10, 11], "failed, retried, then the update");
 }

@@ -123,6 +123,15 @@ struct ModelStore {
 }
 
 impl ModelStore {
+    /// The store after the successful calls of a [`recording_reporter`].
+    fn after(calls: &[Call]) -> Self {
+        let mut model = Self::default();
+        for call in calls.iter().filter(|c| c.ok) {
+            model.apply(&call.rows);
+        }
+        model
+    }
+
     fn apply(&mut self, rows: &[StatsReport]) {
         for row in rows {
             assert!(
@@ -295,23 +304,14 @@ fn run_weighted_collector(plans: Vec<Plan>, ops: Vec<Op>, cap: usize, weights: W
         .build()
         .unwrap();
     runtime.block_on(async {
-        let model = Arc::new(Mutex::new(ModelStore::default()));
         let failing = Arc::new(AtomicBool::new(false));
-        let mut reporter = MockReporter::new();
-        let (store, fail) = (model.clone(), failing.clone());
-        reporter.expect_report().returning(move |rows| {
-            if fail.load(Ordering::SeqCst) {
-                return Err(unavailable());
-            }
-            store.lock().apply(rows);
-            Ok(())
-        });
+        let fail = failing.clone();
+        let (reporter, calls) = recording_reporter(move |_| fail.load(Ordering::SeqCst));
         let clock = ManualClock::new(T0);
         let c = collector(
             CollectorConfig {
-                max_buffered: cap,
                 weights,
-                ..config()
+                ..capped(cap)
             },
             reporter,
             &clock,
@@ -364,7 +364,7 @@ fn run_weighted_collector(plans: Vec<Plan>, ops: Vec<Op>, cap: usize, weights: W
         }
         c.close().await.unwrap();
         let exact = c.stats().dropped == 0;
-        check_rows(&model.lock(), &run, exact);
+        check_rows(&ModelStore::after(&calls.lock()), &run, exact);
         clock.set(run.now + Duration::hours(1));
         c.flush().await.unwrap();
         let stats = c.stats();
@@ -377,7 +377,7 @@ fn run_weighted_collector(plans: Vec<Plan>, ops: Vec<Op>, cap: usize, weights: W
                 "all freed"
             );
         }
-        check_rows(&model.lock(), &run, exact);
+        check_rows(&ModelStore::after(&calls.lock()), &run, exact);
     });
 }
 
