@@ -14,7 +14,7 @@
 //! `--outage` stops the database (a private cluster) before the sustained
 //! run: the collector holds every report until its cap (`--max-memory`)
 //! refuses with 503. The run prints RSS when refusals began, the peak, and
-//! RSS per unit of the cap's accounting as it filled; then the database is
+//! RSS growth per byte the cap's accounting counted as it filled; then the database is
 //! started again, every report taken must be written (the rows' sessions
 //! are counted), and RSS is read after 60 s idle.
 
@@ -32,9 +32,6 @@ use crate::server::Server;
 const PROXY_TOKEN: &str = "capacity-proxy";
 const AGENT_TOKEN: &str = "capacity-agent";
 const READER_TOKEN: &str = "capacity-reader";
-/// The accounting's bytes per unit (`tally::serve::BYTES_PER_UNIT`; 160
-/// before it was set from these runs' measurements).
-const BYTES_PER_UNIT: u64 = 224;
 const SCRIPT: &str = include_str!("capacity/ingest.lua");
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -60,7 +57,7 @@ pub struct CapacityArgs {
     /// Users (and workspaces, agents) the new sessions spread over: at the
     /// default about 3000 groups a minute share the sessions; a number above
     /// the run's sessions (1000000000) puts each in a group of its own, the
-    /// costliest shape per unit of the memory cap.
+    /// costliest shape per session for the memory cap.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
     users: u64,
     /// wrk connections.
@@ -412,7 +409,8 @@ fn wrk(
     Ok(w)
 }
 
-/// The cap's fill: RSS when refusals began, the peak, RSS per unit held;
+/// The cap's fill: RSS when refusals began, the peak, RSS growth per byte
+/// counted;
 /// and after an outage, what was written and RSS after a minute idle.
 fn print_fill(samples: &[probe::Sample], healed: Option<&(u64, outage::Healed, u64, u64)>) {
     let mib = |kib: u64| kib / 1024;
@@ -434,14 +432,14 @@ fn print_fill(samples: &[probe::Sample], healed: Option<&(u64, outage::Healed, u
             held >> 20
         ),
     }
-    let per_unit = probe::bytes_per_unit(samples, BYTES_PER_UNIT, &[0.25, 0.5, 0.75, 1.0]);
-    let per_unit: Vec<String> = per_unit
+    let ratios = probe::rss_per_counted_byte(samples, &[0.25, 0.5, 0.75, 1.0]);
+    let ratios: Vec<String> = ratios
         .iter()
-        .map(|(f, b)| format!("{:.0} % full {b:.0}", f * 100.0))
+        .map(|(f, r)| format!("{:.0} % full {r:.2}", f * 100.0))
         .collect();
     println!(
-        "RSS growth per unit held (accounting: {BYTES_PER_UNIT} bytes/unit): {}",
-        per_unit.join(", ")
+        "RSS growth per byte of growth counted (under 1: the cap counts more than RSS grew): {}",
+        ratios.join(", ")
     );
     if let Some((taken, healed, idle, drain_peak)) = healed {
         println!(

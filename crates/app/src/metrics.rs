@@ -202,7 +202,7 @@ pub fn record_state(collector: &CollectorStats, pending: &PendingUsage) {
     metrics::counter!(FAILED_FLUSHES).absolute(collector.failed_flushes);
     metrics::gauge!(BACKLOG_ROWS).set(collector.backlog_rows as f64);
     metrics::gauge!(TRACKED_SESSIONS).set(collector.tracked_sessions as f64);
-    metrics::gauge!(BUFFERED_BYTES).set(crate::serve::units_to_bytes(collector.held_units) as f64);
+    metrics::gauge!(BUFFERED_BYTES).set(collector.held_units as f64);
     metrics::gauge!(FLUSH_SECONDS).set(collector.last_flush_seconds);
     let last_flush = collector
         .last_flush_at

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use tally_domain::appstats::collector::{CollectorConfig, StatsCollector};
 use tally_domain::appstats::reporter::StoreReporter;
+use tally_domain::appstats::rollup::Weights;
 use tally_domain::appstats::session_times::SessionTimeLimits;
 use tally_domain::authz::{Authorized, Subject};
 use tally_domain::boundary::tracker::{BoundaryTracker, TrackerFlush};
@@ -27,17 +28,6 @@ use crate::loops::{Background, LoopSettings, WatchedReporter, to_time};
 use crate::metrics::StoreMetrics;
 use crate::sink::{HttpSink, LogSink};
 use crate::store::Opened;
-
-/// Bytes of process memory that one unit of the collector's accounting
-/// (`CollectorConfig::max_buffered`) stands for, set from RSS measured with
-/// the cap full (`cargo xtask capacity --outage`, BENCHMARKS.md "The cap
-/// full"): RSS growth over units held was 170 to 218 bytes when every new
-/// session opens a group of its own (the costliest shape: a group's record,
-/// its table slot and a session buffer for one session, three units), and
-/// about 45 bytes when many sessions share a group. 160, derived from a
-/// row's size, let RSS pass a full 256 MiB cap by 100 MiB in the first
-/// shape; at 224 the costliest shape measured stays within the cap.
-pub const BYTES_PER_UNIT: u64 = 224;
 
 /// `--max-memory` unless set.
 pub const DEFAULT_MAX_MEMORY: &str = "2GiB";
@@ -62,14 +52,10 @@ pub fn collector_share(max_memory: u64, memory_store_percent: Option<u8>) -> u64
     }
 }
 
-/// The collector's cap, in its units, for `--max-memory` bytes.
-pub fn collector_units(max_memory: u64) -> usize {
-    usize::try_from(max_memory / BYTES_PER_UNIT).unwrap_or(usize::MAX)
-}
-
-/// Bytes that `units` of the collector's accounting stand for.
-pub fn units_to_bytes(units: usize) -> u64 {
-    (units as u64).saturating_mul(BYTES_PER_UNIT)
+/// The collector's cap for its share of `--max-memory`: its accounting
+/// counts bytes ([`Weights::RSS_BYTES`]).
+pub fn collector_cap(share: u64) -> usize {
+    usize::try_from(share).unwrap_or(usize::MAX)
 }
 
 /// Runs the server until SIGTERM or Ctrl-C. Start-up problems are
@@ -141,10 +127,11 @@ pub async fn run_with(
         CollectorConfig {
             rollup_window: to_time(args.rollup_window),
             report_interval: args.report_interval,
-            max_buffered: collector_units(collector_share(
+            max_buffered: collector_cap(collector_share(
                 args.max_memory,
                 memory_store.as_ref().map(|_| args.memory_store_share),
             )),
+            weights: Weights::RSS_BYTES,
             retry_min_delay: args.report_interval.min(Duration::from_secs(1)),
         },
         reporter,

@@ -112,11 +112,10 @@ pub fn write_csv(path: &std::path::Path, samples: &[Sample]) -> std::io::Result<
     )
 }
 
-/// Real bytes of RSS per unit of the cap's accounting as it fills: RSS
-/// growth over the growth of what the accounting counts, from the first
-/// sample holding anything to the first holding each fraction of the most
-/// held, as (fraction, bytes per unit at `bytes_per_unit`).
-pub fn bytes_per_unit(samples: &[Sample], bytes_per_unit: u64, fractions: &[f64]) -> Vec<(f64, f64)> {
+/// Bytes of RSS growth per byte of growth the cap's accounting counted as
+/// it fills, from the first sample holding anything to the first holding
+/// each fraction of the most held, as (fraction, ratio).
+pub fn rss_per_counted_byte(samples: &[Sample], fractions: &[f64]) -> Vec<(f64, f64)> {
     let Some(base) = samples.iter().find(|s| s.buffered_bytes > 0) else {
         return Vec::new();
     };
@@ -127,9 +126,9 @@ pub fn bytes_per_unit(samples: &[Sample], bytes_per_unit: u64, fractions: &[f64]
             let s = samples
                 .iter()
                 .find(|s| s.buffered_bytes as f64 >= f * most as f64)?;
-            let units = (s.buffered_bytes - base.buffered_bytes.min(s.buffered_bytes)) / bytes_per_unit;
+            let counted = s.buffered_bytes.saturating_sub(base.buffered_bytes);
             let grown = (s.rss_kib.saturating_sub(base.rss_kib) * 1024) as f64;
-            (units > 0).then(|| (f, grown / units as f64))
+            (counted > 0).then(|| (f, grown / counted as f64))
         })
         .collect()
 }

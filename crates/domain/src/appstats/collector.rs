@@ -13,7 +13,7 @@ use time::{Duration, OffsetDateTime};
 use tokio::sync::watch;
 
 use super::StatsReport;
-use super::rollup::{Collected, DEFAULT_ROLLUP_WINDOW, Rollup};
+use super::rollup::{Collected, DEFAULT_ROLLUP_WINDOW, Rollup, Weights};
 use crate::clock::Clock;
 use crate::error::{Report, StoreError};
 use crate::ports::Reporter;
@@ -21,7 +21,8 @@ use crate::retry::Backoff;
 
 /// Default time between two flushes.
 pub const DEFAULT_REPORT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
-/// Default cap on sessions held in memory plus rows waiting in the backlog.
+/// Default cap on sessions held in memory plus rows waiting in the backlog,
+/// in [`Weights::UNITS`].
 pub const DEFAULT_MAX_BUFFERED: usize = 1_000_000;
 
 /// Rows handed to the reporter in one call at most. After an outage the
@@ -38,15 +39,20 @@ pub struct CollectorConfig {
     pub rollup_window: Duration,
     /// Time between two flushes of the background loop.
     pub report_interval: std::time::Duration,
-    /// Cap on tracked sessions plus backlog rows; reports of new sessions
-    /// beyond it are dropped and counted. Admission reserves room for the
-    /// worst case, so the cap holds even after failed flushes: a live
-    /// session takes two units (itself and the row it may leave in the
-    /// backlog), a session kept to recognise replays one, a group one (its
-    /// rolled-up row), a backlog row one, and a report queued for the next
-    /// flush three (it may open a session in a new group). See
+    /// Cap on tracked sessions, their groups and backlog rows, weighed with
+    /// `weights` (in their unit); reports of new sessions beyond it are
+    /// dropped and counted. Admission reserves room for the worst case, so
+    /// the cap holds even after failed flushes: a live session costs itself
+    /// and the row it may leave in the backlog, a session kept to recognise
+    /// replays itself, a group itself (and a row while its record changed),
+    /// a backlog row a row, and a report queued for the next flush a new
+    /// session in a new group ([`Weights::new_group`]). See
     /// [`Rollup::reserved_units`].
     pub max_buffered: usize,
+    /// What each session, group and row costs against `max_buffered`
+    /// (default [`Weights::UNITS`]; `tally serve` weighs them in bytes of
+    /// RSS).
+    pub weights: Weights,
     /// First retry delay after a failed flush (plus jitter); doubles up to
     /// `report_interval` (see [`Backoff`]).
     pub retry_min_delay: std::time::Duration,
@@ -58,6 +64,7 @@ impl Default for CollectorConfig {
             rollup_window: DEFAULT_ROLLUP_WINDOW,
             report_interval: DEFAULT_REPORT_INTERVAL,
             max_buffered: DEFAULT_MAX_BUFFERED,
+            weights: Weights::UNITS,
             retry_min_delay: std::time::Duration::from_secs(1),
         }
     }
@@ -79,9 +86,9 @@ pub struct CollectorStats {
     pub tracked_sessions: usize,
     /// Rows waiting in the backlog or being reported.
     pub backlog_rows: usize,
-    /// Units of the memory accounting held now, queued reports at their
-    /// worst case included: what admission compares with
-    /// [`CollectorConfig::max_buffered`].
+    /// What the memory accounting counts as held now, in the weights' unit,
+    /// queued reports at their worst case included: what admission compares
+    /// with [`CollectorConfig::max_buffered`].
     pub held_units: usize,
     /// How long the last flush took, reporter call included.
     pub last_flush_seconds: f64,
@@ -110,18 +117,15 @@ pub struct StatsCollector {
     inbox: Mutex<Vec<StatsReport>>,
     state: Mutex<State>,
     /// The memory accounting, kept here only: the state's units
-    /// ([`State::units`], exact) plus three units for each report taken
-    /// from the inbox and being applied. Admission adds three units for
-    /// each report in the inbox. Raised only with both locks held (when a
-    /// batch leaves the inbox), lowered to the state's units after each
-    /// change of the state.
+    /// ([`State::units`], exact) plus a queued report's worst case
+    /// ([`Weights::new_group`]) for each report taken from the inbox and
+    /// being applied. Admission adds as much for each report in the inbox.
+    /// Raised only with both locks held (when a batch leaves the inbox),
+    /// lowered to the state's units after each change of the state.
     committed: AtomicUsize,
     flushing: tokio::sync::Mutex<()>,
     stop: watch::Sender<bool>,
 }
-
-/// A report not yet applied may start a new session in a new group.
-const UNITS_PER_QUEUED_REPORT: usize = 3;
 
 /// Inbox length at which a collect applies the inbox to the rollup (when no
 /// flush holds the state), so new sessions need not wait for a flush to
@@ -151,7 +155,13 @@ impl State {
     /// Exact worst-case units of what is held: the rollup's, and the rows
     /// not yet delivered.
     fn units(&self) -> usize {
-        self.rollup.reserved_units() + self.pending_rows
+        let pending = self.rollup.weights().rows(self.pending_rows);
+        self.rollup.reserved_units().saturating_add(pending)
+    }
+
+    /// What the rollup may hold: the cap less the rows not yet delivered.
+    fn budget(&self, max_buffered: usize) -> usize {
+        max_buffered.saturating_sub(self.rollup.weights().rows(self.pending_rows))
     }
 }
 
@@ -196,7 +206,7 @@ impl StatsCollector {
     /// [`StatsCollector::flush`].
     pub fn new(config: CollectorConfig, reporter: Arc<dyn Reporter>, clock: Arc<dyn Clock>) -> Arc<Self> {
         let state = Mutex::new(State {
-            rollup: Rollup::new(config.rollup_window),
+            rollup: Rollup::with_weights(config.rollup_window, config.weights),
             backlog: Vec::new(),
             pending_rows: 0,
             spare: Vec::new(),
@@ -232,7 +242,7 @@ impl StatsCollector {
         // Near the cap: apply what is queued, then decide exactly.
         let mut state = self.lock_state();
         let inbox = self.apply_inbox(&mut state);
-        let budget = self.config.max_buffered.saturating_sub(state.pending_rows);
+        let budget = state.budget(self.config.max_buffered);
         match state.rollup.collect_within(&report, budget) {
             Collected::Dropped => state.dropped += 1,
             _ => state.collected += 1,
@@ -293,7 +303,13 @@ impl StatsCollector {
     /// take even with nothing buffered: a larger call is refused every time,
     /// so retrying it is pointless.
     pub fn max_reports_per_call(&self) -> usize {
-        self.config.max_buffered / UNITS_PER_QUEUED_REPORT
+        self.config.max_buffered / self.queued_cost().max(1)
+    }
+
+    /// What a report not yet applied is counted at: it may start a new
+    /// session in a new group.
+    fn queued_cost(&self) -> usize {
+        self.config.weights.new_group()
     }
 
     /// How often the buffer is flushed (and its room given back).
@@ -315,7 +331,7 @@ impl StatsCollector {
         // Updates of known sessions take far less room once applied.
         let mut state = self.lock_state();
         let mut inbox = self.apply_inbox(&mut state);
-        let need = count.saturating_mul(UNITS_PER_QUEUED_REPORT);
+        let need = count.saturating_mul(self.queued_cost());
         if state.units().saturating_add(need) > self.config.max_buffered {
             return false;
         }
@@ -337,7 +353,7 @@ impl StatsCollector {
             backlog_rows: state.pending_rows,
             held_units: state
                 .units()
-                .saturating_add(inbox.len() * UNITS_PER_QUEUED_REPORT),
+                .saturating_add(inbox.len().saturating_mul(self.queued_cost())),
             last_flush_seconds: state.last_flush_seconds,
             last_flush_at: state.last_flush_at,
             last_flush_error: state.last_flush_error.clone(),
@@ -357,7 +373,7 @@ impl StatsCollector {
     /// `push` not called, when they do not fit as queued reports.
     fn admit(&self, count: usize, push: impl FnOnce(&mut Vec<StatsReport>)) -> bool {
         let mut inbox = self.inbox.lock();
-        let queued = (inbox.len() + count).saturating_mul(UNITS_PER_QUEUED_REPORT);
+        let queued = (inbox.len() + count).saturating_mul(self.queued_cost());
         if self.committed.load(Ordering::Acquire).saturating_add(queued) > self.config.max_buffered {
             return false;
         }
@@ -385,11 +401,11 @@ impl StatsCollector {
         }
         let spare = std::mem::take(&mut state.spare);
         let mut batch = std::mem::replace(&mut *inbox, spare);
-        let in_flight = batch.len() * UNITS_PER_QUEUED_REPORT;
+        let in_flight = batch.len().saturating_mul(self.queued_cost());
         self.committed
             .store(state.units().saturating_add(in_flight), Ordering::Release);
         drop(inbox);
-        let budget = self.config.max_buffered.saturating_sub(state.pending_rows);
+        let budget = state.budget(self.config.max_buffered);
         let outcome = state.rollup.collect_batch(&batch, budget);
         state.collected += outcome.taken() as u64;
         state.dropped += outcome.dropped as u64;

@@ -26,6 +26,7 @@ pub mod reference;
 mod slugs;
 #[cfg(test)]
 mod tests;
+mod weights;
 
 use foldhash::fast::RandomState;
 use hashbrown::HashTable;
@@ -36,6 +37,7 @@ use self::slugs::Slugs;
 use super::StatsReport;
 
 pub use self::batch::BatchCollected;
+pub use self::weights::{Held, Weights};
 
 /// Default rollup window.
 pub const DEFAULT_ROLLUP_WINDOW: Duration = Duration::minutes(1);
@@ -72,6 +74,7 @@ pub(crate) struct RollupRows {
 pub struct Rollup {
     window: Duration,
     window_ns: i64,
+    weights: Weights,
     hasher: RandomState,
     groups: HashTable<Group>,
     slugs: Slugs,
@@ -84,9 +87,20 @@ pub struct Rollup {
 }
 
 impl Rollup {
+    /// A rollup whose accounting counts in [`Weights::UNITS`].
+    ///
     /// # Panics
     /// If `window` is not positive, or longer than 100 years.
     pub fn new(window: Duration) -> Self {
+        Self::with_weights(window, Weights::UNITS)
+    }
+
+    /// A rollup whose accounting ([`Rollup::reserved_units`]) weighs what it
+    /// holds with `weights`.
+    ///
+    /// # Panics
+    /// If `window` is not positive, or longer than 100 years.
+    pub fn with_weights(window: Duration, weights: Weights) -> Self {
         assert!(window.is_positive(), "rollup window must be positive");
         assert!(
             window <= Duration::days(36_525),
@@ -95,6 +109,7 @@ impl Rollup {
         Self {
             window,
             window_ns: window.whole_nanoseconds() as i64,
+            weights,
             hasher: RandomState::default(),
             groups: HashTable::new(),
             slugs: Slugs::default(),
@@ -117,10 +132,11 @@ impl Rollup {
     }
 
     /// Like [`Rollup::collect`], but refuses a report whose tracking would
-    /// take [`Rollup::reserved_units`] past `budget`: a new session (two
-    /// units, three with a new group), a later report of a session already
-    /// reported alone (one unit), or more requests for a rolled-up session
-    /// (one unit per group). Updates of live sessions are always taken.
+    /// take [`Rollup::reserved_units`] past `budget`: a new session
+    /// ([`Weights::new_session`], [`Weights::new_group`] with a new group),
+    /// a later report of a session already reported alone (a row), or more
+    /// requests for a rolled-up session (a row per group). Updates of live
+    /// sessions are always taken.
     pub fn collect_within(&mut self, report: &StatsReport, budget: usize) -> Collected {
         let slug = self.slugs.intern(&self.hasher, &report.slug_or_port);
         let outcome = match Prepared::new(report, slug, self.window_ns, &self.hasher) {
@@ -137,7 +153,7 @@ impl Rollup {
     fn apply(&mut self, p: &Prepared, budget: usize) -> Collected {
         let reserved = self.reserved_units();
         let Some(group) = self.groups.find_mut(p.hash, |g| g.key.matches(p)) else {
-            if reserved.saturating_add(3) > budget {
+            if reserved.saturating_add(self.weights.new_group()) > budget {
                 return Collected::Dropped;
             }
             let start = OffsetDateTime::from_unix_timestamp_nanos(i128::from(p.group_ns))
@@ -150,7 +166,7 @@ impl Rollup {
             return Collected::New;
         };
         let Some(slot) = group.find(&self.hasher, p.session_id) else {
-            if reserved.saturating_add(2) > budget {
+            if reserved.saturating_add(self.weights.new_session()) > budget {
                 return Collected::Dropped;
             }
             group.push(&self.hasher, p.session());
@@ -172,7 +188,7 @@ impl Rollup {
                 // Already counted in the rolled-up record: add only what is new.
                 let added = requests - session.requests;
                 if added > 0 && !group.rolled_changed {
-                    if reserved.saturating_add(1) > budget {
+                    if reserved.saturating_add(self.weights.row) > budget {
                         return Collected::Dropped;
                     }
                     group.rolled_changed = true;
@@ -184,7 +200,7 @@ impl Rollup {
             }
             State::Alone { due, .. } => {
                 // Reported and done: it becomes live again to report the news.
-                if reserved.saturating_add(1) > budget {
+                if reserved.saturating_add(self.weights.row) > budget {
                     return Collected::Dropped;
                 }
                 *due = true;
@@ -224,22 +240,36 @@ impl Rollup {
         self.groups.len()
     }
 
-    /// Worst-case memory units of what is held, counting for each live
-    /// session the row it may yet leave in a failed flush's backlog, and for
-    /// each group its rolled-up row: `2 × live + done + groups + changed
-    /// groups`, where a live session has a row still to send and a changed
-    /// group's record gained requests after the rollup that last reported
-    /// it.
+    /// What is held, counted by kind: kept by counters that every change
+    /// updates (the tests hold them to the reference's count over all
+    /// groups), read in O(1).
+    pub fn held(&self) -> Held {
+        Held {
+            sessions: self.live + self.done,
+            live: self.live,
+            groups: self.groups.len(),
+            changed_groups: self.changed_groups,
+        }
+    }
+
+    /// The weights this rollup's accounting counts in.
+    pub fn weights(&self) -> Weights {
+        self.weights
+    }
+
+    /// Worst-case memory of what is held, in the weights' unit
+    /// ([`Weights::of`] of [`Rollup::held`]): every session and group, and
+    /// the row each live session and each changed group's record may yet
+    /// leave in a failed flush's backlog.
     ///
-    /// Exact, not an estimate: kept by counters that every change updates
-    /// (the tests hold them to the reference's count over all groups), in
-    /// O(1). The collector's memory cap rests on two facts: collecting
-    /// within a budget never takes this past the budget (live updates
-    /// aside, which add nothing), and a rollup never increases this plus
-    /// the rows it returns, provisional rows aside (the collector does not
-    /// keep those: the next rollup reports those sessions again).
+    /// Exact, not an estimate, in O(1). The collector's memory cap rests on
+    /// two facts: collecting within a budget never takes this past the
+    /// budget (live updates aside, which add nothing), and a rollup never
+    /// increases this plus the weight of the rows it returns, provisional
+    /// rows aside (the collector does not keep those: the next rollup
+    /// reports those sessions again).
     pub fn reserved_units(&self) -> usize {
-        2 * self.live + self.done + self.groups.len() + self.changed_groups
+        self.weights.of(self.held())
     }
 
     /// Checks the counters against the groups.

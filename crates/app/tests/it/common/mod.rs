@@ -491,22 +491,29 @@ pub async fn post_and_read_back(client: &reqwest::Client, server: &Server, sc: &
     assert!(last_used >= sc.t0 + time::Duration::seconds(300), "{last}");
 }
 
-/// A `--max-memory` value that gives the collector a cap of `units` of its
-/// accounting (see `tally::serve::BYTES_PER_UNIT`), on PostgreSQL.
-pub fn memory_for_units(units: u64) -> String {
-    (units * tally::serve::BYTES_PER_UNIT).to_string()
+/// A `--max-memory` value whose collector cap holds exactly `reports`
+/// reports at their worst case (each a new session in a group of its own,
+/// weighed as `tally serve` weighs it: `Weights::RSS_BYTES`), on PostgreSQL.
+pub fn memory_for_reports(reports: u64) -> String {
+    (reports * worst_report_bytes()).to_string()
 }
 
-/// [`memory_for_units`] for a server on the in-memory store, which takes
+/// What the collector counts a report at before it is applied, in bytes.
+pub fn worst_report_bytes() -> u64 {
+    tally_domain::appstats::rollup::Weights::RSS_BYTES.new_group() as u64
+}
+
+/// [`memory_for_reports`] for a server on the in-memory store, which takes
 /// `percent` of the cap first (`--memory-store-share`): the smallest
-/// `--max-memory` leaving the collector `units`.
-pub fn memory_store_cap_for_units(units: u64, percent: u8) -> String {
-    let collector =
-        |max: u64| tally::serve::collector_units(tally::serve::collector_share(max, Some(percent)));
-    let mut max = units * tally::serve::BYTES_PER_UNIT;
-    while collector(max) < units as usize {
+/// `--max-memory` leaving the collector that much.
+pub fn memory_store_cap_for_reports(reports: u64, percent: u8) -> String {
+    let collector = |max: u64| tally::serve::collector_cap(tally::serve::collector_share(max, Some(percent)));
+    let want = reports * worst_report_bytes();
+    // Start below where the share reaches `want`, then step up to it.
+    let mut max = (want * 100 / (100 - u64::from(percent))).saturating_sub(100);
+    while collector(max) < want as usize {
         max += 1;
     }
-    assert_eq!(collector(max), units as usize);
+    assert_eq!(collector(max), want as usize);
     max.to_string()
 }

@@ -47,12 +47,13 @@ fn shutdown_from_env() -> Shutdown {
     }
 }
 
-/// The last replica's collector cap, in units of its accounting: far above
-/// what the load holds while the database is up (a few hundred units); the
-/// test fills it during the outage until it refuses app stats (503).
-const SMALL_CAP_UNITS: u64 = 3000;
-/// Most posts (8 new sessions each, two units or more apiece) the test
-/// sends to fill the capped replica: several times what the cap holds.
+/// The last replica's collector cap, in reports at their worst case (a new
+/// session in a group of its own): far above what the load holds while the
+/// database is up (a few hundred sessions of a few groups); the test fills
+/// it during the outage until it refuses app stats (503).
+const SMALL_CAP_REPORTS: u64 = 1000;
+/// Most posts (8 new sessions each) the test sends to fill the capped
+/// replica: several times what the cap holds.
 const FILL_POSTS: usize = 2000;
 
 /// Runs `f` on the cluster off the runtime's threads (it blocks until done).
@@ -90,7 +91,7 @@ async fn a_database_outage_loses_nothing_and_the_replicas_recover_by_themselves(
     let db = cluster.fresh_database().await;
     let url = db.url.clone();
     let sink = sink::Sink::start(0).await;
-    let small_cap = common::memory_for_units(SMALL_CAP_UNITS);
+    let small_cap = common::memory_for_reports(SMALL_CAP_REPORTS);
     let servers: Vec<Server> = (0..REPLICAS)
         .map(|i| {
             let extra: &[&str] = if i == REPLICAS - 1 {

@@ -342,8 +342,8 @@ pub fn cases(now: OffsetDateTime) -> Vec<Case> {
         &at("user_id"),
     ));
 
-    // Sizes: the collector's per-request limit (a cap of 300 units is 100
-    // reports) and the body limit (64 KiB).
+    // Sizes: the collector's per-request limit (a cap of 100 reports at
+    // their worst case) and the body limit (64 KiB).
     let status = StatusCode::PAYLOAD_TOO_LARGE;
     cases.push(
         post("101 reports", r.many(101), "stats")

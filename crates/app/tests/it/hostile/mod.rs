@@ -58,7 +58,7 @@ async fn raw_connections(target: &Target) {
 async fn hostile_input_to_every_endpoint_is_refused_whole_and_the_server_keeps_serving() {
     // The collector's cap is what these cases test; the in-memory store's
     // share must hold the rows of the valid ones.
-    let cap = crate::common::memory_store_cap_for_units(300, 90);
+    let cap = crate::common::memory_store_cap_for_reports(100, 90);
     let server = Server::start(&[
         ROLLUP_TICK[0],
         ROLLUP_TICK[1],

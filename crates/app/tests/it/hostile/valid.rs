@@ -80,7 +80,7 @@ pub async fn run(target: &Target, now: OffsetDateTime) -> Accepted {
         )
     };
 
-    // Exactly the per-request limit (a cap of 300 units: 100 reports), into
+    // Exactly the per-request limit (a cap of 100 reports), into
     // an empty collector; then wait until it is written and its room freed.
     let full: Vec<_> = (0..100).map(|_| report("path", "at-the-limit", 1)).collect();
     accepted(

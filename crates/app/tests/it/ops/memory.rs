@@ -220,7 +220,7 @@ async fn the_access_log_can_be_turned_off_by_flag_or_variable() {
 
 #[tokio::test]
 async fn a_full_buffer_says_to_retry_after_one_report_interval() {
-    let cap = memory_store_cap_for_units(30, 25);
+    let cap = memory_store_cap_for_reports(10, 25);
     let server = Server::start(&["--max-memory", &cap, "--report-interval", "3s"]);
     let client = client();
     let now = OffsetDateTime::now_utc();
@@ -235,13 +235,13 @@ async fn a_full_buffer_says_to_retry_after_one_report_interval() {
     };
     let (status, _) = post_json(&client, &server, APP_STATS, PROXY, &open(10)).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    // Ten new sessions in ten groups hold all 30 units (queued or applied),
-    // and the gauge shows them in bytes as the cap counts them: the
-    // collector's share of it (the in-memory store has the rest).
+    // Ten new sessions in ten groups hold all of the cap (queued or
+    // applied), and the gauge shows them in bytes as the cap counts them:
+    // the collector's share of it (the in-memory store has the rest).
     let m = scrape::scrape(&client, server.addr).await;
     assert_eq!(
         m.count(tally::metrics::BUFFERED_BYTES, &[]),
-        30 * tally::serve::BYTES_PER_UNIT,
+        10 * worst_report_bytes(),
         "tally_app_stats_buffered_bytes at the collector's cap"
     );
     let r = client

@@ -562,3 +562,49 @@ fn a_batch_is_taken_whole_or_refused_whole() {
     assert_eq!((stats.collected, stats.dropped, stats.rows_reported), (13, 0, 0));
     assert_eq!(stats.held_units, 21 + 3 * 3, "applied, plus three queued");
 }
+
+/// Weighed in bytes, say: each session, group and row counts at its own
+/// weight, a queued report at a new session in a new group's
+/// (docs/rules.md#memory-cap).
+#[tokio::test]
+async fn the_cap_weighs_sessions_groups_and_rows_each_at_its_own_weight() {
+    let weights = Weights {
+        session: 10,
+        group: 100,
+        row: 1000,
+    };
+    let clock = ManualClock::new(T0);
+    let (reporter, calls) = recording_reporter(|call| call == 0);
+    let config = CollectorConfig {
+        weights,
+        ..capped(10 * 1110)
+    };
+    let c = collector(config, reporter, &clock);
+    assert_eq!(c.max_reports_per_call(), 10);
+    // Ten closed short sessions of one group, queued: each at its worst case.
+    let short = |n: u128, requests| report(n, T0, Some(T0 + secs(5)), requests);
+    assert!(c.try_collect_all((0..10).map(|n| short(n, 1)).collect()));
+    assert_eq!(c.stats().held_units, 10 * 1110);
+    assert!(
+        !c.try_collect_all(vec![short(10, 1)]),
+        "no room for one more at its worst"
+    );
+    // Refused, but the queue was applied first: one group and ten live
+    // sessions, each with the row it may leave.
+    assert_eq!(c.stats().held_units, 100 + 10 * (10 + 1000));
+
+    // The flush fails: the ten sessions are done, their group's record is
+    // one row of the backlog.
+    clock.set(T0 + secs(10));
+    assert!(c.flush().await.is_err());
+    let stats = c.stats();
+    assert_eq!((stats.tracked_sessions, stats.backlog_rows), (10, 1));
+    assert_eq!(stats.held_units, 100 + 10 * 10 + 1000);
+    // More requests for a rolled-up session: the record's row again.
+    c.collect(short(0, 2));
+    c.flush().await.unwrap();
+    assert_eq!(c.stats().held_units, 100 + 10 * 10, "both rows written");
+    let calls = calls.lock();
+    let requests: Vec<u64> = calls.iter().map(|call| call.rows[0].requests).collect();
+    assert_eq!(requests, [10, 10, 11], "failed, retried, then the update");
+}

@@ -23,7 +23,7 @@ use indexmap::IndexMap;
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
-use super::{Collected, RollupRows};
+use super::{Collected, Held, RollupRows, Weights};
 use crate::appstats::{AccessMethod, StatsReport};
 use crate::telemetry::truncate;
 
@@ -31,6 +31,7 @@ use crate::telemetry::truncate;
 #[derive(Debug)]
 pub struct ReferenceRollup {
     window: Duration,
+    weights: Weights,
     groups: HashMap<GroupKey, Group>,
 }
 
@@ -67,18 +68,29 @@ enum State {
 }
 
 impl ReferenceRollup {
-    /// An empty rollup with this window.
+    /// An empty rollup with this window, counting in [`Weights::UNITS`].
     pub fn new(window: Duration) -> Self {
+        Self::with_weights(window, Weights::UNITS)
+    }
+
+    /// An empty rollup with this window, weighing what it holds with `weights`.
+    pub fn with_weights(window: Duration, weights: Weights) -> Self {
         let groups = HashMap::new();
-        Self { window, groups }
+        Self {
+            window,
+            weights,
+            groups,
+        }
     }
 
     /// Tracks a report, unless that takes [`ReferenceRollup::reserved_units`]
-    /// past `budget` (`usize::MAX`: no budget): a new session costs two units
-    /// (three in a new group), news of a session already reported one.
+    /// past `budget` (`usize::MAX`: no budget): a new session costs a
+    /// session and its row (and a group, in a new group), news of a session
+    /// already reported a row.
     pub fn collect_within(&mut self, report: StatsReport, budget: usize) -> Collected {
         let units = (budget != usize::MAX).then(|| self.reserved_units());
         let fits = |more: usize| units.unwrap_or(0).saturating_add(more) <= budget;
+        let w = self.weights;
         let key = GroupKey {
             start: truncate(report.session_started_at, self.window),
             user_id: report.user_id,
@@ -87,12 +99,12 @@ impl ReferenceRollup {
             access_method: report.access_method,
             slug_or_port: report.slug_or_port.clone(),
         };
-        if !self.groups.contains_key(&key) && !fits(3) {
+        if !self.groups.contains_key(&key) && !fits(w.group + w.session + w.row) {
             return Collected::Dropped;
         }
         let group = self.groups.entry(key).or_default();
         let Some((held, state)) = group.sessions.get_mut(&report.session_id) else {
-            if !fits(2) {
+            if !fits(w.session + w.row) {
                 return Collected::Dropped;
             }
             group
@@ -109,13 +121,13 @@ impl ReferenceRollup {
         match state {
             State::Unreported => {}
             State::Alone { due, .. } => {
-                if !*due && !fits(1) {
+                if !*due && !fits(w.row) {
                     return Collected::Dropped;
                 }
                 *due = true;
             }
             State::RolledUp => {
-                if added > 0 && !group.record_changed && !fits(1) {
+                if added > 0 && !group.record_changed && !fits(w.row) {
                     return Collected::Dropped;
                 }
                 if let Some(record) = group.record.as_mut().filter(|_| added > 0) {
@@ -182,11 +194,28 @@ impl ReferenceRollup {
         out
     }
 
-    /// Worst-case memory units: a session one, and one more while it has a
-    /// row to send; a group one, and one more while its record changed.
+    /// What is held, counted over every group.
+    pub fn held(&self) -> Held {
+        let mut held = Held::default();
+        for g in self.groups.values() {
+            held.sessions += g.sessions.len();
+            held.live += g.live();
+            held.groups += 1;
+            held.changed_groups += usize::from(g.record_changed);
+        }
+        held
+    }
+
+    /// Worst-case memory in the weights' unit: every session costs a
+    /// session, and a row more while it has a row to send; every group a
+    /// group, and a row more while its record changed.
     pub fn reserved_units(&self) -> usize {
-        let units = |g: &Group| g.sessions.len() + g.live() + 1 + usize::from(g.record_changed);
-        self.groups.values().map(units).sum()
+        let w = self.weights;
+        let cost = |g: &Group| {
+            let rows = g.live() + usize::from(g.record_changed);
+            w.session * g.sessions.len() + w.group + w.row * rows
+        };
+        self.groups.values().map(cost).sum()
     }
 }
 

@@ -333,6 +333,53 @@ fn budget_refuses_new_sessions_but_never_updates_of_live_ones() {
     assert_eq!(r.reserved_units(), 5);
 }
 
+/// Each thing held counts at its own weight: a group once, a session, and
+/// a row for each live session and changed record.
+#[test]
+fn the_budget_weighs_groups_sessions_and_rows_each_at_its_own_weight() {
+    let w = Weights {
+        session: 10,
+        group: 100,
+        row: 1000,
+    };
+    let mut r = Rollup::with_weights(DEFAULT_ROLLUP_WINDOW, w);
+    assert_eq!(r.collect_within(&open(1, T0, 1), 1109), Collected::Dropped);
+    assert_eq!(
+        r.collect_within(&open(1, T0, 1), 1110),
+        Collected::New,
+        "a new group"
+    );
+    let short = closed(2, T0 + secs(1), T0 + secs(2), 1);
+    assert_eq!(r.collect_within(&short, 2119), Collected::Dropped);
+    assert_eq!(r.collect_within(&short, 2120), Collected::New, "a new session");
+    let held = Held {
+        sessions: 2,
+        live: 2,
+        groups: 1,
+        changed_groups: 0,
+    };
+    assert_eq!((r.held(), r.reserved_units()), (held, 2120));
+
+    // The short session rolls up; its row goes out, the open one waits.
+    assert_eq!(r.rollup(T0 + secs(10)), vec![rolled_record(2, T0, 1, 1)]);
+    assert_eq!(r.reserved_units(), 100 + 2 * 10 + 1000);
+    // More requests for it: its record's row is held again, once.
+    assert_eq!(
+        r.collect_within(&closed(2, T0 + secs(1), T0 + secs(2), 3), 2119),
+        Collected::Dropped
+    );
+    assert_eq!(
+        r.collect_within(&closed(2, T0 + secs(1), T0 + secs(2), 3), 2120),
+        Collected::Updated
+    );
+    assert_eq!(
+        r.collect_within(&closed(2, T0 + secs(1), T0 + secs(2), 4), 2120),
+        Collected::Updated
+    );
+    assert_eq!(r.held().changed_groups, 1);
+    assert_eq!(r.reserved_units(), 2120);
+}
+
 #[test]
 fn times_with_offsets_group_by_their_instant() {
     let mut r = rollup();

@@ -295,6 +295,10 @@ fn run_rollup(plans: Vec<Plan>, ops: Vec<Op>) {
 }
 
 fn run_collector(plans: Vec<Plan>, ops: Vec<Op>, cap: usize) {
+    run_weighted_collector(plans, ops, cap, Weights::UNITS);
+}
+
+fn run_weighted_collector(plans: Vec<Plan>, ops: Vec<Op>, cap: usize, weights: Weights) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
@@ -304,7 +308,14 @@ fn run_collector(plans: Vec<Plan>, ops: Vec<Op>, cap: usize) {
         let fail = failing.clone();
         let (reporter, calls) = recording_reporter(move |_| fail.load(Ordering::SeqCst));
         let clock = ManualClock::new(T0);
-        let c = collector(capped(cap), reporter, &clock);
+        let c = collector(
+            CollectorConfig {
+                weights,
+                ..capped(cap)
+            },
+            reporter,
+            &clock,
+        );
         let within_cap = |c: &StatsCollector| {
             let stats = c.stats();
             assert!(
@@ -316,6 +327,11 @@ fn run_collector(plans: Vec<Plan>, ops: Vec<Op>, cap: usize) {
             assert!(
                 stats.held_units >= stats.tracked_sessions + stats.backlog_rows,
                 "{stats:?}: every session and row held counts at least one unit"
+            );
+            let weighed = weights.session * stats.tracked_sessions + weights.rows(stats.backlog_rows);
+            assert!(
+                stats.held_units >= weighed,
+                "{stats:?}: every session and row held counts at its weight ({weights:?})"
             );
         };
         let mut run = Run::new(plans);
@@ -450,5 +466,15 @@ proptest! {
         cap in 0usize..40,
     ) {
         run_collector(plans, ops, cap);
+    }
+
+    #[test]
+    fn collector_stays_within_a_cap_of_any_weights(
+        plans in plans(),
+        ops in ops(),
+        cap in 0usize..400,
+        (session, group, row) in (1usize..10, 1usize..10, 1usize..10),
+    ) {
+        run_weighted_collector(plans, ops, cap, Weights { session, group, row });
     }
 }

@@ -1,7 +1,8 @@
 //! The engine against the plain reference: the same random reports (open,
 //! closed, with any request counts, late, replayed), flushes at random times,
-//! final flushes, and a budget; both must give identical outcomes, rows and
-//! accounting at every step.
+//! final flushes, and a budget in weights of any size; both must give
+//! identical outcomes, rows, counts of what they hold and accounting at
+//! every step.
 
 use proptest::prelude::*;
 
@@ -118,8 +119,12 @@ fn flush(
 /// go to the engine one by one within `budget`, or (`batched`) as one batch
 /// per flush with no budget.
 fn run(plans: &[Plan], ops: &[Op], budget: usize, batched: bool) {
-    let mut engine = Rollup::new(WINDOW);
-    let mut reference = ReferenceRollup::new(WINDOW);
+    run_weighted(plans, ops, budget, batched, Weights::UNITS);
+}
+
+fn run_weighted(plans: &[Plan], ops: &[Op], budget: usize, batched: bool, weights: Weights) {
+    let mut engine = Rollup::with_weights(WINDOW, weights);
+    let mut reference = ReferenceRollup::with_weights(WINDOW, weights);
     let (mut now, mut sent, mut batch): (_, Vec<StatsReport>, _) = (T0, Vec::new(), Vec::new());
     for op in ops {
         let r = match op {
@@ -148,6 +153,7 @@ fn run(plans: &[Plan], ops: &[Op], budget: usize, batched: bool) {
             }
         }
         engine.check_invariants();
+        assert_eq!(engine.held(), reference.held());
         assert_eq!(engine.reserved_units(), reference.reserved_units());
     }
     flush(&mut engine, &mut reference, &mut batch, now, true);
@@ -158,7 +164,12 @@ fn run(plans: &[Plan], ops: &[Op], budget: usize, batched: bool) {
         now + Duration::hours(1),
         false,
     );
+    assert_eq!(engine.held(), reference.held());
     assert_eq!(engine.reserved_units(), reference.reserved_units());
+}
+
+fn weights() -> impl Strategy<Value = Weights> {
+    (0usize..8, 0usize..8, 0usize..8).prop_map(|(session, group, row)| Weights { session, group, row })
 }
 
 proptest! {
@@ -176,6 +187,16 @@ proptest! {
         budget in 0usize..40,
     ) {
         run(&plans, &ops, budget, false);
+    }
+
+    #[test]
+    fn the_engine_gives_the_reference_rows_and_drops_within_a_budget_of_any_weights(
+        plans in plans(),
+        ops in ops(),
+        budget in 0usize..200,
+        weights in weights(),
+    ) {
+        run_weighted(&plans, &ops, budget, false, weights);
     }
 
     #[test]
